@@ -1,0 +1,53 @@
+# Makefile for moat. Recipes only call cargo or hack/ scripts; the logic lives
+# in the scripts.
+#   make build   - cargo build --release (target/release/moat)
+#   make setup   - install host packages, start containerd + dockerd
+#   make demo    - register moat with docker, import moat-busybox, run demo
+#   make test    - same preparation, then the whole cargo test suite
+#   make lint    - rustfmt check + clippy with warnings as errors
+#   make clean   - cargo clean + drop the cached busybox rootfs
+
+SHELL := /bin/bash
+
+# Find cargo even when PATH lacks ~/.cargo/bin.
+CARGO_HOME ?= $(HOME)/.cargo
+ifneq ($(wildcard $(CARGO_HOME)/bin),)
+export PATH := $(CARGO_HOME)/bin:$(PATH)
+endif
+CARGO ?= cargo
+MOAT_CACHE ?= /var/cache/moat
+
+.PHONY: all build setup register image demo test lint clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+setup:
+	bash hack/setup.sh
+
+# Helpers for the targets below (also usable directly).
+register: setup build
+	bash hack/docker-register.sh
+
+image: setup
+	bash hack/docker-image.sh
+
+demo: setup build
+	bash hack/docker-register.sh
+	bash hack/docker-image.sh
+	bash hack/demo.sh
+
+test: setup build
+	bash hack/docker-register.sh
+	bash hack/docker-image.sh
+	bash hack/test.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf "$(MOAT_CACHE)/busybox-rootfs" "$(MOAT_CACHE)/busybox-rootfs.tar" "$(MOAT_CACHE)/moat-busybox.stamp"

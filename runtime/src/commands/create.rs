@@ -1,0 +1,383 @@
+//! `moat create`: harden the bundle's spec, prepare what libcontainer cannot
+//! (id range, idmapped rootfs, namespaces given by path), then hand off.
+//!
+//! Order matters for "bad input leaves nothing behind": everything that can
+//! refuse (id, config.json, policy, the hardening itself, the rootfs and its
+//! mount destinations) is checked before the first side effect. After that,
+//! a guard undoes every step on error.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use moat::harden::{harden, is_bind, Hardened};
+use moat::idpool::IdPool;
+use moat::report::Report;
+use moat::rootfs::{self, RootfsMode};
+use moat::selfcheck::{capability_mask, SelfCheck};
+use moat::state::{self, MoatState};
+
+use super::{remove_moat_state, validate_id, Ctx, MAX_CONFIG_BYTES};
+
+/// What `create` and `run` pass down.
+pub struct CreateOpts<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub detach: bool,
+}
+
+pub fn create(ctx: &Ctx, args: liboci_cli::Create) -> Result<()> {
+    create_container(
+        ctx,
+        &CreateOpts {
+            id: &args.container_id,
+            bundle: &args.bundle,
+            pid_file: args.pid_file.as_deref(),
+            console_socket: args.console_socket.as_deref(),
+            preserve_fds: args.preserve_fds,
+            no_pivot: args.no_pivot,
+            detach: true,
+        },
+    )
+    .map(|_| ())
+}
+
+/// Reads and parses `<bundle>/config.json` with a clear error for each way
+/// it can be wrong.
+pub fn load_bundle_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > MAX_CONFIG_BYTES {
+        bail!(
+            "{} is {size} bytes, larger than the {MAX_CONFIG_BYTES} bytes moat accepts",
+            path.display()
+        );
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.trim().is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    let spec: Spec =
+        serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    if !spec.version().starts_with("1.") {
+        bail!(
+            "{}: unsupported ociVersion {:?} (moat supports 1.x)",
+            path.display(),
+            spec.version()
+        );
+    }
+    if spec.process().is_none() {
+        bail!("{}: no process to run", path.display());
+    }
+    Ok(spec)
+}
+
+/// The rootfs path of a spec, absolute (relative paths are relative to the
+/// bundle), checked to exist.
+pub fn bundle_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| anyhow!("config.json has no root"))?;
+    let path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    if !path.is_dir() {
+        bail!(
+            "rootfs {} does not exist or is not a directory",
+            path.display()
+        );
+    }
+    fs::canonicalize(&path).with_context(|| format!("cannot resolve rootfs {}", path.display()))
+}
+
+/// Everything before the first side effect: returns the hardened spec
+/// (with a placeholder id range) or the reason it cannot run.
+fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf)> {
+    validate_id(opts.id)?;
+    let bundle = fs::canonicalize(opts.bundle)
+        .with_context(|| format!("bundle {} does not exist", opts.bundle.display()))?;
+    let spec = load_bundle_spec(&bundle)?;
+    let rootfs_path = bundle_rootfs(&spec, &bundle)?;
+    let policy = ctx.policy()?;
+    let facts = moat::facts::gather(&spec, None);
+    harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
+    moat::facts::check_mount_destinations(&spec, &rootfs_path).map_err(|r| anyhow!(r))?;
+    Ok((spec, bundle, rootfs_path))
+}
+
+/// Removes everything a failed create left, unless disarmed.
+struct CreateGuard<'a> {
+    root: &'a Path,
+    id: &'a str,
+    policy: &'a moat::policy::Policy,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // libcontainer may have created its state dir, cgroup and processes.
+        let lc_dir = self.root.join(self.id);
+        if lc_dir.join("state.json").exists() {
+            if let Ok(mut c) = Container::load(lc_dir.clone()) {
+                let _ = c.delete(true);
+            }
+        }
+        let _ = fs::remove_dir_all(&lc_dir);
+        if let Err(e) = remove_moat_state(self.root, self.id, self.policy) {
+            tracing::warn!(error = %e, id = self.id, "cleanup after failed create was incomplete");
+        }
+    }
+}
+
+pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
+    let (spec, bundle, rootfs_path) = precheck(ctx, opts)?;
+    let root = ctx.root()?;
+    let id = opts.id;
+    if root.join(id).exists() || state::private_dir(&root, id).exists() {
+        bail!("container {id} already exists");
+    }
+    let policy = ctx.policy()?;
+
+    // First side effect: the private dir doubles as the id's lock.
+    fs::create_dir_all(state::private_root(&root))
+        .context("cannot create moat's private state directory")?;
+    let private = state::private_dir(&root, id);
+    fs::create_dir(&private).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!("container {id} already exists")
+        } else {
+            anyhow!(e).context(format!("cannot create {}", private.display()))
+        }
+    })?;
+    let mut guard = CreateGuard {
+        root: &root,
+        id,
+        policy: &policy,
+        armed: true,
+    };
+
+    let pool = IdPool::new(&policy.user_namespace);
+    let allocation = pool
+        .allocate(&root, id)
+        .context("cannot allocate a host id range")?;
+    let facts = moat::facts::gather(&spec, Some(allocation.range));
+    let Hardened {
+        spec: mut hardened,
+        mut report,
+        policy: effective,
+    } = harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
+
+    let prepared = rootfs::prepare(
+        &rootfs_path,
+        allocation.range,
+        &private,
+        &rootfs::mount_point(&root, id),
+    )
+    .context("cannot prepare the container's rootfs")?;
+    report
+        .notes
+        .push(format!("rootfs: {}", prepared.mode.describe()));
+    if let Some(reason) = &prepared.fallback_reason {
+        report
+            .notes
+            .push(format!("rootfs could not be idmapped: {reason}"));
+    }
+    report.notes.push(format!(
+        "user namespace: container ids 0-{} are host ids {}-{}",
+        allocation.range.size - 1,
+        allocation.range.host_id,
+        allocation.range.host_id + (allocation.range.size - 1)
+    ));
+
+    let mut moat_state = MoatState {
+        id: id.to_string(),
+        bundle: bundle.clone(),
+        allowed_capabilities: effective.allowed_capabilities().into_iter().collect(),
+        allocation: Some(allocation),
+        rootfs: Some(prepared.clone()),
+        report: report.clone(),
+    };
+    moat_state.save(&root).context("cannot save moat state")?;
+
+    prepare_for_libcontainer(&mut hardened, &bundle, &prepared.path, id, &mut report)?;
+    let staged = moat::staging::stage_bind_mounts(
+        &mut hardened,
+        &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
+    )?;
+    if staged > 0 {
+        report.notes.push(format!(
+            "{staged} bind mount sources staged where the container's unprivileged root can reach them (not idmapped)"
+        ));
+    }
+    let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
+    rootfs::write_atomic(&private.join("config.json"), &config)
+        .context("cannot write the hardened config.json")?;
+    moat_state.report = report.clone();
+    moat_state.save(&root).context("cannot save moat state")?;
+
+    for change in &report.changes {
+        tracing::info!(id, rule = change.rule.name(), field = %change.field, before = %change.before, after = %change.after, why = %change.why, "hardened");
+    }
+    for note in &report.notes {
+        tracing::info!(id, "{note}");
+    }
+
+    redirect_null_stdio();
+    let executor = SelfCheck {
+        allowed_caps: capability_mask(&moat_state.allowed_capabilities),
+    };
+    let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(executor)
+        .with_pid_file(opts.pid_file)
+        .context("invalid --pid-file")?
+        .with_console_socket(opts.console_socket)
+        .with_root_path(&root)
+        .context("invalid --root")?
+        .with_preserved_fds(opts.preserve_fds)
+        .as_init(&private)
+        .with_systemd(ctx.systemd_cgroup)
+        .with_detach(opts.detach)
+        .with_no_pivot(opts.no_pivot)
+        .build()
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("libcontainer could not create container {id}"))?;
+
+    guard.armed = false;
+    if prepared.mode == RootfsMode::Unshifted {
+        tracing::warn!(id, "rootfs is not idmapped; see the report");
+    }
+    Ok(container)
+}
+
+/// Turns the hardened (OCI-semantics) spec into what libcontainer 0.7 runs:
+/// absolute paths, moat's rootfs, namespaces given by path joined by moat
+/// itself, and libcontainer's reading of MASKED_EQ.
+fn prepare_for_libcontainer(
+    spec: &mut Spec,
+    bundle: &Path,
+    rootfs_path: &Path,
+    id: &str,
+    report: &mut Report,
+) -> Result<()> {
+    if let Some(mut root) = spec.root().clone() {
+        root.set_path(rootfs_path.to_path_buf());
+        spec.set_root(Some(root));
+    }
+    // Relative bind sources are relative to the caller's bundle, and the
+    // spec now lives elsewhere.
+    if let Some(mounts) = spec.mounts().clone() {
+        let fixed: Vec<Mount> = mounts
+            .into_iter()
+            .map(|mut m| {
+                if let Some(src) = m.source().clone() {
+                    if is_bind(&m) && src.is_relative() {
+                        m.set_source(Some(bundle.join(src)));
+                    }
+                }
+                m
+            })
+            .collect();
+        spec.set_mounts(Some(fixed));
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    if linux.cgroups_path().is_none() {
+        linux.set_cgroups_path(Some(PathBuf::from(format!("/moat/{id}"))));
+    }
+    if let Some(mut seccomp) = linux.seccomp().clone() {
+        moat::seccomp::to_libcontainer_args(&mut seccomp);
+        linux.set_seccomp(Some(seccomp));
+    }
+    spec.set_linux(Some(linux));
+
+    let joined = moat::nsjoin::join_path_namespaces(spec)?;
+    let joined_net = joined.iter().any(|(k, _)| k == "network");
+    let joined_ipc = joined.iter().any(|(k, _)| k == "ipc");
+    if joined_net || joined_ipc {
+        // sysfs and mqueue can only be mounted by the user namespace that
+        // owns the net/ipc namespace. A joined one belongs to another
+        // container, so sysfs becomes a read-only bind of the host's /sys
+        // (as runc does for rootless containers) and mqueue is skipped.
+        let mounts: Vec<Mount> = spec
+            .mounts()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mut m| match m.typ().as_deref() {
+                Some("sysfs") if joined_net => {
+                    m.set_typ(Some("bind".into()));
+                    m.set_source(Some(PathBuf::from("/sys")));
+                    m.set_options(Some(
+                        ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
+                    ));
+                    Some(m)
+                }
+                Some("mqueue") if joined_ipc => None,
+                Some("cgroup") | Some("cgroup2") if joined_net => None,
+                _ => Some(m),
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+        for (kind, path) in &joined {
+            report.notes.push(format!(
+                "joined the {kind} namespace {} before creating the container (libcontainer cannot join it from inside a new user namespace)",
+                path.display()
+            ));
+        }
+    }
+    // A namespace type must still be listed for libcontainer to create it;
+    // joined ones are now inherited instead.
+    let still_listed = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    debug_assert!(still_listed
+        .iter()
+        .all(|n| n.path().is_none() || n.typ() == LinuxNamespaceType::Mount));
+    Ok(())
+}
+
+/// libcontainer 0.7 re-points stdio fds that refer to the host's /dev/null
+/// at the container's /dev/null, but opens it read-only, so a workload
+/// whose stdout is /dev/null gets EBADF on every write. /dev/zero discards
+/// writes the same way and is not rewritten, so moat swaps it in for
+/// output fds. Reading stdin from /dev/null is unaffected.
+pub fn redirect_null_stdio() {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = nix::sys::stat::stat("/dev/null") else {
+        return;
+    };
+    for fd in [1, 2] {
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == null.st_rdev {
+            if let Ok(zero) = fs::OpenOptions::new().write(true).open("/dev/zero") {
+                let _ = nix::unistd::dup2(zero.as_raw_fd(), fd);
+            }
+        }
+    }
+}

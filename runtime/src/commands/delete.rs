@@ -1,0 +1,52 @@
+//! `moat delete`: remove a container and everything moat set up for it.
+//!
+//! `--force` of a container that does not exist succeeds (containerd and
+//! docker rely on that), and also sweeps what a moat killed mid-create left
+//! behind: rootfs mounts, the id range and moat's private state.
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::Container;
+
+use super::{remove_moat_state, validate_id, Ctx};
+
+pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
+    let id = &args.container_id;
+    validate_id(id)?;
+    let root = ctx.root()?;
+    let policy = ctx.policy()?;
+    let lc_dir = root.join(id);
+    let private = moat::state::private_dir(&root, id);
+    let lc_exists = lc_dir.exists();
+    if !lc_exists && !private.exists() {
+        if args.force {
+            // Still sweep a range a crash may have left in the pool.
+            remove_moat_state(&root, id, &policy)?;
+            return Ok(());
+        }
+        bail!("container {id} does not exist");
+    }
+    if lc_exists {
+        match Container::load(lc_dir.clone()) {
+            Ok(mut container) => {
+                container
+                    .delete(args.force)
+                    .map_err(|e| anyhow!("{e}"))
+                    .with_context(|| format!("cannot delete container {id}"))?;
+            }
+            Err(e) if args.force => {
+                // A state file cut short by a crash: nothing to signal
+                // through libcontainer, so remove its directory directly.
+                tracing::warn!(id, error = %e, "container state unreadable; removing it");
+                super::sweep_cgroup(&private, id, ctx.systemd_cgroup);
+                std::fs::remove_dir_all(&lc_dir)
+                    .with_context(|| format!("cannot remove {}", lc_dir.display()))?;
+            }
+            Err(e) => {
+                return Err(anyhow!("{e}")).with_context(|| {
+                    format!("cannot load container {id} (use --force to remove it)")
+                })
+            }
+        }
+    }
+    remove_moat_state(&root, id, &policy)
+}

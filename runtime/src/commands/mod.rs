@@ -1,0 +1,142 @@
+//! One file per CLI command, plus the helpers they share.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::Container;
+use moat::policy::{Policy, DEFAULT_POLICY_PATH};
+use moat::state::MoatState;
+
+pub mod create;
+pub mod delete;
+pub mod events;
+pub mod exec;
+pub mod explain;
+pub mod features;
+pub mod kill;
+pub mod list;
+pub mod pause;
+pub mod ps;
+pub mod resume;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod update;
+
+/// Where container state lives unless `--root` says otherwise.
+pub const DEFAULT_ROOT: &str = "/run/moat";
+
+/// Largest config.json accepted: far above any real spec, small enough that
+/// a hostile bundle cannot make moat allocate without bound.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Settings every command shares.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+    pub policy_path: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The operator policy: `--policy`, else /etc/moat/policy.toml, else the
+    /// embedded default. A file that exists but is invalid is an error, never
+    /// silently replaced by the default.
+    pub fn policy(&self) -> Result<Policy> {
+        let (path, explicit) = match &self.policy_path {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_POLICY_PATH), false),
+        };
+        match fs::read_to_string(&path) {
+            Ok(text) => Policy::from_toml(&text)
+                .with_context(|| format!("invalid policy file {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Policy::embedded())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read policy {}", path.display())),
+        }
+    }
+
+    /// The state root, created (0700) if missing, canonicalised.
+    pub fn root(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("cannot create state root {}", self.root.display()))?;
+        fs::canonicalize(&self.root)
+            .with_context(|| format!("cannot resolve state root {}", self.root.display()))
+    }
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    moat::container_id::validate(id).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Loads a container, or fails with runc's "does not exist" wording.
+pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
+    validate_id(id)?;
+    let root = ctx.root()?;
+    let dir = root.join(id);
+    if !dir.join("state.json").exists() {
+        bail!("container {id} does not exist");
+    }
+    Container::load(dir).with_context(|| format!("cannot load state of container {id}"))
+}
+
+/// Undoes everything moat itself set up for `id`: the rootfs mounts, the id
+/// range and the private state directory. Safe to call at any point after
+/// a crash, and when nothing is left.
+pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
+    let dir = moat::state::private_dir(root, id);
+    let mount_point = moat::rootfs::mount_point(root, id);
+    moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
+    moat::rootfs::teardown(&dir, &mount_point);
+    // The id range: the state knows its pool; if the state is gone (a crash
+    // before it was written) the current policy's pool is searched.
+    let pool_policy = policy.user_namespace.clone();
+    let pool = moat::idpool::IdPool::new(&pool_policy);
+    pool.free_owned_by(root, id)
+        .with_context(|| format!("cannot free the id range of {id}"))?;
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+    Ok(())
+}
+
+/// Loads moat's own state of a container, if it has one.
+pub fn load_moat_state(root: &Path, id: &str) -> Result<Option<MoatState>> {
+    MoatState::load(root, id).with_context(|| format!("cannot read moat state of {id}"))
+}
+
+/// Kills and removes the cgroup named in moat's hardened config.json, for a
+/// container whose libcontainer state is unreadable (a crash mid-create).
+pub fn sweep_cgroup(private_dir: &Path, id: &str, systemd: bool) {
+    let Ok(spec) = oci_spec::runtime::Spec::load(private_dir.join("config.json")) else {
+        return;
+    };
+    let cgroup_path = libcontainer::utils::get_cgroup_path(
+        &spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+        id,
+    );
+    let Ok(manager) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path,
+        systemd_cgroup: systemd,
+        container_name: id.to_string(),
+    }) else {
+        return;
+    };
+    use libcgroups::common::CgroupManager;
+    if let Ok(pids) = manager.get_all_pids() {
+        for pid in pids {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    if let Err(e) = manager.remove() {
+        tracing::warn!(id, error = %e, "cannot remove the container's cgroup");
+    }
+}

@@ -1,0 +1,82 @@
+//! `moat run`: create, start, wait (forwarding signals), delete.
+
+use anyhow::{anyhow, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SigSet;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::create::{create_container, CreateOpts};
+use super::{remove_moat_state, Ctx};
+
+pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
+    // Block signals before the container exists so none is lost: they are
+    // forwarded to the container's init once it runs.
+    let signals = SigSet::all();
+    if !args.detach {
+        signals
+            .thread_block()
+            .context("cannot block signals for forwarding")?;
+    }
+    let mut container = create_container(
+        ctx,
+        &CreateOpts {
+            id: &args.container_id,
+            bundle: &args.bundle,
+            pid_file: args.pid_file.as_deref(),
+            console_socket: args.console_socket.as_deref(),
+            preserve_fds: args.preserve_fds,
+            no_pivot: args.no_pivot,
+            detach: args.detach,
+        },
+    )?;
+    let root = ctx.root()?;
+    let policy = ctx.policy()?;
+    let started = container
+        .start()
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot start container {}", args.container_id));
+    if let Err(e) = started {
+        let _ = container.delete(true);
+        let _ = remove_moat_state(&root, &args.container_id, &policy);
+        return Err(e);
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let pid = container
+        .pid()
+        .ok_or_else(|| anyhow!("container {} has no init pid", args.container_id))?;
+    let code = wait_forwarding(pid, &signals);
+    if !args.keep {
+        container
+            .delete(true)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot delete container {}", args.container_id))?;
+        remove_moat_state(&root, &args.container_id, &policy)?;
+    }
+    code
+}
+
+/// Waits for `init` to exit, forwarding every signal moat receives to it.
+/// Returns its exit code (128+signal when killed, like a shell).
+fn wait_forwarding(init: Pid, signals: &SigSet) -> Result<i32> {
+    loop {
+        match signals.wait().context("sigwait")? {
+            Signal::SIGCHLD => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, code)) if p == init => return Ok(code),
+                    Ok(WaitStatus::Signaled(p, sig, _)) if p == init => return Ok(128 + sig as i32),
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            },
+            // Window changes and Go-runtime preemption signals are not the
+            // container's business.
+            Signal::SIGWINCH | Signal::SIGURG => {}
+            sig => {
+                let _ = kill(init, sig);
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! `moat start`: run the created container's process.
+
+use anyhow::{Context, Result};
+
+use super::{load_container, Ctx};
+
+pub fn start(ctx: &Ctx, args: liboci_cli::Start) -> Result<()> {
+    let mut container = load_container(ctx, &args.container_id)?;
+    container
+        .start()
+        .with_context(|| format!("cannot start container {}", args.container_id))
+}

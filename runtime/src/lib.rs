@@ -1,0 +1,24 @@
+//! moat: a sandboxed OCI container runtime.
+//!
+//! The library holds everything the `moat` binary and the containerd shim
+//! share. The hardening itself ([`harden`]) is pure; the modules around it
+//! ([`idpool`], [`rootfs`], [`facts`], [`nsjoin`], [`state`]) are the edges
+//! that touch the host.
+
+pub mod container_id;
+pub mod facts;
+pub mod harden;
+pub mod idpool;
+pub mod logging;
+pub mod nsjoin;
+pub mod policy;
+pub mod refusal;
+pub mod report;
+pub mod rootfs;
+pub mod seccomp;
+pub mod selfcheck;
+pub mod staging;
+pub mod state;
+
+#[cfg(test)]
+mod harden_tests;

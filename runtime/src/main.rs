@@ -1,0 +1,142 @@
+//! `moat`: a runc-compatible OCI runtime that sandboxes every container.
+//! This file only parses arguments, sets up logging and dispatches; each
+//! command lives in `commands/<name>.rs`.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+/// A sandboxed OCI container runtime: every container gets a user
+/// namespace, a seccomp filter, a read-only root, dropped capabilities and
+/// masked /proc, whatever its config.json asks for.
+#[derive(Parser, Debug)]
+#[command(name = "moat", version, about, long_about = None)]
+struct Opts {
+    #[command(flatten)]
+    global: liboci_cli::GlobalOpts,
+
+    /// Operator policy file (default /etc/moat/policy.toml; the embedded
+    /// default when that is absent).
+    #[arg(long, global = true, env = "MOAT_POLICY")]
+    policy: Option<PathBuf>,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container from a bundle (hardened), without starting it.
+    Create(liboci_cli::Create),
+    /// Start a created container's process.
+    Start(liboci_cli::Start),
+    /// Create, start and (unless --detach) wait for a container, then delete it.
+    Run(liboci_cli::Run),
+    /// Print a container's state as JSON.
+    State(liboci_cli::State),
+    /// Send a signal (default SIGTERM) to a container's init process.
+    Kill(KillArgs),
+    /// Delete a container and everything moat set up for it.
+    Delete(liboci_cli::Delete),
+    /// Run a new (hardened) process inside a running container.
+    Exec(liboci_cli::Exec),
+    /// List the processes of a container.
+    Ps(liboci_cli::Ps),
+    /// List containers under --root.
+    List(liboci_cli::List),
+    /// Freeze a container's processes.
+    Pause(liboci_cli::Pause),
+    /// Thaw a paused container.
+    Resume(liboci_cli::Resume),
+    /// Print container events and resource statistics.
+    Events(liboci_cli::Events),
+    /// Change a container's resource limits (within the policy).
+    Update(liboci_cli::Update),
+    /// Print the OCI features JSON: what moat supports and enforces.
+    Features(liboci_cli::Features),
+    /// Write a starter config.json.
+    Spec(liboci_cli::Spec),
+    /// Show, without creating anything, what moat would change in a bundle's config.json.
+    Explain(commands::explain::ExplainArgs),
+}
+
+/// runc's `kill`: the signal is optional and defaults to SIGTERM.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Container id.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new(), required = true)]
+    pub container_id: String,
+    /// Signal name or number.
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+    /// Send the signal to every process in the container.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+fn main() -> ExitCode {
+    // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
+    // overwrite the runtime binary. Re-exec from a sealed memfd copy first.
+    if let Err(e) = pentacle::ensure_sealed() {
+        eprintln!("moat: failed to seal /proc/self/exe: {e}");
+        return ExitCode::FAILURE;
+    }
+    let opts = Opts::parse();
+    let format = match moat::logging::LogFormat::parse(opts.global.log_format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("moat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = moat::logging::init(opts.global.log.as_deref(), format, opts.global.debug) {
+        eprintln!("moat: cannot open log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::debug!(args = ?std::env::args().collect::<Vec<_>>(), "moat started");
+
+    let ctx = commands::Ctx {
+        root: opts
+            .global
+            .root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(commands::DEFAULT_ROOT)),
+        systemd_cgroup: opts.global.systemd_cgroup,
+        policy_path: opts.policy.clone(),
+    };
+    let result: anyhow::Result<i32> = match opts.cmd {
+        Cmd::Create(a) => commands::create::create(&ctx, a).map(|_| 0),
+        Cmd::Start(a) => commands::start::start(&ctx, a).map(|_| 0),
+        Cmd::Run(a) => commands::run::run(&ctx, a),
+        Cmd::State(a) => commands::state::state(&ctx, a).map(|_| 0),
+        Cmd::Kill(a) => commands::kill::kill(&ctx, a).map(|_| 0),
+        Cmd::Delete(a) => commands::delete::delete(&ctx, a).map(|_| 0),
+        Cmd::Exec(a) => commands::exec::exec(&ctx, a),
+        Cmd::Ps(a) => commands::ps::ps(&ctx, a).map(|_| 0),
+        Cmd::List(a) => commands::list::list(&ctx, a).map(|_| 0),
+        Cmd::Pause(a) => commands::pause::pause(&ctx, a).map(|_| 0),
+        Cmd::Resume(a) => commands::resume::resume(&ctx, a).map(|_| 0),
+        Cmd::Events(a) => commands::events::events(&ctx, a).map(|_| 0),
+        Cmd::Update(a) => commands::update::update(&ctx, a).map(|_| 0),
+        Cmd::Features(_) => commands::features::features(&ctx).map(|_| 0),
+        Cmd::Spec(a) => commands::spec::spec(a).map(|_| 0),
+        Cmd::Explain(a) => commands::explain::explain(&ctx, a),
+    }
+    .context("moat");
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            // One line, runc-style, so containerd shows it to the user.
+            let msg = format!("{e:#}");
+            tracing::error!("{msg}");
+            if opts.global.log.is_some() {
+                eprintln!("{msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

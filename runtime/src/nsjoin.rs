@@ -1,0 +1,75 @@
+//! Joins namespaces given by path before libcontainer runs.
+//!
+//! libcontainer 0.7 unshares the user namespace before it joins namespaces
+//! given by path, and joining a network namespace owned by another user
+//! namespace from inside a new one fails with EACCES. So moat, still host
+//! root in the host user namespace, joins those namespaces itself and hands
+//! libcontainer a spec without the paths: the namespaces are inherited by
+//! the processes libcontainer forks.
+//!
+//! Only namespaces a forked child inherits can be handled this way: net,
+//! ipc, uts, pid (for children), cgroup, time (for children). Mount
+//! namespaces given by path are left to libcontainer.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot join {kind} namespace {path}: {source}")]
+pub struct JoinError {
+    kind: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn flag(t: LinuxNamespaceType) -> Option<(CloneFlags, &'static str)> {
+    match t {
+        LinuxNamespaceType::Network => Some((CloneFlags::CLONE_NEWNET, "network")),
+        LinuxNamespaceType::Ipc => Some((CloneFlags::CLONE_NEWIPC, "ipc")),
+        LinuxNamespaceType::Uts => Some((CloneFlags::CLONE_NEWUTS, "uts")),
+        LinuxNamespaceType::Pid => Some((CloneFlags::CLONE_NEWPID, "pid")),
+        LinuxNamespaceType::Cgroup => Some((CloneFlags::CLONE_NEWCGROUP, "cgroup")),
+        _ => None,
+    }
+}
+
+/// Joins every joinable namespace the spec gives by path and removes it
+/// from the spec. Returns the (type, path) pairs joined, for the state.
+///
+/// The process must be single-threaded (setns of a pid namespace affects
+/// later children only, which is what libcontainer forks).
+pub fn join_path_namespaces(spec: &mut Spec) -> Result<Vec<(String, PathBuf)>, JoinError> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(Vec::new());
+    };
+    let Some(namespaces) = linux.namespaces().clone() else {
+        return Ok(Vec::new());
+    };
+    let mut joined = Vec::new();
+    let mut kept = Vec::new();
+    for ns in namespaces {
+        match (ns.path(), flag(ns.typ())) {
+            (Some(path), Some((flag, kind))) => {
+                let file = File::open(path).map_err(|source| JoinError {
+                    kind,
+                    path: path.clone(),
+                    source,
+                })?;
+                setns(&file, flag).map_err(|e| JoinError {
+                    kind,
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+                tracing::info!(namespace = kind, path = %path.display(), "joined namespace before handing off to libcontainer");
+                joined.push((kind.to_string(), path.clone()));
+            }
+            _ => kept.push(ns),
+        }
+    }
+    linux.set_namespaces(Some(kept));
+    spec.set_linux(Some(linux));
+    Ok(joined)
+}

@@ -1,0 +1,582 @@
+//! The operator's policy (`/etc/moat/policy.toml`) and the per-container
+//! overlay from `moat.dev/…` annotations.
+//!
+//! The policy is a floor: a workload's annotations may tighten any key, but
+//! may loosen only the keys the operator lists in `annotations.overridable`.
+//! Everything here is pure: loading the file is the caller's job
+//! ([`Policy::from_toml`] takes the text).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use oci_spec::runtime::Capability;
+use serde::{Deserialize, Serialize};
+
+use crate::refusal::Refusal;
+
+/// Where the operator policy lives unless `--policy`/`MOAT_POLICY` says otherwise.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/moat/policy.toml";
+
+/// Prefix of the annotations a workload may use to tighten (or, where the
+/// operator allows it, loosen) the policy for one container.
+pub const ANNOTATION_PREFIX: &str = "moat.dev/";
+
+/// The embedded default policy, identical to `configs/policy.toml`.
+pub const DEFAULT_POLICY_TOML: &str = include_str!("../../configs/policy.toml");
+
+/// Capabilities a container may keep by default: enough for a process that
+/// starts as root to drop to its own user, own its files and bind low ports.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub capabilities: CapabilityPolicy,
+    pub filesystem: FilesystemPolicy,
+    pub resources: ResourcePolicy,
+    pub user_namespace: UserNamespacePolicy,
+    pub refusals: RefusalPolicy,
+    pub annotations: AnnotationPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapabilityPolicy {
+    /// The most a container may hold, in every one of the five sets.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemPolicy {
+    /// Writable scratch directories mounted as tmpfs over the read-only root.
+    pub tmpfs: Vec<String>,
+    /// Size of each of those tmpfs mounts, in tmpfs's `size=` syntax.
+    pub tmpfs_size: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcePolicy {
+    /// Upper bound on tasks in the container's cgroup (fork bombs).
+    pub pids_limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserNamespacePolicy {
+    /// First host uid/gid of the pool that container ids are mapped into.
+    pub host_id_base: u32,
+    /// How many ids each container gets (container ids 0..size).
+    pub range_size: u32,
+    /// How many ranges the pool has, so how many containers at once.
+    pub ranges: u32,
+    /// Directory holding one lock file per allocated range. Shared by every
+    /// `--root`, so that docker's and containerd's containers never overlap.
+    pub pool_dir: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefusalPolicy {
+    /// Accept privileged-shaped specs (all devices, CAP_SYS_ADMIN without
+    /// masked paths). Capabilities are still cut to the allowlist.
+    pub allow_privileged: bool,
+    /// Namespace types a container may share with the host
+    /// ("network", "pid", "ipc", "uts", "mount").
+    pub allow_host_namespaces: Vec<String>,
+    /// Host paths a bind mount may use even though they are sensitive.
+    pub allow_host_mounts: Vec<String>,
+    /// Extra device cgroup rules ("c 10:229 rwm") a spec may allow.
+    pub allow_devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotationPolicy {
+    /// Policy keys that `moat.dev/<key>` annotations may loosen.
+    pub overridable: Vec<String>,
+}
+
+impl Default for CapabilityPolicy {
+    fn default() -> Self {
+        Self {
+            allow: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+impl Default for FilesystemPolicy {
+    fn default() -> Self {
+        Self {
+            tmpfs: vec!["/tmp".into(), "/run".into()],
+            tmpfs_size: "64m".into(),
+        }
+    }
+}
+
+impl Default for ResourcePolicy {
+    fn default() -> Self {
+        Self { pids_limit: 4096 }
+    }
+}
+
+impl Default for UserNamespacePolicy {
+    fn default() -> Self {
+        Self {
+            host_id_base: 1 << 30,
+            range_size: 65536,
+            ranges: 4096,
+            pool_dir: "/run/moat/id-pool".into(),
+        }
+    }
+}
+
+/// Errors in the operator's policy file. These are the operator's mistakes,
+/// so they name the file's key.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy is not valid TOML or has an unknown key: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("policy key capabilities.allow: unknown capability {0:?}")]
+    UnknownCapability(String),
+    #[error("policy key user_namespace: {0}")]
+    IdRange(String),
+    #[error("policy key filesystem.tmpfs: {0:?} is not an absolute path")]
+    TmpfsPath(String),
+    #[error("policy key filesystem.tmpfs_size: {0:?} is not a size like 64m")]
+    TmpfsSize(String),
+    #[error("policy key resources.pids_limit must be positive, got {0}")]
+    PidsLimit(i64),
+    #[error("policy key refusals.allow_host_namespaces: unknown namespace type {0:?}")]
+    NamespaceType(String),
+    #[error("policy key annotations.overridable: {0:?} is not a key annotations can set")]
+    OverridableKey(String),
+}
+
+/// Policy keys that a `moat.dev/<key>` annotation may set.
+pub const ANNOTATION_KEYS: &[&str] = &[
+    "capabilities.allow",
+    "filesystem.tmpfs_size",
+    "resources.pids_limit",
+    "refusals.allow_privileged",
+    "refusals.allow_host_namespaces",
+    "refusals.allow_host_mounts",
+    "refusals.allow_devices",
+];
+
+const NAMESPACE_TYPES: &[&str] = &["network", "pid", "ipc", "uts", "mount", "cgroup", "time"];
+
+impl Policy {
+    /// Parses and validates a policy file's text.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let policy: Policy = toml::from_str(text)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// The embedded default policy.
+    pub fn embedded() -> Self {
+        // The embedded file is tested in `embedded_policy_is_the_default`,
+        // so a parse failure here is a build defect, not user input.
+        Self::from_toml(DEFAULT_POLICY_TOML).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for cap in &self.capabilities.allow {
+            parse_capability(cap).ok_or_else(|| PolicyError::UnknownCapability(cap.clone()))?;
+        }
+        let ns = &self.user_namespace;
+        if ns.range_size == 0 || ns.ranges == 0 {
+            return Err(PolicyError::IdRange(
+                "range_size and ranges must be positive".into(),
+            ));
+        }
+        if ns.host_id_base == 0 {
+            return Err(PolicyError::IdRange(
+                "host_id_base 0 would map container root to host root".into(),
+            ));
+        }
+        let end = u64::from(ns.host_id_base) + u64::from(ns.range_size) * u64::from(ns.ranges);
+        if end > u64::from(u32::MAX) {
+            return Err(PolicyError::IdRange(format!(
+                "the pool ends at {end}, beyond the largest uid"
+            )));
+        }
+        for path in &self.filesystem.tmpfs {
+            if !path.starts_with('/') {
+                return Err(PolicyError::TmpfsPath(path.clone()));
+            }
+        }
+        parse_size(&self.filesystem.tmpfs_size)
+            .ok_or_else(|| PolicyError::TmpfsSize(self.filesystem.tmpfs_size.clone()))?;
+        if self.resources.pids_limit <= 0 {
+            return Err(PolicyError::PidsLimit(self.resources.pids_limit));
+        }
+        for t in &self.refusals.allow_host_namespaces {
+            if !NAMESPACE_TYPES.contains(&t.as_str()) {
+                return Err(PolicyError::NamespaceType(t.clone()));
+            }
+        }
+        for key in &self.annotations.overridable {
+            if !ANNOTATION_KEYS.contains(&key.as_str()) {
+                return Err(PolicyError::OverridableKey(key.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The capability allowlist as typed values.
+    pub fn allowed_capabilities(&self) -> BTreeSet<String> {
+        self.capabilities
+            .allow
+            .iter()
+            .filter_map(|c| parse_capability(c).map(|_| canonical_capability_name(c)))
+            .collect()
+    }
+
+    fn is_overridable(&self, key: &str) -> bool {
+        self.annotations.overridable.iter().any(|k| k == key)
+    }
+
+    /// Applies the `moat.dev/…` annotations of one container to this
+    /// (operator) policy. Tightening is always allowed; loosening a key the
+    /// operator has not marked overridable is refused, as is an unknown key
+    /// (a typo must not silently leave a container looser than intended).
+    /// Returns the effective policy and one line per key applied.
+    pub fn with_annotations(
+        &self,
+        annotations: &HashMap<String, String>,
+    ) -> Result<(Policy, Vec<AnnotationChange>), Refusal> {
+        let mut effective = self.clone();
+        let mut applied = Vec::new();
+        // Sorted, so the report and the first refusal are deterministic.
+        let sorted: BTreeMap<_, _> = annotations.iter().collect();
+        for (name, value) in sorted {
+            let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
+                continue;
+            };
+            let loosens = match key {
+                "capabilities.allow" => {
+                    let mut wanted = Vec::new();
+                    for cap in split_list(value) {
+                        if parse_capability(&cap).is_none() {
+                            return Err(Refusal::annotation(
+                                name,
+                                format!("unknown capability {cap:?}"),
+                            ));
+                        }
+                        wanted.push(canonical_capability_name(&cap));
+                    }
+                    let current = self.allowed_capabilities();
+                    let loosens = wanted.iter().any(|c| !current.contains(c));
+                    effective.capabilities.allow = wanted;
+                    loosens
+                }
+                "filesystem.tmpfs_size" => {
+                    let wanted = parse_size(value).ok_or_else(|| {
+                        Refusal::annotation(name, format!("{value:?} is not a size like 64m"))
+                    })?;
+                    let current = parse_size(&self.filesystem.tmpfs_size).unwrap_or(0);
+                    effective.filesystem.tmpfs_size = value.trim().to_string();
+                    wanted > current
+                }
+                "resources.pids_limit" => {
+                    let wanted: i64 =
+                        value
+                            .trim()
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                Refusal::annotation(
+                                    name,
+                                    format!("{value:?} is not a positive number"),
+                                )
+                            })?;
+                    effective.resources.pids_limit = wanted;
+                    wanted > self.resources.pids_limit
+                }
+                "refusals.allow_privileged" => {
+                    let wanted = parse_bool(value).ok_or_else(|| {
+                        Refusal::annotation(name, format!("{value:?} is not true or false"))
+                    })?;
+                    effective.refusals.allow_privileged = wanted;
+                    wanted && !self.refusals.allow_privileged
+                }
+                "refusals.allow_host_namespaces"
+                | "refusals.allow_host_mounts"
+                | "refusals.allow_devices" => {
+                    let wanted = split_list(value);
+                    let (current, slot) = match key {
+                        "refusals.allow_host_namespaces" => (
+                            &self.refusals.allow_host_namespaces,
+                            &mut effective.refusals.allow_host_namespaces,
+                        ),
+                        "refusals.allow_host_mounts" => (
+                            &self.refusals.allow_host_mounts,
+                            &mut effective.refusals.allow_host_mounts,
+                        ),
+                        _ => (
+                            &self.refusals.allow_devices,
+                            &mut effective.refusals.allow_devices,
+                        ),
+                    };
+                    let loosens = wanted.iter().any(|w| !current.contains(w));
+                    *slot = wanted;
+                    loosens
+                }
+                _ => {
+                    return Err(Refusal::annotation(
+                        name,
+                        format!(
+                            "unknown moat annotation; known keys: {}",
+                            ANNOTATION_KEYS.join(", ")
+                        ),
+                    ))
+                }
+            };
+            if loosens && !self.is_overridable(key) {
+                return Err(Refusal::loosening(name, key));
+            }
+            applied.push(AnnotationChange {
+                key: key.to_string(),
+                value: value.clone(),
+                loosens,
+            });
+        }
+        effective.validate().map_err(|e| Refusal {
+            rule: "annotation",
+            detail: e.to_string(),
+            key: None,
+        })?;
+        Ok((effective, applied))
+    }
+}
+
+/// One annotation that changed the effective policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnnotationChange {
+    pub key: String,
+    pub value: String,
+    pub loosens: bool,
+}
+
+/// Parses "CAP_SYS_ADMIN", "sys_admin" or "SYS_ADMIN".
+pub fn parse_capability(name: &str) -> Option<Capability> {
+    serde_json::from_value(serde_json::Value::String(canonical_capability_name(name))).ok()
+}
+
+/// "sys_admin" → "CAP_SYS_ADMIN".
+pub fn canonical_capability_name(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// "CAP_SYS_ADMIN" for a typed capability.
+pub fn capability_name(cap: &Capability) -> String {
+    serde_json::to_value(cap)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("CAP_{cap}"))
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses tmpfs sizes: "65536", "64k", "64m", "1g". Percentages are not
+/// accepted: they scale with host memory, which a floor must not.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim().to_ascii_lowercase();
+    let (digits, mult) = match v.chars().last()? {
+        'k' => (&v[..v.len() - 1], 1u64 << 10),
+        'm' => (&v[..v.len() - 1], 1 << 20),
+        'g' => (&v[..v.len() - 1], 1 << 30),
+        c if c.is_ascii_digit() => (&v[..], 1),
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(mult).filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_policy_is_the_default() {
+        let parsed = Policy::from_toml(DEFAULT_POLICY_TOML).expect("configs/policy.toml parses");
+        assert_eq!(parsed, Policy::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Policy::from_toml("").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Policy::from_toml("[capabilities]\nallowed = []\n").unwrap_err();
+        assert!(err.to_string().contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn unknown_capability_is_an_error() {
+        let err = Policy::from_toml("[capabilities]\nallow = [\"CAP_FLY\"]\n").unwrap_err();
+        assert!(matches!(err, PolicyError::UnknownCapability(_)));
+    }
+
+    #[test]
+    fn id_pool_must_fit_and_not_start_at_root() {
+        assert!(Policy::from_toml("[user_namespace]\nhost_id_base = 0\n").is_err());
+        assert!(
+            Policy::from_toml("[user_namespace]\nhost_id_base = 4294000000\nranges = 100\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_sizes_and_limits_are_errors() {
+        assert!(Policy::from_toml("[filesystem]\ntmpfs_size = \"50%\"\n").is_err());
+        assert!(Policy::from_toml("[filesystem]\ntmpfs = [\"tmp\"]\n").is_err());
+        assert!(Policy::from_toml("[resources]\npids_limit = 0\n").is_err());
+        assert!(Policy::from_toml("[refusals]\nallow_host_namespaces = [\"nett\"]\n").is_err());
+        assert!(Policy::from_toml("[annotations]\noverridable = [\"seccomp\"]\n").is_err());
+    }
+
+    #[test]
+    fn capability_names_are_normalised() {
+        assert!(parse_capability("sys_admin").is_some());
+        assert!(parse_capability("CAP_NET_RAW").is_some());
+        assert!(parse_capability("CAP_NOPE").is_none());
+        assert_eq!(canonical_capability_name("kill"), "CAP_KILL");
+        assert_eq!(
+            capability_name(&parse_capability("chown").unwrap()),
+            "CAP_CHOWN"
+        );
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("m"), None);
+        assert_eq!(parse_size("10%"), None);
+        assert_eq!(parse_size("99999999999999999999g"), None);
+    }
+
+    #[test]
+    fn annotations_may_tighten_without_permission() {
+        let base = Policy::default();
+        let (p, applied) = base
+            .with_annotations(&ann(&[
+                ("moat.dev/capabilities.allow", "CAP_KILL, chown"),
+                ("moat.dev/resources.pids_limit", "100"),
+                ("moat.dev/filesystem.tmpfs_size", "8m"),
+                ("unrelated/annotation", "x"),
+            ]))
+            .unwrap();
+        assert_eq!(p.capabilities.allow, vec!["CAP_KILL", "CAP_CHOWN"]);
+        assert_eq!(p.resources.pids_limit, 100);
+        assert_eq!(p.filesystem.tmpfs_size, "8m");
+        assert_eq!(applied.len(), 3);
+        assert!(applied.iter().all(|a| !a.loosens));
+    }
+
+    #[test]
+    fn annotations_may_not_loosen_unless_overridable() {
+        let base = Policy::default();
+        for (k, v) in [
+            ("moat.dev/capabilities.allow", "CAP_SYS_ADMIN"),
+            ("moat.dev/resources.pids_limit", "100000"),
+            ("moat.dev/filesystem.tmpfs_size", "10g"),
+            ("moat.dev/refusals.allow_privileged", "true"),
+            ("moat.dev/refusals.allow_host_namespaces", "network"),
+            (
+                "moat.dev/refusals.allow_host_mounts",
+                "/var/run/docker.sock",
+            ),
+            ("moat.dev/refusals.allow_devices", "c 10:229 rwm"),
+        ] {
+            let err = base.with_annotations(&ann(&[(k, v)])).unwrap_err();
+            let key = k.strip_prefix("moat.dev/").unwrap();
+            assert_eq!(err.key.as_deref(), Some(key), "{k}");
+            assert!(err.to_string().contains("annotations.overridable"), "{err}");
+        }
+    }
+
+    #[test]
+    fn overridable_keys_may_loosen() {
+        let mut base = Policy::default();
+        base.annotations.overridable = vec!["capabilities.allow".into()];
+        let (p, applied) = base
+            .with_annotations(&ann(&[("moat.dev/capabilities.allow", "CAP_NET_RAW")]))
+            .unwrap();
+        assert_eq!(p.capabilities.allow, vec!["CAP_NET_RAW"]);
+        assert!(applied[0].loosens);
+        // Other keys stay closed.
+        assert!(base
+            .with_annotations(&ann(&[("moat.dev/resources.pids_limit", "999999")]))
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_and_malformed_annotations_are_refused() {
+        let base = Policy::default();
+        for (k, v) in [
+            ("moat.dev/seccomp", "unconfined"),
+            ("moat.dev/capabilities.allow", "CAP_FLY"),
+            ("moat.dev/resources.pids_limit", "-1"),
+            ("moat.dev/resources.pids_limit", "lots"),
+            ("moat.dev/filesystem.tmpfs_size", "huge"),
+            ("moat.dev/refusals.allow_privileged", "yes"),
+        ] {
+            assert!(base.with_annotations(&ann(&[(k, v)])).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn loosening_subset_of_operator_list_is_tightening() {
+        let mut base = Policy::default();
+        base.refusals.allow_host_mounts = vec!["/srv/a".into(), "/srv/b".into()];
+        let (p, _) = base
+            .with_annotations(&ann(&[("moat.dev/refusals.allow_host_mounts", "/srv/a")]))
+            .unwrap();
+        assert_eq!(p.refusals.allow_host_mounts, vec!["/srv/a"]);
+    }
+}

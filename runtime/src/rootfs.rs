@@ -1,0 +1,523 @@
+//! Gives a container an idmapped view of its root filesystem.
+//!
+//! With a user namespace, container root is an unprivileged host uid, so an
+//! image whose files belong to host root would look owned by `nobody`
+//! inside. An idmapped mount (mount_setattr MOUNT_ATTR_IDMAP) shifts the
+//! owners into the container's range without touching the files.
+//!
+//! Two cases, measured on this kernel (see shared/notes/machine-facts.md):
+//! - a plain directory (a runc-style bundle on ext4/xfs/btrfs/tmpfs): one
+//!   idmapped bind mount of it;
+//! - an overlayfs mount (what docker and containerd hand over): overlayfs
+//!   itself refuses MOUNT_ATTR_IDMAP, so moat mounts a new overlay whose
+//!   lower layers are idmapped bind mounts of the original layers (the
+//!   original upper layer on top as one more lower layer) with a small
+//!   moat-private tmpfs as upper layer, which is where missing mount points
+//!   get created. The root is then remounted read-only by libcontainer.
+//!
+//! When neither works the container runs on the original rootfs unshifted
+//! and the report says so ([`RootfsMode::Unshifted`]).
+//!
+//! Must be called from a single-threaded process: it forks.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::harden::IdRange;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootfsMode {
+    /// An idmapped bind mount of a plain directory.
+    IdmappedBind,
+    /// A new overlay over idmapped bind mounts of the original layers.
+    IdmappedOverlay,
+    /// The original rootfs, owners not shifted (kernel or filesystem could
+    /// not idmap). Files owned by host root appear as `nobody`.
+    Unshifted,
+}
+
+impl RootfsMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RootfsMode::IdmappedBind => "idmapped bind mount of the bundle's rootfs",
+            RootfsMode::IdmappedOverlay => {
+                "overlay of idmapped layers (the engine's overlayfs cannot be idmapped itself)"
+            }
+            RootfsMode::Unshifted => {
+                "original rootfs, not idmapped: host-root files appear as nobody inside"
+            }
+        }
+    }
+}
+
+/// What was prepared, recorded in the container's state for teardown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedRootfs {
+    pub mode: RootfsMode,
+    /// The path to hand libcontainer as `root.path`.
+    pub path: PathBuf,
+    /// Why an idmapped mode was not used, when it was not.
+    pub fallback_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("rootfs {0} does not exist or is not a directory")]
+    Missing(PathBuf),
+    #[error("{op}: {source}")]
+    Sys { op: String, source: std::io::Error },
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RootfsError {
+    let op = op.into();
+    move |source| RootfsError::Sys { op, source }
+}
+
+fn nix_sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
+    let op = op.into();
+    move |e| RootfsError::Sys {
+        op,
+        source: std::io::Error::from(e),
+    }
+}
+
+/// Where prepared root filesystems are mounted. Not under the state root:
+/// the container's root (an unprivileged host uid) must be able to traverse
+/// every ancestor of its rootfs, and engines create their state roots 0700.
+/// Directories here are 0711: traversable, not listable.
+pub const MOUNT_BASE: &str = "/run/moat-rootfs";
+
+/// The rootfs mount point of container `id` under state root `root`: a
+/// hash, so it is fixed-length, unique per (root, id), and computable after
+/// a crash without any state.
+pub fn mount_point(root: &Path, id: &str) -> PathBuf {
+    // FNV-1a, 64 bit: no need for a cryptographic hash, ids are validated.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .chain(b"\t")
+        .chain(id.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Path::new(MOUNT_BASE).join(format!("{h:016x}"))
+}
+
+fn create_traversable_dir(path: &Path) -> Result<(), RootfsError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(path)
+        .map_err(sys(format!("create {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o711))
+        .map_err(sys(format!("chmod {}", path.display())))
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cstring(p: &Path) -> Result<CString, RootfsError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| RootfsError::Sys {
+        op: format!("path {} contains NUL", p.display()),
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    })
+}
+
+/// A user namespace whose only purpose is to describe the id mapping for
+/// MOUNT_ATTR_IDMAP. A short-lived child unshares it; we keep its fd.
+pub fn mapping_userns(range: IdRange) -> Result<OwnedFd, RootfsError> {
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(nix_sys("pipe"))?;
+    let (done_r, done_w) = nix::unistd::pipe().map_err(nix_sys("pipe"))?;
+    // SAFETY: moat is single-threaded here; the child only calls
+    // async-signal-safe functions (unshare, write, read, _exit).
+    match unsafe { fork() }.map_err(nix_sys("fork"))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(done_w);
+            let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = nix::unistd::write(&ready_w, &[u8::from(ok)]);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(done_r.as_raw_fd(), &mut b);
+            // SAFETY: _exit is always safe; no destructors must run in a fork child.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(done_r);
+            let result = (|| {
+                let mut b = [0u8; 1];
+                let mut f = File::from(ready_r);
+                f.read_exact(&mut b).map_err(sys("wait for userns child"))?;
+                if b[0] != 1 {
+                    return Err(RootfsError::Sys {
+                        op: "unshare(CLONE_NEWUSER)".into(),
+                        source: std::io::Error::from_raw_os_error(libc::EPERM),
+                    });
+                }
+                write_maps(child, range)?;
+                let f = File::open(format!("/proc/{child}/ns/user"))
+                    .map_err(sys("open userns of mapping child"))?;
+                Ok(OwnedFd::from(f))
+            })();
+            drop(done_w);
+            let _ = waitpid(child, None);
+            result
+        }
+    }
+}
+
+fn write_maps(child: Pid, range: IdRange) -> Result<(), RootfsError> {
+    let line = format!("0 {} {}\n", range.host_id, range.size);
+    fs::write(format!("/proc/{child}/uid_map"), &line).map_err(sys("write uid_map"))?;
+    fs::write(format!("/proc/{child}/setgroups"), "deny").map_err(sys("write setgroups"))?;
+    fs::write(format!("/proc/{child}/gid_map"), &line).map_err(sys("write gid_map"))?;
+    Ok(())
+}
+
+/// Attaches an idmapped clone of `source` at `target` (an existing dir).
+fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), RootfsError> {
+    let src = cstring(source)?;
+    // SAFETY: plain syscalls with valid NUL-terminated paths and a
+    // correctly sized, initialised mount_attr.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(sys(format!("open_tree {}", source.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: open_tree returned a new fd we now own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = CString::default();
+    // SAFETY: see above.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(sys(format!("mount_setattr(IDMAP) {}", source.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let dst = cstring(target)?;
+    // SAFETY: see above.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(sys(format!("move_mount to {}", target.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// One line of /proc/self/mountinfo, the fields moat needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    pub super_options: String,
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses /proc/self/mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            let mut post = post.split(' ');
+            let fs_type = post.next()?;
+            let _source = post.next()?;
+            let super_options = post.next().unwrap_or("");
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape_mountinfo(mount_point)),
+                fs_type: fs_type.to_string(),
+                super_options: super_options.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The mount whose mount point is exactly `path` (the last one wins: it is
+/// the one on top).
+pub fn mount_at(path: &Path) -> Option<MountInfo> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path)
+}
+
+/// Is anything mounted at `path`? (Used by teardown and the leak tests.)
+pub fn is_mount_point(path: &Path) -> bool {
+    mount_at(path).is_some()
+}
+
+/// The layers of an overlay mount, top first: the upper layer (if any)
+/// then the lower layers. Escaped ':' and ',' in paths are not supported.
+pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
+    let mut upper = None;
+    let mut lower = Vec::new();
+    for opt in super_options.split(',') {
+        if let Some(v) = opt.strip_prefix("upperdir=") {
+            upper = Some(PathBuf::from(v));
+        } else if let Some(v) = opt.strip_prefix("lowerdir=") {
+            lower.extend(v.split(':').map(PathBuf::from));
+        }
+    }
+    if lower.is_empty() || lower.iter().any(|l| !l.is_absolute()) {
+        return None;
+    }
+    Some(upper.into_iter().chain(lower).collect())
+}
+
+/// Prepares the rootfs for container `private_dir` (moat's per-container
+/// state directory). Never fails for a kernel that cannot idmap: it falls
+/// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
+pub fn prepare(
+    rootfs: &Path,
+    range: IdRange,
+    private_dir: &Path,
+    target: &Path,
+) -> Result<PreparedRootfs, RootfsError> {
+    let rootfs = fs::canonicalize(rootfs).map_err(|_| RootfsError::Missing(rootfs.into()))?;
+    if !rootfs.is_dir() {
+        return Err(RootfsError::Missing(rootfs));
+    }
+    let target = target.to_path_buf();
+    let attempt = (|| -> Result<RootfsMode, RootfsError> {
+        create_traversable_dir(Path::new(MOUNT_BASE))?;
+        create_traversable_dir(&target)?;
+        let userns = mapping_userns(range)?;
+        match mount_at(&rootfs) {
+            Some(m) if m.fs_type == "overlay" => {
+                let layers = overlay_layers(&m.super_options).ok_or_else(|| RootfsError::Sys {
+                    op: "parse overlay layers".into(),
+                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                })?;
+                mount_idmapped_overlay(&layers, &target, private_dir, &userns)?;
+                Ok(RootfsMode::IdmappedOverlay)
+            }
+            _ => {
+                idmapped_bind(&rootfs, &target, &userns)?;
+                Ok(RootfsMode::IdmappedBind)
+            }
+        }
+    })();
+    match attempt {
+        Ok(mode) => Ok(PreparedRootfs {
+            mode,
+            path: target,
+            fallback_reason: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, rootfs = %rootfs.display(), "rootfs cannot be idmapped; running unshifted");
+            teardown(private_dir, &target);
+            Ok(PreparedRootfs {
+                mode: RootfsMode::Unshifted,
+                path: rootfs,
+                fallback_reason: Some(e.to_string()),
+            })
+        }
+    }
+}
+
+fn mount_idmapped_overlay(
+    layers: &[PathBuf],
+    target: &Path,
+    private_dir: &Path,
+    userns: &OwnedFd,
+) -> Result<(), RootfsError> {
+    let layer_root = private_dir.join("layers");
+    let scratch = private_dir.join("scratch");
+    fs::create_dir_all(&layer_root).map_err(sys("create layers dir"))?;
+    fs::create_dir_all(&scratch).map_err(sys("create scratch dir"))?;
+    // Helper mounts are detached as soon as the overlay holds them, so the
+    // only mount left to clean up is `target`, whatever happens next.
+    let mut helpers: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        mount(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("size=4m,mode=700"),
+        )
+        .map_err(nix_sys("mount scratch tmpfs"))?;
+        helpers.push(scratch.clone());
+        fs::create_dir_all(scratch.join("upper")).map_err(sys("create upper"))?;
+        fs::create_dir_all(scratch.join("work")).map_err(sys("create work"))?;
+        let mut lower = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let dir = layer_root.join(i.to_string());
+            fs::create_dir_all(&dir).map_err(sys("create layer dir"))?;
+            idmapped_bind(layer, &dir, userns)?;
+            helpers.push(dir.clone());
+            lower.push(dir.display().to_string());
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            scratch.join("upper").display(),
+            scratch.join("work").display()
+        );
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(nix_sys("mount idmapped overlay"))
+    })();
+    for h in helpers.iter().rev() {
+        let _ = umount2(h, MntFlags::MNT_DETACH);
+    }
+    let _ = fs::remove_dir_all(&layer_root);
+    result
+}
+
+/// Unmounts whatever [`prepare`] mounted under `private_dir`. Idempotent:
+/// safe after a crash at any point of `prepare`.
+pub fn teardown(private_dir: &Path, target: &Path) {
+    let target = target.to_path_buf();
+    for dir in [private_dir.join("scratch")]
+        .into_iter()
+        .chain(
+            fs::read_dir(private_dir.join("layers"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .chain([target.clone()])
+    {
+        // Stacked mounts are possible after a crash mid-prepare.
+        for _ in 0..8 {
+            if !is_mount_point(&dir) {
+                break;
+            }
+            if umount2(&dir, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(private_dir.join("layers"));
+    let _ = fs::remove_dir(private_dir.join("scratch"));
+    let _ = fs::remove_dir(&target);
+}
+
+/// Writes `data` to `path` atomically (temp file + rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_parses_overlay_layers() {
+        let text = "36 25 0:32 / /var/lib/docker/overlay2/abc/merged rw,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n\
+                    22 1 8:1 / / rw - ext4 /dev/vda rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].fs_type, "overlay");
+        let layers = overlay_layers(&m[0].super_options).unwrap();
+        assert_eq!(
+            layers,
+            vec![
+                PathBuf::from("/var/lib/docker/overlay2/abc/diff"),
+                PathBuf::from("/var/lib/docker/overlay2/l/A"),
+                PathBuf::from("/var/lib/docker/overlay2/l/B"),
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_lowerdirs_are_not_guessed() {
+        assert_eq!(overlay_layers("lowerdir=l/A:l/B"), None);
+        assert_eq!(overlay_layers("rw,upperdir=/u"), None);
+    }
+
+    #[test]
+    fn mountinfo_unescapes_spaces() {
+        let text = "36 25 0:32 / /a\\040b rw - tmpfs tmpfs rw\n";
+        assert_eq!(parse_mountinfo(text)[0].mount_point, PathBuf::from("/a b"));
+    }
+}

@@ -1,0 +1,58 @@
+//! moat's own per-container state, beside libcontainer's.
+//!
+//! libcontainer keeps `<root>/<id>/state.json`. moat keeps
+//! `<root>/@moat/<id>/`: the hardened `config.json` (libcontainer loads the
+//! spec from a bundle directory, and moat never writes into the caller's
+//! bundle), `moat.json` (what to undo on delete), and the rootfs mount
+//! point. `@` cannot appear in a container id, so the two never collide.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::idpool::Allocation;
+use crate::report::Report;
+use crate::rootfs::PreparedRootfs;
+
+pub const PRIVATE_DIR: &str = "@moat";
+pub const STATE_FILE: &str = "moat.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoatState {
+    pub id: String,
+    /// The caller's bundle (docker's or containerd's), reported by `state`.
+    pub bundle: PathBuf,
+    /// Capabilities the container may hold, for the in-container self-check
+    /// of exec'd processes.
+    pub allowed_capabilities: Vec<String>,
+    pub allocation: Option<Allocation>,
+    pub rootfs: Option<PreparedRootfs>,
+    pub report: Report,
+}
+
+pub fn private_root(root: &Path) -> PathBuf {
+    root.join(PRIVATE_DIR)
+}
+
+pub fn private_dir(root: &Path, id: &str) -> PathBuf {
+    private_root(root).join(id)
+}
+
+impl MoatState {
+    pub fn load(root: &Path, id: &str) -> std::io::Result<Option<MoatState>> {
+        match fs::read(private_dir(root, id).join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, root: &Path) -> std::io::Result<()> {
+        let data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::rootfs::write_atomic(&private_dir(root, &self.id).join(STATE_FILE), &data)
+    }
+}
