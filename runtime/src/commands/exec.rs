@@ -1,107 +1,452 @@
-//! `moat exec`: a new process in a running container, hardened like the
-//! init process: capabilities cut to the container's allowlist, no new
-//! privileges, the container's seccomp filter, and the in-container
-//! self-check before execve.
+//! `moat exec`: a new process in a running container, sandboxed exactly
+//! like the container's init: its user namespace, its seccomp filter, its
+//! capability allowlist, no new privileges, its cgroup, and the
+//! in-container self-check before execve.
+//!
+//! moat enters the container itself instead of using libcontainer's tenant
+//! builder: libcontainer 0.7 neither joins the container's user namespace
+//! nor applies its seccomp filter to exec'd processes (moat's self-check
+//! caught this), which would run `docker exec` as real host root in the
+//! container's other namespaces.
+//!
+//! Process tree: moat forks a helper that joins the cgroup and the
+//! namespaces (all but the user namespace while still host root, which may
+//! join namespaces owned by other containers' user namespaces, e.g. a
+//! shared pod network; then the user namespace), then forks the workload so
+//! it is born inside the container's pid namespace. The helper exits at
+//! once, so the workload is adopted by the caller's subreaper (containerd's
+//! shim with `--detach`) or by moat itself (foreground).
 
-use std::fs;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
+use anyhow::{anyhow, bail, Context, Result};
+use libcgroups::common::CgroupManager;
+use libcontainer::container::ContainerStatus;
+use libcontainer::syscall::syscall::create_syscall;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use oci_spec::runtime::Process;
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{Process, Spec};
 
 use moat::harden::harden_process;
-use moat::policy::{canonical_capability_name, Policy};
+use moat::policy::{canonical_capability_name, parse_capability, Policy};
 use moat::report::Report;
 use moat::selfcheck::{capability_mask, SelfCheck};
 
 use super::{load_container, load_moat_state, Ctx};
 
+/// Namespaces joined before the user namespace (as host root), in order.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
 pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
-    let id = &args.container_id;
-    let container = load_container(ctx, id)?;
+    let id = args.container_id.clone();
+    let mut container = load_container(ctx, &id)?;
+    let _ = container.refresh_status();
+    match container.status() {
+        ContainerStatus::Running => {}
+        ContainerStatus::Paused if args.ignore_paused => {}
+        ContainerStatus::Paused => bail!("container {id} is paused"),
+        other => bail!("container {id} is not running (status {other})"),
+    }
+    let init = container
+        .pid()
+        .ok_or_else(|| anyhow!("container {id} has no init process"))?;
     let root = ctx.root()?;
-    let moat_state = load_moat_state(&root, id)?
+    let moat_state = load_moat_state(&root, &id)?
         .ok_or_else(|| anyhow!("container {id} was not created by moat"))?;
-    // The container's effective allowlist (operator policy + its annotations).
-    let mut policy = Policy::default();
-    policy.capabilities.allow = moat_state.allowed_capabilities.clone();
-    let mut report = Report::default();
-
-    let process_path = match &args.process {
-        Some(path) => {
-            let text = fs::read_to_string(path)
-                .with_context(|| format!("cannot read process file {}", path.display()))?;
-            let process: Process = serde_json::from_str(&text)
-                .with_context(|| format!("malformed process file {}", path.display()))?;
-            let hardened = harden_process(&process, &policy, &mut report);
-            let private = moat::state::private_dir(&root, id);
-            let out = private.join(format!("exec-{}.json", std::process::id()));
-            moat::rootfs::write_atomic(&out, &serde_json::to_vec(&hardened)?)
-                .context("cannot write hardened process file")?;
-            Some(out)
-        }
-        None => None,
-    };
-    for c in &report.changes {
-        tracing::info!(id, rule = c.rule.name(), field = %c.field, before = %c.before, after = %c.after, "hardened exec");
-    }
-    let allowed: Vec<String> = moat_state.allowed_capabilities.clone();
-    let extra_caps: Vec<String> = args
-        .cap
-        .iter()
-        .filter(|c| {
-            let keep = allowed.contains(&canonical_capability_name(c));
-            if !keep {
-                tracing::warn!(id, capability = %c, "exec --cap dropped: not in the container's allowlist");
-            }
-            keep
-        })
-        .cloned()
-        .collect();
-
-    let user = args.user.map(|(u, _)| u);
-    let group = args.user.and_then(|(_, g)| g);
-    let executor = SelfCheck {
-        allowed_caps: capability_mask(&allowed),
-    };
-    super::create::redirect_null_stdio();
-    let result = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(executor)
-        .with_root_path(&root)
-        .context("invalid --root")?
-        .with_console_socket(args.console_socket.as_ref())
-        .with_pid_file(args.pid_file.as_ref())
-        .context("invalid --pid-file")?
-        .with_preserved_fds(args.preserve_fds)
-        .as_tenant()
-        .with_detach(args.detach)
-        .with_cwd(args.cwd.as_ref())
-        .with_env(args.env.clone().into_iter().collect())
-        .with_process(process_path.as_ref())
-        .with_no_new_privs(true)
-        .with_container_args(args.command.clone())
-        .with_additional_gids(args.additional_gids.clone())
-        .with_user(user)
-        .with_group(group)
-        .with_capabilities(extra_caps)
-        .with_ignore_paused(args.ignore_paused)
-        .with_sub_cgroup(args.cgroup.clone())
-        .build();
-    if let Some(p) = &process_path {
-        let _ = fs::remove_file(p);
-    }
-    drop(container);
-    let pid = result
+    let private = moat::state::private_dir(&root, &id);
+    let spec = Spec::load(private.join("config.json"))
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot exec in container {id}"))?;
+        .context("cannot load the container's hardened spec")?;
+
+    let process = build_process(&args, &spec, &moat_state.allowed_capabilities)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let check = SelfCheck {
+        allowed_caps: capability_mask(&moat_state.allowed_capabilities),
+    };
+
+    // Everything that can fail for ordinary reasons is opened before forking.
+    let mut ns_files = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("/proc/{init}/ns/{name}");
+        if same_ns(&theirs, &format!("/proc/self/ns/{name}")) {
+            continue; // shared with us (e.g. no cgroup namespace)
+        }
+        let f = File::open(&theirs).with_context(|| format!("cannot open {theirs}"))?;
+        ns_files.push((*name, *flag, f));
+    }
+    let userns = File::open(format!("/proc/{init}/ns/user"))
+        .with_context(|| format!("cannot open /proc/{init}/ns/user"))?;
+    let config = container.spec().map_err(|e| anyhow!("{e}"))?;
+    let cgroup = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: id.clone(),
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    let console = match (&args.console_socket, process.terminal().unwrap_or(false)) {
+        (Some(socket), true) => Some(
+            libcontainer::tty::setup_console_socket(&private, socket, "exec-console-socket")
+                .map_err(|e| anyhow!("{e}"))
+                .context("cannot connect to the console socket")?,
+        ),
+        (None, true) => bail!("exec with a terminal needs --console-socket"),
+        _ => None,
+    };
+    let _ = fs::remove_file(private.join("exec-console-socket"));
+
+    super::create::redirect_null_stdio();
+    // Foreground: become the workload's reaper once the helper exits, and
+    // hold signals for forwarding. Detached: the caller's subreaper adopts it.
+    let signals = SigSet::all();
+    let old_mask = SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty());
+    if !args.detach {
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        signals.thread_block().context("cannot block signals")?;
+    }
+
+    let (pid_r, pid_w) = nix::unistd::pipe()?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let entry = Entry {
+        process: &process,
+        seccomp: seccomp.as_ref(),
+        check: &check,
+        console: console.as_ref(),
+        old_mask: &old_mask,
+    };
+    // SAFETY: moat is single-threaded; the children only run the entry code
+    // below and then exec or _exit.
+    let helper = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop(pid_r);
+            drop(err_r);
+            let code = match helper_main(&cgroup, &ns_files, &userns, &entry, pid_w, &err_w) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = nix::unistd::write(&err_w, format!("{e:#}").as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leaving a fork child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(pid_w);
+    drop(err_w);
+    drop(ns_files);
+    let mut pid_text = String::new();
+    let _ = File::from(pid_r).read_to_string(&mut pid_text);
+    let _ = waitpid(helper, None);
+    let mut err_text = String::new();
+    let _ = File::from(err_r).read_to_string(&mut err_text);
+    if !err_text.is_empty() {
+        bail!("cannot exec in container {id}: {err_text}");
+    }
+    let workload = Pid::from_raw(
+        pid_text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("cannot exec in container {id}: the process did not start"))?,
+    );
+    if let Some(pid_file) = &args.pid_file {
+        moat::rootfs::write_atomic(pid_file, workload.to_string().as_bytes())
+            .with_context(|| format!("cannot write pid file {}", pid_file.display()))?;
+    }
+    tracing::info!(id, pid = workload.as_raw(), "exec'd a hardened process");
     if args.detach {
         return Ok(0);
     }
-    Ok(match waitpid(pid, None)? {
-        WaitStatus::Exited(_, code) => code,
-        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
-        _ => 0,
-    })
+    wait_forwarding(workload, &signals)
+}
+
+/// The process to run: the caller's `--process` JSON, or the container's
+/// own process with the command-line overrides; then hardened.
+fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Result<Process> {
+    let mut policy = Policy::default();
+    policy.capabilities.allow = allowed.to_vec();
+    let mut process: Process = match &args.process {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("cannot read process file {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("malformed process file {}", path.display()))?
+        }
+        None => {
+            let mut p = spec
+                .process()
+                .clone()
+                .ok_or_else(|| anyhow!("the container's spec has no process"))?;
+            if args.command.is_empty() {
+                bail!("exec needs a command or --process");
+            }
+            p.set_args(Some(args.command.clone()));
+            let mut env = p.env().clone().unwrap_or_default();
+            for (k, v) in &args.env {
+                env.retain(|e| !e.starts_with(&format!("{k}=")));
+                env.push(format!("{k}={v}"));
+            }
+            p.set_env(Some(env));
+            if let Some(cwd) = &args.cwd {
+                p.set_cwd(cwd.clone());
+            }
+            p.set_terminal(Some(args.tty));
+            let mut user = p.user().clone();
+            if let Some((uid, gid)) = args.user {
+                user.set_uid(uid);
+                if let Some(gid) = gid {
+                    user.set_gid(gid);
+                }
+            }
+            if !args.additional_gids.is_empty() {
+                user.set_additional_gids(Some(args.additional_gids.clone()));
+            }
+            p.set_user(user);
+            // --cap adds to the container's sets, only within the allowlist.
+            if !args.cap.is_empty() {
+                let mut caps = p.capabilities().clone().unwrap_or_default();
+                for name in &args.cap {
+                    let canonical = canonical_capability_name(name);
+                    let Some(cap) = parse_capability(&canonical) else {
+                        bail!("unknown capability {name:?}");
+                    };
+                    if !allowed.contains(&canonical) {
+                        tracing::warn!(capability = %canonical, "exec --cap dropped: not in the container's allowlist");
+                        continue;
+                    }
+                    for set in [
+                        caps.bounding().clone(),
+                        caps.effective().clone(),
+                        caps.permitted().clone(),
+                    ]
+                    .iter()
+                    .enumerate()
+                    {
+                        let mut s = set.1.clone().unwrap_or_default();
+                        s.insert(cap);
+                        match set.0 {
+                            0 => caps.set_bounding(Some(s)),
+                            1 => caps.set_effective(Some(s)),
+                            _ => caps.set_permitted(Some(s)),
+                        };
+                    }
+                }
+                p.set_capabilities(Some(caps));
+            }
+            p
+        }
+    };
+    let mut report = Report::default();
+    process = harden_process(&process, &policy, &mut report);
+    for c in &report.changes {
+        tracing::info!(rule = c.rule.name(), field = %c.field, before = %c.before, after = %c.after, "hardened exec");
+    }
+    Ok(process)
+}
+
+fn same_ns(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+struct Entry<'a> {
+    process: &'a Process,
+    seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    check: &'a SelfCheck,
+    console: Option<&'a OwnedFd>,
+    old_mask: &'a SigSet,
+}
+
+/// In the helper: join, fork the workload, report its pid, exit.
+fn helper_main(
+    cgroup: &libcgroups::common::AnyCgroupManager,
+    ns_files: &[(&str, CloneFlags, File)],
+    userns: &File,
+    entry: &Entry,
+    pid_w: OwnedFd,
+    err_w: &OwnedFd,
+) -> Result<()> {
+    cgroup
+        .add_task(nix::unistd::getpid())
+        .map_err(|e| anyhow!("cannot join the container's cgroup: {e}"))?;
+    for (name, flag, f) in ns_files {
+        setns(f, *flag).with_context(|| format!("cannot join the {name} namespace"))?;
+    }
+    setns(userns, CloneFlags::CLONE_NEWUSER).context("cannot join the user namespace")?;
+    // SAFETY: single-threaded fork child.
+    match unsafe { fork() }.context("fork into the pid namespace")? {
+        ForkResult::Child => {
+            drop(pid_w);
+            let err = workload_main(entry);
+            let _ = nix::unistd::write(err_w, format!("{err:#}").as_bytes());
+            // SAFETY: see above.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            let _ = File::from(pid_w).write_all(child.to_string().as_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// In the workload process, inside every namespace: set up and exec.
+/// Returns only on failure.
+fn workload_main(entry: &Entry) -> anyhow::Error {
+    match workload_setup(entry) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn workload_setup(entry: &Entry) -> Result<Never> {
+    let p = entry.process;
+    let syscall = create_syscall();
+    nix::unistd::setsid().context("setsid")?;
+    if let Some(console) = entry.console {
+        libcontainer::tty::setup_console(syscall.as_ref(), console.as_raw_fd(), false)
+            .map_err(|e| anyhow!("cannot set up the terminal: {e}"))?;
+    }
+    // cwd is resolved inside the container's mount namespace (setns moved
+    // our root there); a path that escapes it cannot exist here.
+    nix::unistd::chdir(p.cwd())
+        .with_context(|| format!("cannot chdir to {}", p.cwd().display()))?;
+    for rl in p.rlimits().clone().unwrap_or_default() {
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        // SAFETY: plain setrlimit with a valid struct.
+        unsafe { libc::setrlimit(rl.typ() as libc::__rlimit_resource_t, &lim) };
+    }
+    let user = p.user();
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Gid::from_raw)
+        .collect();
+    syscall
+        .set_groups(&gids)
+        .map_err(|e| anyhow!("setgroups: {e}"))?;
+    syscall
+        .set_id(Uid::from_raw(user.uid()), Gid::from_raw(user.gid()))
+        .map_err(|e| {
+            anyhow!(
+                "cannot switch to uid {} gid {}: {e}",
+                user.uid(),
+                user.gid()
+            )
+        })?;
+    libcontainer::capabilities::reset_effective(syscall.as_ref())
+        .map_err(|e| anyhow!("reset capabilities: {e}"))?;
+    if let Some(caps) = p.capabilities() {
+        libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
+            .map_err(|e| anyhow!("drop capabilities: {e}"))?;
+    }
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        bail!("cannot set no_new_privs");
+    }
+    if let Some(seccomp) = entry.seccomp {
+        libcontainer::seccomp::initialize_seccomp(seccomp)
+            .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?;
+    }
+    let failed = entry.check.failures();
+    if !failed.is_empty() {
+        bail!(
+            "moat sandbox self-check failed, refusing to run the workload: {}",
+            failed.join("; ")
+        );
+    }
+    // No descriptor of moat's may reach the workload (CVE-2024-21626).
+    // SAFETY: close_range with CLOEXEC only marks descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    let args = p
+        .args()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| anyhow!("no command to run"))?;
+    let env: Vec<CString> = p
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| CString::new(e).ok())
+        .collect();
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .context("argument contains NUL")?;
+    let program = resolve_program(&args[0], p.env().as_deref().unwrap_or(&[]));
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(entry.old_mask), None);
+    let e = nix::unistd::execve(&program, &argv, &env).unwrap_err();
+    Err(anyhow!("cannot execute {:?}: {e}", args[0]))
+}
+
+/// `execvp`'s lookup, but with the container's PATH, not moat's.
+fn resolve_program(name: &str, env: &[String]) -> CString {
+    let as_is = || CString::new(name.as_bytes()).unwrap_or_default();
+    if name.contains('/') {
+        return as_is();
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let candidate = Path::new(dir).join(name);
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return CString::new(candidate.into_os_string().into_encoded_bytes())
+                .unwrap_or_else(|_| as_is());
+        }
+    }
+    as_is()
+}
+
+/// Waits for the workload, forwarding signals; returns its exit code.
+fn wait_forwarding(workload: Pid, signals: &SigSet) -> Result<i32> {
+    loop {
+        // Reap first: the workload may already have exited.
+        loop {
+            match waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == workload => return Ok(code),
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == workload => return Ok(128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        match signals.wait().context("sigwait")? {
+            Signal::SIGCHLD | Signal::SIGWINCH | Signal::SIGURG => {}
+            sig => {
+                let _ = kill(workload, sig);
+            }
+        }
+    }
 }
