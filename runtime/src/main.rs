@@ -62,6 +62,8 @@ enum Cmd {
     Spec(liboci_cli::Spec),
     /// Show, without creating anything, what moat would change in a bundle's config.json.
     Explain(commands::explain::ExplainArgs),
+    /// Print the hardening report of a container moat created.
+    Report(commands::report::ReportArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Features(_) => commands::features::features(&ctx).map(|_| 0),
         Cmd::Spec(a) => commands::spec::spec(a).map(|_| 0),
         Cmd::Explain(a) => commands::explain::explain(&ctx, a),
+        Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
     }
     .context("moat");
     match result {

@@ -30,7 +30,7 @@ pub fn list(ctx: &Ctx, args: liboci_cli::List) -> Result<()> {
         rows.push(json!({
             "id": name,
             "pid": c.pid().map(|p| p.as_raw()).unwrap_or(0),
-            "status": c.status().to_string(),
+            "status": super::status_name(c.status()),
             "bundle": bundle,
             "created": c.created().map(|t| t.to_rfc3339()),
             "owner": "root",
@@ -53,7 +53,7 @@ pub fn list(ctx: &Ctx, args: liboci_cli::List) -> Result<()> {
                 println!(
                     "{:<24} {:<8} {:<10} {:<40} {}",
                     r["id"].as_str().unwrap_or_default(),
-                    r["pid"],
+                    r["pid"].as_i64().unwrap_or(0),
                     r["status"].as_str().unwrap_or_default(),
                     r["bundle"].as_str().unwrap_or_default(),
                     r["created"].as_str().unwrap_or_default()

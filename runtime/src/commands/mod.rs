@@ -18,6 +18,7 @@ pub mod kill;
 pub mod list;
 pub mod pause;
 pub mod ps;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod spec;
@@ -139,4 +140,13 @@ pub fn sweep_cgroup(private_dir: &Path, id: &str, systemd: bool) {
     if let Err(e) = manager.remove() {
         tracing::warn!(id, error = %e, "cannot remove the container's cgroup");
     }
+}
+
+/// runc's lowercase status names ("created", "running", …), which
+/// containerd's runc shim parses.
+pub fn status_name(status: libcontainer::container::ContainerStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| status.to_string().to_lowercase())
 }

@@ -19,7 +19,7 @@ pub fn state(ctx: &Ctx, args: liboci_cli::State) -> Result<()> {
         .spec()
         .ok()
         .and_then(|_| moat_state.as_ref()?.rootfs.as_ref().map(|r| r.path.clone()));
-    let status = container.status().to_string();
+    let status = super::status_name(container.status());
     let state = json!({
         "ociVersion": "1.2.0",
         "id": container.id(),
