@@ -469,29 +469,42 @@ fn sensitive_reason(source: &Path) -> Option<String> {
 }
 
 fn refuse_sensitive_mounts(spec: &Spec, policy: &Policy, facts: &HostFacts) -> Result<(), Refusal> {
+    let allowed_entries: Vec<PathBuf> = policy
+        .refusals
+        .allow_host_mounts
+        .iter()
+        .map(|a| normalize(Path::new(a)))
+        .collect();
     for m in spec.mounts().as_ref().into_iter().flatten() {
-        if !is_bind(m) {
+        // Bind sources are host paths; so are an overlay's layer options.
+        let host_paths: Vec<PathBuf> = if is_bind(m) {
+            m.source().iter().cloned().collect()
+        } else if m.typ().as_deref() == Some("overlay") {
+            overlay_option_paths(m)
+        } else {
             continue;
-        }
-        let Some(source) = m.source() else { continue };
-        let lexical = normalize(source);
-        let resolved = facts
-            .resolved_sources
-            .get(source)
-            .map(|p| normalize(p))
-            .unwrap_or_else(|| lexical.clone());
-        for candidate in [&lexical, &resolved] {
-            if let Some(reason) = sensitive_reason(candidate) {
-                let allowed = policy
-                    .refusals
-                    .allow_host_mounts
-                    .iter()
-                    .any(|a| normalize(Path::new(a)) == *candidate);
-                if !allowed {
+        };
+        for source in &host_paths {
+            let lexical = normalize(source);
+            let resolved = facts
+                .resolved_sources
+                .get(source)
+                .map(|p| normalize(p))
+                .unwrap_or_else(|| lexical.clone());
+            // Both the path as written and the path it resolves to are
+            // judged: an allowance for /srv/ok does not extend to wherever a
+            // symlink there points. An operator allowing the docker socket
+            // lists both /var/run/docker.sock and /run/docker.sock.
+            for candidate in [&lexical, &resolved] {
+                if allowed_entries.contains(candidate) {
+                    continue;
+                }
+                if let Some(reason) = sensitive_reason(candidate) {
                     return Err(Refusal::new(
                         "sensitive-host-mount",
                         format!(
-                            "bind mount of {} at {}: {reason}",
+                            "{} mount of {} at {}: {reason}",
+                            if is_bind(m) { "bind" } else { "overlay" },
                             source.display(),
                             m.destination().display()
                         ),
@@ -502,6 +515,26 @@ fn refuse_sensitive_mounts(spec: &Spec, policy: &Policy, facts: &HostFacts) -> R
         }
     }
     Ok(())
+}
+
+/// The host paths an overlay mount's options name (lowerdir, upperdir,
+/// workdir; ':'-separated lower layers).
+fn overlay_option_paths(m: &Mount) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for opt in m.options().clone().unwrap_or_default() {
+        for key in [
+            "lowerdir=",
+            "upperdir=",
+            "workdir=",
+            "lowerdir+=",
+            "datadir+=",
+        ] {
+            if let Some(v) = opt.strip_prefix(key) {
+                out.extend(v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+            }
+        }
+    }
+    out
 }
 
 /// "c 1:3 rwm" for a device cgroup rule.
@@ -552,6 +585,10 @@ fn refuse_devices(spec: &Spec, policy: &Policy) -> Result<(), Refusal> {
         if !rule.allow() {
             continue;
         }
+        // Already judged (and allowed) by the privileged rule.
+        if policy.refusals.allow_privileged && all_devices_rule(&rule) {
+            continue;
+        }
         let text = device_rule_string(&rule);
         if !allowed.iter().any(|a| rule_covered(&text, a)) {
             return Err(Refusal::new(
@@ -563,6 +600,17 @@ fn refuse_devices(spec: &Spec, policy: &Policy) -> Result<(), Refusal> {
     }
     for dev in linux.devices().clone().unwrap_or_default() {
         let path = dev.path().display().to_string();
+        // In a user namespace libcontainer bind-mounts the host's file at
+        // this path instead of creating a node, so the path itself must be
+        // a device path: anything else would smuggle in a host file.
+        let normal = normalize(dev.path());
+        if !normal.starts_with("/dev") || normal == Path::new("/dev") || normal != *dev.path() {
+            return Err(Refusal::new(
+                "device",
+                format!("device node path {path} is not a plain path under /dev"),
+                None,
+            ));
+        }
         let standard = DEFAULT_DEVICE_NODES
             .iter()
             .any(|(p, maj, min)| *p == path && *maj == dev.major() && *min == dev.minor());
@@ -754,7 +802,25 @@ fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Report) {
         let dest = m.destination().display().to_string();
         let typ = m.typ().clone().unwrap_or_default();
         let before = m.options().clone().unwrap_or_default().join(",");
-        let changed = if is_bind(m) || policy.filesystem.tmpfs.contains(&dest) {
+        let scratch = policy
+            .filesystem
+            .tmpfs
+            .iter()
+            .any(|t| normalize(Path::new(t)) == normalize(m.destination()));
+        let changed = if scratch && typ == "tmpfs" {
+            // The spec's own scratch tmpfs: same flags and size cap as moat's.
+            let has_size = m
+                .options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x.starts_with("size=")));
+            let size = format!("size={}", policy.filesystem.tmpfs_size);
+            let extra: Vec<&str> = if has_size {
+                vec!["nosuid", "nodev"]
+            } else {
+                vec!["nosuid", "nodev", size.as_str()]
+            };
+            ensure_options(m, &extra, &["suid", "dev"])
+        } else if is_bind(m) || scratch {
             ensure_options(m, &["nosuid", "nodev"], &["suid", "dev"])
         } else if typ == "sysfs" || typ == "cgroup" || typ == "cgroup2" {
             ensure_options(m, &["ro", "nosuid", "nodev", "noexec"], &["rw"])

@@ -182,6 +182,19 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
     let mut rules = profile.syscalls().clone().unwrap_or_default();
     let managed = |n: &str| ALWAYS_DENIED.contains(&n) || n == "clone" || n == "clone3";
 
+    // Rules identical to the ones moat appends below are moat's own from an
+    // earlier pass: drop them so they are re-added in moat's order and
+    // hardening stays a fixed point.
+    let per_flag_clone: Vec<LinuxSyscall> = (0..64)
+        .map(|bit| 1u64 << bit)
+        .filter(|flag| CLONE_NAMESPACE_FLAGS & flag != 0)
+        .map(|flag| {
+            let mut rule = errno_rule(vec!["clone".into()], EPERM);
+            rule.set_args(Some(vec![clone_flag_arg(flag, flag)]));
+            rule
+        })
+        .collect();
+    rules.retain(|r| !per_flag_clone.contains(r));
     let mut workload_denies_clone = false;
     let mut stripped: Vec<String> = Vec::new();
     rules.retain_mut(|rule| {
@@ -248,14 +261,7 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
         if allows(profile.default_action()) {
             // Permissive default: deny each namespace flag separately
             // (MASKED_EQ tests one pattern, and rules for one syscall OR).
-            for bit in 0..64 {
-                let flag = 1u64 << bit;
-                if CLONE_NAMESPACE_FLAGS & flag != 0 {
-                    let mut rule = errno_rule(vec!["clone".into()], EPERM);
-                    rule.set_args(Some(vec![clone_flag_arg(flag, flag)]));
-                    rules.push(rule);
-                }
-            }
+            rules.extend(per_flag_clone);
         } else {
             let mut rule = LinuxSyscall::default();
             rule.set_names(vec!["clone".into()]);
@@ -264,7 +270,15 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
             rules.push(rule);
         }
     }
-    profile.set_syscalls(Some(rules));
+    // Hardening twice must change nothing: drop exact repeats of rules
+    // (moat's own, appended again), keeping the first.
+    let mut unique: Vec<LinuxSyscall> = Vec::with_capacity(rules.len());
+    for r in rules {
+        if !unique.contains(&r) {
+            unique.push(r);
+        }
+    }
+    profile.set_syscalls(Some(unique));
     profile
 }
 
