@@ -809,17 +809,35 @@ fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Report) {
             .any(|t| normalize(Path::new(t)) == normalize(m.destination()));
         let changed = if scratch && typ == "tmpfs" {
             // The spec's own scratch tmpfs: same flags and size cap as moat's.
-            let has_size = m
+            // A size larger than the policy's (or unparseable, e.g. a
+            // percentage of host memory) is replaced by the policy's.
+            let cap = crate::policy::parse_size(&policy.filesystem.tmpfs_size).unwrap_or(0);
+            let sizes: Vec<String> = m
                 .options()
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|x| x.starts_with("size=")));
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|x| x.starts_with("size="))
+                .collect();
+            let within = !sizes.is_empty()
+                && sizes.iter().all(|x| {
+                    crate::policy::parse_size(&x["size=".len()..]).is_some_and(|n| n <= cap)
+                });
             let size = format!("size={}", policy.filesystem.tmpfs_size);
-            let extra: Vec<&str> = if has_size {
+            let remove: Vec<&str> = ["suid", "dev"]
+                .into_iter()
+                .chain(if within {
+                    Vec::new()
+                } else {
+                    sizes.iter().map(String::as_str).collect()
+                })
+                .collect();
+            let extra: Vec<&str> = if within {
                 vec!["nosuid", "nodev"]
             } else {
                 vec!["nosuid", "nodev", size.as_str()]
             };
-            ensure_options(m, &extra, &["suid", "dev"])
+            ensure_options(m, &extra, &remove)
         } else if is_bind(m) || scratch {
             ensure_options(m, &["nosuid", "nodev"], &["suid", "dev"])
         } else if typ == "sysfs" || typ == "cgroup" || typ == "cgroup2" {

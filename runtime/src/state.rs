@@ -28,6 +28,12 @@ pub struct MoatState {
     /// of exec'd processes.
     pub allowed_capabilities: Vec<String>,
     pub allocation: Option<Allocation>,
+    /// The id pool the range came from (the policy may change later).
+    #[serde(default)]
+    pub pool_dir: Option<PathBuf>,
+    /// The container's effective pids limit: `update` may not raise it.
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
     pub rootfs: Option<PreparedRootfs>,
     pub report: Report,
 }

@@ -214,6 +214,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         bundle: bundle.clone(),
         allowed_capabilities: effective.allowed_capabilities().into_iter().collect(),
         allocation: Some(allocation),
+        pool_dir: Some(PathBuf::from(&policy.user_namespace.pool_dir)),
+        pids_limit: Some(effective.resources.pids_limit),
         rootfs: Some(prepared.clone()),
         report: report.clone(),
     };

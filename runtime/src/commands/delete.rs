@@ -13,7 +13,7 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     let id = &args.container_id;
     validate_id(id)?;
     let root = ctx.root()?;
-    let policy = ctx.policy()?;
+    let policy = ctx.policy_for_cleanup();
     let lc_dir = root.join(id);
     let private = moat::state::private_dir(&root, id);
     let lc_exists = lc_dir.exists();

@@ -71,6 +71,20 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         .map_err(|e| anyhow!("{e}"))
         .context("cannot load the container's hardened spec")?;
 
+    for (flag, given) in [
+        ("--cgroup", args.cgroup.is_some()),
+        ("--process-label", args.process_label.is_some()),
+        ("--apparmor", args.apparmor.is_some()),
+    ] {
+        if given {
+            tracing::warn!(
+                id,
+                flag,
+                "ignored: moat runs exec'd processes in the container's own cgroup and labels"
+            );
+        }
+    }
+    let preserve_fds = u32::try_from(args.preserve_fds.max(0)).unwrap_or(0);
     let process = build_process(&args, &spec, &moat_state.allowed_capabilities)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let check = SelfCheck {
@@ -126,6 +140,7 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         check: &check,
         console: console.as_ref(),
         old_mask: &old_mask,
+        preserve_fds,
     };
     // SAFETY: moat is single-threaded; the children only run the entry code
     // below and then exec or _exit.
@@ -271,6 +286,8 @@ struct Entry<'a> {
     check: &'a SelfCheck,
     console: Option<&'a OwnedFd>,
     old_mask: &'a SigSet,
+    /// Descriptors 3..3+n the caller passes on (--preserve-fds).
+    preserve_fds: u32,
 }
 
 /// In the helper: join, fork the workload, report its pid, exit.
@@ -377,12 +394,14 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
             failed.join("; ")
         );
     }
-    // No descriptor of moat's may reach the workload (CVE-2024-21626).
+    // No descriptor of moat's may reach the workload (CVE-2024-21626); only
+    // the ones the caller explicitly passes with --preserve-fds.
+    let first = 3u32.saturating_add(entry.preserve_fds);
     // SAFETY: close_range with CLOEXEC only marks descriptors.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )

@@ -36,10 +36,10 @@ pub fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<i32> {
     let spec = load_bundle_spec(&bundle)?;
     let policy = ctx.policy()?;
     let facts = moat::facts::gather(&spec, None);
+    // Like create: a missing rootfs is an error, not a refusal.
+    let rootfs = bundle_rootfs(&spec, &bundle)?;
     let outcome = harden(&spec, &policy, &facts).and_then(|h| {
-        if let Ok(rootfs) = bundle_rootfs(&spec, &bundle) {
-            moat::facts::check_mount_destinations(&spec, &rootfs)?;
-        }
+        moat::facts::check_mount_destinations(&spec, &rootfs)?;
         Ok(h)
     });
     match outcome {

@@ -60,6 +60,15 @@ impl Ctx {
     }
 
     /// The state root, created (0700) if missing, canonicalised.
+    /// The policy for cleaning up: a broken policy file must not stop
+    /// `delete` from removing a container, so it falls back to the default.
+    pub fn policy_for_cleanup(&self) -> Policy {
+        self.policy().unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "using the default policy to clean up");
+            Policy::embedded()
+        })
+    }
+
     pub fn root(&self) -> Result<PathBuf> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
@@ -95,12 +104,25 @@ pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
     let mount_point = moat::rootfs::mount_point(root, id);
     moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
     moat::rootfs::teardown(&dir, &mount_point);
-    // The id range: the state knows its pool; if the state is gone (a crash
-    // before it was written) the current policy's pool is searched.
-    let pool_policy = policy.user_namespace.clone();
-    let pool = moat::idpool::IdPool::new(&pool_policy);
-    pool.free_owned_by(root, id)
-        .with_context(|| format!("cannot free the id range of {id}"))?;
+    // The id range: in the pool the state recorded, and in the current
+    // policy's pool (the state is missing after a crash before it was saved).
+    let recorded = MoatState::load(root, id)
+        .ok()
+        .flatten()
+        .and_then(|m| m.pool_dir);
+    let mut pools = vec![policy.user_namespace.clone()];
+    if let Some(dir) = recorded {
+        if dir != Path::new(&policy.user_namespace.pool_dir) {
+            let mut p = policy.user_namespace.clone();
+            p.pool_dir = dir.display().to_string();
+            pools.push(p);
+        }
+    }
+    for pool_policy in &pools {
+        moat::idpool::IdPool::new(pool_policy)
+            .free_owned_by(root, id)
+            .with_context(|| format!("cannot free the id range of {id}"))?;
+    }
     match fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -28,7 +28,7 @@ pub fn state(ctx: &Ctx, args: liboci_cli::State) -> Result<()> {
         "bundle": bundle,
         "rootfs": rootfs,
         "created": container.created().map(|c| c.to_rfc3339()),
-        "owner": "",
+        "owner": "root",
         "annotations": container.state.annotations.clone().unwrap_or_default(),
         "moat": moat_state.as_ref().map(|m| json!({
             "idRange": m.allocation.map(|a| json!({"hostId": a.range.host_id, "size": a.range.size})),
