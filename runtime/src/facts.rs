@@ -33,7 +33,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Looks at the host for everything `harden` needs to decide.
+/// moat's own namespace file for a type. moat runs in the host's
+/// namespaces (engines and their shims do), and unlike PID 1's it is always
+/// readable: some hosts deny even root access to /proc/1/ns.
+fn own_ns_file(t: LinuxNamespaceType) -> String {
+    host_ns_file(t).replace("/proc/1/", "/proc/self/")
+}
+
+/// Looks at the host for everything `harden` needs to decide. A namespace
+/// path that cannot be examined is treated as the host's (fail closed).
 pub fn gather(spec: &Spec, id_range: Option<IdRange>) -> HostFacts {
     let mut facts = HostFacts {
         id_range,
@@ -42,7 +50,11 @@ pub fn gather(spec: &Spec, id_range: Option<IdRange>) -> HostFacts {
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
         for ns in namespaces {
             if let Some(path) = ns.path() {
-                if same_file(path, Path::new(host_ns_file(ns.typ()))) {
+                let unreadable = fs::metadata(path).is_err();
+                if unreadable
+                    || same_file(path, Path::new(host_ns_file(ns.typ())))
+                    || same_file(path, Path::new(&own_ns_file(ns.typ())))
+                {
                     facts.host_namespace_paths.push(ns.typ());
                 }
             }

@@ -364,7 +364,7 @@ pub fn prepare(
                     op: "parse overlay layers".into(),
                     source: std::io::Error::from_raw_os_error(libc::EINVAL),
                 })?;
-                mount_idmapped_overlay(&layers, &target, private_dir, &userns)?;
+                mount_idmapped_overlay(&layers, &target, private_dir, &userns, range)?;
                 Ok(RootfsMode::IdmappedOverlay)
             }
             _ => {
@@ -396,6 +396,7 @@ fn mount_idmapped_overlay(
     target: &Path,
     private_dir: &Path,
     userns: &OwnedFd,
+    range: IdRange,
 ) -> Result<(), RootfsError> {
     let layer_root = private_dir.join("layers");
     let scratch = private_dir.join("scratch");
@@ -415,6 +416,35 @@ fn mount_idmapped_overlay(
         .map_err(nix_sys("mount scratch tmpfs"))?;
         helpers.push(scratch.clone());
         fs::create_dir_all(scratch.join("upper")).map_err(sys("create upper"))?;
+        // The upper layer's root is the merged root's inode: give it the
+        // top layer's mode and the container root's owner, or container
+        // root could not create mount points (and `/` would show as nobody).
+        let top = layers.first().ok_or_else(|| RootfsError::Sys {
+            op: "overlay without layers".into(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        })?;
+        let top_meta = fs::metadata(top).map_err(sys("stat top layer"))?;
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let shift = |id: u32| {
+                if id < range.size {
+                    range.host_id + id
+                } else {
+                    range.host_id
+                }
+            };
+            nix::unistd::chown(
+                &scratch.join("upper"),
+                Some(nix::unistd::Uid::from_raw(shift(top_meta.uid()))),
+                Some(nix::unistd::Gid::from_raw(shift(top_meta.gid()))),
+            )
+            .map_err(nix_sys("chown upper"))?;
+            fs::set_permissions(
+                scratch.join("upper"),
+                fs::Permissions::from_mode(top_meta.mode() & 0o7777),
+            )
+            .map_err(sys("chmod upper"))?;
+        }
         fs::create_dir_all(scratch.join("work")).map_err(sys("create work"))?;
         let mut lower = Vec::new();
         for (i, layer) in layers.iter().enumerate() {

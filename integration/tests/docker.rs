@@ -1,0 +1,1574 @@
+//! Integration tests that drive the real docker daemon with `--runtime=moat`.
+//!
+//! Run with:
+//!
+//! ```sh
+//! cargo build --release && bash hack/docker-register.sh && bash hack/docker-image.sh
+//! cargo test --release -p moat-integration --test docker -- --test-threads=1
+//! ```
+//!
+//! Every test asserts from inside the container by parsing what the
+//! container prints, and checks afterwards that moat left nothing behind for
+//! the test's containers (id-pool files, mounts under /run/moat-rootfs,
+//! runtime state directories).
+//!
+//! When `docker info` fails the tests are skipped with a message, unless the
+//! environment variable `CI` is set: then a missing docker is a failure.
+//!
+//! Network traffic goes only to 127.0.0.1 on ports published by the tests,
+//! or between the tests' own containers.
+//!
+//! All helpers live in this file on purpose (it is self-contained).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------
+// Constants: what moat promises under docker's defaults.
+// ---------------------------------------------------------------------------
+
+/// Debian's docker 20.10 client (the one in PATH may be a different version).
+const DOCKER: &str = "/usr/bin/docker";
+const IMAGE: &str = "moat-busybox:latest";
+const RUNTIME: &str = "moat";
+/// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
+const ALLOWED_CAPS: u64 = 0x5fb;
+/// The lowest host id moat hands out to a container's user namespace.
+const HOST_ID_FLOOR: u64 = 1_073_741_824;
+const RANGE_SIZE: u64 = 65_536;
+const ID_POOL: &str = "/run/moat/id-pool";
+const MOUNT_BASE: &str = "/run/moat-rootfs";
+/// Where docker 20.10 tells the runtime to keep its state (`--root`).
+const RUNTIME_STATE_DIR: &str = "/var/run/docker/runtime-runc/moby";
+/// The same state root as moat may spell it (/var/run is a symlink to /run).
+const STATE_ROOTS: &[&str] = &[
+    "/run/docker/runtime-runc/moby",
+    "/var/run/docker/runtime-runc/moby",
+];
+/// Upper bound for any single docker command.
+const CMD_TIMEOUT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------
+// Running commands with a timeout.
+// ---------------------------------------------------------------------------
+
+struct Out {
+    cmdline: String,
+    /// None: killed by a signal or timed out.
+    code: Option<i32>,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "`{}` -> {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmdline,
+            if self.timed_out {
+                "TIMED OUT".to_string()
+            } else {
+                format!("exit {:?}", self.code)
+            },
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+
+    #[track_caller]
+    fn expect_ok(self) -> Out {
+        assert!(self.ok(), "command failed: {}", self.describe());
+        self
+    }
+
+    fn combined(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn quote_arg(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,%+".contains(c))
+    {
+        a.to_string()
+    } else {
+        sh_quote(a)
+    }
+}
+
+/// Quotes `s` for /bin/sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn run_cmd<S: AsRef<str>>(prog: &str, args: &[S], timeout: Duration) -> Out {
+    let cmdline = std::iter::once(prog.to_string())
+        .chain(args.iter().map(|a| quote_arg(a.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(prog)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn `{cmdline}`: {e}"));
+    let (tx_out, rx_out) = mpsc::channel();
+    let (tx_err, rx_err) = mpsc::channel();
+    let mut so = child.stdout.take().expect("stdout pipe");
+    let mut se = child.stderr.take().expect("stderr pipe");
+    thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        let _ = tx_out.send(b);
+    });
+    thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        let _ = tx_err.send(b);
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                // Only our own child, by its handle.
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for `{cmdline}`: {e}"),
+        }
+    };
+    // A grandchild may still hold the pipes after a timeout: don't hang.
+    let grace = Duration::from_secs(5);
+    let stdout = rx_out.recv_timeout(grace).unwrap_or_default();
+    let stderr = rx_err.recv_timeout(grace).unwrap_or_default();
+    Out {
+        cmdline,
+        code: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
+        timed_out,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn docker<S: AsRef<str>>(args: &[S]) -> Out {
+    run_cmd(DOCKER, args, CMD_TIMEOUT)
+}
+
+/// Polls `f` every 100 ms until it returns true or `timeout` passes.
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Is docker there? (once per test binary)
+// ---------------------------------------------------------------------------
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Ok(()) if `docker info` works; Err(why) otherwise.
+fn docker_available() -> &'static Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE.get_or_init(|| {
+        if !Path::new(DOCKER).exists() {
+            return Err(format!("{DOCKER} does not exist"));
+        }
+        let info = run_cmd(DOCKER, &["info"], Duration::from_secs(30));
+        if info.ok() {
+            Ok(())
+        } else {
+            Err(format!("`docker info` failed: {}", info.describe()))
+        }
+    })
+}
+
+/// With docker present: is the moat runtime registered, the image there and
+/// the installed moat current? Err is a test failure, not a skip.
+fn preflight() -> &'static Result<(), String> {
+    static PREFLIGHT: OnceLock<Result<(), String>> = OnceLock::new();
+    PREFLIGHT.get_or_init(|| {
+        let rt = docker(&["info", "--format", "{{json .Runtimes}}"]);
+        if !rt.ok() {
+            return Err(rt.describe());
+        }
+        let runtimes: serde_json::Value = serde_json::from_str(rt.stdout.trim())
+            .map_err(|e| format!("docker info .Runtimes is not JSON ({e}): {}", rt.stdout))?;
+        if runtimes.get(RUNTIME).is_none() {
+            return Err(format!(
+                "docker does not list runtime {RUNTIME:?} ({}); run `bash hack/docker-register.sh`",
+                rt.stdout.trim()
+            ));
+        }
+        let img = docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+        if !img.ok() {
+            return Err(format!(
+                "image {IMAGE} is missing; run `bash hack/docker-image.sh`\n{}",
+                img.describe()
+            ));
+        }
+        // Warn (don't fail) if the installed moat is not the freshly built one.
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/moat");
+        let installed = runtimes[RUNTIME]["path"]
+            .as_str()
+            .unwrap_or("/usr/local/bin/moat")
+            .to_string();
+        match (std::fs::read(&built), std::fs::read(&installed)) {
+            (Ok(a), Ok(b)) if a != b => eprintln!(
+                "WARNING: {installed} differs from {}: run `bash hack/docker-register.sh` to test the current build",
+                built.display()
+            ),
+            (Err(_), _) => eprintln!(
+                "WARNING: {} not found; testing whatever {installed} is",
+                built.display()
+            ),
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Test context, container and volume guards.
+// ---------------------------------------------------------------------------
+
+/// One per test: unique names, the cidfiles, and the ids of every container
+/// the test created, for the final leftover check.
+struct Ctx {
+    test: &'static str,
+    dir: tempfile::TempDir,
+    names: RefCell<Vec<String>>,
+    ids: RefCell<Vec<String>>,
+}
+
+impl Ctx {
+    /// None: docker is unavailable and this is not CI (the test is skipped).
+    fn new(test: &'static str) -> Option<Ctx> {
+        if let Err(why) = docker_available() {
+            if in_ci() {
+                panic!("{test}: docker is required under CI ({why})");
+            }
+            eprintln!("SKIPPED {test}: docker is not available ({why}); set CI=true to make this a failure");
+            return None;
+        }
+        if let Err(why) = preflight() {
+            panic!("{test}: docker is up but not ready for moat: {why}");
+        }
+        Some(Ctx {
+            test,
+            dir: tempfile::tempdir().expect("tempdir"),
+            names: RefCell::new(Vec::new()),
+            ids: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!(
+            "moat-it-{}-{}-{}",
+            self.test.replace('_', "-"),
+            suffix,
+            std::process::id()
+        )
+    }
+
+    /// A container guard (nothing is created yet).
+    fn container(&self, suffix: &str) -> Container<'_> {
+        let name = self.name(suffix);
+        let cidfile = self.dir.path().join(format!("{suffix}.cid"));
+        // Stale container of the same name from a crashed earlier run with a
+        // recycled pid: remove it (names are ours, prefix moat-it-).
+        let _ = docker(&["rm", "-f", &name]);
+        self.names.borrow_mut().push(name.clone());
+        Container {
+            ctx: self,
+            name,
+            cidfile,
+        }
+    }
+
+    fn record_id(&self, id: &str) {
+        let mut ids = self.ids.borrow_mut();
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_string());
+        }
+    }
+
+    /// Removes every container of the test and asserts moat left nothing
+    /// behind for any of them.
+    #[track_caller]
+    fn finish(self) {
+        for name in self.names.borrow().iter() {
+            let _ = docker(&["rm", "-f", name]);
+        }
+        for id in self.ids.borrow().iter() {
+            assert_no_leftovers(
+                id,
+                &format!("{} (after removing its containers)", self.test),
+            );
+        }
+    }
+}
+
+struct Container<'a> {
+    ctx: &'a Ctx,
+    name: String,
+    cidfile: PathBuf,
+}
+
+impl Container<'_> {
+    /// The argument list of `docker run --name N --cidfile F --runtime=moat
+    /// OPTS IMAGE CMD`.
+    fn run_args(&self, opts: &[&str], cmd: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "--name".into(),
+            self.name.clone(),
+            "--cidfile".into(),
+            self.cidfile.display().to_string(),
+            format!("--runtime={RUNTIME}"),
+        ];
+        a.extend(opts.iter().map(|s| s.to_string()));
+        a.push(IMAGE.into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// `docker run`; records the container id (from the cidfile, written at
+    /// create time, so also for `--rm` and for refused containers).
+    fn run(&self, opts: &[&str], cmd: &[&str]) -> Out {
+        let out = docker(&self.run_args(opts, cmd));
+        self.learn_id();
+        out
+    }
+
+    /// Detached `docker run -d`, must succeed.
+    #[track_caller]
+    fn start_detached(&self, opts: &[&str], cmd: &[&str]) -> String {
+        let mut o = vec!["-d"];
+        o.extend_from_slice(opts);
+        let out = self.run(&o, cmd).expect_ok();
+        let id = self.id().expect("container id after docker run -d");
+        assert_eq!(out.stdout.trim(), id, "docker run -d prints the id");
+        id
+    }
+
+    fn learn_id(&self) -> Option<String> {
+        let id = std::fs::read_to_string(&self.cidfile)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.inspect("{{.Id}}"))?;
+        self.ctx.record_id(&id);
+        Some(id)
+    }
+
+    fn id(&self) -> Option<String> {
+        self.learn_id()
+    }
+
+    fn inspect(&self, format: &str) -> Option<String> {
+        let out = docker(&["inspect", "--format", format, &self.name]);
+        out.ok().then(|| out.stdout.trim().to_string())
+    }
+
+    fn status(&self) -> String {
+        self.inspect("{{.State.Status}}").unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn wait_status(&self, want: &str, timeout: Duration) {
+        let mut last = String::new();
+        let ok = wait_until(timeout, || {
+            last = self.status();
+            last == want
+        });
+        assert!(ok, "{}: state is {last:?}, expected {want:?}", self.name);
+    }
+
+    /// Host pid of the container's init.
+    #[track_caller]
+    fn pid(&self) -> u32 {
+        let p = self.inspect("{{.State.Pid}}").unwrap_or_default();
+        let pid: u32 = p.parse().unwrap_or(0);
+        assert!(pid > 0, "{}: no pid ({p:?})", self.name);
+        pid
+    }
+
+    fn exec(&self, opts: &[&str], cmd: &[&str]) -> Out {
+        let mut a: Vec<&str> = vec!["exec"];
+        a.extend_from_slice(opts);
+        a.push(&self.name);
+        a.extend_from_slice(cmd);
+        docker(&a)
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = run_cmd(DOCKER, &["rm", "-f", &self.name], CMD_TIMEOUT);
+    }
+}
+
+struct Volume {
+    name: String,
+}
+
+impl Volume {
+    fn new(ctx: &Ctx, suffix: &str) -> Volume {
+        let name = ctx.name(suffix);
+        let _ = docker(&["volume", "rm", "-f", &name]);
+        Volume { name }
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = run_cmd(DOCKER, &["volume", "rm", "-f", &self.name], CMD_TIMEOUT);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Leftover checks.
+// ---------------------------------------------------------------------------
+
+/// moat's rootfs mount point name for container `id` under state root
+/// `root` (FNV-1a 64 of "root\tid", as runtime/src/rootfs.rs computes it).
+fn rootfs_hash(root: &str, id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.bytes().chain(std::iter::once(b'\t')).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Mount points (field 5 of mountinfo, unescaped enough for our paths) with
+/// their full lines.
+fn host_mounts() -> Vec<(String, String)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read /proc/self/mountinfo")
+        .lines()
+        .filter_map(|l| {
+            let mp = l.split(' ').nth(4)?;
+            Some((mp.replace("\\040", " "), l.to_string()))
+        })
+        .collect()
+}
+
+/// Everything moat keeps on the host for container `id`, one description
+/// per item. Empty: nothing left.
+fn moat_traces(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    // id-pool files naming the container.
+    if let Ok(entries) = std::fs::read_dir(ID_POOL) {
+        for e in entries.flatten() {
+            if let Ok(c) = std::fs::read_to_string(e.path()) {
+                if c.contains(id) {
+                    found.push(format!(
+                        "id-pool file {} = {:?}",
+                        e.path().display(),
+                        c.trim_end()
+                    ));
+                }
+            }
+        }
+    }
+    // Mounts under /run/moat-rootfs for it.
+    let hashes: Vec<String> = STATE_ROOTS
+        .iter()
+        .map(|r| format!("{MOUNT_BASE}/{}", rootfs_hash(r, id)))
+        .collect();
+    for (mp, line) in host_mounts() {
+        if !mp.starts_with(MOUNT_BASE) {
+            continue;
+        }
+        if line.contains(id) || hashes.iter().any(|h| mp.starts_with(h.as_str())) {
+            found.push(format!("mount: {line}"));
+        }
+    }
+    // Directories under /run/moat-rootfs for it.
+    for h in &hashes {
+        for p in [h.clone(), format!("{h}.mounts")] {
+            if Path::new(&p).exists() {
+                found.push(format!("directory {p}"));
+            }
+        }
+    }
+    // Runtime state directories.
+    for p in [
+        format!("{RUNTIME_STATE_DIR}/{id}"),
+        format!("{RUNTIME_STATE_DIR}/@moat/{id}"),
+    ] {
+        if Path::new(&p).exists() {
+            found.push(format!("state directory {p}"));
+        }
+    }
+    found
+}
+
+/// Asserts (polling up to 10 s for asynchronous clean-up) that moat keeps
+/// nothing for `id`.
+#[track_caller]
+fn assert_no_leftovers(id: &str, when: &str) {
+    let mut traces = Vec::new();
+    let clean = wait_until(Duration::from_secs(10), || {
+        traces = moat_traces(id);
+        traces.is_empty()
+    });
+    assert!(
+        clean,
+        "{when}: moat left state behind for container {id}:\n  {}",
+        traces.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Parsing what the container prints.
+// ---------------------------------------------------------------------------
+
+/// Splits output made of `@@name` marker lines into sections.
+fn sections(out: &str) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let mut cur: Option<String> = None;
+    let mut buf = String::new();
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            if let Some(c) = cur.take() {
+                map.insert(c, std::mem::take(&mut buf));
+            }
+            cur = Some(name.trim().to_string());
+        } else if cur.is_some() {
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    if let Some(c) = cur {
+        map.insert(c, buf);
+    }
+    map
+}
+
+#[track_caller]
+fn section<'a>(s: &'a HashMap<String, String>, name: &str) -> &'a str {
+    s.get(name)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("section @@{name} missing from output: {s:?}"))
+}
+
+/// A field of /proc/<pid>/status.
+#[track_caller]
+fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key}: line in status:\n{status}"))
+}
+
+#[track_caller]
+fn cap_field(status: &str, key: &str) -> u64 {
+    let v = status_field(status, key);
+    u64::from_str_radix(v, 16).unwrap_or_else(|e| panic!("{key}: {v:?} is not hex: {e}"))
+}
+
+/// (inside, host, size) lines of a uid_map/gid_map.
+#[track_caller]
+fn parse_id_map(text: &str) -> Vec<(u64, u64, u64)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or_else(|e| panic!("id map {l:?}: {e}")))
+                .collect();
+            assert_eq!(f.len(), 3, "id map line {l:?}");
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+/// Asserts the map is moat's single unprivileged range; returns the host
+/// start.
+#[track_caller]
+fn assert_moat_id_map(text: &str, what: &str) -> u64 {
+    let m = parse_id_map(text);
+    assert_eq!(m.len(), 1, "{what}: expected one range, got {text:?}");
+    let (inside, host, size) = m[0];
+    assert_eq!(
+        inside, 0,
+        "{what}: range must start at container id 0: {text:?}"
+    );
+    assert_ne!(
+        host, 0,
+        "{what}: identity mapping (container root is host root): {text:?}"
+    );
+    assert!(
+        host >= HOST_ID_FLOOR,
+        "{what}: host start {host} < {HOST_ID_FLOOR}: {text:?}"
+    );
+    assert_eq!(size, RANGE_SIZE, "{what}: range size: {text:?}");
+    host
+}
+
+/// Asserts the process status shows moat's sandbox: capabilities within the
+/// allowlist, no_new_privs, seccomp filter mode.
+#[track_caller]
+fn assert_hardened_status(status: &str, what: &str) {
+    for key in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        let v = cap_field(status, key);
+        assert_eq!(
+            v & !ALLOWED_CAPS,
+            0,
+            "{what}: {key} {v:#x} has capabilities outside the allowlist {ALLOWED_CAPS:#x}"
+        );
+    }
+    assert_eq!(cap_field(status, "CapAmb"), 0, "{what}: ambient caps");
+    assert_eq!(
+        status_field(status, "NoNewPrivs"),
+        "1",
+        "{what}: NoNewPrivs"
+    );
+    assert_eq!(status_field(status, "Seccomp"), "2", "{what}: Seccomp mode");
+}
+
+/// Shell snippet printing `@@status` (this process's /proc status) and
+/// `@@uid_map`, `@@uid`.
+const PROBE_SELF: &str = "echo @@status; cat /proc/self/status; \
+    echo @@uid_map; cat /proc/self/uid_map; \
+    echo @@uid; id -u; echo @@end";
+
+/// The (per-mount options, fs type) of the top mount at `mount_point`.
+fn mountinfo_entry(mountinfo: &str, mount_point: &str) -> Option<(String, String)> {
+    // Last one wins: it is on top.
+    mountinfo.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() > 5 && f[4] == mount_point {
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some((f[5].to_string(), f.get(sep + 1)?.to_string()))
+        } else {
+            None
+        }
+    })
+}
+
+fn has_opt(opts: &str, o: &str) -> bool {
+    opts.split(',').any(|x| x == o)
+}
+
+/// A 127.0.0.1 port nobody listens on right now.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Plain HTTP/1.0 GET / to 127.0.0.1:port; (status line, body).
+fn http_get_localhost(port: u16) -> std::io::Result<(String, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.set_write_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
+/// Runs a docker command line under a pseudo-terminal with `script`;
+/// returns the output with NULs (also echoed as `^@`) and carriage
+/// returns removed.
+fn under_pty(docker_args: &[String]) -> Out {
+    let cmd = std::iter::once(DOCKER.to_string())
+        .chain(docker_args.iter().map(|a| sh_quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut out = run_cmd("script", &["-qec", &cmd, "/dev/null"], CMD_TIMEOUT);
+    // The docker client emits a NUL on the terminal, which the pty echoes
+    // as a literal "^@" (with runc too): drop both forms.
+    out.stdout = out.stdout.replace(['\0', '\r'], "").replace("^@", "");
+    out
+}
+
+// ---------------------------------------------------------------------------
+// docker run: the sandbox seen from inside.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn run_is_hardened_inside() {
+    let Some(ctx) = Ctx::new("run_is_hardened_inside") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let script = r#"
+echo @@status; cat /proc/self/status
+echo @@uid_map; cat /proc/self/uid_map
+echo @@gid_map; cat /proc/self/gid_map
+echo @@uid; id -u
+echo @@root_write; if out=$(touch /x 2>&1); then echo WRITABLE; else echo "FAILED $out"; fi
+echo @@tmp_write; if echo moat-tmp > /tmp/probe && [ "$(cat /tmp/probe)" = moat-tmp ]; then echo OK; else echo FAILED; fi
+echo @@run_write; if echo x > /run/probe; then echo OK; else echo FAILED; fi
+echo @@sys_write; if out=$(touch /sys/moat-probe 2>&1); then echo WRITABLE; else echo "FAILED $out"; fi
+echo @@masked
+for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/timer_stats /proc/latency_stats; do
+  if [ -e $p ]; then echo "$p present $(head -c 64 $p 2>/dev/null | wc -c)"; else echo "$p absent"; fi
+done
+echo @@firmware; ls -A /sys/firmware 2>&1 | wc -l
+echo @@mountinfo; cat /proc/self/mountinfo
+echo @@end
+"#;
+    let out = c.run(&["--rm"], &["sh", "-c", script]).expect_ok();
+    let s = sections(&out.stdout);
+    let status = section(&s, "status");
+
+    // Capabilities: exactly moat's allowlist under docker's defaults.
+    assert_eq!(
+        cap_field(status, "CapEff"),
+        ALLOWED_CAPS,
+        "CapEff under docker's default capabilities"
+    );
+    assert_hardened_status(status, "docker run");
+
+    // User namespace: root inside, an unprivileged range outside.
+    assert_eq!(
+        section(&s, "uid").trim(),
+        "0",
+        "container runs as root inside"
+    );
+    let uid_host = assert_moat_id_map(section(&s, "uid_map"), "uid_map");
+    let gid_host = assert_moat_id_map(section(&s, "gid_map"), "gid_map");
+    assert_eq!(
+        uid_host, gid_host,
+        "uid and gid ranges start at the same host id"
+    );
+
+    // Filesystem.
+    let rw = section(&s, "root_write");
+    assert!(
+        rw.starts_with("FAILED") && rw.contains("Read-only"),
+        "touch /x must fail with Read-only file system: {rw:?}"
+    );
+    assert_eq!(
+        section(&s, "tmp_write").trim(),
+        "OK",
+        "/tmp must be writable"
+    );
+    assert_eq!(
+        section(&s, "run_write").trim(),
+        "OK",
+        "/run must be writable"
+    );
+    let mi = section(&s, "mountinfo");
+    let (root_opts, _) = mountinfo_entry(mi, "/").expect("mountinfo has /");
+    assert!(
+        has_opt(&root_opts, "ro"),
+        "/ is not mounted ro: {root_opts}"
+    );
+    for dir in ["/tmp", "/run"] {
+        let (opts, fstype) =
+            mountinfo_entry(mi, dir).unwrap_or_else(|| panic!("{dir} is not a mount:\n{mi}"));
+        assert_eq!(fstype, "tmpfs", "{dir} fs type");
+        for o in ["rw", "nosuid", "nodev"] {
+            assert!(has_opt(&opts, o), "{dir} lacks {o}: {opts}");
+        }
+    }
+
+    // /sys and /proc/sys read-only.
+    let sw = section(&s, "sys_write");
+    assert!(
+        sw.starts_with("FAILED") && sw.contains("Read-only"),
+        "touch /sys/x must fail with Read-only file system: {sw:?}"
+    );
+    let (sys_opts, sys_type) = mountinfo_entry(mi, "/sys").expect("/sys is mounted");
+    assert_eq!(sys_type, "sysfs");
+    assert!(has_opt(&sys_opts, "ro"), "/sys is not ro: {sys_opts}");
+    let (ps_opts, _) = mountinfo_entry(mi, "/proc/sys").expect("/proc/sys is a mount");
+    assert!(has_opt(&ps_opts, "ro"), "/proc/sys is not ro: {ps_opts}");
+
+    // Masked /proc paths: absent (this kernel may not have them) or
+    // reading nothing.
+    let masked = section(&s, "masked");
+    let mut present = 0;
+    for line in masked.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "absent"] => {}
+            [p, "present", n] => {
+                present += 1;
+                assert_eq!(*n, "0", "{p} is readable (not masked): {line}");
+            }
+            _ => panic!("unexpected masked-path line {line:?}"),
+        }
+    }
+    assert!(
+        present > 0,
+        "none of the masked paths exist, check is vacuous: {masked}"
+    );
+    assert!(
+        masked.contains("/proc/kcore"),
+        "/proc/kcore not probed: {masked}"
+    );
+    // /proc/kcore in particular: masked if the kernel has it.
+    if Path::new("/proc/kcore").exists() {
+        assert!(
+            masked.contains("/proc/kcore present 0"),
+            "/proc/kcore not masked: {masked}"
+        );
+    }
+    assert_eq!(
+        section(&s, "firmware").trim(),
+        "0",
+        "/sys/firmware is masked (empty)"
+    );
+
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn run_exit_code_propagates() {
+    let Some(ctx) = Ctx::new("run_exit_code_propagates") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let out = c.run(&["--rm"], &["sh", "-c", "exit 3"]);
+    assert_eq!(out.code, Some(3), "{}", out.describe());
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn host_sees_unprivileged_uid_and_pids_limit() {
+    let Some(ctx) = Ctx::new("host_sees_unprivileged_uid_and_pids_limit") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let id = c.start_detached(&[], &["sleep", "60"]);
+    let pid = c.pid();
+
+    // The container's init, seen from the host, is an unprivileged uid.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host status");
+    for key in ["Uid", "Gid"] {
+        for v in status_field(&status, key).split_whitespace() {
+            let v: u64 = v.parse().expect("uid number");
+            assert!(
+                v >= HOST_ID_FLOOR,
+                "host {key} of container init is {v}:\n{status}"
+            );
+        }
+    }
+    assert_hardened_status(&status, "container init (host view)");
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    assert_moat_id_map(&map, "host view of uid_map");
+
+    // A pids limit is set on its cgroup (v1 pids controller or v2).
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let pids_max = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            let base = if ctrl.split(',').any(|c| c == "pids") {
+                "/sys/fs/cgroup/pids"
+            } else if ctrl.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                "/sys/fs/cgroup"
+            } else {
+                return None;
+            };
+            std::fs::read_to_string(format!("{base}{path}/pids.max")).ok()
+        })
+        .unwrap_or_else(|| panic!("no pids.max for the container's cgroup:\n{cg}"));
+    assert_ne!(pids_max.trim(), "max", "no pids limit on the container");
+    let limit: u64 = pids_max.trim().parse().expect("pids.max is a number");
+    assert!(limit > 0);
+
+    // Positive control for the leftover check: while it runs, moat does
+    // keep an id-pool file and a rootfs mount for this id.
+    let traces = moat_traces(&id);
+    assert!(
+        traces.iter().any(|t| t.starts_with("id-pool")),
+        "no id-pool file for a running container (leftover check would be vacuous): {traces:?}"
+    );
+    assert!(
+        traces.iter().any(|t| t.starts_with("mount:")),
+        "no /run/moat-rootfs mount for a running container (leftover check would be vacuous): {traces:?}"
+    );
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn concurrent_containers_get_distinct_id_ranges() {
+    let Some(ctx) = Ctx::new("concurrent_containers_get_distinct_id_ranges") else {
+        return;
+    };
+    let a = ctx.container("a");
+    let b = ctx.container("b");
+    let id_a = a.start_detached(&[], &["sleep", "60"]);
+    let id_b = b.start_detached(&[], &["sleep", "60"]);
+    let map = |c: &Container| {
+        let out = c.exec(&[], &["cat", "/proc/1/uid_map"]).expect_ok();
+        assert_moat_id_map(&out.stdout, &format!("{} uid_map", c.name))
+    };
+    let (ha, hb) = (map(&a), map(&b));
+    assert_ne!(ha, hb, "two running containers share a host id range");
+    assert!(
+        ha.abs_diff(hb) >= RANGE_SIZE,
+        "host ranges overlap: {ha} and {hb} (size {RANGE_SIZE})"
+    );
+    // Each owns exactly one id-pool slot.
+    for id in [&id_a, &id_b] {
+        let slots: Vec<_> = moat_traces(id)
+            .into_iter()
+            .filter(|t| t.starts_with("id-pool"))
+            .collect();
+        assert_eq!(slots.len(), 1, "id-pool slots of {id}: {slots:?}");
+    }
+    drop(a);
+    drop(b);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// docker exec.
+// ---------------------------------------------------------------------------
+
+/// Starts `sleep 60` and returns the host view of its uid_map.
+fn sleeper(c: &Container) -> String {
+    c.start_detached(&[], &["sleep", "60"]);
+    let pid = c.pid();
+    std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("container uid_map")
+}
+
+#[test]
+fn exec_is_hardened() {
+    let Some(ctx) = Ctx::new("exec_is_hardened") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let init_map = sleeper(&c);
+    let init_host = assert_moat_id_map(&init_map, "init uid_map");
+    let out = c.exec(&[], &["sh", "-c", PROBE_SELF]).expect_ok();
+    let s = sections(&out.stdout);
+    assert_hardened_status(section(&s, "status"), "docker exec");
+    let host = assert_moat_id_map(section(&s, "uid_map"), "exec uid_map");
+    assert_eq!(
+        host, init_host,
+        "exec runs in the container's user namespace"
+    );
+    assert_eq!(section(&s, "uid").trim(), "0");
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn exec_privileged_is_still_capped() {
+    let Some(ctx) = Ctx::new("exec_privileged_is_still_capped") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let init_host = assert_moat_id_map(&sleeper(&c), "init uid_map");
+    let out = c
+        .exec(&["--privileged"], &["sh", "-c", PROBE_SELF])
+        .expect_ok();
+    let s = sections(&out.stdout);
+    assert_hardened_status(section(&s, "status"), "docker exec --privileged");
+    let host = assert_moat_id_map(section(&s, "uid_map"), "exec --privileged uid_map");
+    assert_eq!(host, init_host);
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn exec_user_1000() {
+    let Some(ctx) = Ctx::new("exec_user_1000") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let init_host = assert_moat_id_map(&sleeper(&c), "init uid_map");
+    let out = c
+        .exec(&["--user", "1000"], &["sh", "-c", PROBE_SELF])
+        .expect_ok();
+    let s = sections(&out.stdout);
+    assert_eq!(section(&s, "uid").trim(), "1000", "exec --user 1000");
+    let status = section(&s, "status");
+    assert_hardened_status(status, "docker exec --user 1000");
+    let uids: Vec<&str> = status_field(status, "Uid").split_whitespace().collect();
+    assert!(uids.iter().all(|u| *u == "1000"), "Uid line: {uids:?}");
+    let host = assert_moat_id_map(section(&s, "uid_map"), "exec --user uid_map");
+    assert_eq!(host, init_host);
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn exec_exit_code_propagates() {
+    let Some(ctx) = Ctx::new("exec_exit_code_propagates") else {
+        return;
+    };
+    let c = ctx.container("c");
+    sleeper(&c);
+    let out = c.exec(&[], &["sh", "-c", "exit 7"]);
+    assert_eq!(out.code, Some(7), "{}", out.describe());
+    drop(c);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Terminals.
+// ---------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_tty_output(out: &Out) {
+    assert!(out.ok(), "{}", out.describe());
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("/dev/pts/")),
+        "tty did not print a /dev/pts device: {}",
+        out.describe()
+    );
+    assert!(lines.contains(&"ok"), "{}", out.describe());
+}
+
+#[test]
+fn run_it_gets_a_pty() {
+    let Some(ctx) = Ctx::new("run_it_gets_a_pty") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let args = c.run_args(&["--rm", "-it"], &["sh", "-c", "tty; echo ok"]);
+    let out = under_pty(&args);
+    c.learn_id();
+    assert_tty_output(&out);
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn exec_it_gets_a_pty() {
+    let Some(ctx) = Ctx::new("exec_it_gets_a_pty") else {
+        return;
+    };
+    let c = ctx.container("c");
+    sleeper(&c);
+    let args: Vec<String> = ["exec", "-it", &c.name, "sh", "-c", "tty; echo ok"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_tty_output(&under_pty(&args));
+    drop(c);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn logs_show_stdout_and_stderr() {
+    let Some(ctx) = Ctx::new("logs_show_stdout_and_stderr") else {
+        return;
+    };
+    let c = ctx.container("c");
+    c.start_detached(&[], &["sh", "-c", "echo line1; echo line2 >&2; sleep 30"]);
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(10), || {
+        let out = docker(&["logs", &c.name]);
+        let good = out.ok()
+            && out.stdout.lines().any(|l| l == "line1")
+            && out.stderr.lines().any(|l| l == "line2");
+        last = Some(out);
+        good
+    });
+    assert!(
+        ok,
+        "docker logs lacks line1 (stdout) / line2 (stderr): {}",
+        last.map(|o| o.describe()).unwrap_or_default()
+    );
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn stop_ends_the_container() {
+    let Some(ctx) = Ctx::new("stop_ends_the_container") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let id = c.start_detached(&[], &["sleep", "1000"]);
+    c.wait_status("running", Duration::from_secs(5));
+    let t = Instant::now();
+    docker(&["stop", "-t", "2", &c.name]).expect_ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "docker stop -t 2 took {:?}",
+        t.elapsed()
+    );
+    c.wait_status("exited", Duration::from_secs(10));
+    // The container still exists in docker, but moat's runtime state is gone.
+    assert_no_leftovers(&id, "after docker stop");
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn kill_ends_the_container() {
+    let Some(ctx) = Ctx::new("kill_ends_the_container") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let id = c.start_detached(&[], &["sleep", "1000"]);
+    c.wait_status("running", Duration::from_secs(5));
+    docker(&["kill", &c.name]).expect_ok();
+    c.wait_status("exited", Duration::from_secs(10));
+    assert_eq!(
+        c.inspect("{{.State.ExitCode}}").as_deref(),
+        Some("137"),
+        "exit code after SIGKILL"
+    );
+    assert_no_leftovers(&id, "after docker kill");
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn restart_runs_again_and_exec_works() {
+    let Some(ctx) = Ctx::new("restart_runs_again_and_exec_works") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let id = c.start_detached(&[], &["sleep", "1000"]);
+    c.wait_status("running", Duration::from_secs(5));
+    let pid1 = c.pid();
+    docker(&["restart", "-t", "1", &c.name]).expect_ok();
+    c.wait_status("running", Duration::from_secs(10));
+    let pid2 = c.pid();
+    assert_ne!(pid1, pid2, "restart did not start a new init");
+    let host_map = std::fs::read_to_string(format!("/proc/{pid2}/uid_map")).expect("uid_map");
+    let init_host = assert_moat_id_map(&host_map, "uid_map after restart");
+    let out = c.exec(&[], &["sh", "-c", PROBE_SELF]).expect_ok();
+    let s = sections(&out.stdout);
+    assert_hardened_status(section(&s, "status"), "exec after restart");
+    assert_eq!(
+        assert_moat_id_map(section(&s, "uid_map"), "exec uid_map after restart"),
+        init_host
+    );
+    // The first run's range was freed: exactly one slot for this id.
+    let slots: Vec<_> = moat_traces(&id)
+        .into_iter()
+        .filter(|t| t.starts_with("id-pool"))
+        .collect();
+    assert_eq!(slots.len(), 1, "id-pool slots after restart: {slots:?}");
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn pause_and_unpause() {
+    let Some(ctx) = Ctx::new("pause_and_unpause") else {
+        return;
+    };
+    let c = ctx.container("c");
+    c.start_detached(&[], &["sleep", "1000"]);
+    c.wait_status("running", Duration::from_secs(5));
+    docker(&["pause", &c.name]).expect_ok();
+    c.wait_status("paused", Duration::from_secs(5));
+    assert_eq!(c.inspect("{{.State.Paused}}").as_deref(), Some("true"));
+    docker(&["unpause", &c.name]).expect_ok();
+    c.wait_status("running", Duration::from_secs(5));
+    assert_eq!(c.inspect("{{.State.Paused}}").as_deref(), Some("false"));
+    let out = c
+        .exec(&[], &["sh", "-c", "echo exec-after-unpause"])
+        .expect_ok();
+    assert_eq!(out.stdout.trim(), "exec-after-unpause");
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn rm_flag_removes_container_after_exit() {
+    let Some(ctx) = Ctx::new("rm_flag_removes_container_after_exit") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let out = c.run(&["--rm"], &["sh", "-c", "echo bye"]).expect_ok();
+    assert_eq!(out.stdout.trim(), "bye");
+    assert!(c.id().is_some(), "cidfile was not written");
+    let mut names = String::new();
+    let gone = wait_until(Duration::from_secs(10), || {
+        names = docker(&["ps", "-a", "--format", "{{.Names}}"])
+            .expect_ok()
+            .stdout;
+        !names.lines().any(|n| n.trim() == c.name)
+    });
+    assert!(gone, "{} still listed by docker ps -a:\n{names}", c.name);
+    assert!(
+        !docker(&["inspect", &c.name]).ok(),
+        "docker inspect still finds it"
+    );
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn top_lists_the_process() {
+    let Some(ctx) = Ctx::new("top_lists_the_process") else {
+        return;
+    };
+    let c = ctx.container("c");
+    c.start_detached(&[], &["sleep", "1000"]);
+    let out = docker(&["top", &c.name]).expect_ok();
+    let mut lines = out.stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.contains("PID") && header.contains("CMD"),
+        "{}",
+        out.describe()
+    );
+    let pid = c.pid().to_string();
+    assert!(
+        lines.any(|l| l.contains("sleep 1000") && l.split_whitespace().any(|f| f == pid)),
+        "docker top does not list `sleep 1000` with pid {pid}:\n{}",
+        out.stdout
+    );
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn stats_no_stream() {
+    let Some(ctx) = Ctx::new("stats_no_stream") else {
+        return;
+    };
+    let c = ctx.container("c");
+    c.start_detached(&[], &["sleep", "1000"]);
+    let out = docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.PIDs}}|{{.MemUsage}}",
+        &c.name,
+    ])
+    .expect_ok();
+    let line = out.stdout.trim();
+    let f: Vec<&str> = line.split('|').collect();
+    assert_eq!(f.len(), 3, "stats line {line:?}");
+    assert_eq!(f[0], c.name);
+    let pids: u64 = f[1].trim().parse().unwrap_or(0);
+    assert!(pids >= 1, "stats shows {pids} pids: {line:?}");
+    drop(c);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Networking (127.0.0.1 and container-to-container only).
+// ---------------------------------------------------------------------------
+
+/// sh script serving `body` with busybox httpd on port 8080 from /tmp/www
+/// (the rootfs is read-only).
+fn httpd_script(body: &str) -> String {
+    format!(
+        "mkdir -p /tmp/www && echo {} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        sh_quote(body)
+    )
+}
+
+#[test]
+fn port_publishing_on_localhost() {
+    let Some(ctx) = Ctx::new("port_publishing_on_localhost") else {
+        return;
+    };
+    let c = ctx.container("web");
+    let port = free_port();
+    let body = format!("moat-it-port-{}", std::process::id());
+    let publish = format!("127.0.0.1:{port}:8080");
+    c.start_detached(&["-p", &publish], &["sh", "-c", &httpd_script(&body)]);
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(5), || match http_get_localhost(port) {
+        Ok((status, got)) => {
+            last = format!("{status} / {got:?}");
+            status.contains(" 200") && got.trim() == body
+        }
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    let logs = docker(&["logs", &c.name]);
+    assert!(
+        ok,
+        "GET http://127.0.0.1:{port}/ did not return {body:?}; last: {last}\n{}",
+        logs.describe()
+    );
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn network_container_mode_shares_netns_and_is_hardened() {
+    let Some(ctx) = Ctx::new("network_container_mode_shares_netns_and_is_hardened") else {
+        return;
+    };
+    let web = ctx.container("web");
+    let body = format!("moat-it-netns-{}", std::process::id());
+    web.start_detached(&[], &["sh", "-c", &httpd_script(&body)]);
+    let web_pid = web.pid();
+    let web_host = assert_moat_id_map(
+        &std::fs::read_to_string(format!("/proc/{web_pid}/uid_map")).expect("uid_map"),
+        "web uid_map",
+    );
+    let client = ctx.container("client");
+    let net = format!("container:{}", web.name);
+    let script = format!(
+        "echo @@body; i=0; while [ $i -lt 50 ]; do wget -qO- http://127.0.0.1:8080/ && break; i=$((i+1)); sleep 0.1; done; {PROBE_SELF}"
+    );
+    let out = client
+        .run(&["--rm", "--network", &net], &["sh", "-c", &script])
+        .expect_ok();
+    let s = sections(&out.stdout);
+    assert_eq!(
+        section(&s, "body").trim(),
+        body,
+        "wget through the shared netns: {}",
+        out.describe()
+    );
+    assert_hardened_status(section(&s, "status"), "--network container:X");
+    let host = assert_moat_id_map(section(&s, "uid_map"), "client uid_map");
+    assert_ne!(
+        host, web_host,
+        "the joining container must have its own id range"
+    );
+    drop(client);
+    drop(web);
+    ctx.finish();
+}
+
+#[test]
+fn network_none_has_only_lo() {
+    let Some(ctx) = Ctx::new("network_none_has_only_lo") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let out = c
+        .run(&["--rm", "--network", "none"], &["ls", "/sys/class/net"])
+        .expect_ok();
+    let ifaces: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(ifaces, vec!["lo"], "{}", out.describe());
+    drop(c);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Refusals.
+// ---------------------------------------------------------------------------
+
+/// `docker run OPTS IMAGE true` must fail with moat's refusal naming `key`,
+/// and leave nothing behind.
+#[track_caller]
+fn assert_refused(test: &'static str, opts: &[&str], key: &str) {
+    let Some(ctx) = Ctx::new(test) else {
+        return;
+    };
+    let c = ctx.container("c");
+    let out = c.run(opts, &["true"]);
+    assert!(
+        !out.ok(),
+        "moat did not refuse `docker run {}`: the container ran: {}",
+        opts.join(" "),
+        out.describe()
+    );
+    let text = out.combined();
+    assert!(
+        text.contains("refused"),
+        "error does not say 'refused': {}",
+        out.describe()
+    );
+    assert!(
+        text.contains(key),
+        "error does not name policy key {key}: {}",
+        out.describe()
+    );
+    let id = c
+        .id()
+        .expect("docker created the container before the runtime refused it (cidfile)");
+    assert_ne!(
+        c.inspect("{{.State.Running}}").as_deref(),
+        Some("true"),
+        "refused container is running"
+    );
+    // Before docker removes it: moat must not have left anything.
+    assert_no_leftovers(&id, &format!("{test}: right after the refusal"));
+    drop(c);
+    ctx.finish();
+}
+
+#[test]
+fn refuses_privileged() {
+    assert_refused(
+        "refuses_privileged",
+        &["--privileged"],
+        "refusals.allow_privileged",
+    );
+}
+
+#[test]
+fn refuses_network_host() {
+    assert_refused(
+        "refuses_network_host",
+        &["--network", "host"],
+        "refusals.allow_host_namespaces",
+    );
+}
+
+#[test]
+fn refuses_pid_host() {
+    assert_refused(
+        "refuses_pid_host",
+        &["--pid", "host"],
+        "refusals.allow_host_namespaces",
+    );
+}
+
+#[test]
+fn refuses_ipc_host() {
+    assert_refused(
+        "refuses_ipc_host",
+        &["--ipc", "host"],
+        "refusals.allow_host_namespaces",
+    );
+}
+
+#[test]
+fn refuses_docker_sock_mount() {
+    assert_refused(
+        "refuses_docker_sock_mount",
+        &["-v", "/var/run/docker.sock:/sock"],
+        "refusals.allow_host_mounts",
+    );
+}
+
+#[test]
+fn refuses_etc_mount() {
+    assert_refused(
+        "refuses_etc_mount",
+        &["-v", "/etc:/hostetc"],
+        "refusals.allow_host_mounts",
+    );
+}
+
+#[test]
+fn refuses_device() {
+    // Any existing device beyond docker's default set; /dev/null under
+    // another name as a last resort (docker adds it as a device node).
+    let dev = ["/dev/loop0", "/dev/fuse", "/dev/net/tun"]
+        .into_iter()
+        .find(|d| Path::new(d).exists())
+        .unwrap_or("/dev/null:/dev/moat-it-null");
+    assert_refused(
+        "refuses_device",
+        &["--device", dev],
+        "refusals.allow_devices",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Volumes and bind mounts.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn named_volume_is_mounted() {
+    let Some(ctx) = Ctx::new("named_volume_is_mounted") else {
+        return;
+    };
+    let vol = Volume::new(&ctx, "vol");
+    let c = ctx.container("c");
+    let spec = format!("{}:/data", vol.name);
+    let out = c.run(
+        &["--rm", "-v", &spec],
+        &[
+            "sh",
+            "-c",
+            "echo @@ls; ls -ld /data; echo @@mountinfo; cat /proc/self/mountinfo; echo @@end",
+        ],
+    );
+    assert!(
+        out.ok(),
+        "container with named volume {spec} did not run: {}",
+        out.describe()
+    );
+    let s = sections(&out.stdout);
+    assert!(section(&s, "ls").contains("/data"), "{}", out.describe());
+    assert!(
+        mountinfo_entry(section(&s, "mountinfo"), "/data").is_some(),
+        "/data is not a mount point inside: {}",
+        out.describe()
+    );
+    drop(c);
+    ctx.finish();
+    let rm = docker(&["volume", "rm", &vol.name]);
+    assert!(rm.ok(), "volume removal: {}", rm.describe());
+}
+
+#[test]
+fn bind_mount_of_host_dir() {
+    let Some(ctx) = Ctx::new("bind_mount_of_host_dir") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.path().join("hello"), "from-the-host\n").expect("write");
+    std::fs::set_permissions(
+        dir.path().join("hello"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let c = ctx.container("c");
+    let spec = format!("{}:/data:ro", dir.path().display());
+    let out = c.run(&["--rm", "-v", &spec], &["cat", "/data/hello"]);
+    assert!(
+        out.ok(),
+        "container with bind mount {spec} did not run: {}",
+        out.describe()
+    );
+    assert_eq!(out.stdout.trim(), "from-the-host");
+    drop(c);
+    ctx.finish();
+}
