@@ -11,6 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # also puts ~/.cargo/bin on PAT
 cd "$REPO_ROOT"
 command -v cargo >/dev/null || die "cargo not found (looked in PATH and ~/.cargo/bin)"
 
-log "cargo test --workspace --release -- --test-threads=1"
-cargo test --workspace --release -- --test-threads=1
+log "cargo test --workspace --release --no-fail-fast -- --test-threads=1"
+cargo test --workspace --release --no-fail-fast -- --test-threads=1
 log "all tests passed"

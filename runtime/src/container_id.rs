@@ -1,9 +1,11 @@
 //! Container ids become directory names under the state root, so they are
 //! checked before anything touches the filesystem.
 
-/// Longest id accepted (runc has no limit, but ids are path components and
-/// cgroup names; 1024 keeps them well under PATH_MAX with the root prefix).
-pub const MAX_ID_LEN: usize = 1024;
+/// Longest id accepted. runc has no limit, but an id is a directory name
+/// (at most 255 bytes on Linux) and a cgroup name, and libcontainer puts
+/// sockets under `<root>/<id>/`. 200 leaves room for both; docker and
+/// containerd ids are 64 characters.
+pub const MAX_ID_LEN: usize = 200;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidId {
@@ -47,7 +49,8 @@ mod tests {
         for id in ["", ".", "..", "../x", "a/b", "/", "a b", "x\0y", "é", "a\n"] {
             assert!(validate(id).is_err(), "{id:?}");
         }
-        assert_eq!(validate(&"a".repeat(1025)), Err(InvalidId::TooLong));
+        assert_eq!(validate(&"a".repeat(201)), Err(InvalidId::TooLong));
+        assert_eq!(validate(&"a".repeat(1000)), Err(InvalidId::TooLong));
     }
 
     #[test]

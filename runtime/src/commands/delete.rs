@@ -16,6 +16,9 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     let policy = ctx.policy_for_cleanup();
     let lc_dir = root.join(id);
     let private = moat::state::private_dir(&root, id);
+    if args.force {
+        super::sweep_create_leftovers(&root, id);
+    }
     let lc_exists = lc_dir.exists();
     if !lc_exists && !private.exists() {
         if args.force {
@@ -28,10 +31,24 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     if lc_exists {
         match Container::load(lc_dir.clone()) {
             Ok(mut container) => {
-                container
-                    .delete(args.force)
-                    .map_err(|e| anyhow!("{e}"))
-                    .with_context(|| format!("cannot delete container {id}"))?;
+                let first = container.delete(args.force);
+                if first.is_err() && args.force {
+                    // A process may have entered the cgroup while it was
+                    // being removed (an interrupted create): kill what is
+                    // there and try once more.
+                    super::sweep_create_leftovers(&root, id);
+                    super::sweep_cgroup(&private, id, ctx.systemd_cgroup);
+                    if let Ok(mut again) = Container::load(lc_dir.clone()) {
+                        again
+                            .delete(true)
+                            .map_err(|e| anyhow!("{e}"))
+                            .with_context(|| format!("cannot delete container {id}"))?;
+                    }
+                } else {
+                    first
+                        .map_err(|e| anyhow!("{e}"))
+                        .with_context(|| format!("cannot delete container {id}"))?;
+                }
             }
             Err(e) if args.force => {
                 // A state file cut short by a crash: nothing to signal

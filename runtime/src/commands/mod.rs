@@ -172,3 +172,123 @@ pub fn status_name(status: libcontainer::container::ContainerStatus) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| status.to_string().to_lowercase())
 }
+
+/// Kills processes left by a `moat create`/`run` of (`root`, `id`) that was
+/// itself killed: libcontainer's intermediate and init processes are forks
+/// of that moat and outlive it. They are found by their command line (a
+/// fork keeps its parent's), which names the subcommand, the root and the id.
+pub fn sweep_create_leftovers(root: &Path, id: &str) {
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return;
+    };
+    let mut victims = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if is_create_of(&argv, root, id) {
+            victims.push(nix::unistd::Pid::from_raw(pid));
+        }
+    }
+    for pid in &victims {
+        tracing::warn!(
+            id,
+            pid = pid.as_raw(),
+            "killing a process left by an interrupted create"
+        );
+        let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    // They are not our children: wait until /proc says they are gone.
+    for _ in 0..100 {
+        if victims.iter().all(|p| {
+            fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+        }) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Does this argv run `moat … create|run … <id>` under `root`?
+pub fn is_create_of(argv: &[String], root: &Path, id: &str) -> bool {
+    let Some(first) = argv.first() else {
+        return false;
+    };
+    if !Path::new(first)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("moat"))
+    {
+        return false;
+    }
+    let sub = argv.iter().position(|a| a == "create" || a == "run");
+    let Some(sub) = sub else { return false };
+    if argv.last().map(String::as_str) != Some(id) || argv.len() <= sub + 1 {
+        return false;
+    }
+    let mut their_root = PathBuf::from(DEFAULT_ROOT);
+    for (i, a) in argv[..sub].iter().enumerate() {
+        if let Some(v) = a.strip_prefix("--root=") {
+            their_root = PathBuf::from(v);
+        } else if a == "--root" {
+            if let Some(v) = argv.get(i + 1) {
+                their_root = PathBuf::from(v);
+            }
+        }
+    }
+    fs::canonicalize(&their_root).unwrap_or(their_root) == root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn create_leftovers_are_recognised_by_root_and_id() {
+        let root = Path::new("/run/moat");
+        assert!(is_create_of(
+            &argv("/usr/local/bin/moat create --bundle /b c1"),
+            root,
+            "c1"
+        ));
+        assert!(is_create_of(
+            &argv("moat --root /run/moat run -b /b c1"),
+            root,
+            "c1"
+        ));
+        assert!(!is_create_of(
+            &argv("moat create --bundle /b c2"),
+            root,
+            "c1"
+        ));
+        assert!(!is_create_of(
+            &argv("moat --root /other create --bundle /b c1"),
+            root,
+            "c1"
+        ));
+        assert!(!is_create_of(&argv("moat delete c1"), root, "c1"));
+        assert!(!is_create_of(&argv("sleep create c1"), root, "c1"));
+        assert!(!is_create_of(&[], root, "c1"));
+    }
+}
