@@ -379,7 +379,7 @@ fn seccomp_and_missing_capabilities_block_escapes() {
         ("nsenter_net", "nsenter -t 1 -n true"),
         ("ping_raw", "ping -c 1 -W 1 127.0.0.1"),
         ("arping_raw", "arping -c 1 -w 1 127.0.0.1"),
-        ("ip_link_up", "ip link set lo up"),
+        ("ip_link_down", "ip link set lo down"),
         ("mknod", "mknod /tmp/sda b 8 0"),
         ("chroot", "chroot / true"),
     ];

@@ -190,6 +190,21 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     harden_mounts(&mut out, &policy, &mut report);
     mask_paths(&mut out, &mut report);
     limit_pids(&mut out, &policy, &mut report);
+    // Egress rules live in the network namespace, not the spec: the edge
+    // (netns.rs) installs them; the report says what they will be.
+    report.notes.push(if policy.egress.enabled {
+        if policy.egress.allow.is_empty() {
+            "egress: every new outbound connection is refused (threat T18)".to_string()
+        } else {
+            format!(
+                "egress: new outbound connections refused except to {} (threat T18)",
+                policy.egress.allow.join("; ")
+            )
+        }
+    } else {
+        "egress: NOT blocked: the policy turns egress blocking off (egress.enabled = false)"
+            .to_string()
+    });
     Ok(Hardened {
         spec: out,
         report,

@@ -6,10 +6,12 @@
 //! that touch the host.
 
 pub mod container_id;
+pub mod egress;
 pub mod facts;
 pub mod harden;
 pub mod idpool;
 pub mod logging;
+pub mod netns;
 pub mod nsjoin;
 pub mod policy;
 pub mod refusal;

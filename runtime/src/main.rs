@@ -64,6 +64,8 @@ enum Cmd {
     Explain(commands::explain::ExplainArgs),
     /// Print the hardening report of a container moat created.
     Report(commands::report::ReportArgs),
+    /// Print the count of blocked outbound connection attempts.
+    Egress(commands::egress::EgressArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
         Cmd::Spec(a) => commands::spec::spec(a).map(|_| 0),
         Cmd::Explain(a) => commands::explain::explain(&ctx, a),
         Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
+        Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
     }
     .context("moat");
     match result {

@@ -45,7 +45,28 @@ pub struct Policy {
     pub resources: ResourcePolicy,
     pub user_namespace: UserNamespacePolicy,
     pub refusals: RefusalPolicy,
+    pub egress: EgressPolicy,
     pub annotations: AnnotationPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressPolicy {
+    /// Block new outbound connections (except the allowlist). Turning this
+    /// off is logged loudly for every container it applies to.
+    pub enabled: bool,
+    /// Destinations a container may still connect to:
+    /// `CIDR [tcp|udp|icmp] [PORTS]`, e.g. "10.96.0.10/32 udp 53".
+    pub allow: Vec<String>,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +180,8 @@ pub enum PolicyError {
     PidsLimit(i64),
     #[error("policy key refusals.allow_host_namespaces: unknown namespace type {0:?}")]
     NamespaceType(String),
+    #[error("policy key egress.allow: {0}")]
+    Egress(String),
     #[error("policy key annotations.overridable: {0:?} is not a key annotations can set")]
     OverridableKey(String),
 }
@@ -172,6 +195,8 @@ pub const ANNOTATION_KEYS: &[&str] = &[
     "refusals.allow_host_namespaces",
     "refusals.allow_host_mounts",
     "refusals.allow_devices",
+    "egress.enabled",
+    "egress.allow",
 ];
 
 const NAMESPACE_TYPES: &[&str] = &["network", "pid", "ipc", "uts", "mount", "cgroup", "time"];
@@ -227,6 +252,8 @@ impl Policy {
                 return Err(PolicyError::NamespaceType(t.clone()));
             }
         }
+        crate::egress::parse_list(&self.egress.allow)
+            .map_err(|e| PolicyError::Egress(e.to_string()))?;
         for key in &self.annotations.overridable {
             if !ANNOTATION_KEYS.contains(&key.as_str()) {
                 return Err(PolicyError::OverridableKey(key.clone()));
@@ -264,6 +291,12 @@ impl Policy {
         for (name, value) in sorted {
             let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
+            };
+            // The name the egress issue gave the allowlist annotation.
+            let key = if key == "egress-allow" {
+                "egress.allow"
+            } else {
+                key
             };
             let loosens = match key {
                 "capabilities.allow" => {
@@ -333,6 +366,27 @@ impl Policy {
                     };
                     let loosens = wanted.iter().any(|w| !current.contains(w));
                     *slot = wanted;
+                    loosens
+                }
+                "egress.enabled" => {
+                    let wanted = parse_bool(value).ok_or_else(|| {
+                        Refusal::annotation(name, format!("{value:?} is not true or false"))
+                    })?;
+                    effective.egress.enabled = wanted;
+                    !wanted && self.egress.enabled
+                }
+                "egress.allow" => {
+                    // Entries are separated by ';' (an entry's ports use ',').
+                    let wanted: Vec<String> = value
+                        .split(';')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    let parsed = crate::egress::parse_list(&wanted)
+                        .map_err(|e| Refusal::annotation(name, e.to_string()))?;
+                    let current = crate::egress::parse_list(&self.egress.allow).unwrap_or_default();
+                    let loosens = parsed.iter().any(|w| !current.iter().any(|c| w.within(c)));
+                    effective.egress.allow = wanted;
                     loosens
                 }
                 _ => {
@@ -578,5 +632,64 @@ mod tests {
             .with_annotations(&ann(&[("moat.dev/refusals.allow_host_mounts", "/srv/a")]))
             .unwrap();
         assert_eq!(p.refusals.allow_host_mounts, vec!["/srv/a"]);
+    }
+}
+
+#[cfg(test)]
+mod egress_annotation_tests {
+    use super::*;
+
+    fn ann(k: &str, v: &str) -> HashMap<String, String> {
+        [(k.to_string(), v.to_string())].into_iter().collect()
+    }
+
+    #[test]
+    fn egress_is_on_by_default() {
+        assert!(Policy::default().egress.enabled);
+        assert!(Policy::default().egress.allow.is_empty());
+    }
+
+    #[test]
+    fn egress_allow_may_narrow_but_not_widen() {
+        let mut p = Policy::default();
+        p.egress.allow = vec!["10.0.0.0/8 tcp".into()];
+        let (e, _) = p
+            .with_annotations(&ann(
+                "moat.dev/egress-allow",
+                "10.1.0.0/16 tcp 443; 10.2.0.1 tcp 80",
+            ))
+            .unwrap();
+        assert_eq!(
+            e.egress.allow,
+            vec!["10.1.0.0/16 tcp 443", "10.2.0.1 tcp 80"]
+        );
+        let err = p
+            .with_annotations(&ann("moat.dev/egress.allow", "192.0.2.0/24"))
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("egress.allow"));
+        p.annotations.overridable = vec!["egress.allow".into()];
+        assert!(p
+            .with_annotations(&ann("moat.dev/egress.allow", "192.0.2.0/24"))
+            .is_ok());
+    }
+
+    #[test]
+    fn egress_off_is_a_loosening() {
+        let p = Policy::default();
+        let err = p
+            .with_annotations(&ann("moat.dev/egress.enabled", "false"))
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("egress.enabled"));
+        assert!(p
+            .with_annotations(&ann("moat.dev/egress.enabled", "true"))
+            .is_ok());
+    }
+
+    #[test]
+    fn bad_egress_entries_are_errors() {
+        assert!(Policy::from_toml("[egress]\nallow = [\"10.0.0.1/8\"]\n").is_err());
+        assert!(Policy::default()
+            .with_annotations(&ann("moat.dev/egress.allow", "nonsense"))
+            .is_err());
     }
 }

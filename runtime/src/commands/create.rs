@@ -221,7 +221,16 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
     moat_state.save(&root).context("cannot save moat state")?;
 
-    prepare_for_libcontainer(&mut hardened, &bundle, &prepared.path, id, &mut report)?;
+    install_egress(&mut hardened, &effective, &root, id, &mut report)?;
+    prepare_for_libcontainer(
+        &mut hardened,
+        &bundle,
+        &prepared.path,
+        id,
+        allocation.range,
+        &rootfs::mount_point(&root, id),
+        &mut report,
+    )?;
     let staged = moat::staging::stage_bind_mounts(
         &mut hardened,
         &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
@@ -279,6 +288,8 @@ fn prepare_for_libcontainer(
     bundle: &Path,
     rootfs_path: &Path,
     id: &str,
+    range: moat::harden::IdRange,
+    mount_point: &Path,
     report: &mut Report,
 ) -> Result<()> {
     if let Some(mut root) = spec.root().clone() {
@@ -313,12 +324,22 @@ fn prepare_for_libcontainer(
 
     let joined = moat::nsjoin::join_path_namespaces(spec)?;
     let joined_net = joined.iter().any(|(k, _)| k == "network");
+    if joined_net {
+        apply_net_sysctls(spec, range, report)?;
+    }
     let joined_ipc = joined.iter().any(|(k, _)| k == "ipc");
     if joined_net || joined_ipc {
         // sysfs and mqueue can only be mounted by the user namespace that
-        // owns the net/ipc namespace. A joined one belongs to another
-        // container, so sysfs becomes a read-only bind of the host's /sys
-        // (as runc does for rootless containers) and mqueue is skipped.
+        // owns the net/ipc namespace, and a joined one is owned by the host
+        // (moat's egress namespace) or by another container. moat, host root
+        // and already inside the joined network namespace, mounts a fresh
+        // sysfs for it (so /sys/class/net shows the container's interfaces,
+        // not the host's) and the container gets it as a read-only bind.
+        // mqueue of a joined ipc namespace is skipped.
+        let sysfs = sysfs_path(mount_point);
+        if joined_net {
+            mount_private_sysfs(&sysfs)?;
+        }
         let mounts: Vec<Mount> = spec
             .mounts()
             .clone()
@@ -327,7 +348,7 @@ fn prepare_for_libcontainer(
             .filter_map(|mut m| match m.typ().as_deref() {
                 Some("sysfs") if joined_net => {
                     m.set_typ(Some("bind".into()));
-                    m.set_source(Some(PathBuf::from("/sys")));
+                    m.set_source(Some(sysfs.clone()));
                     m.set_options(Some(
                         ["rbind", "ro", "nosuid", "nodev", "noexec"]
                             .iter()
@@ -337,7 +358,6 @@ fn prepare_for_libcontainer(
                     Some(m)
                 }
                 Some("mqueue") if joined_ipc => None,
-                Some("cgroup") | Some("cgroup2") if joined_net => None,
                 _ => Some(m),
             })
             .collect();
@@ -382,4 +402,141 @@ pub fn redirect_null_stdio() {
             }
         }
     }
+}
+
+/// Gives the container a moat-owned network namespace with the egress
+/// ruleset (or installs the ruleset in the namespace it joins), before the
+/// container exists. See netns.rs for why moat owns the namespace.
+fn install_egress(
+    spec: &mut Spec,
+    policy: &moat::policy::Policy,
+    root: &Path,
+    id: &str,
+    report: &mut Report,
+) -> Result<()> {
+    if !policy.egress.enabled {
+        tracing::warn!(
+            id,
+            "EGRESS BLOCKING IS OFF for this container (policy egress.enabled = false): it may connect anywhere"
+        );
+        return Ok(());
+    }
+    let allow = moat::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;
+    let ruleset = moat::egress::ruleset(&allow);
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let Some(net) = namespaces
+        .iter_mut()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+    else {
+        // harden() refuses a spec without its own network namespace.
+        bail!("no network namespace to install egress rules in");
+    };
+    match net.path().clone() {
+        None => {
+            let path = moat::netns::netns_path(&rootfs::mount_point(root, id));
+            moat::netns::create(&path).context("cannot create the network namespace")?;
+            moat::netns::apply(&path, &ruleset).context("cannot install egress rules")?;
+            net.set_path(Some(path.clone()));
+            report.notes.push(format!(
+                "egress: rules installed in a moat-owned network namespace ({}), which container root cannot administer",
+                path.display()
+            ));
+        }
+        Some(path) => {
+            if moat::netns::has_table(&path) {
+                report.notes.push(format!(
+                    "egress: the joined network namespace {} already carries moat's rules",
+                    path.display()
+                ));
+            } else {
+                moat::netns::apply(&path, &ruleset)
+                    .context("cannot install egress rules in the joined network namespace")?;
+                report.notes.push(format!(
+                    "egress: rules installed in the joined network namespace {}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
+/// Writes the spec's `net.*` sysctls into the network namespace moat has
+/// joined, and removes them from the spec: libcontainer refuses net sysctls
+/// for a container without a network namespace entry of its own (the
+/// joined one is inherited, not listed). moat writes them as host root, so
+/// the gids of ping_group_range are translated into the container's host
+/// range (the kernel reads them in the writer's user namespace).
+fn apply_net_sysctls(
+    spec: &mut Spec,
+    range: moat::harden::IdRange,
+    report: &mut Report,
+) -> Result<()> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let Some(mut sysctl) = linux.sysctl().clone() else {
+        return Ok(());
+    };
+    let net: Vec<(String, String)> = sysctl
+        .iter()
+        .filter(|(k, _)| k.starts_with("net."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in &net {
+        if key.contains('/') || key.contains("..") {
+            bail!("invalid sysctl name {key:?}");
+        }
+        let value = if key == "net.ipv4.ping_group_range" {
+            let mut it = value
+                .split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok());
+            match (it.next(), it.next()) {
+                (Some(lo), Some(hi)) if lo <= hi => format!(
+                    "{} {}",
+                    u64::from(range.host_id) + lo,
+                    u64::from(range.host_id) + hi
+                ),
+                _ => "1 0".to_string(),
+            }
+        } else {
+            value.clone()
+        };
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, &value).with_context(|| {
+            format!("cannot set sysctl {key}={value} in the container's network namespace")
+        })?;
+        sysctl.remove(key);
+    }
+    if !net.is_empty() {
+        report.notes.push(format!(
+            "{} net sysctls set by moat in the container's network namespace",
+            net.len()
+        ));
+    }
+    linux.set_sysctl(Some(sysctl));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
+/// Where moat mounts the sysfs of a container's joined network namespace.
+pub fn sysfs_path(rootfs_mount: &Path) -> PathBuf {
+    let mut s = rootfs_mount.as_os_str().to_owned();
+    s.push(".sysfs");
+    PathBuf::from(s)
+}
+
+/// Mounts a sysfs instance for the network namespace moat is in now.
+fn mount_private_sysfs(path: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    mount(
+        Some("sysfs"),
+        path,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot mount sysfs at {}", path.display()))
 }

@@ -10,6 +10,7 @@ use moat::state::MoatState;
 
 pub mod create;
 pub mod delete;
+pub mod egress;
 pub mod events;
 pub mod exec;
 pub mod explain;
@@ -103,6 +104,14 @@ pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
     let dir = moat::state::private_dir(root, id);
     let mount_point = moat::rootfs::mount_point(root, id);
     moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
+    moat::netns::remove(&moat::netns::netns_path(&mount_point));
+    let sysfs = create::sysfs_path(&mount_point);
+    for _ in 0..4 {
+        if nix::mount::umount2(&sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    let _ = fs::remove_dir(&sysfs);
     moat::rootfs::teardown(&dir, &mount_point);
     // The id range: in the pool the state recorded, and in the current
     // policy's pool (the state is missing after a crash before it was saved).

@@ -1,0 +1,36 @@
+//! `moat egress <id>`: per-container counters of blocked outbound
+//! connection attempts (egress blocking, threat T18).
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::{load_container, Ctx};
+
+#[derive(Args, Debug)]
+pub struct EgressArgs {
+    /// Container id.
+    pub container_id: String,
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}
+
+pub fn egress(ctx: &Ctx, args: EgressArgs) -> Result<()> {
+    let id = &args.container_id;
+    let container = load_container(ctx, id)?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| anyhow!("container {id} has no running process"))?;
+    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let (packets, bytes) = moat::netns::blocked(&netns)
+        .with_context(|| format!("cannot read the egress counters of {id}"))?;
+    match args.format.as_str() {
+        "json" => println!(
+            "{}",
+            json!({"id": id, "blockedPackets": packets, "blockedBytes": bytes})
+        ),
+        _ => println!("{id}: {packets} blocked outbound packets ({bytes} bytes)"),
+    }
+    Ok(())
+}

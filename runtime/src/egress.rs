@@ -1,0 +1,391 @@
+//! Egress blocking: the pure part. Parses allowlist entries and renders the
+//! nftables ruleset moat installs in a container's network namespace.
+//!
+//! Threat (T18 in docs/threat-model.md): a compromised container calls out
+//! (exfiltration, command and control, lateral movement). Every new
+//! outbound connection is refused unless an allowlist entry matches, while
+//! loopback and replies to inbound connections keep working. Refused
+//! connections fail fast in the application (TCP reset: ECONNREFUSED;
+//! ICMP admin-prohibited: EHOSTUNREACH/ECONNREFUSED), and are counted.
+//!
+//! Why the `nft` binary fed with a ruleset, and not a netlink crate:
+//! `rustables` is GPL-3.0 (incompatible with Apache-2.0); `nftnl` needs
+//! libnftnl/libmnl bindings and exposes a low-level batch API where a typo
+//! is a kernel EINVAL at run time; the text ruleset is what operators read
+//! in `nft list ruleset`, is applied atomically by one `nft -f`, and is
+//! unit-tested here as plain text. The cost is one exec of `nft` per new
+//! network namespace (a few milliseconds).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of moat's nftables table (family inet: IPv4 and IPv6).
+pub const TABLE: &str = "moat";
+/// Name of the counter of blocked connection attempts.
+pub const BLOCKED_COUNTER: &str = "blocked";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// One allowlist entry: `CIDR [tcp|udp|icmp] [PORTS]`, e.g.
+/// `10.96.0.10/32 udp 53`, `203.0.113.0/24 tcp 443,8443`,
+/// `2001:db8::/32 tcp 8000-8100`, `192.0.2.7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub protocol: Option<Protocol>,
+    /// Port ranges (inclusive); empty means every port.
+    pub ports: Vec<(u16, u16)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("egress allow entry {entry:?}: {why}")]
+pub struct ParseError {
+    pub entry: String,
+    pub why: String,
+}
+
+impl FromStr for AllowRule {
+    type Err = ParseError;
+
+    fn from_str(entry: &str) -> Result<Self, ParseError> {
+        let err = |why: &str| ParseError {
+            entry: entry.to_string(),
+            why: why.to_string(),
+        };
+        let mut parts = entry.split_whitespace();
+        let cidr = parts.next().ok_or_else(|| err("empty entry"))?;
+        let (addr_text, prefix_text) = match cidr.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (cidr, None),
+        };
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| err("not an IPv4 or IPv6 address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix_text {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| err("bad prefix length"))?,
+            None => max,
+        };
+        if !host_bits_clear(addr, prefix) {
+            return Err(err("address has bits set beyond the prefix length"));
+        }
+        let protocol = match parts.next() {
+            None => None,
+            Some("tcp") => Some(Protocol::Tcp),
+            Some("udp") => Some(Protocol::Udp),
+            Some("icmp") => Some(Protocol::Icmp),
+            Some(_) => return Err(err("protocol must be tcp, udp or icmp")),
+        };
+        let ports = match parts.next() {
+            None => Vec::new(),
+            Some(_) if protocol == Some(Protocol::Icmp) => {
+                return Err(err("icmp has no ports"));
+            }
+            Some(list) => list
+                .split(',')
+                .map(|p| parse_port_range(p).ok_or_else(|| err("bad port or port range")))
+                .collect::<Result<_, _>>()?,
+        };
+        if !ports.is_empty() && protocol.is_none() {
+            return Err(err("ports need a protocol"));
+        }
+        if parts.next().is_some() {
+            return Err(err(
+                "too many fields (expected: CIDR [tcp|udp|icmp] [PORTS])",
+            ));
+        }
+        Ok(AllowRule {
+            addr,
+            prefix,
+            protocol,
+            ports,
+        })
+    }
+}
+
+fn parse_port_range(p: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match p.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let v = p.parse().ok()?;
+            (v, v)
+        }
+    };
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+fn host_bits_clear(addr: IpAddr, prefix: u8) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let v = u32::from(a);
+            prefix == 32 || v & (u32::MAX >> prefix) == 0
+        }
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            prefix == 128 || v & (u128::MAX >> prefix) == 0
+        }
+    }
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)?;
+        if let Some(p) = self.protocol {
+            write!(
+                f,
+                " {}",
+                match p {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                    Protocol::Icmp => "icmp",
+                }
+            )?;
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            write!(f, " {}", ports.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+impl AllowRule {
+    /// Is every connection this rule allows also allowed by `other`?
+    /// (Used to tell whether an annotation tightens the operator's list.)
+    pub fn within(&self, other: &AllowRule) -> bool {
+        let same_family = self.addr.is_ipv4() == other.addr.is_ipv4();
+        let net_inside = same_family
+            && self.prefix >= other.prefix
+            && host_bits_clear_masked(self.addr, other.addr, other.prefix);
+        let proto_inside = match (other.protocol, self.protocol) {
+            (None, _) => true,
+            (Some(o), Some(s)) => o == s,
+            (Some(_), None) => false,
+        };
+        let ports_inside = other.ports.is_empty()
+            || (!self.ports.is_empty()
+                && self
+                    .ports
+                    .iter()
+                    .all(|(a, b)| other.ports.iter().any(|(c, d)| c <= a && b <= d)));
+        net_inside && proto_inside && ports_inside
+    }
+
+    /// The nft statement that accepts this rule's traffic.
+    fn nft_statement(&self) -> String {
+        let family = if self.addr.is_ipv4() { "ip" } else { "ip6" };
+        let mut s = format!("{family} daddr {}/{}", self.addr, self.prefix);
+        match self.protocol {
+            None => {}
+            Some(Protocol::Icmp) => {
+                s.push_str(if self.addr.is_ipv4() {
+                    " meta l4proto icmp"
+                } else {
+                    " meta l4proto ipv6-icmp"
+                });
+            }
+            Some(p) => {
+                let name = if p == Protocol::Tcp { "tcp" } else { "udp" };
+                if self.ports.is_empty() {
+                    s.push_str(&format!(" meta l4proto {name}"));
+                } else {
+                    let set: Vec<String> = self
+                        .ports
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect();
+                    s.push_str(&format!(" {name} dport {{ {} }}", set.join(", ")));
+                }
+            }
+        }
+        s.push_str(" accept");
+        s
+    }
+}
+
+fn host_bits_clear_masked(inner: IpAddr, outer: IpAddr, prefix: u8) -> bool {
+    match (inner, outer) {
+        (IpAddr::V4(i), IpAddr::V4(o)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            u32::from(i) & mask == u32::from(o) & mask
+        }
+        (IpAddr::V6(i), IpAddr::V6(o)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
+            u128::from(i) & mask == u128::from(o) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Parses a list of entries (policy file or a comma/semicolon separated
+/// annotation; within an annotation, entries are separated by `;`).
+pub fn parse_list<S: AsRef<str>>(entries: &[S]) -> Result<Vec<AllowRule>, ParseError> {
+    entries.iter().map(|e| e.as_ref().trim().parse()).collect()
+}
+
+/// The ruleset for one network namespace. Idempotent to apply: it creates
+/// the table, flushes it, and fills it, in one nft transaction.
+pub fn ruleset(allow: &[AllowRule]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("table inet {TABLE} {{}}\n"));
+    out.push_str(&format!("flush table inet {TABLE}\n"));
+    out.push_str(&format!("table inet {TABLE} {{\n"));
+    out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
+    out.push_str("\tchain output {\n");
+    out.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
+    out.push_str("\t\toif \"lo\" accept\n");
+    out.push_str("\t\tct state established,related accept\n");
+    for rule in allow {
+        out.push_str(&format!("\t\t{}\n", rule.nft_statement()));
+    }
+    // Fail fast: a reset for TCP, admin-prohibited for the rest.
+    out.push_str(&format!(
+        "\t\tmeta l4proto tcp counter name {BLOCKED_COUNTER} reject with tcp reset\n"
+    ));
+    out.push_str(&format!(
+        "\t\tcounter name {BLOCKED_COUNTER} reject with icmpx type admin-prohibited\n"
+    ));
+    out.push_str("\t}\n}\n");
+    out
+}
+
+/// Reads the blocked-packets count from `nft list counter` output.
+pub fn parse_counter(text: &str) -> Option<(u64, u64)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let find = |key: &str| {
+        words
+            .windows(2)
+            .find(|w| w[0] == key)
+            .and_then(|w| w[1].parse::<u64>().ok())
+    };
+    Some((find("packets")?, find("bytes")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(s: &str) -> AllowRule {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn entries_parse() {
+        let r = rule("10.96.0.10/32 udp 53");
+        assert_eq!(r.prefix, 32);
+        assert_eq!(r.protocol, Some(Protocol::Udp));
+        assert_eq!(r.ports, vec![(53, 53)]);
+        let r = rule("203.0.113.0/24 tcp 443,8000-8100");
+        assert_eq!(r.ports, vec![(443, 443), (8000, 8100)]);
+        let r = rule("2001:db8::/32");
+        assert_eq!(r.prefix, 32);
+        assert!(r.protocol.is_none());
+        assert_eq!(rule("192.0.2.7").prefix, 32);
+        assert_eq!(rule("192.0.2.0/24 icmp").protocol, Some(Protocol::Icmp));
+    }
+
+    #[test]
+    fn bad_entries_are_errors() {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.1/24",
+            "nothost",
+            "10.0.0.0/8 sctp",
+            "10.0.0.0/8 tcp 0",
+            "10.0.0.0/8 tcp 70000",
+            "10.0.0.0/8 tcp 90-80",
+            "10.0.0.0/8 icmp 1",
+            "10.0.0.0/8 tcp 80 extra",
+            "::1/129",
+        ] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "10.96.0.10/32 udp 53",
+            "203.0.113.0/24 tcp 443,8000-8100",
+            "2001:db8::/32",
+        ] {
+            assert_eq!(rule(s).to_string(), s);
+            assert_eq!(rule(&rule(s).to_string()), rule(s));
+        }
+    }
+
+    #[test]
+    fn within_is_containment() {
+        let wide = rule("10.0.0.0/8 tcp");
+        assert!(rule("10.1.2.0/24 tcp 443").within(&wide));
+        assert!(!rule("10.1.2.0/24 udp 53").within(&wide));
+        assert!(!rule("11.0.0.0/8 tcp").within(&wide));
+        assert!(!rule("0.0.0.0/0 tcp").within(&wide));
+        assert!(rule("10.0.0.0/8 tcp 80").within(&rule("10.0.0.0/8 tcp 1-1024")));
+        assert!(!rule("10.0.0.0/8 tcp").within(&rule("10.0.0.0/8 tcp 1-1024")));
+        assert!(!rule("10.0.0.1").within(&rule("2001:db8::/32")));
+        assert!(rule("2001:db8:1::/48 tcp 22").within(&rule("2001:db8::/32")));
+    }
+
+    #[test]
+    fn ruleset_blocks_by_default_and_allows_listed() {
+        let text = ruleset(&[rule("10.96.0.10/32 udp 53"), rule("2001:db8::/32 tcp 443")]);
+        assert!(text.contains("type filter hook output priority filter; policy accept;"));
+        assert!(text.contains("oif \"lo\" accept"));
+        assert!(text.contains("ct state established,related accept"));
+        assert!(text.contains("ip daddr 10.96.0.10/32 udp dport { 53 } accept"));
+        assert!(text.contains("ip6 daddr 2001:db8::/32 tcp dport { 443 } accept"));
+        assert!(text.contains("reject with tcp reset"));
+        assert!(text.contains("reject with icmpx type admin-prohibited"));
+        // The allow rules come before the rejects.
+        assert!(text.find("udp dport").unwrap() < text.find("reject").unwrap());
+        // Re-applying flushes first.
+        assert!(text.starts_with("table inet moat {}\nflush table inet moat\n"));
+    }
+
+    #[test]
+    fn counter_output_parses() {
+        let out = "table inet moat {\n\tcounter blocked {\n\t\tpackets 3 bytes 180\n\t}\n}\n";
+        assert_eq!(parse_counter(out), Some((3, 180)));
+        assert_eq!(parse_counter("nothing"), None);
+    }
+}
