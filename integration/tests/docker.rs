@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 const DOCKER: &str = "/usr/bin/docker";
 const IMAGE: &str = "moat-busybox:latest";
 const RUNTIME: &str = "moat";
+/// The installed runtime docker runs (hack/docker-register.sh copies it).
+const MOAT_BIN: &str = "/usr/local/bin/moat";
 /// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
 const ALLOWED_CAPS: u64 = 0x5fb;
 /// The lowest host id moat hands out to a container's user namespace.
@@ -1570,5 +1572,97 @@ fn bind_mount_of_host_dir() {
     );
     assert_eq!(out.stdout.trim(), "from-the-host");
     drop(c);
+    ctx.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Egress.
+// ---------------------------------------------------------------------------
+
+/// A moat container cannot open a connection to a host on docker's bridge
+/// (a runc container this test starts): it is refused at once (TCP reset,
+/// not a timeout) and counted, while a runc container reaches the same
+/// server, so the refusal is moat's. Traffic stays on the test's own
+/// containers.
+#[test]
+fn egress_to_a_bridge_host_is_refused_fast_and_counted() {
+    let Some(ctx) = Ctx::new("egress_to_a_bridge_host_is_refused_fast_and_counted") else {
+        return;
+    };
+    let server = ctx.container("srv");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &server.name,
+        "--runtime=runc",
+        IMAGE,
+        "sh",
+        "-c",
+        "while true; do echo hello | nc -l -p 8080; done",
+    ])
+    .expect_ok();
+    let ip = server
+        .inspect("{{.NetworkSettings.IPAddress}}")
+        .filter(|s| !s.is_empty())
+        .expect("server container has a bridge address");
+
+    // Control: plain runc reaches the server.
+    let control = ctx.container("control");
+    let reached = wait_until(Duration::from_secs(5), || {
+        let out = docker(&[
+            "run",
+            "--rm",
+            "--name",
+            &control.name,
+            "--runtime=runc",
+            IMAGE,
+            "nc",
+            "-w",
+            "2",
+            &ip,
+            "8080",
+        ]);
+        out.ok() && out.stdout.contains("hello")
+    });
+    assert!(
+        reached,
+        "runc container could not reach the test server at {ip}"
+    );
+
+    let c = ctx.container("moat");
+    let id = c.start_detached(&[], &["sleep", "60"]);
+    let started = Instant::now();
+    let out = c.exec(&[], &["nc", "-w", "5", &ip, "8080"]);
+    let took = started.elapsed();
+    assert!(!out.ok(), "moat container reached {ip}: {}", out.describe());
+    assert!(
+        out.stderr.contains("refused") || out.stdout.contains("refused"),
+        "expected a fast refusal: {}",
+        out.describe()
+    );
+    assert!(took < Duration::from_secs(3), "refusal took {took:?}");
+    let counters = run_cmd(
+        MOAT_BIN,
+        &[
+            "--root",
+            "/var/run/docker/runtime-runc/moby",
+            "egress",
+            "--format",
+            "json",
+            &id,
+        ],
+        Duration::from_secs(10),
+    )
+    .expect_ok();
+    let v: serde_json::Value = serde_json::from_str(counters.stdout.trim()).expect("json");
+    assert!(
+        v["blockedPackets"].as_u64().unwrap_or(0) >= 1,
+        "no blocked packets counted: {}",
+        counters.stdout
+    );
+    drop(c);
+    drop(control);
+    drop(server);
     ctx.finish();
 }
