@@ -273,6 +273,12 @@ pub fn ruleset(allow: &[AllowRule]) -> String {
     out.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
     out.push_str("\t\toif \"lo\" accept\n");
     out.push_str("\t\tct state established,related accept\n");
+    // IPv6 neighbour discovery is not tracked by conntrack; without it no
+    // IPv6 peer on the link (allowed destination or inbound client) is
+    // reachable. These messages stay on the link.
+    out.push_str(
+        "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld2-listener-report } accept\n",
+    );
     for rule in allow {
         out.push_str(&format!("\t\t{}\n", rule.nft_statement()));
     }
@@ -372,6 +378,7 @@ mod tests {
         assert!(text.contains("type filter hook output priority filter; policy accept;"));
         assert!(text.contains("oif \"lo\" accept"));
         assert!(text.contains("ct state established,related accept"));
+        assert!(text.contains("nd-neighbor-solicit, nd-neighbor-advert"));
         assert!(text.contains("ip daddr 10.96.0.10/32 udp dport { 53 } accept"));
         assert!(text.contains("ip6 daddr 2001:db8::/32 tcp dport { 443 } accept"));
         assert!(text.contains("reject with tcp reset"));

@@ -221,7 +221,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
     moat_state.save(&root).context("cannot save moat state")?;
 
-    install_egress(&mut hardened, &effective, &root, id, &mut report)?;
+    install_egress(
+        &mut hardened,
+        &effective,
+        &facts.host_namespace_paths,
+        &root,
+        id,
+        &mut report,
+    )?;
     prepare_for_libcontainer(
         &mut hardened,
         &bundle,
@@ -410,6 +417,7 @@ pub fn redirect_null_stdio() {
 fn install_egress(
     spec: &mut Spec,
     policy: &moat::policy::Policy,
+    host_network_paths: &[LinuxNamespaceType],
     root: &Path,
     id: &str,
     report: &mut Report,
@@ -419,6 +427,32 @@ fn install_egress(
             id,
             "EGRESS BLOCKING IS OFF for this container (policy egress.enabled = false): it may connect anywhere"
         );
+        return Ok(());
+    }
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network);
+    let shares_host = match &network {
+        None => true,
+        Some(n) => n
+            .path()
+            .as_ref()
+            .is_some_and(|_| host_network_paths.contains(&LinuxNamespaceType::Network)),
+    };
+    if shares_host {
+        // Only reachable when the operator allows host networking. moat never
+        // changes the host's network namespace, so there is nothing to block.
+        tracing::warn!(
+            id,
+            "EGRESS IS NOT BLOCKED for this container: it shares the host's network namespace (refusals.allow_host_namespaces)"
+        );
+        report
+            .notes
+            .push("egress: NOT blocked: the container shares the host's network namespace".into());
         return Ok(());
     }
     let allow = moat::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;

@@ -23,6 +23,11 @@ pub fn egress(ctx: &Ctx, args: EgressArgs) -> Result<()> {
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no running process"))?;
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if !moat::netns::has_table(&netns) {
+        anyhow::bail!(
+            "egress blocking is off for container {id}: its network namespace has no moat rules"
+        );
+    }
     let (packets, bytes) = moat::netns::blocked(&netns)
         .with_context(|| format!("cannot read the egress counters of {id}"))?;
     match args.format.as_str() {

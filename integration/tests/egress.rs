@@ -1,0 +1,1255 @@
+//! Egress blocking (threat T18), tested with real containers through the
+//! `moat` binary and a network the test builds itself.
+//!
+//! Run with:
+//!
+//! ```sh
+//! cd /work/main && cargo build --release
+//! cargo test --release -p moat-integration --test egress -- --test-threads=1
+//! ```
+//!
+//! Topology of every test: the container is created and started (its init
+//! sleeps, or listens), then the test makes an "outside" network namespace
+//! `moat-eg-<pid>-<n>` and a veth pair between it and the container's
+//! network namespace (`egc0` inside at 10.231.X.1/30, `ego0` outside at
+//! 10.231.X.2/30; with IPv6, fd00:6d6f:6174:X::1 and ::2 /64). X is derived
+//! from this process's pid and a per-topology counter. Servers on the
+//! outside are threads of this test process whose sockets were created
+//! after `setns` into the outside namespace. Probes run inside the
+//! container with `moat exec … sh -c` (busybox `nc` for TCP, busybox `tftp`
+//! for UDP: this busybox's `nc` has no `-u`).
+//!
+//! Network rule: traffic only ever goes to loopback or to the addresses of
+//! the test's own namespaces and veth pairs. Nothing touches the host's
+//! network namespace, routes or firewall. Every outside namespace (which
+//! takes its veth pair with it) is deleted by a Drop guard, also on
+//! failure.
+//!
+//! After every test: the containers are deleted, [`LeakCheck`] passes, and
+//! no `/run/moat-rootfs/<hash>.netns` pin (file or mount) remains for them.
+//!
+//! All helpers live in this file on purpose (lib.rs is shared).
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use moat_integration::*;
+use serde_json::json;
+
+/// CapEff bit of CAP_NET_ADMIN.
+const CAP_NET_ADMIN: u64 = 1 << 12;
+
+/// The default policy's capability allowlist.
+const ALLOWLIST: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+];
+
+/// Interface names: inside the container, and in the outside namespace.
+const INSIDE_IF: &str = "egc0";
+const OUTSIDE_IF: &str = "ego0";
+
+/// A refused connection must fail well before busybox nc's 3 s timeout.
+const FAST: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------
+// Host commands
+// ---------------------------------------------------------------------------
+
+/// Runs a host command; returns (success, stdout+stderr).
+fn run_cmd(prog: &str, args: &[&str]) -> (bool, String) {
+    match Command::new(prog).args(args).stdin(Stdio::null()).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("cannot run {prog}: {e}")),
+    }
+}
+
+/// Runs a host command and panics unless it succeeds.
+fn must(prog: &str, args: &[&str]) -> String {
+    let (ok, out) = run_cmd(prog, args);
+    assert!(ok, "`{prog} {}` failed:\n{out}", args.join(" "));
+    out
+}
+
+/// Runs `f` on a fresh thread that has joined the network namespace at
+/// `ns` (setns(CLONE_NEWNET) is per thread). Sockets made there stay in
+/// that namespace wherever they are used afterwards.
+fn in_netns<T: Send, F: FnOnce() -> T + Send>(ns: &Path, f: F) -> T {
+    let file = fs::File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a valid namespace fd; only this thread moves.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                ns.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Does this kernel have IPv6 at all?
+fn kernel_has_ipv6() -> bool {
+    Path::new("/proc/sys/net/ipv6").is_dir()
+}
+
+// ---------------------------------------------------------------------------
+// Servers on the outside (threads)
+// ---------------------------------------------------------------------------
+
+/// A server thread; stopped and joined on drop. `hits` counts accepted
+/// connections (TCP) or received datagrams (UDP).
+struct Server {
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// A TCP server on `addr` (created in namespace `ns`) that writes
+    /// `reply` to every connection and closes it.
+    fn tcp(ns: &Path, addr: SocketAddr, reply: &'static str) -> Server {
+        let listener = in_netns(ns, || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("bind tcp {addr} in {}: {e}", ns.display()));
+        listener.set_nonblocking(true).unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                        let _ = conn.write_all(reply.as_bytes());
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server {
+            hits,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// A UDP server on `addr` (created in namespace `ns`) counting datagrams.
+    fn udp(ns: &Path, addr: SocketAddr) -> Server {
+        let sock = in_netns(ns, || UdpSocket::bind(addr))
+            .unwrap_or_else(|e| panic!("bind udp {addr} in {}: {e}", ns.display()));
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::SeqCst) {
+                if sock.recv_from(&mut buf).is_ok() {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Server {
+            hits,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The test network: an outside namespace and a veth pair into a container
+// ---------------------------------------------------------------------------
+
+static TOPOLOGIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The addresses of one topology, reserved before the container exists (a
+/// policy file may name them).
+#[derive(Clone, Copy)]
+struct Addrs {
+    /// Per-process topology number (names the outside namespace).
+    n: usize,
+    /// Third octet X of 10.231.X.0/30, fourth group of fd00:6d6f:6174:X::/64.
+    x: u8,
+}
+
+impl Addrs {
+    fn next() -> Addrs {
+        let n = TOPOLOGIES.fetch_add(1, Ordering::SeqCst);
+        let me = std::process::id() as usize;
+        Addrs {
+            n,
+            x: ((me * 7 + n) % 250 + 3) as u8,
+        }
+    }
+
+    fn inside(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.x, 1)
+    }
+
+    fn outside(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.x, 2)
+    }
+
+    fn inside6(&self) -> Ipv6Addr {
+        format!("fd00:6d6f:6174:{:x}::1", self.x).parse().unwrap()
+    }
+
+    fn outside6(&self) -> Ipv6Addr {
+        format!("fd00:6d6f:6174:{:x}::2", self.x).parse().unwrap()
+    }
+}
+
+/// An outside network namespace joined by a veth pair to a container's
+/// network namespace. Dropping it stops its servers and deletes the
+/// namespace (the veth pair goes with it).
+struct Net {
+    /// `ip netns` name of the outside namespace.
+    name: String,
+    /// Third octet X of 10.231.X.0/30 (also the IPv6 /64's fourth group).
+    x: u8,
+    inside: Ipv4Addr,
+    outside: Ipv4Addr,
+    /// Set when the topology has IPv6 addresses.
+    inside6: Option<Ipv6Addr>,
+    outside6: Option<Ipv6Addr>,
+    /// The container's network namespace (`/proc/<pid>/ns/net`).
+    container_ns: PathBuf,
+    servers: Vec<Server>,
+    deleted: bool,
+}
+
+impl Net {
+    /// [`Net::with`] fresh addresses.
+    fn new(pid: i32, ipv6: bool) -> Net {
+        Net::with(Addrs::next(), pid, ipv6)
+    }
+
+    /// Connects the network namespace of process `pid` (a container's
+    /// init) to a new outside namespace. Without `ipv6`, IPv6 is turned
+    /// off on the container's veth end, so that no router solicitation or
+    /// MLD report lands in moat's `blocked` counter.
+    fn with(addrs: Addrs, pid: i32, ipv6: bool) -> Net {
+        let Addrs { n, x } = addrs;
+        let name = format!("moat-eg-{}-{n}", std::process::id());
+        let container_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        assert!(
+            container_ns.exists(),
+            "{} does not exist",
+            container_ns.display()
+        );
+        // Stale one from a crashed earlier run with the same pid.
+        let _ = run_cmd("ip", &["netns", "del", &name]);
+        must("ip", &["netns", "add", &name]);
+        // From here on the guard deletes the namespace, also on panic.
+        let mut net = Net {
+            name: name.clone(),
+            x,
+            inside: addrs.inside(),
+            outside: addrs.outside(),
+            inside6: None,
+            outside6: None,
+            container_ns: container_ns.clone(),
+            servers: Vec::new(),
+            deleted: false,
+        };
+        let pid_s = pid.to_string();
+        let ns_arg = format!("--net={}", container_ns.display());
+        let inside_cmd = |args: &[&str]| {
+            let mut v = vec![ns_arg.as_str(), "ip"];
+            v.extend_from_slice(args);
+            must("nsenter", &v)
+        };
+        must("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        must(
+            "ip",
+            &[
+                "-n", &name, "link", "add", OUTSIDE_IF, "type", "veth", "peer", "name", INSIDE_IF,
+            ],
+        );
+        must(
+            "ip",
+            &["-n", &name, "link", "set", INSIDE_IF, "netns", &pid_s],
+        );
+
+        let v6_knob = format!("/proc/sys/net/ipv6/conf/{INSIDE_IF}/disable_ipv6");
+        if kernel_has_ipv6() {
+            let want = if ipv6 { "0" } else { "1" };
+            let knob = v6_knob.clone();
+            in_netns(&container_ns, move || fs::write(&knob, want))
+                .unwrap_or_else(|e| panic!("write {v6_knob} in the container's netns: {e}"));
+        }
+        let cidr = format!("{}/30", net.inside);
+        inside_cmd(&["addr", "add", &cidr, "dev", INSIDE_IF]);
+        let cidr = format!("{}/30", net.outside);
+        must(
+            "ip",
+            &["-n", &name, "addr", "add", &cidr, "dev", OUTSIDE_IF],
+        );
+        if ipv6 {
+            assert!(kernel_has_ipv6(), "IPv6 topology on a kernel without IPv6");
+            let (in6, out6) = (addrs.inside6(), addrs.outside6());
+            let cidr = format!("{in6}/64");
+            inside_cmd(&["-6", "addr", "add", &cidr, "dev", INSIDE_IF, "nodad"]);
+            let cidr = format!("{out6}/64");
+            must(
+                "ip",
+                &[
+                    "-n", &name, "-6", "addr", "add", &cidr, "dev", OUTSIDE_IF, "nodad",
+                ],
+            );
+            net.inside6 = Some(in6);
+            net.outside6 = Some(out6);
+        }
+        inside_cmd(&["link", "set", INSIDE_IF, "up"]);
+        must("ip", &["-n", &name, "link", "set", OUTSIDE_IF, "up"]);
+        net
+    }
+
+    /// The outside namespace's pin, for setns.
+    fn ns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Starts a TCP server on the outside address (`v6`: the IPv6 one).
+    fn tcp_server(&mut self, v6: bool, port: u16, reply: &'static str) -> usize {
+        let ip: IpAddr = if v6 {
+            self.outside6.expect("IPv6 topology").into()
+        } else {
+            self.outside.into()
+        };
+        let s = Server::tcp(&self.ns_path(), SocketAddr::new(ip, port), reply);
+        self.servers.push(s);
+        self.servers.len() - 1
+    }
+
+    /// Starts a UDP server on the outside IPv4 address.
+    fn udp_server(&mut self, port: u16) -> usize {
+        let s = Server::udp(&self.ns_path(), SocketAddr::new(self.outside.into(), port));
+        self.servers.push(s);
+        self.servers.len() - 1
+    }
+
+    fn hits(&self, server: usize) -> usize {
+        self.servers[server].hits()
+    }
+
+    /// Connects from the outside namespace to `addr`, retrying for up to
+    /// `within`, and returns what the peer sent (or why it failed).
+    fn connect_from_outside(&self, addr: SocketAddr, within: Duration) -> Result<String, String> {
+        in_netns(&self.ns_path(), move || {
+            let start = Instant::now();
+            let mut last = String::new();
+            while start.elapsed() < within {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Ok(mut s) => {
+                        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                        let mut text = String::new();
+                        return match s.read_to_string(&mut text) {
+                            Ok(_) => Ok(text),
+                            Err(e) => Err(format!("read from {addr}: {e} (got {text:?})")),
+                        };
+                    }
+                    Err(e) => {
+                        last = format!("connect {addr}: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+
+    /// Deletes the outside namespace now and checks it is gone.
+    fn close(mut self) {
+        self.teardown();
+        let (_, list) = run_cmd("ip", &["netns", "list"]);
+        assert!(
+            !list.split_whitespace().any(|w| w == self.name),
+            "outside namespace {} still listed:\n{list}",
+            self.name
+        );
+    }
+
+    fn teardown(&mut self) {
+        if self.deleted {
+            return;
+        }
+        self.deleted = true;
+        // Servers first: their sockets hold the namespace.
+        self.servers.clear();
+        let _ = run_cmd("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Containers
+// ---------------------------------------------------------------------------
+
+/// A policy file in the env's temp dir (everything not named is default).
+fn policy_file(env: &Env, name: &str, text: &str) -> String {
+    let p = env.tmp.path().join(name);
+    fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// TOML list of strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The container's init pid from `moat state`.
+fn init_pid(env: &Env, id: &str) -> i32 {
+    let pid = env.state(id)["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(pid > 0, "container {id} has no pid");
+    pid
+}
+
+/// `create` (with the given global options before it) and `start`; the
+/// returned guard force-deletes the container.
+fn start_with(env: &Env, global: &[&str], bundle: &Bundle, id: &str) -> ContainerGuard {
+    let guard = env.guard(id);
+    let mut args: Vec<&str> = global.to_vec();
+    args.extend_from_slice(&["create", "--bundle", bundle.path(), id]);
+    env.moat(&args).assert_ok();
+    env.moat(&["start", id]).assert_ok();
+    env.wait_status(id, "running", Duration::from_secs(10));
+    guard
+}
+
+/// Runs `sh -c script` in the container (stderr folded into stdout by
+/// the script itself where it matters).
+fn exec_sh(env: &Env, id: &str, script: &str) -> Out {
+    env.moat(&["exec", id, "sh", "-c", script])
+}
+
+/// `moat egress ID --format json`: (blockedPackets, blockedBytes).
+fn blocked(env: &Env, id: &str) -> (u64, u64) {
+    let out = env.moat(&["egress", id, "--format", "json"]);
+    out.assert_ok();
+    let doc = out.json();
+    assert_eq!(doc["id"], json!(id), "{out}");
+    let packets = doc["blockedPackets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no blockedPackets:\n{out}"));
+    let bytes = doc["blockedBytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no blockedBytes:\n{out}"));
+    (packets, bytes)
+}
+
+/// The pin moat makes for a container's network namespace.
+fn netns_pin(leak: &LeakCheck) -> PathBuf {
+    moat::netns::netns_path(&leak.mount_point())
+}
+
+/// Is anything left of the container's network namespace pin?
+fn netns_leaks(leak: &LeakCheck) -> Vec<String> {
+    let pin = netns_pin(leak);
+    let mut v = Vec::new();
+    if fs::symlink_metadata(&pin).is_ok() {
+        v.push(format!("{} still exists", pin.display()));
+    }
+    let needle = pin.display().to_string();
+    for line in fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+    {
+        v.push(format!("still mounted: {line}"));
+    }
+    v
+}
+
+/// After a container is gone: nothing leaked, netns pin included.
+fn verify_gone(leak: &LeakCheck) {
+    leak.verify();
+    let left = netns_leaks(leak);
+    assert!(
+        left.is_empty(),
+        "network namespace pin of {} leaked:\n  {}",
+        leak.id,
+        left.join("\n  ")
+    );
+}
+
+/// The `nft list table inet moat` of a namespace (None when absent).
+fn moat_table(ns: &Path) -> Option<String> {
+    let arg = format!("--net={}", ns.display());
+    let (ok, out) = run_cmd("nsenter", &[&arg, "nft", "list", "table", "inet", "moat"]);
+    ok.then_some(out)
+}
+
+/// A busybox nc probe printing what it got and `<TAG>=<exit code>`.
+fn nc_probe(tag: &str, host: impl std::fmt::Display, port: u16) -> String {
+    format!("nc -w 3 {host} {port} 2>&1; echo \"{tag}=$?\"")
+}
+
+fn exit_of(out: &Out, tag: &str) -> String {
+    kv(&out.stdout)
+        .get(tag)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {tag}= in probe output:\n{out}"))
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Test 1: Default policy: an outbound TCP connection is refused at once (TCP
+/// reset from moat's rules, not a timeout) and counted; loopback works.
+#[test]
+fn tcp_egress_is_refused_fast_and_counted_while_loopback_works() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-tcp");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let pid = init_pid(&env, &id);
+        let pin = netns_pin(&leak);
+        assert!(
+            pin.exists(),
+            "no network namespace pin at {}",
+            pin.display()
+        );
+        let mut net = Net::new(pid, false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        assert_eq!(blocked(&env, &id).0, 0, "counter not zero before any probe");
+
+        let start = Instant::now();
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        let took = start.elapsed();
+        out.assert_ok();
+        assert_ne!(exit_of(&out, "NC"), "0", "egress connect succeeded:\n{out}");
+        assert!(
+            out.stdout.contains("Connection refused"),
+            "expected a fast ECONNREFUSED from moat's reset:\n{out}"
+        );
+        assert!(!out.stdout.contains("hello"), "{out}");
+        assert!(
+            took < FAST,
+            "refusal took {took:?} (exec included), expected < {FAST:?}:\n{out}"
+        );
+        assert_eq!(net.hits(srv), 0, "the outside server was reached");
+        let (packets, bytes) = blocked(&env, &id);
+        assert!(packets >= 1, "blockedPackets = {packets}");
+        assert!(bytes >= 40, "blockedBytes = {bytes} for {packets} packets");
+
+        // Loopback inside the container still works.
+        let script = "nc -ll -p 9000 -e /bin/echo loopback-ok & L=$!; \
+                      got=''; for i in 1 2 3 4 5 6 7 8 9 10; do \
+                        got=$(nc -w 2 127.0.0.1 9000 2>&1) && [ -n \"$got\" ] && break; \
+                        sleep 0.2; done; \
+                      kill $L; echo \"LOOP=$got\"";
+        let out = exec_sh(&env, &id, script);
+        out.assert_ok();
+        assert_eq!(
+            kv(&out.stdout).get("LOOP").map(String::as_str),
+            Some("loopback-ok"),
+            "loopback inside the container:\n{out}"
+        );
+        // Loopback is not counted.
+        assert_eq!(
+            blocked(&env, &id).0,
+            packets,
+            "loopback traffic was counted"
+        );
+
+        // The ruleset moat installed is what the docs describe.
+        let table = moat_table(&net.container_ns).expect("inet moat table in the container netns");
+        for want in [
+            "oif \"lo\" accept",
+            "ct state established,related accept",
+            "reject with tcp reset",
+            "admin-prohibited",
+        ] {
+            assert!(table.contains(want), "ruleset lacks {want:?}:\n{table}");
+        }
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 2: UDP is blocked too: the datagram never reaches the outside server,
+/// and the counter grows.
+#[test]
+fn udp_egress_is_dropped_and_counted() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-udp");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let mut net = Net::new(init_pid(&env, &id), false);
+        let srv = net.udp_server(5353);
+        let before = blocked(&env, &id).0;
+        let script = format!(
+            "tftp -g -r x -l /tmp/x {} 5353 2>&1; echo \"TFTP=$?\"",
+            net.outside
+        );
+        let start = Instant::now();
+        let out = exec_sh(&env, &id, &script);
+        let took = start.elapsed();
+        out.assert_ok();
+        assert_ne!(exit_of(&out, "TFTP"), "0", "{out}");
+        assert!(took < FAST, "UDP refusal took {took:?}:\n{out}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            net.hits(srv),
+            0,
+            "the outside UDP server received a datagram:\n{out}"
+        );
+        let after = blocked(&env, &id).0;
+        assert!(
+            after > before,
+            "blockedPackets did not grow ({before} -> {after}):\n{out}"
+        );
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 3: IPv6 is blocked like IPv4.
+#[test]
+fn ipv6_egress_is_refused() {
+    if !kernel_has_ipv6() {
+        eprintln!(
+            "SKIPPED ipv6_egress_is_refused: this kernel has IPv6 disabled (no /proc/sys/net/ipv6)"
+        );
+        return;
+    }
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-v6");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let mut net = Net::new(init_pid(&env, &id), true);
+        let srv = net.tcp_server(true, 8080, "hello\n");
+        let before = blocked(&env, &id).0;
+        let start = Instant::now();
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside6.unwrap(), 8080));
+        let took = start.elapsed();
+        out.assert_ok();
+        assert_ne!(exit_of(&out, "NC"), "0", "IPv6 egress connected:\n{out}");
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert!(took < FAST, "IPv6 refusal took {took:?}:\n{out}");
+        assert_eq!(net.hits(srv), 0, "the outside IPv6 server was reached");
+        let after = blocked(&env, &id).0;
+        assert!(after > before, "blockedPackets {before} -> {after}");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 3b: IPv6 that the policy allows must work: an allowlisted IPv6
+/// destination, and replies to an inbound IPv6 connection. Both need
+/// neighbour discovery (ICMPv6 NS/NA), which conntrack leaves untracked.
+///
+/// Fails with moat's current ruleset (a moat bug, kept failing on
+/// purpose): the container's neighbour solicitations and advertisements
+/// are neither `oif lo` nor `ct state established,related`, so they hit
+/// the final `reject`; an allowlisted IPv6 destination times out and
+/// inbound IPv6 gets "No route to host". Accepting
+/// `icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }` before the
+/// rejects fixes both.
+#[test]
+fn ipv6_allowlisted_and_inbound_connections_work() {
+    if !kernel_has_ipv6() {
+        eprintln!(
+            "SKIPPED ipv6_allowlisted_and_inbound_connections_work: this kernel has IPv6 disabled"
+        );
+        return;
+    }
+    let env = Env::new();
+    // Inbound listener as init; outbound probes by exec.
+    let b = env.bundle(&["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "inside"]);
+    let id = env.id("eg-v6ok");
+    let leak = env.leak_check(&id);
+    {
+        let addrs = Addrs::next();
+        let pf = policy_file(
+            &env,
+            "v6.toml",
+            &format!(
+                "[egress]\nallow = [\"{}/128 tcp 8080\"]\n",
+                addrs.outside6()
+            ),
+        );
+        let _g = start_with(&env, &["--policy", &pf], &b, &id);
+        let mut net = Net::with(addrs, init_pid(&env, &id), true);
+        let srv = net.tcp_server(true, 8080, "hello\n");
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside6.unwrap(), 8080));
+        let outbound_ok = out.stdout.contains("hello") && net.hits(srv) == 1;
+        let inbound = net.connect_from_outside(
+            SocketAddr::new(net.inside6.unwrap().into(), 7000),
+            Duration::from_secs(6),
+        );
+        let neigh = run_cmd("ip", &["-n", &net.name, "-6", "neigh"]).1;
+        let table = moat_table(&net.container_ns).unwrap_or_default();
+        assert!(
+            outbound_ok && inbound.as_deref().map(str::trim) == Ok("inside"),
+            "IPv6 traffic the policy allows does not flow.\n\
+             allowlisted outbound to [{}]:8080: {}\n{out}\n\
+             inbound to [{}]:7000: {inbound:?}\n\
+             outside neighbour table:\n{neigh}\nruleset:\n{table}",
+            net.outside6.unwrap(),
+            if outbound_ok { "ok" } else { "FAILED" },
+            net.inside6.unwrap(),
+        );
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 4: An operator allowlist entry opens exactly that destination: TCP 8080
+/// and UDP 5353 on the outside host; TCP 8081 and UDP 5354 on the same
+/// host stay blocked (servers listen there too, so a refusal is moat's).
+#[test]
+fn allowlisted_destination_is_reachable_and_nothing_else() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-allow");
+    let leak = env.leak_check(&id);
+    {
+        let addrs = Addrs::next();
+        let dest = addrs.outside();
+        let pf = policy_file(
+            &env,
+            "allow.toml",
+            &format!("[egress]\nallow = [\"{dest}/32 tcp 8080\", \"{dest}/32 udp 5353\"]\n"),
+        );
+        let _g = start_with(&env, &["--policy", &pf], &b, &id);
+        let mut net = Net::with(addrs, init_pid(&env, &id), false);
+        let ok = net.tcp_server(false, 8080, "hello\n");
+        let other = net.tcp_server(false, 8081, "other\n");
+        let udp_ok = net.udp_server(5353);
+        let udp_other = net.udp_server(5354);
+
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        out.assert_ok();
+        assert_eq!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("hello"), "allowlisted connect:\n{out}");
+        assert_eq!(net.hits(ok), 1);
+        let before = blocked(&env, &id).0;
+        assert_eq!(before, 0, "an allowed connection was counted as blocked");
+
+        let start = Instant::now();
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8081));
+        let took = start.elapsed();
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert!(!out.stdout.contains("other"), "{out}");
+        assert!(took < FAST, "refusal took {took:?}");
+        assert_eq!(net.hits(other), 0, "port 8081 was reached");
+
+        // UDP: the allowed port receives the datagram, the other does not.
+        for port in [5353, 5354] {
+            let script = format!(
+                "timeout 2 tftp -g -r x -l /tmp/x {} {port} 2>&1; echo \"TFTP=$?\"",
+                net.outside
+            );
+            exec_sh(&env, &id, &script);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            net.hits(udp_ok) >= 1,
+            "allowlisted UDP 5353 received nothing"
+        );
+        assert_eq!(net.hits(udp_other), 0, "UDP 5354 was reached");
+        let after = blocked(&env, &id).0;
+        assert!(after >= before + 2, "blockedPackets {before} -> {after}");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 5a: The annotation `moat.dev/egress-allow` narrows the operator's
+/// allowlist: a container without it reaches both ports the operator
+/// allows, one with it only the port it names.
+#[test]
+fn annotation_narrows_the_allowlist() {
+    let env = Env::new();
+    // The operator allows TCP to the whole /30 of each topology.
+    let (a_plain, a_narrow) = (Addrs::next(), Addrs::next());
+    let pf = policy_file(
+        &env,
+        "wide.toml",
+        &format!(
+            "[egress]\nallow = [\"10.231.{}.0/30 tcp\", \"10.231.{}.0/30 tcp\"]\n",
+            a_plain.x, a_narrow.x
+        ),
+    );
+    let plain = env.bundle(&["sleep", "300"]);
+    let mut narrowed = env.bundle(&["sleep", "300"]);
+    narrowed.annotate(
+        "moat.dev/egress-allow",
+        &format!("{}/32 tcp 8080", a_narrow.outside()),
+    );
+    let id_plain = env.id("eg-wide");
+    let id_narrow = env.id("eg-narrow");
+    let leak_plain = env.leak_check(&id_plain);
+    let leak_narrow = env.leak_check(&id_narrow);
+    {
+        let _g1 = start_with(&env, &["--policy", &pf], &plain, &id_plain);
+        let _g2 = start_with(&env, &["--policy", &pf], &narrowed, &id_narrow);
+        let mut net_plain = Net::with(a_plain, init_pid(&env, &id_plain), false);
+        let mut net_narrow = Net::with(a_narrow, init_pid(&env, &id_narrow), false);
+        for net in [&mut net_plain, &mut net_narrow] {
+            net.tcp_server(false, 8080, "hello\n");
+            net.tcp_server(false, 8081, "other\n");
+        }
+
+        // Operator policy alone: both ports.
+        let script = format!(
+            "{}; {}",
+            nc_probe("A", net_plain.outside, 8080),
+            nc_probe("B", net_plain.outside, 8081)
+        );
+        let out = exec_sh(&env, &id_plain, &script);
+        assert_eq!(exit_of(&out, "A"), "0", "{out}");
+        assert_eq!(exit_of(&out, "B"), "0", "{out}");
+        assert!(
+            out.stdout.contains("hello") && out.stdout.contains("other"),
+            "{out}"
+        );
+
+        // Narrowed by the annotation: 8080 only.
+        let script = format!(
+            "{}; {}",
+            nc_probe("A", net_narrow.outside, 8080),
+            nc_probe("B", net_narrow.outside, 8081)
+        );
+        let out = exec_sh(&env, &id_narrow, &script);
+        assert_eq!(exit_of(&out, "A"), "0", "{out}");
+        assert!(out.stdout.contains("hello"), "{out}");
+        assert_ne!(
+            exit_of(&out, "B"),
+            "0",
+            "narrowed-away port reachable:\n{out}"
+        );
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert!(!out.stdout.contains("other"), "{out}");
+        assert_eq!(net_narrow.hits(1), 0);
+        assert!(blocked(&env, &id_narrow).0 >= 1);
+
+        net_plain.close();
+        net_narrow.close();
+        env.moat(&["delete", "--force", &id_plain]).assert_ok();
+        env.moat(&["delete", "--force", &id_narrow]).assert_ok();
+    }
+    verify_gone(&leak_plain);
+    verify_gone(&leak_narrow);
+}
+
+/// Test 5b: Widening the allowlist (or turning blocking off) by annotation is
+/// refused at create unless the operator lists the key as overridable, and
+/// a refused create leaves nothing, network namespace pin included.
+#[test]
+fn annotation_may_not_widen_egress_and_a_refusal_leaves_nothing() {
+    let env = Env::new();
+    // No traffic in this test: the addresses only appear in rules.
+    let a = Addrs::next();
+    let (dest, x) = (a.outside(), a.x);
+    let strict = policy_file(
+        &env,
+        "strict.toml",
+        &format!("[egress]\nallow = [\"{dest}/32 tcp 8080\"]\n"),
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        // A wider network, every port, another protocol, another host.
+        (
+            "moat.dev/egress-allow",
+            format!("10.231.{x}.0/30 tcp 8080"),
+            "egress.allow",
+        ),
+        (
+            "moat.dev/egress-allow",
+            format!("{dest}/32 tcp"),
+            "egress.allow",
+        ),
+        (
+            "moat.dev/egress.allow",
+            format!("{dest}/32 udp 8080"),
+            "egress.allow",
+        ),
+        (
+            "moat.dev/egress-allow",
+            format!("{dest}/32 tcp 8080; {}/32 tcp 8080", a.inside()),
+            "egress.allow",
+        ),
+        (
+            "moat.dev/egress.enabled",
+            "false".to_string(),
+            "egress.enabled",
+        ),
+    ];
+    for (key, value, policy_key) in &cases {
+        let mut b = env.bundle(&["sleep", "300"]);
+        b.annotate(key, value);
+        for cmd in ["create", "run"] {
+            let id = env.id("eg-widen");
+            let leak = env.leak_check(&id);
+            let out = {
+                let _g = env.guard(&id);
+                let mut args = vec!["--policy", strict.as_str(), cmd, "--bundle", b.path()];
+                if cmd == "run" {
+                    args.push("--detach");
+                }
+                args.push(&id);
+                env.moat(&args)
+            };
+            out.assert_fails_with("annotations.overridable");
+            assert!(
+                out.stderr.contains(policy_key),
+                "{key}={value}: the refusal does not name {policy_key}:\n{out}"
+            );
+            verify_gone(&leak);
+        }
+    }
+
+    // Listed as overridable, the same widening is accepted.
+    let open = policy_file(
+        &env,
+        "open.toml",
+        &format!(
+            "[egress]\nallow = [\"{dest}/32 tcp 8080\"]\n\
+             [annotations]\noverridable = [\"egress.allow\"]\n"
+        ),
+    );
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.annotate("moat.dev/egress-allow", &format!("10.231.{x}.0/30 tcp"));
+    let id = env.id("eg-widen-ok");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["--policy", &open, "create", "--bundle", b.path(), &id])
+            .assert_ok();
+        assert!(netns_pin(&leak).exists());
+        let pid = init_pid(&env, &id);
+        let table = moat_table(Path::new(&format!("/proc/{pid}/ns/net"))).expect("moat table");
+        assert!(
+            table.contains(&format!("ip daddr 10.231.{x}.0/30 meta l4proto tcp accept")),
+            "widened rule not installed:\n{table}"
+        );
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 6: `egress.enabled = false`: the connection succeeds, and create logs a
+/// loud warning.
+#[test]
+fn disabled_egress_connects_and_warns_loudly() {
+    let env = Env::new();
+    let pf = policy_file(&env, "off.toml", "[egress]\nenabled = false\n");
+    let log = env.tmp.path().join("create.log");
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-off");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(
+            &env,
+            &["--policy", &pf, "--log", log.to_str().unwrap()],
+            &b,
+            &id,
+        );
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains("EGRESS BLOCKING IS OFF") && text.contains(&id),
+            "no loud warning naming {id} in the create log:\n{text}"
+        );
+        // Without --log the warning is on stderr.
+        let id2 = env.id("eg-off-stderr");
+        let leak2 = env.leak_check(&id2);
+        {
+            let _g2 = env.guard(&id2);
+            let out = env.moat(&["--policy", &pf, "create", "--bundle", b.path(), &id2]);
+            out.assert_ok();
+            assert!(
+                out.stderr.contains("EGRESS BLOCKING IS OFF"),
+                "no loud warning on stderr:\n{out}"
+            );
+            env.moat(&["delete", "--force", &id2]).assert_ok();
+        }
+        verify_gone(&leak2);
+        assert!(
+            !netns_pin(&leak).exists(),
+            "moat pinned a network namespace with egress blocking off"
+        );
+        let mut net = Net::new(init_pid(&env, &id), false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        assert_eq!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("hello"), "{out}");
+        assert_eq!(net.hits(srv), 1);
+        assert!(
+            moat_table(&net.container_ns).is_none(),
+            "a moat table exists with egress off"
+        );
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 7: Container root holding CAP_NET_ADMIN (granted by the policy and the
+/// bundle) still cannot administer moat's network namespace: it belongs to
+/// the host's user namespace.
+#[test]
+fn container_root_with_cap_net_admin_cannot_touch_the_rules() {
+    let env = Env::new();
+    let mut caps: Vec<String> = ALLOWLIST.iter().map(|s| s.to_string()).collect();
+    caps.push("CAP_NET_ADMIN".into());
+    let pf = policy_file(
+        &env,
+        "netadmin.toml",
+        &format!("[capabilities]\nallow = {}\n", toml_list(&caps)),
+    );
+    let mut b = env.bundle(&["sleep", "300"]);
+    let caps_ref: Vec<&str> = caps.iter().map(String::as_str).collect();
+    b.set_capabilities(&caps_ref);
+    let id = env.id("eg-netadmin");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &["--policy", &pf], &b, &id);
+        let pid = init_pid(&env, &id);
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert_ne!(
+            cap_field(&status, "CapEff") & CAP_NET_ADMIN,
+            0,
+            "init lacks CAP_NET_ADMIN; the test proves nothing:\n{status}"
+        );
+        let mut net = Net::new(pid, false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let table_before = moat_table(&net.container_ns).expect("moat table");
+        let x = net.x;
+        let script = format!(
+            "grep CapEff /proc/self/status | sed 's/:[[:space:]]*/=/'; \
+             ip link set lo down 2>&1; echo \"LO=$?\"; \
+             ip addr add 10.231.{x}.5/32 dev lo 2>&1; echo \"ADDR=$?\"; \
+             ip route add blackhole 10.231.{x}.6 2>&1; echo \"ROUTE=$?\"; \
+             ip link set {INSIDE_IF} down 2>&1; echo \"VETH=$?\"; \
+             {}",
+            nc_probe("NC", net.outside, 8080)
+        );
+        let out = exec_sh(&env, &id, &script);
+        let got = kv(&out.stdout);
+        let eff = u64::from_str_radix(got.get("CapEff").map(String::as_str).unwrap_or("0"), 16)
+            .unwrap_or(0);
+        assert_ne!(
+            eff & CAP_NET_ADMIN,
+            0,
+            "the probing shell lacks CAP_NET_ADMIN:\n{out}"
+        );
+        for tag in ["LO", "ADDR", "ROUTE", "VETH"] {
+            assert_ne!(
+                got.get(tag).map(String::as_str),
+                Some("0"),
+                "{tag}: container root changed its network:\n{out}"
+            );
+        }
+        // The kernel says no (ioctl for link flags, rtnetlink for
+        // addresses and routes), not seccomp at socket creation.
+        let ioctl = out
+            .stdout
+            .matches("SIOCSIFFLAGS: Operation not permitted")
+            .count();
+        let netlink = out
+            .stdout
+            .matches("RTNETLINK answers: Operation not permitted")
+            .count();
+        assert!(
+            ioctl == 2 && netlink == 2,
+            "expected 2 SIOCSIFFLAGS and 2 RTNETLINK EPERMs, got {ioctl} and {netlink}:\n{out}"
+        );
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert_eq!(net.hits(srv), 0);
+
+        // Nothing changed, seen from the host.
+        let table_after = moat_table(&net.container_ns).expect("moat table");
+        let strip = |t: &str| {
+            t.lines()
+                .filter(|l| !l.contains("packets"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip(&table_before), strip(&table_after), "rules changed");
+        let arg = format!("--net={}", net.container_ns.display());
+        let links = must("nsenter", &[&arg, "ip", "-o", "link", "show", "up"]);
+        assert!(
+            links.contains(" lo:") && links.contains(INSIDE_IF),
+            "an interface went down:\n{links}"
+        );
+        let addrs = must("nsenter", &[&arg, "ip", "-o", "addr"]);
+        assert!(!addrs.contains(&format!("10.231.{x}.5")), "{addrs}");
+        let routes = must("nsenter", &[&arg, "ip", "route", "show", "table", "all"]);
+        assert!(!routes.contains("blackhole"), "{routes}");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 8: Inbound connections work: replies are established traffic.
+#[test]
+fn inbound_connections_get_replies() {
+    let env = Env::new();
+    let b = env.bundle(&["nc", "-ll", "-p", "7000", "-e", "/bin/echo", "inside"]);
+    let id = env.id("eg-in");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let net = Net::new(init_pid(&env, &id), false);
+        let got = net.connect_from_outside(
+            SocketAddr::new(net.inside.into(), 7000),
+            Duration::from_secs(6),
+        );
+        assert_eq!(
+            got.as_deref().map(str::trim),
+            Ok("inside"),
+            "inbound connection to the container"
+        );
+        // And again (the listener is persistent): replies are never counted.
+        let got = net.connect_from_outside(
+            SocketAddr::new(net.inside.into(), 7000),
+            Duration::from_secs(3),
+        );
+        assert_eq!(got.as_deref().map(str::trim), Ok("inside"));
+        assert_eq!(blocked(&env, &id).0, 0, "reply packets were blocked");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// Test 9: A second container joining the first's network namespace by path is
+/// blocked by the same rules, and deleting it leaves the rules in place.
+#[test]
+fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
+    let env = Env::new();
+    let first_b = env.bundle(&["sleep", "300"]);
+    let id1 = env.id("eg-first");
+    let id2 = env.id("eg-second");
+    let leak1 = env.leak_check(&id1);
+    {
+        let _g1 = start_with(&env, &[], &first_b, &id1);
+        // Snapshot after the first exists: its state is not the second's leak.
+        let leak2 = env.leak_check(&id2);
+        let pid1 = init_pid(&env, &id1);
+        let ns1 = format!("/proc/{pid1}/ns/net");
+        let mut second_b = env.bundle(&["sleep", "300"]);
+        for ns in second_b.config["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if ns["type"] == "network" {
+                ns["path"] = json!(ns1);
+            }
+        }
+        second_b.write();
+        let mut net = Net::new(pid1, false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        {
+            let _g2 = start_with(&env, &[], &second_b, &id2);
+            let pid2 = init_pid(&env, &id2);
+            let a = fs::read_link(&ns1).unwrap();
+            let b = fs::read_link(format!("/proc/{pid2}/ns/net")).unwrap();
+            assert_eq!(a, b, "the second container is not in the first's netns");
+            assert!(
+                !netns_pin(&leak2).exists(),
+                "a pin was made for the joining container"
+            );
+
+            let out = exec_sh(&env, &id2, &nc_probe("NC", net.outside, 8080));
+            assert_ne!(
+                exit_of(&out, "NC"),
+                "0",
+                "joined container connected:\n{out}"
+            );
+            assert!(out.stdout.contains("Connection refused"), "{out}");
+            assert_eq!(net.hits(srv), 0);
+            assert!(blocked(&env, &id2).0 >= 1);
+            env.moat(&["delete", "--force", &id2]).assert_ok();
+        }
+        verify_gone(&leak2);
+
+        // The first container keeps its namespace, pin and rules.
+        assert!(netns_pin(&leak1).exists(), "first container's pin is gone");
+        assert!(
+            moat_table(Path::new(&ns1)).is_some(),
+            "the rules went away with the second container"
+        );
+        let before = blocked(&env, &id1).0;
+        assert!(before >= 1, "the counter was reset: {before}");
+        let out = exec_sh(&env, &id1, &nc_probe("NC", net.outside, 8080));
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert_eq!(net.hits(srv), 0);
+        assert!(blocked(&env, &id1).0 > before);
+        net.close();
+        env.moat(&["delete", "--force", &id1]).assert_ok();
+    }
+    verify_gone(&leak1);
+}
