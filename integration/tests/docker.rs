@@ -1666,3 +1666,237 @@ fn egress_to_a_bridge_host_is_refused_fast_and_counted() {
     drop(server);
     ctx.finish();
 }
+
+/// The operator policy file moat reads at every `create` (no `--policy`
+/// under docker).
+const POLICY_FILE: &str = "/etc/moat/policy.toml";
+
+/// Replaces [`POLICY_FILE`] while it lives. Dropping it, also during a
+/// panic, puts the previous file back (same bytes and mode), or removes the
+/// file (and its directory, if the guard made it) when there was none.
+struct PolicyFileGuard {
+    path: PathBuf,
+    previous: Option<(Vec<u8>, std::fs::Permissions)>,
+    made_dir: bool,
+}
+
+impl PolicyFileGuard {
+    #[track_caller]
+    fn install(text: &str) -> PolicyFileGuard {
+        let path = PathBuf::from(POLICY_FILE);
+        let dir = path.parent().expect("policy file has a directory");
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            assert!(
+                m.file_type().is_file(),
+                "{POLICY_FILE} is not a regular file; not replacing it"
+            );
+        }
+        let previous = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let mode = std::fs::metadata(&path)
+                    .unwrap_or_else(|e| panic!("stat {POLICY_FILE}: {e}"))
+                    .permissions();
+                Some((bytes, mode))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("read {POLICY_FILE}: {e}"),
+        };
+        let made_dir = !dir.exists();
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        // From here on the guard restores, also if writing fails half-way.
+        let guard = PolicyFileGuard {
+            path,
+            previous,
+            made_dir,
+        };
+        replace_file(
+            &guard.path,
+            text.as_bytes(),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap_or_else(|e| panic!("write {POLICY_FILE}: {e}"));
+        guard
+    }
+}
+
+impl Drop for PolicyFileGuard {
+    fn drop(&mut self) {
+        let restored = match self.previous.take() {
+            Some((bytes, mode)) => replace_file(&self.path, &bytes, mode),
+            None => std::fs::remove_file(&self.path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+        };
+        if let Err(e) = restored {
+            // No panic in drop (it may run during one): say it loudly.
+            eprintln!("WARNING: could not restore {}: {e}", self.path.display());
+        }
+        if self.made_dir {
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` by a rename over it, so a concurrent reader sees
+/// the old or the new file, never half of one.
+fn replace_file(path: &Path, bytes: &[u8], mode: std::fs::Permissions) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.moat-it-{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::set_permissions(&tmp, mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// An operator allowlist entry in /etc/moat/policy.toml opens exactly that
+/// destination: a moat container reads "hello" from port 8080 of a runc
+/// container on docker's bridge, while port 8081 of the same server (a
+/// runc container reaches it) is still refused at once and counted. The
+/// moat container's own published port keeps working meanwhile. The policy
+/// file is put back as it was, also when the test fails.
+#[test]
+fn egress_allowlisted_bridge_host_is_reachable() {
+    let Some(ctx) = Ctx::new("egress_allowlisted_bridge_host_is_reachable") else {
+        return;
+    };
+    let policy_before = std::fs::read(POLICY_FILE).ok();
+    let server = ctx.container("srv");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &server.name,
+        "--runtime=runc",
+        IMAGE,
+        "sh",
+        "-c",
+        "while true; do echo hello | nc -l -p 8080; done & \
+         while true; do echo other | nc -l -p 8081; done",
+    ])
+    .expect_ok();
+    let ip = server
+        .inspect("{{.NetworkSettings.IPAddress}}")
+        .filter(|s| !s.is_empty())
+        .expect("server container has a bridge address");
+
+    // Control: plain runc reaches both ports of the server.
+    let control = ctx.container("control");
+    for (port, want) in [("8080", "hello"), ("8081", "other")] {
+        let mut last = String::new();
+        let reached = wait_until(Duration::from_secs(5), || {
+            let out = docker(&[
+                "run",
+                "--rm",
+                "--name",
+                &control.name,
+                "--runtime=runc",
+                IMAGE,
+                "nc",
+                "-w",
+                "2",
+                &ip,
+                port,
+            ]);
+            last = out.describe();
+            out.ok() && out.stdout.contains(want)
+        });
+        assert!(
+            reached,
+            "runc container could not reach the test server at {ip}:{port}: {last}"
+        );
+    }
+
+    let policy = PolicyFileGuard::install(&format!("[egress]\nallow = [\"{ip}/32 tcp 8080\"]\n"));
+    let c = ctx.container("moat");
+    let port = free_port();
+    let body = format!("moat-it-egress-allow-{}", std::process::id());
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = c.start_detached(&["-p", &publish], &["sh", "-c", &httpd_script(&body)]);
+    let ns = format!("--net=/proc/{}/ns/net", c.pid());
+    let table = run_cmd(
+        "nsenter",
+        &[ns.as_str(), "nft", "list", "table", "inet", "moat"],
+        Duration::from_secs(10),
+    );
+
+    // The allowlisted port answers.
+    let out = c.exec(&[], &["nc", "-w", "5", &ip, "8080"]);
+    assert!(
+        out.ok() && out.stdout.contains("hello"),
+        "moat container did not reach allowlisted {ip}:8080: {}\nruleset: {}",
+        out.describe(),
+        table.describe()
+    );
+    let egress = || {
+        let counters = run_cmd(
+            MOAT_BIN,
+            &[
+                "--root",
+                RUNTIME_STATE_DIR,
+                "egress",
+                "--format",
+                "json",
+                &id,
+            ],
+            Duration::from_secs(10),
+        )
+        .expect_ok();
+        let v: serde_json::Value = serde_json::from_str(counters.stdout.trim()).expect("json");
+        v["blockedPackets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no blockedPackets: {}", counters.stdout))
+    };
+    assert_eq!(egress(), 0, "the allowed connection was counted as blocked");
+
+    // Another port of the same host is still refused fast.
+    let started = Instant::now();
+    let out = c.exec(&[], &["nc", "-w", "5", &ip, "8081"]);
+    let took = started.elapsed();
+    assert!(
+        !out.ok(),
+        "moat container reached {ip}:8081: {}",
+        out.describe()
+    );
+    assert!(
+        out.combined().contains("refused"),
+        "expected a fast refusal of {ip}:8081: {}",
+        out.describe()
+    );
+    assert!(!out.stdout.contains("other"), "{}", out.describe());
+    assert!(took < Duration::from_secs(3), "refusal took {took:?}");
+    assert!(egress() >= 1, "the refused connection was not counted");
+
+    // Inbound through the published port still works.
+    let mut last = String::new();
+    let served = wait_until(Duration::from_secs(5), || match http_get_localhost(port) {
+        Ok((status, got)) => {
+            last = format!("{status} / {got:?}");
+            status.contains(" 200") && got.trim() == body
+        }
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    assert!(
+        served,
+        "GET http://127.0.0.1:{port}/ did not return {body:?}; last: {last}"
+    );
+
+    drop(c);
+    drop(policy);
+    assert_eq!(
+        std::fs::read(POLICY_FILE).ok(),
+        policy_before,
+        "{POLICY_FILE} was not restored"
+    );
+    drop(control);
+    drop(server);
+    ctx.finish();
+}

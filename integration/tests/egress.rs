@@ -193,6 +193,75 @@ impl Server {
             handle: Some(handle),
         }
     }
+
+    /// A minimal DNS responder on `addr` (UDP, created in namespace `ns`):
+    /// every A query gets `answer`, any other query an empty NOERROR
+    /// reply. `hits` counts every datagram received.
+    fn dns(ns: &Path, addr: SocketAddr, answer: Ipv4Addr) -> Server {
+        let sock = in_netns(ns, || UdpSocket::bind(addr))
+            .unwrap_or_else(|e| panic!("bind dns {addr} in {}: {e}", ns.display()));
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::SeqCst) {
+                if let Ok((len, peer)) = sock.recv_from(&mut buf) {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    if let Some(reply) = dns_reply(&buf[..len], answer) {
+                        let _ = sock.send_to(&reply, peer);
+                    }
+                }
+            }
+        });
+        Server {
+            hits,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+/// The reply to a one-question DNS `query`, written by hand: the query's
+/// id and question, QR and RA set (opcode and RD copied), NOERROR, and for
+/// an A/IN question one answer `answer` (name by compression pointer
+/// 0xc00c, TTL 60). None for anything that is not such a query.
+fn dns_reply(query: &[u8], answer: Ipv4Addr) -> Option<Vec<u8>> {
+    let u16_at = |i: usize| u16::from_be_bytes([query[i], query[i + 1]]);
+    if query.len() < 12 || query[2] & 0x80 != 0 || u16_at(4) != 1 {
+        return None;
+    }
+    // QNAME: uncompressed labels up to the root label.
+    let mut i = 12;
+    loop {
+        let len = usize::from(*query.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += len;
+    }
+    let end = i + 4; // QTYPE, QCLASS
+    if end > query.len() {
+        return None;
+    }
+    let is_a = u16_at(i) == 1 && u16_at(i + 2) == 1;
+    let mut r = Vec::with_capacity(end + 16);
+    r.extend_from_slice(&query[..2]); // id
+    r.push(0x80 | (query[2] & 0x79)); // QR, opcode and RD of the query
+    r.push(0x80); // RA, RCODE 0
+    r.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    r.extend_from_slice(&query[12..end]);
+    if is_a {
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&answer.octets());
+    }
+    Some(r)
 }
 
 impl Drop for Server {
@@ -373,6 +442,14 @@ impl Net {
     /// Starts a UDP server on the outside IPv4 address.
     fn udp_server(&mut self, port: u16) -> usize {
         let s = Server::udp(&self.ns_path(), SocketAddr::new(self.outside.into(), port));
+        self.servers.push(s);
+        self.servers.len() - 1
+    }
+
+    /// Starts a DNS responder ([`Server::dns`]) on the outside IPv4 address.
+    fn dns_server(&mut self, port: u16, answer: Ipv4Addr) -> usize {
+        let addr = SocketAddr::new(self.outside.into(), port);
+        let s = Server::dns(&self.ns_path(), addr, answer);
         self.servers.push(s);
         self.servers.len() - 1
     }
@@ -704,13 +781,10 @@ fn ipv6_egress_is_refused() {
 /// destination, and replies to an inbound IPv6 connection. Both need
 /// neighbour discovery (ICMPv6 NS/NA), which conntrack leaves untracked.
 ///
-/// Fails with moat's current ruleset (a moat bug, kept failing on
-/// purpose): the container's neighbour solicitations and advertisements
-/// are neither `oif lo` nor `ct state established,related`, so they hit
-/// the final `reject`; an allowlisted IPv6 destination times out and
-/// inbound IPv6 gets "No route to host". Accepting
-/// `icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }` before the
-/// rejects fixes both.
+/// Regression test: moat's first ruleset rejected neighbour solicitations
+/// and advertisements (neither `oif lo` nor `ct state established,related`),
+/// so an allowlisted IPv6 destination timed out and inbound IPv6 got "No
+/// route to host". The ruleset now accepts them before the rejects.
 #[test]
 fn ipv6_allowlisted_and_inbound_connections_work() {
     if !kernel_has_ipv6() {
@@ -822,6 +896,99 @@ fn allowlisted_destination_is_reachable_and_nothing_else() {
         env.moat(&["delete", "--force", &id]).assert_ok();
     }
     verify_gone(&leak);
+}
+
+/// Test 4b: DNS to a resolver the operator allowlists (`udp 53`) works: busybox
+/// `nslookup` in the container gets the answer of a tiny responder on the
+/// outside. Under the default policy the same lookup fails, no query
+/// reaches the responder, and the attempt is counted.
+#[test]
+fn dns_to_an_allowlisted_resolver_works() {
+    let env = Env::new();
+    let (a_allow, a_default) = (Addrs::next(), Addrs::next());
+    let pf = policy_file(
+        &env,
+        "dns.toml",
+        &format!("[egress]\nallow = [\"{}/32 udp 53\"]\n", a_allow.outside()),
+    );
+    let b_allow = env.bundle(&["sleep", "300"]);
+    let b_default = env.bundle(&["sleep", "300"]);
+    let id_allow = env.id("eg-dns");
+    let id_default = env.id("eg-dns-default");
+    let leak_allow = env.leak_check(&id_allow);
+    let leak_default = env.leak_check(&id_default);
+    // The A record each responder hands out.
+    let answer = |a: &Addrs| Ipv4Addr::new(10, 231, a.x, 99);
+    // `nslookup` output: the addresses of the answer section (the lines
+    // after "Name:"; the server's own address comes before it).
+    let answers = |out: &Out| -> Vec<String> {
+        out.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("Name:"))
+            .filter_map(|l| l.strip_prefix("Address:"))
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    {
+        let _g1 = start_with(&env, &["--policy", &pf], &b_allow, &id_allow);
+        let _g2 = start_with(&env, &[], &b_default, &id_default);
+
+        // Allowlisted: the lookup is answered.
+        let mut net = Net::with(a_allow, init_pid(&env, &id_allow), false);
+        let dns = net.dns_server(53, answer(&a_allow));
+        let script = format!(
+            "timeout 20 nslookup moat.test {} 2>&1; echo \"NS=$?\"",
+            net.outside
+        );
+        let out = exec_sh(&env, &id_allow, &script);
+        out.assert_ok();
+        assert_eq!(exit_of(&out, "NS"), "0", "lookup failed:\n{out}");
+        assert_eq!(
+            answers(&out),
+            vec![answer(&a_allow).to_string()],
+            "nslookup did not print the responder's answer:\n{out}"
+        );
+        assert!(net.hits(dns) >= 1, "the responder saw no query:\n{out}");
+        assert_eq!(
+            blocked(&env, &id_allow).0,
+            0,
+            "allowlisted DNS traffic was counted as blocked"
+        );
+
+        // Default policy: no query leaves the container.
+        let mut net_default = Net::with(a_default, init_pid(&env, &id_default), false);
+        let dns_default = net_default.dns_server(53, answer(&a_default));
+        let before = blocked(&env, &id_default).0;
+        let script = format!(
+            "timeout 20 nslookup moat.test {} 2>&1; echo \"NS=$?\"",
+            net_default.outside
+        );
+        let out = exec_sh(&env, &id_default, &script);
+        out.assert_ok();
+        assert_ne!(exit_of(&out, "NS"), "0", "lookup succeeded:\n{out}");
+        assert!(
+            !out.stdout.contains(&answer(&a_default).to_string()),
+            "the container got the answer:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            net_default.hits(dns_default),
+            0,
+            "the responder received a query under the default policy:\n{out}"
+        );
+        let after = blocked(&env, &id_default).0;
+        assert!(
+            after > before,
+            "blockedPackets did not grow ({before} -> {after}):\n{out}"
+        );
+
+        net.close();
+        net_default.close();
+        env.moat(&["delete", "--force", &id_allow]).assert_ok();
+        env.moat(&["delete", "--force", &id_default]).assert_ok();
+    }
+    verify_gone(&leak_allow);
+    verify_gone(&leak_default);
 }
 
 /// Test 5a: The annotation `moat.dev/egress-allow` narrows the operator's

@@ -5,8 +5,9 @@
 //! (exfiltration, command and control, lateral movement). Every new
 //! outbound connection is refused unless an allowlist entry matches, while
 //! loopback and replies to inbound connections keep working. Refused
-//! connections fail fast in the application (TCP reset: ECONNREFUSED;
-//! ICMP admin-prohibited: EHOSTUNREACH/ECONNREFUSED), and are counted.
+//! connections fail fast in the application (TCP: a reset, so
+//! ECONNREFUSED; UDP and ICMP: the send itself fails with EPERM, as the
+//! packet is rejected on its way out), and are counted.
 //!
 //! Why the `nft` binary fed with a ruleset, and not a netlink crate:
 //! `rustables` is GPL-3.0 (incompatible with Apache-2.0); `nftnl` needs
