@@ -19,6 +19,12 @@
 //! container with `moat exec … sh -c` (busybox `nc` for TCP, busybox `tftp`
 //! for UDP: this busybox's `nc` has no `-u`).
 //!
+//! One test plays CNI instead: it makes a pod-style namespace
+//! `moat-eg-cni-<pid>-<n>` with `ip netns add` ([`PodNetns`]) and wires it
+//! to the outside the same way before the container exists, then hands
+//! moat its `/var/run/netns/…` path in config.json, as containerd does for
+//! a pod sandbox.
+//!
 //! Network rule: traffic only ever goes to loopback or to the addresses of
 //! the test's own namespaces and veth pairs. Nothing touches the host's
 //! network namespace, routes or firewall. Every outside namespace (which
@@ -329,7 +335,8 @@ struct Net {
     /// Set when the topology has IPv6 addresses.
     inside6: Option<Ipv6Addr>,
     outside6: Option<Ipv6Addr>,
-    /// The container's network namespace (`/proc/<pid>/ns/net`).
+    /// The container's network namespace (`/proc/<pid>/ns/net`, or the
+    /// `/var/run/netns/<name>` of a [`PodNetns`]).
     container_ns: PathBuf,
     servers: Vec<Server>,
     deleted: bool,
@@ -346,9 +353,16 @@ impl Net {
     /// off on the container's veth end, so that no router solicitation or
     /// MLD report lands in moat's `blocked` counter.
     fn with(addrs: Addrs, pid: i32, ipv6: bool) -> Net {
+        let container_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        Net::with_ns(addrs, container_ns, &pid.to_string(), ipv6)
+    }
+
+    /// [`Net::with`] for any network namespace: `container_ns` is a file
+    /// of it (for setns and nsenter), `target` what `ip link set … netns`
+    /// takes for it (a pid, or an `ip netns` name).
+    fn with_ns(addrs: Addrs, container_ns: PathBuf, target: &str, ipv6: bool) -> Net {
         let Addrs { n, x } = addrs;
         let name = format!("moat-eg-{}-{n}", std::process::id());
-        let container_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         assert!(
             container_ns.exists(),
             "{} does not exist",
@@ -369,7 +383,6 @@ impl Net {
             servers: Vec::new(),
             deleted: false,
         };
-        let pid_s = pid.to_string();
         let ns_arg = format!("--net={}", container_ns.display());
         let inside_cmd = |args: &[&str]| {
             let mut v = vec![ns_arg.as_str(), "ip"];
@@ -385,7 +398,7 @@ impl Net {
         );
         must(
             "ip",
-            &["-n", &name, "link", "set", INSIDE_IF, "netns", &pid_s],
+            &["-n", &name, "link", "set", INSIDE_IF, "netns", target],
         );
 
         let v6_knob = format!("/proc/sys/net/ipv6/conf/{INSIDE_IF}/disable_ipv6");
@@ -509,6 +522,61 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+/// A network namespace made the way a CNI runtime makes a pod's: `ip netns
+/// add moat-eg-cni-<pid>-<n>` (pinned at `/var/run/netns/<name>`), loopback
+/// up. It belongs to the test, not to moat: dropping it deletes it, also
+/// on failure.
+struct PodNetns {
+    name: String,
+    deleted: bool,
+}
+
+impl PodNetns {
+    fn new(n: usize) -> PodNetns {
+        let name = format!("moat-eg-cni-{}-{n}", std::process::id());
+        // Stale one from a crashed earlier run with the same pid.
+        let _ = run_cmd("ip", &["netns", "del", &name]);
+        must("ip", &["netns", "add", &name]);
+        let pod = PodNetns {
+            name,
+            deleted: false,
+        };
+        must("ip", &["-n", &pod.name, "link", "set", "lo", "up"]);
+        pod
+    }
+
+    /// The path a CRI runtime puts in the spec.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    /// Is the pin still there, as a namespace mount?
+    fn exists(&self) -> bool {
+        let pin = PathBuf::from(format!("/run/netns/{}", self.name));
+        let needle = format!(" {} ", pin.display());
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(&needle) && l.contains(" nsfs "))
+    }
+
+    /// Deletes the namespace now and checks it is gone.
+    fn close(mut self) {
+        self.deleted = true;
+        must("ip", &["netns", "del", &self.name]);
+        assert!(!self.exists(), "pod namespace {} still pinned", self.name);
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        if !self.deleted {
+            self.deleted = true;
+            let _ = run_cmd("ip", &["netns", "del", &self.name]);
+        }
     }
 }
 
@@ -1419,4 +1487,308 @@ fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
         env.moat(&["delete", "--force", &id1]).assert_ok();
     }
     verify_gone(&leak1);
+}
+
+/// Test 10: A pod network namespace made by CNI and given by path (as
+/// containerd does for a pod sandbox) gets moat's rules at create: the
+/// test makes it with `ip netns add`, wires it to the outside and gives it
+/// its addresses before moat sees it. Egress from the container is refused
+/// fast and counted; deleting the container leaves nothing of moat's, and
+/// the namespace (the pod's, not moat's) is left to its owner.
+#[test]
+fn cni_style_netns_path_gets_the_rules() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let pod = PodNetns::new(addrs.n);
+    let pod_path = pod.path();
+    // CNI's part: a veth pair to the outside, addresses on both ends.
+    let mut net = Net::with_ns(addrs, pod_path.clone(), &pod.name, false);
+    let srv = net.tcp_server(false, 8080, "hello\n");
+    // Before moat: no table, and the outside answers from the pod netns,
+    // so a refusal later is moat's and not a broken topology.
+    assert!(
+        moat_table(&pod_path).is_none(),
+        "a fresh namespace has a moat table"
+    );
+    let dest = SocketAddr::new(net.outside.into(), 8080);
+    let got = in_netns(&pod_path, move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&dest, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    assert_eq!(
+        got.as_ref().map(|t| t.trim()).ok(),
+        Some("hello"),
+        "the outside server is not reachable from the pod namespace before moat: {got:?}"
+    );
+    let hits_before = net.hits(srv);
+
+    let mut b = env.bundle(&["sleep", "300"]);
+    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = json!(pod_path.display().to_string());
+        }
+    }
+    b.write();
+    let id = env.id("eg-cni");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+        let (ok, table) = run_cmd(
+            "ip",
+            &[
+                "netns", "exec", &pod.name, "nft", "list", "table", "inet", "moat",
+            ],
+        );
+        assert!(
+            ok,
+            "no moat table in the pod namespace after create:\n{table}"
+        );
+        for want in [
+            "chain output",
+            "type filter hook output",
+            "oif \"lo\" accept",
+            "reject with tcp reset",
+            "admin-prohibited",
+        ] {
+            assert!(table.contains(want), "ruleset lacks {want:?}:\n{table}");
+        }
+        assert!(
+            !netns_pin(&leak).exists(),
+            "moat pinned a namespace of its own for a container given one by path"
+        );
+        env.moat(&["start", &id]).assert_ok();
+        env.wait_status(&id, "running", Duration::from_secs(10));
+        let pid = init_pid(&env, &id);
+        let ino = |p: &str| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        assert_eq!(
+            ino(&format!("/proc/{pid}/ns/net")).unwrap(),
+            ino(pod_path.to_str().unwrap()).unwrap(),
+            "the container is not in the pod namespace"
+        );
+        assert_eq!(blocked(&env, &id).0, 0, "counter not zero before any probe");
+
+        let start = Instant::now();
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        let took = start.elapsed();
+        out.assert_ok();
+        assert_ne!(exit_of(&out, "NC"), "0", "egress connect succeeded:\n{out}");
+        assert!(
+            out.stdout.contains("Connection refused"),
+            "expected a fast ECONNREFUSED from moat's reset:\n{out}"
+        );
+        assert!(!out.stdout.contains("hello"), "{out}");
+        assert!(
+            took < FAST,
+            "refusal took {took:?} (exec included), expected < {FAST:?}:\n{out}"
+        );
+        assert_eq!(net.hits(srv), hits_before, "the outside server was reached");
+        let (packets, bytes) = blocked(&env, &id);
+        assert!(packets >= 1, "blockedPackets = {packets}");
+        assert!(bytes >= 40, "blockedBytes = {bytes} for {packets} packets");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+    // The namespace is the pod's: moat neither deleted nor unpinned it,
+    // and its rules stay for the pod's other containers.
+    assert!(
+        pod.exists(),
+        "deleting the container removed the pod namespace {}",
+        pod.name
+    );
+    assert!(
+        moat_table(&pod_path).is_some(),
+        "deleting the container removed the rules from the pod namespace"
+    );
+    net.close();
+    pod.close();
+}
+
+/// The host's `nft` and the directories of every library it loads (as
+/// `ldd` resolves them, the ELF interpreter included): what a container
+/// needs bind-mounted to run it.
+fn nft_bind_sources() -> Vec<PathBuf> {
+    let nft = PathBuf::from("/usr/sbin/nft");
+    assert!(nft.is_file(), "{} is missing", nft.display());
+    let ldd = must("ldd", &[nft.to_str().unwrap()]);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x…)"; vdso has no file.
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            assert!(!line.contains("not found"), "ldd: {line}");
+            continue;
+        };
+        let dir = Path::new(path).parent().unwrap().to_path_buf();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    assert!(
+        dirs.iter()
+            .any(|d| d.starts_with("/lib64") || d.starts_with("/lib")),
+        "ldd found no system library directory for nft:\n{ldd}"
+    );
+    let mut v = vec![nft];
+    v.extend(dirs);
+    v
+}
+
+/// Test 11: Container root holding CAP_NET_ADMIN runs the real `nft` (the
+/// host's binary and libraries, bind-mounted read-only): `nft list
+/// ruleset` and `nft flush ruleset` both fail with EPERM from the kernel's
+/// nfnetlink (the namespace belongs to the host's user namespace), and the
+/// rules and the refusal are unchanged afterwards.
+#[test]
+fn nft_flush_ruleset_from_inside_fails_even_with_cap_net_admin() {
+    let env = Env::new();
+    let mut caps: Vec<String> = ALLOWLIST.iter().map(|s| s.to_string()).collect();
+    caps.push("CAP_NET_ADMIN".into());
+    let pf = policy_file(
+        &env,
+        "netadmin.toml",
+        &format!("[capabilities]\nallow = {}\n", toml_list(&caps)),
+    );
+    let mut b = env.bundle(&["sleep", "300"]);
+    let caps_ref: Vec<&str> = caps.iter().map(String::as_str).collect();
+    b.set_capabilities(&caps_ref);
+    // The root is read-only: mount points are made in the bundle's own
+    // copy of the rootfs (new entries; the cached rootfs is untouched).
+    let sources = nft_bind_sources();
+    for src in &sources {
+        let dest = b.rootfs().join(src.strip_prefix("/").unwrap());
+        if src.is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else {
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::write(&dest, b"").unwrap();
+        }
+        b.add_mount(json!({
+            "destination": src,
+            "type": "bind",
+            "source": src,
+            "options": ["rbind", "ro"]
+        }));
+    }
+    let id = env.id("eg-nft");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &["--policy", &pf], &b, &id);
+        let pid = init_pid(&env, &id);
+        let mut net = Net::new(pid, false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let table_before = moat_table(&net.container_ns).expect("moat table");
+
+        // Each command: its exit code as TAG=, its output on one line as
+        // TAG_OUT=.
+        let run = |tag: &str, cmd: &str| {
+            format!(
+                "out=$({cmd} 2>&1); rc=$?; echo \"{tag}=$rc\"; \
+                 echo \"{tag}_OUT=$(echo \"$out\" | tr '\\n' ' ')\"; "
+            )
+        };
+        let script = format!(
+            "grep CapEff /proc/self/status | sed 's/:[[:space:]]*/=/'; {}{}{}{}",
+            run("VERSION", "nft --version"),
+            run("LIST", "nft list ruleset"),
+            run("FLUSH", "nft flush ruleset"),
+            run("DELETE", "nft delete table inet moat"),
+        );
+        let out = exec_sh(&env, &id, &script);
+        out.assert_ok();
+        let got = kv(&out.stdout);
+        let eff = u64::from_str_radix(got.get("CapEff").map(String::as_str).unwrap_or("0"), 16)
+            .unwrap_or(0);
+        assert_ne!(
+            eff & CAP_NET_ADMIN,
+            0,
+            "the probing shell lacks CAP_NET_ADMIN; the test proves nothing:\n{out}"
+        );
+        let field = |k: &str| got.get(k).cloned().unwrap_or_default();
+        assert!(
+            field("VERSION") == "0" && field("VERSION_OUT").starts_with("nftables v"),
+            "nft does not run in the container: fix the bind list {sources:?}\n{out}"
+        );
+        for tag in ["LIST", "FLUSH", "DELETE"] {
+            let text = field(&format!("{tag}_OUT"));
+            // 1 is nft's NFT_EXIT_FAILURE (the kernel said no); a netlink
+            // socket that cannot be opened (seccomp) exits 3 and says
+            // "Unable to initialize Netlink socket".
+            assert_eq!(
+                field(tag),
+                "1",
+                "{tag}: expected nft to fail with the kernel's EPERM:\n{out}"
+            );
+            assert!(
+                text.contains("Operation not permitted") && !text.contains("Unable to initialize"),
+                "{tag}: not a netlink EPERM:\n{out}"
+            );
+        }
+
+        // From the host: the rules are all there, and still refuse.
+        let table_after = moat_table(&net.container_ns).expect("moat table gone");
+        let strip = |t: &str| {
+            t.lines()
+                .filter(|l| !l.contains("packets"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip(&table_before), strip(&table_after), "rules changed");
+        let arg = format!("--net=/proc/{pid}/ns/net");
+        let listed = must("nsenter", &[&arg, "nft", "list", "table", "inet", "moat"]);
+        assert!(
+            listed.contains("chain output") && listed.contains("reject with tcp reset"),
+            "{listed}"
+        );
+        let before = blocked(&env, &id).0;
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("Connection refused"), "{out}");
+        assert_eq!(net.hits(srv), 0, "the outside server was reached");
+        assert!(blocked(&env, &id).0 > before, "the refusal was not counted");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
+
+/// A container must never run under egress rules other than the ones its
+/// own policy asks for: joining a network namespace whose `inet moat` table
+/// was made for another allowlist (or by someone else) is refused, and the
+/// refusal leaves nothing behind. No traffic is sent.
+#[test]
+fn joining_a_namespace_with_foreign_rules_is_refused() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let pod = PodNetns::new(addrs.n);
+    let pod_path = pod.path();
+    must(
+        "ip",
+        &[
+            "netns", "exec", &pod.name, "nft", "add", "table", "inet", "moat",
+        ],
+    );
+    let mut b = env.bundle(&["sleep", "300"]);
+    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = json!(pod_path.display().to_string());
+        }
+    }
+    b.write();
+    let id = env.id("eg-foreign");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["create", "--bundle", b.path(), &id])
+            .assert_fails_with("different egress policy");
+    }
+    leak.verify();
+    pod.close();
 }

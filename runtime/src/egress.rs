@@ -262,6 +262,32 @@ pub fn parse_list<S: AsRef<str>>(entries: &[S]) -> Result<Vec<AllowRule>, ParseE
     entries.iter().map(|e| e.as_ref().trim().parse()).collect()
 }
 
+/// A fingerprint of an allowlist, stored in the table as the name of an
+/// (unused) counter, so a container joining a network namespace can tell
+/// whether the rules there are the ones its own policy asks for. (nft 1.0.6
+/// accepts table comments but does not list them.)
+pub fn fingerprint(allow: &[AllowRule]) -> String {
+    let mut entries: Vec<String> = allow.iter().map(|r| r.to_string()).collect();
+    entries.sort();
+    entries.dedup();
+    // FNV-1a 64: a fingerprint, not a secret.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in entries.join(";").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("policy_{h:016x}")
+}
+
+/// The fingerprint in `nft list table` output, if any.
+pub fn parse_fingerprint(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "counter" && w[1].starts_with("policy_"))
+        .map(|w| w[1].to_string())
+}
+
 /// The ruleset for one network namespace. Idempotent to apply: it creates
 /// the table, flushes it, and fills it, in one nft transaction.
 pub fn ruleset(allow: &[AllowRule]) -> String {
@@ -269,6 +295,7 @@ pub fn ruleset(allow: &[AllowRule]) -> String {
     out.push_str(&format!("table inet {TABLE} {{}}\n"));
     out.push_str(&format!("flush table inet {TABLE}\n"));
     out.push_str(&format!("table inet {TABLE} {{\n"));
+    out.push_str(&format!("\tcounter {} {{}}\n", fingerprint(allow)));
     out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
     out.push_str("\tchain output {\n");
     out.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
@@ -388,6 +415,21 @@ mod tests {
         assert!(text.find("udp dport").unwrap() < text.find("reject").unwrap());
         // Re-applying flushes first.
         assert!(text.starts_with("table inet moat {}\nflush table inet moat\n"));
+    }
+
+    #[test]
+    fn fingerprint_ignores_order_and_spelling() {
+        let a = fingerprint(&[rule("10.0.0.0/8 tcp 80"), rule("192.0.2.1")]);
+        let b = fingerprint(&[rule("192.0.2.1/32"), rule("10.0.0.0/8 tcp 80")]);
+        assert_eq!(a, b);
+        assert_ne!(a, fingerprint(&[rule("10.0.0.0/8 tcp 81")]));
+        assert_ne!(a, fingerprint(&[]));
+        let text = ruleset(&[rule("192.0.2.1")]);
+        assert_eq!(
+            parse_fingerprint(&text),
+            Some(fingerprint(&[rule("192.0.2.1")]))
+        );
+        assert_eq!(parse_fingerprint("table inet moat {\n}"), None);
     }
 
     #[test]

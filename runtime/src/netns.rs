@@ -173,12 +173,17 @@ pub fn apply(netns: &Path, ruleset: &str) -> Result<(), NetnsError> {
 /// Does the namespace already carry moat's table? (Containers sharing a
 /// network namespace, e.g. a pod, install it once.)
 pub fn has_table(netns: &Path) -> bool {
+    table(netns).is_some()
+}
+
+/// The text of moat's table in the namespace, if it has one.
+pub fn table(netns: &Path) -> Option<String> {
     nft_in(
         netns,
         &["list", "table", "inet", crate::egress::TABLE],
         None,
     )
-    .is_ok()
+    .ok()
 }
 
 /// Blocked connection attempts counted in the namespace: (packets, bytes).

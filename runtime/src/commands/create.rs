@@ -478,9 +478,19 @@ fn install_egress(
             ));
         }
         Some(path) => {
-            if moat::netns::has_table(&path) {
+            if let Some(existing) = moat::netns::table(&path) {
+                // Containers sharing a namespace share its rules, so they
+                // must share the egress policy: never run a container under
+                // rules other than the ones its own policy asks for.
+                let ours = moat::egress::fingerprint(&allow);
+                if moat::egress::parse_fingerprint(&existing).as_deref() != Some(ours.as_str()) {
+                    bail!(
+                        "the network namespace {} already carries egress rules for a different egress policy; containers sharing a network namespace must share egress.allow (and its moat.dev/egress-allow annotation)",
+                        path.display()
+                    );
+                }
                 report.notes.push(format!(
-                    "egress: the joined network namespace {} already carries moat's rules",
+                    "egress: the joined network namespace {} already carries moat's rules for this egress policy",
                     path.display()
                 ));
             } else {
