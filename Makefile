@@ -17,12 +17,17 @@ endif
 CARGO ?= cargo
 MOAT_CACHE ?= /var/cache/moat
 
-.PHONY: all build setup register image demo test lint clean
+.PHONY: all build probe setup register image demo test lint clean
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+# The probe program of `moat selftest`, static so it runs in any rootfs.
+probe:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p moat-probe --target-dir target/probe
+	install -D -m 755 target/probe/release/moat-probe /usr/local/lib/moat/moat-probe
 
 setup:
 	bash hack/setup.sh
@@ -34,12 +39,12 @@ register: setup build
 image: setup
 	bash hack/docker-image.sh
 
-demo: setup build
+demo: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
 	bash hack/demo.sh
 
-test: setup build
+test: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
 	bash hack/test.sh

@@ -66,6 +66,8 @@ enum Cmd {
     Report(commands::report::ReportArgs),
     /// Print the count of blocked outbound connection attempts.
     Egress(commands::egress::EgressArgs),
+    /// Run the escape and abuse probes under moat (and runc) and print a verdict.
+    Selftest(commands::selftest::SelftestArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Cmd::Explain(a) => commands::explain::explain(&ctx, a),
         Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
         Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
+        Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
     }
     .context("moat");
     match result {

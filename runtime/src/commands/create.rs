@@ -280,6 +280,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("libcontainer could not create container {id}"))?;
 
+    if let Some(pid) = container.pid() {
+        seal_cgroupfs(pid)?;
+    }
     guard.armed = false;
     if prepared.mode == RootfsMode::Unshifted {
         tracing::warn!(id, "rootfs is not idmapped; see the report");
@@ -583,4 +586,64 @@ fn mount_private_sysfs(path: &Path) -> Result<()> {
         None::<&str>,
     )
     .with_context(|| format!("cannot mount sysfs at {}", path.display()))
+}
+
+/// libcontainer 0.7 mounts cgroup v1 hierarchies read-write whatever the
+/// spec says, under a writable tmpfs with no size limit, owned by container
+/// root (found by the isolation probes). Before the container starts, moat
+/// enters its mount namespace and remounts /sys/fs/cgroup and everything
+/// below it read-only. A forked child does it, so moat's own mount
+/// namespace never changes. (Errors go to stderr from the child, which
+/// has no logger of its own.)
+fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{setns, CloneFlags};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let ns = fs::File::open(format!("/proc/{init}/ns/mnt"))
+        .context("cannot open the container's mount namespace")?;
+    // Read from the host: inside, /proc belongs to a pid namespace moat's
+    // child is not in, so /proc/self does not resolve there.
+    let text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
+        .context("cannot read the container's mount table")?;
+    let mut points: Vec<PathBuf> = rootfs::parse_mountinfo(&text)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with("/sys/fs/cgroup"))
+        .collect();
+    points.dedup();
+    // SAFETY: single-threaded; the child only calls setns, reads a file,
+    // mounts and exits.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            let ok = (|| -> Option<()> {
+                setns(&ns, CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| eprintln!("moat: enter the container's mount namespace: {e}"))
+                    .ok()?;
+                for p in &points {
+                    mount(
+                        None::<&str>,
+                        p.as_path(),
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT
+                            | MsFlags::MS_BIND
+                            | MsFlags::MS_RDONLY
+                            | MsFlags::MS_NOSUID
+                            | MsFlags::MS_NODEV
+                            | MsFlags::MS_NOEXEC,
+                        None::<&str>,
+                    )
+                    .map_err(|e| eprintln!("moat: remount {} read-only: {e}", p.display()))
+                    .ok()?;
+                }
+                Some(())
+            })();
+            // SAFETY: leaving a fork child.
+            unsafe { libc::_exit(if ok.is_some() { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            other => bail!("cannot make the container's cgroupfs read-only ({other:?})"),
+        },
+    }
 }

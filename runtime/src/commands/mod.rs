@@ -22,6 +22,7 @@ pub mod ps;
 pub mod report;
 pub mod resume;
 pub mod run;
+pub mod selftest;
 pub mod spec;
 pub mod start;
 pub mod state;
