@@ -56,4 +56,7 @@ if "$DOCKER" run --rm --runtime=moat --privileged "$IMAGE" true 2>"$work/err"; t
 fi
 sed 's/^/  /' "$work/err"
 
+banner "5. moat selftest: escape and abuse probes under moat and runc"
+"$MOAT" selftest --probe /usr/local/lib/moat/moat-probe || die "moat selftest failed"
+
 banner "demo done"
