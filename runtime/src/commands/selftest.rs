@@ -2,7 +2,8 @@
 //! rootfs holding the probe program (`moat-probe`, built statically from
 //! integration/probes), runs every probe in a container under moat and, when
 //! runc is installed, under runc as a baseline, and prints a table and a
-//! verdict. Exits non-zero if any probe that moat must block was allowed.
+//! verdict. Exits non-zero if any probe that moat must block was allowed,
+//! or any must-work probe (file I/O, threads, loopback, signals) broke.
 //!
 //! Safe on a production node: the probes only attempt harmless forms of
 //! each attack, and everything is created under a temporary directory and
@@ -240,14 +241,20 @@ pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
 
     // Only an attack that worked fails the verdict; a probe that could not
     // run here (missing precondition, e.g. no egress target) is listed.
+    // A "works" probe (ordinary file I/O, threads, loopback, signals) that
+    // broke fails the verdict too: a sandbox that breaks software gets
+    // switched off.
     let failures: Vec<&String> = rows
         .iter()
-        .filter(|(_, r)| r.expect == "blocked" && r.moat == "allowed")
+        .filter(|(_, r)| {
+            (r.expect == "blocked" && r.moat == "allowed")
+                || (r.expect == "works" && r.moat != "allowed")
+        })
         .map(|(n, _)| n)
         .collect();
     let not_run: Vec<&String> = rows
         .iter()
-        .filter(|(_, r)| r.moat != "blocked" && r.moat != "allowed")
+        .filter(|(_, r)| r.expect != "works" && r.moat != "blocked" && r.moat != "allowed")
         .map(|(n, _)| n)
         .collect();
     if args.json {
@@ -310,10 +317,12 @@ pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
             );
         }
         if failures.is_empty() {
-            println!("verdict: PASS: no probe moat must block got through");
+            println!(
+                "verdict: PASS: no probe moat must block got through, and ordinary work works"
+            );
         } else {
             println!(
-                "verdict: FAIL: moat allowed {}",
+                "verdict: FAIL: {} (a must-block probe got through, or a must-work probe broke)",
                 failures
                     .iter()
                     .map(|s| s.as_str())
