@@ -5,6 +5,8 @@
 //! moat-probe list                   JSON array of {probe, threat, expect}
 //! moat-probe run [NAME...] [OPTIONS] one JSON object per line:
 //!     {"probe", "threat", "expect", "outcome": blocked|allowed|error, "detail"}
+//!     expect: "blocked" (moat must block it), "any", or "works" (a
+//!     must-work probe: "allowed" means ordinary work works)
 //! options:
 //!     --egress-target IP:PORT    an address the caller owns (T18)
 //!     --egress-expect-listener   something listens there
@@ -144,6 +146,10 @@ fn main() -> ExitCode {
             },
             Err(e) => usage_error(&e),
         },
+        Some(cmd) if cmd == probes::EXEC_COMMAND => {
+            probes::print_exec_token();
+            ExitCode::SUCCESS
+        }
         Some(cmd) if cmd == probes::EUID_COMMAND => {
             probes::print_euid();
             ExitCode::SUCCESS

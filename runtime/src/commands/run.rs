@@ -10,14 +10,7 @@ use super::create::{create_container, CreateOpts};
 use super::{remove_moat_state, Ctx};
 
 pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
-    // Block signals before the container exists so none is lost: they are
-    // forwarded to the container's init once it runs.
     let signals = SigSet::all();
-    if !args.detach {
-        signals
-            .thread_block()
-            .context("cannot block signals for forwarding")?;
-    }
     let mut container = create_container(
         ctx,
         &CreateOpts {
@@ -30,6 +23,14 @@ pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
             detach: args.detach,
         },
     )?;
+    // Block signals for forwarding only now: the container's init was
+    // forked during create and must not inherit a blocked mask (its
+    // workload would never see SIGTERM or its own signals).
+    if !args.detach {
+        signals
+            .thread_block()
+            .context("cannot block signals for forwarding")?;
+    }
     let root = ctx.root()?;
     let policy = ctx.policy()?;
     let started = container

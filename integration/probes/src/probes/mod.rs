@@ -14,8 +14,10 @@ mod net;
 mod procsys;
 mod resources;
 mod syscalls;
+mod works;
 
 pub use identity::{print_euid, EUID_COMMAND};
+pub use works::{print_exec_token, EXEC_COMMAND};
 
 /// What the caller passed on the command line.
 #[derive(Debug, Clone)]
@@ -43,11 +45,15 @@ impl Default for Ctx {
     }
 }
 
-/// Whether moat must block a probe's attack.
+/// Whether moat must block a probe's attack, or must let ordinary work
+/// (the probe's "allowed") through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     Blocked,
     Any,
+    /// A must-work probe: "allowed" means the ordinary thing works;
+    /// "blocked" or "error" means the sandbox broke it.
+    Works,
 }
 
 impl Expect {
@@ -55,6 +61,7 @@ impl Expect {
         match self {
             Expect::Blocked => "blocked",
             Expect::Any => "any",
+            Expect::Works => "works",
         }
     }
 }
@@ -84,9 +91,29 @@ const fn any(name: &'static str, threat: &'static str, run: fn(&Ctx) -> Outcome)
     }
 }
 
+/// A must-work probe. The threat is the mitigation that, over-reaching,
+/// would break it.
+const fn works(name: &'static str, threat: &'static str, run: fn(&Ctx) -> Outcome) -> Probe {
+    Probe {
+        name,
+        threat,
+        expect: Expect::Works,
+        run,
+    }
+}
+
 /// Every probe, in the order `run` runs them (the resource probes last).
 pub fn all() -> Vec<Probe> {
     vec![
+        // Must work: ordinary software the hardening must not break (first,
+        // so the attacks and the fork bomb cannot disturb them).
+        works("work_tmp_file_io", "T5", works::tmp_file_io),
+        works("work_threads", "T4", works::threads),
+        works("work_loopback_tcp", "T18", works::loopback_tcp),
+        works("work_signals", "T4", works::signals),
+        works("work_fork_exec", "T2", works::fork_exec),
+        works("work_pipes_and_poll", "T4", works::pipes_and_poll),
+        works("work_dev_null_urandom", "T6", works::dev_null_urandom),
         // T1: capabilities outside the allowlist.
         p("cap_raw_socket", "T1", caps::raw_socket),
         p("cap_packet_socket", "T1", caps::packet_socket),
@@ -258,6 +285,45 @@ mod tests {
         ];
         for p in &probes {
             assert!(known.contains(&p.threat), "{}: {}", p.name, p.threat);
+        }
+    }
+
+    #[test]
+    fn must_work_probes_are_there_and_named_work() {
+        let probes = all();
+        for name in [
+            "work_tmp_file_io",
+            "work_threads",
+            "work_loopback_tcp",
+            "work_signals",
+            "work_fork_exec",
+            "work_pipes_and_poll",
+        ] {
+            let p = probes.iter().find(|p| p.name == name).expect(name);
+            assert_eq!(p.expect, Expect::Works, "{name}");
+        }
+        for p in &probes {
+            assert_eq!(
+                p.name.starts_with("work_"),
+                p.expect == Expect::Works,
+                "{}: must-work probes, and only they, are named work_*",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn must_work_probes_work_here() {
+        // Outside any sandbox (the test host) ordinary work works. Not
+        // work_fork_exec: it execs the running binary, here the test
+        // harness, which knows no probe subcommand.
+        let ctx = Ctx::default();
+        for p in all()
+            .iter()
+            .filter(|p| p.expect == Expect::Works && p.name != "work_fork_exec")
+        {
+            let o = (p.run)(&ctx);
+            assert_eq!(o.label(), "allowed", "{}: {}", p.name, o.detail());
         }
     }
 }
