@@ -2,7 +2,7 @@
 //! any workload profile. Pure functions over `LinuxSeccomp`.
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
     LinuxSeccompOperator, LinuxSyscall,
 };
 
@@ -92,9 +92,25 @@ const EPERM: u32 = libc::EPERM as u32;
 #[error("embedded seccomp profile configs/seccomp/default.json is invalid: {0}")]
 pub struct ProfileError(#[from] serde_json::Error);
 
-/// The default profile with moat's always-denied rules applied.
+/// The architectures the filter is built for on this host: the native one
+/// and its 32-bit companions. Every listed architecture makes libseccomp
+/// build (and the kernel run) another branch of the filter; the benchmark
+/// measured ~39 ms per container for the two foreign ones.
+pub fn native_architectures() -> Vec<Arch> {
+    if cfg!(target_arch = "x86_64") {
+        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+    } else if cfg!(target_arch = "aarch64") {
+        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+    } else {
+        vec![Arch::ScmpArchNative]
+    }
+}
+
+/// The default profile with moat's always-denied rules applied, built for
+/// this host's architectures.
 pub fn default_profile() -> Result<LinuxSeccomp, ProfileError> {
-    let base: LinuxSeccomp = serde_json::from_str(DEFAULT_PROFILE_JSON)?;
+    let mut base: LinuxSeccomp = serde_json::from_str(DEFAULT_PROFILE_JSON)?;
+    base.set_architectures(Some(native_architectures()));
     let mut scratch = Report::default();
     Ok(enforce_always_denied(base, &mut scratch))
 }
@@ -421,6 +437,16 @@ mod tests {
             .unwrap()
             .iter()
             .any(|r| r.names() == &["clone"] && allows(r.action())));
+    }
+
+    #[test]
+    fn default_profile_is_built_for_this_host_only() {
+        let p = default_profile().unwrap();
+        let archs = p.architectures().clone().unwrap();
+        assert_eq!(archs, native_architectures());
+        if cfg!(target_arch = "x86_64") {
+            assert!(!archs.contains(&Arch::ScmpArchAarch64));
+        }
     }
 
     #[test]
