@@ -580,3 +580,29 @@ fn moat_killed_mid_create_is_cleaned_up_by_delete_force() {
         failures.join("\n\n")
     );
 }
+
+/// CVE-2024-21626's shape: a bundle whose cwd is a descriptor path under
+/// /proc (a runtime's leaked fd of a host directory). Refused before
+/// anything is created, for create and run, and for exec --cwd.
+#[test]
+fn cwd_under_proc_is_refused() {
+    let env = Env::new();
+    for cwd in ["/proc/self/fd/7", "/proc/self/cwd", "/proc/1/root"] {
+        let mut b = env.bundle(&["true"]);
+        b.config["process"]["cwd"] = json!(cwd);
+        b.write();
+        assert_refused(&env, &b, "refused by moat rule cwd");
+    }
+    let b = env.bundle(&["sleep", "30"]);
+    let id = env.id("cwd-exec");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+        env.moat(&["start", &id]).assert_ok();
+        env.moat(&["exec", "--cwd", "/proc/self/fd/5", &id, "pwd"])
+            .assert_fails_with("refused by moat rule cwd");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}

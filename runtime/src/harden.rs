@@ -175,6 +175,9 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         );
     }
 
+    if let Some(process) = spec.process() {
+        refuse_proc_cwd(process.cwd())?;
+    }
     refuse_privileged(spec, &policy)?;
     refuse_host_namespaces(spec, &policy, facts)?;
     refuse_sensitive_mounts(spec, &policy, facts)?;
@@ -990,4 +993,28 @@ pub fn clamp_pids_limit(requested: Option<i64>, policy: &Policy) -> i64 {
         Some(l) if l > 0 && l <= policy.resources.pids_limit => l,
         _ => policy.resources.pids_limit,
     }
+}
+
+/// Refuses a working directory under /proc: `cwd: /proc/self/fd/N` is how
+/// CVE-2024-21626 reached a runtime's leaked descriptor of a host
+/// directory. No workload needs to start there.
+pub fn refuse_proc_cwd(cwd: &Path) -> Result<(), Refusal> {
+    if !cwd.is_absolute() {
+        return Err(Refusal::new(
+            "cwd",
+            format!("process.cwd {} is not an absolute path", cwd.display()),
+            None,
+        ));
+    }
+    if normalize(cwd).starts_with("/proc") {
+        return Err(Refusal::new(
+            "cwd",
+            format!(
+                "process.cwd {} is under /proc (the shape of CVE-2024-21626)",
+                cwd.display()
+            ),
+            None,
+        ));
+    }
+    Ok(())
 }

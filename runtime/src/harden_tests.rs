@@ -2737,3 +2737,23 @@ fn harden_process_without_capabilities_gets_empty_sets() {
     assert_eq!(lines(&report, Rule::NoNewPrivileges).len(), 1);
     assert!(lines(&report, Rule::Capabilities).is_empty());
 }
+
+#[test]
+fn cwd_under_proc_is_refused() {
+    for cwd in [
+        "/proc/self/fd/7",
+        "/proc/1/cwd",
+        "/tmp/../proc/self/cwd",
+        "relative",
+    ] {
+        let mut v = serde_json::to_value(Spec::default()).unwrap();
+        v["process"]["cwd"] = serde_json::json!(cwd);
+        let s: Spec = serde_json::from_value(v).unwrap();
+        let r = harden(&s, &Policy::default(), &HostFacts::default()).unwrap_err();
+        assert_eq!(r.rule, "cwd", "{cwd}: {r}");
+    }
+    let mut v = serde_json::to_value(Spec::default()).unwrap();
+    v["process"]["cwd"] = serde_json::json!("/srv/app");
+    let s: Spec = serde_json::from_value(v).unwrap();
+    assert!(harden(&s, &Policy::default(), &HostFacts::default()).is_ok());
+}

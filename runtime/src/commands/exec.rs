@@ -264,6 +264,7 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
             p
         }
     };
+    moat::harden::refuse_proc_cwd(process.cwd()).map_err(|r| anyhow!(r))?;
     let mut report = Report::default();
     process = harden_process(&process, &policy, &mut report);
     for c in &report.changes {
