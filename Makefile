@@ -17,7 +17,7 @@ endif
 CARGO ?= cargo
 MOAT_CACHE ?= /var/cache/moat
 
-.PHONY: all build probe setup register image demo test lint clean
+.PHONY: all build probe setup register image demo test bench lint clean
 
 all: build
 
@@ -48,6 +48,12 @@ test: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
 	bash hack/test.sh
+
+# Benchmarks against runc (not a test: numbers go to docs/benchmarks.md).
+bench: setup build
+	bash hack/docker-register.sh
+	bash hack/docker-image.sh
+	bash hack/bench
 
 lint:
 	$(CARGO) fmt --all -- --check
