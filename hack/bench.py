@@ -479,11 +479,11 @@ def report(workdir, out_md, out_png):
                  "`configs/seccomp/default.json`: {d} ms")
     if archs is not None and not foreign:
         arch_what = (f"none expected: this moat already builds its filter for "
-                     f"{', '.join(archs)} only (from its debug log); difference: {{d}} ms")
+                     f"{', '.join(archs)} only (from its debug log); this row − `moat run`: {{dd}} ms")
     fsync_what = "cost of fsync()ing moat's state files on the state root's filesystem ({fs}): {d} ms"
     if nfsync == 0:
         fsync_what = ("none expected: this moat makes no fsync call in `create` (strace); "
-                      "difference: {d} ms")
+                      "this row − `moat run`: {dd} ms")
     abl = [
         ("moat", "`moat run`", "reference"),
         ("moat-noegress", "`moat run`, policy `egress.enabled = false`",
@@ -495,8 +495,8 @@ def report(workdir, out_md, out_png):
          "what is left: {d} ms above runc"),
         ("runc-tmpfsroot", "`runc run`, `--root` on a tmpfs",
          "runc does not fsync; difference to plain runc: {d} ms"),
-        ("runc-moatseccomp", "`runc run` + `configs/seccomp/default.json` as the bundle's profile",
-         "the same 5-architecture profile costs runc {d} ms too: it is libseccomp's filter build, not moat code"),
+        ("runc-moatseccomp", "`runc run` + `configs/seccomp/default.json` (5 architectures) as the bundle's profile",
+         "what building that filter costs runc: {d} ms (libseccomp, not moat code)"),
         ("runc-moatseccomp-x86", "`runc run` + that profile with x86 architectures only",
          "runc with the 3-architecture profile: {d} ms above plain runc"),
     ]
@@ -515,7 +515,7 @@ def report(workdir, out_md, out_png):
         else:
             d = fmt(m_moat - m)
         w(f"| {label} | {spread(lat[n])} | {ratio(m, m_runc)} | "
-          f"{what.format(d=d, fs=meta.get('state_fs', '?'))} |")
+          f"{what.format(d=d, dd=f'{m - m_moat:+.1f}', fs=meta.get('state_fs', '?'))} |")
     w("")
 
     st = {n: ms("startup", n) for n in data["startup"]}
@@ -817,7 +817,8 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
         w(f"- **Seccomp filter build: {fmt(scm)} ms** (section 6). This moat already "
           f"builds its filter for {', '.join(archs)} only (its debug log shows the "
           "architectures it hands to libcontainer), so the x86-only ablation row "
-          f"measures nothing new ({m('moat-x86arch') - m_moat:+.1f} ms, noise). What the two "
+          f"is no longer an ablation (this row − `moat run`: {m('moat-x86arch') - m_moat:+.1f} ms; "
+          "it passes the same filter through the bundle instead). What the two "
           "foreign architectures that `configs/seccomp/default.json` still lists "
           "would cost shows on runc: "
           + (f"{fmt(m('runc-moatseccomp') - m('runc-moatseccomp-x86'))} ms "
@@ -832,8 +833,8 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
           "docker's profile does on amd64, takes moat from "
           f"{fmt(m_moat)} ms to {fmt(m('moat-x86arch'))} ms.")
     if "runc-moatseccomp" in lat:
-        w(f"- The build itself is libseccomp's, not moat's: runc given the same "
-          f"5-architecture profile goes from {fmt(m_runc)} to "
+        w(f"- The build itself is libseccomp's, not moat's: runc given moat's profile "
+          f"file (5 architectures) goes from {fmt(m_runc)} to "
           f"{fmt(m('runc-moatseccomp'))} ms"
           + (f", and to {fmt(m('runc-moatseccomp-x86'))} ms with the x86 list"
              if "runc-moatseccomp-x86" in lat else "")
@@ -851,7 +852,8 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
     if "moat-tmpfsroot" in lat and nfsync == 0:
         w(f"- **fsync: none.** This moat makes no fsync call in `create` (counted with "
           f"strace), so the state root's filesystem ({meta.get('state_fs', '?')} here) no longer "
-          f"matters: the tmpfs ablation differs by {m('moat-tmpfsroot') - m_moat:+.1f} ms (noise).")
+          f"matters for fsync (tmpfs row − `moat run`: {m('moat-tmpfsroot') - m_moat:+.1f} ms: "
+          "other metadata work on the state root, or noise).")
     elif "moat-tmpfsroot" in lat:
         w(f"- **fsync of state files: {fmt(m_moat - m('moat-tmpfsroot'))} ms.** moat writes "
           "its state with `write_atomic` (runtime/src/rootfs.rs: temp file, "
@@ -888,7 +890,9 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
                     f"{fmt(td)} ms.")
             if td >= su:
                 tr, truns = trace_rows(data["trace"])
-                meta_ops = sum(med(tr.get("moat", {}).get(k, [0.0])) for k in tr.get("moat", {})
+                n_moat = truns.get("moat", 0)
+                meta_ops = sum(med(list(v) + [0.0] * (n_moat - len(v)))
+                               for k, v in tr.get("moat", {}).items()
                                if k.split("(")[0] in ("rmdir", "unlinkat", "umount2", "unlink"))
                 txt += (" The teardown (unmounting and removing the idmapped rootfs, netns, "
                         "sysfs and staging dirs, the state dir and the id-range lease) is "
@@ -897,7 +901,7 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
                     txt += (f"; in the traced runs above rmdir/unlink/umount2 blocked for "
                             f"{fmt(meta_ops)} ms per `run` in moat and not at all in runc")
                 txt += (" — it is sensitive to other disk activity on the machine (journal "
-                        "commits), like the fsyncs.")
+                        "commits).")
             else:
                 txt += " Most of it is the start-up copy again."
         w(txt)
@@ -943,7 +947,7 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
         txt = ("So ≤ 1.0× needs " + ", ".join(needs[:-1]) + (" and " if len(needs) > 1 else "")
                + needs[-1] + " (sizes above)")
         if "moat-lean" in lat:
-            txt += (f" — and with the ablations applied moat still takes {ratio(m('moat-lean'), m_runc)} of plain "
+            txt += (f" — and even with every ablation applied moat takes {ratio(m('moat-lean'), m_runc)} plain "
                     "runc, because runc's default installs no filter at all: against that "
                     "baseline the filter build itself has to go (a BPF program compiled "
                     "once, not per create), and the memfd self-copy should be limited to "

@@ -220,7 +220,7 @@ pub fn sweep_create_leftovers(root: &Path, id: &str) {
         tracing::warn!(
             id,
             pid = pid.as_raw(),
-            "killing a process left by an interrupted create"
+            "killing a process forked by a create of this container (its init before start, or a leftover of an interrupted create)"
         );
         let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
     }
