@@ -579,6 +579,23 @@ fn moat_killed_mid_create_is_cleaned_up_by_delete_force() {
         failures.len(),
         failures.join("\n\n")
     );
+    // A kill between claiming an id range and recording its owner must not
+    // leave an ownerless slot (it could never be freed).
+    let empty: Vec<_> = fs::read_dir("/run/moat/id-pool")
+        .into_iter()
+        .flatten()
+        .flatten()
+        // Slot files only (named by number); claim files are swept by the
+        // next allocation.
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.len() == 0))
+        .map(|e| e.path())
+        .collect();
+    assert!(empty.is_empty(), "ownerless id-pool slots: {empty:?}");
 }
 
 /// CVE-2024-21626's shape: a bundle whose cwd is a descriptor path under

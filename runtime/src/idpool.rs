@@ -67,24 +67,57 @@ impl<'a> IdPool<'a> {
     }
 
     /// Allocates the first free range for container `id` of state root `root`.
+    ///
+    /// The owner tag is written to a claim file first and the slot is taken
+    /// by hard-linking it (link fails if the slot exists), so a slot file is
+    /// never empty: a moat killed mid-allocation leaves at most a claim file
+    /// carrying the tag, which [`IdPool::free_owned_by`] finds and removes.
     pub fn allocate(&self, root: &Path, id: &str) -> Result<Allocation, PoolError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
+        self.sweep_dead_claims();
+        let claim = self.dir.join(format!(".claim-{}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&claim)
+            .map_err(|e| self.io(e))?;
+        f.write_all(owner_tag(root, id).as_bytes())
+            .map_err(|e| self.io(e))?;
+        drop(f);
+        let mut result = Err(PoolError::Exhausted(self.dir.clone()));
         for slot in 0..self.policy.ranges {
-            let path = self.dir.join(slot.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(owner_tag(root, id).as_bytes())
-                        .map_err(|e| self.io(e))?;
-                    return Ok(Allocation {
+            match fs::hard_link(&claim, self.dir.join(slot.to_string())) {
+                Ok(()) => {
+                    result = Ok(Allocation {
                         slot,
                         range: self.range_of(slot),
                     });
+                    break;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(self.io(e)),
+                Err(e) => {
+                    result = Err(self.io(e));
+                    break;
+                }
             }
         }
-        Err(PoolError::Exhausted(self.dir.clone()))
+        let _ = fs::remove_file(&claim);
+        result
+    }
+
+    /// Removes claim files of processes that no longer exist (a moat
+    /// killed before it finished claiming a slot).
+    fn sweep_dead_claims(&self) {
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(".claim-")) else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Frees every range owned by (`root`, `id`). Returns how many.
@@ -151,6 +184,29 @@ mod tests {
         assert!(pool.owned_by(root, "a").is_empty());
         // The freed slot is reused.
         assert_eq!(pool.allocate(root, "c").unwrap().slot, a.slot);
+    }
+
+    #[test]
+    fn slot_files_always_carry_their_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(tmp.path(), 4);
+        let pool = IdPool::new(&p);
+        for id in ["a", "b", "c"] {
+            pool.allocate(Path::new("/r"), id).unwrap();
+        }
+        let names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        // No claim file is left, and no slot file is empty.
+        assert_eq!(names.len(), 3, "{names:?}");
+        for n in &names {
+            assert!(!fs::read_to_string(tmp.path().join(n)).unwrap().is_empty());
+        }
+        // A claim file left by a crash is freed with its owner.
+        fs::write(tmp.path().join(".claim-1"), owner_tag(Path::new("/r"), "d")).unwrap();
+        assert_eq!(pool.free_owned_by(Path::new("/r"), "d").unwrap(), 1);
     }
 
     #[test]

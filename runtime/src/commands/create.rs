@@ -18,6 +18,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use moat::harden::{harden, is_bind, Hardened};
 use moat::idpool::IdPool;
+use moat::policy::Policy;
 use moat::report::Report;
 use moat::rootfs::{self, RootfsMode};
 use moat::selfcheck::{capability_mask, SelfCheck};
@@ -109,7 +110,7 @@ pub fn bundle_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 
 /// Everything before the first side effect: returns the hardened spec
 /// (with a placeholder id range) or the reason it cannot run.
-fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf)> {
+fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf, Policy)> {
     validate_id(opts.id)?;
     let bundle = fs::canonicalize(opts.bundle)
         .with_context(|| format!("bundle {} does not exist", opts.bundle.display()))?;
@@ -119,7 +120,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf)> {
     let facts = moat::facts::gather(&spec, None);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs_path).map_err(|r| anyhow!(r))?;
-    Ok((spec, bundle, rootfs_path))
+    Ok((spec, bundle, rootfs_path, policy))
 }
 
 /// Removes everything a failed create left, unless disarmed.
@@ -150,13 +151,12 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
-    let (spec, bundle, rootfs_path) = precheck(ctx, opts)?;
+    let (spec, bundle, rootfs_path, policy) = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
     if root.join(id).exists() || state::private_dir(&root, id).exists() {
         bail!("container {id} already exists");
     }
-    let policy = ctx.policy()?;
 
     // First side effect: the private dir doubles as the id's lock.
     fs::create_dir_all(state::private_root(&root))
