@@ -15,7 +15,11 @@ require_root
 src="${1:-$REPO_ROOT/target/release/moat}"
 DEST="${MOAT_INSTALL_PATH:-/usr/local/bin/moat}"
 DAEMON_JSON="${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}"
-RUNTIME_NAME=moat
+# Overridable so a second entry (e.g. `moat-learn` with runtimeArgs, or a
+# developer's work tree) can be registered beside the default one.
+RUNTIME_NAME="${MOAT_RUNTIME_NAME:-moat}"
+# Optional JSON array of extra arguments docker passes before the command.
+RUNTIME_ARGS="${MOAT_RUNTIME_ARGS:-}"
 
 [[ -f $src && -x $src ]] || die "moat binary not found or not executable: $src (run 'make build' first)"
 
@@ -49,8 +53,13 @@ if [[ -s $DAEMON_JSON ]]; then
     jq -e 'type == "object"' "$DAEMON_JSON" >/dev/null 2>&1 \
         || die "$DAEMON_JSON is not a JSON object; fix it by hand (not touching it)"
 fi
-if [[ -s $DAEMON_JSON ]] && jq -e --arg n "$RUNTIME_NAME" --arg p "$DEST" \
-    '.runtimes[$n].path == $p' "$DAEMON_JSON" >/dev/null; then
+if [[ -n $RUNTIME_ARGS ]]; then
+    jq -e 'type == "array" and all(type == "string")' <<<"$RUNTIME_ARGS" >/dev/null 2>&1 \
+        || die "MOAT_RUNTIME_ARGS must be a JSON array of strings: $RUNTIME_ARGS"
+fi
+want_args="${RUNTIME_ARGS:-null}"
+if [[ -s $DAEMON_JSON ]] && jq -e --arg n "$RUNTIME_NAME" --arg p "$DEST" --argjson a "$want_args" \
+    '.runtimes[$n].path == $p and ($a == null or .runtimes[$n].runtimeArgs == $a)' "$DAEMON_JSON" >/dev/null; then
     log "$DAEMON_JSON already registers runtime $RUNTIME_NAME -> $DEST"
 else
     if [[ -e $DAEMON_JSON && ! -e $DAEMON_JSON.moat-bak ]]; then
@@ -59,10 +68,11 @@ else
     fi
     tmp="$(mktemp "$DAEMON_JSON.XXXXXX")"
     trap 'rm -f "$tmp"' EXIT
-    # Only .runtimes.moat.path is set; other keys (including other fields of
-    # runtimes.moat, e.g. runtimeArgs) are kept.
+    # Only .runtimes.<name>.path (and runtimeArgs when given) is set; other
+    # keys are kept.
     if [[ -s $DAEMON_JSON ]]; then cat "$DAEMON_JSON"; else echo '{}'; fi \
-        | jq --arg n "$RUNTIME_NAME" --arg p "$DEST" '.runtimes[$n].path = $p' >"$tmp"
+        | jq --arg n "$RUNTIME_NAME" --arg p "$DEST" --argjson a "$want_args" \
+            '.runtimes[$n].path = $p | if $a == null then . else .runtimes[$n].runtimeArgs = $a end' >"$tmp"
     chmod 0644 "$tmp"
     mv -f "$tmp" "$DAEMON_JSON"
     trap - EXIT
