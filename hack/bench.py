@@ -148,7 +148,7 @@ MARKERS = [
     ("dropping ambient capabilities",
      "capabilities: dropped"),
     ("found executable in executor",
-     "seccomp: libseccomp builds the BPF filter from the profile and loads it; moat self-check"),
+     "seccomp: moat loads the filter it compiled on the host side (cached under /run/moat/seccomp-cache); moat self-check"),
     ("init pid is",
      "ready: init reports to the parent"),
     ("Save container status",  # the LAST such message (Created) is used
@@ -174,7 +174,7 @@ def read_log(path):
 
 
 DELETE_PHASES = [
-    "start-up: exec moat, re-exec from a sealed memfd copy, parse args",
+    "start-up: exec moat, parse args (delete does not enter a container, so no sealed copy)",
     "libcontainer delete: cgroups removed, state dir removed (first to last log message)",
     "moat teardown: unmount idmapped rootfs, network namespace, sysfs; release id range; exit",
 ]
@@ -526,7 +526,7 @@ def report(workdir, out_md, out_png):
         w("|---|---|")
         labels = {
             "exec-true": "`/bin/true` (fork+exec floor of the shell loop)",
-            "moat-version": f"`moat --version` (exec, copy of the {meta.get('moat_size', '?')} binary into a sealed memfd, re-exec)",
+            "moat-version": f"`moat --version` (exec of the {meta.get('moat_size', '?')} binary; only create, run and exec re-exec from a sealed memfd copy)",
             "runc-version": "`runc --version`",
             "moat-explain": "`moat explain BUNDLE` (policy + hardening, no side effects)",
             "moat-create": "`moat create` (no debug log)",
@@ -840,9 +840,11 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
              if "runc-moatseccomp-x86" in lat else "")
           + ". `runc run`'s default spec has no seccomp profile at all, so part "
           "of the headline ratio is moat installing a filter that plain runc does "
-          "not. moat's default profile is static: building its BPF once (at build "
-          "time or cached under /run/moat) and loading it with seccomp(2) directly "
-          "would remove the remaining build cost from every create.")
+          "not. moat no longer pays this build per container: it compiles its "
+          "profile once on the host side, caches the BPF program under "
+          "/run/moat/seccomp-cache and loads it with seccomp(2) in the init "
+          "(runtime/src/seccomp_bpf.rs); the `seccomp` phase in section 6 is "
+          "that load plus the self-check.")
     if "moat-noegress" in lat:
         w(f"- **Egress network namespace + nft ruleset: {fmt(m_moat - m('moat-noegress'))} ms** "
           "(policy `egress.enabled = false` ablation): a child that unshares a "
@@ -868,17 +870,13 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
           "durability across a crash, for state describing processes that a crash "
           "kills anyway.")
     if "moat-version" in st and "runc-version" in st:
-        w(f"- **Start-up of every moat command: {fmt(stm('moat-version'))} ms** "
+        w(f"- **Start-up of a moat command: {fmt(stm('moat-version'))} ms** "
           f"(`moat --version`; `runc --version` {fmt(stm('runc-version'))} ms, "
-          f"`/bin/true` {fmt(stm('exec-true'))} ms). moat copies its own "
-          f"{meta.get('moat_size', '?')} binary into a sealed memfd and re-executes "
-          "it (pentacle, the CVE-2019-5736 defence) on *every* invocation — also "
-          "`state`, `start`, `kill` and `delete`, which never let a container "
-          "process near the runtime binary. `moat start` "
-          f"{fmt(stm('moat-start'))} ms vs `runc start` {fmt(stm('runc-start'))} ms "
-          "is mostly this. Sealing only in `create`/`run`/`exec` (as runc "
-          "does: it clones itself only for `runc init`) would remove it elsewhere; "
-          "a smaller binary would make it cheaper where it stays.")
+          f"`/bin/true` {fmt(stm('exec-true'))} ms). Only `create`, `run` and "
+          f"`exec` copy the {meta.get('moat_size', '?')} binary into a sealed memfd "
+          "and re-execute it (pentacle, the CVE-2019-5736 defence): the other "
+          "commands never let a container process near the runtime binary. `moat start` "
+          f"{fmt(stm('moat-start'))} ms vs `runc start` {fmt(stm('runc-start'))} ms.")
     dper, dtot = delete_breakdown(data["bdd"].get("moat", []))
     if "moat-delete" in st and "runc-delete" in st:
         txt = (f"- **`delete` of a stopped container: moat {fmt(stm('moat-delete'))} ms vs "

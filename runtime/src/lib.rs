@@ -18,6 +18,7 @@ pub mod refusal;
 pub mod report;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod selfcheck;
 pub mod staging;
 pub mod state;

@@ -84,14 +84,25 @@ pub struct KillArgs {
     pub all: bool,
 }
 
+/// Commands whose process enters a container (create and run fork the
+/// container's init from this binary; exec joins a running container).
+fn enters_container(cmd: &Cmd) -> bool {
+    matches!(cmd, Cmd::Create(_) | Cmd::Run(_) | Cmd::Exec(_))
+}
+
 fn main() -> ExitCode {
-    // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
-    // overwrite the runtime binary. Re-exec from a sealed memfd copy first.
-    if let Err(e) = pentacle::ensure_sealed() {
-        eprintln!("moat: failed to seal /proc/self/exe: {e}");
-        return ExitCode::FAILURE;
-    }
     let opts = Opts::parse();
+    // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
+    // overwrite the runtime binary. Re-exec from a sealed memfd copy first,
+    // for the commands whose processes a container can reach. The others
+    // (start, state, kill, delete, …) never enter a container, and the copy
+    // of the binary costs each of them several milliseconds.
+    if enters_container(&opts.cmd) {
+        if let Err(e) = pentacle::ensure_sealed() {
+            eprintln!("moat: failed to seal /proc/self/exe: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let format = match moat::logging::LogFormat::parse(opts.global.log_format.as_deref()) {
         Ok(f) => f,
         Err(e) => {

@@ -17,6 +17,10 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 pub struct SelfCheck {
     /// Bit mask of the capabilities the process may hold.
     pub allowed_caps: u64,
+    /// The container's seccomp filter, compiled by moat (see
+    /// [`crate::seccomp_bpf`]); `validate` loads it before checking. None
+    /// when libcontainer loads the profile itself.
+    pub seccomp: Option<crate::seccomp_bpf::CompiledFilter>,
 }
 
 /// Bit mask for capability names like "CAP_CHOWN".
@@ -126,6 +130,15 @@ impl Executor for SelfCheck {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // Where libcontainer would have loaded the profile: capabilities
+        // dropped, no_new_privs set, before the start barrier.
+        if let Some(filter) = &self.seccomp {
+            crate::seccomp_bpf::load(filter).map_err(|e| {
+                ExecutorValidationError::ArgValidationError(format!(
+                    "moat could not load the container's seccomp filter: {e}"
+                ))
+            })?;
+        }
         let failed = self.failures();
         if !failed.is_empty() {
             return Err(ExecutorValidationError::ArgValidationError(format!(

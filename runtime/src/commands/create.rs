@@ -229,6 +229,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         id,
         &mut report,
     )?;
+    let seccomp_filter = precompile_seccomp(&mut hardened, &private);
     prepare_for_libcontainer(
         &mut hardened,
         &bundle,
@@ -263,6 +264,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     redirect_null_stdio();
     let executor = SelfCheck {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
+        seccomp: seccomp_filter,
     };
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(executor)
@@ -289,6 +291,46 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     }
     Ok(container)
 }
+
+/// Compiles the container's seccomp profile on the host side (cached; see
+/// `moat::seccomp_bpf`) and takes it out of the spec libcontainer reads, so
+/// the container's init loads the ready program instead of compiling it.
+/// The profile itself is kept in `<private>/seccomp.json` for `moat exec`.
+/// Any failure keeps libcontainer's own loading: slower, never weaker.
+fn precompile_seccomp(
+    spec: &mut Spec,
+    private: &Path,
+) -> Option<moat::seccomp_bpf::CompiledFilter> {
+    let mut linux = spec.linux().clone()?;
+    let seccomp = linux.seccomp().clone()?;
+    if !moat::seccomp_bpf::is_cacheable(&seccomp) {
+        return None;
+    }
+    let compiled = match moat::seccomp_bpf::cached(
+        &seccomp,
+        Path::new(moat::seccomp_bpf::CACHE_DIR),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "seccomp filter not precompiled; libcontainer will compile it");
+            return None;
+        }
+    };
+    let saved = serde_json::to_vec(&seccomp)
+        .map_err(std::io::Error::other)
+        .and_then(|json| rootfs::write_atomic(&private.join(SECCOMP_FILE), &json));
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "cannot save the seccomp profile; libcontainer will compile it");
+        return None;
+    }
+    linux.set_seccomp(None);
+    spec.set_linux(Some(linux));
+    Some(compiled)
+}
+
+/// The container's seccomp profile (OCI semantics) when moat loads it
+/// itself; read by `moat exec`.
+pub const SECCOMP_FILE: &str = "seccomp.json";
 
 /// Turns the hardened (OCI-semantics) spec into what libcontainer 0.7 runs:
 /// absolute paths, moat's rootfs, namespaces given by path joined by moat

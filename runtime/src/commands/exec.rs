@@ -86,9 +86,10 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     }
     let preserve_fds = u32::try_from(args.preserve_fds.max(0)).unwrap_or(0);
     let process = build_process(&args, &spec, &moat_state.allowed_capabilities)?;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = exec_seccomp(&spec, &private)?;
     let check = SelfCheck {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
+        seccomp: None,
     };
 
     // Everything that can fail for ordinary reasons is opened before forking.
@@ -136,7 +137,7 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let entry = Entry {
         process: &process,
-        seccomp: seccomp.as_ref(),
+        seccomp: &seccomp,
         check: &check,
         console: console.as_ref(),
         old_mask: &old_mask,
@@ -281,9 +282,37 @@ fn same_ns(a: &str, b: &str) -> bool {
     }
 }
 
+/// How an exec'd process gets the container's filter: the program moat
+/// compiled at create (the usual case), or libcontainer's loader when the
+/// profile stayed in config.json (notify/trace actions).
+enum ExecSeccomp {
+    Compiled(moat::seccomp_bpf::CompiledFilter),
+    Libcontainer(oci_spec::runtime::LinuxSeccomp),
+    /// No profile: the self-check (Seccomp must be 2) refuses to run.
+    Missing,
+}
+
+fn exec_seccomp(spec: &Spec, private: &std::path::Path) -> Result<ExecSeccomp> {
+    if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        return Ok(ExecSeccomp::Libcontainer(s));
+    }
+    let path = private.join(super::create::SECCOMP_FILE);
+    let json = match fs::read(&path) {
+        Ok(j) => j,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ExecSeccomp::Missing),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_slice(&json)
+        .with_context(|| format!("cannot parse {}", path.display()))?;
+    let compiled =
+        moat::seccomp_bpf::cached(&profile, std::path::Path::new(moat::seccomp_bpf::CACHE_DIR))
+            .context("cannot compile the container's seccomp filter")?;
+    Ok(ExecSeccomp::Compiled(compiled))
+}
+
 struct Entry<'a> {
     process: &'a Process,
-    seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    seccomp: &'a ExecSeccomp,
     check: &'a SelfCheck,
     console: Option<&'a OwnedFd>,
     old_mask: &'a SigSet,
@@ -384,9 +413,14 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         bail!("cannot set no_new_privs");
     }
-    if let Some(seccomp) = entry.seccomp {
-        libcontainer::seccomp::initialize_seccomp(seccomp)
-            .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?;
+    match entry.seccomp {
+        ExecSeccomp::Compiled(filter) => moat::seccomp_bpf::load(filter)
+            .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?,
+        ExecSeccomp::Libcontainer(seccomp) => {
+            libcontainer::seccomp::initialize_seccomp(seccomp)
+                .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?;
+        }
+        ExecSeccomp::Missing => {}
     }
     let failed = entry.check.failures();
     if !failed.is_empty() {
