@@ -229,6 +229,15 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         id,
         &mut report,
     )?;
+    super::learn::start_for_create(
+        ctx,
+        &mut hardened,
+        &effective,
+        &root,
+        &private,
+        id,
+        &mut report,
+    )?;
     prepare_for_libcontainer(
         &mut hardened,
         &bundle,
