@@ -337,6 +337,78 @@ fn learn_dir_records_exec_and_delete_leaves_nothing() {
     assert_eq!(profile["moatLearned"]["runs"][0]["processTrees"], 2);
 }
 
+/// The `moat.dev/learn` annotation (containerd, Kubernetes): the profile
+/// goes to the policy's `learn.dir` under the annotation's name, and runs
+/// with the same name accumulate. Bad values are refused, leaving nothing.
+#[test]
+fn annotation_learns_into_the_policy_dir_and_accumulates() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("annotated");
+    let policy = env.tmp.path().join("policy.toml");
+    fs::write(
+        &policy,
+        format!("[learn]\ndir = {:?}\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let policy_s = policy.to_str().unwrap();
+    let profile_path = dir.join("web.json");
+
+    for (n, script) in [
+        "cat /proc/self/status >/dev/null",
+        "mkdir /tmp/d && rmdir /tmp/d",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut b = env.sh_bundle(script);
+        b.annotate("moat.dev/learn", "web");
+        let id = env.id("ann");
+        let leaks = env.leak_check(&id);
+        let _guard = env.guard(&id);
+        env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), &id])
+            .assert_ok();
+        leaks.verify();
+        let profile = read_json(&profile_path);
+        assert_eq!(
+            profile["moatLearned"]["runs"].as_array().unwrap().len(),
+            n + 1
+        );
+    }
+    let names = allowed(&read_json(&profile_path));
+    assert!(
+        names.contains("mkdir") && names.contains("rmdir"),
+        "{names:?}"
+    );
+
+    // A path instead of a name: refused before anything is created.
+    let mut b = env.sh_bundle("true");
+    b.annotate("moat.dev/learn", "../escape");
+    let id = env.id("annbad");
+    let leaks = env.leak_check(&id);
+    env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), &id])
+        .assert_fails_with("moat.dev/learn");
+    leaks.verify();
+    assert!(!env.tmp.path().join("escape.json").exists());
+
+    // The operator turned annotation learning off.
+    let off = env.tmp.path().join("off.toml");
+    fs::write(&off, "[learn]\ndir = \"\"\n").unwrap();
+    let mut b = env.sh_bundle("true");
+    b.annotate("moat.dev/learn", "true");
+    let id = env.id("annoff");
+    let leaks = env.leak_check(&id);
+    env.moat(&[
+        "--policy",
+        off.to_str().unwrap(),
+        "run",
+        "--bundle",
+        b.path(),
+        &id,
+    ])
+    .assert_fails_with("learn.dir is empty");
+    leaks.verify();
+}
+
 // ---------------------------------------------------------------------------
 // docker: `--runtime=moat-learn`, then `--runtime=moat --security-opt seccomp=`.
 // ---------------------------------------------------------------------------

@@ -753,3 +753,37 @@ mod egress_annotation_tests {
             .is_err());
     }
 }
+
+#[cfg(test)]
+mod learn_annotation_tests {
+    use super::*;
+
+    #[test]
+    fn learn_annotation_takes_a_plain_name_and_never_loosens() {
+        let p = Policy::embedded();
+        let ann = |v: &str| {
+            let mut a = HashMap::new();
+            a.insert("moat.dev/learn".to_string(), v.to_string());
+            p.with_annotations(&a)
+        };
+        let (eff, applied) = ann("web").unwrap();
+        assert_eq!(eff.learn.requested.as_deref(), Some("web"));
+        assert!(applied.is_empty());
+        assert_eq!(
+            ann("true").unwrap().0.learn.requested.as_deref(),
+            Some("true")
+        );
+        assert_eq!(ann("false").unwrap().0.learn.requested, None);
+        for bad in ["../x", "a/b", ".x", ""] {
+            assert!(ann(bad).is_err(), "{bad:?}");
+        }
+        let mut off = Policy::embedded();
+        off.learn.dir.clear();
+        let mut a = HashMap::new();
+        a.insert("moat.dev/learn".to_string(), "web".to_string());
+        let e = off.with_annotations(&a).unwrap_err().to_string();
+        assert!(e.contains("learn.dir is empty"), "{e}");
+        assert!(Policy::from_toml("[learn]\ndir = \"rel\"\n").is_err());
+        assert_eq!(Policy::embedded().learn.dir, "/var/lib/moat/learned");
+    }
+}
