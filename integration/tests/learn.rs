@@ -281,6 +281,40 @@ fn merge_unions_profiles_and_refuses_bad_input() {
         .assert_fails_with("cannot read /nonexistent/x.json");
 }
 
+#[test]
+fn duration_stops_a_long_running_workload() {
+    let env = Env::new();
+    let out_path = env.tmp.path().join("sleep.json");
+    let bundle = env.bundle(&["/bin/sleep", "300"]);
+    let id = env.id("dur");
+    let _guard = env.guard(&id);
+    let leaks = env.leak_check(&id);
+    let start = Instant::now();
+    let out = env.moat(&[
+        "learn",
+        "--bundle",
+        bundle.path(),
+        "--id",
+        &id,
+        "-o",
+        out_path.to_str().unwrap(),
+        "--duration",
+        "1",
+    ]);
+    out.assert_ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(out.stdout.contains("stopped after --duration 1s"), "{out}");
+    leaks.verify();
+    let profile = read_json(&out_path);
+    assert!(
+        allowed(&profile).contains("clock_nanosleep") || allowed(&profile).contains("nanosleep")
+    );
+}
+
 /// `--learn-dir` (docker's runtimeArgs), with an `exec` into the learning
 /// container: the exec'd process is recorded too, and delete leaves no
 /// recorder, socket or state.
