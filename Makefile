@@ -17,6 +17,10 @@ endif
 CARGO ?= cargo
 MOAT_CACHE ?= /var/cache/moat
 
+# A second docker runtime, `moat-learn`: the same binary with --learn-dir, so
+# `docker run --runtime=moat-learn` learns a seccomp profile (docs/seccomp.md).
+REGISTER_LEARN = MOAT_RUNTIME_NAME=moat-learn MOAT_RUNTIME_ARGS='["--learn-dir","/var/lib/moat/learned"]' bash hack/docker-register.sh
+
 .PHONY: all build probe setup register image demo test bench lint clean
 
 all: build
@@ -35,6 +39,7 @@ setup:
 # Helpers for the targets below (also usable directly).
 register: setup build
 	bash hack/docker-register.sh
+	$(REGISTER_LEARN)
 
 image: setup
 	bash hack/docker-image.sh
@@ -46,6 +51,7 @@ demo: setup build probe
 
 test: setup build probe
 	bash hack/docker-register.sh
+	$(REGISTER_LEARN)
 	bash hack/docker-image.sh
 	bash hack/test.sh
 

@@ -24,6 +24,11 @@ struct Opts {
     #[arg(long, global = true, env = "MOAT_POLICY")]
     policy: Option<PathBuf>,
 
+    /// Learn a seccomp profile for each container created: written to
+    /// DIR/<container id>.json (for docker's runtimeArgs; see docs/seccomp.md).
+    #[arg(long, global = true, value_name = "DIR")]
+    learn_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -68,6 +73,8 @@ enum Cmd {
     Egress(commands::egress::EgressArgs),
     /// Run the escape and abuse probes under moat (and runc) and print a verdict.
     Selftest(commands::selftest::SelftestArgs),
+    /// Learn a seccomp profile from a bundle's behaviour, or merge learned profiles.
+    Learn(commands::learn::LearnArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -124,6 +131,10 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(commands::DEFAULT_ROOT)),
         systemd_cgroup: opts.global.systemd_cgroup,
         policy_path: opts.policy.clone(),
+        learn: opts
+            .learn_dir
+            .clone()
+            .map(commands::learn::LearnTarget::Dir),
     };
     let result: anyhow::Result<i32> = match opts.cmd {
         Cmd::Create(a) => commands::create::create(&ctx, a).map(|_| 0),
@@ -145,6 +156,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
         Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
         Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
+        Cmd::Learn(a) => commands::learn::learn(&ctx, a),
     }
     .context("moat");
     match result {

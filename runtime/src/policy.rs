@@ -47,6 +47,29 @@ pub struct Policy {
     pub refusals: RefusalPolicy,
     pub egress: EgressPolicy,
     pub annotations: AnnotationPolicy,
+    pub learn: LearnPolicy,
+}
+
+/// Learning seccomp profiles (`moat learn`, docs/seccomp.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnPolicy {
+    /// Directory of the profiles learned for containers that carry the
+    /// `moat.dev/learn` annotation. Empty: that annotation is refused.
+    pub dir: String,
+    /// Set by a container's `moat.dev/learn` annotation (never read from
+    /// the file): the learned profile's name, or "true" for the container id.
+    #[serde(skip)]
+    pub requested: Option<String>,
+}
+
+impl Default for LearnPolicy {
+    fn default() -> Self {
+        Self {
+            dir: crate::learn::DEFAULT_LEARN_DIR.into(),
+            requested: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +207,8 @@ pub enum PolicyError {
     Egress(String),
     #[error("policy key annotations.overridable: {0:?} is not a key annotations can set")]
     OverridableKey(String),
+    #[error("policy key learn.dir: {0:?} is not an absolute path (or empty)")]
+    LearnDir(String),
 }
 
 /// Policy keys that a `moat.dev/<key>` annotation may set.
@@ -259,6 +284,9 @@ impl Policy {
                 return Err(PolicyError::OverridableKey(key.clone()));
             }
         }
+        if !self.learn.dir.is_empty() && !self.learn.dir.starts_with('/') {
+            return Err(PolicyError::LearnDir(self.learn.dir.clone()));
+        }
         Ok(())
     }
 
@@ -292,6 +320,12 @@ impl Policy {
             let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
             };
+            if key == "learn" {
+                // Not a loosening: learning allows nothing the container's
+                // normal filter would not (docs/seccomp.md).
+                effective.learn.requested = learn_annotation(name, value, &self.learn)?;
+                continue;
+            }
             // The name the egress issue gave the allowlist annotation.
             let key = if key == "egress-allow" {
                 "egress.allow"
@@ -415,6 +449,32 @@ impl Policy {
         })?;
         Ok((effective, applied))
     }
+}
+
+/// Checks a `moat.dev/learn` value: "false" (no learning), "true" (name
+/// the profile after the container) or a plain file name.
+fn learn_annotation(
+    name: &str,
+    value: &str,
+    policy: &LearnPolicy,
+) -> Result<Option<String>, Refusal> {
+    let value = value.trim();
+    if parse_bool(value) == Some(false) {
+        return Ok(None);
+    }
+    if policy.dir.is_empty() {
+        return Err(Refusal::annotation(
+            name,
+            "learning seccomp profiles by annotation is turned off by the operator (policy key learn.dir is empty)".to_string(),
+        ));
+    }
+    if parse_bool(value) == Some(true) || crate::learn::valid_profile_name(value) {
+        return Ok(Some(value.to_string()));
+    }
+    Err(Refusal::annotation(
+        name,
+        format!("{value:?} is not true, false or a plain file name ([A-Za-z0-9_+.-], at most 128 characters, not starting with '.')"),
+    ))
 }
 
 /// One annotation that changed the effective policy.
@@ -691,5 +751,39 @@ mod egress_annotation_tests {
         assert!(Policy::default()
             .with_annotations(&ann("moat.dev/egress.allow", "nonsense"))
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod learn_annotation_tests {
+    use super::*;
+
+    #[test]
+    fn learn_annotation_takes_a_plain_name_and_never_loosens() {
+        let p = Policy::embedded();
+        let ann = |v: &str| {
+            let mut a = HashMap::new();
+            a.insert("moat.dev/learn".to_string(), v.to_string());
+            p.with_annotations(&a)
+        };
+        let (eff, applied) = ann("web").unwrap();
+        assert_eq!(eff.learn.requested.as_deref(), Some("web"));
+        assert!(applied.is_empty());
+        assert_eq!(
+            ann("true").unwrap().0.learn.requested.as_deref(),
+            Some("true")
+        );
+        assert_eq!(ann("false").unwrap().0.learn.requested, None);
+        for bad in ["../x", "a/b", ".x", ""] {
+            assert!(ann(bad).is_err(), "{bad:?}");
+        }
+        let mut off = Policy::embedded();
+        off.learn.dir.clear();
+        let mut a = HashMap::new();
+        a.insert("moat.dev/learn".to_string(), "web".to_string());
+        let e = off.with_annotations(&a).unwrap_err().to_string();
+        assert!(e.contains("learn.dir is empty"), "{e}");
+        assert!(Policy::from_toml("[learn]\ndir = \"rel\"\n").is_err());
+        assert_eq!(Policy::embedded().learn.dir, "/var/lib/moat/learned");
     }
 }

@@ -229,6 +229,16 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         id,
         &mut report,
     )?;
+    super::learn::start_for_create(
+        ctx,
+        &mut hardened,
+        &effective,
+        &root,
+        &private,
+        id,
+        &mut report,
+    )?;
+    // After learning set up its notify filter (which stays with libcontainer).
     let seccomp_filter = precompile_seccomp(&mut hardened, &private);
     prepare_for_libcontainer(
         &mut hardened,

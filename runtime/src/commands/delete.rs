@@ -17,6 +17,8 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     let lc_dir = root.join(id);
     let private = moat::state::private_dir(&root, id);
     if args.force {
+        // Before the sweep, which would kill the recorder unfinished.
+        moat::learn::stop_recorder(&private);
         super::sweep_create_leftovers(&root, id);
     }
     let lc_exists = lc_dir.exists();

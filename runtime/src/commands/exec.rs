@@ -121,6 +121,9 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         _ => None,
     };
     let _ = fs::remove_file(private.join("exec-console-socket"));
+    // A learning container: the exec'd process's filter reports to the
+    // container's recorder, connected from here (the host side).
+    let learn_conn = moat::learn::connect_for_exec(&private)?;
 
     super::create::redirect_null_stdio();
     // Foreground: become the workload's reaper once the helper exits, and
@@ -142,6 +145,7 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         console: console.as_ref(),
         old_mask: &old_mask,
         preserve_fds,
+        learn_conn: learn_conn.as_ref(),
     };
     // SAFETY: moat is single-threaded; the children only run the entry code
     // below and then exec or _exit.
@@ -318,6 +322,8 @@ struct Entry<'a> {
     old_mask: &'a SigSet,
     /// Descriptors 3..3+n the caller passes on (--preserve-fds).
     preserve_fds: u32,
+    /// The recorder's connection, when the container is learning.
+    learn_conn: Option<&'a OwnedFd>,
 }
 
 /// In the helper: join, fork the workload, report its pid, exit.
@@ -417,8 +423,17 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
         ExecSeccomp::Compiled(filter) => moat::seccomp_bpf::load(filter)
             .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?,
         ExecSeccomp::Libcontainer(seccomp) => {
-            libcontainer::seccomp::initialize_seccomp(seccomp)
+            let notify_fd = libcontainer::seccomp::initialize_seccomp(seccomp)
                 .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?;
+            if let Some(fd) = notify_fd {
+                // Learning: nothing but sendmsg until the recorder has the fd.
+                let conn = entry
+                    .learn_conn
+                    .ok_or_else(|| anyhow!("learning filter without a recorder"))?;
+                moat::learn::hand_over_notify_fd(conn, fd)?;
+                // SAFETY: the fd is ours and the recorder has its own copy.
+                unsafe { libc::close(fd) };
+            }
         }
         ExecSeccomp::Missing => {}
     }

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod explain;
 pub mod features;
 pub mod kill;
+pub mod learn;
 pub mod list;
 pub mod pause;
 pub mod ps;
@@ -40,6 +41,9 @@ pub struct Ctx {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
     pub policy_path: Option<PathBuf>,
+    /// Learn a seccomp profile for containers this invocation creates
+    /// (`--learn-dir`, or `moat learn`).
+    pub learn: Option<learn::LearnTarget>,
 }
 
 impl Ctx {
@@ -103,6 +107,7 @@ pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
 /// a crash, and when nothing is left.
 pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
     let dir = moat::state::private_dir(root, id);
+    moat::learn::stop_recorder(&dir);
     let mount_point = moat::rootfs::mount_point(root, id);
     moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
     moat::netns::remove(&moat::netns::netns_path(&mount_point));

@@ -1,0 +1,562 @@
+//! `moat learn`: profiles learned from a real workload's behaviour, then
+//! enforced. Every test runs real containers on the real kernel (seccomp
+//! user notification) and checks that no recorder, socket or state is
+//! left behind. Network traffic stays on the container's own loopback.
+//!
+//! The docker round trip needs the runtime `moat-learn` (registered by
+//! `make test`: hack/docker-register.sh with `--learn-dir
+//! /var/lib/moat/learned`); it is skipped when docker does not answer,
+//! unless `CI` is set.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use moat_integration::{kv, Bundle, Env};
+use serde_json::Value;
+
+/// Files, a pipe into a child process, a TCP connection over loopback,
+/// and a child's exit status.
+const SCRIPT: &str = r#"
+echo data > /tmp/f && cat /tmp/f > /tmp/g && echo FILES=$(cat /tmp/g)
+echo PIPE=$(echo piped | tr a-z A-Z)
+nc -l -p 7070 > /tmp/recv &
+srv=$!
+i=0
+until echo hello | nc 127.0.0.1 7070 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || break; sleep 0.1; done
+wait $srv
+echo SOCK=$(cat /tmp/recv)
+sh -c 'exit 3'; echo CHILD=$?
+"#;
+
+fn expect_script_output(stdout: &str) {
+    let kv = kv(stdout);
+    assert_eq!(
+        kv.get("FILES").map(String::as_str),
+        Some("data"),
+        "{stdout}"
+    );
+    assert_eq!(
+        kv.get("PIPE").map(String::as_str),
+        Some("PIPED"),
+        "{stdout}"
+    );
+    assert_eq!(
+        kv.get("SOCK").map(String::as_str),
+        Some("hello"),
+        "{stdout}"
+    );
+    assert_eq!(kv.get("CHILD").map(String::as_str), Some("3"), "{stdout}");
+}
+
+fn read_json(path: &Path) -> Value {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Names the profile's rules allow (with or without conditions).
+fn allowed(profile: &Value) -> BTreeSet<String> {
+    profile["syscalls"]
+        .as_array()
+        .expect("syscalls array")
+        .iter()
+        .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|r| r["names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Runs `moat learn` on `bundle` (container `id`, deleted on failure too).
+fn learn(env: &Env, bundle: &Bundle, id: &str, output: &Path) -> moat_integration::Out {
+    let _guard = env.guard(id);
+    let leaks = env.leak_check(id);
+    let out = env.moat(&[
+        "learn",
+        "--bundle",
+        bundle.path(),
+        "--id",
+        id,
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    leaks.verify();
+    assert!(
+        !moat::learn::socket_path(&moat_integration::canonical_root(&env.root), id).exists(),
+        "recorder socket left behind"
+    );
+    out
+}
+
+/// A bundle running `script` under `profile` as its seccomp filter.
+fn enforcing_bundle(env: &Env, script: &str, profile: &Value) -> Bundle {
+    let mut b = env.sh_bundle(script);
+    b.config["linux"]["seccomp"] = profile.clone();
+    b.write();
+    b
+}
+
+#[test]
+fn learned_profile_runs_its_workload_and_denies_the_rest() {
+    let env = Env::new();
+    let out_path = env.tmp.path().join("learned.json");
+    let bundle = env.sh_bundle(SCRIPT);
+    let id = env.id("learn");
+    let out = learn(&env, &bundle, &id, &out_path);
+    out.assert_ok();
+    expect_script_output(&out.stdout);
+    assert!(out.stdout.contains("profile written to"), "{out}");
+
+    let profile = read_json(&out_path);
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(profile["architectures"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+    let names = allowed(&profile);
+    for n in [
+        "read", "openat", "socket", "bind", "listen", "connect", "execve", "wait4",
+    ] {
+        assert!(names.contains(n), "{n} not learned: {names:?}");
+    }
+    // Only what was used: far fewer than the default profile's ~330.
+    assert!(names.len() < 120, "{} names allowed", names.len());
+    let meta = &profile["moatLearned"];
+    assert_eq!(meta["runs"][0]["container"], id.as_str());
+    assert_eq!(meta["runs"][0]["complete"], true);
+    assert!(strings(&meta["observed"]).contains("execve"));
+
+    // The same script under the learned profile works.
+    let b = enforcing_bundle(&env, SCRIPT, &profile);
+    let run = env.run(&b, &env.id("enforce"));
+    run.assert_ok();
+    expect_script_output(&run.stdout);
+
+    // mkdir was never made: under the learned profile it fails with EPERM,
+    // under moat's default profile it works.
+    assert!(!names.contains("mkdir") && !names.contains("mkdirat"));
+    let probe = "mkdir /tmp/newdir; echo MKDIR=$?";
+    let b = enforcing_bundle(&env, probe, &profile);
+    let denied = env.run(&b, &env.id("deny"));
+    assert_eq!(
+        kv(&denied.stdout).get("MKDIR").map(String::as_str),
+        Some("1"),
+        "{denied}"
+    );
+    assert!(
+        denied.stderr.contains("Operation not permitted"),
+        "{denied}"
+    );
+    let normal = env.run_sh(probe);
+    assert_eq!(
+        kv(&normal.stdout).get("MKDIR").map(String::as_str),
+        Some("0"),
+        "{normal}"
+    );
+}
+
+#[test]
+fn always_denied_syscalls_are_reported_never_learned() {
+    let env = Env::new();
+    let out_path = env.tmp.path().join("denied.json");
+    let bundle =
+        env.sh_bundle("unshare -U true; echo UNSHARE=$?; dmesg >/dev/null 2>&1; echo DMESG=$?");
+    let id = env.id("denied");
+    let out = learn(&env, &bundle, &id, &out_path);
+    out.assert_ok();
+    // Denied while learning, exactly as when enforcing.
+    assert_eq!(
+        kv(&out.stdout).get("UNSHARE").map(String::as_str),
+        Some("1"),
+        "{out}"
+    );
+    assert_eq!(
+        kv(&out.stdout).get("DMESG").map(String::as_str),
+        Some("1"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("attempted, denied by moat:"), "{out}");
+    assert!(
+        out.stdout.contains("unshare") && out.stdout.contains("syslog"),
+        "{out}"
+    );
+
+    let profile = read_json(&out_path);
+    let names = allowed(&profile);
+    for n in moat::seccomp::ALWAYS_DENIED {
+        assert!(
+            !names.contains(*n),
+            "always-denied {n} in a learned profile"
+        );
+    }
+    let attempted = strings(&profile["moatLearned"]["deniedAttempts"]);
+    assert!(
+        attempted.contains("unshare") && attempted.contains("syslog"),
+        "{attempted:?}"
+    );
+    assert!(profile["comment"]
+        .as_str()
+        .unwrap()
+        .contains("denied by moat"));
+}
+
+#[test]
+fn merge_unions_profiles_and_refuses_bad_input() {
+    let env = Env::new();
+    let a = env.tmp.path().join("a.json");
+    let b = env.tmp.path().join("b.json");
+    learn(
+        &env,
+        &env.sh_bundle("cat /proc/self/status >/dev/null"),
+        &env.id("ma"),
+        &a,
+    )
+    .assert_ok();
+    learn(
+        &env,
+        &env.sh_bundle("mkdir /tmp/d && rmdir /tmp/d"),
+        &env.id("mb"),
+        &b,
+    )
+    .assert_ok();
+    let (pa, pb) = (allowed(&read_json(&a)), allowed(&read_json(&b)));
+    assert!(pb.contains("mkdir") && !pa.contains("mkdir"));
+
+    let merged = env.tmp.path().join("merged.json");
+    env.moat(&[
+        "learn",
+        "--merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ])
+    .assert_ok();
+    let m = read_json(&merged);
+    let union: BTreeSet<String> = pa.union(&pb).cloned().collect();
+    assert_eq!(allowed(&m), union);
+    assert_eq!(m["moatLearned"]["runs"].as_array().unwrap().len(), 2);
+
+    // Malformed inputs: a clear error naming the file; no output written.
+    let cases: &[(&str, &str, &str)] = &[
+        ("empty.json", "", "empty"),
+        ("trunc.json", "{\"defaultAction\": ", "not valid JSON"),
+        ("array.json", "[1, 2]", "expected a JSON object"),
+        ("nodefault.json", "{\"syscalls\": []}", "defaultAction"),
+        ("allow.json", "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}", "lets every unlisted syscall through"),
+        ("names.json", "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [{\"action\": \"SCMP_ACT_ALLOW\"}]}", "has no \"names\""),
+    ];
+    for (name, text, phrase) in cases {
+        let bad = env.tmp.path().join(name);
+        fs::write(&bad, text).unwrap();
+        let out_file = env.tmp.path().join(format!("out-{name}"));
+        let out = env.moat(&[
+            "learn",
+            "--merge",
+            a.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "-o",
+            out_file.to_str().unwrap(),
+        ]);
+        out.assert_fails_with(phrase);
+        assert!(
+            out.stderr.contains(name),
+            "error does not name {name}:\n{out}"
+        );
+        assert!(
+            !out_file.exists(),
+            "{name}: output written despite the error"
+        );
+    }
+    env.moat(&["learn", "--merge", "/nonexistent/x.json"])
+        .assert_fails_with("cannot read /nonexistent/x.json");
+}
+
+#[test]
+fn duration_stops_a_long_running_workload() {
+    let env = Env::new();
+    let out_path = env.tmp.path().join("sleep.json");
+    let bundle = env.bundle(&["/bin/sleep", "300"]);
+    let id = env.id("dur");
+    let _guard = env.guard(&id);
+    let leaks = env.leak_check(&id);
+    let start = Instant::now();
+    let out = env.moat(&[
+        "learn",
+        "--bundle",
+        bundle.path(),
+        "--id",
+        &id,
+        "-o",
+        out_path.to_str().unwrap(),
+        "--duration",
+        "1",
+    ]);
+    out.assert_ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(out.stdout.contains("stopped after --duration 1s"), "{out}");
+    leaks.verify();
+    let profile = read_json(&out_path);
+    assert!(
+        allowed(&profile).contains("clock_nanosleep") || allowed(&profile).contains("nanosleep")
+    );
+}
+
+/// `--learn-dir` (docker's runtimeArgs), with an `exec` into the learning
+/// container: the exec'd process is recorded too, and delete leaves no
+/// recorder, socket or state.
+#[test]
+fn learn_dir_records_exec_and_delete_leaves_nothing() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("learned");
+    let bundle = env.bundle(&["/bin/sleep", "300"]);
+    let id = env.id("ldir");
+    let leaks = env.leak_check(&id);
+    let _guard = env.guard(&id);
+    let dir_s = dir.to_str().unwrap();
+    env.moat(&[
+        "--learn-dir",
+        dir_s,
+        "create",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ])
+    .assert_ok();
+    let private = moat::state::private_dir(&moat_integration::canonical_root(&env.root), &id);
+    let record = moat::learn::record(&private).expect("recorder record");
+    assert!(Path::new(&format!("/proc/{}", record.pid)).exists());
+    env.moat(&["start", &id]).assert_ok();
+    let exec = env.moat(&[
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "mkdir /tmp/fromexec && echo EXEC=ok",
+    ]);
+    exec.assert_ok();
+    assert!(exec.stdout.contains("EXEC=ok"), "{exec}");
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    leaks.verify();
+    assert!(!record.socket.exists(), "socket left behind");
+    let start = Instant::now();
+    while fs::read_to_string(format!("/proc/{}/stat", record.pid))
+        .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "recorder {} still running",
+            record.pid
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let profile = read_json(&dir.join(format!("{id}.json")));
+    assert!(
+        allowed(&profile).contains("mkdir"),
+        "exec'd mkdir not recorded"
+    );
+    assert_eq!(profile["moatLearned"]["runs"][0]["processTrees"], 2);
+}
+
+/// The `moat.dev/learn` annotation (containerd, Kubernetes): the profile
+/// goes to the policy's `learn.dir` under the annotation's name, and runs
+/// with the same name accumulate. Bad values are refused, leaving nothing.
+#[test]
+fn annotation_learns_into_the_policy_dir_and_accumulates() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("annotated");
+    let policy = env.tmp.path().join("policy.toml");
+    fs::write(
+        &policy,
+        format!("[learn]\ndir = {:?}\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let policy_s = policy.to_str().unwrap();
+    let profile_path = dir.join("web.json");
+
+    for (n, script) in [
+        "cat /proc/self/status >/dev/null",
+        "mkdir /tmp/d && rmdir /tmp/d",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut b = env.sh_bundle(script);
+        b.annotate("moat.dev/learn", "web");
+        let id = env.id("ann");
+        let leaks = env.leak_check(&id);
+        let _guard = env.guard(&id);
+        env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), &id])
+            .assert_ok();
+        leaks.verify();
+        let profile = read_json(&profile_path);
+        assert_eq!(
+            profile["moatLearned"]["runs"].as_array().unwrap().len(),
+            n + 1
+        );
+    }
+    let names = allowed(&read_json(&profile_path));
+    assert!(
+        names.contains("mkdir") && names.contains("rmdir"),
+        "{names:?}"
+    );
+
+    // A path instead of a name: refused before anything is created.
+    let mut b = env.sh_bundle("true");
+    b.annotate("moat.dev/learn", "../escape");
+    let id = env.id("annbad");
+    let leaks = env.leak_check(&id);
+    env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), &id])
+        .assert_fails_with("moat.dev/learn");
+    leaks.verify();
+    assert!(!env.tmp.path().join("escape.json").exists());
+
+    // The operator turned annotation learning off.
+    let off = env.tmp.path().join("off.toml");
+    fs::write(&off, "[learn]\ndir = \"\"\n").unwrap();
+    let mut b = env.sh_bundle("true");
+    b.annotate("moat.dev/learn", "true");
+    let id = env.id("annoff");
+    let leaks = env.leak_check(&id);
+    env.moat(&[
+        "--policy",
+        off.to_str().unwrap(),
+        "run",
+        "--bundle",
+        b.path(),
+        &id,
+    ])
+    .assert_fails_with("learn.dir is empty");
+    leaks.verify();
+}
+
+// ---------------------------------------------------------------------------
+// docker: `--runtime=moat-learn`, then `--runtime=moat --security-opt seccomp=`.
+// ---------------------------------------------------------------------------
+
+const DOCKER: &str = "/usr/bin/docker";
+const IMAGE: &str = "moat-busybox:latest";
+const LEARN_DIR: &str = "/var/lib/moat/learned";
+
+fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(DOCKER)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docker_ready() -> bool {
+    let ok = Command::new(DOCKER)
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"moat-learn\"")
+        });
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("docker with the runtime moat-learn is required under CI (make test registers it)");
+    }
+    if !ok {
+        eprintln!("skipping: docker or its moat-learn runtime is not available");
+    }
+    ok
+}
+
+/// Removes a docker container and its learned profile when dropped.
+struct DockerCleanup {
+    name: String,
+    profile: Option<PathBuf>,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(DOCKER).args(["rm", "-f", &self.name]).output();
+        if let Some(p) = &self.profile {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+fn docker_learn_then_enforce_round_trip() {
+    if !docker_ready() {
+        return;
+    }
+    let name = format!("moat-learn-it-{}", std::process::id());
+    let mut cleanup = DockerCleanup {
+        name: name.clone(),
+        profile: None,
+    };
+    let (ok, out, err) = docker(&[
+        "run",
+        "--name",
+        &name,
+        "--runtime=moat-learn",
+        IMAGE,
+        "sh",
+        "-c",
+        SCRIPT,
+    ]);
+    assert!(ok, "docker run --runtime=moat-learn failed: {err}");
+    expect_script_output(&out);
+    let (ok, id, err) = docker(&["inspect", "--format", "{{.Id}}", &name]);
+    assert!(ok, "{err}");
+    let profile_path = Path::new(LEARN_DIR).join(format!("{}.json", id.trim()));
+    cleanup.profile = Some(profile_path.clone());
+    let (ok, _, err) = docker(&["rm", &name]);
+    assert!(ok, "{err}");
+    let profile = read_json(&profile_path);
+    let names = allowed(&profile);
+    assert!(
+        names.contains("connect") && !names.contains("mkdir"),
+        "{names:?}"
+    );
+
+    let seccomp = format!("seccomp={}", profile_path.display());
+    let (ok, out, err) = docker(&[
+        "run",
+        "--rm",
+        "--runtime=moat",
+        "--security-opt",
+        &seccomp,
+        IMAGE,
+        "sh",
+        "-c",
+        SCRIPT,
+    ]);
+    assert!(ok, "enforcing the learned profile failed: {err}");
+    expect_script_output(&out);
+    let (_, out, err) = docker(&[
+        "run",
+        "--rm",
+        "--runtime=moat",
+        "--security-opt",
+        &seccomp,
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir /tmp/x; echo MKDIR=$?",
+    ]);
+    assert_eq!(
+        kv(&out).get("MKDIR").map(String::as_str),
+        Some("1"),
+        "{out}{err}"
+    );
+}

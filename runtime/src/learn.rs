@@ -1,0 +1,354 @@
+//! Learning a workload's own seccomp profile from its behaviour.
+//!
+//! A learning container runs under its normal filter with every allowing
+//! rule turned into a seccomp user-notification rule ([`profile::learning_filter`]).
+//! A recorder process ([`recorder`]) holds the notify fds, records each
+//! syscall, lets through only what the normal filter allows, and writes
+//! an OCI/docker seccomp profile of what it saw. See docs/seccomp.md
+//! ("LEARNED PROFILES") for the design and its limits.
+//!
+//! This module is the host-side plumbing: where the socket and the
+//! recorder's record live, starting the recorder (before libcontainer runs:
+//! it must fork a single-threaded process), handing an exec'd process's
+//! notify fd over, and stopping the recorder on delete.
+
+pub mod names;
+pub mod profile;
+pub mod recorder;
+
+use std::fs;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use serde::{Deserialize, Serialize};
+
+pub use recorder::{Output, RecorderConfig};
+
+/// Directory of the recorders' sockets. Not under the state root: a
+/// socket path must fit in 108 bytes, and docker's root plus a 64-character
+/// id plus moat's private directory does not.
+pub const SOCKET_DIR: &str = "/run/moat-learn";
+
+/// The recorder's record in the container's private state directory.
+pub const RECORD_FILE: &str = "learn.json";
+
+/// Directory for profiles learned through the `moat.dev/learn` annotation
+/// unless the policy says otherwise.
+pub const DEFAULT_LEARN_DIR: &str = "/var/lib/moat/learned";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("cannot prepare the recorder's socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the seccomp recorder: {0}")]
+    Spawn(String),
+    #[error("container is learning, but its recorder is not reachable at {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot hand the seccomp notify fd to the recorder: {0}")]
+    HandOver(nix::Error),
+}
+
+/// What `moat create` records about a running recorder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecorderRecord {
+    pub pid: i32,
+    /// Field 22 of /proc/<pid>/stat: tells the recorder from a later
+    /// process that reuses its pid.
+    pub start_time: u64,
+    pub socket: PathBuf,
+    pub output: PathBuf,
+}
+
+/// The socket of container `id` under `root`: a short, stable name.
+pub fn socket_path(root: &Path, id: &str) -> PathBuf {
+    // FNV-1a over root and id: short, and no collision between roots.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(id.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Path::new(SOCKET_DIR).join(format!("{h:016x}.sock"))
+}
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields after
+    // the last ')' are fixed. starttime is field 22, the 20th after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn is_running(rec: &RecorderRecord) -> bool {
+    match fs::read_to_string(format!("/proc/{}/stat", rec.pid)) {
+        Ok(s) if s.rfind(')').is_some_and(|i| s[i..].starts_with(") Z")) => false,
+        Ok(_) => start_time(rec.pid) == Some(rec.start_time),
+        Err(_) => false,
+    }
+}
+
+/// Starts the recorder for a container and records it in `private`.
+/// Binds the socket first, so libcontainer's connection is queued even
+/// before the recorder runs. The recorder is forked twice: it is nobody's
+/// child (it outlives `moat create`), and it keeps no descriptor of moat's
+/// but the socket (a pipe docker or containerd reads must reach EOF).
+pub fn spawn_recorder(
+    root: &Path,
+    private: &Path,
+    cfg: RecorderConfig,
+) -> Result<RecorderRecord, RecorderError> {
+    let socket = socket_path(root, &cfg.container);
+    let sock_err = |source| RecorderError::Socket {
+        path: socket.clone(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(SOCKET_DIR)
+        .map_err(sock_err)?;
+    match fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
+    }
+    let listener = UnixListener::bind(&socket).map_err(sock_err)?;
+    let output = cfg.output.path().to_path_buf();
+    let (pid_r, pid_w) = nix::unistd::pipe().map_err(|e| RecorderError::Spawn(e.to_string()))?;
+    // SAFETY: moat is single-threaded here (libcontainer has not run); the
+    // children only run the recorder or _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| RecorderError::Spawn(e.to_string()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_r);
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above.
+            match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Child) => {
+                    drop(pid_w);
+                    let code = become_recorder(listener, cfg);
+                    // SAFETY: leaving a fork child.
+                    unsafe { libc::_exit(code) }
+                }
+                Ok(nix::unistd::ForkResult::Parent { child }) => {
+                    let _ = nix::unistd::write(&pid_w, child.as_raw().to_string().as_bytes());
+                    // SAFETY: leaving a fork child.
+                    unsafe { libc::_exit(0) }
+                }
+                // SAFETY: leaving a fork child.
+                Err(_) => unsafe { libc::_exit(1) },
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(pid_w);
+            drop(listener);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut text = String::new();
+            use std::io::Read;
+            let _ = fs::File::from(pid_r).read_to_string(&mut text);
+            let pid: i32 = text
+                .trim()
+                .parse()
+                .map_err(|_| RecorderError::Spawn("the recorder did not start".into()))?;
+            let record = RecorderRecord {
+                pid,
+                start_time: start_time(pid).unwrap_or(0),
+                socket,
+                output,
+            };
+            let data = serde_json::to_vec_pretty(&record)
+                .map_err(|e| RecorderError::Spawn(e.to_string()))?;
+            if let Err(e) = crate::rootfs::write_atomic(&private.join(RECORD_FILE), &data) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = fs::remove_file(&record.socket);
+                return Err(RecorderError::Spawn(format!(
+                    "cannot record the recorder: {e}"
+                )));
+            }
+            Ok(record)
+        }
+    }
+}
+
+/// In the recorder process: shed moat's descriptors and run.
+fn become_recorder(listener: UnixListener, cfg: RecorderConfig) -> i32 {
+    // Keep the listener at fd 3, stdio on /dev/null, close the rest. The
+    // listener is first moved above the standard descriptors (moat may have
+    // been started with one of them closed, and got the listener there).
+    // SAFETY: F_DUPFD on a descriptor this process owns.
+    let high = unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if high < 0 {
+        return 1;
+    }
+    drop(listener);
+    let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return 1;
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    drop(null);
+    // SAFETY: dup2 of the listener onto fd 3 (whatever was there is closed).
+    if unsafe { libc::dup3(high, 3, libc::O_CLOEXEC) } != 3 {
+        return 1;
+    }
+    // SAFETY: fd 3 now holds the listener and nothing else owns it.
+    let listener = unsafe { UnixListener::from_raw_fd(3) };
+    // SAFETY: close_range on descriptors this process no longer uses.
+    unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+    // SAFETY: ignoring SIGHUP and SIGPIPE (writes to closed peers).
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // SAFETY: prctl with a constant, NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"moat-learn".as_ptr(), 0, 0, 0) };
+    recorder::run(listener, cfg)
+}
+
+/// The recorder record of a container, if it is learning.
+pub fn record(private: &Path) -> Option<RecorderRecord> {
+    let bytes = fs::read(private.join(RECORD_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Stops a container's recorder and removes its socket. The recorder
+/// normally ends by itself once the container's processes are gone; it is
+/// given a moment, then SIGTERM (it writes the profile and exits), then
+/// SIGKILL. Safe to call when there is none.
+pub fn stop_recorder(private: &Path) {
+    let Some(rec) = record(private) else {
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(rec.pid);
+    let wait = |limit: Duration| {
+        let start = Instant::now();
+        while is_running(&rec) {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    };
+    if !wait(Duration::from_millis(500)) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if !wait(Duration::from_secs(5)) {
+            tracing::warn!(
+                pid = rec.pid,
+                "the seccomp recorder did not stop; killing it"
+            );
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            wait(Duration::from_secs(2));
+        }
+    }
+    let _ = fs::remove_file(&rec.socket);
+    let _ = fs::remove_file(private.join(RECORD_FILE));
+}
+
+/// For `moat exec` of a learning container: a connection to its recorder
+/// (made on the host, before entering the container), or None when the
+/// container is not learning.
+pub fn connect_for_exec(private: &Path) -> Result<Option<OwnedFd>, RecorderError> {
+    let Some(rec) = record(private) else {
+        return Ok(None);
+    };
+    let stream = UnixStream::connect(&rec.socket).map_err(|source| RecorderError::Unreachable {
+        path: rec.socket.clone(),
+        source,
+    })?;
+    Ok(Some(OwnedFd::from(stream)))
+}
+
+/// In an exec'd process right after its learning filter is loaded: sends
+/// the notify fd to the recorder. Only `sendmsg` runs here (allowed, not
+/// notified, in the learning filter): until the recorder holds the fd, a
+/// notified syscall could never be answered.
+pub fn hand_over_notify_fd(conn: &OwnedFd, notify_fd: RawFd) -> Result<(), RecorderError> {
+    let data = [IoSlice::new(b"{\"moat\":\"exec\"}")];
+    let fds = [notify_fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<UnixAddr>(conn.as_raw_fd(), &data, &cmsg, MsgFlags::empty(), None)
+        .map_err(RecorderError::HandOver)?;
+    Ok(())
+}
+
+/// Is `name` usable as a learned profile's file name (without `.json`)?
+pub fn valid_profile_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_short_and_distinct() {
+        let id = "a".repeat(64);
+        let p = socket_path(Path::new("/var/run/docker/runtime-runc/moby"), &id);
+        assert!(p.as_os_str().len() < 100, "{}", p.display());
+        assert_ne!(p, socket_path(Path::new("/run/moat"), &id));
+        assert_ne!(
+            p,
+            socket_path(Path::new("/var/run/docker/runtime-runc/moby"), "b")
+        );
+        assert_eq!(
+            p,
+            socket_path(Path::new("/var/run/docker/runtime-runc/moby"), &id)
+        );
+    }
+
+    #[test]
+    fn profile_names_are_single_plain_components() {
+        for ok in ["web", "web-1.v2", "a_b+c"] {
+            assert!(valid_profile_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            ".hidden",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_profile_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn start_time_of_self_is_readable() {
+        assert!(start_time(std::process::id() as i32).is_some());
+    }
+}
