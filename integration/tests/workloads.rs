@@ -1090,3 +1090,159 @@ fn python_app_with_threads_subprocess_sqlite_multiprocessing() {
     drop(outside);
     ctx.assert_no_leftovers();
 }
+
+/// The installed moat binary docker runs for the runtime under test.
+fn moat_bin() -> String {
+    let rt = docker(&["info", "--format", "{{json .Runtimes}}"]).expect_ok();
+    let v: serde_json::Value = serde_json::from_str(rt.stdout.trim()).expect("JSON");
+    v[runtime()]["path"]
+        .as_str()
+        .unwrap_or("/usr/local/bin/moat")
+        .to_string()
+}
+
+/// Unmounts and removes a test directory tree on drop.
+struct TestDir(PathBuf);
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        for sub in ["overlay", "tmpfs"] {
+            let p = self.0.join("shielded").join(sub);
+            let _ = run_cmd("umount", &["-l", &p.display().to_string()], CMD_TIMEOUT);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Who owns what a container writes through a bind mount, by design
+/// (docs/threat-model.md T19): a source host users cannot reach (under a
+/// root-only directory) is idmapped, so container root's file is uid 0 on
+/// disk; a source host users can reach stays unshifted, so the file
+/// belongs to the container's unprivileged host range; a filesystem that
+/// refuses idmapping (overlayfs) falls back to unshifted with a report line.
+#[test]
+fn bind_mount_owners_follow_host_reachability() {
+    let Some(ctx) = Ctx::new("bind_mount_owners_follow_host_reachability", &[]) else {
+        return;
+    };
+    let base = PathBuf::from(format!("/run/moat-wl-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = TestDir(base.clone());
+    let shielded = base.join("shielded");
+    let open = base.join("open");
+    for d in [&shielded, &open] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&shielded, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // Inside the root-only directory: a tmpfs (idmappable) and an overlay
+    // (overlayfs refuses idmapping).
+    let tmpfs = shielded.join("tmpfs");
+    let ovl = shielded.join("overlay");
+    for d in ["tmpfs", "overlay", "lower", "upper", "work"] {
+        std::fs::create_dir_all(shielded.join(d)).expect("mkdir");
+    }
+    run_cmd(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "mode=0777,size=1m",
+            "moat-wl",
+            &tmpfs.display().to_string(),
+        ],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    let ovl_opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        shielded.join("lower").display(),
+        shielded.join("upper").display(),
+        shielded.join("work").display()
+    );
+    run_cmd(
+        "mount",
+        &[
+            "-t",
+            "overlay",
+            "-o",
+            &ovl_opts,
+            "moat-wl",
+            &ovl.display().to_string(),
+        ],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    std::fs::set_permissions(&ovl, std::fs::Permissions::from_mode(0o777)).expect("chmod overlay");
+
+    let c = ctx.container("c");
+    let binds = [
+        format!("{}:/shielded", tmpfs.display()),
+        format!("{}:/open", open.display()),
+        format!("{}:/overlay", ovl.display()),
+    ];
+    c.start(
+        &["-v", &binds[0], "-v", &binds[1], "-v", &binds[2]],
+        CONTROL_IMAGE,
+        &[
+            "sh",
+            "-c",
+            "touch /shielded/f /open/f /overlay/f && sleep 60",
+        ],
+    );
+    c.wait_for("writing its files", Duration::from_secs(10), |_| {
+        [&tmpfs, &open, &ovl].iter().all(|d| d.join("f").exists())
+    });
+    let map = c
+        .exec(&[], &["cat", "/proc/self/uid_map"])
+        .expect_ok()
+        .stdout;
+    let host_root = assert_moat_uid_map(&map, "container");
+    let owner = |d: &Path| {
+        std::fs::metadata(d.join("f"))
+            .map(|m| u64::from(m.uid()))
+            .expect("stat")
+    };
+    assert_eq!(
+        owner(&tmpfs),
+        0,
+        "idmapped: container root's file is uid 0 on disk"
+    );
+    assert_eq!(
+        owner(&open),
+        host_root,
+        "reachable by host users: unshifted, the container's host uid"
+    );
+    assert_eq!(
+        owner(&ovl),
+        host_root,
+        "overlayfs cannot be idmapped: unshifted"
+    );
+
+    let id = c.inspect("{{.Id}}").expect("id");
+    let report = run_cmd(
+        &moat_bin(),
+        &["--root", STATE_ROOTS[1], "report", &id],
+        CMD_TIMEOUT,
+    )
+    .expect_ok()
+    .stdout;
+    assert!(
+        report.contains("idmapped with the container's mapping") && report.contains("/shielded"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bind mount /open not idmapped")
+            && report.contains("reachable by host users"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bind mount /overlay not idmapped") && report.contains("refuses idmapping"),
+        "{report}"
+    );
+    drop(c);
+    drop(dir);
+    ctx.assert_no_leftovers();
+}
