@@ -487,6 +487,50 @@ mod tests {
     }
 
     #[test]
+    fn skeleton_copies_directories_and_symlinks_with_owners_not_files() {
+        use std::os::unix::fs::PermissionsExt;
+        // chown needs root; the test suite runs as root, skip otherwise.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let pg = src.path().join("postgresql");
+        fs::create_dir(&pg).unwrap();
+        std::os::unix::fs::chown(&pg, Some(102), Some(104)).unwrap();
+        fs::set_permissions(&pg, fs::Permissions::from_mode(0o2777)).unwrap();
+        fs::create_dir_all(src.path().join("lock/sub")).unwrap();
+        fs::write(src.path().join("nginx.pid"), "1\n").unwrap();
+        std::os::unix::fs::symlink("/run/lock", src.path().join("link")).unwrap();
+        fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut budget = SKELETON_MAX_ENTRIES;
+        copy_skeleton(src.path(), dst.path(), SKELETON_MAX_DEPTH, &mut budget).unwrap();
+        let md = fs::metadata(dst.path().join("postgresql")).unwrap();
+        assert!(md.is_dir());
+        assert_eq!((md.uid(), md.gid()), (102, 104));
+        assert_eq!(md.mode() & 0o7777, 0o2777, "setgid survives the chown");
+        assert!(dst.path().join("lock/sub").is_dir());
+        assert_eq!(
+            fs::read_link(dst.path().join("link")).unwrap(),
+            PathBuf::from("/run/lock")
+        );
+        assert!(
+            !dst.path().join("nginx.pid").exists(),
+            "files are not copied"
+        );
+        assert_eq!(budget, SKELETON_MAX_ENTRIES - 4);
+
+        // The budget caps how much an image can make moat copy.
+        let dst2 = tempfile::tempdir().unwrap();
+        let mut small = 1;
+        copy_skeleton(src.path(), dst2.path(), SKELETON_MAX_DEPTH, &mut small).unwrap();
+        assert_eq!(fs::read_dir(dst2.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn notes_name_idmapped_and_explain_unshifted_mounts() {
         let staged = Staged {
             mounts: vec![
