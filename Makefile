@@ -54,14 +54,14 @@ demo: setup build probe
 test: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
-	bash hack/images
+	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	bash hack/test.sh
 
 # Real workloads under moat; MOAT_DOCKER_RUNTIME picks the docker runtime
 # name (default moat).
 test-workloads: setup build
 	bash hack/docker-register.sh
-	bash hack/images
+	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	$(CARGO) test --release -p moat-integration --test workloads -- --test-threads=1
 
 # Benchmarks against runc (not a test: numbers go to docs/benchmarks.md).

@@ -6,6 +6,10 @@
 //! reaches it), and the workload runs under seccomp (mode 2) with
 //! no_new_privs and a capability set within moat's allowlist.
 //!
+//! One test runs the Python program through containerd (`ctr run`, moat as
+//! the runc shim's binary) from the images' copies in containerd namespace
+//! `moat-images`.
+//!
 //! Run with (images built once, then cached):
 //!
 //! ```sh
@@ -13,7 +17,7 @@
 //! # or, against a build registered under another name:
 //! MOAT_RUNTIME_NAME=moat-wl MOAT_INSTALL_PATH=/usr/local/libexec/moat-wl \
 //!     bash hack/docker-register.sh target/release/moat
-//! bash hack/images
+//! MOAT_IMAGES_CONTAINERD=1 bash hack/images
 //! MOAT_DOCKER_RUNTIME=moat-wl cargo test --release -p moat-integration \
 //!     --test workloads -- --test-threads=1
 //! ```
@@ -1245,4 +1249,136 @@ fn bind_mount_owners_follow_host_reachability() {
     drop(c);
     drop(dir);
     ctx.assert_no_leftovers();
+}
+
+/// containerd namespace `hack/images` imports the images into
+/// (`MOAT_IMAGES_CONTAINERD=1`).
+const CTR_NAMESPACE: &str = "moat-images";
+
+/// Removes a containerd container (and its task and snapshot) on drop.
+struct CtrContainer(String);
+
+impl Drop for CtrContainer {
+    fn drop(&mut self) {
+        let ns = ["-n", CTR_NAMESPACE];
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["task", "kill", "-s", "SIGKILL", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["task", "rm", "-f", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["containers", "rm", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+    }
+}
+
+/// The same Python program through containerd (`ctr run` with the runc
+/// shim and moat as its runc binary), not docker: it works, and runs under
+/// seccomp, no_new_privs and a read-only root. (Egress is not judged here:
+/// `ctr run` gives the container no network beyond loopback.)
+#[test]
+fn python_app_through_containerd() {
+    let Some(ctx) = Ctx::new("python_app_through_containerd", &["moat-python"]) else {
+        return;
+    };
+    let image = "docker.io/library/moat-python:latest";
+    let listed = run_cmd(
+        "ctr",
+        &["-n", CTR_NAMESPACE, "images", "ls", "-q"],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    assert!(
+        listed.stdout.lines().any(|l| l == image),
+        "{image} is not in containerd namespace {CTR_NAMESPACE}: run `MOAT_IMAGES_CONTAINERD=1 bash hack/images`"
+    );
+    let base = PathBuf::from(format!("/run/moat-wl-ctr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = TestDir(base.clone());
+    let app = base.join("app");
+    let vol = base.join("vol");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::create_dir_all(&vol).expect("mkdir");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(app.join("app.py"), PYTHON_APP).expect("write app.py");
+    let name = ctx.name("ctr");
+    let guard = CtrContainer(name.clone());
+    drop(CtrContainer(name.clone())); // a leftover of a crashed run
+    let out = run_cmd(
+        "ctr",
+        &[
+            "-n",
+            CTR_NAMESPACE,
+            "run",
+            "--rm",
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--runc-binary",
+            &moat_bin(),
+            "--mount",
+            &format!("type=bind,src={},dst=/app,options=rbind:ro", app.display()),
+            "--mount",
+            &format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display()),
+            "--env",
+            "OUTSIDE_HOST=127.0.0.1",
+            "--env",
+            "OUTSIDE_PORT=9",
+            image,
+            &name,
+            "python3",
+            "/app/app.py",
+        ],
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.ok(),
+        "the python app failed under containerd: {}",
+        out.describe()
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {}", out.describe()));
+    let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    for (key, want) in [
+        ("threads", serde_json::json!(true)),
+        ("subprocess", serde_json::json!("sub-42")),
+        ("sqlite3", serde_json::json!(100)),
+        ("multiprocessing", serde_json::json!(328350)),
+        ("mp_queue", serde_json::json!(true)),
+        ("seccomp", serde_json::json!("2")),
+        ("no_new_privs", serde_json::json!("1")),
+        ("rootfs_write", serde_json::json!("Read-only file system")),
+        ("suid_euid", serde_json::json!("65534")),
+    ] {
+        assert_eq!(r[key], want, "{key}: {r}");
+    }
+    // The bind source is under a root-only directory: idmapped.
+    let mine = std::fs::metadata(vol.join("owned-by-1000")).expect("file on the host");
+    assert_eq!(mine.uid(), 1000, "on-disk owner");
+    drop(guard);
+    drop(dir);
+    let traces = moat_traces(&name);
+    assert!(traces.is_empty(), "moat left state behind: {traces:?}");
+    let root = format!("/run/containerd/runc/{CTR_NAMESPACE}");
+    let hash = format!("{MOUNT_BASE}/{}", rootfs_hash(&root, &name));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mountinfo.contains(&hash), "moat left mounts for {name}");
+    for p in [
+        hash.clone(),
+        format!("{hash}.mounts"),
+        format!("{root}/{name}"),
+        format!("{root}/@moat/{name}"),
+    ] {
+        assert!(!Path::new(&p).exists(), "moat left {p} behind");
+    }
 }
