@@ -26,7 +26,10 @@
 //! /srv/data or a test's /tmp dir) stays unshifted: its files keep their
 //! host owners (host-root files appear as `nobody`, read-only unless world
 //! writable), so a container can never plant a root-owned file where a host
-//! user could run it. A filesystem that refuses idmapping (EINVAL) also
+//! user could run it. (Container root may also change host-root-owned
+//! files already in an idmapped source, as under runc; a root-only host
+//! directory that must stay unchanged is bound read-only.) A filesystem
+//! that refuses idmapping (EINVAL) also
 //! falls back to unshifted staging, and the report says so.
 //! See docs/threat-model.md (T6) and docs/compatibility.md.
 //!
@@ -302,9 +305,11 @@ pub fn stage_scratch_tmpfs(
                 .iter()
                 .any(|p| crate::harden::normalize(Path::new(p)) == crate::harden::normalize(&dest));
         let image_dir = rootfs.join(dest.strip_prefix("/").unwrap_or(&dest));
-        // Only a real directory of the image (a symlink is not followed: it
-        // could point anywhere on the host) with something in it.
+        // Only a real directory of the image with something in it, reached
+        // without following any symlink (the image's symlinks point
+        // wherever the image likes, and moat reads here as host root).
         let has_skeleton = ours
+            && no_symlink_below(&rootfs, &dest)
             && fs::symlink_metadata(&image_dir).is_ok_and(|md| md.is_dir())
             && fs::read_dir(&image_dir).is_ok_and(|mut d| d.next().is_some());
         if !has_skeleton {
@@ -361,6 +366,27 @@ pub fn stage_scratch_tmpfs(
     }
     spec.set_mounts(Some(out));
     Ok(populated)
+}
+
+/// True when every component of `dest` (an absolute container path) under
+/// `rootfs` exists and is a plain directory, not a symlink, and `dest` has
+/// no `..`.
+fn no_symlink_below(rootfs: &Path, dest: &Path) -> bool {
+    use std::path::Component;
+    let mut p = rootfs.to_path_buf();
+    for c in dest.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(name) => {
+                p.push(name);
+                if !fs::symlink_metadata(&p).is_ok_and(|md| md.is_dir()) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Copies the directories and symlinks under `from` into `to` (an existing
@@ -528,6 +554,18 @@ mod tests {
         let mut small = 1;
         copy_skeleton(src.path(), dst2.path(), SKELETON_MAX_DEPTH, &mut small).unwrap();
         assert_eq!(fs::read_dir(dst2.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn image_symlinks_are_not_followed_to_the_host() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("run/postgresql")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("var")).unwrap();
+        assert!(no_symlink_below(root.path(), Path::new("/run")));
+        assert!(!no_symlink_below(root.path(), Path::new("/var/tmp")));
+        assert!(!no_symlink_below(root.path(), Path::new("/var")));
+        assert!(!no_symlink_below(root.path(), Path::new("/run/../var")));
+        assert!(!no_symlink_below(root.path(), Path::new("/missing")));
     }
 
     #[test]
