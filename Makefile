@@ -4,6 +4,8 @@
 #   make setup   - install host packages, start containerd + dockerd
 #   make demo    - register moat with docker, import moat-busybox, run demo
 #   make test    - same preparation, then the whole cargo test suite
+#   make images  - build the workload images (hack/images; cached)
+#   make test-workloads - nginx, redis, postgres, python under moat (docker)
 #   make lint    - rustfmt check + clippy with warnings as errors
 #   make clean   - cargo clean + drop the cached busybox rootfs
 
@@ -21,7 +23,7 @@ MOAT_CACHE ?= /var/cache/moat
 # `docker run --runtime=moat-learn` learns a seccomp profile (docs/seccomp.md).
 REGISTER_LEARN = MOAT_RUNTIME_NAME=moat-learn MOAT_RUNTIME_ARGS='["--learn-dir","/var/lib/moat/learned"]' bash hack/docker-register.sh
 
-.PHONY: all build probe setup register image demo test bench lint clean
+.PHONY: all build probe setup register image images demo test test-workloads bench lint clean
 
 all: build
 
@@ -44,6 +46,11 @@ register: setup build
 image: setup
 	bash hack/docker-image.sh
 
+# Debian-based nginx, redis, postgres and python images (cached in
+# $(MOAT_CACHE)/images; a fresh build takes about 12 minutes here).
+images: setup
+	bash hack/images
+
 demo: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
@@ -53,7 +60,15 @@ test: setup build probe
 	bash hack/docker-register.sh
 	$(REGISTER_LEARN)
 	bash hack/docker-image.sh
+	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	bash hack/test.sh
+
+# Real workloads under moat; MOAT_DOCKER_RUNTIME picks the docker runtime
+# name (default moat).
+test-workloads: setup build
+	bash hack/docker-register.sh
+	MOAT_IMAGES_CONTAINERD=1 bash hack/images
+	$(CARGO) test --release -p moat-integration --test workloads -- --test-threads=1
 
 # Benchmarks against runc (not a test: numbers go to docs/benchmarks.md).
 bench: setup build

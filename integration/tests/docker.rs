@@ -997,6 +997,21 @@ fn exec_is_hardened() {
         "exec runs in the container's user namespace"
     );
     assert_eq!(section(&s, "uid").trim(), "0");
+    // The exec'd process may reopen its stdio pipes by path (images log
+    // through links to /dev/stdout): moat hands docker's pipes to
+    // container root, as create does for the init.
+    let out = c
+        .exec(
+            &[],
+            &[
+                "sh",
+                "-c",
+                "echo to-stdout > /dev/stdout; echo to-stderr > /proc/self/fd/2",
+            ],
+        )
+        .expect_ok();
+    assert_eq!(out.stdout.trim(), "to-stdout", "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("to-stderr"), "stderr: {}", out.stderr);
     drop(c);
     ctx.finish();
 }

@@ -200,7 +200,30 @@ fn write_maps(child: Pid, range: IdRange) -> Result<(), RootfsError> {
 
 /// Attaches an idmapped clone of `source` at `target` (an existing dir).
 fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), RootfsError> {
+    idmapped_bind_tree(source, target, userns, false, 0)
+}
+
+/// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV`, for [`idmapped_bind_tree`].
+pub const MOUNT_ATTR_NOSUID_NODEV: u64 = 0x2 | 0x4;
+
+/// Attaches an idmapped clone of `source` (a directory or a file) at
+/// `target` (an existing directory or file). `recursive` clones and idmaps
+/// the mounts below `source` too (an `rbind`); `extra_attrs` are more
+/// MOUNT_ATTR_* flags set in the same call. Every mount of the tree must
+/// accept idmapping, or this fails (EINVAL) and nothing is attached.
+pub fn idmapped_bind_tree(
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    recursive: bool,
+    extra_attrs: u64,
+) -> Result<(), RootfsError> {
     let src = cstring(source)?;
+    let recursive_flag = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
     // SAFETY: plain syscalls with valid NUL-terminated paths and a
     // correctly sized, initialised mount_attr.
     let tree = unsafe {
@@ -208,7 +231,7 @@ fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), R
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive_flag,
         )
     };
     if tree < 0 {
@@ -219,7 +242,7 @@ fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), R
     // SAFETY: open_tree returned a new fd we now own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | extra_attrs,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -231,7 +254,7 @@ fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), R
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
+            libc::AT_EMPTY_PATH as libc::c_uint | recursive_flag,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

@@ -1,4 +1,5 @@
-//! Stages bind-mount sources where the container can reach them.
+//! Stages bind-mount sources where the container can reach them, idmapped
+//! when that is safe.
 //!
 //! libcontainer 0.7 performs bind mounts from inside the container's new
 //! user namespace, where container root is an unprivileged host uid. Engines
@@ -6,9 +7,31 @@
 //! (docker's /var/lib/docker/containers is 0710), so those binds fail with
 //! EACCES. moat, still host root, bind-mounts each source onto a staging
 //! path under `crate::rootfs::MOUNT_BASE` (0711 directories) and points
-//! the spec at it. The source's own permissions still apply; ownership is
-//! not shifted (host-root files appear as `nobody`, read-only unless world
-//! writable), so a container can never create host-root-owned files.
+//! the spec at it.
+//!
+//! Ownership. A bind source whose files belong to host ids would appear to
+//! the container as `nobody` (a docker volume populated from an image keeps
+//! the image's ids, unshifted), and container root could not write a
+//! host-root-owned volume. So moat idmaps the staged mount with the
+//! container's own mapping, as it does the rootfs: on-disk id N is
+//! container id N, and what container root writes is uid 0 on disk. That
+//! lets a container create files owned by host root, even setuid ones, so
+//! it is done only for sources **host users cannot reach**: some ancestor
+//! directory is owned by root and closed to others (no `x` for others, and
+//! for the group unless the group is root), as docker's /var/lib/docker
+//! (0710) and containerd's and kubelet's state trees are. Such a file can
+//! only be run by host root (who gains nothing) or by a container that
+//! mounts the volume, and moat mounts volumes nosuid,nodev (with
+//! no_new_privs on top). Any other source (a host directory such as
+//! /srv/data or a test's /tmp dir) stays unshifted: its files keep their
+//! host owners (host-root files appear as `nobody`, read-only unless world
+//! writable), so a container can never plant a root-owned file where a host
+//! user could run it. (Container root may also change host-root-owned
+//! files already in an idmapped source, as under runc; a root-only host
+//! directory that must stay unchanged is bound read-only.) A filesystem
+//! that refuses idmapping (EINVAL) also
+//! falls back to unshifted staging, and the report says so.
+//! See docs/threat-model.md (T6) and docs/compatibility.md.
 //!
 //! Staging also pins the source: the path is resolved once, by host root,
 //! before the container exists, so later symlink swaps of the source do not
@@ -17,11 +40,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
-use crate::harden::is_bind;
-use crate::rootfs::is_mount_point;
+use crate::harden::{is_bind, IdRange};
+use crate::rootfs::{idmapped_bind_tree, is_mount_point, mapping_userns, MOUNT_ATTR_NOSUID_NODEV};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot stage bind mount source {source_path} for {destination}: {error}")]
@@ -47,14 +73,106 @@ fn mkdir_traversable(path: &Path) -> std::io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o711))
 }
 
+/// How one bind source was staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StagedAs {
+    /// Idmapped with the container's mapping, nosuid,nodev.
+    Idmapped,
+    /// A plain bind: the source's host owners are kept.
+    Unshifted { why: String },
+    /// One of moat's own mounts (under `rootfs::MOUNT_BASE`), plain bind.
+    Internal,
+}
+
+/// What [`stage_bind_mounts`] did, one entry per bind mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Staged {
+    pub mounts: Vec<(PathBuf, StagedAs)>,
+}
+
+impl Staged {
+    pub fn len(&self) -> usize {
+        self.mounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty()
+    }
+
+    /// Report lines: a summary, and one line per unshifted mount with why.
+    pub fn notes(&self) -> Vec<String> {
+        if self.mounts.is_empty() {
+            return Vec::new();
+        }
+        let idmapped: Vec<String> = self
+            .mounts
+            .iter()
+            .filter(|(_, s)| *s == StagedAs::Idmapped)
+            .map(|(d, _)| d.display().to_string())
+            .collect();
+        let mut notes = vec![format!(
+            "{} bind mount sources staged where the container's unprivileged root can reach them; {} idmapped with the container's mapping (nosuid,nodev){}",
+            self.mounts.len(),
+            idmapped.len(),
+            if idmapped.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", idmapped.join(", "))
+            }
+        )];
+        for (dest, how) in &self.mounts {
+            if let StagedAs::Unshifted { why } = how {
+                notes.push(format!(
+                    "bind mount {} not idmapped (host owners kept, host-root files appear as nobody): {why}",
+                    dest.display()
+                ));
+            }
+        }
+        notes
+    }
+}
+
+/// One ancestor directory of a bind source: path, owner, group, mode.
+pub type Ancestor = (PathBuf, u32, u32, u32);
+
+/// The ancestor directory that keeps host users away from a path, if any:
+/// owned by root, no search permission for others, and none for its group
+/// unless the group is root. Pure, so the rule is unit-tested.
+pub fn shielding_ancestor(ancestors: &[Ancestor]) -> Option<PathBuf> {
+    ancestors
+        .iter()
+        .find(|(_, uid, gid, mode)| {
+            *uid == 0 && mode & 0o001 == 0 && (mode & 0o010 == 0 || *gid == 0)
+        })
+        .map(|(p, ..)| p.clone())
+}
+
+/// The ancestors of `source` (canonical), nearest first, excluding `source`.
+fn ancestors_of(source: &Path) -> std::io::Result<Vec<Ancestor>> {
+    let mut out = Vec::new();
+    for dir in source.ancestors().skip(1) {
+        let m = fs::metadata(dir)?;
+        out.push((dir.to_path_buf(), m.uid(), m.gid(), m.mode() & 0o7777));
+    }
+    Ok(out)
+}
+
 /// Bind-mounts every bind source of `spec` under `dir` and rewrites the
-/// spec to use the staged paths. On error, what was staged stays mounted
-/// for [`unstage`] to remove.
-pub fn stage_bind_mounts(spec: &mut Spec, dir: &Path) -> Result<usize, StageError> {
+/// spec to use the staged paths. With `range` (the container's id range),
+/// sources host users cannot reach are idmapped with it (see the module
+/// documentation); `None` stages everything unshifted. On error, what was
+/// staged stays mounted for [`unstage`] to remove.
+pub fn stage_bind_mounts(
+    spec: &mut Spec,
+    dir: &Path,
+    range: Option<IdRange>,
+) -> Result<Staged, StageError> {
     let Some(mounts) = spec.mounts().clone() else {
-        return Ok(0);
+        return Ok(Staged::default());
     };
-    let mut staged = 0;
+    let mut staged = Staged::default();
+    // One mapping user namespace for every mount, made on first use.
+    let mut userns: Option<Result<OwnedFd, String>> = None;
     let mut out: Vec<Mount> = Vec::with_capacity(mounts.len());
     for (i, mut m) in mounts.into_iter().enumerate() {
         let Some(source) = m.source().clone().filter(|_| is_bind(&m)) else {
@@ -83,12 +201,24 @@ pub fn stage_bind_mounts(spec: &mut Spec, dir: &Path) -> Result<usize, StageErro
             .options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|x| x == "rbind"));
-        let mut flags = MsFlags::MS_BIND;
-        if recursive {
-            flags |= MsFlags::MS_REC;
+        let how = match range {
+            None => StagedAs::Unshifted {
+                why: "no id range".into(),
+            },
+            // moat's own read-only mounts (the sysfs of a joined network
+            // namespace): nothing to shift.
+            Some(_) if source.starts_with(crate::rootfs::MOUNT_BASE) => StagedAs::Internal,
+            Some(range) => try_idmapped(&source, &target, range, recursive, &mut userns)
+                .unwrap_or_else(|why| StagedAs::Unshifted { why }),
+        };
+        if how != StagedAs::Idmapped {
+            let mut flags = MsFlags::MS_BIND;
+            if recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            mount(Some(&source), &target, None::<&str>, flags, None::<&str>)
+                .map_err(|e| err(e.to_string()))?;
         }
-        mount(Some(&source), &target, None::<&str>, flags, None::<&str>)
-            .map_err(|e| err(e.to_string()))?;
         // Private: the staged copy must not propagate mounts back to the
         // host's tree, nor receive new ones from it.
         let _ = mount(
@@ -98,12 +228,222 @@ pub fn stage_bind_mounts(spec: &mut Spec, dir: &Path) -> Result<usize, StageErro
             MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         );
+        staged.mounts.push((m.destination().clone(), how));
         m.set_source(Some(target));
-        staged += 1;
         out.push(m);
     }
     spec.set_mounts(Some(out));
     Ok(staged)
+}
+
+/// Idmaps `source` onto `target` when host users cannot reach it; the error
+/// says why it stays unshifted.
+fn try_idmapped(
+    source: &Path,
+    target: &Path,
+    range: IdRange,
+    recursive: bool,
+    userns: &mut Option<Result<OwnedFd, String>>,
+) -> Result<StagedAs, String> {
+    let real = fs::canonicalize(source).map_err(|e| format!("cannot resolve it: {e}"))?;
+    let ancestors = ancestors_of(&real).map_err(|e| format!("cannot stat its parents: {e}"))?;
+    if shielding_ancestor(&ancestors).is_none() {
+        return Err(format!(
+            "{} is reachable by host users (no root-owned ancestor closed to others), so files the container creates there must keep unprivileged owners",
+            real.display()
+        ));
+    }
+    let ns = userns
+        .get_or_insert_with(|| mapping_userns(range).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| format!("no mapping user namespace: {e}"))?;
+    idmapped_bind_tree(&real, target, ns, recursive, MOUNT_ATTR_NOSUID_NODEV).map_err(|e| {
+        tracing::warn!(source = %real.display(), error = %e, "bind source cannot be idmapped; staging it unshifted");
+        format!("the filesystem refuses idmapping ({e})")
+    })?;
+    Ok(StagedAs::Idmapped)
+}
+
+/// The most entries (directories and symlinks) copied into one scratch
+/// tmpfs, and how deep: an image's /run or /tmp skeleton is a handful.
+const SKELETON_MAX_ENTRIES: usize = 1024;
+const SKELETON_MAX_DEPTH: usize = 8;
+
+/// Gives moat's own scratch tmpfs mounts (`filesystem.tmpfs`, /tmp and /run
+/// by default) the image's directory skeleton at that path.
+///
+/// moat adds those tmpfs mounts to every container; an empty one would hide
+/// what the image has there, and images do ship directories under /run
+/// (postgres' /run/postgresql, owned by postgres, is where it puts its
+/// socket and lock file; redis has /run/redis) which their non-root users
+/// cannot recreate in a root-owned tmpfs. For each such mount whose image
+/// directory is not empty, moat (host root) mounts the tmpfs itself under
+/// `dir` (same size and mode, nosuid,nodev, owned by container root),
+/// copies the image's directories and symlinks there with their owners and
+/// modes (regular files are not copied: scratch space starts empty), and
+/// hands the container a bind mount of it. Owners are copied as the
+/// prepared (idmapped) rootfs shows them, which is already the container's
+/// host range. Returns the destinations it populated.
+pub fn stage_scratch_tmpfs(
+    spec: &mut Spec,
+    dir: &Path,
+    scratch_paths: &[String],
+    range: IdRange,
+) -> Result<Vec<PathBuf>, StageError> {
+    let Some(rootfs) = spec.root().as_ref().map(|r| r.path().clone()) else {
+        return Ok(Vec::new());
+    };
+    let Some(mounts) = spec.mounts().clone() else {
+        return Ok(Vec::new());
+    };
+    let mut populated = Vec::new();
+    let mut out = Vec::with_capacity(mounts.len());
+    for (i, mut m) in mounts.into_iter().enumerate() {
+        let dest = m.destination().clone();
+        let ours = m.typ().as_deref() == Some("tmpfs")
+            && scratch_paths
+                .iter()
+                .any(|p| crate::harden::normalize(Path::new(p)) == crate::harden::normalize(&dest));
+        let image_dir = rootfs.join(dest.strip_prefix("/").unwrap_or(&dest));
+        // Only a real directory of the image with something in it, reached
+        // without following any symlink (the image's symlinks point
+        // wherever the image likes, and moat reads here as host root).
+        let has_skeleton = ours
+            && no_symlink_below(&rootfs, &dest)
+            && fs::symlink_metadata(&image_dir).is_ok_and(|md| md.is_dir())
+            && fs::read_dir(&image_dir).is_ok_and(|mut d| d.next().is_some());
+        if !has_skeleton {
+            out.push(m);
+            continue;
+        }
+        let err = |error: String| StageError {
+            source_path: image_dir.clone(),
+            destination: dest.clone(),
+            error,
+        };
+        mkdir_traversable(dir).map_err(|e| err(e.to_string()))?;
+        let target = dir.join(format!("tmpfs-{i}"));
+        mkdir_traversable(&target).map_err(|e| err(e.to_string()))?;
+        let opts = m.options().clone().unwrap_or_default();
+        let mut data: Vec<String> = opts
+            .iter()
+            .filter(|o| {
+                o.starts_with("size=") || o.starts_with("mode=") || o.starts_with("nr_inodes=")
+            })
+            .cloned()
+            .collect();
+        data.push(format!("uid={}", range.host_id));
+        data.push(format!("gid={}", range.host_id));
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.join(",").as_str()),
+        )
+        .map_err(|e| err(format!("mount tmpfs: {e}")))?;
+        let mut budget = SKELETON_MAX_ENTRIES;
+        copy_skeleton(&image_dir, &target, SKELETON_MAX_DEPTH, &mut budget)
+            .map_err(|e| err(format!("copy the image's directories: {e}")))?;
+        let _ = mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        );
+        let mut bind_opts: Vec<String> = vec!["rbind".into(), "nosuid".into(), "nodev".into()];
+        bind_opts.extend(
+            opts.iter()
+                .filter(|o| matches!(o.as_str(), "ro" | "rw" | "noexec" | "exec"))
+                .cloned(),
+        );
+        m.set_typ(Some("bind".into()));
+        m.set_source(Some(target));
+        m.set_options(Some(bind_opts));
+        populated.push(dest);
+        out.push(m);
+    }
+    spec.set_mounts(Some(out));
+    Ok(populated)
+}
+
+/// True when every component of `dest` (an absolute container path) under
+/// `rootfs` exists and is a plain directory, not a symlink, and `dest` has
+/// no `..`.
+fn no_symlink_below(rootfs: &Path, dest: &Path) -> bool {
+    use std::path::Component;
+    let mut p = rootfs.to_path_buf();
+    for c in dest.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(name) => {
+                p.push(name);
+                if !fs::symlink_metadata(&p).is_ok_and(|md| md.is_dir()) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Copies the directories and symlinks under `from` into `to` (an existing
+/// directory), with owners and modes; `to` itself gets `from`'s mode.
+fn copy_skeleton(from: &Path, to: &Path, depth: usize, budget: &mut usize) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = fs::symlink_metadata(from)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    if depth == 0 {
+        return Ok(());
+    }
+    for entry in fs::read_dir(from)? {
+        if *budget == 0 {
+            return Ok(());
+        }
+        let entry = entry?;
+        let md = entry.metadata()?; // does not follow symlinks
+        let dst = to.join(entry.file_name());
+        if md.is_dir() {
+            *budget -= 1;
+            fs::create_dir(&dst)?;
+            std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))?;
+            copy_skeleton(&entry.path(), &dst, depth - 1, budget)?;
+            // chown clears setuid/setgid bits: set the mode after it.
+            fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        } else if md.file_type().is_symlink() {
+            *budget -= 1;
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dst)?;
+            std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the container's stdio pipes and sockets (docker's and containerd's
+/// shims pass pipes) to container root. They belong to host root, so a
+/// workload that reopens its own stdout by path (/dev/stdout,
+/// /proc/self/fd/1: the official nginx image logs through
+/// /var/log/nginx/access.log -> /dev/stdout) got EACCES. Only pipes and
+/// sockets owned by moat's own uid are changed; terminals, /dev/null and
+/// files are left alone.
+pub fn give_stdio_to_container(range: IdRange) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for fd in 0..=2 {
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
+            continue;
+        };
+        let kind = st.st_mode & libc::S_IFMT;
+        if (kind == libc::S_IFIFO || kind == libc::S_IFSOCK) && st.st_uid == me {
+            // SAFETY: fchown on an open descriptor we were handed.
+            let rc = unsafe { libc::fchown(fd, range.host_id, range.host_id) };
+            if rc != 0 {
+                tracing::warn!(fd, error = %std::io::Error::last_os_error(), "cannot hand a stdio pipe to container root");
+            }
+        }
+    }
 }
 
 /// Removes every staged mount and the staging directory. Idempotent.
@@ -121,4 +461,132 @@ pub fn unstage(dir: &Path) {
         let _ = fs::remove_dir(&p).or_else(|_| fs::remove_file(&p));
     }
     let _ = fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(path: &str, uid: u32, gid: u32, mode: u32) -> Ancestor {
+        (PathBuf::from(path), uid, gid, mode)
+    }
+
+    #[test]
+    fn docker_volumes_are_shielded_by_var_lib_docker() {
+        let chain = [
+            a("/var/lib/docker/volumes/v", 0, 0, 0o755),
+            a("/var/lib/docker/volumes", 0, 0, 0o701),
+            a("/var/lib/docker", 0, 0, 0o710),
+            a("/var/lib", 0, 0, 0o755),
+            a("/var", 0, 0, 0o755),
+            a("/", 0, 0, 0o755),
+        ];
+        assert_eq!(
+            shielding_ancestor(&chain),
+            Some(PathBuf::from("/var/lib/docker"))
+        );
+    }
+
+    #[test]
+    fn world_traversable_paths_are_not_shielded() {
+        let chain = [
+            a("/srv/data", 0, 0, 0o755),
+            a("/srv", 0, 0, 0o755),
+            a("/", 0, 0, 0o755),
+        ];
+        assert_eq!(shielding_ancestor(&chain), None);
+        // /tmp is 1777: sticky, world-searchable.
+        assert_eq!(shielding_ancestor(&[a("/tmp", 0, 0, 0o1777)]), None);
+    }
+
+    #[test]
+    fn a_closed_directory_of_another_owner_or_group_does_not_shield() {
+        // Owned by a host user: that user can reach (and chmod) it.
+        assert_eq!(shielding_ancestor(&[a("/home/u", 1000, 1000, 0o700)]), None);
+        // Root-owned but searchable by a non-root group.
+        assert_eq!(shielding_ancestor(&[a("/srv/g", 0, 50, 0o750)]), None);
+        // Root-owned, group root may search: shielded.
+        assert_eq!(
+            shielding_ancestor(&[a("/srv/r", 0, 0, 0o750)]),
+            Some(PathBuf::from("/srv/r"))
+        );
+    }
+
+    #[test]
+    fn skeleton_copies_directories_and_symlinks_with_owners_not_files() {
+        use std::os::unix::fs::PermissionsExt;
+        // chown needs root; the test suite runs as root, skip otherwise.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let pg = src.path().join("postgresql");
+        fs::create_dir(&pg).unwrap();
+        std::os::unix::fs::chown(&pg, Some(102), Some(104)).unwrap();
+        fs::set_permissions(&pg, fs::Permissions::from_mode(0o2777)).unwrap();
+        fs::create_dir_all(src.path().join("lock/sub")).unwrap();
+        fs::write(src.path().join("nginx.pid"), "1\n").unwrap();
+        std::os::unix::fs::symlink("/run/lock", src.path().join("link")).unwrap();
+        fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut budget = SKELETON_MAX_ENTRIES;
+        copy_skeleton(src.path(), dst.path(), SKELETON_MAX_DEPTH, &mut budget).unwrap();
+        let md = fs::metadata(dst.path().join("postgresql")).unwrap();
+        assert!(md.is_dir());
+        assert_eq!((md.uid(), md.gid()), (102, 104));
+        assert_eq!(md.mode() & 0o7777, 0o2777, "setgid survives the chown");
+        assert!(dst.path().join("lock/sub").is_dir());
+        assert_eq!(
+            fs::read_link(dst.path().join("link")).unwrap(),
+            PathBuf::from("/run/lock")
+        );
+        assert!(
+            !dst.path().join("nginx.pid").exists(),
+            "files are not copied"
+        );
+        assert_eq!(budget, SKELETON_MAX_ENTRIES - 4);
+
+        // The budget caps how much an image can make moat copy.
+        let dst2 = tempfile::tempdir().unwrap();
+        let mut small = 1;
+        copy_skeleton(src.path(), dst2.path(), SKELETON_MAX_DEPTH, &mut small).unwrap();
+        assert_eq!(fs::read_dir(dst2.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn image_symlinks_are_not_followed_to_the_host() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("run/postgresql")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("var")).unwrap();
+        assert!(no_symlink_below(root.path(), Path::new("/run")));
+        assert!(!no_symlink_below(root.path(), Path::new("/var/tmp")));
+        assert!(!no_symlink_below(root.path(), Path::new("/var")));
+        assert!(!no_symlink_below(root.path(), Path::new("/run/../var")));
+        assert!(!no_symlink_below(root.path(), Path::new("/missing")));
+    }
+
+    #[test]
+    fn notes_name_idmapped_and_explain_unshifted_mounts() {
+        let staged = Staged {
+            mounts: vec![
+                (PathBuf::from("/data"), StagedAs::Idmapped),
+                (
+                    PathBuf::from("/src"),
+                    StagedAs::Unshifted {
+                        why: "reachable by host users".into(),
+                    },
+                ),
+            ],
+        };
+        let notes = staged.notes();
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].contains("2 bind mount sources"), "{notes:?}");
+        assert!(notes[0].contains("1 idmapped"), "{notes:?}");
+        assert!(notes[0].contains("/data"), "{notes:?}");
+        assert!(notes[1].contains("/src not idmapped"), "{notes:?}");
+        assert!(Staged::default().notes().is_empty());
+    }
 }

@@ -252,12 +252,22 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let staged = moat::staging::stage_bind_mounts(
         &mut hardened,
         &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
+        Some(allocation.range),
     )?;
-    if staged > 0 {
+    report.notes.extend(staged.notes());
+    let populated = moat::staging::stage_scratch_tmpfs(
+        &mut hardened,
+        &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
+        &effective.filesystem.tmpfs,
+        allocation.range,
+    )?;
+    for dest in populated {
         report.notes.push(format!(
-            "{staged} bind mount sources staged where the container's unprivileged root can reach them (not idmapped)"
+            "scratch tmpfs {} starts with the image's directories there",
+            dest.display()
         ));
     }
+    moat::staging::give_stdio_to_container(allocation.range);
     let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
     rootfs::write_atomic(&private.join("config.json"), &config)
         .context("cannot write the hardened config.json")?;

@@ -126,6 +126,12 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let learn_conn = moat::learn::connect_for_exec(&private)?;
 
     super::create::redirect_null_stdio();
+    // As for create: `docker exec c sh -c 'echo hi > /dev/stdout'` reopens
+    // the engine's pipe by path, which container root may only do if it
+    // owns the pipe.
+    if let Some(allocation) = &moat_state.allocation {
+        moat::staging::give_stdio_to_container(allocation.range);
+    }
     // Foreground: become the workload's reaper once the helper exits, and
     // hold signals for forwarding. Detached: the caller's subreaper adopts it.
     let signals = SigSet::all();

@@ -1,0 +1,1384 @@
+//! Real workloads, unmodified, under `docker run --runtime=moat`: nginx,
+//! Redis, PostgreSQL and a Python program, from the images `hack/images`
+//! builds (Debian bookworm packages). Each test shows the workload works and
+//! that the sandbox is on while it does: the root filesystem is read-only,
+//! egress to a host the test created is refused (while a runc container
+//! reaches it), and the workload runs under seccomp (mode 2) with
+//! no_new_privs and a capability set within moat's allowlist.
+//!
+//! One test runs the Python program through containerd (`ctr run`, moat as
+//! the runc shim's binary) from the images' copies in containerd namespace
+//! `moat-images`.
+//!
+//! Run with (images built once, then cached):
+//!
+//! ```sh
+//! make test-workloads
+//! # or, against a build registered under another name:
+//! MOAT_RUNTIME_NAME=moat-wl MOAT_INSTALL_PATH=/usr/local/libexec/moat-wl \
+//!     bash hack/docker-register.sh target/release/moat
+//! MOAT_IMAGES_CONTAINERD=1 bash hack/images
+//! MOAT_DOCKER_RUNTIME=moat-wl cargo test --release -p moat-integration \
+//!     --test workloads -- --test-threads=1
+//! ```
+//!
+//! The docker runtime name comes from `MOAT_DOCKER_RUNTIME` (default
+//! `moat`). Every test removes its containers, volumes and networks, also
+//! when it fails (guards), and checks that moat kept nothing for its
+//! containers. Network traffic goes only to 127.0.0.1 ports the tests
+//! publish and to the gateway address of a docker network the test creates.
+//! Without docker the tests are skipped, unless `CI` is set.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const DOCKER: &str = "/usr/bin/docker";
+/// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
+const ALLOWED_CAPS: u64 = 0x5fb;
+const HOST_ID_FLOOR: u64 = 1_073_741_824;
+const RANGE_SIZE: u64 = 65_536;
+const ID_POOL: &str = "/run/moat/id-pool";
+const MOUNT_BASE: &str = "/run/moat-rootfs";
+const STATE_ROOTS: &[&str] = &[
+    "/run/docker/runtime-runc/moby",
+    "/var/run/docker/runtime-runc/moby",
+];
+const CMD_TIMEOUT: Duration = Duration::from_secs(120);
+const CONTROL_IMAGE: &str = "moat-busybox:latest";
+
+fn runtime() -> String {
+    std::env::var("MOAT_DOCKER_RUNTIME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "moat".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Commands with a timeout.
+// ---------------------------------------------------------------------------
+
+struct Out {
+    cmdline: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "`{}` -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmdline,
+            self.code,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+
+    #[track_caller]
+    fn expect_ok(self) -> Out {
+        assert!(self.ok(), "command failed: {}", self.describe());
+        self
+    }
+}
+
+fn run_cmd<S: AsRef<str>>(prog: &str, args: &[S], timeout: Duration) -> Out {
+    let cmdline = std::iter::once(prog)
+        .chain(args.iter().map(|a| a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(prog)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn `{cmdline}`: {e}"));
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            let _ = tx.send(b);
+        });
+        rx
+    };
+    let rx_out = pipe(Box::new(child.stdout.take().expect("stdout")));
+    let rx_err = pipe(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s.code(),
+            Ok(None) if Instant::now() >= deadline => {
+                // Only our own child, by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for `{cmdline}`: {e}"),
+        }
+    };
+    let grace = Duration::from_secs(5);
+    let text = |rx: mpsc::Receiver<Vec<u8>>| {
+        String::from_utf8_lossy(&rx.recv_timeout(grace).unwrap_or_default()).into_owned()
+    };
+    Out {
+        cmdline,
+        code,
+        stdout: text(rx_out),
+        stderr: text(rx_err),
+    }
+}
+
+fn docker<S: AsRef<str>>(args: &[S]) -> Out {
+    run_cmd(DOCKER, args, CMD_TIMEOUT)
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Preconditions.
+// ---------------------------------------------------------------------------
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+fn docker_available() -> &'static Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE.get_or_init(|| {
+        if !Path::new(DOCKER).exists() {
+            return Err(format!("{DOCKER} does not exist"));
+        }
+        let info = run_cmd(DOCKER, &["info"], Duration::from_secs(30));
+        if info.ok() {
+            Ok(())
+        } else {
+            Err(info.describe())
+        }
+    })
+}
+
+/// One per test: unique names, guards' bookkeeping and the final leak check.
+struct Ctx {
+    test: &'static str,
+    ids: RefCell<Vec<String>>,
+}
+
+impl Ctx {
+    /// None: docker is unavailable and this is not CI (the test is skipped).
+    /// Panics when docker is up but the runtime or an image is missing.
+    fn new(test: &'static str, images: &[&str]) -> Option<Ctx> {
+        if let Err(why) = docker_available() {
+            if in_ci() {
+                panic!("{test}: docker is required under CI ({why})");
+            }
+            eprintln!("SKIPPED {test}: docker is not available ({why})");
+            return None;
+        }
+        let rt = docker(&["info", "--format", "{{json .Runtimes}}"]).expect_ok();
+        let runtimes: serde_json::Value =
+            serde_json::from_str(rt.stdout.trim()).expect("docker info .Runtimes is JSON");
+        assert!(
+            runtimes.get(runtime()).is_some(),
+            "docker does not list runtime {:?} ({}); run hack/docker-register.sh or set MOAT_DOCKER_RUNTIME",
+            runtime(),
+            rt.stdout.trim()
+        );
+        for image in images.iter().chain([&CONTROL_IMAGE]) {
+            let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
+            assert!(
+                out.ok(),
+                "image {image} is missing: build the images with `bash hack/images` (or make test-workloads)"
+            );
+        }
+        Some(Ctx {
+            test,
+            ids: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!(
+            "moat-wl-{}-{suffix}-{}",
+            self.test.replace('_', "-"),
+            std::process::id()
+        )
+    }
+
+    fn container(&self, suffix: &str) -> Container<'_> {
+        let name = self.name(suffix);
+        // A same-named leftover of a crashed run with a recycled pid.
+        let _ = docker(&["rm", "-f", &name]);
+        Container { ctx: self, name }
+    }
+
+    fn volume(&self, suffix: &str) -> Volume {
+        let name = self.name(suffix);
+        let _ = docker(&["volume", "rm", "-f", &name]);
+        docker(&["volume", "create", &name]).expect_ok();
+        Volume { name }
+    }
+
+    /// Asserts moat keeps nothing for any container this test ran (the
+    /// containers must be removed first).
+    #[track_caller]
+    fn assert_no_leftovers(&self) {
+        for id in self.ids.borrow().iter() {
+            let mut traces = Vec::new();
+            let clean = wait_until(Duration::from_secs(10), || {
+                traces = moat_traces(id);
+                traces.is_empty()
+            });
+            assert!(
+                clean,
+                "{}: moat left state behind for {id}:\n  {}",
+                self.test,
+                traces.join("\n  ")
+            );
+        }
+    }
+}
+
+struct Container<'a> {
+    ctx: &'a Ctx,
+    name: String,
+}
+
+impl Container<'_> {
+    /// `docker run -d --runtime=<moat> --name N OPTS IMAGE CMD`, must succeed.
+    #[track_caller]
+    fn start(&self, opts: &[&str], image: &str, cmd: &[&str]) {
+        let out = self.run(&[&["-d"], opts].concat(), image, cmd);
+        assert!(out.ok(), "docker run failed: {}", out.describe());
+    }
+
+    /// `docker run --runtime=<moat> --name N OPTS IMAGE CMD` (foreground).
+    fn run(&self, opts: &[&str], image: &str, cmd: &[&str]) -> Out {
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "--name".into(),
+            self.name.clone(),
+            format!("--runtime={}", runtime()),
+        ];
+        a.extend(opts.iter().map(|s| s.to_string()));
+        a.push(image.into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        let out = docker(&a);
+        if let Some(id) = self.inspect("{{.Id}}") {
+            let mut ids = self.ctx.ids.borrow_mut();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        out
+    }
+
+    fn inspect(&self, format: &str) -> Option<String> {
+        let out = docker(&["inspect", "--format", format, &self.name]);
+        out.ok().then(|| out.stdout.trim().to_string())
+    }
+
+    fn exec(&self, opts: &[&str], cmd: &[&str]) -> Out {
+        let mut a: Vec<&str> = vec!["exec"];
+        a.extend_from_slice(opts);
+        a.push(&self.name);
+        a.extend_from_slice(cmd);
+        docker(&a)
+    }
+
+    fn logs(&self) -> String {
+        let out = docker(&["logs", &self.name]);
+        format!("{}{}", out.stdout, out.stderr)
+    }
+
+    #[track_caller]
+    fn wait_for(&self, what: &str, timeout: Duration, mut ready: impl FnMut(&Self) -> bool) {
+        let ok = wait_until(timeout, || ready(self));
+        assert!(
+            ok,
+            "{}: not {what} within {timeout:?}; state {:?}; logs:\n{}",
+            self.name,
+            self.inspect("{{.State.Status}} exit={{.State.ExitCode}}"),
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = run_cmd(DOCKER, &["rm", "-f", "-v", &self.name], CMD_TIMEOUT);
+    }
+}
+
+struct Volume {
+    name: String,
+}
+
+impl Volume {
+    /// The volume's directory on the host.
+    fn host_path(&self) -> PathBuf {
+        let out = docker(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            &self.name,
+        ]);
+        PathBuf::from(out.expect_ok().stdout.trim())
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = run_cmd(DOCKER, &["volume", "rm", "-f", &self.name], CMD_TIMEOUT);
+    }
+}
+
+/// FNV-1a 64 of "root\tid": moat's rootfs mount point name
+/// (runtime/src/rootfs.rs).
+fn rootfs_hash(root: &str, id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.bytes().chain(std::iter::once(b'\t')).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What moat keeps on the host for container `id` (id-pool claims, mounts
+/// and directories under /run/moat-rootfs, runtime state directories).
+fn moat_traces(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(ID_POOL).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path()).is_ok_and(|c| c.contains(id)) {
+            found.push(format!("id-pool file {}", e.path().display()));
+        }
+    }
+    let prefixes: Vec<String> = STATE_ROOTS
+        .iter()
+        .map(|r| format!("{MOUNT_BASE}/{}", rootfs_hash(r, id)))
+        .collect();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let mp = line.split(' ').nth(4).unwrap_or_default();
+        if prefixes.iter().any(|p| mp.starts_with(p.as_str())) {
+            found.push(format!("mount {line}"));
+        }
+    }
+    for p in &prefixes {
+        for suffix in ["", ".mounts", ".netns", ".sysfs"] {
+            let path = format!("{p}{suffix}");
+            if Path::new(&path).exists() {
+                found.push(format!("path {path}"));
+            }
+        }
+    }
+    for root in STATE_ROOTS {
+        for p in [format!("{root}/{id}"), format!("{root}/@moat/{id}")] {
+            if Path::new(&p).exists() {
+                found.push(format!("state directory {p}"));
+            }
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// The test's own outside host: a docker network and a listener on its
+// gateway address.
+// ---------------------------------------------------------------------------
+
+/// A docker bridge network the test creates, with a TCP listener on its
+/// gateway address (a host address that exists only because the test made
+/// the network). Counts the connections it accepts. Dropping it stops the
+/// listener and removes the network.
+struct OutsideHost {
+    network: String,
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl OutsideHost {
+    #[track_caller]
+    fn new(ctx: &Ctx) -> OutsideHost {
+        let network = ctx.name("net");
+        let _ = docker(&["network", "rm", &network]);
+        docker(&["network", "create", "--driver", "bridge", &network]).expect_ok();
+        // From here on the guard removes the network, also on panic.
+        let mut host = OutsideHost {
+            network,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        };
+        let gw = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+            &host.network,
+        ])
+        .expect_ok();
+        let ip: IpAddr = gw
+            .stdout
+            .split_whitespace()
+            .find_map(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "network {} has no gateway: {gw:?}",
+                    host.network,
+                    gw = gw.stdout
+                )
+            });
+        let listener = TcpListener::bind((ip, 0)).expect("listen on the test network's gateway");
+        listener.set_nonblocking(true).expect("nonblocking");
+        host.addr = listener.local_addr().expect("local_addr");
+        let (accepted, stop) = (host.accepted.clone(), host.stop.clone());
+        host.thread = Some(thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        let _ = s.write_all(b"hello\n");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }));
+        host
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Control: a runc container on the same network reaches the listener,
+    /// so a refusal under moat is moat's doing.
+    #[track_caller]
+    fn assert_reachable_under_runc(&self, ctx: &Ctx) {
+        let name = ctx.name("control");
+        let _guard = NamedContainer(name.clone());
+        let before = self.accepted();
+        let out = docker(&[
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--runtime=runc",
+            "--network",
+            &self.network,
+            CONTROL_IMAGE,
+            "nc",
+            "-w",
+            "3",
+            &self.addr.ip().to_string(),
+            &self.addr.port().to_string(),
+        ]);
+        assert!(
+            wait_until(Duration::from_secs(3), || self.accepted() > before),
+            "a runc container could not reach the test's host {}: {}",
+            self.addr,
+            out.describe()
+        );
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = run_cmd(DOCKER, &["network", "rm", &self.network], CMD_TIMEOUT);
+    }
+}
+
+/// Removes a container by name on drop (for the runc control).
+struct NamedContainer(String);
+
+impl Drop for NamedContainer {
+    fn drop(&mut self) {
+        let _ = run_cmd(DOCKER, &["rm", "-f", &self.0], CMD_TIMEOUT);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sandbox, checked from inside a running workload container.
+// ---------------------------------------------------------------------------
+
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(str::trim)
+}
+
+/// Asserts `status` (a /proc/PID/status) is moat's sandbox.
+#[track_caller]
+fn assert_hardened_status(status: &str, what: &str) {
+    assert_eq!(
+        status_field(status, "Seccomp"),
+        Some("2"),
+        "{what}: seccomp mode\n{status}"
+    );
+    assert_eq!(
+        status_field(status, "NoNewPrivs"),
+        Some("1"),
+        "{what}: NoNewPrivs\n{status}"
+    );
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        let v = status_field(status, key)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(u64::MAX);
+        assert_eq!(
+            v & !ALLOWED_CAPS,
+            0,
+            "{what}: {key} {v:#x} beyond the allowlist"
+        );
+    }
+}
+
+/// Asserts a uid_map is one unprivileged range of moat's pool.
+#[track_caller]
+fn assert_moat_uid_map(map: &str, what: &str) -> u64 {
+    let f: Vec<u64> = map
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(f.len(), 3, "{what}: one range expected: {map:?}");
+    assert_eq!(f[0], 0, "{what}: {map:?}");
+    assert!(
+        f[1] >= HOST_ID_FLOOR,
+        "{what}: container root is host uid {}",
+        f[1]
+    );
+    assert_eq!(f[2], RANGE_SIZE, "{what}: {map:?}");
+    f[1]
+}
+
+/// From inside running container `c` (with bash, as every Debian image
+/// has): the workload's init (pid 1) runs under seccomp mode 2,
+/// no_new_privs and the capability allowlist, in an unprivileged user
+/// namespace; the root filesystem refuses writes even from container root;
+/// a connection to the test's outside host is refused at once and never
+/// arrives.
+#[track_caller]
+fn assert_sandbox_on(c: &Container, outside: &OutsideHost) {
+    let status = c.exec(&[], &["cat", "/proc/1/status"]).expect_ok().stdout;
+    assert_hardened_status(&status, &format!("{} pid 1", c.name));
+    let map = c.exec(&[], &["cat", "/proc/1/uid_map"]).expect_ok().stdout;
+    assert_moat_uid_map(&map, &c.name);
+
+    let write = c.exec(
+        &["-u", "0"],
+        &["bash", "-c", "echo x > /moat-rootfs-write-probe"],
+    );
+    assert!(
+        !write.ok(),
+        "{}: container root wrote to /: {}",
+        c.name,
+        write.describe()
+    );
+    assert!(
+        write.stderr.contains("Read-only file system"),
+        "{}: rootfs write did not fail with EROFS: {}",
+        c.name,
+        write.describe()
+    );
+
+    let before = outside.accepted();
+    let started = Instant::now();
+    let connect = c.exec(
+        &[],
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/{}",
+                outside.addr.ip(),
+                outside.addr.port()
+            ),
+        ],
+    );
+    let took = started.elapsed();
+    assert!(
+        !connect.ok(),
+        "{}: reached the test's host {}: {}",
+        c.name,
+        outside.addr,
+        connect.describe()
+    );
+    assert!(
+        connect.stderr.contains("Connection refused"),
+        "{}: egress was not refused: {}",
+        c.name,
+        connect.describe()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{}: refusal took {took:?}",
+        c.name
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        outside.accepted(),
+        before,
+        "{}: a connection reached the test's host",
+        c.name
+    );
+}
+
+/// A 127.0.0.1 port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// HTTP/1.0 GET / on 127.0.0.1:port: (status line, body).
+fn http_get_localhost(port: u16) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// The workloads.
+// ---------------------------------------------------------------------------
+
+/// nginx serves a page on a published port, fetched from the host, and logs
+/// the request to the container's stdout (through its
+/// /var/log/nginx/access.log -> /dev/stdout link). The one tweak it needs,
+/// a tmpfs for its temp dirs under /var/lib/nginx, is shown to be needed.
+#[test]
+fn nginx_serves_a_published_port() {
+    let Some(ctx) = Ctx::new("nginx_serves_a_published_port", &["moat-nginx"]) else {
+        return;
+    };
+    let outside = OutsideHost::new(&ctx);
+    outside.assert_reachable_under_runc(&ctx);
+
+    // Without the tweak: nginx cannot create its temp dirs on a read-only root.
+    let bare = ctx.container("bare");
+    let out = bare.run(&["--network", &outside.network], "moat-nginx:latest", &[]);
+    assert!(
+        !out.ok(),
+        "nginx ran without a writable /var/lib/nginx: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("/var/lib/nginx") && out.stderr.contains("Read-only file system"),
+        "nginx failed for another reason than its temp dir: {}",
+        out.describe()
+    );
+    drop(bare);
+
+    let port = free_port();
+    let c = ctx.container("web");
+    let publish = format!("127.0.0.1:{port}:80");
+    c.start(
+        &[
+            "--network",
+            &outside.network,
+            "--tmpfs",
+            "/var/lib/nginx",
+            "-p",
+            &publish,
+        ],
+        "moat-nginx:latest",
+        &[],
+    );
+    let mut last = None;
+    c.wait_for("serving", Duration::from_secs(20), |_| {
+        last = Some(http_get_localhost(port));
+        matches!(&last, Some(Ok((status, _))) if status.contains(" 200 "))
+    });
+    let (status, body) = http_get_localhost(port).expect("GET /");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        body.contains("served by nginx under moat"),
+        "body: {body:?}"
+    );
+    let logged = wait_until(Duration::from_secs(5), || {
+        c.logs().contains("\"GET / HTTP/1.0\" 200")
+    });
+    assert!(
+        logged,
+        "the access log did not reach docker logs:\n{}",
+        c.logs()
+    );
+    // Workers run as www-data, the master as root, all sandboxed.
+    let ps = c.exec(&[], &["bash", "-c", "for p in /proc/[0-9]*; do echo \"$(cat $p/comm) $(awk '/^Uid:/{print $2}' $p/status) $(awk '/^Seccomp:/{print $2}' $p/status)\"; done"]).expect_ok();
+    assert!(
+        ps.stdout.lines().any(|l| l.starts_with("nginx 33 2")),
+        "no nginx worker as www-data (uid 33) under seccomp:\n{}",
+        ps.stdout
+    );
+    assert_sandbox_on(&c, &outside);
+    drop(c);
+    drop(outside);
+    ctx.assert_no_leftovers();
+}
+
+/// redis-server keeps its data in a named volume: SET, restart the
+/// container, GET returns the value. The volume is idmapped, so the data
+/// file belongs to the image's redis user both inside and on disk.
+#[test]
+fn redis_persists_through_a_volume() {
+    let Some(ctx) = Ctx::new("redis_persists_through_a_volume", &["moat-redis"]) else {
+        return;
+    };
+    let outside = OutsideHost::new(&ctx);
+    outside.assert_reachable_under_runc(&ctx);
+    let vol = ctx.volume("data");
+    let c = ctx.container("redis");
+    let mount = format!("{}:/data", vol.name);
+    c.start(
+        &["--network", &outside.network, "-v", &mount],
+        "moat-redis:latest",
+        &[],
+    );
+    let ping = |c: &Container| c.exec(&[], &["redis-cli", "ping"]).stdout.trim() == "PONG";
+    c.wait_for("answering PING", Duration::from_secs(20), ping);
+
+    let value = format!("moat-{}", std::process::id());
+    let set = c
+        .exec(&[], &["redis-cli", "SET", "moat:key", &value])
+        .expect_ok();
+    assert_eq!(set.stdout.trim(), "OK", "{}", set.describe());
+    let save = c.exec(&[], &["redis-cli", "SAVE"]).expect_ok();
+    assert_eq!(save.stdout.trim(), "OK", "{}", save.describe());
+
+    docker(&["restart", "-t", "10", &c.name]).expect_ok();
+    c.wait_for(
+        "answering PING after restart",
+        Duration::from_secs(20),
+        ping,
+    );
+    let get = c.exec(&[], &["redis-cli", "GET", "moat:key"]).expect_ok();
+    assert_eq!(
+        get.stdout.trim(),
+        value,
+        "value lost across restart: {}",
+        get.describe()
+    );
+
+    // Ownership: redis's uid in the image, inside and on disk.
+    let redis_uid: u32 = c
+        .exec(&[], &["id", "-u", "redis"])
+        .expect_ok()
+        .stdout
+        .trim()
+        .parse()
+        .expect("redis uid");
+    let inside = c
+        .exec(&[], &["stat", "-c", "%u", "/data/dump.rdb"])
+        .expect_ok();
+    assert_eq!(inside.stdout.trim(), redis_uid.to_string(), "owner inside");
+    let on_disk =
+        std::fs::metadata(vol.host_path().join("dump.rdb")).expect("dump.rdb on the host");
+    assert_eq!(on_disk.uid(), redis_uid, "on-disk owner of the data file");
+
+    assert_sandbox_on(&c, &outside);
+    drop(c);
+    drop(vol);
+    drop(outside);
+    ctx.assert_no_leftovers();
+}
+
+/// PostgreSQL: initdb into a fresh volume (postgres refuses a data
+/// directory it does not own, the classic user-namespace trap), create a
+/// table, insert, restart, query.
+#[test]
+fn postgres_survives_a_restart_on_a_volume() {
+    let Some(ctx) = Ctx::new(
+        "postgres_survives_a_restart_on_a_volume",
+        &["moat-postgres"],
+    ) else {
+        return;
+    };
+    let outside = OutsideHost::new(&ctx);
+    outside.assert_reachable_under_runc(&ctx);
+    let vol = ctx.volume("pgdata");
+    let c = ctx.container("pg");
+    let mount = format!("{}:/var/lib/postgresql/data", vol.name);
+    c.start(
+        &["--network", &outside.network, "-v", &mount],
+        "moat-postgres:latest",
+        &[],
+    );
+    let ready = |c: &Container| {
+        c.exec(&[], &["psql", "-U", "postgres", "-tAc", "SELECT 1"])
+            .stdout
+            .trim()
+            == "1"
+    };
+    c.wait_for("accepting queries", Duration::from_secs(60), ready);
+
+    let value = format!("moat-{}", std::process::id());
+    c.exec(
+        &[],
+        &[
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-c",
+            &format!("CREATE TABLE moat_t (v text); INSERT INTO moat_t VALUES ('{value}');"),
+        ],
+    )
+    .expect_ok();
+    docker(&["restart", "-t", "30", &c.name]).expect_ok();
+    c.wait_for(
+        "accepting queries after restart",
+        Duration::from_secs(60),
+        ready,
+    );
+    let got = c
+        .exec(
+            &[],
+            &["psql", "-U", "postgres", "-tAc", "SELECT v FROM moat_t"],
+        )
+        .expect_ok();
+    assert_eq!(
+        got.stdout.trim(),
+        value,
+        "row lost across restart: {}",
+        got.describe()
+    );
+    assert!(
+        c.logs()
+            .contains("database system is ready to accept connections"),
+        "{}",
+        c.logs()
+    );
+
+    let pg_uid: u32 = c
+        .exec(&[], &["id", "-u"])
+        .expect_ok()
+        .stdout
+        .trim()
+        .parse()
+        .expect("postgres uid");
+    assert_ne!(pg_uid, 0, "postgres runs as its own user");
+    let data = vol.host_path();
+    let version = std::fs::metadata(data.join("PG_VERSION")).expect("PG_VERSION on the host");
+    assert_eq!(version.uid(), pg_uid, "on-disk owner of the cluster files");
+    let dir = std::fs::metadata(&data).expect("data dir");
+    assert_eq!(dir.uid(), pg_uid, "on-disk owner of the data directory");
+    assert_eq!(dir.mode() & 0o777, 0o700, "data directory mode");
+
+    assert_sandbox_on(&c, &outside);
+    drop(c);
+    drop(vol);
+    drop(outside);
+    ctx.assert_no_leftovers();
+}
+
+/// The Python program the python test runs (as the container's command).
+const PYTHON_APP: &str = r#"
+import json, multiprocessing, os, socket, sqlite3, stat, subprocess, sys, tempfile, threading
+
+out = {}
+
+# threads
+sums = [0] * 8
+def work(i):
+    sums[i] = sum(range(i * 1000, (i + 1) * 1000))
+ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+out["threads"] = sum(sums) == sum(range(8000))
+
+# subprocess
+p = subprocess.run(["sh", "-c", "echo sub-$((6 * 7))"], capture_output=True, text=True, check=True)
+out["subprocess"] = p.stdout.strip()
+
+# tempfile + sqlite3
+with tempfile.TemporaryDirectory() as d:
+    db = sqlite3.connect(os.path.join(d, "t.db"))
+    db.execute("create table t (k integer primary key, v text)")
+    db.executemany("insert into t (v) values (?)", [("v%d" % i,) for i in range(100)])
+    db.commit()
+    out["sqlite3"] = db.execute("select count(*) from t").fetchone()[0]
+    db.close()
+with tempfile.NamedTemporaryFile("w+") as f:
+    f.write("hello")
+    f.flush()
+    f.seek(0)
+    out["tempfile"] = f.read()
+
+# multiprocessing: a pool (fork), a queue and a lock (POSIX semaphores in /dev/shm)
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    with multiprocessing.Pool(4) as pool:
+        out["multiprocessing"] = sum(pool.map(square, range(100)))
+    q = multiprocessing.Queue()
+    lock = multiprocessing.Lock()
+    def child(q, lock):
+        with lock:
+            q.put(os.getpid())
+    pr = multiprocessing.Process(target=child, args=(q, lock))
+    pr.start()
+    out["mp_queue"] = q.get(timeout=10) == pr.pid
+    pr.join()
+
+# the sandbox, seen by the workload itself
+status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+out["seccomp"] = status["Seccomp"].strip()
+out["no_new_privs"] = status["NoNewPrivs"].strip()
+try:
+    open("/moat-rootfs-write-probe", "w")
+    out["rootfs_write"] = "succeeded"
+except OSError as e:
+    out["rootfs_write"] = e.strerror
+try:
+    socket.create_connection((os.environ["OUTSIDE_HOST"], int(os.environ["OUTSIDE_PORT"])), timeout=5)
+    out["egress"] = "connected"
+except OSError as e:
+    out["egress"] = type(e).__name__
+
+# a volume: files keep the container's owners on disk; a setuid-root
+# binary planted there does not raise privileges (nosuid + no_new_privs)
+mine = "/vol/owned-by-1000"
+open(mine, "w").close()
+os.chown(mine, 1000, 1000)
+suid = "/vol/suid-python"
+with open(sys.executable, "rb") as src, open(suid, "wb") as dst:
+    dst.write(src.read())
+os.chmod(suid, 0o4755)
+out["suid_mode"] = oct(os.stat(suid).st_mode & 0o7777)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.dup2(w, 1)
+    os.setgid(65534)
+    os.setuid(65534)
+    os.execv(suid, [suid, "-c", "import os; print(os.geteuid())"])
+os.close(w)
+euid = os.read(r, 100).decode().strip()
+os.waitpid(pid, 0)
+out["suid_euid"] = euid
+
+print("RESULT " + json.dumps(out, sort_keys=True))
+"#;
+
+/// A Python program using threads, subprocess, tempfile, sqlite3 and
+/// multiprocessing runs as the container's command and sees the sandbox;
+/// files it creates in a volume keep its ids on disk, and a setuid-root
+/// binary it plants there grants nothing.
+#[test]
+fn python_app_with_threads_subprocess_sqlite_multiprocessing() {
+    let Some(ctx) = Ctx::new(
+        "python_app_with_threads_subprocess_sqlite_multiprocessing",
+        &["moat-python"],
+    ) else {
+        return;
+    };
+    let outside = OutsideHost::new(&ctx);
+    outside.assert_reachable_under_runc(&ctx);
+    let app = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(app.path().join("app.py"), PYTHON_APP).expect("write app.py");
+    std::fs::set_permissions(
+        app.path().join("app.py"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let vol = ctx.volume("vol");
+    let c = ctx.container("py");
+    let app_mount = format!("{}:/app:ro", app.path().display());
+    let vol_mount = format!("{}:/vol", vol.name);
+    let out = c.run(
+        &[
+            "--network",
+            &outside.network,
+            "-v",
+            &app_mount,
+            "-v",
+            &vol_mount,
+            "-e",
+            &format!("OUTSIDE_HOST={}", outside.addr.ip()),
+            "-e",
+            &format!("OUTSIDE_PORT={}", outside.addr.port()),
+        ],
+        "moat-python:latest",
+        &["python3", "/app/app.py"],
+    );
+    assert!(out.ok(), "the python app failed: {}", out.describe());
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {}", out.describe()));
+    let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    assert_eq!(r["threads"], true, "{r}");
+    assert_eq!(r["subprocess"], "sub-42", "{r}");
+    assert_eq!(r["sqlite3"], 100, "{r}");
+    assert_eq!(r["tempfile"], "hello", "{r}");
+    assert_eq!(r["multiprocessing"], 328350, "{r}");
+    assert_eq!(r["mp_queue"], true, "{r}");
+    assert_eq!(r["seccomp"], "2", "{r}");
+    assert_eq!(r["no_new_privs"], "1", "{r}");
+    assert_eq!(r["rootfs_write"], "Read-only file system", "{r}");
+    assert_eq!(r["egress"], "ConnectionRefusedError", "{r}");
+    assert_eq!(
+        outside.accepted(),
+        1,
+        "only the runc control reached the test's host"
+    );
+    assert_eq!(r["suid_mode"], "0o4755", "{r}");
+    assert_eq!(
+        r["suid_euid"], "65534",
+        "the setuid file in the volume raised privileges: {r}"
+    );
+
+    // On disk the volume holds the container's ids: what container root
+    // wrote is uid 0, what it chowned to 1000 is 1000.
+    let data = vol.host_path();
+    let mine = std::fs::metadata(data.join("owned-by-1000")).expect("file on the host");
+    assert_eq!((mine.uid(), mine.gid()), (1000, 1000), "on-disk owner");
+    let suid = std::fs::metadata(data.join("suid-python")).expect("suid file on the host");
+    assert_eq!(
+        suid.uid(),
+        0,
+        "container root's file is uid 0 on disk (docs/threat-model.md T6)"
+    );
+    drop(c);
+    drop(vol);
+    drop(outside);
+    ctx.assert_no_leftovers();
+}
+
+/// The installed moat binary docker runs for the runtime under test.
+fn moat_bin() -> String {
+    let rt = docker(&["info", "--format", "{{json .Runtimes}}"]).expect_ok();
+    let v: serde_json::Value = serde_json::from_str(rt.stdout.trim()).expect("JSON");
+    v[runtime()]["path"]
+        .as_str()
+        .unwrap_or("/usr/local/bin/moat")
+        .to_string()
+}
+
+/// Unmounts and removes a test directory tree on drop.
+struct TestDir(PathBuf);
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        for sub in ["overlay", "tmpfs"] {
+            let p = self.0.join("shielded").join(sub);
+            let _ = run_cmd("umount", &["-l", &p.display().to_string()], CMD_TIMEOUT);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Who owns what a container writes through a bind mount, by design
+/// (docs/threat-model.md T19): a source host users cannot reach (under a
+/// root-only directory) is idmapped, so container root's file is uid 0 on
+/// disk; a source host users can reach stays unshifted, so the file
+/// belongs to the container's unprivileged host range; a filesystem that
+/// refuses idmapping (overlayfs) falls back to unshifted with a report line.
+#[test]
+fn bind_mount_owners_follow_host_reachability() {
+    let Some(ctx) = Ctx::new("bind_mount_owners_follow_host_reachability", &[]) else {
+        return;
+    };
+    let base = PathBuf::from(format!("/run/moat-wl-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = TestDir(base.clone());
+    let shielded = base.join("shielded");
+    let open = base.join("open");
+    for d in [&shielded, &open] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&shielded, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // Inside the root-only directory: a tmpfs (idmappable) and an overlay
+    // (overlayfs refuses idmapping).
+    let tmpfs = shielded.join("tmpfs");
+    let ovl = shielded.join("overlay");
+    for d in ["tmpfs", "overlay", "lower", "upper", "work"] {
+        std::fs::create_dir_all(shielded.join(d)).expect("mkdir");
+    }
+    run_cmd(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "mode=0777,size=1m",
+            "moat-wl",
+            &tmpfs.display().to_string(),
+        ],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    let ovl_opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        shielded.join("lower").display(),
+        shielded.join("upper").display(),
+        shielded.join("work").display()
+    );
+    run_cmd(
+        "mount",
+        &[
+            "-t",
+            "overlay",
+            "-o",
+            &ovl_opts,
+            "moat-wl",
+            &ovl.display().to_string(),
+        ],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    std::fs::set_permissions(&ovl, std::fs::Permissions::from_mode(0o777)).expect("chmod overlay");
+
+    let c = ctx.container("c");
+    let binds = [
+        format!("{}:/shielded", tmpfs.display()),
+        format!("{}:/open", open.display()),
+        format!("{}:/overlay", ovl.display()),
+    ];
+    c.start(
+        &["-v", &binds[0], "-v", &binds[1], "-v", &binds[2]],
+        CONTROL_IMAGE,
+        &[
+            "sh",
+            "-c",
+            "touch /shielded/f /open/f /overlay/f && sleep 60",
+        ],
+    );
+    c.wait_for("writing its files", Duration::from_secs(10), |_| {
+        [&tmpfs, &open, &ovl].iter().all(|d| d.join("f").exists())
+    });
+    let map = c
+        .exec(&[], &["cat", "/proc/self/uid_map"])
+        .expect_ok()
+        .stdout;
+    let host_root = assert_moat_uid_map(&map, "container");
+    let owner = |d: &Path| {
+        std::fs::metadata(d.join("f"))
+            .map(|m| u64::from(m.uid()))
+            .expect("stat")
+    };
+    assert_eq!(
+        owner(&tmpfs),
+        0,
+        "idmapped: container root's file is uid 0 on disk"
+    );
+    assert_eq!(
+        owner(&open),
+        host_root,
+        "reachable by host users: unshifted, the container's host uid"
+    );
+    assert_eq!(
+        owner(&ovl),
+        host_root,
+        "overlayfs cannot be idmapped: unshifted"
+    );
+
+    let id = c.inspect("{{.Id}}").expect("id");
+    let report = run_cmd(
+        &moat_bin(),
+        &["--root", STATE_ROOTS[1], "report", &id],
+        CMD_TIMEOUT,
+    )
+    .expect_ok()
+    .stdout;
+    assert!(
+        report.contains("idmapped with the container's mapping") && report.contains("/shielded"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bind mount /open not idmapped")
+            && report.contains("reachable by host users"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bind mount /overlay not idmapped") && report.contains("refuses idmapping"),
+        "{report}"
+    );
+    drop(c);
+    drop(dir);
+    ctx.assert_no_leftovers();
+}
+
+/// containerd namespace `hack/images` imports the images into
+/// (`MOAT_IMAGES_CONTAINERD=1`).
+const CTR_NAMESPACE: &str = "moat-images";
+
+/// Removes a containerd container (and its task and snapshot) on drop.
+struct CtrContainer(String);
+
+impl Drop for CtrContainer {
+    fn drop(&mut self) {
+        let ns = ["-n", CTR_NAMESPACE];
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["task", "kill", "-s", "SIGKILL", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["task", "rm", "-f", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+        let _ = run_cmd(
+            "ctr",
+            &[&ns[..], &["containers", "rm", &self.0]].concat(),
+            CMD_TIMEOUT,
+        );
+    }
+}
+
+/// The same Python program through containerd (`ctr run` with the runc
+/// shim and moat as its runc binary), not docker: it works, and runs under
+/// seccomp, no_new_privs and a read-only root. (Egress is not judged here:
+/// `ctr run` gives the container no network beyond loopback.)
+#[test]
+fn python_app_through_containerd() {
+    let Some(ctx) = Ctx::new("python_app_through_containerd", &["moat-python"]) else {
+        return;
+    };
+    let image = "docker.io/library/moat-python:latest";
+    let listed = run_cmd(
+        "ctr",
+        &["-n", CTR_NAMESPACE, "images", "ls", "-q"],
+        CMD_TIMEOUT,
+    )
+    .expect_ok();
+    assert!(
+        listed.stdout.lines().any(|l| l == image),
+        "{image} is not in containerd namespace {CTR_NAMESPACE}: run `MOAT_IMAGES_CONTAINERD=1 bash hack/images`"
+    );
+    let base = PathBuf::from(format!("/run/moat-wl-ctr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = TestDir(base.clone());
+    let app = base.join("app");
+    let vol = base.join("vol");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::create_dir_all(&vol).expect("mkdir");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(app.join("app.py"), PYTHON_APP).expect("write app.py");
+    let name = ctx.name("ctr");
+    let guard = CtrContainer(name.clone());
+    drop(CtrContainer(name.clone())); // a leftover of a crashed run
+    let out = run_cmd(
+        "ctr",
+        &[
+            "-n",
+            CTR_NAMESPACE,
+            "run",
+            "--rm",
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--runc-binary",
+            &moat_bin(),
+            "--mount",
+            &format!("type=bind,src={},dst=/app,options=rbind:ro", app.display()),
+            "--mount",
+            &format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display()),
+            "--env",
+            "OUTSIDE_HOST=127.0.0.1",
+            "--env",
+            "OUTSIDE_PORT=9",
+            image,
+            &name,
+            "python3",
+            "/app/app.py",
+        ],
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.ok(),
+        "the python app failed under containerd: {}",
+        out.describe()
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {}", out.describe()));
+    let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    for (key, want) in [
+        ("threads", serde_json::json!(true)),
+        ("subprocess", serde_json::json!("sub-42")),
+        ("sqlite3", serde_json::json!(100)),
+        ("multiprocessing", serde_json::json!(328350)),
+        ("mp_queue", serde_json::json!(true)),
+        ("seccomp", serde_json::json!("2")),
+        ("no_new_privs", serde_json::json!("1")),
+        ("rootfs_write", serde_json::json!("Read-only file system")),
+        ("suid_euid", serde_json::json!("65534")),
+    ] {
+        assert_eq!(r[key], want, "{key}: {r}");
+    }
+    // The bind source is under a root-only directory: idmapped.
+    let mine = std::fs::metadata(vol.join("owned-by-1000")).expect("file on the host");
+    assert_eq!(mine.uid(), 1000, "on-disk owner");
+    drop(guard);
+    drop(dir);
+    let traces = moat_traces(&name);
+    assert!(traces.is_empty(), "moat left state behind: {traces:?}");
+    let root = format!("/run/containerd/runc/{CTR_NAMESPACE}");
+    let hash = format!("{MOUNT_BASE}/{}", rootfs_hash(&root, &name));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mountinfo.contains(&hash), "moat left mounts for {name}");
+    for p in [
+        hash.clone(),
+        format!("{hash}.mounts"),
+        format!("{root}/{name}"),
+        format!("{root}/@moat/{name}"),
+    ] {
+        assert!(!Path::new(&p).exists(), "moat left {p} behind");
+    }
+}
