@@ -639,6 +639,7 @@ def report(workdir, out_md, out_png):
         rows = [("host", "host, no container"),
                 ("runc-noseccomp", "runc container, no seccomp (bundle without linux.seccomp)"),
                 ("moat", "moat container (full hardening, moat's filter)"),
+                ("moat-learned", "moat container enforcing the program's own learned profile (`moat learn`)"),
                 ("runc-moatseccomp", "runc container + moat's default profile")]
         for n, label in rows:
             if n in sysd:
@@ -647,6 +648,9 @@ def report(workdir, out_md, out_png):
         if "moat" in sysd and "runc-noseccomp" in sysd:
             w("| **moat / runc-no-seccomp** | " + " | ".join(
                 ratio(sysmed("moat", i), sysmed("runc-noseccomp", i), 3) for i in range(5)) + " |")
+        if "moat-learned" in sysd and "moat" in sysd:
+            w("| moat learned profile / moat default profile | " + " | ".join(
+                ratio(sysmed("moat-learned", i), sysmed("moat", i), 3) for i in range(5)) + " |")
         if "runc-moatseccomp" in sysd and "runc-noseccomp" in sysd:
             w("| runc+moat profile / runc-no-seccomp | " + " | ".join(
                 ratio(sysmed("runc-moatseccomp", i), sysmed("runc-noseccomp", i), 3) for i in range(5)) + " |")
