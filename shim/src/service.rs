@@ -94,10 +94,11 @@ impl Proc {
         self.status = Status::STOPPED;
         self.exit_status = code as u32;
         self.exited_at = Some(now());
-        // Let go of the streams: the workload is gone. The pty master
-        // stays until delete, so a late resize is not an error.
+        // The workload is gone: no more input. The readers the shim holds
+        // on stdout/stderr stay until delete, so output still in a FIFO (or
+        // still being copied from a pty) is not lost before containerd
+        // reads it; the pty master stays so a late resize is no error.
         self.held.stdin_writer = None;
-        self.held.keep_open.clear();
     }
 }
 

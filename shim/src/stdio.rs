@@ -233,19 +233,25 @@ fn copy_thread(name: &str, mut from: File, mut to: File) {
         .stack_size(COPY_THREAD_STACK)
         .spawn(move || {
             let mut buf = [0u8; 16 * 1024];
-            loop {
+            let mut total = 0usize;
+            let end = loop {
                 match from.read(&mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => break "eof".to_string(),
                     Ok(n) => {
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
+                        total += n;
+                        if let Err(e) = to.write_all(&buf[..n]) {
+                            break format!("write: {e}");
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // EIO: the pty's last slave fd was closed.
-                    Err(_) => break,
+                    Err(e) => break format!("read: {e}"),
                 }
-            }
+            };
+            containerd_shim::debug!(
+                "copy {} ended after {total} bytes: {end}",
+                std::thread::current().name().unwrap_or("?")
+            );
         });
     if let Err(e) = spawned {
         containerd_shim::error!("cannot start {name} copy thread: {e}");
