@@ -256,6 +256,25 @@ impl Containerd {
         pids
     }
 
+    /// The socket files (`-socket`) of this containerd's live shims.
+    fn shim_sockets(&self) -> Vec<PathBuf> {
+        self.shims()
+            .into_iter()
+            .filter_map(|pid| {
+                let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let args: Vec<String> = raw
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let i = args.iter().position(|a| a == "-socket")?;
+                let socket = args.get(i + 1)?;
+                Some(PathBuf::from(
+                    socket.strip_prefix("unix://").unwrap_or(socket),
+                ))
+            })
+            .collect()
+    }
+
     /// Removes a task and its container whatever state they are in.
     fn remove(&self, id: &str) {
         let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
@@ -315,6 +334,8 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
 struct Leaks {
     check: LeakCheck,
     id: String,
+    /// Shim sockets seen while the container ran; gone after delete.
+    sockets: Vec<PathBuf>,
 }
 
 impl Leaks {
@@ -322,7 +343,13 @@ impl Leaks {
         Leaks {
             check: LeakCheck::snapshot(&Path::new(SHIM_ROOT).join(NAMESPACE), id),
             id: id.to_string(),
+            sockets: Vec::new(),
         }
+    }
+
+    /// Remembers the sockets of the shims running now.
+    fn note_shims(&mut self, containerd: &Containerd) {
+        self.sockets.extend(containerd.shim_sockets());
     }
 
     fn verify(&self, containerd: &Containerd) {
@@ -334,6 +361,11 @@ impl Leaks {
                 let dir = h.join(NAMESPACE).join(&self.id);
                 if dir.exists() {
                     leaks.push(format!("cgroup {} still exists", dir.display()));
+                }
+            }
+            for socket in &self.sockets {
+                if fs::symlink_metadata(socket).is_ok() {
+                    leaks.push(format!("shim socket {} still exists", socket.display()));
                 }
             }
             let shims = containerd.shims();
@@ -437,8 +469,9 @@ fn lifecycle_exec_ps_pause_metrics_kill_delete() {
         return;
     };
     let id = "shim-life";
-    let leaks = Leaks::snapshot(id);
+    let mut leaks = Leaks::snapshot(id);
     containerd.run(&["-d"], id, &["sleep", "1000"]).assert_ok();
+    leaks.note_shims(&containerd);
     assert_eq!(containerd.task_status(id), "RUNNING");
 
     // exec: output and exit code, and the same sandbox as init.
@@ -588,10 +621,11 @@ fn kill_all_stops_every_process() {
         return;
     };
     let id = "shim-killall";
-    let leaks = Leaks::snapshot(id);
+    let mut leaks = Leaks::snapshot(id);
     containerd
         .run(&["-d"], id, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
         .assert_ok();
+    leaks.note_shims(&containerd);
     let start = Instant::now();
     loop {
         let ps = containerd.ctr(&["task", "ps", id]);
@@ -646,11 +680,14 @@ fn containers_of_one_pod_share_a_shim() {
     };
     let pod = "io.kubernetes.cri.sandbox-id=shim-pod";
     let ids = ["shim-pod-a", "shim-pod-b"];
-    let leaks: Vec<Leaks> = ids.iter().map(|id| Leaks::snapshot(id)).collect();
+    let mut leaks: Vec<Leaks> = ids.iter().map(|id| Leaks::snapshot(id)).collect();
     for id in ids {
         containerd
             .run(&["-d", "--annotation", pod], id, &["sleep", "1000"])
             .assert_ok();
+    }
+    for l in leaks.iter_mut() {
+        l.note_shims(&containerd);
     }
     let shims = containerd.shims();
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
@@ -681,8 +718,9 @@ fn killed_shim_is_cleaned_up() {
         return;
     };
     let id = "shim-crash";
-    let leaks = Leaks::snapshot(id);
+    let mut leaks = Leaks::snapshot(id);
     containerd.run(&["-d"], id, &["sleep", "1000"]).assert_ok();
+    leaks.note_shims(&containerd);
     let shims = containerd.shims();
     assert_eq!(shims.len(), 1, "{shims:?}");
     // SAFETY: the shim this test's containerd started, by pid.

@@ -33,6 +33,10 @@ struct MoatShim {
     namespace: String,
     id: String,
     bundle: String,
+    /// containerd's address (`-address`), part of the shim socket's name.
+    containerd_address: String,
+    /// The socket this server listens on (`-socket`), server mode only.
+    socket: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -44,6 +48,8 @@ impl containerd_shim::Shim for MoatShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             bundle: args.bundle.clone(),
+            containerd_address: args.address.clone(),
+            socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -73,6 +79,16 @@ impl containerd_shim::Shim for MoatShim {
             containerd_shim::warn!("cleanup of {}: {e}", self.id);
         }
         stdio::unmount_rootfs(Path::new(&bundle));
+        // The dead shim's socket, unless a live shim (the pod's, serving
+        // other containers) still answers on it.
+        let grouping =
+            sandbox_id(&Path::new(&bundle).join("config.json")).unwrap_or_else(|| self.id.clone());
+        let socket =
+            containerd_shim::socket_address(&self.containerd_address, &self.namespace, &grouping);
+        let path = socket_path(&socket);
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(DeleteResponse {
             // The process was killed with the shim: report SIGKILL.
             exit_status: 128 + libc::SIGKILL as u32,
@@ -83,6 +99,12 @@ impl containerd_shim::Shim for MoatShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // containerd-shim removes the socket named in the `address` file of
+        // its working directory, the first container's bundle, which
+        // containerd may have deleted already in a pod: remove it here.
+        if !self.socket.is_empty() {
+            let _ = std::fs::remove_file(socket_path(&self.socket));
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
@@ -102,10 +124,18 @@ fn sandbox_id(config: &Path) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 pub fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
 }
 
 fn main() {
+    // One malloc arena for all threads: the shim's threads mostly sleep,
+    // and per-thread arenas would cost resident memory in every pod.
+    // SAFETY: mallopt is called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     containerd_shim::run::<MoatShim>(RUNTIME_ID, None);
 }
