@@ -509,6 +509,53 @@ fn lifecycle_exec_ps_pause_metrics_kill_delete() {
         assert!(cmd.contains("sleep"), "pid {pid} is {cmd:?}:\n{ps}");
     }
 
+    // A detached exec'd process, then a signal to it alone.
+    containerd
+        .ctr(&[
+            "task",
+            "exec",
+            "--detach",
+            "--exec-id",
+            "sleeper",
+            id,
+            "sleep",
+            "1000",
+        ])
+        .assert_ok();
+    let count_pids = || {
+        let ps = containerd.ctr(&["task", "ps", id]);
+        ps.assert_ok();
+        ps.stdout.lines().skip(1).count()
+    };
+    let start = Instant::now();
+    while count_pids() != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "exec'd sleep not listed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    containerd
+        .ctr(&[
+            "task",
+            "kill",
+            "--exec-id",
+            "sleeper",
+            "--signal",
+            "SIGKILL",
+            id,
+        ])
+        .assert_ok();
+    let start = Instant::now();
+    while count_pids() != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "exec'd sleep survived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(containerd.task_status(id), "RUNNING", "init must survive");
+
     // pause / resume.
     containerd.ctr(&["task", "pause", id]).assert_ok();
     assert_eq!(containerd.task_status(id), "PAUSED");
@@ -729,5 +776,39 @@ fn killed_shim_is_cleaned_up() {
     eprintln!("task status after the shim was killed: {status:?}");
     let _ = containerd.ctr(&["task", "delete", id]);
     containerd.ctr(&["containers", "delete", id]).assert_ok();
+    leaks.verify(&containerd);
+}
+
+#[test]
+fn oom_kill_is_published() {
+    let Some(containerd) = Containerd::start("oom_kill_is_published") else {
+        return;
+    };
+    let id = "shim-oom";
+    let leaks = Leaks::snapshot(id);
+    let mut events = containerd.ctr_command(&["events"]);
+    events
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut events = events.spawn().expect("ctr events");
+    let stdout = events.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || read_all(stdout));
+    // dd's 64 MiB buffer cannot fit under a 16 MiB limit.
+    let out = containerd.run(
+        &["--rm", "--memory-limit", "16777216"],
+        id,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    assert_eq!(out.code, Some(137), "the OOM killer must end dd:\n{out}");
+    // containerd forwards the shim's events; give the last ones a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = reader.join().unwrap_or_default();
+    let oom = seen
+        .lines()
+        .any(|l| l.contains("/tasks/oom") && l.contains(id));
+    assert!(oom, "no /tasks/oom event for {id}:\n{seen}");
     leaks.verify(&containerd);
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -66,6 +67,9 @@ struct Proc {
     stderr: String,
     terminal: bool,
     held: HeldIo,
+    /// A pidfd of a running exec'd process: signals cannot reach another
+    /// process that reused the pid.
+    pidfd: Option<OwnedFd>,
     /// An exec'd process's OCI process JSON, until it is started.
     exec_spec: Option<Vec<u8>>,
 }
@@ -82,6 +86,7 @@ impl Proc {
             stderr: stderr.to_string(),
             terminal,
             held: HeldIo::default(),
+            pidfd: None,
             exec_spec: None,
         }
     }
@@ -99,6 +104,7 @@ impl Proc {
         // still being copied from a pty) is not lost before containerd
         // reads it; the pty master stays so a late resize is no error.
         self.held.stdin_writer = None;
+        self.pidfd = None;
     }
 }
 
@@ -250,7 +256,12 @@ impl Service {
                     proc.record_exit(code);
                     Some(exit_event(id, exec_id, proc))
                 }
-                None => None,
+                None => {
+                    // Not reaped yet (its exit would be in early_exits): the
+                    // pid is still this process.
+                    proc.pidfd = pidfd_open(pid);
+                    None
+                }
             }
         };
         if let Some(exit) = exit {
@@ -448,6 +459,14 @@ fn record_exit(state: &mut State, pid: u32, code: i32) -> Option<TaskExit> {
         }
     }
     None
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags; the fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a fresh fd from pidfd_open.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn read_pid(path: &Path) -> Result<u32, String> {
@@ -679,12 +698,29 @@ impl containerd_shim::Task for Service {
             if p.exited() || p.pid == 0 {
                 return Err(not_found("process already finished"));
             }
-            // The pid cannot have been reused: the shim has not reaped it.
             let signal = i32::try_from(req.signal)
                 .map_err(|_| rpc_error(Code::INVALID_ARGUMENT, "bad signal"))?;
-            // SAFETY: kill(2) with a pid and signal number.
-            if unsafe { libc::kill(p.pid as i32, signal) } != 0 {
-                return Err(internal(std::io::Error::last_os_error()));
+            let sent = match &p.pidfd {
+                // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
+                Some(fd) => unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        signal,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                },
+                // No pidfd (old kernel): the pid is the shim's unreaped child.
+                // SAFETY: kill(2) with a pid and signal number.
+                None => libc::c_long::from(unsafe { libc::kill(p.pid as i32, signal) }),
+            };
+            if sent != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    return Err(not_found("process already finished"));
+                }
+                return Err(internal(e));
             }
             return Ok(Empty::new());
         }
