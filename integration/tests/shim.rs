@@ -126,31 +126,9 @@ impl Containerd {
             ),
         )
         .expect("write containerd config");
-        let path = format!(
-            "{}:{}",
-            release.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = spawn_containerd(dir.path());
         let containerd = Containerd { dir, child, socket };
-        let start = Instant::now();
-        while !containerd.ctr(&["version"]).success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "containerd did not come up: {}",
-                containerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        containerd.wait_ready();
         if !containerd.import_image() {
             skip_or_fail(
                 test,
@@ -159,6 +137,31 @@ impl Containerd {
             return None;
         }
         Some(containerd)
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while !self.ctr(&["version"]).success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "containerd did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops this containerd (by pid) and starts it again on the same
+    /// root and state: running shims must be found again.
+    fn restart(&mut self) {
+        // SAFETY: signalling the containerd this test started, by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.child = spawn_containerd(self.dir.path());
+        self.wait_ready();
     }
 
     fn log(&self) -> String {
@@ -313,6 +316,30 @@ impl Drop for Containerd {
         }
         let _ = fs::remove_dir_all(Path::new(SHIM_ROOT).join(NAMESPACE));
     }
+}
+
+/// containerd on `dir/config.toml`, with target/release first in PATH,
+/// appending to `dir/containerd.log`.
+fn spawn_containerd(dir: &Path) -> Child {
+    let path = format!(
+        "{}:{}",
+        workspace_dir().join("target/release").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .expect("log file");
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -718,6 +745,29 @@ fn terminal_container_gets_a_tty() {
     assert!(out.stdout.contains("/dev/pts/"), "no pty:\n{out}");
     assert!(out.stdout.contains("tty-ok"), "{out}");
     leaks.verify(&containerd);
+
+    // An exec'd process with a terminal.
+    let id = "shim-tty-exec";
+    let mut leaks = Leaks::snapshot(id);
+    containerd.run(&["-d"], id, &["sleep", "1000"]).assert_ok();
+    leaks.note_shims(&containerd);
+    let ctr = format!(
+        "ctr --address {} --namespace {NAMESPACE} task exec -t --exec-id term {id} \
+         sh -c 'tty; echo exec-tty-ok; exit 3'",
+        containerd.socket.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &ctr, "/dev/null"]);
+    let out = run_with_timeout(cmd, CMD_TIMEOUT);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "exec exit code through the terminal:\n{out}"
+    );
+    assert!(out.stdout.contains("/dev/pts/"), "no pty:\n{out}");
+    assert!(out.stdout.contains("exec-tty-ok"), "{out}");
+    containerd.remove(id);
+    leaks.verify(&containerd);
 }
 
 #[test]
@@ -810,5 +860,38 @@ fn oom_kill_is_published() {
         .lines()
         .any(|l| l.contains("/tasks/oom") && l.contains(id));
     assert!(oom, "no /tasks/oom event for {id}:\n{seen}");
+    leaks.verify(&containerd);
+}
+
+#[test]
+fn containerd_restart_reconnects_to_the_shim() {
+    let Some(mut containerd) = Containerd::start("containerd_restart_reconnects_to_the_shim")
+    else {
+        return;
+    };
+    let id = "shim-restart";
+    let mut leaks = Leaks::snapshot(id);
+    containerd.run(&["-d"], id, &["sleep", "1000"]).assert_ok();
+    leaks.note_shims(&containerd);
+    let shims = containerd.shims();
+    containerd.restart();
+    assert_eq!(
+        containerd.shims(),
+        shims,
+        "the shim must outlive containerd"
+    );
+    assert_eq!(containerd.task_status(id), "RUNNING");
+    let out = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        id,
+        "echo",
+        "reconnected",
+    ]);
+    out.assert_ok();
+    assert!(out.stdout.contains("reconnected"), "{out}");
+    containerd.remove(id);
     leaks.verify(&containerd);
 }
