@@ -895,3 +895,27 @@ fn containerd_restart_reconnects_to_the_shim() {
     containerd.remove(id);
     leaks.verify(&containerd);
 }
+
+#[test]
+fn refused_container_reports_moat_error_and_leaves_nothing() {
+    let Some(containerd) =
+        Containerd::start("refused_container_reports_moat_error_and_leaves_nothing")
+    else {
+        return;
+    };
+    let id = "shim-refused";
+    let leaks = Leaks::snapshot(id);
+    // moat refuses privileged containers; the shim passes moat's reason on.
+    let out = containerd.run(&["--rm", "--privileged"], id, &["true"]);
+    assert!(
+        !out.success(),
+        "a privileged container must be refused:\n{out}"
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("privileged"),
+        "ctr must show moat's reason:\n{out}"
+    );
+    eprintln!("refusal as ctr shows it:\n{}", out.stderr.trim());
+    let _ = containerd.ctr(&["containers", "delete", id]);
+    leaks.verify(&containerd);
+}
