@@ -536,6 +536,12 @@ fn lifecycle_exec_ps_pause_metrics_kill_delete() {
         assert!(cmd.contains("sleep"), "pid {pid} is {cmd:?}:\n{ps}");
     }
 
+    // An exec that cannot start fails (and does not hang ctr).
+    let bad = containerd.ctr(&["task", "exec", "--exec-id", "bad", id, "/nonexistent"]);
+    assert!(!bad.success(), "exec of a missing binary must fail:\n{bad}");
+    eprintln!("exec of a missing binary: {}", bad.stderr.trim());
+    assert_eq!(containerd.task_status(id), "RUNNING");
+
     // A detached exec'd process, then a signal to it alone.
     containerd
         .ctr(&[

@@ -400,7 +400,22 @@ impl Service {
         })();
         let _ = std::fs::remove_file(&spec_file);
         let _ = std::fs::remove_file(&pid_file);
-        let (pid, held) = result.map_err(internal)?;
+        let (pid, held) = match result {
+            Ok(started) => started,
+            Err(e) => {
+                // The process will never run: end any Wait on it now.
+                if let Some(p) = self
+                    .lock()
+                    .containers
+                    .get_mut(id)
+                    .and_then(|c| c.execs.get_mut(exec_id))
+                {
+                    p.record_exit(255);
+                }
+                self.shared.exited.notify_all();
+                return Err(internal(e));
+            }
+        };
         {
             let mut state = self.lock();
             if let Some(p) = state
@@ -770,6 +785,8 @@ impl containerd_shim::Task for Service {
                     .remove(&req.exec_id)
                     .ok_or_else(|| not_found("exec"))?
             };
+            // A Wait still blocked on it ends with NotFound.
+            self.shared.exited.notify_all();
             self.publish(
                 topics::TASK_DELETE_EVENT_TOPIC,
                 Box::new(TaskDelete {
@@ -811,6 +828,7 @@ impl containerd_shim::Task for Service {
             .containers
             .remove(&req.id)
             .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+        self.shared.exited.notify_all();
         // A created (never started) init was killed by the delete.
         let exited_at = c.init.exited_at.clone().unwrap_or_else(now);
         let exit_status = if c.init.exited() {
