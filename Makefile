@@ -1,6 +1,7 @@
 # Makefile for moat. Recipes only call cargo or hack/ scripts; the logic lives
 # in the scripts.
-#   make build   - cargo build --release (target/release/moat)
+#   make build   - cargo build --release (target/release/moat and
+#                  target/release/containerd-shim-moat-v2)
 #   make setup   - install host packages, start containerd + dockerd
 #   make demo    - register moat with docker, import moat-busybox, run demo
 #   make test    - same preparation, then the whole cargo test suite

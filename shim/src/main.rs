@@ -1,0 +1,141 @@
+//! `containerd-shim-moat-v2`: containerd's shim v2 for moat
+//! (`runtime_type = "io.containerd.moat.v2"`).
+//!
+//! The shim serves containerd's Task API over ttrpc and drives the `moat`
+//! binary once per operation, the way containerd's runc shim drives runc:
+//! libcontainer forks, so it must not run inside this multi-threaded
+//! process. The shim is the subreaper of every container process, reaps
+//! them and publishes their exits. See docs/shim.md.
+
+mod moat;
+mod oom;
+mod service;
+mod stats;
+mod stdio;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{spawn, Config, ExitSignal, Flags, StartOpts};
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.moat.v2";
+
+/// The annotation CRI puts on every container of a pod: containers with
+/// the same sandbox id share one shim process.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+struct MoatShim {
+    namespace: String,
+    id: String,
+    bundle: String,
+    /// containerd's address (`-address`), part of the shim socket's name.
+    containerd_address: String,
+    /// The socket this server listens on (`-socket`), server mode only.
+    socket: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for MoatShim {
+    type T = service::Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        MoatShim {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            bundle: args.bundle.clone(),
+            containerd_address: args.address.clone(),
+            socket: args.socket.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    /// Starts the long-running shim server (or finds the pod's existing
+    /// one) and returns its address. containerd runs this with the
+    /// container's bundle as working directory.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = sandbox_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
+        let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
+        write_address(&address)?;
+        Ok(address)
+    }
+
+    /// containerd calls `delete` when the shim is gone (crashed or killed)
+    /// to clean up what it left: the moat container and the rootfs mount.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = if self.bundle.is_empty() {
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        } else {
+            self.bundle.clone()
+        };
+        let runtime = moat::Moat::load(Path::new(&bundle), &self.namespace);
+        if let Err(e) = runtime.delete_detached(&self.id, &bundle) {
+            containerd_shim::warn!("cleanup of {}: {e}", self.id);
+        }
+        stdio::unmount_rootfs(Path::new(&bundle));
+        // The dead shim's socket, unless a live shim (the pod's, serving
+        // other containers) still answers on it.
+        let grouping =
+            sandbox_id(&Path::new(&bundle).join("config.json")).unwrap_or_else(|| self.id.clone());
+        let socket =
+            containerd_shim::socket_address(&self.containerd_address, &self.namespace, &grouping);
+        let path = socket_path(&socket);
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(DeleteResponse {
+            // The process was killed with the shim: report SIGKILL.
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: Some(now()).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+        // containerd-shim removes the socket named in the `address` file of
+        // its working directory, the first container's bundle, which
+        // containerd may have deleted already in a pod: remove it here.
+        if !self.socket.is_empty() {
+            let _ = std::fs::remove_file(socket_path(&self.socket));
+        }
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        service::Service::new(&self.namespace, publisher, self.exit.clone())
+    }
+}
+
+/// The pod a container belongs to, from its bundle's config.json
+/// (written by containerd, not by the workload).
+fn sandbox_id(config: &Path) -> Option<String> {
+    let text = std::fs::read(config).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let id = spec
+        .get("annotations")?
+        .get(SANDBOX_ID_ANNOTATION)?
+        .as_str()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
+pub fn now() -> Timestamp {
+    containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+fn main() {
+    // One malloc arena for all threads: the shim's threads mostly sleep,
+    // and per-thread arenas would cost resident memory in every pod.
+    // SAFETY: mallopt is called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    containerd_shim::run::<MoatShim>(RUNTIME_ID, None);
+}
