@@ -10,6 +10,7 @@ pub mod egress;
 pub mod facts;
 pub mod harden;
 pub mod idpool;
+pub mod install;
 pub mod logging;
 pub mod netns;
 pub mod nsjoin;

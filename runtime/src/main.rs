@@ -68,6 +68,8 @@ enum Cmd {
     Egress(commands::egress::EgressArgs),
     /// Run the escape and abuse probes under moat (and runc) and print a verdict.
     Selftest(commands::selftest::SelftestArgs),
+    /// Register moat with containerd (CRI runtime handler) or docker.
+    Install(commands::install::InstallArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
         Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
         Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
+        Cmd::Install(a) => commands::install::install(a),
     }
     .context("moat");
     match result {
