@@ -29,6 +29,8 @@ pub const DEFAULT_BINARY: &str = "/usr/local/bin/moat";
 pub const DEFAULT_CONTAINERD_ROOT: &str = "/run/containerd/moat";
 /// containerd's runc shim, which moat's runc-compatible CLI plugs into.
 pub const RUNC_SHIM_TYPE: &str = "io.containerd.runc.v2";
+/// The annotations moat reads, as a CRI pass-through pattern.
+pub const ANNOTATION_PATTERN: &str = "moat.dev/*";
 /// Suffix of the one backup made before the first change.
 pub const BACKUP_SUFFIX: &str = ".moat-bak";
 
@@ -76,6 +78,11 @@ pub struct ContainerdRuntime {
     /// String options of the handler (`options.<key>`), e.g. the runc
     /// shim's `BinaryName` and `Root`.
     pub options: Vec<(String, String)>,
+    /// Annotation patterns the CRI plugin passes from pods and containers
+    /// to the runtime (`pod_annotations`, `container_annotations`); by
+    /// default it passes none, and moat's `moat.dev/<key>` annotations
+    /// would never reach moat.
+    pub annotations: Vec<String>,
 }
 
 impl ContainerdRuntime {
@@ -89,6 +96,7 @@ impl ContainerdRuntime {
                 ("BinaryName".to_string(), binary.to_string()),
                 ("Root".to_string(), root.to_string()),
             ],
+            annotations: vec![ANNOTATION_PATTERN.to_string()],
         }
     }
 }
@@ -200,6 +208,37 @@ fn subtable<'t>(
     Ok(table)
 }
 
+/// Makes the string array `table.key` contain every one of `wanted`
+/// (appending what is missing, keeping what is there). Returns whether it
+/// changed anything.
+fn ensure_in_array(
+    table: &mut Table,
+    key: &str,
+    wanted: &[String],
+    file: &str,
+) -> Result<bool, InstallError> {
+    if wanted.is_empty() {
+        return Ok(false);
+    }
+    let item = table
+        .entry(key)
+        .or_insert_with(|| toml_edit::value(toml_edit::Array::new()));
+    let Some(array) = item.as_array_mut() else {
+        return Err(InstallError::Shape {
+            path: file.to_string(),
+            what: format!("{key} of the runtime handler is not an array"),
+        });
+    };
+    let mut changed = false;
+    for w in wanted {
+        if !array.iter().any(|v| v.as_str() == Some(w.as_str())) {
+            array.push(w.as_str());
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
 /// Registers `rt` in containerd's config (`text`; empty for a new file).
 /// `file` names the file in errors.
 pub fn merge_containerd(
@@ -252,6 +291,9 @@ pub fn merge_containerd(
     if entry.get("runtime_type").and_then(|i| i.as_str()) != Some(rt.runtime_type.as_str()) {
         entry.insert("runtime_type", toml_edit::value(rt.runtime_type.clone()));
         changed = true;
+    }
+    for key in ["pod_annotations", "container_annotations"] {
+        changed |= ensure_in_array(entry, key, &rt.annotations, file)?;
     }
     if !rt.options.is_empty() {
         let options = subtable(entry, &["options"], file)?;
@@ -461,6 +503,10 @@ mod tests {
             Some("/usr/local/bin/moat")
         );
         assert_eq!(h["options"]["Root"].as_str(), Some("/run/containerd/moat"));
+        for key in ["pod_annotations", "container_annotations"] {
+            assert_eq!(h[key].as_array().map(|a| a.len()), Some(1), "{key}: {out}");
+            assert_eq!(h[key][0].as_str(), Some("moat.dev/*"));
+        }
         // Only the tables holding values get headers.
         assert!(!out.contains("[plugins]\n"), "{out}");
         assert!(out.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.moat]"));
@@ -517,6 +563,11 @@ root = "/var/lib/containerd"   # keep this comment
     BinaryName = "/opt/old/moat"
     SystemdCgroup = true
 "#;
+        let text = text.replace(
+            "runtime_type = \"io.containerd.runc.v2\"\n",
+            "runtime_type = \"io.containerd.runc.v2\"\n  pod_annotations = [\"example.com/*\"]\n",
+        );
+        let text = text.as_str();
         let out = changed(merge_containerd(text, &moat(), "f").unwrap());
         let doc: toml::Value = toml::from_str(&out).unwrap();
         let o = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["moat"]
@@ -524,6 +575,14 @@ root = "/var/lib/containerd"   # keep this comment
         assert_eq!(o["BinaryName"].as_str(), Some("/usr/local/bin/moat"));
         assert_eq!(o["Root"].as_str(), Some("/run/containerd/moat"));
         assert_eq!(o["SystemdCgroup"].as_bool(), Some(true));
+        let h = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["moat"];
+        let pod: Vec<_> = h["pod_annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(pod, ["example.com/*", "moat.dev/*"]);
     }
 
     #[test]
@@ -549,6 +608,7 @@ root = "/var/lib/containerd"   # keep this comment
             handler: "moat-shim".into(),
             runtime_type: "io.containerd.moat.v2".into(),
             options: vec![],
+            annotations: vec![],
         };
         let out = changed(merge_containerd("version = 2\n", &rt, "f").unwrap());
         assert!(!out.contains("options"), "{out}");
@@ -570,6 +630,10 @@ root = "/var/lib/containerd"   # keep this comment
             (
                 "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\nruntimes = []\n",
                 "runtimes is not a table",
+            ),
+            (
+                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.moat]\npod_annotations = \"x\"\n",
+                "pod_annotations of the runtime handler is not an array",
             ),
         ];
         for (text, phrase) in cases {
