@@ -25,6 +25,11 @@ CHANGES=(
     --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin'
 )
 
+# One at a time: parallel CRI tests would race on the cached rootfs tar.
+mkdir -p "$MOAT_CACHE"
+exec 9>"$MOAT_CACHE/.cri-images.lock"
+flock 9
+
 busybox_image="$(bash "$HACK_DIR/docker-image.sh")"
 tarball="$MOAT_CACHE/busybox-rootfs.tar"
 [[ -s $tarball ]] || die "$tarball missing after docker-image.sh"

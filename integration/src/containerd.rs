@@ -150,7 +150,7 @@ pub fn cni_conflist(layout: &Layout) -> String {
 }
 
 /// A /24 under 10.213.0.0/16 that no host route or address touches.
-fn free_subnet() -> String {
+fn free_subnet(instance: u32) -> String {
     let routes = Command::new("ip")
         .args(["-4", "route", "show", "table", "all"])
         .output()
@@ -161,7 +161,7 @@ fn free_subnet() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let start = std::process::id() % 240;
+    let start = (std::process::id() + instance * 17) % 240;
     for i in 0..240 {
         let prefix = format!("10.213.{}", (start + i) % 240 + 10);
         let needle = format!("{prefix}.");
@@ -177,8 +177,18 @@ pub struct Containerd {
     pub layout: Layout,
     // Kept so the directory outlives the daemon; removed in Drop.
     dir: Option<tempfile::TempDir>,
-    child: Option<Child>,
     rt: tokio::runtime::Runtime,
+    // Behind a RefCell so a restart works while pods borrow the Containerd.
+    daemon: std::cell::RefCell<Daemon>,
+    /// Every pod sandbox id this containerd created (for the clean-up of
+    /// shim sockets a killed shim leaves).
+    pods_created: std::cell::RefCell<Vec<String>>,
+}
+
+/// The running daemon and its CRI clients (none while it is stopped).
+#[derive(Default)]
+struct Daemon {
+    child: Option<Child>,
     runtime: Option<RuntimeServiceClient<Channel>>,
     images: Option<ImageServiceClient<Channel>>,
 }
@@ -198,15 +208,19 @@ impl Containerd {
             .tempdir_in("/tmp")
             .expect("cannot create the containerd test directory");
         let dir = tmp.path().to_path_buf();
+        // Unique per test process and per instance in it.
+        static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{:x}x{n}", std::process::id());
         let layout = Layout {
             socket: dir.join("containerd.sock"),
             config: dir.join("config.toml"),
             log: dir.join("containerd.log"),
             cni_conf_dir: dir.join("cni"),
             pod_logs: dir.join("pod-logs"),
-            bridge: format!("mcri{:x}", std::process::id()),
-            subnet_prefix: free_subnet(),
-            cgroup_parent: format!("/moat-cri-{}", std::process::id()),
+            bridge: format!("mcri{tag}"),
+            subnet_prefix: free_subnet(n),
+            cgroup_parent: format!("/moat-cri-{tag}"),
             dir,
         };
         fs::create_dir_all(&layout.cni_conf_dir).unwrap();
@@ -222,13 +236,12 @@ impl Containerd {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let mut cd = Containerd {
+        let cd = Containerd {
             layout,
             dir: Some(tmp),
-            child: None,
             rt,
-            runtime: None,
-            images: None,
+            daemon: Default::default(),
+            pods_created: Default::default(),
         };
         cd.spawn_daemon();
         cd
@@ -236,10 +249,15 @@ impl Containerd {
 
     /// containerd's PID.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.daemon
+            .borrow()
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or(0)
     }
 
-    fn spawn_daemon(&mut self) {
+    fn spawn_daemon(&self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -253,14 +271,16 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("cannot start containerd");
-        self.child = Some(child);
+        self.daemon.borrow_mut().child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self
+            let exited = self
+                .daemon
+                .borrow_mut()
                 .child
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!(
                     "containerd exited at start ({status}); log:\n{}",
                     self.log_tail()
@@ -277,8 +297,9 @@ impl Containerd {
                         .await
                     });
                     if let Ok(Ok(_)) = version {
-                        self.runtime = Some(rs);
-                        self.images = Some(ImageServiceClient::new(channel));
+                        let mut d = self.daemon.borrow_mut();
+                        d.runtime = Some(rs);
+                        d.images = Some(ImageServiceClient::new(channel));
                         return;
                     }
                 }
@@ -295,10 +316,14 @@ impl Containerd {
 
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s) and waits.
     /// Shims and containers keep running, as with a real daemon restart.
-    pub fn stop_daemon(&mut self) {
-        self.runtime = None;
-        self.images = None;
-        let Some(mut child) = self.child.take() else {
+    pub fn stop_daemon(&self) {
+        let child = {
+            let mut d = self.daemon.borrow_mut();
+            d.runtime = None;
+            d.images = None;
+            d.child.take()
+        };
+        let Some(mut child) = child else {
             return;
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -318,7 +343,7 @@ impl Containerd {
     }
 
     /// Restarts containerd with the same configuration.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.stop_daemon();
         self.spawn_daemon();
     }
@@ -339,6 +364,8 @@ impl Containerd {
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self
+            .daemon
+            .borrow()
             .runtime
             .clone()
             .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
@@ -359,6 +386,8 @@ impl Containerd {
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self
+            .daemon
+            .borrow()
             .images
             .clone()
             .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
@@ -453,6 +482,9 @@ impl Containerd {
             runtime_handler: handler.to_string(),
         };
         let resp = self.cri(|mut c| async move { c.run_pod_sandbox(req).await })?;
+        self.pods_created
+            .borrow_mut()
+            .push(resp.pod_sandbox_id.clone());
         Ok(Pod {
             cd: self,
             id: resp.pod_sandbox_id,
@@ -511,6 +543,36 @@ impl Containerd {
         pids
     }
 
+    /// The socket of the shim serving pod `pod_id`: containerd 1.6 puts it
+    /// at /run/containerd/s/<sha256 of "<address>/<namespace>/<id>">. A
+    /// shim that is killed cannot remove it, and containerd does not.
+    pub fn shim_socket(&self, pod_id: &str) -> PathBuf {
+        let key = format!("{}/{K8S_NAMESPACE}/{pod_id}", self.layout.socket.display());
+        let out = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(key.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("cannot run sha256sum");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hash = text.split_whitespace().next().unwrap_or_default();
+        PathBuf::from("/run/containerd/s").join(hash)
+    }
+
+    /// Shim sockets of this containerd's pods that still exist.
+    pub fn shim_sockets_left(&self) -> Vec<PathBuf> {
+        self.pods_created
+            .borrow()
+            .iter()
+            .map(|id| self.shim_socket(id))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
     /// Mount points at or below this containerd's directory.
     pub fn mounts_below_dir(&self) -> Vec<String> {
         let dir = self.layout.dir.display().to_string();
@@ -539,7 +601,7 @@ impl Containerd {
 
     fn cleanup(&mut self) {
         // 1. Pods, through containerd (this also deletes the moat containers).
-        if self.runtime.is_some() {
+        if self.daemon.borrow().runtime.is_some() {
             for id in self.pod_ids() {
                 if let Err(e) = self.remove_pod(&id) {
                     eprintln!("containerd test cleanup: cannot remove pod {id}: {e}");
@@ -553,6 +615,10 @@ impl Containerd {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+        // Sockets of shims that were killed (only our pods' sockets).
+        for socket in self.shim_sockets_left() {
+            let _ = fs::remove_file(socket);
         }
         // 3. Mounts under our directory (snapshots, shm, netns), deepest first.
         let mut mounts = self.mounts_below_dir();
@@ -603,7 +669,10 @@ impl Containerd {
         for pid in self.shim_pids() {
             left.push(format!("shim {pid} still running"));
         }
-        if let Some(pid) = self.child.as_ref().map(|c| c.id()) {
+        for socket in self.shim_sockets_left() {
+            left.push(format!("shim socket {} still exists", socket.display()));
+        }
+        if let Some(pid) = self.daemon.borrow().child.as_ref().map(|c| c.id()) {
             left.push(format!("containerd {pid} still running"));
         }
         if layout.dir.exists() {

@@ -37,9 +37,9 @@ fn moat_handler_root(dir: &Path) -> PathBuf {
     dir.join("moat-root")
 }
 
-#[test]
-fn cri_pod_with_runtime_class_moat_is_hardened() {
-    let mut cd = Containerd::start(|layout| {
+/// A private containerd with handler `moat` (runc shim) and the images.
+fn moat_containerd() -> (Containerd, Handler) {
+    let cd = Containerd::start(|layout| {
         vec![runc_shim_handler(
             "moat",
             &moat_bin(),
@@ -51,13 +51,156 @@ fn cri_pod_with_runtime_class_moat_is_hardened() {
         name: "moat",
         state_root: moat_handler_root(&cd.layout.dir).join("k8s.io"),
     };
-    pod_is_hardened(&mut cd, &handler);
+    (cd, handler)
+}
+
+fn assert_all_gone(cd: Containerd) {
     let left = cd.shutdown();
     assert!(
         left.is_empty(),
         "the CRI test left:\n  {}",
         left.join("\n  ")
     );
+}
+
+#[test]
+fn cri_pod_with_runtime_class_moat_is_hardened() {
+    let (cd, handler) = moat_containerd();
+    pod_is_hardened(&cd, &handler);
+    assert_all_gone(cd);
+}
+
+/// Polls `f` every 100 ms until it is true; panics with `what` after
+/// `timeout`.
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn container_state(pod: &Pod, id: &str) -> i32 {
+    pod.container_status(id)
+        .ok()
+        .and_then(|s| s.status)
+        .map(|s| s.state)
+        .unwrap_or(-1)
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// kill -9 of the pod's containerd-shim-runc-v2: containerd notices, has
+/// moat delete the containers (its dead-shim clean-up runs `moat delete
+/// --force`), reports them exited and the sandbox not ready, and nothing
+/// of moat's is left; the pod can then be removed as usual.
+#[test]
+fn cri_killed_shim_is_reported_and_cleaned_up() {
+    let (cd, handler) = moat_containerd();
+    {
+        let pod = cd
+            .run_pod("shim-killed", handler.name)
+            .expect("RunPodSandbox");
+        let pod_id = pod.id.clone();
+        let ctr = pod.start_container("victim", SLEEPER).expect("container");
+        let checks: Vec<LeakCheck> = [&pod.id, &ctr]
+            .iter()
+            .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+            .collect();
+        let ctr_pid = pod.container_pid(&ctr);
+        assert!(alive(ctr_pid));
+        let shims = cd.shim_pids();
+        assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shims[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_for(Duration::from_secs(30), "container reported exited", || {
+            container_state(&pod, &ctr) == cri::ContainerState::ContainerExited as i32
+        });
+        wait_for(
+            Duration::from_secs(30),
+            "sandbox reported not ready",
+            || {
+                pod.status()
+                    .ok()
+                    .and_then(|s| s.status)
+                    .is_some_and(|s| s.state == cri::PodSandboxState::SandboxNotready as i32)
+            },
+        );
+        wait_for(Duration::from_secs(10), "container process gone", || {
+            !alive(ctr_pid)
+        });
+        // Before RemovePodSandbox: containerd's clean-up alone removed
+        // moat's state, mounts, id ranges and processes.
+        for check in &checks {
+            check.verify();
+        }
+        pod.remove().expect("RemovePodSandbox after the shim died");
+        // The one thing left: the dead shim's socket, which containerd
+        // does not remove either (the harness does, on shutdown).
+        let socket = cd.shim_socket(&pod_id);
+        eprintln!(
+            "dead shim's socket {} exists after RemovePodSandbox: {}",
+            socket.display(),
+            socket.exists()
+        );
+    }
+    assert!(
+        cd.cgroups_left().is_empty(),
+        "cgroups left: {:?}",
+        cd.cgroups_left()
+    );
+    assert_all_gone(cd);
+}
+
+/// containerd restarted while a moat pod runs: the container survives
+/// (its shim does not depend on containerd), containerd reconnects to it,
+/// ExecSync works again, and the pod is removed cleanly afterwards.
+#[test]
+fn cri_container_survives_a_containerd_restart() {
+    let (cd, handler) = moat_containerd();
+    {
+        let pod = cd.run_pod("restart", handler.name).expect("RunPodSandbox");
+        let ctr = pod.start_container("survivor", SLEEPER).expect("container");
+        let checks: Vec<LeakCheck> = [&pod.id, &ctr]
+            .iter()
+            .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+            .collect();
+        let ctr_pid = pod.container_pid(&ctr);
+        let before = pod.sh(&ctr, "cat /proc/self/uid_map");
+        let old_daemon = cd.pid();
+        cd.restart();
+        assert_ne!(cd.pid(), old_daemon);
+        assert!(alive(ctr_pid), "the container died with containerd");
+        assert_eq!(
+            container_state(&pod, &ctr),
+            cri::ContainerState::ContainerRunning as i32
+        );
+        assert_eq!(pod.container_pid(&ctr), ctr_pid);
+        // Still managed: exec goes through the shim and moat again.
+        assert_eq!(pod.sh(&ctr, "cat /proc/self/uid_map"), before);
+        let status = pod.sh(&ctr, "cat /proc/self/status");
+        assert_eq!(status_field(&status, "Seccomp"), Some("2"));
+        pod.remove().expect("RemovePodSandbox after the restart");
+        for check in &checks {
+            check.verify();
+        }
+    }
+    assert!(
+        cd.cgroups_left().is_empty(),
+        "cgroups left: {:?}",
+        cd.cgroups_left()
+    );
+    assert_all_gone(cd);
 }
 
 /// uid_map lines (inside, outside, count).
@@ -143,7 +286,7 @@ fn assert_container_hardened(pod: &Pod, id: &str) -> String {
 }
 
 /// The whole check for `handler`: a pod of two containers.
-fn pod_is_hardened(cd: &mut Containerd, handler: &Handler) {
+fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     let pod = cd
         .run_pod("hardened", handler.name)
         .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
