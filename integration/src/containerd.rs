@@ -183,6 +183,8 @@ pub struct Containerd {
     /// Every pod sandbox id this containerd created (for the clean-up of
     /// shim sockets a killed shim leaves).
     pods_created: std::cell::RefCell<Vec<String>>,
+    /// containerd's PATH (where it finds shims).
+    path: std::ffi::OsString,
 }
 
 /// The running daemon and its CRI clients (none while it is stopped).
@@ -198,6 +200,16 @@ impl Containerd {
     /// `handlers` returns for its layout (so a handler's state root can
     /// live in the test's directory), and waits until the CRI API answers.
     pub fn start(handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>) -> Containerd {
+        Self::start_with_path(&[], handlers)
+    }
+
+    /// [`Containerd::start`] with `shim_dirs` put first on containerd's
+    /// PATH: containerd looks a `runtime_type` io.containerd.<name>.v2 up
+    /// as the binary `containerd-shim-<name>-v2` there.
+    pub fn start_with_path(
+        shim_dirs: &[PathBuf],
+        handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>,
+    ) -> Containerd {
         crate::require_root();
         assert!(
             Path::new("/usr/lib/cni/bridge").is_file(),
@@ -242,6 +254,10 @@ impl Containerd {
             rt,
             daemon: Default::default(),
             pods_created: Default::default(),
+            path: std::env::join_paths(shim_dirs.iter().cloned().chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )))
+            .expect("shim directories must not contain ':'"),
         };
         cd.spawn_daemon();
         cd
@@ -264,6 +280,7 @@ impl Containerd {
             .open(&self.layout.log)
             .unwrap();
         let child = Command::new("containerd")
+            .env("PATH", &self.path)
             .arg("--config")
             .arg(&self.layout.config)
             .stdin(Stdio::null())

@@ -11,7 +11,7 @@
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moat_integration::containerd::{cri, runc_shim_handler, Containerd, Pod};
 use moat_integration::{cap_field, moat_bin, status_field, LeakCheck, ALLOWED_CAPS_MASK};
@@ -287,9 +287,11 @@ fn assert_container_hardened(pod: &Pod, id: &str) -> String {
 
 /// The whole check for `handler`: a pod of two containers.
 fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
+    let t0 = Instant::now();
     let pod = cd
         .run_pod("hardened", handler.name)
         .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let sandbox_ms = t0.elapsed().as_millis();
     let status = pod.status().expect("PodSandboxStatus");
     let sandbox = status.status.as_ref().expect("sandbox status");
     assert_eq!(sandbox.state, cri::PodSandboxState::SandboxReady as i32);
@@ -307,9 +309,41 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     );
     let sandbox_pid = info["pid"].as_i64().expect("sandbox pid") as i32;
 
+    // The sandbox ("pause") process itself, seen from the host.
+    let pause = std::fs::read_to_string(format!("/proc/{sandbox_pid}/status")).unwrap();
+    assert_eq!(
+        cap_field(&pause, "CapEff") & !ALLOWED_CAPS_MASK,
+        0,
+        "sandbox CapEff"
+    );
+    assert_eq!(
+        status_field(&pause, "Seccomp"),
+        Some("2"),
+        "sandbox seccomp"
+    );
+    assert_eq!(
+        status_field(&pause, "NoNewPrivs"),
+        Some("1"),
+        "sandbox no_new_privs"
+    );
+    assert!(
+        status_field(&pause, "Uid")
+            .unwrap()
+            .split_whitespace()
+            .all(|u| u != "0"),
+        "the sandbox runs as host root"
+    );
+
+    let started = Instant::now();
     let first = pod
         .start_container("first", SLEEPER)
         .unwrap_or_else(|e| panic!("first container: {e}\n{}", cd.log_tail()));
+    eprintln!(
+        "{}: RunPodSandbox {} ms, CreateContainer+StartContainer {} ms",
+        handler.name,
+        sandbox_ms,
+        started.elapsed().as_millis()
+    );
     // The second container narrows its capabilities with a moat.dev/
     // annotation: the handler must pass moat's annotations through.
     let second = pod
@@ -409,10 +443,17 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     // so it was moat that refused it. The listener accepts (and closes, so
     // nc ends) in a thread while ExecSync waits.
     {
+        let t0 = Instant::now();
         let control = cd.run_pod("control", "runc").expect("runc control pod");
+        let sandbox_ms = t0.elapsed().as_millis();
+        let t1 = Instant::now();
         let c = control
             .start_container("probe", SLEEPER)
             .expect("runc container");
+        eprintln!(
+            "runc (control): RunPodSandbox {sandbox_ms} ms, CreateContainer+StartContainer {} ms",
+            t1.elapsed().as_millis()
+        );
         let accepting = listener.try_clone().unwrap();
         let acceptor =
             std::thread::spawn(move || accept_within(&accepting, Duration::from_secs(20)));
