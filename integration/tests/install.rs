@@ -81,6 +81,39 @@ fn install_containerd_is_idempotent_and_keeps_the_rest() {
         .contains("BinaryName = \"/opt/moat/bin/moat\""));
     assert_eq!(fs::read_to_string(&backup).unwrap(), CONTAINERD_CONFIG);
     assert_eq!(entries(dir.path()), ["config.toml", "config.toml.moat-bak"]);
+
+    // A second handler for another shim, beside the first.
+    moat_install(&[
+        "containerd",
+        "--config",
+        c,
+        "--handler",
+        "moat-shim",
+        "--runtime-type",
+        "io.containerd.moat.v2",
+    ])
+    .assert_ok();
+    let doc: toml::Value = toml::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    let rts = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+    assert_eq!(
+        rts["moat-shim"]["runtime_type"].as_str(),
+        Some("io.containerd.moat.v2")
+    );
+    assert!(rts["moat-shim"].get("options").is_none());
+    assert_eq!(
+        rts["moat"]["options"]["BinaryName"].as_str(),
+        Some("/opt/moat/bin/moat")
+    );
+    moat_install(&[
+        "containerd",
+        "--config",
+        c,
+        "--runtime-type",
+        "io.containerd.moat.v2",
+        "--binary",
+        "/x",
+    ])
+    .assert_fails_with("options of the runc shim");
 }
 
 #[test]

@@ -29,13 +29,19 @@ pub struct ContainerdArgs {
     /// Runtime handler name (a RuntimeClass's `handler`).
     #[arg(long, default_value = "moat")]
     pub handler: String,
-    /// The moat binary containerd's runc shim runs, as seen by containerd.
-    #[arg(long, default_value = install::DEFAULT_BINARY)]
-    pub binary: String,
-    /// moat's state root for this handler (the shim appends the
-    /// containerd namespace).
-    #[arg(long, default_value = install::DEFAULT_CONTAINERD_ROOT)]
-    pub root: String,
+    /// The moat binary containerd's runc shim runs, as seen by containerd
+    /// (default /usr/local/bin/moat; runc shim only).
+    #[arg(long)]
+    pub binary: Option<String>,
+    /// moat's state root for this handler; the shim appends the
+    /// containerd namespace (default /run/containerd/moat; runc shim only).
+    #[arg(long)]
+    pub root: Option<String>,
+    /// The shim: io.containerd.runc.v2 runs moat through containerd's runc
+    /// shim; another type (e.g. io.containerd.moat.v2) is registered as is,
+    /// without runc options.
+    #[arg(long, default_value = install::RUNC_SHIM_TYPE)]
+    pub runtime_type: String,
     /// Print the resulting file instead of writing it.
     #[arg(long)]
     pub dry_run: bool,
@@ -85,8 +91,27 @@ fn check_paths(binary: &str, root: Option<&str>) -> Result<()> {
 }
 
 fn containerd(a: ContainerdArgs) -> Result<i32> {
-    check_paths(&a.binary, Some(&a.root))?;
-    let rt = ContainerdRuntime::through_runc_shim(&a.handler, &a.binary, &a.root);
+    let rt = if a.runtime_type == install::RUNC_SHIM_TYPE {
+        let binary = a.binary.as_deref().unwrap_or(install::DEFAULT_BINARY);
+        let root = a
+            .root
+            .as_deref()
+            .unwrap_or(install::DEFAULT_CONTAINERD_ROOT);
+        check_paths(binary, Some(root))?;
+        ContainerdRuntime::through_runc_shim(&a.handler, binary, root)
+    } else {
+        anyhow::ensure!(
+            a.binary.is_none() && a.root.is_none(),
+            "--binary and --root are options of the runc shim; runtime type {} finds its shim binary on containerd's PATH",
+            a.runtime_type
+        );
+        ContainerdRuntime {
+            handler: a.handler.clone(),
+            runtime_type: a.runtime_type.clone(),
+            options: Vec::new(),
+            annotations: vec![install::ANNOTATION_PATTERN.to_string()],
+        }
+    };
     let (applied, text) = install::apply_to_file(&a.config, a.dry_run, |t, f| {
         install::merge_containerd(t, &rt, f)
     })
