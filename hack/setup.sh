@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 
-PACKAGES=(containerd docker.io runc busybox-static libseccomp-dev nftables pkg-config jq iproute2)
+PACKAGES=(containerd docker.io runc busybox-static libseccomp-dev nftables pkg-config jq iproute2 containernetworking-plugins)
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 START_TIMEOUT=30
 

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod harden;
 pub mod idpool;
 pub mod learn;
+pub mod install;
 pub mod logging;
 pub mod netns;
 pub mod nsjoin;

@@ -75,6 +75,8 @@ enum Cmd {
     Selftest(commands::selftest::SelftestArgs),
     /// Learn a seccomp profile from a bundle's behaviour, or merge learned profiles.
     Learn(commands::learn::LearnArgs),
+    /// Register moat with containerd (CRI runtime handler) or docker.
+    Install(commands::install::InstallArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -157,6 +159,7 @@ fn main() -> ExitCode {
         Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
         Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
         Cmd::Learn(a) => commands::learn::learn(&ctx, a),
+        Cmd::Install(a) => commands::install::install(a),
     }
     .context("moat");
     match result {

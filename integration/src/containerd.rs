@@ -1,0 +1,919 @@
+//! A private containerd with its CRI plugin, driven over the CRI API the
+//! way kubelet drives it: for tests that run pods through a runtime
+//! handler (moat behind containerd's runc shim now, moat's own shim later).
+//!
+//! [`Containerd::start`] runs `containerd` with its own root, state,
+//! socket, CNI configuration (a bridge and subnet unique to the test
+//! process) and cgroup parent, all under a temporary directory, and never
+//! talks to the host's containerd. The config is the host-independent
+//! part plus every handler, merged in with the same code `moat install
+//! containerd` uses. Dropping it removes every pod it still has, stops the
+//! daemon (by its PID), ends the shims it started, unmounts what it left
+//! under its directory, deletes the bridge and the cgroup parent, and
+//! removes the directory: also when the test panicked.
+//!
+//! [`Pod`] removes its sandbox (stop + remove over CRI) when dropped.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use moat::install::ContainerdRuntime;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{workspace_dir, DEFAULT_TIMEOUT};
+
+/// The CRI v1 API (k8s.io/cri-api), compiled by build.rs.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
+}
+
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+
+/// The containerd namespace the CRI plugin uses.
+pub const K8S_NAMESPACE: &str = "k8s.io";
+/// The test image and the sandbox image (see hack/cri-images.sh).
+pub const BUSYBOX_IMAGE: &str = "moat-busybox:latest";
+pub const PAUSE_IMAGE: &str = "moat-pause:latest";
+
+/// How long one CRI call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A handler for containerd's runc shim running `binary` with state under
+/// `root` (what `moat install containerd` writes).
+pub fn runc_shim_handler(name: &str, binary: &Path, root: &Path) -> ContainerdRuntime {
+    ContainerdRuntime::through_runc_shim(
+        name,
+        &binary.display().to_string(),
+        &root.display().to_string(),
+    )
+}
+
+/// Where everything of one private containerd lives.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub pod_logs: PathBuf,
+    /// The CNI bridge (host side), unique to this test process.
+    pub bridge: String,
+    /// The pods' /24, e.g. "10.213.17" (the bridge has .1).
+    pub subnet_prefix: String,
+    /// The cgroup (below each hierarchy's root) every pod is put under.
+    pub cgroup_parent: String,
+}
+
+impl Layout {
+    /// The bridge's (host side) address, which pods reach.
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.subnet_prefix)
+    }
+}
+
+/// containerd's config.toml for `layout`: CRI with `sandbox_image`, CNI
+/// from `layout`, the runc handler (containerd requires its default
+/// runtime), and each of `handlers` merged in by moat's installer code.
+pub fn containerd_config(layout: &Layout, handlers: &[ContainerdRuntime]) -> String {
+    let d = layout.dir.display();
+    let base = format!(
+        r#"# A private containerd for moat's CRI tests (integration/src/containerd.rs).
+version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # Needed in this VM (containerd runs with a raised oom_score_adj floor).
+  restrict_oom_score_adj = true
+  # Pod network namespaces under our own state dir, not /var/run/netns.
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"#,
+        sock = layout.socket.display(),
+        cni = layout.cni_conf_dir.display(),
+    );
+    let mut text = base;
+    for h in handlers {
+        match moat::install::merge_containerd(&text, h, "containerd test config")
+            .unwrap_or_else(|e| panic!("cannot add handler {}: {e}", h.handler))
+        {
+            moat::install::Merge::Changed(t) => text = t,
+            moat::install::Merge::Unchanged => {}
+        }
+    }
+    text
+}
+
+/// The CNI network: a bridge with host-local addresses from the test's
+/// own subnet and state dir, no masquerading (pods reach only the bridge).
+pub fn cni_conflist(layout: &Layout) -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": format!("{}-net", layout.bridge),
+        "plugins": [{
+            "type": "bridge",
+            "bridge": layout.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("{}.0/24", layout.subnet_prefix)}]],
+                "dataDir": layout.dir.join("cni-ipam").display().to_string(),
+            }
+        }]
+    })
+    .to_string()
+}
+
+/// A /24 under 10.213.0.0/16 that no host route or address touches.
+fn free_subnet(instance: u32) -> String {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let addrs = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let start = (std::process::id() + instance * 17) % 240;
+    for i in 0..240 {
+        let prefix = format!("10.213.{}", (start + i) % 240 + 10);
+        let needle = format!("{prefix}.");
+        if !routes.contains(&needle) && !addrs.contains(&needle) {
+            return prefix;
+        }
+    }
+    panic!("no free /24 in 10.213.0.0/16 for the test's CNI bridge");
+}
+
+/// A containerd this test started. See the module docs.
+pub struct Containerd {
+    pub layout: Layout,
+    // Kept so the directory outlives the daemon; removed in Drop.
+    dir: Option<tempfile::TempDir>,
+    rt: tokio::runtime::Runtime,
+    // Behind a RefCell so a restart works while pods borrow the Containerd.
+    daemon: std::cell::RefCell<Daemon>,
+    /// Every pod sandbox id this containerd created (for the clean-up of
+    /// shim sockets a killed shim leaves).
+    pods_created: std::cell::RefCell<Vec<String>>,
+    /// containerd's PATH (where it finds shims).
+    path: std::ffi::OsString,
+}
+
+/// The running daemon and its CRI clients (none while it is stopped).
+#[derive(Default)]
+struct Daemon {
+    child: Option<Child>,
+    runtime: Option<RuntimeServiceClient<Channel>>,
+    images: Option<ImageServiceClient<Channel>>,
+}
+
+impl Containerd {
+    /// Starts containerd with the CRI plugin and the runtime handlers
+    /// `handlers` returns for its layout (so a handler's state root can
+    /// live in the test's directory), and waits until the CRI API answers.
+    pub fn start(handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>) -> Containerd {
+        Self::start_with_path(&[], handlers)
+    }
+
+    /// [`Containerd::start`] with `shim_dirs` put first on containerd's
+    /// PATH: containerd looks a `runtime_type` io.containerd.<name>.v2 up
+    /// as the binary `containerd-shim-<name>-v2` there.
+    pub fn start_with_path(
+        shim_dirs: &[PathBuf],
+        handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>,
+    ) -> Containerd {
+        crate::require_root();
+        assert!(
+            Path::new("/usr/lib/cni/bridge").is_file(),
+            "CNI plugins missing (/usr/lib/cni/bridge): install containernetworking-plugins (make setup)"
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix("moat-cri.")
+            .tempdir_in("/tmp")
+            .expect("cannot create the containerd test directory");
+        let dir = tmp.path().to_path_buf();
+        // Unique per test process and per instance in it.
+        static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{:x}x{n}", std::process::id());
+        let layout = Layout {
+            socket: dir.join("containerd.sock"),
+            config: dir.join("config.toml"),
+            log: dir.join("containerd.log"),
+            cni_conf_dir: dir.join("cni"),
+            pod_logs: dir.join("pod-logs"),
+            bridge: format!("mcri{tag}"),
+            subnet_prefix: free_subnet(n),
+            cgroup_parent: format!("/moat-cri-{tag}"),
+            dir,
+        };
+        fs::create_dir_all(&layout.cni_conf_dir).unwrap();
+        fs::create_dir_all(&layout.pod_logs).unwrap();
+        fs::write(
+            layout.cni_conf_dir.join("10-moat-test.conflist"),
+            cni_conflist(&layout),
+        )
+        .unwrap();
+        let handlers = handlers(&layout);
+        fs::write(&layout.config, containerd_config(&layout, &handlers)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let cd = Containerd {
+            layout,
+            dir: Some(tmp),
+            rt,
+            daemon: Default::default(),
+            pods_created: Default::default(),
+            path: std::env::join_paths(shim_dirs.iter().cloned().chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )))
+            .expect("shim directories must not contain ':'"),
+        };
+        cd.spawn_daemon();
+        cd
+    }
+
+    /// containerd's PID.
+    pub fn pid(&self) -> u32 {
+        self.daemon
+            .borrow()
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or(0)
+    }
+
+    fn spawn_daemon(&self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.layout.log)
+            .unwrap();
+        let child = Command::new("containerd")
+            .env("PATH", &self.path)
+            .arg("--config")
+            .arg(&self.layout.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start containerd");
+        self.daemon.borrow_mut().child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let exited = self
+                .daemon
+                .borrow_mut()
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "containerd exited at start ({status}); log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if self.layout.socket.exists() {
+                if let Ok(channel) = self.rt.block_on(connect(&self.layout.socket)) {
+                    let mut rs = RuntimeServiceClient::new(channel.clone());
+                    let version = self.rt.block_on(async {
+                        tokio::time::timeout(
+                            Duration::from_secs(5),
+                            rs.version(cri::VersionRequest::default()),
+                        )
+                        .await
+                    });
+                    if let Ok(Ok(_)) = version {
+                        let mut d = self.daemon.borrow_mut();
+                        d.runtime = Some(rs);
+                        d.images = Some(ImageServiceClient::new(channel));
+                        return;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "containerd's CRI API did not answer within 30 s; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL after 10 s) and waits.
+    /// Shims and containers keep running, as with a real daemon restart.
+    pub fn stop_daemon(&self) {
+        let child = {
+            let mut d = self.daemon.borrow_mut();
+            d.runtime = None;
+            d.images = None;
+            d.child.take()
+        };
+        let Some(mut child) = child else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Restarts containerd with the same configuration.
+    pub fn restart(&self) {
+        self.stop_daemon();
+        self.spawn_daemon();
+    }
+
+    /// The last lines of containerd's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.layout.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs one CRI RuntimeService call.
+    pub fn cri<T, F>(
+        &self,
+        call: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self
+            .daemon
+            .borrow()
+            .runtime
+            .clone()
+            .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
+        self.rt.block_on(async {
+            match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+                Ok(r) => r.map(|r| r.into_inner()),
+                Err(_) => Err(tonic::Status::deadline_exceeded("CRI call timed out")),
+            }
+        })
+    }
+
+    /// Runs one CRI ImageService call.
+    pub fn image_call<T, F>(
+        &self,
+        call: impl FnOnce(ImageServiceClient<Channel>) -> F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self
+            .daemon
+            .borrow()
+            .images
+            .clone()
+            .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
+        self.rt.block_on(async {
+            match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+                Ok(r) => r.map(|r| r.into_inner()),
+                Err(_) => Err(tonic::Status::deadline_exceeded("CRI call timed out")),
+            }
+        })
+    }
+
+    /// Imports moat-busybox and moat-pause (hack/cri-images.sh builds
+    /// them with docker) into the k8s.io namespace, and checks that the
+    /// CRI image service sees both.
+    pub fn import_test_images(&self) {
+        let tar = self.layout.dir.join("images.tar");
+        let script = workspace_dir().join("hack/cri-images.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&tar)
+            .output()
+            .expect("cannot run hack/cri-images.sh");
+        assert!(
+            out.status.success(),
+            "hack/cri-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.layout.socket)
+            .args(["--namespace", K8S_NAMESPACE, "images", "import"])
+            .arg(&tar)
+            .output()
+            .expect("cannot run ctr");
+        assert!(
+            out.status.success(),
+            "ctr images import failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = fs::remove_file(&tar);
+        for image in [BUSYBOX_IMAGE, PAUSE_IMAGE] {
+            let status = self
+                .image_call(|mut c| async move {
+                    c.image_status(cri::ImageStatusRequest {
+                        image: Some(cri::ImageSpec {
+                            image: image.to_string(),
+                            ..Default::default()
+                        }),
+                        verbose: false,
+                    })
+                    .await
+                })
+                .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"));
+            assert!(status.image.is_some(), "CRI does not see image {image}");
+        }
+    }
+
+    /// The sandbox config kubelet would send for a pod `name` (network
+    /// and IPC per pod, PID per container, as for a default pod spec).
+    pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        let uid = format!("{name}-{}", std::process::id());
+        let log_dir = self.layout.pod_logs.join(&uid);
+        fs::create_dir_all(&log_dir).unwrap();
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.to_string(),
+                uid,
+                namespace: "moat-test".to_string(),
+                attempt: 0,
+            }),
+            hostname: name.to_string(),
+            log_directory: log_dir.display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: self.layout.cgroup_parent.clone(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespace_options()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox of pod `name` with `handler` (what kubelet does for
+    /// `runtimeClassName: <class with handler>`).
+    pub fn run_pod(&self, name: &str, handler: &str) -> Result<Pod<'_>, tonic::Status> {
+        let config = self.pod_config(name);
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.to_string(),
+        };
+        let resp = self.cri(|mut c| async move { c.run_pod_sandbox(req).await })?;
+        self.pods_created
+            .borrow_mut()
+            .push(resp.pod_sandbox_id.clone());
+        Ok(Pod {
+            cd: self,
+            id: resp.pod_sandbox_id,
+            config,
+        })
+    }
+
+    /// Ids of every pod sandbox containerd knows.
+    pub fn pod_ids(&self) -> Vec<String> {
+        self.cri(|mut c| async move {
+            c.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await
+        })
+        .map(|r| r.items.into_iter().map(|p| p.id).collect())
+        .unwrap_or_default()
+    }
+
+    /// Stops and removes pod `id` (errors are returned, not raised).
+    pub fn remove_pod(&self, id: &str) -> Result<(), tonic::Status> {
+        let stop = cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        };
+        self.cri(|mut c| async move { c.stop_pod_sandbox(stop).await })?;
+        let remove = cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        };
+        self.cri(|mut c| async move { c.remove_pod_sandbox(remove).await })?;
+        Ok(())
+    }
+
+    /// PIDs of the shims serving this containerd (their argv names our
+    /// socket).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let sock = self.layout.socket.display().to_string();
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = argv.first().is_some_and(|a| a.contains("containerd-shim"));
+            if is_shim && argv.contains(&sock) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The socket of the shim serving pod `pod_id`: containerd 1.6 puts it
+    /// at /run/containerd/s/<sha256 of "<address>/<namespace>/<id>">. A
+    /// shim that is killed cannot remove it, and containerd does not.
+    pub fn shim_socket(&self, pod_id: &str) -> PathBuf {
+        let key = format!("{}/{K8S_NAMESPACE}/{pod_id}", self.layout.socket.display());
+        let out = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(key.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("cannot run sha256sum");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hash = text.split_whitespace().next().unwrap_or_default();
+        PathBuf::from("/run/containerd/s").join(hash)
+    }
+
+    /// Shim sockets of this containerd's pods that still exist.
+    pub fn shim_sockets_left(&self) -> Vec<PathBuf> {
+        self.pods_created
+            .borrow()
+            .iter()
+            .map(|id| self.shim_socket(id))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Mount points at or below this containerd's directory.
+    pub fn mounts_below_dir(&self) -> Vec<String> {
+        let dir = self.layout.dir.display().to_string();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|mp| mp == &dir || mp.starts_with(&format!("{dir}/")))
+            .collect()
+    }
+
+    /// Cgroup directories left below the pods' cgroup parent.
+    pub fn cgroups_left(&self) -> Vec<PathBuf> {
+        let mut left = Vec::new();
+        let rel = self.layout.cgroup_parent.trim_start_matches('/');
+        for hierarchy in crate::cgroup_hierarchies() {
+            let parent = hierarchy.join(rel);
+            for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    left.push(entry.path());
+                }
+            }
+        }
+        left
+    }
+
+    fn cleanup(&mut self) {
+        // 1. Pods, through containerd (this also deletes the moat containers).
+        if self.daemon.borrow().runtime.is_some() {
+            for id in self.pod_ids() {
+                if let Err(e) = self.remove_pod(&id) {
+                    eprintln!("containerd test cleanup: cannot remove pod {id}: {e}");
+                }
+            }
+        }
+        // 2. The daemon, then any shim it left (only ours: they name our socket).
+        self.stop_daemon();
+        for pid in self.shim_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Sockets of shims that were killed (only our pods' sockets).
+        for socket in self.shim_sockets_left() {
+            let _ = fs::remove_file(socket);
+        }
+        // 3. Mounts under our directory (snapshots, shm, netns), deepest first.
+        let mut mounts = self.mounts_below_dir();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mp in mounts {
+            let _ = nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // 4. The bridge (its address goes with it) and the cgroup parent.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.layout.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let rel = self
+            .layout
+            .cgroup_parent
+            .trim_start_matches('/')
+            .to_string();
+        for hierarchy in crate::cgroup_hierarchies() {
+            let parent = hierarchy.join(&rel);
+            if let Ok(entries) = fs::read_dir(&parent) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = fs::remove_dir(e.path());
+                    }
+                }
+                let _ = fs::remove_dir(&parent);
+            }
+        }
+        // 5. The directory.
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = fs::remove_dir_all(dir.path()) {
+                eprintln!(
+                    "containerd test cleanup: cannot remove {}: {e}",
+                    dir.path().display()
+                );
+            }
+            let _ = dir.keep();
+        }
+    }
+
+    /// Tears everything down now and lists what is still left on the host
+    /// (empty when clean): the daemon, its shims, mounts under its
+    /// directory, the directory, the bridge, cgroups.
+    pub fn shutdown(mut self) -> Vec<String> {
+        let layout = self.layout.clone();
+        self.cleanup();
+        let mut left = Vec::new();
+        for pid in self.shim_pids() {
+            left.push(format!("shim {pid} still running"));
+        }
+        for socket in self.shim_sockets_left() {
+            left.push(format!("shim socket {} still exists", socket.display()));
+        }
+        if let Some(pid) = self.daemon.borrow().child.as_ref().map(|c| c.id()) {
+            left.push(format!("containerd {pid} still running"));
+        }
+        if layout.dir.exists() {
+            left.push(format!("{} still exists", layout.dir.display()));
+        }
+        let dir = layout.dir.display().to_string();
+        for line in fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&dir))
+        {
+            left.push(format!("mount left: {line}"));
+        }
+        if Path::new("/sys/class/net").join(&layout.bridge).exists() {
+            left.push(format!("bridge {} still exists", layout.bridge));
+        }
+        let rel = layout.cgroup_parent.trim_start_matches('/');
+        for h in crate::cgroup_hierarchies() {
+            if h.join(rel).exists() {
+                left.push(format!("cgroup {} still exists", h.join(rel).display()));
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if self.dir.is_some() {
+            self.cleanup();
+        }
+    }
+}
+
+/// Network and IPC shared by the pod, PID per container: kubelet's
+/// choice for a pod without shareProcessNamespace or host namespaces.
+pub fn namespace_options() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    // The URI is required by the API but unused: the connector dials the
+    // unix socket.
+    Endpoint::try_from("http://[::1]:50051")?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
+
+/// A pod sandbox, stopped and removed when dropped.
+pub struct Pod<'a> {
+    pub cd: &'a Containerd,
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+}
+
+/// What ExecSync returned.
+#[derive(Debug)]
+pub struct ExecOut {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl<'a> Pod<'a> {
+    /// CreateContainer + StartContainer of `args` from the busybox image.
+    pub fn start_container(&self, name: &str, args: &[&str]) -> Result<String, tonic::Status> {
+        self.start_container_with(name, args, &[])
+    }
+
+    /// [`Pod::start_container`] with container annotations.
+    pub fn start_container_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<String, tonic::Status> {
+        let id = self.create_container(name, args, annotations)?;
+        let start = cri::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.cd
+            .cri(|mut c| async move { c.start_container(start).await })?;
+        Ok(id)
+    }
+
+    /// CreateContainer of `args` from the busybox image (not started).
+    pub fn create_container(
+        &self,
+        name: &str,
+        args: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<String, tonic::Status> {
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: self.id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.to_string(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: BUSYBOX_IMAGE.to_string(),
+                    ..Default::default()
+                }),
+                command: args.iter().map(|s| s.to_string()).collect(),
+                log_path: format!("{name}.log"),
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                linux: Some(cri::LinuxContainerConfig {
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(namespace_options()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(self.config.clone()),
+        };
+        Ok(self
+            .cd
+            .cri(|mut c| async move { c.create_container(req).await })?
+            .container_id)
+    }
+
+    /// ExecSync of `cmd` in container `id`.
+    pub fn exec(&self, id: &str, cmd: &[&str]) -> Result<ExecOut, tonic::Status> {
+        let req = cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: DEFAULT_TIMEOUT.as_secs() as i64,
+        };
+        let r = self.cd.cri(|mut c| async move { c.exec_sync(req).await })?;
+        Ok(ExecOut {
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            exit_code: r.exit_code,
+        })
+    }
+
+    /// `sh -c script` in container `id`; panics unless it exits 0.
+    pub fn sh(&self, id: &str, script: &str) -> String {
+        let out = self
+            .exec(id, &["sh", "-c", script])
+            .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e}"));
+        assert_eq!(
+            out.exit_code, 0,
+            "ExecSync {script:?} exited {}: stdout {:?} stderr {:?}",
+            out.exit_code, out.stdout, out.stderr
+        );
+        out.stdout
+    }
+
+    /// ContainerStatus (verbose) of `id`.
+    pub fn container_status(
+        &self,
+        id: &str,
+    ) -> Result<cri::ContainerStatusResponse, tonic::Status> {
+        let req = cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        };
+        self.cd
+            .cri(|mut c| async move { c.container_status(req).await })
+    }
+
+    /// The host PID of container `id`'s init, from ContainerStatus' info.
+    pub fn container_pid(&self, id: &str) -> i32 {
+        let status = self
+            .container_status(id)
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"));
+        let info: serde_json::Value =
+            serde_json::from_str(status.info.get("info").map(String::as_str).unwrap_or("{}"))
+                .unwrap_or_default();
+        info["pid"].as_i64().unwrap_or(0) as i32
+    }
+
+    /// PodSandboxStatus (verbose).
+    pub fn status(&self) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: self.id.clone(),
+            verbose: true,
+        };
+        self.cd
+            .cri(|mut c| async move { c.pod_sandbox_status(req).await })
+    }
+
+    /// StopPodSandbox (the containers are killed; the sandbox stays).
+    pub fn stop(&self) -> Result<(), tonic::Status> {
+        let req = cri::StopPodSandboxRequest {
+            pod_sandbox_id: self.id.clone(),
+        };
+        self.cd
+            .cri(|mut c| async move { c.stop_pod_sandbox(req).await })
+            .map(|_| ())
+    }
+
+    /// Stops and removes the sandbox now.
+    pub fn remove(self) -> Result<(), tonic::Status> {
+        let r = self.cd.remove_pod(&self.id);
+        std::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.cd.remove_pod(&self.id) {
+            eprintln!("pod guard: cannot remove pod {}: {e}", self.id);
+        }
+    }
+}

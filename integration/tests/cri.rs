@@ -1,0 +1,565 @@
+//! Pods through real CRI calls: a private containerd (see
+//! moat_integration::containerd) with runtime handler `moat` (moat behind
+//! containerd's runc shim, configured by moat's installer code), driven
+//! like kubelet drives it for a pod with `runtimeClassName: moat`:
+//! RunPodSandbox, CreateContainer, StartContainer, ExecSync,
+//! ContainerStatus, StopPodSandbox, RemovePodSandbox.
+//!
+//! The test body [`pod_is_hardened`] takes the handler, so a second
+//! handler (moat's own shim) can be checked by the same assertions.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use moat_integration::containerd::{cri, runc_shim_handler, Containerd, Pod};
+use moat_integration::{cap_field, moat_bin, status_field, LeakCheck, ALLOWED_CAPS_MASK};
+
+/// The handler under test and where its moat keeps container state.
+struct Handler {
+    name: &'static str,
+    /// moat's `--root` for the pods (the shim appends the namespace).
+    state_root: PathBuf,
+}
+
+/// CAP_KILL (capability 5) alone.
+const CAP_KILL_MASK: u64 = 1 << 5;
+
+/// A container that sleeps until told to stop.
+const SLEEPER: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do sleep 600 & wait $!; done",
+];
+
+fn moat_handler_root(dir: &Path) -> PathBuf {
+    dir.join("moat-root")
+}
+
+/// A private containerd with handler `moat` (runc shim) and the images.
+fn moat_containerd() -> (Containerd, Handler) {
+    let cd = Containerd::start(|layout| {
+        vec![runc_shim_handler(
+            "moat",
+            &moat_bin(),
+            &moat_handler_root(&layout.dir),
+        )]
+    });
+    cd.import_test_images();
+    let handler = Handler {
+        name: "moat",
+        state_root: moat_handler_root(&cd.layout.dir).join("k8s.io"),
+    };
+    (cd, handler)
+}
+
+fn assert_all_gone(cd: Containerd) {
+    let left = cd.shutdown();
+    assert!(
+        left.is_empty(),
+        "the CRI test left:\n  {}",
+        left.join("\n  ")
+    );
+}
+
+#[test]
+fn cri_pod_with_runtime_class_moat_is_hardened() {
+    let (cd, handler) = moat_containerd();
+    pod_is_hardened(&cd, &handler);
+    assert_all_gone(cd);
+}
+
+/// The same pod through moat's native shim: handler `moat-shim`,
+/// `runtime_type = "io.containerd.moat.v2"`. containerd finds
+/// `containerd-shim-moat-v2` first on its PATH (target/release), and the
+/// shim runs the `moat` beside it with its default state root.
+#[test]
+fn cri_pod_through_the_native_shim_is_hardened() {
+    let release = moat_integration::workspace_dir().join("target/release");
+    assert!(
+        release.join("containerd-shim-moat-v2").is_file(),
+        "containerd-shim-moat-v2 missing: run `cargo build --release` first"
+    );
+    let cd = Containerd::start_with_path(&[release], |_| {
+        vec![moat::install::ContainerdRuntime {
+            handler: "moat-shim".to_string(),
+            runtime_type: "io.containerd.moat.v2".to_string(),
+            options: Vec::new(),
+            annotations: vec!["moat.dev/*".to_string()],
+        }]
+    });
+    cd.import_test_images();
+    let handler = Handler {
+        name: "moat-shim",
+        // The shim's default Root plus the CRI namespace.
+        state_root: PathBuf::from("/run/containerd/moat/k8s.io"),
+    };
+    pod_is_hardened(&cd, &handler);
+    assert_all_gone(cd);
+}
+
+/// Polls `f` every 100 ms until it is true; panics with `what` after
+/// `timeout`.
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn container_state(pod: &Pod, id: &str) -> i32 {
+    pod.container_status(id)
+        .ok()
+        .and_then(|s| s.status)
+        .map(|s| s.state)
+        .unwrap_or(-1)
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// kill -9 of the pod's containerd-shim-runc-v2: containerd notices, has
+/// moat delete the containers (its dead-shim clean-up runs `moat delete
+/// --force`), reports them exited and the sandbox not ready, and nothing
+/// of moat's is left; the pod can then be removed as usual.
+#[test]
+fn cri_killed_shim_is_reported_and_cleaned_up() {
+    let (cd, handler) = moat_containerd();
+    {
+        let pod = cd
+            .run_pod("shim-killed", handler.name)
+            .expect("RunPodSandbox");
+        let pod_id = pod.id.clone();
+        let ctr = pod.start_container("victim", SLEEPER).expect("container");
+        let checks: Vec<LeakCheck> = [&pod.id, &ctr]
+            .iter()
+            .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+            .collect();
+        let ctr_pid = pod.container_pid(&ctr);
+        assert!(alive(ctr_pid));
+        let shims = cd.shim_pids();
+        assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shims[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_for(Duration::from_secs(30), "container reported exited", || {
+            container_state(&pod, &ctr) == cri::ContainerState::ContainerExited as i32
+        });
+        wait_for(
+            Duration::from_secs(30),
+            "sandbox reported not ready",
+            || {
+                pod.status()
+                    .ok()
+                    .and_then(|s| s.status)
+                    .is_some_and(|s| s.state == cri::PodSandboxState::SandboxNotready as i32)
+            },
+        );
+        wait_for(Duration::from_secs(10), "container process gone", || {
+            !alive(ctr_pid)
+        });
+        // Before RemovePodSandbox: containerd's clean-up alone removed
+        // moat's state, mounts, id ranges and processes.
+        for check in &checks {
+            check.verify();
+        }
+        pod.remove().expect("RemovePodSandbox after the shim died");
+        // The one thing left: the dead shim's socket, which containerd
+        // does not remove either (the harness does, on shutdown).
+        let socket = cd.shim_socket(&pod_id);
+        eprintln!(
+            "dead shim's socket {} exists after RemovePodSandbox: {}",
+            socket.display(),
+            socket.exists()
+        );
+    }
+    assert!(
+        cd.cgroups_left().is_empty(),
+        "cgroups left: {:?}",
+        cd.cgroups_left()
+    );
+    assert_all_gone(cd);
+}
+
+/// containerd restarted while a moat pod runs: the container survives
+/// (its shim does not depend on containerd), containerd reconnects to it,
+/// ExecSync works again, and the pod is removed cleanly afterwards.
+#[test]
+fn cri_container_survives_a_containerd_restart() {
+    let (cd, handler) = moat_containerd();
+    {
+        let pod = cd.run_pod("restart", handler.name).expect("RunPodSandbox");
+        let ctr = pod.start_container("survivor", SLEEPER).expect("container");
+        let checks: Vec<LeakCheck> = [&pod.id, &ctr]
+            .iter()
+            .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+            .collect();
+        let ctr_pid = pod.container_pid(&ctr);
+        let before = pod.sh(&ctr, "cat /proc/self/uid_map");
+        let old_daemon = cd.pid();
+        cd.restart();
+        assert_ne!(cd.pid(), old_daemon);
+        assert!(alive(ctr_pid), "the container died with containerd");
+        assert_eq!(
+            container_state(&pod, &ctr),
+            cri::ContainerState::ContainerRunning as i32
+        );
+        assert_eq!(pod.container_pid(&ctr), ctr_pid);
+        // Still managed: exec goes through the shim and moat again.
+        assert_eq!(pod.sh(&ctr, "cat /proc/self/uid_map"), before);
+        let status = pod.sh(&ctr, "cat /proc/self/status");
+        assert_eq!(status_field(&status, "Seccomp"), Some("2"));
+        pod.remove().expect("RemovePodSandbox after the restart");
+        for check in &checks {
+            check.verify();
+        }
+    }
+    assert!(
+        cd.cgroups_left().is_empty(),
+        "cgroups left: {:?}",
+        cd.cgroups_left()
+    );
+    assert_all_gone(cd);
+}
+
+/// uid_map lines (inside, outside, count).
+fn id_map(text: &str) -> Vec<(u64, u64, u64)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| {
+                    x.parse()
+                        .unwrap_or_else(|_| panic!("bad uid_map line {l:?}"))
+                })
+                .collect();
+            assert_eq!(f.len(), 3, "bad uid_map line {l:?}");
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+/// The hardening moat promises, seen from inside one container of the pod
+/// (its init process and an ExecSync'd process).
+fn assert_container_hardened(pod: &Pod, id: &str) -> String {
+    for who in ["1", "self"] {
+        let status = pod.sh(id, &format!("cat /proc/{who}/status"));
+        let what = format!("container {id} process {who}");
+        for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+            let caps = cap_field(&status, set);
+            assert_eq!(
+                caps & !ALLOWED_CAPS_MASK,
+                0,
+                "{what}: {set} {caps:#x} has capabilities beyond moat's allowlist {ALLOWED_CAPS_MASK:#x}"
+            );
+        }
+        assert_eq!(
+            status_field(&status, "Seccomp"),
+            Some("2"),
+            "{what}:\n{status}"
+        );
+        assert_eq!(status_field(&status, "NoNewPrivs"), Some("1"), "{what}");
+    }
+    // A user namespace whose map never reaches host uid 0.
+    let map = id_map(&pod.sh(id, "cat /proc/self/uid_map"));
+    assert!(!map.is_empty());
+    for (inside, outside, count) in &map {
+        assert!(
+            *outside > 0 && *count > 0 && !(*outside..outside + count).contains(&0),
+            "container {id}: uid_map maps host root: {inside} {outside} {count}"
+        );
+        assert!(
+            !(*inside == 0 && *outside == 0),
+            "container root is host root"
+        );
+    }
+    // Seen from the host, container root is an unprivileged uid.
+    let pid = pod.container_pid(id);
+    assert!(pid > 0, "no pid for container {id}");
+    let host_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids: Vec<u64> = status_field(&host_status, "Uid")
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert!(
+        uids.iter().all(|u| *u != 0),
+        "container {id} init (host pid {pid}) runs as host uid {uids:?}"
+    );
+    assert_eq!(
+        pod.sh(id, "id -u").trim(),
+        "0",
+        "the image's user is root inside"
+    );
+    // Read-only root.
+    let ro = pod
+        .exec(id, &["touch", "/moat-cri-probe"])
+        .expect("ExecSync touch");
+    assert_ne!(ro.exit_code, 0, "the root file system is writable");
+    assert!(
+        ro.stderr.contains("Read-only file system"),
+        "touch /: {:?}",
+        ro.stderr
+    );
+    pod.sh(id, "readlink /proc/self/ns/net").trim().to_string()
+}
+
+/// The whole check for `handler`: a pod of two containers.
+fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
+    let t0 = Instant::now();
+    let pod = cd
+        .run_pod("hardened", handler.name)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let sandbox_ms = t0.elapsed().as_millis();
+    let status = pod.status().expect("PodSandboxStatus");
+    let sandbox = status.status.as_ref().expect("sandbox status");
+    assert_eq!(sandbox.state, cri::PodSandboxState::SandboxReady as i32);
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
+    assert_eq!(info["runtimeHandler"], handler.name, "{info}");
+    let pod_ip = sandbox
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    assert!(
+        pod_ip.starts_with(&format!("{}.", cd.layout.subnet_prefix)),
+        "pod IP {pod_ip:?} is not from the test's CNI subnet"
+    );
+    let sandbox_pid = info["pid"].as_i64().expect("sandbox pid") as i32;
+
+    // The sandbox ("pause") process itself, seen from the host.
+    let pause = std::fs::read_to_string(format!("/proc/{sandbox_pid}/status")).unwrap();
+    assert_eq!(
+        cap_field(&pause, "CapEff") & !ALLOWED_CAPS_MASK,
+        0,
+        "sandbox CapEff"
+    );
+    assert_eq!(
+        status_field(&pause, "Seccomp"),
+        Some("2"),
+        "sandbox seccomp"
+    );
+    assert_eq!(
+        status_field(&pause, "NoNewPrivs"),
+        Some("1"),
+        "sandbox no_new_privs"
+    );
+    assert!(
+        status_field(&pause, "Uid")
+            .unwrap()
+            .split_whitespace()
+            .all(|u| u != "0"),
+        "the sandbox runs as host root"
+    );
+
+    let started = Instant::now();
+    let first = pod
+        .start_container("first", SLEEPER)
+        .unwrap_or_else(|e| panic!("first container: {e}\n{}", cd.log_tail()));
+    eprintln!(
+        "{}: RunPodSandbox {} ms, CreateContainer+StartContainer {} ms",
+        handler.name,
+        sandbox_ms,
+        started.elapsed().as_millis()
+    );
+    // The second container narrows its capabilities with a moat.dev/
+    // annotation: the handler must pass moat's annotations through.
+    let second = pod
+        .start_container_with(
+            "second",
+            SLEEPER,
+            &[("moat.dev/capabilities.allow", "CAP_KILL")],
+        )
+        .unwrap_or_else(|e| panic!("second container: {e}\n{}", cd.log_tail()));
+    // Snapshots of moat's state for each container (ids are known only now).
+    let leak_checks: Vec<LeakCheck> = [&pod.id, &first, &second]
+        .iter()
+        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+        .collect();
+    for id in [&first, &second] {
+        let st = pod.container_status(id).expect("ContainerStatus");
+        assert_eq!(
+            st.status.as_ref().map(|s| s.state),
+            Some(cri::ContainerState::ContainerRunning as i32),
+            "container {id}"
+        );
+        // moat created it: it has moat's state and a hardening report.
+        assert!(
+            moat::state::private_dir(&handler.state_root, id).is_dir(),
+            "no moat state for {id} under {}",
+            handler.state_root.display()
+        );
+    }
+
+    let net_first = assert_container_hardened(&pod, &first);
+    let net_second = assert_container_hardened(&pod, &second);
+    let bounding = |id: &str| cap_field(&pod.sh(id, "cat /proc/1/status"), "CapBnd");
+    assert_eq!(
+        bounding(&second),
+        CAP_KILL_MASK,
+        "the moat.dev/capabilities.allow annotation did not reach moat"
+    );
+    assert_ne!(bounding(&first), CAP_KILL_MASK);
+    // One network namespace for the pod: the sandbox's, not the host's.
+    let sandbox_net = std::fs::read_link(format!("/proc/{sandbox_pid}/ns/net"))
+        .unwrap()
+        .display()
+        .to_string();
+    let host_net = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        net_first, sandbox_net,
+        "first container is not in the pod's netns"
+    );
+    assert_eq!(
+        net_second, sandbox_net,
+        "second container is not in the pod's netns"
+    );
+    assert_ne!(sandbox_net, host_net, "the pod shares the host's netns");
+    let addrs = pod.sh(&first, "ip -4 -o addr show");
+    assert!(
+        addrs.contains(&format!("{pod_ip}/")),
+        "pod IP not inside: {addrs}"
+    );
+    // But each container has its own user namespace and id range.
+    let userns = |id: &str| pod.sh(id, "readlink /proc/self/ns/user; cat /proc/self/uid_map");
+    assert_ne!(
+        userns(&first),
+        userns(&second),
+        "containers share an id range"
+    );
+
+    // Egress: moat's table is in the pod's netns, and a connection from the
+    // pod to an address the test made (the bridge) is refused and counted.
+    let pod_netns = PathBuf::from(format!("/proc/{sandbox_pid}/ns/net"));
+    assert!(
+        moat::netns::has_table(&pod_netns),
+        "no moat egress table in the pod's network namespace"
+    );
+    let gateway = cd.layout.gateway();
+    let listener = TcpListener::bind(format!("{gateway}:0")).expect("listen on the bridge");
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let before = blocked_count(&handler.state_root, &first);
+    let nc = pod
+        .exec(&first, &["nc", "-w", "3", &gateway, &port.to_string()])
+        .expect("ExecSync nc");
+    assert_ne!(nc.exit_code, 0, "connect to {gateway}:{port} succeeded");
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("the listener got a connection from {peer}"),
+        Err(e) => panic!("accept: {e}"),
+    }
+    let after = blocked_count(&handler.state_root, &first);
+    assert!(
+        after > before,
+        "moat did not count the blocked connection ({before} -> {after}); nc: {nc:?}"
+    );
+    // Control: the same connect from a runc pod on the same bridge works,
+    // so it was moat that refused it. The listener accepts (and closes, so
+    // nc ends) in a thread while ExecSync waits.
+    {
+        let t0 = Instant::now();
+        let control = cd.run_pod("control", "runc").expect("runc control pod");
+        let sandbox_ms = t0.elapsed().as_millis();
+        let t1 = Instant::now();
+        let c = control
+            .start_container("probe", SLEEPER)
+            .expect("runc container");
+        eprintln!(
+            "runc (control): RunPodSandbox {sandbox_ms} ms, CreateContainer+StartContainer {} ms",
+            t1.elapsed().as_millis()
+        );
+        let accepting = listener.try_clone().unwrap();
+        let acceptor =
+            std::thread::spawn(move || accept_within(&accepting, Duration::from_secs(20)));
+        let ok = control
+            .exec(&c, &["nc", "-w", "3", &gateway, &port.to_string()])
+            .expect("ExecSync nc (runc)");
+        let peer = acceptor
+            .join()
+            .expect("no connection from the runc control pod");
+        assert!(
+            peer.ip().to_string().starts_with(&cd.layout.subnet_prefix),
+            "control connection from {peer}; nc: {ok:?}"
+        );
+        control.remove().expect("remove control pod");
+    }
+
+    // Stop: the containers exit, containerd reports it; remove: nothing
+    // of moat's is left.
+    pod.stop().expect("StopPodSandbox");
+    for id in [&first, &second] {
+        let st = pod
+            .container_status(id)
+            .expect("ContainerStatus after stop");
+        assert_eq!(
+            st.status.as_ref().map(|s| s.state),
+            Some(cri::ContainerState::ContainerExited as i32),
+            "container {id} after StopPodSandbox"
+        );
+    }
+    pod.remove().expect("RemovePodSandbox");
+    for check in &leak_checks {
+        check.verify();
+    }
+    let left = cd.cgroups_left();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    assert!(
+        cd.shim_pids().is_empty(),
+        "shims left: {:?}",
+        cd.shim_pids()
+    );
+}
+
+/// moat's blocked-connection counter of container `id`.
+fn blocked_count(state_root: &Path, id: &str) -> u64 {
+    let out = std::process::Command::new(moat_bin())
+        .arg("--root")
+        .arg(state_root)
+        .args(["egress", "--format", "json", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moat egress {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["blockedPackets"].as_u64().unwrap()
+}
+
+/// Accepts one connection (and closes it) within `timeout`.
+fn accept_within(listener: &TcpListener, timeout: Duration) -> SocketAddr {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                drop(stream);
+                return peer;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no connection from the control pod"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}

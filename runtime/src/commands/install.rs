@@ -1,0 +1,192 @@
+//! `moat install containerd|docker`: registers moat in a daemon's config
+//! file (see moat::install for the merge rules) and says what to restart.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use moat::install::{self, Applied, ContainerdRuntime, DockerRuntime};
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    #[command(subcommand)]
+    pub target: InstallTarget,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstallTarget {
+    /// Register a CRI runtime handler in containerd's config.toml.
+    Containerd(ContainerdArgs),
+    /// Register a runtime in docker's daemon.json.
+    Docker(DockerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerdArgs {
+    /// containerd's config file (created if missing).
+    #[arg(long, default_value = install::CONTAINERD_CONFIG)]
+    pub config: PathBuf,
+    /// Runtime handler name (a RuntimeClass's `handler`).
+    #[arg(long, default_value = "moat")]
+    pub handler: String,
+    /// The moat binary containerd's runc shim runs, as seen by containerd
+    /// (default /usr/local/bin/moat; runc shim only).
+    #[arg(long)]
+    pub binary: Option<String>,
+    /// moat's state root for this handler; the shim appends the
+    /// containerd namespace (default /run/containerd/moat; runc shim only).
+    #[arg(long)]
+    pub root: Option<String>,
+    /// The shim: io.containerd.runc.v2 runs moat through containerd's runc
+    /// shim; another type (e.g. io.containerd.moat.v2) is registered as is,
+    /// without runc options.
+    #[arg(long, default_value = install::RUNC_SHIM_TYPE)]
+    pub runtime_type: String,
+    /// Print the resulting file instead of writing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DockerArgs {
+    /// docker's daemon.json (created if missing).
+    #[arg(long, default_value = install::DOCKER_CONFIG)]
+    pub config: PathBuf,
+    /// Runtime name (`docker run --runtime=<name>`).
+    #[arg(long, default_value = "moat")]
+    pub name: String,
+    /// The moat binary dockerd runs, as seen by dockerd.
+    #[arg(long, default_value = install::DEFAULT_BINARY)]
+    pub binary: String,
+    /// An argument docker passes to moat before the command (repeatable;
+    /// stored as runtimeArgs).
+    #[arg(long = "runtime-arg", allow_hyphen_values = true)]
+    pub runtime_args: Vec<String>,
+    /// Print the resulting file instead of writing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn install(args: InstallArgs) -> Result<i32> {
+    match args.target {
+        InstallTarget::Containerd(a) => containerd(a),
+        InstallTarget::Docker(a) => docker(a),
+    }
+}
+
+fn check_paths(binary: &str, root: Option<&str>) -> Result<()> {
+    for (what, p) in [("binary", Some(binary)), ("state root", root)] {
+        let Some(p) = p else { continue };
+        anyhow::ensure!(
+            Path::new(p).is_absolute(),
+            "the {what} must be an absolute path: {p}"
+        );
+    }
+    // The config may be written for a host whose paths differ from ours
+    // (an installer container): a missing binary is worth a warning only.
+    if !Path::new(binary).is_file() {
+        eprintln!("moat install: warning: {binary} does not exist here; make sure it does on the node before restarting the daemon");
+    }
+    Ok(())
+}
+
+fn containerd(a: ContainerdArgs) -> Result<i32> {
+    let rt = if a.runtime_type == install::RUNC_SHIM_TYPE {
+        let binary = a.binary.as_deref().unwrap_or(install::DEFAULT_BINARY);
+        let root = a
+            .root
+            .as_deref()
+            .unwrap_or(install::DEFAULT_CONTAINERD_ROOT);
+        check_paths(binary, Some(root))?;
+        ContainerdRuntime::through_runc_shim(&a.handler, binary, root)
+    } else {
+        anyhow::ensure!(
+            a.binary.is_none() && a.root.is_none(),
+            "--binary and --root are options of the runc shim; runtime type {} finds its shim binary on containerd's PATH",
+            a.runtime_type
+        );
+        ContainerdRuntime {
+            handler: a.handler.clone(),
+            runtime_type: a.runtime_type.clone(),
+            options: Vec::new(),
+            annotations: vec![install::ANNOTATION_PATTERN.to_string()],
+        }
+    };
+    let (applied, text) = install::apply_to_file(&a.config, a.dry_run, |t, f| {
+        install::merge_containerd(t, &rt, f)
+    })
+    .with_context(|| {
+        format!(
+            "cannot register handler {} in containerd's config",
+            a.handler
+        )
+    })?;
+    report(
+        &applied,
+        text,
+        a.dry_run,
+        &a.config,
+        &format!("runtime handler {:?}", a.handler),
+    );
+    if matches!(applied, Applied::Written { .. }) && !a.dry_run {
+        println!(
+            "Restart containerd to load it (systemctl restart containerd); running containers keep running.\n\
+             Then create the RuntimeClass: kubectl apply -f configs/kubernetes/runtimeclass.yaml (handler: {})",
+            a.handler
+        );
+    }
+    Ok(0)
+}
+
+fn docker(a: DockerArgs) -> Result<i32> {
+    check_paths(&a.binary, None)?;
+    let rt = DockerRuntime {
+        name: a.name.clone(),
+        path: a.binary.clone(),
+        runtime_args: a.runtime_args.clone(),
+    };
+    let (applied, text) = install::apply_to_file(&a.config, a.dry_run, |t, f| {
+        install::merge_docker(t, &rt, f)
+    })
+    .with_context(|| format!("cannot register runtime {} in docker's config", a.name))?;
+    report(
+        &applied,
+        text,
+        a.dry_run,
+        &a.config,
+        &format!("docker runtime {:?}", a.name),
+    );
+    if matches!(applied, Applied::Written { .. }) && !a.dry_run {
+        println!(
+            "Reload dockerd to load it (systemctl reload docker, or kill -HUP <dockerd pid>); no container is restarted.\n\
+             Then: docker run --runtime={} ...",
+            a.name
+        );
+    }
+    Ok(0)
+}
+
+fn report(applied: &Applied, text: Option<String>, dry_run: bool, config: &Path, what: &str) {
+    match applied {
+        Applied::Unchanged => println!(
+            "{} already registers {what}; nothing changed, nothing to restart.",
+            config.display()
+        ),
+        Applied::Written {
+            path,
+            backup,
+            created,
+        } => {
+            if dry_run {
+                println!("# --dry-run: {} would become:", path.display());
+                print!("{}", text.unwrap_or_default());
+                return;
+            }
+            let verb = if *created { "created" } else { "updated" };
+            println!("{verb} {}: registered {what}.", path.display());
+            if let Some(b) = backup {
+                println!("The previous version is saved as {}.", b.display());
+            }
+        }
+    }
+}
