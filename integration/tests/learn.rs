@@ -130,6 +130,22 @@ fn learned_profile_runs_its_workload_and_denies_the_rest() {
     }
     // Only what was used: far fewer than the default profile's ~330.
     assert!(names.len() < 120, "{} names allowed", names.len());
+    // socket is allowed only for the families used (nc: AF_INET, and
+    // AF_INET6 for its listener), not AF_NETLINK or AF_PACKET.
+    let families: BTreeSet<u64> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"] == serde_json::json!(["socket"]))
+        .map(|r| {
+            assert_eq!(r["args"][0]["op"], "SCMP_CMP_EQ", "{r}");
+            r["args"][0]["value"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(
+        families.contains(&2) && !families.contains(&16) && !families.contains(&17),
+        "{families:?}"
+    );
     let meta = &profile["moatLearned"];
     assert_eq!(meta["runs"][0]["container"], id.as_str());
     assert_eq!(meta["runs"][0]["complete"], true);
