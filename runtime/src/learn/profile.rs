@@ -55,6 +55,22 @@ pub const EXEC_PATH: &[&str] = &[
     "sigaltstack",
 ];
 
+/// Syscalls whose use depends on scheduling, not on what the program
+/// does: a shell's `wait` needs `rt_sigsuspend` only when the child has
+/// not exited yet, a mutex needs `futex` only under contention, a retry
+/// loop sleeps only when its first try fails. Learning slows every
+/// process, so it sees a different interleaving than production; a
+/// profile without these hangs or fails at random (busybox sh spins in
+/// `wait` when `rt_sigsuspend` fails). Every learned profile includes them.
+pub const TIMING_DEPENDENT: &[&str] = &[
+    "futex",
+    "rt_sigsuspend",
+    "sched_yield",
+    "restart_syscall",
+    "nanosleep",
+    "clock_nanosleep",
+];
+
 /// The key of the metadata block in a learned profile. Docker, containerd
 /// and oci-spec ignore unknown keys, so the file is usable as it is.
 pub const META_KEY: &str = "moatLearned";
@@ -81,8 +97,8 @@ pub struct LearnedMeta {
     pub format: u32,
     /// Syscalls the workload (and moat's in-container setup) was seen making.
     pub observed: BTreeSet<String>,
-    /// Syscalls allowed without being observed (see [`BOOTSTRAP_ALLOWED`]
-    /// and [`EXEC_PATH`]), where the base profile allows them.
+    /// Syscalls allowed without being observed (see [`BOOTSTRAP_ALLOWED`],
+    /// [`EXEC_PATH`] and [`TIMING_DEPENDENT`]), where the base allows them.
     pub baseline: BTreeSet<String>,
     /// Always-denied syscalls the workload attempted: moat denied them
     /// (EPERM) while learning and no learned profile allows them.

@@ -22,7 +22,7 @@ use oci_spec::runtime::LinuxSeccomp;
 use super::names::syscall_name;
 use super::profile::{
     self, allowed_names, learned_profile, LearnRun, LearnedMeta, BOOTSTRAP_ALLOWED, EXEC_PATH,
-    META_FORMAT,
+    META_FORMAT, TIMING_DEPENDENT,
 };
 use crate::seccomp::ALWAYS_DENIED;
 
@@ -80,6 +80,7 @@ impl Recorder {
         let baseline: BTreeSet<String> = BOOTSTRAP_ALLOWED
             .iter()
             .chain(EXEC_PATH)
+            .chain(TIMING_DEPENDENT)
             .filter(|n| allowed.contains(**n))
             .map(|n| n.to_string())
             .collect();
