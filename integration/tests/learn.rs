@@ -130,6 +130,22 @@ fn learned_profile_runs_its_workload_and_denies_the_rest() {
     }
     // Only what was used: far fewer than the default profile's ~330.
     assert!(names.len() < 120, "{} names allowed", names.len());
+    // socket is allowed only for the families used (nc: AF_INET, and
+    // AF_INET6 for its listener), not AF_NETLINK or AF_PACKET.
+    let families: BTreeSet<u64> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"] == serde_json::json!(["socket"]))
+        .map(|r| {
+            assert_eq!(r["args"][0]["op"], "SCMP_CMP_EQ", "{r}");
+            r["args"][0]["value"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(
+        families.contains(&2) && !families.contains(&16) && !families.contains(&17),
+        "{families:?}"
+    );
     let meta = &profile["moatLearned"];
     assert_eq!(meta["runs"][0]["container"], id.as_str());
     assert_eq!(meta["runs"][0]["complete"], true);
@@ -451,8 +467,12 @@ const DOCKER: &str = "/usr/bin/docker";
 const IMAGE: &str = "moat-busybox:latest";
 const LEARN_DIR: &str = "/var/lib/moat/learned";
 
+/// Runs docker with a time limit (a hung container must fail the test,
+/// not hang it; the cleanup guard removes what is left).
 fn docker(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(DOCKER)
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(DOCKER)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run docker: {e}"));
@@ -479,15 +499,17 @@ fn docker_ready() -> bool {
     ok
 }
 
-/// Removes a docker container and its learned profile when dropped.
+/// Removes the test's docker containers and its learned profile when dropped.
 struct DockerCleanup {
-    name: String,
+    names: Vec<String>,
     profile: Option<PathBuf>,
 }
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
-        let _ = Command::new(DOCKER).args(["rm", "-f", &self.name]).output();
+        for name in &self.names {
+            let _ = Command::new(DOCKER).args(["rm", "-f", name]).output();
+        }
         if let Some(p) = &self.profile {
             let _ = fs::remove_file(p);
         }
@@ -500,8 +522,9 @@ fn docker_learn_then_enforce_round_trip() {
         return;
     }
     let name = format!("moat-learn-it-{}", std::process::id());
+    let (enforce, deny) = (format!("{name}-enforce"), format!("{name}-deny"));
     let mut cleanup = DockerCleanup {
-        name: name.clone(),
+        names: vec![name.clone(), enforce.clone(), deny.clone()],
         profile: None,
     };
     let (ok, out, err) = docker(&[
@@ -533,6 +556,8 @@ fn docker_learn_then_enforce_round_trip() {
     let (ok, out, err) = docker(&[
         "run",
         "--rm",
+        "--name",
+        &enforce,
         "--runtime=moat",
         "--security-opt",
         &seccomp,
@@ -546,6 +571,8 @@ fn docker_learn_then_enforce_round_trip() {
     let (_, out, err) = docker(&[
         "run",
         "--rm",
+        "--name",
+        &deny,
         "--runtime=moat",
         "--security-opt",
         &seccomp,

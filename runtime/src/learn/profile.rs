@@ -55,6 +55,22 @@ pub const EXEC_PATH: &[&str] = &[
     "sigaltstack",
 ];
 
+/// Syscalls whose use depends on scheduling, not on what the program
+/// does: a shell's `wait` needs `rt_sigsuspend` only when the child has
+/// not exited yet, a mutex needs `futex` only under contention, a retry
+/// loop sleeps only when its first try fails. Learning slows every
+/// process, so it sees a different interleaving than production; a
+/// profile without these hangs or fails at random (busybox sh spins in
+/// `wait` when `rt_sigsuspend` fails). Every learned profile includes them.
+pub const TIMING_DEPENDENT: &[&str] = &[
+    "futex",
+    "rt_sigsuspend",
+    "sched_yield",
+    "restart_syscall",
+    "nanosleep",
+    "clock_nanosleep",
+];
+
 /// The key of the metadata block in a learned profile. Docker, containerd
 /// and oci-spec ignore unknown keys, so the file is usable as it is.
 pub const META_KEY: &str = "moatLearned";
@@ -81,12 +97,15 @@ pub struct LearnedMeta {
     pub format: u32,
     /// Syscalls the workload (and moat's in-container setup) was seen making.
     pub observed: BTreeSet<String>,
-    /// Syscalls allowed without being observed (see [`BOOTSTRAP_ALLOWED`]
-    /// and [`EXEC_PATH`]), where the base profile allows them.
+    /// Syscalls allowed without being observed (see [`BOOTSTRAP_ALLOWED`],
+    /// [`EXEC_PATH`] and [`TIMING_DEPENDENT`]), where the base allows them.
     pub baseline: BTreeSet<String>,
     /// Always-denied syscalls the workload attempted: moat denied them
     /// (EPERM) while learning and no learned profile allows them.
     pub denied_attempts: BTreeSet<String>,
+    /// Address families passed to `socket` (AF_* numbers): the profile
+    /// allows `socket` for these only.
+    pub socket_families: BTreeSet<u64>,
     /// One entry per learning run that went into this profile.
     pub runs: Vec<LearnRun>,
 }
@@ -214,12 +233,42 @@ pub fn learning_filter(base: &LinuxSeccomp, listener: &Path) -> Result<LinuxSecc
     Ok(out)
 }
 
+/// Largest address family number (AF_MAX is 46 on Linux 6.x): a larger
+/// first argument to `socket` is not a family worth a rule.
+const MAX_FAMILY: u64 = 64;
+
+/// One rule allowing `socket(family, …)`.
+fn socket_family_rule(family: u64) -> LinuxSyscall {
+    let mut r = rule(
+        vec!["socket".into()],
+        LinuxSeccompAction::ScmpActAllow,
+        None,
+    );
+    let arg = oci_spec::runtime::LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(family)
+        .op(oci_spec::runtime::LinuxSeccompOperator::ScmpCmpEq)
+        .build()
+        .unwrap_or_default();
+    r.set_args(Some(vec![arg]));
+    r
+}
+
 /// The learned profile: `base`'s allowing rules cut down to the names in
 /// `used` (conditions kept, so it never allows more than `base`), `base`'s
 /// denials that differ from its default (e.g. clone3 → ENOSYS), and an
 /// explicit denial of `clone` when the workload never cloned (otherwise
-/// moat would add its own rule allowing flag-free clone).
-pub fn learned_profile(base: &LinuxSeccomp, used: &BTreeSet<String>) -> LinuxSeccomp {
+/// moat would add its own rule allowing flag-free clone). Where `base`
+/// allows `socket` unconditionally and the families used are known, it
+/// is allowed for those families only.
+pub fn learned_profile(
+    base: &LinuxSeccomp,
+    used: &BTreeSet<String>,
+    socket_families: &BTreeSet<u64>,
+) -> LinuxSeccomp {
+    let narrow_socket = !socket_families.is_empty()
+        && socket_families.iter().all(|f| *f < MAX_FAMILY)
+        && used.contains("socket");
     let default = (base.default_action(), base.default_errno_ret().unwrap_or(1));
     let mut rules = Vec::new();
     let mut base_allows_clone = false;
@@ -230,8 +279,12 @@ pub fn learned_profile(base: &LinuxSeccomp, used: &BTreeSet<String>) -> LinuxSec
                 .names()
                 .iter()
                 .filter(|n| used.contains(n.as_str()) && !ALWAYS_DENIED.contains(&n.as_str()))
+                .filter(|n| !(narrow_socket && n.as_str() == "socket" && !has_args(r)))
                 .cloned()
                 .collect();
+            if narrow_socket && !has_args(r) && r.names().iter().any(|n| n == "socket") {
+                rules.extend(socket_families.iter().map(|f| socket_family_rule(*f)));
+            }
             if names.is_empty() {
                 continue;
             }
@@ -472,6 +525,8 @@ pub fn merge_meta(metas: &[LearnedMeta]) -> LearnedMeta {
         out.baseline.extend(m.baseline.iter().cloned());
         out.denied_attempts
             .extend(m.denied_attempts.iter().cloned());
+        out.socket_families
+            .extend(m.socket_families.iter().copied());
         for run in &m.runs {
             match out.runs.iter_mut().find(|r| r.key() == run.key()) {
                 Some(existing) => *existing = run.clone(),
@@ -645,7 +700,7 @@ mod tests {
     fn learned_profile_is_a_subset_of_base() {
         let b = base();
         let used = set(&["read", "write", "openat", "ptrace", "chroot", "execve"]);
-        let p = learned_profile(&b, &used);
+        let p = learned_profile(&b, &used, &BTreeSet::new());
         let allowed = allowed_names(&p);
         assert_eq!(allowed, set(&["execve", "openat", "read", "write"]));
         // Never-cloned: explicit denial, so moat adds no clone rule.
@@ -656,7 +711,7 @@ mod tests {
         assert_eq!(p.architectures(), b.architectures());
         // Cloned: moat's conditional rule survives, and moat's enforcement
         // keeps it a fixed point.
-        let p2 = learned_profile(&b, &set(&["read", "clone"]));
+        let p2 = learned_profile(&b, &set(&["read", "clone"]), &BTreeSet::new());
         let clone: Vec<_> = p2
             .syscalls()
             .iter()
@@ -674,13 +729,60 @@ mod tests {
     }
 
     #[test]
+    fn socket_is_narrowed_to_the_families_used() {
+        let b = base();
+        let used = set(&["read", "socket"]);
+        let families: BTreeSet<u64> = [1, 2].into_iter().collect();
+        let p = learned_profile(&b, &used, &families);
+        let socket_rules: Vec<_> = p
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names().iter().any(|n| n == "socket"))
+            .collect();
+        assert_eq!(socket_rules.len(), 2);
+        for r in &socket_rules {
+            let arg = r.args().as_ref().unwrap()[0];
+            assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpEq);
+            assert!(families.contains(&arg.value()));
+        }
+        // Without known families (or with a bogus one) socket stays as in base.
+        for fams in [BTreeSet::new(), [2u64, 999].into_iter().collect()] {
+            let p = learned_profile(&b, &used, &fams);
+            assert!(p
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|r| r.args().is_none() && r.names().iter().any(|n| n == "socket")));
+        }
+        // Merging a narrowed profile with an unnarrowed one: unconditional wins.
+        let wide = learned_profile(&b, &used, &BTreeSet::new());
+        let (m, _, _) = merge(&[
+            ("n".into(), p.clone(), None),
+            ("w".into(), wide.clone(), None),
+        ])
+        .unwrap();
+        assert_eq!(m, wide);
+        let other = learned_profile(&b, &used, &[10u64].into_iter().collect());
+        let (m, _, _) = merge(&[("n".into(), p, None), ("o".into(), other, None)]).unwrap();
+        let n = m
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names() == &["socket"])
+            .count();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
     fn json_round_trips_and_names_denied_attempts() {
-        let p = learned_profile(&base(), &set(&["read", "write"]));
+        let p = learned_profile(&base(), &set(&["read", "write"]), &BTreeSet::new());
         let meta = LearnedMeta {
             format: META_FORMAT,
             observed: set(&["read"]),
             baseline: set(&["write"]),
             denied_attempts: set(&["ptrace"]),
+            socket_families: [2u64].into_iter().collect(),
             runs: vec![LearnRun {
                 container: "c1".into(),
                 started: "2026-01-01T00:00:00Z".into(),
@@ -706,8 +808,8 @@ mod tests {
     #[test]
     fn merge_is_a_union_and_strips_always_denied() {
         let b = base();
-        let a = learned_profile(&b, &set(&["read", "write"]));
-        let c = learned_profile(&b, &set(&["read", "openat", "clone"]));
+        let a = learned_profile(&b, &set(&["read", "write"]), &BTreeSet::new());
+        let c = learned_profile(&b, &set(&["read", "openat", "clone"]), &BTreeSet::new());
         let mut hand = a.clone();
         let mut rules = hand.syscalls().clone().unwrap();
         rules.push(rule(

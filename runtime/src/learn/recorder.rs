@@ -22,7 +22,7 @@ use oci_spec::runtime::LinuxSeccomp;
 use super::names::syscall_name;
 use super::profile::{
     self, allowed_names, learned_profile, LearnRun, LearnedMeta, BOOTSTRAP_ALLOWED, EXEC_PATH,
-    META_FORMAT,
+    META_FORMAT, TIMING_DEPENDENT,
 };
 use crate::seccomp::ALWAYS_DENIED;
 
@@ -60,6 +60,7 @@ struct Recorder {
     baseline: BTreeSet<String>,
     names: HashMap<(u32, i32), Option<String>>,
     observed: BTreeSet<String>,
+    socket_families: BTreeSet<u64>,
     run: LearnRun,
 }
 
@@ -79,6 +80,7 @@ impl Recorder {
         let baseline: BTreeSet<String> = BOOTSTRAP_ALLOWED
             .iter()
             .chain(EXEC_PATH)
+            .chain(TIMING_DEPENDENT)
             .filter(|n| allowed.contains(**n))
             .map(|n| n.to_string())
             .collect();
@@ -93,6 +95,7 @@ impl Recorder {
             baseline,
             names: HashMap::new(),
             observed: BTreeSet::new(),
+            socket_families: BTreeSet::new(),
             run,
         }
     }
@@ -106,11 +109,14 @@ impl Recorder {
 
     /// Decides one notified syscall; returns the verdict and whether the
     /// profile changed.
-    fn decide(&mut self, arch: u32, nr: i32) -> (Verdict, bool) {
+    fn decide(&mut self, arch: u32, nr: i32, arg0: u64) -> (Verdict, bool) {
         match self.name_of(arch, nr) {
             Some(name) if self.allowed.contains(&name) => {
+                // socket's family is a register value: what the kernel
+                // will act on, not memory the caller could change.
+                let new_family = name == "socket" && self.socket_families.insert(arg0);
                 let new = self.observed.insert(name);
-                (Verdict::Continue, new)
+                (Verdict::Continue, new || new_family)
             }
             Some(name) => {
                 // Always-denied (the only other names the filter notifies).
@@ -132,6 +138,7 @@ impl Recorder {
             format: META_FORMAT,
             observed: self.observed.clone(),
             baseline: self.baseline.clone(),
+            socket_families: self.socket_families.clone(),
             denied_attempts: self
                 .run
                 .denied_attempts
@@ -147,7 +154,7 @@ impl Recorder {
     /// or the new file, never half of one).
     fn write(&self) -> std::io::Result<()> {
         let used: BTreeSet<String> = self.observed.union(&self.baseline).cloned().collect();
-        let mut prof = learned_profile(&self.cfg.base, &used);
+        let mut prof = learned_profile(&self.cfg.base, &used, &self.socket_families);
         let mut meta = self.meta();
         let path = self.cfg.output.path();
         let dir = path.parent().unwrap_or(Path::new("/"));
@@ -230,7 +237,7 @@ fn serve(rec: &mut Recorder, fd: BorrowedFd) -> bool {
         // ENOENT: the caller was interrupted or died meanwhile.
         return matches!(err, nix::errno::Errno::ENOENT | nix::errno::Errno::EINTR);
     }
-    let (verdict, changed) = rec.decide(req.data.arch, req.data.nr);
+    let (verdict, changed) = rec.decide(req.data.arch, req.data.nr, req.data.args[0]);
     if changed {
         // On disk before the syscall goes on: once a workload has run, its
         // profile is complete, whatever happens to the recorder afterwards.
