@@ -6,6 +6,7 @@
 //! Every test gets its own [`Env`]: a temporary directory holding a unique
 //! `--root` and its bundles, so tests may run in parallel.
 
+pub mod cmd;
 pub mod containerd;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,7 +18,8 @@
 //! Network traffic goes only to 127.0.0.1 on ports published by the tests,
 //! or between the tests' own containers.
 //!
-//! All helpers live in this file on purpose (it is self-contained).
+//! Running commands is shared with the workload tests
+//! (`moat_integration::cmd`); the docker-specific helpers live here.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,18 +27,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::thread;
 use std::time::{Duration, Instant};
+
+use moat_integration::cmd::{docker_available, in_ci, run_cmd, sh_quote, wait_until, Out, DOCKER};
 
 // ---------------------------------------------------------------------------
 // Constants: what moat promises under docker's defaults.
 // ---------------------------------------------------------------------------
 
-/// Debian's docker 20.10 client (the one in PATH may be a different version).
-const DOCKER: &str = "/usr/bin/docker";
 const IMAGE: &str = "moat-busybox:latest";
 const RUNTIME: &str = "moat";
 /// The installed runtime docker runs (hack/docker-register.sh copies it).
@@ -59,163 +57,8 @@ const STATE_ROOTS: &[&str] = &[
 /// Upper bound for any single docker command.
 const CMD_TIMEOUT: Duration = Duration::from_secs(90);
 
-// ---------------------------------------------------------------------------
-// Running commands with a timeout.
-// ---------------------------------------------------------------------------
-
-struct Out {
-    cmdline: String,
-    /// None: killed by a signal or timed out.
-    code: Option<i32>,
-    timed_out: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` -> {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmdline,
-            if self.timed_out {
-                "TIMED OUT".to_string()
-            } else {
-                format!("exit {:?}", self.code)
-            },
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-
-    #[track_caller]
-    fn expect_ok(self) -> Out {
-        assert!(self.ok(), "command failed: {}", self.describe());
-        self
-    }
-
-    fn combined(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-fn quote_arg(a: &str) -> String {
-    if !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,%+".contains(c))
-    {
-        a.to_string()
-    } else {
-        sh_quote(a)
-    }
-}
-
-/// Quotes `s` for /bin/sh.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn run_cmd<S: AsRef<str>>(prog: &str, args: &[S], timeout: Duration) -> Out {
-    let cmdline = std::iter::once(prog.to_string())
-        .chain(args.iter().map(|a| quote_arg(a.as_ref())))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(prog)
-        .args(args.iter().map(|a| a.as_ref()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn `{cmdline}`: {e}"));
-    let (tx_out, rx_out) = mpsc::channel();
-    let (tx_err, rx_err) = mpsc::channel();
-    let mut so = child.stdout.take().expect("stdout pipe");
-    let mut se = child.stderr.take().expect("stderr pipe");
-    thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        let _ = tx_out.send(b);
-    });
-    thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b);
-        let _ = tx_err.send(b);
-    });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                // Only our own child, by its handle.
-                let _ = child.kill();
-                break child.wait().ok();
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for `{cmdline}`: {e}"),
-        }
-    };
-    // A grandchild may still hold the pipes after a timeout: don't hang.
-    let grace = Duration::from_secs(5);
-    let stdout = rx_out.recv_timeout(grace).unwrap_or_default();
-    let stderr = rx_err.recv_timeout(grace).unwrap_or_default();
-    Out {
-        cmdline,
-        code: if timed_out {
-            None
-        } else {
-            status.and_then(|s| s.code())
-        },
-        timed_out,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
 fn docker<S: AsRef<str>>(args: &[S]) -> Out {
     run_cmd(DOCKER, args, CMD_TIMEOUT)
-}
-
-/// Polls `f` every 100 ms until it returns true or `timeout` passes.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Is docker there? (once per test binary)
-// ---------------------------------------------------------------------------
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// Ok(()) if `docker info` works; Err(why) otherwise.
-fn docker_available() -> &'static Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(|| {
-        if !Path::new(DOCKER).exists() {
-            return Err(format!("{DOCKER} does not exist"));
-        }
-        let info = run_cmd(DOCKER, &["info"], Duration::from_secs(30));
-        if info.ok() {
-            Ok(())
-        } else {
-            Err(format!("`docker info` failed: {}", info.describe()))
-        }
-    })
 }
 
 /// With docker present: is the moat runtime registered, the image there and

@@ -34,13 +34,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const DOCKER: &str = "/usr/bin/docker";
+use moat_integration::cmd::{docker_available, in_ci, run_cmd, wait_until, Out, DOCKER};
+
 /// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
 const ALLOWED_CAPS: u64 = 0x5fb;
 const HOST_ID_FLOOR: u64 = 1_073_741_824;
@@ -61,126 +61,8 @@ fn runtime() -> String {
         .unwrap_or_else(|| "moat".to_string())
 }
 
-// ---------------------------------------------------------------------------
-// Commands with a timeout.
-// ---------------------------------------------------------------------------
-
-struct Out {
-    cmdline: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmdline,
-            self.code,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-
-    #[track_caller]
-    fn expect_ok(self) -> Out {
-        assert!(self.ok(), "command failed: {}", self.describe());
-        self
-    }
-}
-
-fn run_cmd<S: AsRef<str>>(prog: &str, args: &[S], timeout: Duration) -> Out {
-    let cmdline = std::iter::once(prog)
-        .chain(args.iter().map(|a| a.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(prog)
-        .args(args.iter().map(|a| a.as_ref()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn `{cmdline}`: {e}"));
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = r.read_to_end(&mut b);
-            let _ = tx.send(b);
-        });
-        rx
-    };
-    let rx_out = pipe(Box::new(child.stdout.take().expect("stdout")));
-    let rx_err = pipe(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s.code(),
-            Ok(None) if Instant::now() >= deadline => {
-                // Only our own child, by its handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("waiting for `{cmdline}`: {e}"),
-        }
-    };
-    let grace = Duration::from_secs(5);
-    let text = |rx: mpsc::Receiver<Vec<u8>>| {
-        String::from_utf8_lossy(&rx.recv_timeout(grace).unwrap_or_default()).into_owned()
-    };
-    Out {
-        cmdline,
-        code,
-        stdout: text(rx_out),
-        stderr: text(rx_err),
-    }
-}
-
 fn docker<S: AsRef<str>>(args: &[S]) -> Out {
     run_cmd(DOCKER, args, CMD_TIMEOUT)
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Preconditions.
-// ---------------------------------------------------------------------------
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-fn docker_available() -> &'static Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(|| {
-        if !Path::new(DOCKER).exists() {
-            return Err(format!("{DOCKER} does not exist"));
-        }
-        let info = run_cmd(DOCKER, &["info"], Duration::from_secs(30));
-        if info.ok() {
-            Ok(())
-        } else {
-            Err(info.describe())
-        }
-    })
 }
 
 /// One per test: unique names, guards' bookkeeping and the final leak check.
