@@ -99,6 +99,23 @@ fn enters_container(cmd: &Cmd) -> bool {
     matches!(cmd, Cmd::Create(_) | Cmd::Run(_) | Cmd::Exec(_))
 }
 
+/// Re-executes from a sealed copy of the binary. Sealing a memfd against
+/// writes fails with EBUSY while the kernel still holds references to the
+/// pages the copy just wrote (seen under load, about once in a few hundred
+/// runs); a fresh copy a moment later succeeds, so retry a few times.
+fn seal_self() -> std::io::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match pentacle::ensure_sealed() {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let opts = Opts::parse();
     // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
@@ -107,7 +124,7 @@ fn main() -> ExitCode {
     // (start, state, kill, delete, …) never enter a container, and the copy
     // of the binary costs each of them several milliseconds.
     if enters_container(&opts.cmd) {
-        if let Err(e) = pentacle::ensure_sealed() {
+        if let Err(e) = seal_self() {
             eprintln!("moat: failed to seal /proc/self/exe: {e}");
             return ExitCode::FAILURE;
         }
