@@ -93,10 +93,15 @@ pub struct KillArgs {
     pub all: bool,
 }
 
-/// Commands whose process enters a container (create and run fork the
-/// container's init from this binary; exec joins a running container).
+/// Commands whose process enters a container (create, run and learn fork
+/// the container's init from this binary; exec joins a running container).
+/// selftest runs its containers through a child `moat run`, which seals
+/// itself.
 fn enters_container(cmd: &Cmd) -> bool {
-    matches!(cmd, Cmd::Create(_) | Cmd::Run(_) | Cmd::Exec(_))
+    matches!(
+        cmd,
+        Cmd::Create(_) | Cmd::Run(_) | Cmd::Exec(_) | Cmd::Learn(_)
+    )
 }
 
 /// Re-executes from a sealed copy of the binary. Sealing a memfd against
