@@ -309,17 +309,6 @@ impl Drop for Volume {
 // Leftover checks.
 // ---------------------------------------------------------------------------
 
-/// moat's rootfs mount point name for container `id` under state root
-/// `root` (FNV-1a 64 of "root\tid", as runtime/src/rootfs.rs computes it).
-fn rootfs_hash(root: &str, id: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in root.bytes().chain(std::iter::once(b'\t')).chain(id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// Mount points (field 5 of mountinfo, unescaped enough for our paths) with
 /// their full lines.
 fn host_mounts() -> Vec<(String, String)> {
@@ -335,6 +324,14 @@ fn host_mounts() -> Vec<(String, String)> {
 
 /// Everything moat keeps on the host for container `id`, one description
 /// per item. Empty: nothing left.
+/// moat's rootfs mount point for container `id` under state root `root`,
+/// as moat computes it.
+fn rootfs_mount_point(root: &str, id: &str) -> String {
+    moat::rootfs::mount_point(Path::new(root), id)
+        .display()
+        .to_string()
+}
+
 fn moat_traces(id: &str) -> Vec<String> {
     let mut found = Vec::new();
     // id-pool files naming the container.
@@ -354,7 +351,7 @@ fn moat_traces(id: &str) -> Vec<String> {
     // Mounts under /run/moat-rootfs for it.
     let hashes: Vec<String> = STATE_ROOTS
         .iter()
-        .map(|r| format!("{MOUNT_BASE}/{}", rootfs_hash(r, id)))
+        .map(|r| rootfs_mount_point(r, id))
         .collect();
     for (mp, line) in host_mounts() {
         if !mp.starts_with(MOUNT_BASE) {

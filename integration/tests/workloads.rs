@@ -46,7 +46,6 @@ const ALLOWED_CAPS: u64 = 0x5fb;
 const HOST_ID_FLOOR: u64 = 1_073_741_824;
 const RANGE_SIZE: u64 = 65_536;
 const ID_POOL: &str = "/run/moat/id-pool";
-const MOUNT_BASE: &str = "/run/moat-rootfs";
 const STATE_ROOTS: &[&str] = &[
     "/run/docker/runtime-runc/moby",
     "/var/run/docker/runtime-runc/moby",
@@ -241,19 +240,16 @@ impl Drop for Volume {
     }
 }
 
-/// FNV-1a 64 of "root\tid": moat's rootfs mount point name
-/// (runtime/src/rootfs.rs).
-fn rootfs_hash(root: &str, id: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in root.bytes().chain(std::iter::once(b'\t')).chain(id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// What moat keeps on the host for container `id` (id-pool claims, mounts
 /// and directories under /run/moat-rootfs, runtime state directories).
+/// moat's rootfs mount point for container `id` under state root `root`,
+/// as moat computes it.
+fn rootfs_mount_point(root: &str, id: &str) -> String {
+    moat::rootfs::mount_point(Path::new(root), id)
+        .display()
+        .to_string()
+}
+
 fn moat_traces(id: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir(ID_POOL).into_iter().flatten().flatten() {
@@ -263,7 +259,7 @@ fn moat_traces(id: &str) -> Vec<String> {
     }
     let prefixes: Vec<String> = STATE_ROOTS
         .iter()
-        .map(|r| format!("{MOUNT_BASE}/{}", rootfs_hash(r, id)))
+        .map(|r| rootfs_mount_point(r, id))
         .collect();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mountinfo.lines() {
@@ -1252,7 +1248,7 @@ fn python_app_through_containerd() {
     let traces = moat_traces(&name);
     assert!(traces.is_empty(), "moat left state behind: {traces:?}");
     let root = format!("/run/containerd/runc/{CTR_NAMESPACE}");
-    let hash = format!("{MOUNT_BASE}/{}", rootfs_hash(&root, &name));
+    let hash = rootfs_mount_point(&root, &name);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mountinfo.contains(&hash), "moat left mounts for {name}");
     for p in [
