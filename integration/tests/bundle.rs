@@ -479,6 +479,67 @@ fn create_start_state_delete_lifecycle() {
     leak.verify();
 }
 
+/// CVE-2019-5736 (T14): a created container's init still runs moat's own
+/// binary. Opened through /proc/<init>/exe and reopened for writing after
+/// moat is gone (the attack's order), the binary must refuse the write, even
+/// to host root: moat runs from a read-only, detached mount of itself.
+#[test]
+fn runtime_binary_cannot_be_reopened_for_writing_through_proc_exe() {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let env = Env::new();
+    let b = env.sh_bundle("exit 0");
+    let id = env.id("exe");
+    let leak = env.leak_check(&id);
+    let on_disk = fs::read(moat_bin()).expect("read the moat binary");
+    let held = {
+        let _g = env.guard(&id);
+        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+        let pid = init_pid(&env, &id);
+        let exe = format!("/proc/{pid}/exe");
+        let target = fs::read_link(&exe).expect("readlink exe");
+        assert!(
+            !target.to_string_lossy().contains("memfd:"),
+            "moat fell back to a sealed memfd copy ({}) on a kernel with open_tree/mount_setattr",
+            target.display()
+        );
+        let st = nix::sys::statvfs::statvfs(exe.as_str()).expect("statvfs exe");
+        assert!(
+            st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+            "the container's init runs moat from a writable mount"
+        );
+        let fd = open(
+            exe.as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open exe O_PATH");
+        // SAFETY: open returned a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        env.moat(&["delete", "--force", &id]).assert_ok();
+        fd
+    };
+    leak.verify();
+    use std::os::fd::AsRawFd;
+    let reopen = format!("/proc/self/fd/{}", held.as_raw_fd());
+    // O_APPEND and nothing written: if the open wrongly succeeds, the
+    // binary is still untouched.
+    match open(
+        reopen.as_str(),
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            panic!("host root reopened moat's binary for writing through the init's /proc/PID/exe");
+        }
+        Err(e) => assert_eq!(e, nix::errno::Errno::EROFS, "reopen for writing"),
+    }
+    assert_eq!(fs::read(moat_bin()).expect("reread"), on_disk);
+}
+
 #[test]
 fn exec_gets_the_same_sandbox_as_init() {
     let env = Env::new();

@@ -9,13 +9,12 @@
 //! ECONNREFUSED; UDP and ICMP: the send itself fails with EPERM, as the
 //! packet is rejected on its way out), and are counted.
 //!
-//! Why the `nft` binary fed with a ruleset, and not a netlink crate:
-//! `rustables` is GPL-3.0 (incompatible with Apache-2.0); `nftnl` needs
-//! libnftnl/libmnl bindings and exposes a low-level batch API where a typo
-//! is a kernel EINVAL at run time; the text ruleset is what operators read
-//! in `nft list ruleset`, is applied atomically by one `nft -f`, and is
-//! unit-tested here as plain text. The cost is one exec of `nft` per new
-//! network namespace (a few milliseconds).
+//! The rules are data ([`rules`]) rendered two ways: as nft text
+//! ([`ruleset`], what operators read in `nft list ruleset`, applied by
+//! `nft -f` when moat adds its table to a namespace it joins) and as an
+//! nfnetlink batch (`crate::nft`, sent by moat itself when it creates a
+//! container's namespace: no exec of `nft` on the hot path). A test in
+//! `crate::netns` checks both give the same table in the kernel.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -196,41 +195,43 @@ impl AllowRule {
         net_inside && proto_inside && ports_inside
     }
 
-    /// The nft statement that accepts this rule's traffic.
-    fn nft_statement(&self) -> String {
-        let family = if self.addr.is_ipv4() { "ip" } else { "ip6" };
-        let mut s = format!("{family} daddr {}/{}", self.addr, self.prefix);
+    /// The rules (one per port range) that accept this entry's traffic.
+    fn accepting_rules(&self) -> Vec<Rule> {
+        let daddr = Match::Daddr {
+            addr: self.addr,
+            prefix: self.prefix,
+        };
+        let accept = |matches: Vec<Match>| Rule {
+            matches,
+            action: Action::Accept,
+        };
         match self.protocol {
-            None => {}
+            None => vec![accept(vec![daddr])],
             Some(Protocol::Icmp) => {
-                s.push_str(if self.addr.is_ipv4() {
-                    " meta l4proto icmp"
+                let proto = if self.addr.is_ipv4() {
+                    IPPROTO_ICMP
                 } else {
-                    " meta l4proto ipv6-icmp"
-                });
+                    IPPROTO_ICMPV6
+                };
+                vec![accept(vec![daddr, Match::L4Proto(proto)])]
             }
             Some(p) => {
-                let name = if p == Protocol::Tcp { "tcp" } else { "udp" };
-                if self.ports.is_empty() {
-                    s.push_str(&format!(" meta l4proto {name}"));
+                let proto = if p == Protocol::Tcp {
+                    IPPROTO_TCP
                 } else {
-                    let set: Vec<String> = self
-                        .ports
-                        .iter()
-                        .map(|(a, b)| {
-                            if a == b {
-                                a.to_string()
-                            } else {
-                                format!("{a}-{b}")
-                            }
-                        })
-                        .collect();
-                    s.push_str(&format!(" {name} dport {{ {} }}", set.join(", ")));
+                    IPPROTO_UDP
+                };
+                if self.ports.is_empty() {
+                    return vec![accept(vec![daddr, Match::L4Proto(proto)])];
                 }
+                self.ports
+                    .iter()
+                    .map(|&(from, to)| {
+                        accept(vec![daddr.clone(), Match::Dport { proto, from, to }])
+                    })
+                    .collect()
             }
         }
-        s.push_str(" accept");
-        s
     }
 }
 
@@ -288,8 +289,144 @@ pub fn parse_fingerprint(text: &str) -> Option<String> {
         .map(|w| w[1].to_string())
 }
 
-/// The ruleset for one network namespace. Idempotent to apply: it creates
-/// the table, flushes it, and fills it, in one nft transaction.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// IPv6 neighbour discovery and MLD messages (ICMPv6 types) accepted on
+/// the link: conntrack does not track them, and without them no IPv6 peer
+/// on the link (allowed destination or inbound client) is reachable.
+pub const LINK_ICMPV6_TYPES: [(u8, &str); 4] = [
+    (133, "nd-router-solicit"),
+    (135, "nd-neighbor-solicit"),
+    (136, "nd-neighbor-advert"),
+    (143, "mld2-listener-report"),
+];
+
+/// One condition of a rule in moat's output chain. Both renderings (nft
+/// text for `nft -f`, netlink for the kernel directly; see
+/// `crate::nft`) are made from these, so they cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// The packet leaves through the loopback device (ifindex 1 in every
+    /// network namespace).
+    OifLoopback,
+    /// conntrack says established or related (replies, ICMP errors).
+    CtEstablishedRelated,
+    /// An ICMPv6 message of this type.
+    Icmpv6Type(u8),
+    /// The destination address is inside `addr/prefix` (implies the family).
+    Daddr { addr: IpAddr, prefix: u8 },
+    /// The transport protocol.
+    L4Proto(u8),
+    /// TCP or UDP (`proto`) destination port within `from..=to` (implies
+    /// the protocol).
+    Dport { proto: u8, from: u16, to: u16 },
+}
+
+/// What a rule does with a packet that matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Accept,
+    /// Count in the `blocked` counter and answer with a TCP reset.
+    CountAndResetTcp,
+    /// Count in the `blocked` counter and answer with ICMP(v6)
+    /// administratively prohibited.
+    CountAndRejectProhibited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub action: Action,
+}
+
+/// The rules of moat's output chain, in order: loopback, replies and link
+/// ICMPv6 accepted, then the allowlist, then everything else refused fast
+/// (a reset for TCP, admin-prohibited for the rest) and counted.
+pub fn rules(allow: &[AllowRule]) -> Vec<Rule> {
+    let accept = |m: Match| Rule {
+        matches: vec![m],
+        action: Action::Accept,
+    };
+    let mut out = vec![
+        accept(Match::OifLoopback),
+        accept(Match::CtEstablishedRelated),
+    ];
+    out.extend(
+        LINK_ICMPV6_TYPES
+            .iter()
+            .map(|(t, _)| accept(Match::Icmpv6Type(*t))),
+    );
+    out.extend(allow.iter().flat_map(AllowRule::accepting_rules));
+    out.push(Rule {
+        matches: vec![Match::L4Proto(IPPROTO_TCP)],
+        action: Action::CountAndResetTcp,
+    });
+    out.push(Rule {
+        matches: Vec::new(),
+        action: Action::CountAndRejectProhibited,
+    });
+    out
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        IPPROTO_ICMP => "icmp".into(),
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        IPPROTO_ICMPV6 => "ipv6-icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::OifLoopback => write!(f, "oif \"lo\""),
+            Match::CtEstablishedRelated => write!(f, "ct state established,related"),
+            Match::Icmpv6Type(t) => match LINK_ICMPV6_TYPES.iter().find(|(n, _)| n == t) {
+                Some((_, name)) => write!(f, "icmpv6 type {name}"),
+                None => write!(f, "icmpv6 type {t}"),
+            },
+            Match::Daddr { addr, prefix } => {
+                let family = if addr.is_ipv4() { "ip" } else { "ip6" };
+                write!(f, "{family} daddr {addr}/{prefix}")
+            }
+            Match::L4Proto(p) => write!(f, "meta l4proto {}", proto_name(*p)),
+            Match::Dport { proto, from, to } => {
+                write!(f, "{} dport {from}", proto_name(*proto))?;
+                if to != from {
+                    write!(f, "-{to}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for m in &self.matches {
+            write!(f, "{m} ")?;
+        }
+        match self.action {
+            Action::Accept => write!(f, "accept"),
+            Action::CountAndResetTcp => {
+                write!(f, "counter name {BLOCKED_COUNTER} reject with tcp reset")
+            }
+            Action::CountAndRejectProhibited => write!(
+                f,
+                "counter name {BLOCKED_COUNTER} reject with icmpx type admin-prohibited"
+            ),
+        }
+    }
+}
+
+/// The ruleset for one network namespace as `nft -f` input. Idempotent to
+/// apply: it creates the table, flushes it, and fills it, in one nft
+/// transaction.
 pub fn ruleset(allow: &[AllowRule]) -> String {
     let mut out = String::new();
     out.push_str(&format!("table inet {TABLE} {{}}\n"));
@@ -299,24 +436,9 @@ pub fn ruleset(allow: &[AllowRule]) -> String {
     out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
     out.push_str("\tchain output {\n");
     out.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
-    out.push_str("\t\toif \"lo\" accept\n");
-    out.push_str("\t\tct state established,related accept\n");
-    // IPv6 neighbour discovery is not tracked by conntrack; without it no
-    // IPv6 peer on the link (allowed destination or inbound client) is
-    // reachable. These messages stay on the link.
-    out.push_str(
-        "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld2-listener-report } accept\n",
-    );
-    for rule in allow {
-        out.push_str(&format!("\t\t{}\n", rule.nft_statement()));
+    for rule in rules(allow) {
+        out.push_str(&format!("\t\t{rule}\n"));
     }
-    // Fail fast: a reset for TCP, admin-prohibited for the rest.
-    out.push_str(&format!(
-        "\t\tmeta l4proto tcp counter name {BLOCKED_COUNTER} reject with tcp reset\n"
-    ));
-    out.push_str(&format!(
-        "\t\tcounter name {BLOCKED_COUNTER} reject with icmpx type admin-prohibited\n"
-    ));
     out.push_str("\t}\n}\n");
     out
 }
@@ -406,15 +528,68 @@ mod tests {
         assert!(text.contains("type filter hook output priority filter; policy accept;"));
         assert!(text.contains("oif \"lo\" accept"));
         assert!(text.contains("ct state established,related accept"));
-        assert!(text.contains("nd-neighbor-solicit, nd-neighbor-advert"));
-        assert!(text.contains("ip daddr 10.96.0.10/32 udp dport { 53 } accept"));
-        assert!(text.contains("ip6 daddr 2001:db8::/32 tcp dport { 443 } accept"));
+        assert!(text.contains("icmpv6 type nd-neighbor-solicit accept"));
+        assert!(text.contains("icmpv6 type nd-neighbor-advert accept"));
+        assert!(text.contains("ip daddr 10.96.0.10/32 udp dport 53 accept"));
+        assert!(text.contains("ip6 daddr 2001:db8::/32 tcp dport 443 accept"));
         assert!(text.contains("reject with tcp reset"));
         assert!(text.contains("reject with icmpx type admin-prohibited"));
         // The allow rules come before the rejects.
         assert!(text.find("udp dport").unwrap() < text.find("reject").unwrap());
         // Re-applying flushes first.
         assert!(text.starts_with("table inet moat {}\nflush table inet moat\n"));
+    }
+
+    #[test]
+    fn rules_accept_first_then_refuse_everything_else() {
+        let r = rules(&[
+            rule("10.0.0.0/8 tcp 80,8000-8100"),
+            rule("2001:db8::1 icmp"),
+        ]);
+        assert_eq!(r[0].matches, vec![Match::OifLoopback]);
+        assert_eq!(r[1].matches, vec![Match::CtEstablishedRelated]);
+        let n = LINK_ICMPV6_TYPES.len();
+        assert!(r[2..2 + n]
+            .iter()
+            .all(|x| matches!(x.matches[..], [Match::Icmpv6Type(_)])));
+        // One rule per port range, each with the address.
+        let daddr = Match::Daddr {
+            addr: "10.0.0.0".parse().unwrap(),
+            prefix: 8,
+        };
+        assert_eq!(
+            r[2 + n].matches,
+            vec![
+                daddr.clone(),
+                Match::Dport {
+                    proto: IPPROTO_TCP,
+                    from: 80,
+                    to: 80
+                }
+            ]
+        );
+        assert_eq!(
+            r[3 + n].matches,
+            vec![
+                daddr,
+                Match::Dport {
+                    proto: IPPROTO_TCP,
+                    from: 8000,
+                    to: 8100
+                }
+            ]
+        );
+        // icmp for an IPv6 address is ICMPv6.
+        assert_eq!(r[4 + n].matches[1], Match::L4Proto(IPPROTO_ICMPV6));
+        assert!(r[..5 + n].iter().all(|x| x.action == Action::Accept));
+        assert_eq!(r[5 + n].action, Action::CountAndResetTcp);
+        assert_eq!(r[5 + n].matches, vec![Match::L4Proto(IPPROTO_TCP)]);
+        assert_eq!(r[6 + n].action, Action::CountAndRejectProhibited);
+        assert!(
+            r[6 + n].matches.is_empty(),
+            "the last rule catches everything"
+        );
+        assert_eq!(r.len(), 7 + n);
     }
 
     #[test]

@@ -104,6 +104,24 @@ fn enters_container(cmd: &Cmd) -> bool {
     )
 }
 
+/// The CVE-2019-5736 defence (see `moat::self_exe`): re-execute from a
+/// read-only, detached mount of the binary; on kernels without
+/// open_tree/mount_setattr, from a sealed memfd copy instead.
+fn protect_self_exe() -> std::io::Result<()> {
+    match moat::self_exe::reexec_from_read_only_mount() {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::EPERM)
+            ) =>
+        {
+            seal_self()
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Re-executes from a sealed copy of the binary. Sealing a memfd against
 /// writes fails with EBUSY while the kernel still holds references to the
 /// pages the copy just wrote (seen under load, about once in a few hundred
@@ -124,13 +142,13 @@ fn seal_self() -> std::io::Result<()> {
 fn main() -> ExitCode {
     let opts = Opts::parse();
     // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
-    // overwrite the runtime binary. Re-exec from a sealed memfd copy first,
+    // overwrite the runtime binary. Re-exec from a read-only mount first,
     // for the commands whose processes a container can reach. The others
-    // (start, state, kill, delete, …) never enter a container, and the copy
-    // of the binary costs each of them several milliseconds.
+    // (start, state, kill, delete, …) never enter a container and skip
+    // the extra exec.
     if enters_container(&opts.cmd) {
-        if let Err(e) = seal_self() {
-            eprintln!("moat: failed to seal /proc/self/exe: {e}");
+        if let Err(e) = protect_self_exe() {
+            eprintln!("moat: cannot protect /proc/self/exe (CVE-2019-5736): {e}");
             return ExitCode::FAILURE;
         }
     }

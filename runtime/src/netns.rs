@@ -9,8 +9,11 @@
 //! it by path (see [`crate::nsjoin`]). Rules are installed before the
 //! container's first instruction: there is no window.
 //!
-//! Nothing here touches the host's network namespace: every `nft` runs in
-//! a child that has already entered the container's namespace.
+//! Nothing here touches the host's network namespace: a new namespace gets
+//! its table over nfnetlink from a socket opened inside it (see
+//! [`crate::nft`]); the `nft` binary, still used to inspect a namespace
+//! and to add the table to one moat joins (a pod's), runs in a child that
+//! has already entered the container's namespace.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -21,8 +24,6 @@ use std::process::{Command, Stdio};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -72,56 +73,58 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Creates a new network namespace, pinned by a bind mount at `path`, with
-/// its loopback up. Must be called from a single-threaded process.
-pub fn create(path: &Path) -> Result<(), NetnsError> {
+/// Creates a new network namespace with its loopback up and moat's egress
+/// table (`rules`, tagged with `fingerprint`) already in it, pinned by a
+/// bind mount at `path`. The calling thread enters the new namespace only
+/// for the few syscalls this takes and returns to its own before this
+/// returns (a fork and an `nft` exec cost several milliseconds more); the
+/// table goes in over nfnetlink (see [`crate::nft`]), in one transaction,
+/// before anything else can run in the namespace.
+pub fn create_with_rules(
+    path: &Path,
+    fingerprint: &str,
+    rules: &[crate::egress::Rule],
+) -> Result<(), NetnsError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(sys("create netns directory"))?;
     }
     File::create(path).map_err(sys(format!("create {}", path.display())))?;
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| sys("pipe")(e.into()))?;
-    let (done_r, done_w) = nix::unistd::pipe().map_err(|e| sys("pipe")(e.into()))?;
-    // SAFETY: single-threaded; the child only unshares, ioctls, writes and
-    // reads pipes, then _exits.
-    match unsafe { fork() }.map_err(|e| sys("fork")(e.into()))? {
-        ForkResult::Child => {
-            drop(ready_r);
-            drop(done_w);
-            let ok = nix::sched::unshare(CloneFlags::CLONE_NEWNET).is_ok() && loopback_up().is_ok();
-            let _ = nix::unistd::write(&ready_w, &[u8::from(ok)]);
-            let mut b = [0u8; 1];
-            let _ = nix::unistd::read(done_r.as_raw_fd(), &mut b);
-            // SAFETY: leaving a fork child.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => {
-            drop(ready_w);
-            drop(done_r);
-            let mut b = [0u8; 1];
-            let got = nix::unistd::read(ready_r.as_raw_fd(), &mut b);
-            let result = if got == Ok(1) && b[0] == 1 {
-                mount(
-                    Some(Path::new(&format!("/proc/{child}/ns/net"))),
-                    path,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(|e| sys("pin the network namespace")(e.into()))
-            } else {
-                Err(NetnsError::Sys {
-                    op: "unshare a network namespace with loopback up".into(),
-                    source: std::io::Error::from_raw_os_error(libc::EPERM),
-                })
-            };
-            drop(done_w);
-            let _ = waitpid(child, None);
-            if result.is_err() {
-                let _ = fs::remove_file(path);
-            }
-            result
-        }
+    let (batch, acks) = crate::nft::batch(fingerprint, rules);
+    let home = File::open("/proc/thread-self/ns/net").map_err(sys("open own netns"))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| sys("unshare a network namespace")(e.into()))?;
+    let result = loopback_up()
+        .map_err(sys("bring up lo"))
+        .and_then(|()| {
+            crate::nft::apply_in_current_netns(&batch, acks).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP) => {
+                    NetnsError::NoNftables(e.to_string())
+                }
+                _ => NetnsError::Nft(format!("nf_tables refused moat's table: {e}")),
+            })
+        })
+        .and_then(|()| {
+            mount(
+                Some(Path::new("/proc/thread-self/ns/net")),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| sys("pin the network namespace")(e.into()))
+        });
+    // Back home whatever happened: the rest of moat must not run in the
+    // container's namespace.
+    if let Err(e) = nix::sched::setns(&home, CloneFlags::CLONE_NEWNET) {
+        // Cannot happen for a namespace we hold open; if it does, stop
+        // rather than go on in the wrong one.
+        eprintln!("moat: cannot return to its own network namespace: {e}");
+        std::process::abort();
     }
+    if result.is_err() {
+        remove(path);
+    }
+    result
 }
 
 /// Runs `nft ARGS` inside the network namespace at `netns`, with `stdin`.
@@ -212,4 +215,82 @@ pub fn remove(path: &Path) {
         }
     }
     let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::{fingerprint, parse_list, rules, ruleset};
+
+    /// The table moat sends over netlink is the table `nft -f` makes from
+    /// the text ruleset: listed by nft, they are the same, character for
+    /// character. (Creates a namespace, lists its table, re-applies the
+    /// text ruleset, which flushes and refills the table, lists again.)
+    #[test]
+    fn netlink_table_is_the_table_nft_makes_from_the_text() {
+        // Namespaces and nftables need root; the suite runs as root.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let allow = parse_list(&[
+            "10.96.0.10 udp 53",
+            "10.0.0.0/8 tcp 80,8000-8100",
+            "10.16.0.0/12",
+            "0.0.0.0/0 icmp",
+            "192.0.2.7",
+            "2001:db8::/32 tcp 443",
+            "2001:db8:8000::/33 udp 1000-2000",
+            "2001:db8::1 icmp",
+            "::/0 tcp 22",
+        ])
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns");
+        let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
+        create_with_rules(&path, &fingerprint(&allow), &rules(&allow)).unwrap();
+        assert_eq!(
+            fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            own_before,
+            "create_with_rules left the caller in another network namespace"
+        );
+        let from_netlink = table(&path).expect("no moat table after create_with_rules");
+        apply(&path, &ruleset(&allow)).unwrap();
+        let from_text = table(&path).expect("no moat table after nft -f");
+        remove(&path);
+        assert!(
+            from_netlink.contains("reject with tcp reset")
+                && from_netlink.contains("ip6 daddr 2001:db8:8000::/33 udp dport 1000-2000 accept"),
+            "{from_netlink}"
+        );
+        assert_eq!(from_netlink, from_text);
+        assert_eq!(
+            crate::egress::parse_fingerprint(&from_netlink),
+            Some(fingerprint(&allow))
+        );
+    }
+
+    /// A namespace whose table the kernel refuses is not left behind, and
+    /// the caller is back in its own namespace.
+    #[test]
+    fn refused_table_leaves_no_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns");
+        let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
+        // A counter name longer than NFT_OBJ_MAXNAMELEN (256): ERANGE/EINVAL.
+        let too_long = "x".repeat(300);
+        let err = create_with_rules(&path, &too_long, &rules(&[])).unwrap_err();
+        assert!(matches!(err, NetnsError::Nft(_)), "{err}");
+        assert!(!path.exists(), "{} left behind", path.display());
+        assert_eq!(
+            fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            own_before
+        );
+    }
 }

@@ -128,16 +128,43 @@ fn create_traversable_dir(path: &Path) -> Result<(), RootfsError> {
         .map_err(sys(format!("chmod {}", path.display())))
 }
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
+/// The kernel's `struct mount_attr` (mount_setattr(2)).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
+}
+
+/// mount_setattr(2) on the detached tree `tree` (from open_tree).
+/// `flags` may add AT_RECURSIVE.
+pub(crate) fn set_mount_attr(
+    tree: &OwnedFd,
+    attr: &MountAttr,
+    flags: libc::c_uint,
+) -> std::io::Result<()> {
+    let empty = CString::default();
+    // SAFETY: a valid descriptor, an empty path with AT_EMPTY_PATH and a
+    // correctly sized, initialised mount_attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn cstring(p: &Path) -> Result<CString, RootfsError> {
@@ -247,23 +274,9 @@ pub fn idmapped_bind_tree(
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
+    set_mount_attr(&tree, &attr, recursive_flag)
+        .map_err(sys(format!("mount_setattr(IDMAP) {}", source.display())))?;
     let empty = CString::default();
-    // SAFETY: see above.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | recursive_flag,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(sys(format!("mount_setattr(IDMAP) {}", source.display()))(
-            std::io::Error::last_os_error(),
-        ));
-    }
     let dst = cstring(target)?;
     // SAFETY: see above.
     let rc = unsafe {

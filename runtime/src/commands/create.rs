@@ -534,8 +534,12 @@ fn install_egress(
     match net.path().clone() {
         None => {
             let path = moat::netns::netns_path(&rootfs::mount_point(root, id));
-            moat::netns::create(&path).context("cannot create the network namespace")?;
-            moat::netns::apply(&path, &ruleset).context("cannot install egress rules")?;
+            moat::netns::create_with_rules(
+                &path,
+                &moat::egress::fingerprint(&allow),
+                &moat::egress::rules(&allow),
+            )
+            .context("cannot create the network namespace with egress rules")?;
             net.set_path(Some(path.clone()));
             report.notes.push(format!(
                 "egress: rules installed in a moat-owned network namespace ({}), which container root cannot administer",
