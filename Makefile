@@ -1,7 +1,7 @@
 # Makefile for moat. Recipes only call cargo or hack/ scripts; the logic lives
 # in the scripts.
 #   make build   - cargo build --release (target/release/moat and
-#                  target/release/containerd-shim-moat-v2)
+#                  target/release/containerd-shim-moat-v2, linked statically)
 #   make setup   - install host packages, start containerd + dockerd
 #   make demo    - register moat with docker, import moat-busybox, run demo
 #   make test    - same preparation, then the whole cargo test suite
@@ -28,8 +28,16 @@ REGISTER_LEARN = MOAT_RUNTIME_NAME=moat-learn MOAT_RUNTIME_ARGS='["--learn-dir",
 
 all: build
 
+# containerd-shim-moat-v2 runs once per pod, so it is linked statically (as
+# Go shims are): it then maps only the parts of glibc it uses instead of the
+# whole shared libc, about 1 MiB less resident memory per pod (hack/bench-shim).
+# --target keeps the flag away from build scripts and proc macros.
+HOST_TRIPLE = $(shell $(CARGO) -vV 2>/dev/null | sed -n 's/^host: //p')
+
 build:
 	$(CARGO) build --release
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p containerd-shim-moat --target $(HOST_TRIPLE)
+	install -m 755 target/$(HOST_TRIPLE)/release/containerd-shim-moat-v2 target/release/containerd-shim-moat-v2
 
 # The probe program of `moat selftest`, static so it runs in any rootfs.
 probe:
