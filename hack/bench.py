@@ -130,9 +130,9 @@ def log_time_us(ts):
 # that ENDS at this marker). Order matters; missing markers merge phases.
 MARKERS = [
     ("moat started",
-     "start-up: exec moat, re-exec from a sealed memfd copy of the binary (CVE-2019-5736), parse args"),
+     "start-up: exec moat, re-exec from a read-only detached mount of the binary (CVE-2019-5736), parse args"),
     ("joined namespace before handing off to libcontainer",
-     "moat set-up: policy + bundle load, id-range lease, hardening, idmapped rootfs mount, first state save, network namespace + nft egress rules"),
+     "moat set-up: policy + bundle load, id-range lease, hardening, idmapped rootfs mount, first state save, network namespace + egress table (one nfnetlink batch)"),
     ("container with new user namespace should be created",
      "moat hand-off: private sysfs mount, bind-mount staging, config.json + state save, report logged"),
     ("affinity:",
@@ -174,7 +174,7 @@ def read_log(path):
 
 
 DELETE_PHASES = [
-    "start-up: exec moat, parse args (delete does not enter a container, so no sealed copy)",
+    "start-up: exec moat, parse args (delete does not enter a container, so no re-exec)",
     "libcontainer delete: cgroups removed, state dir removed (first to last log message)",
     "moat teardown: unmount idmapped rootfs, network namespace, sysfs; release id range; exit",
 ]
@@ -535,7 +535,7 @@ def report(workdir, out_md, out_png):
         w("|---|---|")
         labels = {
             "exec-true": "`/bin/true` (fork+exec floor of the shell loop)",
-            "moat-version": f"`moat --version` (exec of the {meta.get('moat_size', '?')} binary; only create, run and exec re-exec from a sealed memfd copy)",
+            "moat-version": f"`moat --version` (exec of the {meta.get('moat_size', '?')} binary; only create, run and exec re-execute, from a read-only mount of it)",
             "runc-version": "`runc --version`",
             "moat-explain": "`moat explain BUNDLE` (policy + hardening, no side effects)",
             "moat-create": "`moat create` (no debug log)",
@@ -684,7 +684,7 @@ def report(workdir, out_md, out_png):
         w(f"| peak RSS of `create`, KiB | {spread(a, 0)} | {spread(b, 0)} | {ratio(med(a), med(b))} |")
         im = data["initmem"]
         if im.get("moat") and im.get("runc"):
-            for i, lb in [(0, "RSS"), (1, "PSS"), (2, "PSS from shmem (the memfd copy of the binary)")]:
+            for i, lb in [(0, "RSS"), (1, "PSS"), (2, "PSS from shmem")]:
                 a, b = col(im["moat"], i), col(im["runc"], i)
                 w(f"| init process of a created, not yet started container: {lb}, KiB | "
                   f"{spread(a, 0)} | {spread(b, 0)} | {ratio(med(a), med(b))} |")
@@ -863,11 +863,12 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
           "(runtime/src/seccomp_bpf.rs); the `seccomp` phase in section 6 is "
           "that load plus the self-check.")
     if "moat-noegress" in lat:
-        w(f"- **Egress network namespace + nft ruleset: {fmt(m_moat - m('moat-noegress'))} ms** "
-          "(policy `egress.enabled = false` ablation): a child that unshares a "
-          "network namespace, plus an `nft` process loading the ruleset. Applying "
-          "the ruleset through netlink from moat itself would save the nft "
-          "exec + ruleset parse.")
+        w(f"- **Egress network namespace + table: {fmt(m_moat - m('moat-noegress'))} ms** "
+          "(policy `egress.enabled = false` ablation): moat unshares the network "
+          "namespace in its own thread (no child), brings lo up, sends its table "
+          "as one nfnetlink batch (runtime/src/nft.rs; no `nft` process), pins the "
+          "namespace with a bind mount and returns to its own; libcontainer then "
+          "joins it by path, and delete unpins it.")
     if "moat-tmpfsroot" in lat and nfsync == 0:
         w(f"- **fsync: none.** This moat makes no fsync call in `create` (counted with "
           f"strace), so the state root's filesystem ({meta.get('state_fs', '?')} here) no longer "
@@ -890,9 +891,10 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
         w(f"- **Start-up of a moat command: {fmt(stm('moat-version'))} ms** "
           f"(`moat --version`; `runc --version` {fmt(stm('runc-version'))} ms, "
           f"`/bin/true` {fmt(stm('exec-true'))} ms). Only `create`, `run` and "
-          f"`exec` copy the {meta.get('moat_size', '?')} binary into a sealed memfd "
-          "and re-execute it (pentacle, the CVE-2019-5736 defence): the other "
-          "commands never let a container process near the runtime binary. `moat start` "
+          f"`exec` re-execute the {meta.get('moat_size', '?')} binary, from a "
+          "read-only detached bind mount of itself (the CVE-2019-5736 defence, "
+          "runtime/src/self_exe.rs; nothing is copied): the other commands never "
+          "let a container process near the runtime binary. `moat start` "
           f"{fmt(stm('moat-start'))} ms vs `runc start` {fmt(stm('runc-start'))} ms.")
     dper, dtot = delete_breakdown(data["bdd"].get("moat", []))
     if "moat-delete" in st and "runc-delete" in st:
@@ -918,7 +920,7 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
                 txt += (" — it is sensitive to other disk activity on the machine (journal "
                         "commits).")
             else:
-                txt += " delete does not make the sealed copy, so the three parts are small and close to runc's."
+                txt += " delete does not re-execute, so the three parts are small and close to runc's."
         w(txt)
     if "moat-lean" in lat and "runc-moatseccomp-x86" in lat:
         r_lean = m('moat-lean') / m('runc-moatseccomp-x86')
@@ -929,12 +931,12 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
                f"3-architecture filter ({fmt(m('runc-moatseccomp-x86'))} ms). ")
         if r_lean <= 1.1:
             txt += ("So, filter for filter, moat with everything it adds — user namespace, "
-                    "idmapped rootfs, extra mounts, the self-check, the start-up copy — "
+                    "idmapped rootfs, extra mounts, the self-check, the start-up re-exec — "
                     "is faster than runc, because moat loads a precompiled filter where "
                     "runc builds one per container; the remaining gap to plain runc "
-                    "(which installs no filter) is the egress set-up and the sealed copy.")
+                    "(which installs no filter) is the egress set-up and the start-up re-exec.")
         else:
-            txt += ("The rest is the start-up copy, the user namespace + idmapped "
+            txt += ("The rest is the start-up re-exec, the user namespace + idmapped "
                     "rootfs and moat's extra mounts and set-up steps, which runc's "
                     "default spec does not do.")
         w(txt)
@@ -957,8 +959,7 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
         needs = []
         if nfsync != 0:
             needs.append("no fsync of state files")
-        needs.append("a cheaper egress set-up (netlink instead of an `nft` process)")
-        needs.append("a cheaper CVE-2019-5736 defence on create than copying the whole binary (a smaller `moat init` binary, or one sealed copy shared by all creates)")
+        needs.append("a leaner create path (fewer mounts and state writes; a smaller binary to start twice)")
         txt = ("So ≤ 1.0× needs " + ", ".join(needs[:-1]) + (" and " if len(needs) > 1 else "")
                + needs[-1] + " (sizes above and in section 6)")
         if "moat-lean" in lat:
@@ -1036,7 +1037,7 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
           "what stays per container is the shim. moat's native shim (Rust, sync "
           "ttrpc, size-optimised) is measured against containerd-shim-runc-v2; "
           "most of what is left is the ttrpc server's worker threads' stacks and "
-          "glibc's per-thread state (docs/shim.md).")
+          "glibc's per-thread state; `make build` links it statically, so it maps only the part of glibc it uses (docs/shim.md).")
     mr_m = col(data["maxrss"].get("moat-create", []), 0)
     mr_r = col(data["maxrss"].get("runc-create", []), 0)
     im = data["initmem"]
@@ -1045,14 +1046,12 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
                f"{fmt(med(mr_r) / 1024)} MiB for runc.")
         shd = {n: col(rows, 0) for n, rows in data["shmemcreated"].items()}
         if shd.get("moat"):
-            txt += (f" But every created-and-not-yet-started moat container pins "
-                    f"{fmt(med(shd['moat']) / 1024)} MiB of shmem (meminfo Shmem growth per "
-                    f"created container; runc: {fmt(med(shd.get('runc', [])) / 1024)} MiB): the "
-                    f"init still maps the private sealed memfd copy of the "
-                    f"{meta.get('moat_size', '?')} moat binary made by that `create`, and "
-                    "the whole copy stays allocated until `start` execs the workload. "
-                    "Short-lived for docker (create is followed by start), but it "
-                    "multiplies with containers that are created ahead of time.")
+            txt += (f" Shmem growth per created-and-not-yet-started container: moat "
+                    f"{fmt(med(shd['moat']) / 1024)} MiB, runc "
+                    f"{fmt(med(shd.get('runc', [])) / 1024)} MiB (meminfo Shmem). moat "
+                    "used to pin a 10 MiB sealed memfd copy of its binary here per "
+                    "created container; the read-only mount it re-executes from now "
+                    "shares the binary's page cache.")
         w(txt)
     w("")
 
@@ -1128,11 +1127,11 @@ def analysis(w, meta, lat, m_moat, m_runc, life_ratio, dk, d_ratio, dn_ratio,
           + f" Kernel memory (Slab) grew by {fmt(dm.get('slab_kb_per', float('nan')), 0)} KiB "
           f"per moat container vs {fmt(dr.get('slab_kb_per', float('nan')), 0)} KiB per runc "
           "container (system-wide counter, so approximate)"
-          + (": moat creates a user namespace, a network namespace with an nft table "
+          + (": moat creates a user namespace, a network namespace with an nftables table "
              "and an idmapped mount per container, which runc's default spec does not."
              if dm.get("slab_kb_per", 0) > 1.2 * max(dr.get("slab_kb_per", 0), 1) else
              " — no clear difference at this resolution, although moat also creates a "
-             "user namespace, a network namespace with an nft table and an idmapped "
+             "user namespace, a network namespace with an nftables table and an idmapped "
              "mount per container."))
         w("")
 
