@@ -8,7 +8,8 @@
 //!
 //! One test runs the Python program through containerd (`ctr run`, moat as
 //! the runc shim's binary) from the images' copies in containerd namespace
-//! `moat-images`.
+//! `moat-images`. nginx, Redis and PostgreSQL as Kubernetes pods, through
+//! containerd's CRI, are in `workloads_cri.rs`.
 //!
 //! Run with (images built once, then cached):
 //!
