@@ -6,7 +6,8 @@
 #   make demo    - register moat with docker, import moat-busybox, run demo
 #   make test    - same preparation, then the whole cargo test suite
 #   make images  - build the workload images (hack/images; cached)
-#   make test-workloads - nginx, redis, postgres, python under moat (docker)
+#   make test-workloads - nginx, redis, postgres, python under moat (docker,
+#                  and nginx, redis, postgres in pods through containerd's CRI)
 #   make lint    - rustfmt check + clippy with warnings as errors
 #   make clean   - cargo clean + drop the cached busybox rootfs
 
@@ -77,7 +78,7 @@ test: setup build probe
 test-workloads: setup build
 	bash hack/docker-register.sh
 	MOAT_IMAGES_CONTAINERD=1 bash hack/images
-	$(CARGO) test --release -p moat-integration --test workloads -- --test-threads=1
+	$(CARGO) test --release -p moat-integration --test workloads --test workloads_cri -- --test-threads=1
 
 # Benchmarks against runc (not a test: numbers go to docs/benchmarks.md).
 bench: setup build

@@ -53,6 +53,56 @@ pub fn runc_shim_handler(name: &str, binary: &Path, root: &Path) -> ContainerdRu
     )
 }
 
+/// A runtime handler under test and where its moat keeps container state
+/// (for [`crate::LeakCheck`] and `moat egress`).
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// The CRI runtime handler (RuntimeClass `handler:`).
+    pub name: &'static str,
+    /// moat's `--root` for the pods (the shim appends the namespace).
+    pub state_root: PathBuf,
+}
+
+impl Handler {
+    /// `moat report` of container `id` (moat's hardening report: what it
+    /// changed and why; for failure messages).
+    pub fn report(&self, id: &str) -> String {
+        let out = Command::new(crate::moat_bin())
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["report", id])
+            .output();
+        match out {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("cannot run moat report: {e}"),
+        }
+    }
+
+    /// moat's count of connections it refused for container `id`.
+    pub fn blocked_count(&self, id: &str) -> u64 {
+        let out = Command::new(crate::moat_bin())
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["egress", "--format", "json", id])
+            .output()
+            .expect("cannot run moat egress");
+        assert!(
+            out.status.success(),
+            "moat egress {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("moat egress {id} printed no JSON: {e}"));
+        v["blockedPackets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("moat egress {id}: no blockedPackets in {v}"))
+    }
+}
+
 /// Where everything of one private containerd lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -263,6 +313,54 @@ impl Containerd {
         cd
     }
 
+    /// A containerd with handler `moat` (moat behind containerd's runc
+    /// shim, as `moat install containerd` configures it, with its state
+    /// root in the test's directory) and the test images imported.
+    pub fn with_moat_handler() -> (Containerd, Handler) {
+        let root = |dir: &Path| dir.join("moat-root");
+        let cd = Containerd::start(|layout| {
+            vec![runc_shim_handler(
+                "moat",
+                &crate::moat_bin(),
+                &root(&layout.dir),
+            )]
+        });
+        cd.import_test_images();
+        let handler = Handler {
+            name: "moat",
+            state_root: root(&cd.layout.dir).join(K8S_NAMESPACE),
+        };
+        (cd, handler)
+    }
+
+    /// A containerd with handler `moat-shim`: moat's native shim,
+    /// `runtime_type = "io.containerd.moat.v2"`, which containerd finds as
+    /// `containerd-shim-moat-v2` first on its PATH (target/release); the
+    /// shim runs the `moat` beside it with its default state root. The
+    /// test images are imported.
+    pub fn with_moat_shim_handler() -> (Containerd, Handler) {
+        let release = workspace_dir().join("target/release");
+        assert!(
+            release.join("containerd-shim-moat-v2").is_file(),
+            "containerd-shim-moat-v2 missing: run `cargo build --release` first"
+        );
+        let cd = Containerd::start_with_path(&[release], |_| {
+            vec![ContainerdRuntime {
+                handler: "moat-shim".to_string(),
+                runtime_type: "io.containerd.moat.v2".to_string(),
+                options: Vec::new(),
+                annotations: vec!["moat.dev/*".to_string()],
+            }]
+        });
+        cd.import_test_images();
+        let handler = Handler {
+            name: "moat-shim",
+            // The shim's default Root plus the CRI namespace.
+            state_root: PathBuf::from("/run/containerd/moat").join(K8S_NAMESPACE),
+        };
+        (cd, handler)
+    }
+
     /// containerd's PID.
     pub fn pid(&self) -> u32 {
         self.daemon
@@ -432,35 +530,59 @@ impl Containerd {
             "hack/cri-images.sh failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.import_archive(&tar);
+        let _ = fs::remove_file(&tar);
+        for image in [BUSYBOX_IMAGE, PAUSE_IMAGE] {
+            self.assert_image_known(image);
+        }
+    }
+
+    /// Imports the image archive `path` (`docker save` or OCI layout tar)
+    /// into the k8s.io namespace with `ctr images import`, the way images
+    /// are side-loaded onto a node without a registry. Returns the names
+    /// ctr reports (e.g. `docker.io/library/moat-nginx:latest`); panics
+    /// when the import fails.
+    pub fn import_archive(&self, path: &Path) -> Vec<String> {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&self.layout.socket)
             .args(["--namespace", K8S_NAMESPACE, "images", "import"])
-            .arg(&tar)
+            .arg(path)
             .output()
             .expect("cannot run ctr");
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "ctr images import failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
+            "ctr images import {} failed: {stdout}{}",
+            path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        let _ = fs::remove_file(&tar);
-        for image in [BUSYBOX_IMAGE, PAUSE_IMAGE] {
-            let status = self
-                .image_call(|mut c| async move {
-                    c.image_status(cri::ImageStatusRequest {
-                        image: Some(cri::ImageSpec {
-                            image: image.to_string(),
-                            ..Default::default()
-                        }),
-                        verbose: false,
-                    })
-                    .await
+        // "unpacking docker.io/library/moat-nginx:latest (sha256:…)...done"
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("unpacking "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Panics unless the CRI image service knows `image` (what kubelet
+    /// asks before it would pull).
+    pub fn assert_image_known(&self, image: &str) {
+        let spec = cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        let status = self
+            .image_call(|mut c| async move {
+                c.image_status(cri::ImageStatusRequest {
+                    image: Some(spec),
+                    verbose: false,
                 })
-                .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"));
-            assert!(status.image.is_some(), "CRI does not see image {image}");
-        }
+                .await
+            })
+            .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"));
+        assert!(status.image.is_some(), "CRI does not see image {image}");
     }
 
     /// The sandbox config kubelet would send for a pod `name` (network
@@ -493,7 +615,16 @@ impl Containerd {
     /// RunPodSandbox of pod `name` with `handler` (what kubelet does for
     /// `runtimeClassName: <class with handler>`).
     pub fn run_pod(&self, name: &str, handler: &str) -> Result<Pod<'_>, tonic::Status> {
-        let config = self.pod_config(name);
+        self.run_pod_config(self.pod_config(name), handler)
+    }
+
+    /// RunPodSandbox of `config` (from [`Containerd::pod_config`], changed
+    /// as a pod spec would change it) with `handler`.
+    pub fn run_pod_config(
+        &self,
+        config: cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<Pod<'_>, tonic::Status> {
         let req = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.to_string(),
@@ -617,6 +748,14 @@ impl Containerd {
     }
 
     fn cleanup(&mut self) {
+        // 0. A failed test's containerd log outlives the directory: the
+        // last lines in the panic message are often not enough.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("{}.containerd.log", self.layout.bridge));
+            if fs::copy(&self.layout.log, &keep).is_ok() {
+                eprintln!("containerd's log of the failed test: {}", keep.display());
+            }
+        }
         // 1. Pods, through containerd (this also deletes the moat containers).
         if self.daemon.borrow().runtime.is_some() {
             for id in self.pod_ids() {
@@ -714,6 +853,16 @@ impl Containerd {
         }
         left
     }
+
+    /// [`Containerd::shutdown`], panicking with whatever is left.
+    pub fn shutdown_clean(self) {
+        let left = self.shutdown();
+        assert!(
+            left.is_empty(),
+            "the containerd test left:\n  {}",
+            left.join("\n  ")
+        );
+    }
 }
 
 impl Drop for Containerd {
@@ -767,6 +916,103 @@ pub struct ExecOut {
     pub exit_code: i32,
 }
 
+/// One container of a pod spec, turned into the CRI ContainerConfig the
+/// way kubelet does it: the image, `command` (replaces the image's
+/// ENTRYPOINT) and `args` (its CMD), env, volume mounts, `runAsUser`,
+/// annotations. Its log goes to `<pod log_directory>/<name>.log`.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub config: cri::ContainerConfig,
+}
+
+impl ContainerSpec {
+    /// Container `name` from `image`, with the image's own ENTRYPOINT, CMD
+    /// and USER.
+    pub fn new(name: &str, image: &str) -> ContainerSpec {
+        ContainerSpec {
+            config: cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.to_string(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                log_path: format!("{name}.log"),
+                linux: Some(cri::LinuxContainerConfig {
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(namespace_options()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The pod spec's `command:`.
+    pub fn command(mut self, argv: &[&str]) -> Self {
+        self.config.command = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The pod spec's `args:`.
+    pub fn args(mut self, argv: &[&str]) -> Self {
+        self.config.args = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// One `env:` entry.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.config.envs.push(cri::KeyValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// A read-write volume: `host_path` (an emptyDir's or hostPath's
+    /// directory on the node) at `container_path`, as kubelet sends it.
+    pub fn mount(mut self, host_path: &Path, container_path: &str) -> Self {
+        self.config.mounts.push(cri::Mount {
+            container_path: container_path.to_string(),
+            host_path: host_path.display().to_string(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// `securityContext.runAsUser`.
+    pub fn run_as_user(mut self, uid: i64) -> Self {
+        if let Some(sc) = self
+            .config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+        {
+            sc.run_as_user = Some(cri::Int64Value { value: uid });
+        }
+        self
+    }
+
+    /// One container annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.config
+            .annotations
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// `sh -c` of a loop that sleeps until TERM: a container that idles.
+pub const SLEEPER: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do sleep 600 & wait $!; done",
+];
+
 impl<'a> Pod<'a> {
     /// CreateContainer + StartContainer of `args` from the busybox image.
     pub fn start_container(&self, name: &str, args: &[&str]) -> Result<String, tonic::Status> {
@@ -781,11 +1027,7 @@ impl<'a> Pod<'a> {
         annotations: &[(&str, &str)],
     ) -> Result<String, tonic::Status> {
         let id = self.create_container(name, args, annotations)?;
-        let start = cri::StartContainerRequest {
-            container_id: id.clone(),
-        };
-        self.cd
-            .cri(|mut c| async move { c.start_container(start).await })?;
+        self.start_created(&id)?;
         Ok(id)
     }
 
@@ -796,38 +1038,113 @@ impl<'a> Pod<'a> {
         args: &[&str],
         annotations: &[(&str, &str)],
     ) -> Result<String, tonic::Status> {
+        let spec = annotations.iter().fold(
+            ContainerSpec::new(name, BUSYBOX_IMAGE).command(args),
+            |spec, (k, v)| spec.annotation(k, v),
+        );
+        self.create(&spec)
+    }
+
+    /// CreateContainer of `spec` in this pod (not started).
+    pub fn create(&self, spec: &ContainerSpec) -> Result<String, tonic::Status> {
         let req = cri::CreateContainerRequest {
             pod_sandbox_id: self.id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: name.to_string(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: BUSYBOX_IMAGE.to_string(),
-                    ..Default::default()
-                }),
-                command: args.iter().map(|s| s.to_string()).collect(),
-                log_path: format!("{name}.log"),
-                annotations: annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                linux: Some(cri::LinuxContainerConfig {
-                    security_context: Some(cri::LinuxContainerSecurityContext {
-                        namespace_options: Some(namespace_options()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            config: Some(spec.config.clone()),
             sandbox_config: Some(self.config.clone()),
         };
         Ok(self
             .cd
             .cri(|mut c| async move { c.create_container(req).await })?
             .container_id)
+    }
+
+    /// CreateContainer + StartContainer of `spec`; returns its id.
+    pub fn start(&self, spec: &ContainerSpec) -> Result<String, tonic::Status> {
+        let id = self.create(spec)?;
+        self.start_created(&id)?;
+        Ok(id)
+    }
+
+    /// StartContainer of a created container.
+    pub fn start_created(&self, id: &str) -> Result<(), tonic::Status> {
+        let start = cri::StartContainerRequest {
+            container_id: id.to_string(),
+        };
+        self.cd
+            .cri(|mut c| async move { c.start_container(start).await })
+            .map(|_| ())
+    }
+
+    /// StopContainer: SIGTERM (the image's stop signal), SIGKILL after
+    /// `grace_secs`, as kubelet stops a container of a deleted pod.
+    pub fn stop_container(&self, id: &str, grace_secs: i64) -> Result<(), tonic::Status> {
+        let stop = cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: grace_secs,
+        };
+        self.cd
+            .cri(|mut c| async move { c.stop_container(stop).await })
+            .map(|_| ())
+    }
+
+    /// [`Pod::stop_container`] + RemoveContainer.
+    pub fn remove_container(&self, id: &str, grace_secs: i64) -> Result<(), tonic::Status> {
+        self.stop_container(id, grace_secs)?;
+        let remove = cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        };
+        self.cd
+            .cri(|mut c| async move { c.remove_container(remove).await })
+            .map(|_| ())
+    }
+
+    /// The container's CRI state (`cri::ContainerState` as i32; -1 when
+    /// ContainerStatus fails).
+    pub fn container_state(&self, id: &str) -> i32 {
+        self.container_status(id)
+            .ok()
+            .and_then(|s| s.status)
+            .map(|s| s.state)
+            .unwrap_or(-1)
+    }
+
+    /// Waits up to `timeout` for container `id` to exit (an init
+    /// container, say); its exit code, or Err with what was last seen.
+    pub fn wait_exited(&self, id: &str, timeout: Duration) -> Result<i32, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .container_status(id)
+                .map_err(|e| format!("ContainerStatus {id}: {e}"))?
+                .status
+                .ok_or_else(|| format!("ContainerStatus {id}: no status"))?;
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                return Ok(status.exit_code);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "container {id} still in state {} after {timeout:?}",
+                    status.state
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The log file of the container named `name` (see [`ContainerSpec`]):
+    /// CRI's format, one `<time> <stream> <F|P> <text>` line per line.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        Path::new(&self.config.log_directory).join(format!("{name}.log"))
+    }
+
+    /// The pod's IP on the test's bridge ("" when it has none).
+    pub fn ip(&self) -> String {
+        self.status()
+            .ok()
+            .and_then(|s| s.status)
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default()
     }
 
     /// ExecSync of `cmd` in container `id`.
@@ -845,17 +1162,23 @@ impl<'a> Pod<'a> {
         })
     }
 
-    /// `sh -c script` in container `id`; panics unless it exits 0.
-    pub fn sh(&self, id: &str, script: &str) -> String {
+    /// ExecSync of `cmd` in container `id`; its stdout. Panics unless it
+    /// exits 0.
+    pub fn exec_ok(&self, id: &str, cmd: &[&str]) -> String {
         let out = self
-            .exec(id, &["sh", "-c", script])
-            .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e}"));
+            .exec(id, cmd)
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"));
         assert_eq!(
             out.exit_code, 0,
-            "ExecSync {script:?} exited {}: stdout {:?} stderr {:?}",
+            "ExecSync {cmd:?} exited {}: stdout {:?} stderr {:?}",
             out.exit_code, out.stdout, out.stderr
         );
         out.stdout
+    }
+
+    /// `sh -c script` in container `id`; panics unless it exits 0.
+    pub fn sh(&self, id: &str, script: &str) -> String {
+        self.exec_ok(id, &["sh", "-c", script])
     }
 
     /// ContainerStatus (verbose) of `id`.
@@ -916,4 +1239,186 @@ impl Drop for Pod<'_> {
             eprintln!("pod guard: cannot remove pod {}: {e}", self.id);
         }
     }
+}
+
+/// A TCP listener the test opens on the bridge's host address (which
+/// exists only because the test made the bridge): where the egress checks
+/// aim. Nothing accepts on it unless a test asks, so a connection that
+/// got through waits in its queue and [`GatewayListener::assert_untouched`]
+/// finds it.
+pub struct GatewayListener {
+    listener: std::net::TcpListener,
+    pub host: String,
+    pub port: u16,
+}
+
+impl GatewayListener {
+    pub fn bind(layout: &Layout) -> GatewayListener {
+        let host = layout.gateway();
+        let listener = std::net::TcpListener::bind(format!("{host}:0"))
+            .unwrap_or_else(|e| panic!("cannot listen on the bridge address {host}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("local_addr").port();
+        GatewayListener {
+            listener,
+            host,
+            port,
+        }
+    }
+
+    /// Panics if a connection reached the listener.
+    #[track_caller]
+    pub fn assert_untouched(&self, what: &str) {
+        match self.listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("{what}: the listener got a connection from {peer}"),
+            Err(e) => panic!("{what}: accept: {e}"),
+        }
+    }
+
+    /// Accepts (and closes) one connection within `timeout`, in a thread,
+    /// so the caller can make the connection meanwhile.
+    pub fn accept_in_background(
+        &self,
+        timeout: Duration,
+    ) -> std::thread::JoinHandle<Result<std::net::SocketAddr, String>> {
+        let listener = self.listener.try_clone();
+        std::thread::spawn(move || {
+            let listener = listener.map_err(|e| format!("clone listener: {e}"))?;
+            let deadline = Instant::now() + timeout;
+            loop {
+                match listener.accept() {
+                    // Dropping the stream closes it, so the client ends.
+                    Ok((_stream, peer)) => return Ok(peer),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline {
+                            return Err(format!("no connection within {timeout:?}"));
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(format!("accept: {e}")),
+                }
+            }
+        })
+    }
+}
+
+impl Containerd {
+    /// The control for the egress checks: a pod with handler `runc` on
+    /// the same bridge connects to `listener` (busybox `nc`), so a refusal
+    /// under moat is moat's doing and not the network's.
+    pub fn assert_runc_pod_reaches(&self, listener: &GatewayListener) {
+        let t0 = Instant::now();
+        let control = self.run_pod("control", "runc").expect("runc control pod");
+        let sandbox_ms = t0.elapsed().as_millis();
+        let t1 = Instant::now();
+        let c = control
+            .start_container("probe", SLEEPER)
+            .expect("runc control container");
+        eprintln!(
+            "runc (control): RunPodSandbox {sandbox_ms} ms, CreateContainer+StartContainer {} ms",
+            t1.elapsed().as_millis()
+        );
+        let acceptor = listener.accept_in_background(Duration::from_secs(20));
+        let port = listener.port.to_string();
+        let nc = control
+            .exec(&c, &["nc", "-w", "3", &listener.host, &port])
+            .expect("ExecSync nc (runc)");
+        let peer = acceptor
+            .join()
+            .expect("acceptor thread")
+            .unwrap_or_else(|e| panic!("the runc control pod did not connect: {e}; nc: {nc:?}"));
+        assert!(
+            peer.ip()
+                .to_string()
+                .starts_with(&format!("{}.", self.layout.subnet_prefix)),
+            "control connection from {peer}; nc: {nc:?}"
+        );
+        control.remove().expect("remove the runc control pod");
+    }
+}
+
+/// uid_map / gid_map lines as (inside, outside, count).
+pub fn id_map(text: &str) -> Vec<(u64, u64, u64)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| {
+                    x.parse()
+                        .unwrap_or_else(|_| panic!("bad uid_map line {l:?}"))
+                })
+                .collect();
+            assert_eq!(f.len(), 3, "bad uid_map line {l:?}");
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+/// The hardening moat promises, seen from inside container `id` of `pod`
+/// (its init, pid 1, and an ExecSync'd process; whatever user the image
+/// runs as): capabilities within moat's allowlist, seccomp mode 2,
+/// no_new_privs, a user namespace whose map never reaches host uid 0, an
+/// init that is not host root, and a root filesystem that refuses writes
+/// with EROFS. Needs `sh`, `cat` and `touch` in the image.
+#[track_caller]
+pub fn assert_container_sandboxed(pod: &Pod, id: &str) {
+    for who in ["1", "self"] {
+        let status = pod.sh(id, &format!("cat /proc/{who}/status"));
+        let what = format!("container {id} process {who}");
+        for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+            let caps = crate::cap_field(&status, set);
+            assert_eq!(
+                caps & !crate::ALLOWED_CAPS_MASK,
+                0,
+                "{what}: {set} {caps:#x} has capabilities beyond moat's allowlist {:#x}",
+                crate::ALLOWED_CAPS_MASK
+            );
+        }
+        assert_eq!(
+            crate::status_field(&status, "Seccomp"),
+            Some("2"),
+            "{what}:\n{status}"
+        );
+        assert_eq!(
+            crate::status_field(&status, "NoNewPrivs"),
+            Some("1"),
+            "{what}"
+        );
+    }
+    // A user namespace whose map never reaches host uid 0.
+    let map = id_map(&pod.sh(id, "cat /proc/self/uid_map"));
+    assert!(!map.is_empty(), "container {id}: empty uid_map");
+    for (inside, outside, count) in &map {
+        assert!(
+            *outside > 0 && *count > 0 && !(*outside..outside + count).contains(&0),
+            "container {id}: uid_map maps host root: {inside} {outside} {count}"
+        );
+    }
+    // Seen from the host, the container's init is an unprivileged uid.
+    let pid = pod.container_pid(id);
+    assert!(pid > 0, "no pid for container {id}");
+    let host_status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("container {id} init (host pid {pid}): {e}"));
+    let uids = crate::status_field(&host_status, "Uid").unwrap_or_default();
+    assert!(
+        !uids.is_empty() && uids.split_whitespace().all(|u| u != "0"),
+        "container {id} init (host pid {pid}) runs as host uid {uids:?}"
+    );
+    // Read-only root: EROFS is checked before permissions, so this holds
+    // for a non-root image user too.
+    let ro = pod
+        .exec(id, &["touch", "/moat-cri-probe"])
+        .expect("ExecSync touch");
+    assert_ne!(
+        ro.exit_code, 0,
+        "container {id}: the root file system is writable"
+    );
+    assert!(
+        ro.stderr.contains("Read-only file system"),
+        "container {id}: touch /: {:?}",
+        ro.stderr
+    );
 }

@@ -8,95 +8,32 @@
 //! The test body [`pod_is_hardened`] takes the handler, so a second
 //! handler (moat's own shim) can be checked by the same assertions.
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use moat_integration::containerd::{cri, runc_shim_handler, Containerd, Pod};
-use moat_integration::{cap_field, moat_bin, status_field, LeakCheck, ALLOWED_CAPS_MASK};
-
-/// The handler under test and where its moat keeps container state.
-struct Handler {
-    name: &'static str,
-    /// moat's `--root` for the pods (the shim appends the namespace).
-    state_root: PathBuf,
-}
+use moat_integration::containerd::{
+    assert_container_sandboxed, cri, Containerd, GatewayListener, Handler, Pod, SLEEPER,
+};
+use moat_integration::{cap_field, status_field, LeakCheck, ALLOWED_CAPS_MASK};
 
 /// CAP_KILL (capability 5) alone.
 const CAP_KILL_MASK: u64 = 1 << 5;
 
-/// A container that sleeps until told to stop.
-const SLEEPER: &[&str] = &[
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; while :; do sleep 600 & wait $!; done",
-];
-
-fn moat_handler_root(dir: &Path) -> PathBuf {
-    dir.join("moat-root")
-}
-
-/// A private containerd with handler `moat` (runc shim) and the images.
-fn moat_containerd() -> (Containerd, Handler) {
-    let cd = Containerd::start(|layout| {
-        vec![runc_shim_handler(
-            "moat",
-            &moat_bin(),
-            &moat_handler_root(&layout.dir),
-        )]
-    });
-    cd.import_test_images();
-    let handler = Handler {
-        name: "moat",
-        state_root: moat_handler_root(&cd.layout.dir).join("k8s.io"),
-    };
-    (cd, handler)
-}
-
-fn assert_all_gone(cd: Containerd) {
-    let left = cd.shutdown();
-    assert!(
-        left.is_empty(),
-        "the CRI test left:\n  {}",
-        left.join("\n  ")
-    );
-}
-
 #[test]
 fn cri_pod_with_runtime_class_moat_is_hardened() {
-    let (cd, handler) = moat_containerd();
+    let (cd, handler) = Containerd::with_moat_handler();
     pod_is_hardened(&cd, &handler);
-    assert_all_gone(cd);
+    cd.shutdown_clean();
 }
 
 /// The same pod through moat's native shim: handler `moat-shim`,
-/// `runtime_type = "io.containerd.moat.v2"`. containerd finds
-/// `containerd-shim-moat-v2` first on its PATH (target/release), and the
-/// shim runs the `moat` beside it with its default state root.
+/// `runtime_type = "io.containerd.moat.v2"` (see
+/// `Containerd::with_moat_shim_handler`).
 #[test]
 fn cri_pod_through_the_native_shim_is_hardened() {
-    let release = moat_integration::workspace_dir().join("target/release");
-    assert!(
-        release.join("containerd-shim-moat-v2").is_file(),
-        "containerd-shim-moat-v2 missing: run `cargo build --release` first"
-    );
-    let cd = Containerd::start_with_path(&[release], |_| {
-        vec![moat::install::ContainerdRuntime {
-            handler: "moat-shim".to_string(),
-            runtime_type: "io.containerd.moat.v2".to_string(),
-            options: Vec::new(),
-            annotations: vec!["moat.dev/*".to_string()],
-        }]
-    });
-    cd.import_test_images();
-    let handler = Handler {
-        name: "moat-shim",
-        // The shim's default Root plus the CRI namespace.
-        state_root: PathBuf::from("/run/containerd/moat/k8s.io"),
-    };
+    let (cd, handler) = Containerd::with_moat_shim_handler();
     pod_is_hardened(&cd, &handler);
-    assert_all_gone(cd);
+    cd.shutdown_clean();
 }
 
 /// Polls `f` every 100 ms until it is true; panics with `what` after
@@ -107,14 +44,6 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn container_state(pod: &Pod, id: &str) -> i32 {
-    pod.container_status(id)
-        .ok()
-        .and_then(|s| s.status)
-        .map(|s| s.state)
-        .unwrap_or(-1)
 }
 
 fn alive(pid: i32) -> bool {
@@ -132,7 +61,7 @@ fn alive(pid: i32) -> bool {
 /// of moat's is left; the pod can then be removed as usual.
 #[test]
 fn cri_killed_shim_is_reported_and_cleaned_up() {
-    let (cd, handler) = moat_containerd();
+    let (cd, handler) = Containerd::with_moat_handler();
     {
         let pod = cd
             .run_pod("shim-killed", handler.name)
@@ -153,7 +82,7 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
         )
         .unwrap();
         wait_for(Duration::from_secs(30), "container reported exited", || {
-            container_state(&pod, &ctr) == cri::ContainerState::ContainerExited as i32
+            pod.container_state(&ctr) == cri::ContainerState::ContainerExited as i32
         });
         wait_for(
             Duration::from_secs(30),
@@ -188,7 +117,7 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
         "cgroups left: {:?}",
         cd.cgroups_left()
     );
-    assert_all_gone(cd);
+    cd.shutdown_clean();
 }
 
 /// containerd restarted while a moat pod runs: the container survives
@@ -196,7 +125,7 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
 /// ExecSync works again, and the pod is removed cleanly afterwards.
 #[test]
 fn cri_container_survives_a_containerd_restart() {
-    let (cd, handler) = moat_containerd();
+    let (cd, handler) = Containerd::with_moat_handler();
     {
         let pod = cd.run_pod("restart", handler.name).expect("RunPodSandbox");
         let ctr = pod.start_container("survivor", SLEEPER).expect("container");
@@ -211,7 +140,7 @@ fn cri_container_survives_a_containerd_restart() {
         assert_ne!(cd.pid(), old_daemon);
         assert!(alive(ctr_pid), "the container died with containerd");
         assert_eq!(
-            container_state(&pod, &ctr),
+            pod.container_state(&ctr),
             cri::ContainerState::ContainerRunning as i32
         );
         assert_eq!(pod.container_pid(&ctr), ctr_pid);
@@ -229,87 +158,18 @@ fn cri_container_survives_a_containerd_restart() {
         "cgroups left: {:?}",
         cd.cgroups_left()
     );
-    assert_all_gone(cd);
+    cd.shutdown_clean();
 }
 
-/// uid_map lines (inside, outside, count).
-fn id_map(text: &str) -> Vec<(u64, u64, u64)> {
-    text.lines()
-        .map(|l| {
-            let f: Vec<u64> = l
-                .split_whitespace()
-                .map(|x| {
-                    x.parse()
-                        .unwrap_or_else(|_| panic!("bad uid_map line {l:?}"))
-                })
-                .collect();
-            assert_eq!(f.len(), 3, "bad uid_map line {l:?}");
-            (f[0], f[1], f[2])
-        })
-        .collect()
-}
-
-/// The hardening moat promises, seen from inside one container of the pod
-/// (its init process and an ExecSync'd process).
+/// moat's hardening seen from inside one container of the pod (see
+/// `assert_container_sandboxed`), which runs as the busybox image's root;
+/// returns the container's network namespace.
 fn assert_container_hardened(pod: &Pod, id: &str) -> String {
-    for who in ["1", "self"] {
-        let status = pod.sh(id, &format!("cat /proc/{who}/status"));
-        let what = format!("container {id} process {who}");
-        for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
-            let caps = cap_field(&status, set);
-            assert_eq!(
-                caps & !ALLOWED_CAPS_MASK,
-                0,
-                "{what}: {set} {caps:#x} has capabilities beyond moat's allowlist {ALLOWED_CAPS_MASK:#x}"
-            );
-        }
-        assert_eq!(
-            status_field(&status, "Seccomp"),
-            Some("2"),
-            "{what}:\n{status}"
-        );
-        assert_eq!(status_field(&status, "NoNewPrivs"), Some("1"), "{what}");
-    }
-    // A user namespace whose map never reaches host uid 0.
-    let map = id_map(&pod.sh(id, "cat /proc/self/uid_map"));
-    assert!(!map.is_empty());
-    for (inside, outside, count) in &map {
-        assert!(
-            *outside > 0 && *count > 0 && !(*outside..outside + count).contains(&0),
-            "container {id}: uid_map maps host root: {inside} {outside} {count}"
-        );
-        assert!(
-            !(*inside == 0 && *outside == 0),
-            "container root is host root"
-        );
-    }
-    // Seen from the host, container root is an unprivileged uid.
-    let pid = pod.container_pid(id);
-    assert!(pid > 0, "no pid for container {id}");
-    let host_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uids: Vec<u64> = status_field(&host_status, "Uid")
-        .unwrap()
-        .split_whitespace()
-        .map(|u| u.parse().unwrap())
-        .collect();
-    assert!(
-        uids.iter().all(|u| *u != 0),
-        "container {id} init (host pid {pid}) runs as host uid {uids:?}"
-    );
+    assert_container_sandboxed(pod, id);
     assert_eq!(
         pod.sh(id, "id -u").trim(),
         "0",
         "the image's user is root inside"
-    );
-    // Read-only root.
-    let ro = pod
-        .exec(id, &["touch", "/moat-cri-probe"])
-        .expect("ExecSync touch");
-    assert_ne!(ro.exit_code, 0, "the root file system is writable");
-    assert!(
-        ro.stderr.contains("Read-only file system"),
-        "touch /: {:?}",
-        ro.stderr
     );
     pod.sh(id, "readlink /proc/self/ns/net").trim().to_string()
 }
@@ -449,55 +309,22 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
         moat::netns::has_table(&pod_netns),
         "no moat egress table in the pod's network namespace"
     );
-    let gateway = cd.layout.gateway();
-    let listener = TcpListener::bind(format!("{gateway}:0")).expect("listen on the bridge");
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let before = blocked_count(&handler.state_root, &first);
+    let listener = GatewayListener::bind(&cd.layout);
+    let (gateway, port) = (&listener.host, listener.port.to_string());
+    let before = handler.blocked_count(&first);
     let nc = pod
-        .exec(&first, &["nc", "-w", "3", &gateway, &port.to_string()])
+        .exec(&first, &["nc", "-w", "3", gateway, &port])
         .expect("ExecSync nc");
     assert_ne!(nc.exit_code, 0, "connect to {gateway}:{port} succeeded");
-    match listener.accept() {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-        Ok((_, peer)) => panic!("the listener got a connection from {peer}"),
-        Err(e) => panic!("accept: {e}"),
-    }
-    let after = blocked_count(&handler.state_root, &first);
+    listener.assert_untouched("the moat pod's connection");
+    let after = handler.blocked_count(&first);
     assert!(
         after > before,
         "moat did not count the blocked connection ({before} -> {after}); nc: {nc:?}"
     );
     // Control: the same connect from a runc pod on the same bridge works,
-    // so it was moat that refused it. The listener accepts (and closes, so
-    // nc ends) in a thread while ExecSync waits.
-    {
-        let t0 = Instant::now();
-        let control = cd.run_pod("control", "runc").expect("runc control pod");
-        let sandbox_ms = t0.elapsed().as_millis();
-        let t1 = Instant::now();
-        let c = control
-            .start_container("probe", SLEEPER)
-            .expect("runc container");
-        eprintln!(
-            "runc (control): RunPodSandbox {sandbox_ms} ms, CreateContainer+StartContainer {} ms",
-            t1.elapsed().as_millis()
-        );
-        let accepting = listener.try_clone().unwrap();
-        let acceptor =
-            std::thread::spawn(move || accept_within(&accepting, Duration::from_secs(20)));
-        let ok = control
-            .exec(&c, &["nc", "-w", "3", &gateway, &port.to_string()])
-            .expect("ExecSync nc (runc)");
-        let peer = acceptor
-            .join()
-            .expect("no connection from the runc control pod");
-        assert!(
-            peer.ip().to_string().starts_with(&cd.layout.subnet_prefix),
-            "control connection from {peer}; nc: {ok:?}"
-        );
-        control.remove().expect("remove control pod");
-    }
+    // so it was moat that refused it.
+    cd.assert_runc_pod_reaches(&listener);
 
     // Stop: the containers exit, containerd reports it; remove: nothing
     // of moat's is left.
@@ -523,43 +350,4 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
         "shims left: {:?}",
         cd.shim_pids()
     );
-}
-
-/// moat's blocked-connection counter of container `id`.
-fn blocked_count(state_root: &Path, id: &str) -> u64 {
-    let out = std::process::Command::new(moat_bin())
-        .arg("--root")
-        .arg(state_root)
-        .args(["egress", "--format", "json", id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "moat egress {id}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["blockedPackets"].as_u64().unwrap()
-}
-
-/// Accepts one connection (and closes it) within `timeout`.
-fn accept_within(listener: &TcpListener, timeout: Duration) -> SocketAddr {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                drop(stream);
-                return peer;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no connection from the control pod"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
 }

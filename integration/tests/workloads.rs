@@ -8,7 +8,8 @@
 //!
 //! One test runs the Python program through containerd (`ctr run`, moat as
 //! the runc shim's binary) from the images' copies in containerd namespace
-//! `moat-images`.
+//! `moat-images`. nginx, Redis and PostgreSQL as Kubernetes pods, through
+//! containerd's CRI, are in `workloads_cri.rs`.
 //!
 //! Run with (images built once, then cached):
 //!
@@ -30,8 +31,8 @@
 //! Without docker the tests are skipped, unless `CI` is set.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -544,22 +545,7 @@ fn free_port() -> u16 {
 
 /// HTTP/1.0 GET / on 127.0.0.1:port: (status line, body).
 fn http_get_localhost(port: u16) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
-    Ok((
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    ))
+    moat_integration::http_get(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 // ---------------------------------------------------------------------------
