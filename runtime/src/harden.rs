@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxIdMapping,
-    LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, Mount,
-    Process, Spec,
+    Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    LinuxResources, Mount, Process, Spec,
 };
 
 use crate::policy::{capability_name, parse_capability, Policy};
@@ -188,6 +188,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
     add_user_namespace(&mut out, &policy, facts, &mut report);
+    let_bind_service_open_low_ports(&mut out, facts, &mut report);
     enforce_seccomp(&mut out, &mut report);
     make_root_readonly(&mut out, &mut report);
     harden_mounts(&mut out, &policy, &mut report);
@@ -731,6 +732,62 @@ fn add_user_namespace(spec: &mut Spec, policy: &Policy, facts: &HostFacts, repor
             }
         }
     }
+    spec.set_linux(Some(linux));
+}
+
+/// The sysctl that makes ports below it privileged, per network namespace.
+pub const UNPRIVILEGED_PORT_START: &str = "net.ipv4.ip_unprivileged_port_start";
+
+/// The annotation containerd's CRI plugin puts on a pod's sandbox
+/// container (the first in the pod's network namespace).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// CAP_NET_BIND_SERVICE, which moat's allowlist keeps, acts only in the
+/// user namespace that owns the network namespace; the container's network
+/// namespace belongs to the host's (moat makes it, or CNI does, before the
+/// container's user namespace exists), so container root could not bind
+/// port 80. When the container keeps the capability and sets nothing
+/// itself, moat makes every port unprivileged in the network namespace the
+/// container is the first in, as docker does for its containers: one moat
+/// creates (no path), or a pod's (its sandbox container). Containers that
+/// join a namespace later (a pod's other containers, docker's
+/// `--network container:X`) leave it as its first container set it, so a
+/// pod's own sysctl is never overwritten; the host's namespace is never
+/// touched. A container that dropped the capability is left as it asked.
+fn let_bind_service_open_low_ports(spec: &mut Spec, facts: &HostFacts, report: &mut Report) {
+    let keeps_capability = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&Capability::NetBindService));
+    let is_pod_sandbox = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CRI_CONTAINER_TYPE))
+        .is_some_and(|t| t == "sandbox");
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let first_in_netns = linux
+        .namespaces()
+        .as_ref()
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .is_some_and(|n| n.path().is_none() || is_pod_sandbox)
+        && !facts
+            .host_namespace_paths
+            .contains(&LinuxNamespaceType::Network);
+    let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+    if !keeps_capability || !first_in_netns || sysctl.contains_key(UNPRIVILEGED_PORT_START) {
+        return;
+    }
+    sysctl.insert(UNPRIVILEGED_PORT_START.into(), "0".into());
+    report.change(
+        Rule::UserNamespace,
+        format!("linux.sysctl[{UNPRIVILEGED_PORT_START}]"),
+        "(unset)",
+        "0",
+        "CAP_NET_BIND_SERVICE cannot act in a network namespace the host's user namespace owns; every port of the container's own namespace is unprivileged instead (as docker sets it)",
+    );
+    linux.set_sysctl(Some(sysctl));
     spec.set_linux(Some(linux));
 }
 

@@ -2757,3 +2757,97 @@ fn cwd_under_proc_is_refused() {
     let s: Spec = serde_json::from_value(v).unwrap();
     assert!(harden(&s, &Policy::default(), &HostFacts::default()).is_ok());
 }
+
+fn sysctl_of(s: &Spec, key: &str) -> Option<String> {
+    s.linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .and_then(|m| m.get(key).cloned())
+}
+
+const PORT_START: &str = crate::harden::UNPRIVILEGED_PORT_START;
+
+#[test]
+fn bind_service_opens_low_ports_in_the_containers_own_netns() {
+    // runc's spec keeps CAP_NET_BIND_SERVICE and has a network namespace.
+    let h = ok(&runc_spec());
+    assert_eq!(sysctl_of(&h.spec, PORT_START).as_deref(), Some("0"));
+    let field = format!("linux.sysctl[{PORT_START}]");
+    assert_eq!(line(&h.report, Rule::UserNamespace, &field).after, "0");
+}
+
+#[test]
+fn low_ports_keep_what_the_workload_set() {
+    let s = runc_with(|v| {
+        v["linux"]["sysctl"] = json!({ PORT_START: "1024" });
+    });
+    let h = ok(&s);
+    assert_eq!(sysctl_of(&h.spec, PORT_START).as_deref(), Some("1024"));
+    let field = format!("linux.sysctl[{PORT_START}]");
+    assert!(!has_line(&h.report, Rule::UserNamespace, &field));
+}
+
+#[test]
+fn low_ports_stay_privileged_without_bind_service() {
+    let s = runc_with(|v| {
+        v["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+    });
+    assert_eq!(sysctl_of(&ok(&s).spec, PORT_START), None);
+    // Narrowed away by an annotation, too.
+    let s = annotated(runc_json(), &[("moat.dev/capabilities.allow", "CAP_KILL")]);
+    assert_eq!(sysctl_of(&ok(&s).spec, PORT_START), None);
+}
+
+#[test]
+fn low_ports_untouched_in_the_hosts_netns() {
+    // The operator lets this container share the host's network namespace:
+    // moat must not change a host sysctl.
+    let mut p = Policy::default();
+    p.refusals.allow_host_namespaces = vec!["network".into()];
+    let s = runc_with(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    let h = ok_with(&s, &p, &facts());
+    assert_eq!(sysctl_of(&h.spec, PORT_START), None);
+    // A path that is the host's namespace (facts say so).
+    let s = runc_with(|v| {
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!("/proc/1/ns/net");
+            }
+        }
+    });
+    let f = HostFacts {
+        host_namespace_paths: vec![LinuxNamespaceType::Network],
+        ..facts()
+    };
+    let h = ok_with(&s, &p, &f);
+    assert_eq!(sysctl_of(&h.spec, PORT_START), None);
+}
+
+#[test]
+fn low_ports_are_decided_by_the_first_container_of_a_netns() {
+    let joining = |annotations: &[(&str, &str)]| {
+        let mut v = runc_json();
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!("/var/run/netns/cni-1234");
+            }
+        }
+        annotated(v, annotations)
+    };
+    // A pod's sandbox is the first in the pod's (CNI-made) namespace.
+    let sandbox = joining(&[("io.kubernetes.cri.container-type", "sandbox")]);
+    assert_eq!(
+        sysctl_of(&ok(&sandbox).spec, PORT_START).as_deref(),
+        Some("0")
+    );
+    // The pod's other containers, and any other joiner, leave it as the
+    // first one set it (a pod's own sysctl is not overwritten).
+    let app = joining(&[("io.kubernetes.cri.container-type", "container")]);
+    assert_eq!(sysctl_of(&ok(&app).spec, PORT_START), None);
+    assert_eq!(sysctl_of(&ok(&joining(&[])).spec, PORT_START), None);
+}

@@ -61,6 +61,7 @@ impl containerd_shim::Shim for MoatShim {
         let grouping = sandbox_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
         let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
         write_address(&address)?;
+        quiet_signals_before_start_returns();
         Ok(address)
     }
 
@@ -130,6 +131,25 @@ fn socket_path(address: &str) -> &str {
 
 pub fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+/// containerd-shim's bootstrap closes its signal self-pipe when `start`
+/// returns, while signal-hook's handlers stay installed. A SIGCHLD arriving
+/// then (from the server child, which exits at once when the pod's shim
+/// already serves the socket) makes the handler write to the closed pipe:
+/// EPIPE raises SIGPIPE, whose handler writes again, and `start` spins at
+/// 100% CPU until containerd kills it and fails the container's start (a
+/// few percent of a pod's second and later containers). `start` has
+/// nothing left to do with either signal, so block both; the process exits
+/// right after and pending signals die with it.
+fn quiet_signals_before_start_returns() {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGPIPE);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        containerd_shim::warn!("cannot block SIGCHLD/SIGPIPE in start: {e}");
+    }
 }
 
 fn main() {
