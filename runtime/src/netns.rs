@@ -90,9 +90,20 @@ pub fn create_with_rules(
     }
     File::create(path).map_err(sys(format!("create {}", path.display())))?;
     let (batch, acks) = crate::nft::batch(fingerprint, rules);
-    let home = File::open("/proc/thread-self/ns/net").map_err(sys("open own netns"))?;
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(|e| sys("unshare a network namespace")(e.into()))?;
+    let entered = File::open("/proc/thread-self/ns/net")
+        .map_err(sys("open own netns"))
+        .and_then(|home| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| sys("unshare a network namespace")(e.into()))?;
+            Ok(home)
+        });
+    let home = match entered {
+        Ok(home) => home,
+        Err(e) => {
+            remove(path);
+            return Err(e);
+        }
+    };
     let result = loopback_up()
         .map_err(sys("bring up lo"))
         .and_then(|()| {
