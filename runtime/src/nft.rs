@@ -419,6 +419,24 @@ pub fn apply_in_current_netns(batch: &[u8], acks: u32) -> io::Result<()> {
     }
     // SAFETY: socket returned a new descriptor we now own.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A create must fail, not hang, if the kernel never answers.
+    let timeout = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid descriptor and a correctly sized timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: a valid buffer and length; the kernel is the destination
     // (a zeroed sockaddr_nl).
     let sent = unsafe {
@@ -446,6 +464,11 @@ pub fn apply_in_current_netns(batch: &[u8], acks: u32) -> io::Result<()> {
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(io::Error::other(
+                "nf_tables closed the socket without answering",
+            ));
         }
         let mut rest = &buf[..n as usize];
         while rest.len() >= 16 {
