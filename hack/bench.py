@@ -496,7 +496,7 @@ def report(workdir, out_md, out_png):
     abl = [
         ("moat", "`moat run`", "reference"),
         ("moat-noegress", "`moat run`, policy `egress.enabled = false`",
-         "cost of the per-container network namespace + nft ruleset: {d} ms"),
+         "cost of the per-container network namespace + egress table: {d} ms"),
         ("moat-x86arch", "`moat run`, bundle carries moat's own profile but with "
          "`architectures` = x86_64, x86, x32 only (docker's list on amd64)", arch_what),
         ("moat-tmpfsroot", "`moat run`, `--root` on a tmpfs", fsync_what),
