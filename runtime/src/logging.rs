@@ -69,12 +69,10 @@ impl Visit for Fields {
     }
 }
 
-/// RFC 3339 UTC time, without pulling in a date crate.
-pub fn rfc3339_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
+/// Date and time of day, UTC, of `since_epoch`, without pulling in a date
+/// crate: "YYYY-MM-DDTHH:MM:SS", no zone suffix.
+fn utc_datetime(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -87,12 +85,24 @@ pub fn rfc3339_now() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
+        rem % 60
     )
+}
+
+/// RFC 3339 (UTC, whole seconds) for a time since the epoch.
+pub fn rfc3339(since_epoch: std::time::Duration) -> String {
+    format!("{}Z", utc_datetime(since_epoch))
+}
+
+/// RFC 3339 UTC time now, with nanoseconds (runc's log timestamps).
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}Z", utc_datetime(d), d.subsec_nanos())
 }
 
 impl<S: Subscriber> Layer<S> for RuncLayer {

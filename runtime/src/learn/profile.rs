@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::logging::rfc3339;
 use crate::seccomp::ALWAYS_DENIED;
 
 /// Syscalls that stay plainly allowed in the learning filter, and so are
@@ -574,29 +575,6 @@ pub fn merge(
         .retain(|n| !ALWAYS_DENIED.contains(&n.as_str()));
     meta.denied_attempts.extend(stripped.iter().cloned());
     Ok((profile, meta, stripped))
-}
-
-/// RFC 3339 (UTC, seconds) for a time since the epoch.
-pub fn rfc3339(since_epoch: std::time::Duration) -> String {
-    let secs = since_epoch.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 /// Now, in RFC 3339.
