@@ -478,18 +478,8 @@ impl Containerd {
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self
-            .daemon
-            .borrow()
-            .runtime
-            .clone()
-            .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
-        self.rt.block_on(async {
-            match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
-                Ok(r) => r.map(|r| r.into_inner()),
-                Err(_) => Err(tonic::Status::deadline_exceeded("CRI call timed out")),
-            }
-        })
+        let client = self.daemon.borrow().runtime.clone();
+        self.call_with(client, call)
     }
 
     /// Runs one CRI ImageService call.
@@ -500,12 +490,22 @@ impl Containerd {
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self
-            .daemon
-            .borrow()
-            .images
-            .clone()
-            .ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
+        let client = self.daemon.borrow().images.clone();
+        self.call_with(client, call)
+    }
+
+    /// Runs `call` on `client` (None while containerd is stopped) within
+    /// CALL_TIMEOUT.
+    fn call_with<C, T, F>(
+        &self,
+        client: Option<C>,
+        call: impl FnOnce(C) -> F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client =
+            client.ok_or_else(|| tonic::Status::unavailable("containerd is not running"))?;
         self.rt.block_on(async {
             match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
                 Ok(r) => r.map(|r| r.into_inner()),

@@ -176,6 +176,26 @@ impl Service {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// `moat pause` (or `resume`) of container `id`, remembered, then
+    /// `event` published on `topic`.
+    fn freeze(
+        &self,
+        id: &str,
+        paused: bool,
+        topic: &str,
+        event: Box<dyn MessageDyn>,
+    ) -> RpcResult<Empty> {
+        let (moat, bundle) = self.container_runtime(id)?;
+        let verb = if paused { "pause" } else { "resume" };
+        moat.run(&bundle, &[verb, id], ChildStdio::default(), false)
+            .map_err(internal)?;
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.paused = paused;
+        }
+        self.publish(topic, event);
+        Ok(Empty::new())
+    }
+
     fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         publish(&self.publisher, &self.namespace, topic, event);
     }
@@ -903,37 +923,29 @@ impl containerd_shim::Task for Service {
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> RpcResult<Empty> {
-        let (moat, bundle) = self.container_runtime(&req.id)?;
-        moat.run(&bundle, &["pause", &req.id], ChildStdio::default(), false)
-            .map_err(internal)?;
-        if let Some(c) = self.lock().containers.get_mut(&req.id) {
-            c.paused = true;
-        }
-        self.publish(
+        let event = TaskPaused {
+            container_id: req.id.clone(),
+            ..Default::default()
+        };
+        self.freeze(
+            &req.id,
+            true,
             topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        );
-        Ok(Empty::new())
+            Box::new(event),
+        )
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> RpcResult<Empty> {
-        let (moat, bundle) = self.container_runtime(&req.id)?;
-        moat.run(&bundle, &["resume", &req.id], ChildStdio::default(), false)
-            .map_err(internal)?;
-        if let Some(c) = self.lock().containers.get_mut(&req.id) {
-            c.paused = false;
-        }
-        self.publish(
+        let event = TaskResumed {
+            container_id: req.id.clone(),
+            ..Default::default()
+        };
+        self.freeze(
+            &req.id,
+            false,
             topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        );
-        Ok(Empty::new())
+            Box::new(event),
+        )
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> RpcResult<Empty> {
