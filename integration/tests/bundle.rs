@@ -683,6 +683,51 @@ fn kill_ps_pause_resume_list() {
     leak.verify();
 }
 
+/// Tries to listen on port 80 inside the container; prints
+/// PORTSTART=<sysctl> and LISTEN=yes|no.
+const LOW_PORT_SCRIPT: &str = r#"
+echo "PORTSTART=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)"
+nc -l -p 80 >/dev/null 2>&1 &
+sleep 0.5
+if grep -q ':0050 [0-9A-F]*:[0-9A-F]* 0A' /proc/net/tcp /proc/net/tcp6; then echo LISTEN=yes; else echo LISTEN=no; fi
+kill $! 2>/dev/null
+exit 0
+"#;
+
+/// The container's network namespace belongs to the host's user namespace,
+/// where CAP_NET_BIND_SERVICE held in the container's does not act: moat
+/// makes the ports of the namespace it creates unprivileged, so container
+/// root can listen on port 80. A container that narrowed its capabilities
+/// away from CAP_NET_BIND_SERVICE keeps privileged ports and cannot.
+#[test]
+fn port_80_listens_with_bind_service_and_not_without() {
+    let env = Env::new();
+    let b = env.sh_bundle(LOW_PORT_SCRIPT);
+    let id = env.id("port80");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    out.assert_ok();
+    let st = kv(&out.stdout);
+    assert_eq!(st.get("PORTSTART").map(String::as_str), Some("0"), "{out}");
+    assert_eq!(st.get("LISTEN").map(String::as_str), Some("yes"), "{out}");
+    leak.verify();
+
+    let mut b = env.sh_bundle(LOW_PORT_SCRIPT);
+    b.annotate("moat.dev/capabilities.allow", "CAP_KILL");
+    let id = env.id("port80-nocap");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    out.assert_ok();
+    let st = kv(&out.stdout);
+    assert_eq!(
+        st.get("PORTSTART").map(String::as_str),
+        Some("1024"),
+        "{out}"
+    );
+    assert_eq!(st.get("LISTEN").map(String::as_str), Some("no"), "{out}");
+    leak.verify();
+}
+
 #[test]
 fn annotation_may_tighten_capabilities() {
     let env = Env::new();
