@@ -870,3 +870,90 @@ fn features_is_json_with_seccomp_enabled() {
         "features lists capabilities beyond the allowlist"
     );
 }
+
+/// T20: a hostile image names its own NSS module in /etc/nsswitch.conf.
+/// Without a HOME in the spec (as `runc spec` writes it), libcontainer asked
+/// glibc for the user's home inside the container's init, which loaded the
+/// image's `libnss_*.so.2` into the runtime's process before the seccomp
+/// filter was on (seen here: the module ran with `Seccomp: 0`). moat sets
+/// HOME from the image's passwd itself, so the module must never run. A
+/// host-side control proves the planted module does load when glibc is
+/// asked, so the test can fail.
+#[test]
+fn image_name_service_module_never_runs_in_the_runtime() {
+    const MARK: &str = "MOAT-TEST-NSS-MODULE-RAN";
+    let cc = |args: &[&str]| cmd::run_cmd("cc", args, Duration::from_secs(60)).expect_ok();
+    let env = Env::new();
+    let b = env.sh_bundle("echo HOME=$HOME; grep '^Seccomp:' /proc/self/status");
+    let rootfs = b.rootfs();
+    let work = tempfile::tempdir().unwrap();
+
+    let module_src = work.path().join("nss.c");
+    fs::write(
+        &module_src,
+        format!(
+            "#include <unistd.h>\n\
+             __attribute__((constructor)) static void ran(void) {{\n\
+             static const char m[] = \"{MARK}\\n\";\n\
+             (void)!write(2, m, sizeof m - 1);\n}}\n"
+        ),
+    )
+    .unwrap();
+    let multiarch = cc(&["-print-multiarch"]).stdout.trim().to_string();
+    let module = work.path().join("libnss_moattest.so.2");
+    cc(&[
+        "-shared",
+        "-fPIC",
+        "-o",
+        module.to_str().unwrap(),
+        module_src.to_str().unwrap(),
+    ]);
+    for dir in ["lib", "usr/lib", "lib64"]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("lib/{multiarch}"), format!("usr/lib/{multiarch}")])
+    {
+        let d = rootfs.join(dir);
+        fs::create_dir_all(&d).unwrap();
+        fs::copy(&module, d.join("libnss_moattest.so.2")).unwrap();
+    }
+    fs::write(
+        rootfs.join("etc/nsswitch.conf"),
+        "passwd: moattest\ngroup: moattest\nshadow: moattest\n",
+    )
+    .unwrap();
+
+    // Control: glibc, asked for a user inside this rootfs, loads the module.
+    let lookup_src = work.path().join("lookup.c");
+    fs::write(
+        &lookup_src,
+        "#include <pwd.h>\n#include <unistd.h>\n\
+         int main(int c, char **v) { (void)c; if (chroot(v[1]) || chdir(\"/\")) return 2;\n\
+         getpwuid(0); return 0; }\n",
+    )
+    .unwrap();
+    let lookup = work.path().join("lookup");
+    cc(&["-o", lookup.to_str().unwrap(), lookup_src.to_str().unwrap()]);
+    let control = cmd::run_cmd(
+        lookup.to_str().unwrap(),
+        &[rootfs.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(
+        control.stderr.contains(MARK),
+        "control: glibc did not load the planted module, so this test proves nothing:\n{}",
+        control.describe()
+    );
+
+    let id = env.id("nss");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        !out.stderr.contains(MARK) && !out.stdout.contains(MARK),
+        "the image's NSS module ran inside the runtime:\n{out}"
+    );
+    assert!(out.stdout.contains("HOME=/root"), "{out}");
+    assert!(out.stdout.contains("Seccomp:\t2"), "{out}");
+    leak.verify();
+}

@@ -42,9 +42,10 @@ fn own_ns_file(t: LinuxNamespaceType) -> String {
 
 /// Looks at the host for everything `harden` needs to decide. A namespace
 /// path that cannot be examined is treated as the host's (fail closed).
-pub fn gather(spec: &Spec, id_range: Option<IdRange>) -> HostFacts {
+pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFacts {
     let mut facts = HostFacts {
         id_range,
+        image_passwd: read_image_passwd(rootfs),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
@@ -73,6 +74,34 @@ pub fn gather(spec: &Spec, id_range: Option<IdRange>) -> HostFacts {
     }
     facts.resolved_sources = resolved;
     facts
+}
+
+/// The largest `/etc/passwd` moat reads from an image.
+const PASSWD_MAX: u64 = 1 << 20;
+
+/// Reads the image's `/etc/passwd` as host root without letting the image
+/// steer the read: symlinks resolve inside the rootfs (`RESOLVE_IN_ROOT`),
+/// magic links are refused, the open never blocks (a FIFO planted there
+/// would hang `create`), only a regular file is read, and at most 1 MiB.
+/// Anything else is `None`: HOME then defaults to "/".
+pub fn read_image_passwd(rootfs: &Path) -> Option<String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let root = fs::File::open(rootfs).ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(std::os::fd::AsRawFd::as_raw_fd(&root), "etc/passwd", how).ok()?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(PASSWD_MAX).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Refuses mount destinations that traverse a symlink inside the rootfs
@@ -171,6 +200,40 @@ mod tests {
         m.set_typ(Some("tmpfs".into()));
         spec.set_mounts(Some(vec![m]));
         spec
+    }
+
+    #[test]
+    fn image_passwd_is_read_inside_the_rootfs_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        assert_eq!(read_image_passwd(&root), None);
+        fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        assert_eq!(
+            read_image_passwd(&root).as_deref(),
+            Some("root:x:0:0::/root:/bin/sh\n")
+        );
+
+        // A symlink to an absolute path resolves inside the rootfs, never
+        // to the host's file.
+        let outside = tmp.path().join("host-passwd");
+        fs::write(&outside, "host:x:0:0::/host-secret:/bin/sh\n").unwrap();
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        symlink(&outside, root.join("etc/passwd")).unwrap();
+        assert_eq!(read_image_passwd(&root), None);
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        symlink("../../../../../../host-passwd", root.join("etc/passwd")).unwrap();
+        assert_eq!(read_image_passwd(&root), None);
+
+        // A FIFO would block a plain open: refused at once instead.
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(&root.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(read_image_passwd(&root), None);
+
+        // A directory is not a passwd file.
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        fs::create_dir(root.join("etc/passwd")).unwrap();
+        assert_eq!(read_image_passwd(&root), None);
     }
 
     #[test]

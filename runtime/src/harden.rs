@@ -145,6 +145,9 @@ pub struct HostFacts {
     pub host_namespace_paths: Vec<LinuxNamespaceType>,
     /// Bind-mount sources resolved through symlinks (source → real path).
     pub resolved_sources: HashMap<PathBuf, PathBuf>,
+    /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
+    /// none or it is not a plain file), for HOME.
+    pub image_passwd: Option<String>,
 }
 
 /// The outcome of hardening a spec.
@@ -194,6 +197,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     harden_mounts(&mut out, &policy, &mut report);
     mask_paths(&mut out, &mut report);
     limit_pids(&mut out, &policy, &mut report);
+    set_home_without_name_service(&mut out, facts, &mut report);
     // Egress rules live in the network namespace, not the spec: the edge
     // (netns.rs) installs them; the report says what they will be.
     report.notes.push(if policy.egress.enabled {
@@ -213,6 +217,63 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         spec: out,
         report,
         policy,
+    })
+}
+
+/// Gives the container's init a HOME, so nothing inside the container ever
+/// asks the C library's name service for it. libcontainer looks up the
+/// user's home with `getpwuid_r` when the environment has no HOME (`runc
+/// spec` bundles and containerd's `ctr` have none), in the container's init,
+/// after pivot_root and before moat loads the seccomp filter: glibc then
+/// reads the image's `/etc/nsswitch.conf` and loads `libnss_<service>.so.2`
+/// from the image, so a hostile image ran its own code in the runtime's
+/// process without seccomp (threat T20). moat reads the image's
+/// `/etc/passwd` itself, as plain text, like runc does.
+fn set_home_without_name_service(spec: &mut Spec, facts: &HostFacts, report: &mut Report) {
+    let Some(mut process) = spec.process().clone() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    let has_home = env
+        .iter()
+        .any(|e| e.strip_prefix("HOME=").is_some_and(|v| !v.is_empty()));
+    if has_home {
+        return;
+    }
+    let uid = process.user().uid();
+    let home = facts
+        .image_passwd
+        .as_deref()
+        .and_then(|passwd| home_from_passwd(passwd, uid))
+        .unwrap_or_else(|| "/".to_string());
+    let before = if env.iter().any(|e| e.starts_with("HOME=")) {
+        "HOME= (empty)"
+    } else {
+        "unset"
+    };
+    env.retain(|e| !e.starts_with("HOME="));
+    env.push(format!("HOME={home}"));
+    process.set_env(Some(env));
+    spec.set_process(Some(process));
+    report.change(
+        Rule::HomeEnv,
+        "process.env.HOME",
+        before,
+        home,
+        "set from the image's /etc/passwd (\"/\" if the uid has no entry), so the container's init never runs the C library's user lookup, which loads libraries named by the image",
+    );
+}
+
+/// The home directory of `uid` in a passwd file (`name:pw:uid:gid:gecos:
+/// dir:shell`): the first entry for that uid with an absolute directory.
+pub fn home_from_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 7 || fields[2].trim().parse::<u32>().ok()? != uid {
+            return None;
+        }
+        let dir = fields[5];
+        (dir.starts_with('/') && !dir.contains('\0')).then(|| dir.to_string())
     })
 }
 

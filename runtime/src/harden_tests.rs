@@ -2851,3 +2851,104 @@ fn low_ports_are_decided_by_the_first_container_of_a_netns() {
     assert_eq!(sysctl_of(&ok(&app).spec, PORT_START), None);
     assert_eq!(sysctl_of(&ok(&joining(&[])).spec, PORT_START), None);
 }
+
+// ---------------------------------------------------------------------------
+// HOME without the name service (T20)
+// ---------------------------------------------------------------------------
+
+fn env_of(s: &Spec) -> Vec<String> {
+    s.process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default()
+}
+
+fn homes(s: &Spec) -> Vec<String> {
+    env_of(s)
+        .into_iter()
+        .filter(|e| e.starts_with("HOME="))
+        .collect()
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+                      broken-line\n\
+                      nohome:x:7:7::relative/dir:/bin/sh\n\
+                      app:x:1000:1000:App:/home/app:/bin/sh\n\
+                      dup:x:1000:1000::/home/second:/bin/sh\n";
+
+fn facts_with_passwd(passwd: Option<&str>) -> HostFacts {
+    HostFacts {
+        image_passwd: passwd.map(str::to_string),
+        ..facts()
+    }
+}
+
+#[test]
+fn home_is_set_from_the_image_passwd_when_the_spec_has_none() {
+    // `runc spec` has no HOME: libcontainer would look it up through NSS.
+    let s = runc_spec();
+    assert!(homes(&s).is_empty());
+    let h = ok_with(&s, &Policy::default(), &facts_with_passwd(Some(PASSWD)));
+    assert_eq!(homes(&h.spec), vec!["HOME=/root".to_string()]);
+    let l = line(&h.report, Rule::HomeEnv, "process.env.HOME");
+    assert_eq!((l.before.as_str(), l.after.as_str()), ("unset", "/root"));
+    assert_eq!(Rule::HomeEnv.threat(), "T20");
+    // The rest of the environment is kept, in order.
+    let before = env_of(&s);
+    assert_eq!(&env_of(&h.spec)[..before.len()], &before[..]);
+}
+
+#[test]
+fn home_follows_the_process_uid_and_defaults_to_root_dir() {
+    for (uid, passwd, want) in [
+        (1000, Some(PASSWD), "/home/app"), // first entry wins
+        (7, Some(PASSWD), "/"),            // relative dir is ignored
+        (4242, Some(PASSWD), "/"),         // no entry
+        (0, None, "/"),                    // image has no passwd
+        (0, Some(""), "/"),
+        (0, Some("root:x:0:0"), "/"), // too few fields
+    ] {
+        let s = runc_with(|v| v["process"]["user"]["uid"] = json!(uid));
+        let h = ok_with(&s, &Policy::default(), &facts_with_passwd(passwd));
+        assert_eq!(homes(&h.spec), vec![format!("HOME={want}")], "uid {uid}");
+    }
+}
+
+fn runc_with_env(entry: &str) -> Spec {
+    runc_with(|v| {
+        v["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(entry))
+    })
+}
+
+#[test]
+fn a_spec_home_is_kept_and_an_empty_one_replaced() {
+    let s = runc_with_env("HOME=/data");
+    let h = ok_with(&s, &Policy::default(), &facts_with_passwd(Some(PASSWD)));
+    assert_eq!(homes(&h.spec), vec!["HOME=/data".to_string()]);
+    assert!(lines(&h.report, Rule::HomeEnv).is_empty());
+
+    let s = runc_with_env("HOME=");
+    let h = ok_with(&s, &Policy::default(), &facts_with_passwd(Some(PASSWD)));
+    assert_eq!(homes(&h.spec), vec!["HOME=/root".to_string()]);
+    assert_eq!(
+        line(&h.report, Rule::HomeEnv, "process.env.HOME").before,
+        "HOME= (empty)"
+    );
+}
+
+#[test]
+fn home_from_passwd_parses_only_well_formed_entries() {
+    use crate::harden::home_from_passwd;
+    assert_eq!(home_from_passwd(PASSWD, 0).as_deref(), Some("/root"));
+    assert_eq!(home_from_passwd(PASSWD, 1000).as_deref(), Some("/home/app"));
+    assert_eq!(home_from_passwd(PASSWD, 7), None);
+    assert_eq!(
+        home_from_passwd(" x:x: 5 :5::/five:/bin/sh", 5).as_deref(),
+        Some("/five")
+    );
+    assert_eq!(home_from_passwd("x:x:-1:0::/neg:/bin/sh", u32::MAX), None);
+    assert_eq!(home_from_passwd("x:x:99999999999:0::/big:/bin/sh", 0), None);
+}

@@ -21,6 +21,7 @@ pub enum Rule {
     MaskedPaths,
     ReadonlyPaths,
     PidsLimit,
+    HomeEnv,
 }
 
 impl Rule {
@@ -37,6 +38,7 @@ impl Rule {
             Rule::MaskedPaths => "masked-paths",
             Rule::ReadonlyPaths => "readonly-paths",
             Rule::PidsLimit => "pids-limit",
+            Rule::HomeEnv => "home-env",
         }
     }
 
@@ -52,6 +54,7 @@ impl Rule {
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths => "T7",
             Rule::PidsLimit => "T8",
+            Rule::HomeEnv => "T20",
         }
     }
 }

@@ -117,7 +117,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf, Pol
     let spec = load_bundle_spec(&bundle)?;
     let rootfs_path = bundle_rootfs(&spec, &bundle)?;
     let policy = ctx.policy()?;
-    let facts = moat::facts::gather(&spec, None);
+    let facts = moat::facts::gather(&spec, &rootfs_path, None);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs_path).map_err(|r| anyhow!(r))?;
     Ok((spec, bundle, rootfs_path, policy))
@@ -180,7 +180,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let allocation = pool
         .allocate(&root, id)
         .context("cannot allocate a host id range")?;
-    let facts = moat::facts::gather(&spec, Some(allocation.range));
+    let facts = moat::facts::gather(&spec, &rootfs_path, Some(allocation.range));
     let Hardened {
         spec: mut hardened,
         mut report,

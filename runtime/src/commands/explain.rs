@@ -35,9 +35,9 @@ pub fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<i32> {
         .with_context(|| format!("bundle {} does not exist", args.bundle.display()))?;
     let spec = load_bundle_spec(&bundle)?;
     let policy = ctx.policy()?;
-    let facts = moat::facts::gather(&spec, None);
     // Like create: a missing rootfs is an error, not a refusal.
     let rootfs = bundle_rootfs(&spec, &bundle)?;
+    let facts = moat::facts::gather(&spec, &rootfs, None);
     let outcome = harden(&spec, &policy, &facts).and_then(|h| {
         moat::facts::check_mount_destinations(&spec, &rootfs)?;
         Ok(h)
