@@ -525,17 +525,30 @@ fn runtime_binary_cannot_be_reopened_for_writing_through_proc_exe() {
     use std::os::fd::AsRawFd;
     let reopen = format!("/proc/self/fd/{}", held.as_raw_fd());
     // O_APPEND and nothing written: if the open wrongly succeeds, the
-    // binary is still untouched.
-    match open(
-        reopen.as_str(),
-        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => {
-            let _ = nix::unistd::close(fd);
-            panic!("host root reopened moat's binary for writing through the init's /proc/PID/exe");
+    // binary is still untouched. ETXTBSY (checked by the kernel before the
+    // mount's read-only flag) only means the killed init has not finished
+    // exiting yet: retry until the answer is about the mount.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match open(
+            reopen.as_str(),
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let _ = nix::unistd::close(fd);
+                panic!(
+                    "host root reopened moat's binary for writing through the init's /proc/PID/exe"
+                );
+            }
+            Err(nix::errno::Errno::ETXTBSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                assert_eq!(e, nix::errno::Errno::EROFS, "reopen for writing");
+                break;
+            }
         }
-        Err(e) => assert_eq!(e, nix::errno::Errno::EROFS, "reopen for writing"),
     }
     assert_eq!(fs::read(moat_bin()).expect("reread"), on_disk);
 }

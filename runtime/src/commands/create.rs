@@ -658,18 +658,15 @@ fn mount_private_sysfs(path: &Path) -> Result<()> {
 /// spec says, under a writable tmpfs with no size limit, owned by container
 /// root (found by the isolation probes). Before the container starts, moat
 /// enters its mount namespace and remounts /sys/fs/cgroup and everything
-/// below it read-only. A forked child does it, so moat's own mount
-/// namespace never changes. (Errors go to stderr from the child, which
-/// has no logger of its own.)
+/// below it read-only, from a thread of its own, so moat's own mount
+/// namespace never changes.
 fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
     use nix::mount::{mount, MsFlags};
-    use nix::sched::{setns, CloneFlags};
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
+    use nix::sched::{setns, unshare, CloneFlags};
     let ns = fs::File::open(format!("/proc/{init}/ns/mnt"))
         .context("cannot open the container's mount namespace")?;
-    // Read from the host: inside, /proc belongs to a pid namespace moat's
-    // child is not in, so /proc/self does not resolve there.
+    // Read from the host: inside, /proc belongs to a pid namespace moat is
+    // not in, so /proc/self does not resolve there.
     let text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .context("cannot read the container's mount table")?;
     let mut points: Vec<PathBuf> = rootfs::parse_mountinfo(&text)
@@ -678,38 +675,33 @@ fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
         .filter(|p| p.starts_with("/sys/fs/cgroup"))
         .collect();
     points.dedup();
-    // SAFETY: single-threaded; the child only calls setns, reads a file,
-    // mounts and exits.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => {
-            let ok = (|| -> Option<()> {
-                setns(&ns, CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| eprintln!("moat: enter the container's mount namespace: {e}"))
-                    .ok()?;
-                for p in &points {
-                    mount(
-                        None::<&str>,
-                        p.as_path(),
-                        None::<&str>,
-                        MsFlags::MS_REMOUNT
-                            | MsFlags::MS_BIND
-                            | MsFlags::MS_RDONLY
-                            | MsFlags::MS_NOSUID
-                            | MsFlags::MS_NODEV
-                            | MsFlags::MS_NOEXEC,
-                        None::<&str>,
-                    )
-                    .map_err(|e| eprintln!("moat: remount {} read-only: {e}", p.display()))
-                    .ok()?;
-                }
-                Some(())
-            })();
-            // SAFETY: leaving a fork child.
-            unsafe { libc::_exit(if ok.is_some() { 0 } else { 1 }) }
+    // A thread of its own enters the container's mount namespace: setns
+    // needs a filesystem context no other thread shares, which unshare
+    // (CLONE_FS) gives this thread alone, so moat's main thread never
+    // changes namespace. Cheaper than forking a copy of moat for it.
+    let remount = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_FS).context("unshare the filesystem context")?;
+        setns(&ns, CloneFlags::CLONE_NEWNS)
+            .context("cannot enter the container's mount namespace")?;
+        for p in &points {
+            mount(
+                None::<&str>,
+                p.as_path(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot remount {} read-only", p.display()))?;
         }
-        ForkResult::Parent { child } => match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-            other => bail!("cannot make the container's cgroupfs read-only ({other:?})"),
-        },
-    }
+        Ok(())
+    });
+    remount
+        .join()
+        .map_err(|_| anyhow!("the thread making the container's cgroupfs read-only panicked"))?
+        .context("cannot make the container's cgroupfs read-only")
 }
