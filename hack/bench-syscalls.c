@@ -8,8 +8,10 @@
  * + close() + futex(FUTEX_WAKE_PRIVATE) on a word nobody waits on: five
  * syscalls. Timed with clock_gettime(CLOCK_MONOTONIC) (vDSO, not a syscall).
  * Prints one line of key=value pairs, ns per iteration for the mix and ns
- * per call for each syscall on its own (ITERATIONS calls each):
+ * per call for each syscall on its own (ITERATIONS calls each), and last
+ * open+close of /dev/zero instead of /dev/null (a control: see hack/bench):
  *   mix_ns=... getppid_ns=... read_ns=... openclose_ns=... futex_ns=...
+ *   zeroopenclose_ns=...
  * Raw syscall(2) is used so libc caching can't skip the kernel.
  */
 #define _GNU_SOURCE
@@ -46,13 +48,15 @@ static inline void do_read(int zero)
         die("read /dev/zero");
 }
 
-static inline void do_openclose(void)
+static inline void do_openclose_path(const char *path)
 {
-    long fd = syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
+    long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        die("open /dev/null");
+        die(path);
     syscall(SYS_close, fd);
 }
+
+static inline void do_openclose(void) { do_openclose_path("/dev/null"); }
 
 static inline void do_futex(void)
 {
@@ -97,9 +101,13 @@ int main(int argc, char **argv)
     for (long i = 0; i < n; i++)
         do_futex();
     uint64_t t5 = now_ns();
+    for (long i = 0; i < n; i++)
+        do_openclose_path("/dev/zero");
+    uint64_t t6 = now_ns();
 
-    printf("mix_ns=%.1f getppid_ns=%.1f read_ns=%.1f openclose_ns=%.1f futex_ns=%.1f\n",
+    printf("mix_ns=%.1f getppid_ns=%.1f read_ns=%.1f openclose_ns=%.1f futex_ns=%.1f "
+           "zeroopenclose_ns=%.1f\n",
            (double)(t1 - t0) / n, (double)(t2 - t1) / n, (double)(t3 - t2) / n,
-           (double)(t4 - t3) / n, (double)(t5 - t4) / n);
+           (double)(t4 - t3) / n, (double)(t5 - t4) / n, (double)(t6 - t5) / n);
     return 0;
 }
