@@ -108,9 +108,13 @@ pub fn bundle_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("cannot resolve rootfs {}", path.display()))
 }
 
-/// Everything before the first side effect: returns the hardened spec
-/// (with a placeholder id range) or the reason it cannot run.
-fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf, Policy)> {
+/// Everything before the first side effect: checks that the spec hardens
+/// (with a placeholder id range) and returns it with the host facts, or the
+/// reason it cannot run.
+fn precheck(
+    ctx: &Ctx,
+    opts: &CreateOpts,
+) -> Result<(Spec, PathBuf, PathBuf, Policy, moat::harden::HostFacts)> {
     validate_id(opts.id)?;
     let bundle = fs::canonicalize(opts.bundle)
         .with_context(|| format!("bundle {} does not exist", opts.bundle.display()))?;
@@ -120,7 +124,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<(Spec, PathBuf, PathBuf, Pol
     let facts = moat::facts::gather(&spec, &rootfs_path, None);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs_path).map_err(|r| anyhow!(r))?;
-    Ok((spec, bundle, rootfs_path, policy))
+    Ok((spec, bundle, rootfs_path, policy, facts))
 }
 
 /// Removes everything a failed create left, unless disarmed.
@@ -151,7 +155,7 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
-    let (spec, bundle, rootfs_path, policy) = precheck(ctx, opts)?;
+    let (spec, bundle, rootfs_path, policy, mut facts) = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
     if root.join(id).exists() || state::private_dir(&root, id).exists() {
@@ -180,7 +184,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let allocation = pool
         .allocate(&root, id)
         .context("cannot allocate a host id range")?;
-    let facts = moat::facts::gather(&spec, &rootfs_path, Some(allocation.range));
+    // The facts precheck gathered, now with the range this container got.
+    facts.id_range = Some(allocation.range);
     let Hardened {
         spec: mut hardened,
         mut report,
