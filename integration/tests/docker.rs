@@ -36,7 +36,14 @@ use moat_integration::cmd::{docker_available, in_ci, run_cmd, sh_quote, wait_unt
 // ---------------------------------------------------------------------------
 
 const IMAGE: &str = "moat-busybox:latest";
-const RUNTIME: &str = "moat";
+/// The docker runtime under test: `MOAT_DOCKER_RUNTIME`, default `moat` (a
+/// work tree registers its own build under another name).
+fn runtime() -> String {
+    std::env::var("MOAT_DOCKER_RUNTIME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "moat".to_string())
+}
 /// The installed runtime docker runs (hack/docker-register.sh copies it).
 const MOAT_BIN: &str = "/usr/local/bin/moat";
 /// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
@@ -71,9 +78,10 @@ fn preflight() -> &'static Result<(), String> {
         }
         let runtimes: serde_json::Value = serde_json::from_str(rt.stdout.trim())
             .map_err(|e| format!("docker info .Runtimes is not JSON ({e}): {}", rt.stdout))?;
-        if runtimes.get(RUNTIME).is_none() {
+        if runtimes.get(runtime()).is_none() {
             return Err(format!(
-                "docker does not list runtime {RUNTIME:?} ({}); run `bash hack/docker-register.sh`",
+                "docker does not list runtime {:?} ({}); run `bash hack/docker-register.sh`",
+                runtime(),
                 rt.stdout.trim()
             ));
         }
@@ -86,7 +94,7 @@ fn preflight() -> &'static Result<(), String> {
         }
         // Warn (don't fail) if the installed moat is not the freshly built one.
         let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/moat");
-        let installed = runtimes[RUNTIME]["path"]
+        let installed = runtimes[runtime()]["path"]
             .as_str()
             .unwrap_or("/usr/local/bin/moat")
             .to_string();
@@ -202,7 +210,7 @@ impl Container<'_> {
             self.name.clone(),
             "--cidfile".into(),
             self.cidfile.display().to_string(),
-            format!("--runtime={RUNTIME}"),
+            format!("--runtime={}", runtime()),
         ];
         a.extend(opts.iter().map(|s| s.to_string()));
         a.push(IMAGE.into());
