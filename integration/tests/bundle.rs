@@ -692,6 +692,11 @@ fn kill_ps_pause_resume_list() {
             || read_or_empty(Path::new(&format!("/proc/{pid}/stat"))).contains(") Z"),
         "init {pid} survived SIGKILL"
     );
+    // A stopped container answers kill in runc's words, which containerd's
+    // runc shim reads as "already finished" (StopContainer then succeeds).
+    let again = env.moat(&["kill", &id, "SIGTERM"]);
+    assert_eq!(again.code, Some(1), "{again}");
+    assert!(again.stderr.contains("container not running"), "{again}");
     env.moat(&["delete", &id]).assert_ok();
     leak.verify();
 }

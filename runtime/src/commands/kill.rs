@@ -1,6 +1,6 @@
 //! `moat kill`: signal a container's init process (or, with --all, all).
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
@@ -14,10 +14,16 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
         .as_str()
         .try_into()
         .map_err(|e| anyhow!("invalid signal {:?}: {e}", args.signal))?;
+    // runc's wording: engines match it (containerd's runc shim reads
+    // "container not running" as "the process already finished", so a
+    // StopContainer racing the container's own exit succeeds).
+    if container.status() == ContainerStatus::Stopped {
+        bail!("container not running");
+    }
     container.kill(signal, args.all).map_err(|e| {
         let e = anyhow!("{e}");
         if container.status() == ContainerStatus::Stopped {
-            e.context(format!("container {} is not running", args.container_id))
+            e.context("container not running")
         } else {
             e.context(format!("cannot signal container {}", args.container_id))
         }
