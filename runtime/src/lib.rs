@@ -28,6 +28,3 @@ pub mod self_exe;
 pub mod selfcheck;
 pub mod staging;
 pub mod state;
-
-#[cfg(test)]
-mod harden_tests;

@@ -31,7 +31,7 @@
 //! directory that must stay unchanged is bound read-only.) A filesystem
 //! that refuses idmapping (EINVAL) also
 //! falls back to unshifted staging, and the report says so.
-//! See docs/threat-model.md (T6) and docs/compatibility.md.
+//! See docs/threat-model.md (T19, and T6 for nosuid,nodev) and docs/compatibility.md.
 //!
 //! Staging also pins the source: the path is resolved once, by host root,
 //! before the container exists, so later symlink swaps of the source do not
