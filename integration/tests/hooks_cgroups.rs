@@ -206,12 +206,13 @@ fn exec_process_json_with_hooks_is_refused() {
     let script = hook_script(&env, "exechook", 0);
     let b = env.bundle(&["sleep", "300"]);
     let (id, _g) = env.start_sleeper(&b, "exec-hooks");
-    for (key, value) in [
+    for (key, value, rule) in [
         (
             "hooks",
             json!({"prestart": [{"path": script, "args": ["x", "exec"]}]}),
+            "hooks",
         ),
-        ("futureField", json!(true)),
+        ("futureField", json!(true), "unsupported-field"),
     ] {
         let mut process = json!({"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["true"]});
         process[key] = value;
