@@ -390,3 +390,41 @@ fn install_docker_allows_dockerds_hook_in_the_policy() {
     assert!(p.hooks.allow.contains(&fake), "{:?}", p.hooks);
     assert_eq!(p.hooks.arg0[&fake], vec!["libnetwork-setkey".to_string()]);
 }
+
+#[test]
+fn a_container_process_posing_as_dockerd_is_refused() {
+    // A container runs its own /usr/sbin/dockerd (a copy of busybox, run
+    // as `sleep`); from the host, /proc/<pid>/exe of that process may read
+    // "/usr/sbin/dockerd", which the default policy allows.
+    let env = Env::new();
+    let poser = env.bundle(&["/usr/local/bin/sleep", "300"]);
+    let sbin = poser.rootfs().join("usr/sbin");
+    fs::create_dir_all(&sbin).unwrap();
+    fs::copy(poser.rootfs().join("bin/busybox"), sbin.join("dockerd")).unwrap();
+    fs::create_dir_all(poser.rootfs().join("usr/local/bin")).unwrap();
+    make_symlink(
+        "/usr/sbin/dockerd",
+        &poser.rootfs().join("usr/local/bin/sleep"),
+    );
+    let (poser_id, _pg) = env.start_sleeper(&poser, "poser");
+    let pid = env.state(&poser_id)["pid"].as_i64().unwrap();
+    let exe = format!("/proc/{pid}/exe");
+    eprintln!("poser's exe reads {:?}", fs::read_link(&exe));
+
+    let script = hook_script(&env, "poser", 0);
+    let mut b = env.bundle(&["true"]);
+    set_hook(
+        &mut b,
+        "prestart",
+        json!({"path": exe, "args": ["libnetwork-setkey", "x", "y"]}),
+    );
+    let id = env.id("poser-hook");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["run", "--bundle", b.path(), &id])
+            .assert_fails_with("refused by moat rule hooks");
+    }
+    leak.verify();
+    assert!(fs::read_dir(proof_dir(&script)).unwrap().next().is_none());
+}

@@ -14,16 +14,19 @@ use crate::harden::hooks::{hooks_of, HOOK_KINDS};
 
 /// The real executable behind a hook path: symlinks and `/proc/<pid>/exe`
 /// followed to a regular file. `None` when there is none (a pid that
-/// exited, a deleted binary, a directory, a dangling link).
+/// exited, a deleted binary, a directory, a dangling link), or when the
+/// name does not lead back to the same file: the link text of
+/// `/proc/<pid>/exe` of a process in another mount namespace (a container
+/// running its own `/usr/sbin/dockerd`) reads like a host path, so the
+/// file the link opens and the file its text names must be one inode.
 pub fn resolve(path: &Path) -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
     }
+    let opened = fs::metadata(path).ok()?;
     let real = fs::canonicalize(path).ok()?;
-    fs::metadata(&real)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|_| real)
+    let named = fs::metadata(&real).ok()?;
+    (named.is_file() && (opened.dev(), opened.ino()) == (named.dev(), named.ino())).then_some(real)
 }
 
 /// Every hook path of the spec, resolved on the host (see [`resolve`]).
@@ -87,4 +90,27 @@ pub fn wrap_hooks(
         .map_err(|e| io::Error::other(format!("cannot find moat's binary for the hooks: {e}")))?;
     crate::harden::hooks::wrap_allowed_hooks(spec, &moat, bundle, resolved);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_follows_links_to_a_regular_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, "").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let want = fs::canonicalize(&real).unwrap();
+        assert_eq!(resolve(&link), Some(want.clone()));
+        assert_eq!(resolve(&real), Some(want));
+        assert_eq!(resolve(dir.path()), None, "a directory");
+        assert_eq!(resolve(&dir.path().join("missing")), None);
+        assert_eq!(resolve(Path::new("relative")), None);
+        // This process's own executable, through /proc.
+        let me = resolve(Path::new("/proc/self/exe"));
+        assert!(me.is_some());
+    }
 }
