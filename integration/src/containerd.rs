@@ -282,7 +282,9 @@ impl Containerd {
             pod_logs: dir.join("pod-logs"),
             bridge: format!("mcri{tag}"),
             subnet_prefix: free_subnet(n),
-            cgroup_parent: format!("/moat-cri-{tag}"),
+            // Below kubelet's cgroupfs parent, an allowed cgroup parent
+            // of the default policy (threat T22).
+            cgroup_parent: format!("/kubepods/moat-cri-{tag}"),
             dir,
         };
         fs::create_dir_all(&layout.cni_conf_dir).unwrap();

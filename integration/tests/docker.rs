@@ -1748,3 +1748,32 @@ fn egress_allowlisted_bridge_host_is_reachable() {
     drop(server);
     ctx.finish();
 }
+
+// ---------------------------------------------------------------------------
+// docker's own prestart hook (threat T21): /proc/<dockerd>/exe run as
+// libnetwork-setkey, allowed by the default policy, run through `moat hook`.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn docker_network_hook_still_works() {
+    let Some(ctx) = Ctx::new("docker_network_hook_still_works") else {
+        return;
+    };
+    let c = ctx.container("net");
+    c.start_detached(&[], &["sleep", "300"]);
+    let ip = c
+        .inspect("{{.NetworkSettings.IPAddress}}")
+        .unwrap_or_default();
+    assert!(!ip.is_empty(), "docker gave the container no address");
+    // eth0 exists inside only when the hook told dockerd the namespace.
+    let out = c
+        .exec(&[], &["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+        .expect_ok();
+    assert!(
+        out.stdout.contains(&format!("inet {ip}/")),
+        "eth0 has no {ip}: {}",
+        out.stdout
+    );
+    drop(c);
+    ctx.finish();
+}

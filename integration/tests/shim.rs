@@ -331,10 +331,25 @@ fn spawn_containerd(dir: &Path) -> Child {
         .append(true)
         .open(dir.join("containerd.log"))
         .expect("log file");
+    // containerd names a task's cgroup /<namespace>/<id>: the test's
+    // namespace must be an allowed cgroup parent (threat T22). The policy
+    // reaches moat through containerd's and the shim's environment.
+    let mut parents: Vec<String> = moat::policy::DEFAULT_CGROUP_PARENTS
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
+    parents.push(format!("\"/{NAMESPACE}\""));
+    let policy = dir.join("policy.toml");
+    fs::write(
+        &policy,
+        format!("[cgroups]\nparents = [{}]\n", parents.join(", ")),
+    )
+    .expect("policy file");
     Command::new("containerd")
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
+        .env("MOAT_POLICY", &policy)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log fd"))
         .stderr(log)

@@ -46,6 +46,8 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
     let mut facts = HostFacts {
         id_range,
         image_passwd: read_image_passwd(rootfs),
+        hook_executables: crate::hook_exe::gather(spec),
+        cgroup_occupant: crate::cgroup_probe::occupant(spec),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {

@@ -374,6 +374,70 @@ pub fn merge_docker(text: &str, rt: &DockerRuntime, file: &str) -> Result<Merge,
     Ok(Merge::Changed(out))
 }
 
+/// Allows docker's network hook in moat's policy (`text`: the policy
+/// file's content, empty when there is none): dockerd's real path `exe`
+/// goes into `hooks.allow`, restricted to the name docker runs it under
+/// (`hooks.arg0`). Unchanged when the policy (for an empty text: the
+/// embedded default) already allows it; otherwise the result is the file
+/// (or the embedded default) with that one entry added, comments kept.
+pub fn merge_policy_hook(text: &str, exe: &str, file: &str) -> Result<Merge, InstallError> {
+    use crate::policy::{Policy, DEFAULT_POLICY_TOML, DOCKERD_HOOK_ARG0};
+    validate_absolute("dockerd path", exe)?;
+    let base = if text.trim().is_empty() {
+        DEFAULT_POLICY_TOML
+    } else {
+        text
+    };
+    let invalid = |message: String| InstallError::Toml {
+        path: file.to_string(),
+        message,
+    };
+    let policy = Policy::from_toml(base).map_err(|e| invalid(e.to_string()))?;
+    let allowed = policy.hooks.allow.iter().any(|p| p == exe)
+        && policy
+            .hooks
+            .arg0
+            .get(exe)
+            .is_none_or(|names| names.iter().any(|n| n == DOCKERD_HOOK_ARG0));
+    if allowed {
+        return Ok(Merge::Unchanged);
+    }
+    let mut doc: DocumentMut = base
+        .parse()
+        .map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    let shape = |what: &str| InstallError::Shape {
+        path: file.to_string(),
+        what: what.to_string(),
+    };
+    let hooks = doc
+        .entry("hooks")
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| shape("[hooks] is not a table"))?;
+    let allow = hooks
+        .entry("allow")
+        .or_insert(toml_edit::value(toml_edit::Array::new()))
+        .as_array_mut()
+        .ok_or_else(|| shape("hooks.allow is not an array"))?;
+    if !allow.iter().any(|v| v.as_str() == Some(exe)) {
+        allow.push(exe);
+    }
+    let arg0 = hooks
+        .entry("arg0")
+        .or_insert(toml_edit::value(toml_edit::InlineTable::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| shape("hooks.arg0 is not a table"))?;
+    let names = arg0
+        .entry(exe)
+        .or_insert(toml_edit::value(toml_edit::Array::new()))
+        .as_array_mut()
+        .ok_or_else(|| shape("a hooks.arg0 entry is not an array"))?;
+    names.push(DOCKERD_HOOK_ARG0);
+    let out = doc.to_string();
+    Policy::from_toml(&out).map_err(|e| invalid(e.to_string()))?;
+    Ok(Merge::Changed(out))
+}
+
 /// What [`apply_to_file`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -767,6 +831,42 @@ root = "/var/lib/containerd"   # keep this comment
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn policy_hook_merge_allows_dockerd_once_and_keeps_the_rest() {
+        // Debian's dockerd: the embedded default allows it, no file needed.
+        assert_eq!(
+            merge_policy_hook("", "/usr/sbin/dockerd", "p").unwrap(),
+            Merge::Unchanged
+        );
+        // Elsewhere: the default plus that path, restricted to its hook name.
+        let Merge::Changed(new) = merge_policy_hook("", "/opt/docker/dockerd", "p").unwrap() else {
+            panic!("no change");
+        };
+        let p = crate::policy::Policy::from_toml(&new).unwrap();
+        assert!(p.hooks.allow.contains(&"/opt/docker/dockerd".to_string()));
+        assert_eq!(
+            p.hooks.arg0["/opt/docker/dockerd"],
+            vec!["libnetwork-setkey".to_string()]
+        );
+        assert!(new.contains("# moat operator policy"), "comments kept");
+        assert_eq!(
+            merge_policy_hook(&new, "/opt/docker/dockerd", "p").unwrap(),
+            Merge::Unchanged
+        );
+        // An operator file without [hooks] gets one; its other keys stay.
+        let Merge::Changed(new) =
+            merge_policy_hook("[resources]\npids_limit = 10\n", "/opt/docker/dockerd", "p")
+                .unwrap()
+        else {
+            panic!("no change");
+        };
+        let p = crate::policy::Policy::from_toml(&new).unwrap();
+        assert_eq!(p.resources.pids_limit, 10);
+        assert_eq!(p.hooks.allow, vec!["/opt/docker/dockerd".to_string()]);
+        assert!(merge_policy_hook("[hooks]\nallow = 1\n", "/usr/sbin/dockerd", "p").is_err());
+        assert!(merge_policy_hook("", "dockerd", "p").is_err());
     }
 
     #[test]

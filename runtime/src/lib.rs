@@ -5,10 +5,12 @@
 //! ([`idpool`], [`rootfs`], [`facts`], [`nsjoin`], [`state`]) are the edges
 //! that touch the host.
 
+pub mod cgroup_probe;
 pub mod container_id;
 pub mod egress;
 pub mod facts;
 pub mod harden;
+pub mod hook_exe;
 pub mod idpool;
 pub mod install;
 pub mod learn;

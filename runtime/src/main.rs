@@ -77,6 +77,10 @@ enum Cmd {
     Learn(commands::learn::LearnArgs),
     /// Register moat with containerd (CRI runtime handler) or docker.
     Install(commands::install::InstallArgs),
+    /// Runs one allowed OCI hook after checking its executable again
+    /// (what create rewrites every allowed hook to; not for people).
+    #[command(hide = true)]
+    Hook(commands::hook::HookArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -200,6 +204,7 @@ fn main() -> ExitCode {
         Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
         Cmd::Learn(a) => commands::learn::learn(&ctx, a),
         Cmd::Install(a) => commands::install::install(a),
+        Cmd::Hook(a) => commands::hook::hook(a),
     }
     .context("moat");
     match result {

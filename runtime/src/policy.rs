@@ -48,6 +48,80 @@ pub struct Policy {
     pub egress: EgressPolicy,
     pub annotations: AnnotationPolicy,
     pub learn: LearnPolicy,
+    pub hooks: HooksPolicy,
+    pub cgroups: CgroupsPolicy,
+}
+
+/// OCI hooks (threat T21): refused unless their executable, resolved
+/// through symlinks and `/proc/<pid>/exe`, is listed here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksPolicy {
+    /// Real paths of the executables a `prestart`, `createRuntime`,
+    /// `poststart` or `poststop` hook may run (as host root).
+    pub allow: Vec<String>,
+    /// Executables of `allow` that may only run under these `args[0]`
+    /// values. dockerd run as `libnetwork-setkey` only sets up a
+    /// container's network; run under any other name it is a daemon
+    /// taking the tenant's arguments.
+    pub arg0: BTreeMap<String, Vec<String>>,
+}
+
+/// dockerd's two usual homes (Debian's docker.io: /usr/sbin; Docker's own
+/// packages: /usr/bin), allowed by default so docker's network hook works.
+pub const DEFAULT_HOOK_EXECUTABLES: &[&str] = &["/usr/sbin/dockerd", "/usr/bin/dockerd"];
+
+/// The only name dockerd's own hook runs under.
+pub const DOCKERD_HOOK_ARG0: &str = "libnetwork-setkey";
+
+impl Default for HooksPolicy {
+    fn default() -> Self {
+        Self {
+            allow: DEFAULT_HOOK_EXECUTABLES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            arg0: DEFAULT_HOOK_EXECUTABLES
+                .iter()
+                .map(|p| (p.to_string(), vec![DOCKERD_HOOK_ARG0.to_string()]))
+                .collect(),
+        }
+    }
+}
+
+/// Where a container's cgroup may be (threat T22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupsPolicy {
+    /// Parents a `linux.cgroupsPath` must be strictly below: cgroupfs
+    /// paths ("/docker") or systemd `slice:prefix` pairs
+    /// ("system.slice:docker"; a slice also covers its sub-slices, so
+    /// "kubepods.slice" covers "kubepods-burstable-pod1.slice").
+    pub parents: Vec<String>,
+}
+
+/// docker (cgroupfs and systemd drivers), containerd's default namespaces
+/// (`/<namespace>/<id>`), kubelet (cgroupfs and systemd), and moat's own.
+pub const DEFAULT_CGROUP_PARENTS: &[&str] = &[
+    "/docker",
+    "system.slice:docker",
+    "/default",
+    "/k8s.io",
+    "/moby",
+    "/kubepods",
+    "kubepods.slice:cri-containerd",
+    "/moat",
+];
+
+impl Default for CgroupsPolicy {
+    fn default() -> Self {
+        Self {
+            parents: DEFAULT_CGROUP_PARENTS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Learning seccomp profiles (`moat learn`, docs/seccomp.md).
@@ -209,6 +283,10 @@ pub enum PolicyError {
     OverridableKey(String),
     #[error("policy key learn.dir: {0:?} is not an absolute path (or empty)")]
     LearnDir(String),
+    #[error("policy key hooks.allow: {0:?} is not an absolute path without . or .. components")]
+    HookPath(String),
+    #[error("policy key cgroups.parents: {0:?} is neither a cgroup path like /docker nor a systemd slice:prefix like system.slice:docker")]
+    CgroupParent(String),
 }
 
 /// Policy keys that a `moat.dev/<key>` annotation may set.
@@ -286,6 +364,16 @@ impl Policy {
         }
         if !self.learn.dir.is_empty() && !self.learn.dir.starts_with('/') {
             return Err(PolicyError::LearnDir(self.learn.dir.clone()));
+        }
+        for path in &self.hooks.allow {
+            if !is_clean_absolute_path(path) {
+                return Err(PolicyError::HookPath(path.clone()));
+            }
+        }
+        for parent in &self.cgroups.parents {
+            if !is_cgroup_parent(parent) {
+                return Err(PolicyError::CgroupParent(parent.clone()));
+            }
         }
         Ok(())
     }
@@ -506,6 +594,33 @@ pub fn capability_name(cap: &Capability) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("CAP_{cap}"))
+}
+
+/// "/a/b": absolute, not "/", no empty, "." or ".." component, no NUL.
+pub fn is_clean_absolute_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    !path.contains('\0')
+        && rest
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A cgroupfs parent ("/docker") or a systemd "slice:prefix" pair.
+fn is_cgroup_parent(parent: &str) -> bool {
+    if parent.starts_with('/') {
+        return is_clean_absolute_path(parent);
+    }
+    match parent.split_once(':') {
+        Some((slice, prefix)) => {
+            slice.ends_with(".slice")
+                && [slice, prefix]
+                    .iter()
+                    .all(|s| !s.is_empty() && !s.contains(['/', ':', '\0']) && *s != "..")
+        }
+        None => false,
+    }
 }
 
 fn split_list(value: &str) -> Vec<String> {

@@ -122,14 +122,16 @@ fn read_only_clone_of_self() -> io::Result<OwnedFd> {
     Ok(tree)
 }
 
-fn to_cstrings(items: impl IntoIterator<Item = OsString>) -> io::Result<Vec<CString>> {
+/// Arguments or environment entries as C strings (for exec).
+pub fn to_cstrings(items: impl IntoIterator<Item = OsString>) -> io::Result<Vec<CString>> {
     items
         .into_iter()
         .map(|s| CString::new(s.into_vec()).map_err(io::Error::other))
         .collect()
 }
 
-fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
+/// The NULL-terminated pointer array exec wants.
+pub fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
     items
         .iter()
         .map(|s| s.as_ptr())

@@ -254,6 +254,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &rootfs::mount_point(&root, id),
         &mut report,
     )?;
+    moat::hook_exe::wrap_hooks(&mut hardened, &bundle, &facts.hook_executables)?;
     let staged = moat::staging::stage_bind_mounts(
         &mut hardened,
         &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),

@@ -208,7 +208,10 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
         Some(path) => {
             let text = fs::read_to_string(path)
                 .with_context(|| format!("cannot read process file {}", path.display()))?;
-            serde_json::from_str(&text)
+            let raw: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("malformed process file {}", path.display()))?;
+            moat::harden::hooks::check_process_keys(&raw).map_err(|r| anyhow!(r))?;
+            serde_json::from_value(raw)
                 .with_context(|| format!("malformed process file {}", path.display()))?
         }
         None => {

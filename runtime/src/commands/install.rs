@@ -58,6 +58,14 @@ pub struct DockerArgs {
     /// The moat binary dockerd runs, as seen by dockerd.
     #[arg(long, default_value = install::DEFAULT_BINARY)]
     pub binary: String,
+    /// moat's policy file, where dockerd's network hook is allowed
+    /// (hooks.allow) when the policy does not allow it yet.
+    #[arg(long, default_value = moat::policy::DEFAULT_POLICY_PATH)]
+    pub policy_file: PathBuf,
+    /// dockerd's executable (default: the running dockerd's, else dockerd
+    /// on PATH), resolved to its real path.
+    #[arg(long)]
+    pub dockerd: Option<PathBuf>,
     /// An argument docker passes to moat before the command (repeatable;
     /// stored as runtimeArgs).
     #[arg(long = "runtime-arg", allow_hyphen_values = true)]
@@ -138,8 +146,56 @@ fn containerd(a: ContainerdArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// dockerd's real path: the running daemon's executable, else dockerd on
+/// PATH.
+fn find_dockerd() -> Option<PathBuf> {
+    let running = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "dockerd")
+            .then(|| std::fs::canonicalize(e.path().join("exe")).ok())
+            .flatten()
+    });
+    running.or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("dockerd"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+    })
+}
+
+/// Allows docker's network hook (prestart, /proc/<dockerd>/exe run as
+/// libnetwork-setkey) in moat's policy file, if it does not yet.
+fn allow_dockerd_hook(a: &DockerArgs) -> Result<()> {
+    let dockerd = match &a.dockerd {
+        Some(p) => std::fs::canonicalize(p)
+            .with_context(|| format!("cannot resolve dockerd {}", p.display()))?,
+        None => match find_dockerd() {
+            Some(p) => p,
+            None => {
+                eprintln!("moat install: warning: no dockerd found; make sure hooks.allow in {} lists it, or docker's network hook is refused", a.policy_file.display());
+                return Ok(());
+            }
+        },
+    };
+    let exe = dockerd.display().to_string();
+    let (applied, text) = install::apply_to_file(&a.policy_file, a.dry_run, |t, f| {
+        install::merge_policy_hook(t, &exe, f)
+    })
+    .with_context(|| format!("cannot allow dockerd's hook in {}", a.policy_file.display()))?;
+    report(
+        &applied,
+        text,
+        a.dry_run,
+        &a.policy_file,
+        &format!("docker's network hook ({exe} as libnetwork-setkey) in hooks.allow"),
+    );
+    Ok(())
+}
+
 fn docker(a: DockerArgs) -> Result<i32> {
     check_paths(&a.binary, None)?;
+    allow_dockerd_hook(&a)?;
     let rt = DockerRuntime {
         name: a.name.clone(),
         path: a.binary.clone(),

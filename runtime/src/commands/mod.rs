@@ -15,6 +15,7 @@ pub mod events;
 pub mod exec;
 pub mod explain;
 pub mod features;
+pub mod hook;
 pub mod install;
 pub mod kill;
 pub mod learn;

@@ -17,7 +17,9 @@ use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::report::{Report, Rule};
 
+pub mod cgroups_path;
 mod devices;
+pub mod hooks;
 mod host_paths;
 mod mounts;
 mod namespaces;
@@ -59,6 +61,12 @@ pub struct HostFacts {
     /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
     /// none or it is not a plain file), for HOME.
     pub image_passwd: Option<String>,
+    /// Each hook path of the spec resolved to its real executable (`None`:
+    /// unresolvable), see `moat::hook_exe`.
+    pub hook_executables: HashMap<PathBuf, Option<PathBuf>>,
+    /// Where a process lives in the cgroup the spec's cgroupsPath names,
+    /// if anywhere (see `moat::cgroup_probe`).
+    pub cgroup_occupant: Option<String>,
 }
 
 /// The outcome of hardening a spec.
@@ -96,6 +104,8 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
     devices::refuse_devices(spec, &policy)?;
+    hooks::check_hooks(spec, &policy.hooks, &facts.hook_executables)?;
+    cgroups_path::check_cgroups_path(spec, &policy.cgroups, facts.cgroup_occupant.as_deref())?;
 
     let mut out = spec.clone();
     if let Some(process) = out.process().clone() {

@@ -1,0 +1,82 @@
+//! Host fact for `linux.cgroupsPath` (threat T22): does the cgroup a spec
+//! names already hold a process, in any hierarchy (every cgroup v1
+//! hierarchy and the unified one)? Read-only: moat never mounts, unmounts
+//! or rebinds anything here.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::harden::cgroups_path::{spec_cgroups_path, CgroupsPath};
+
+/// How many cgroup directories the walk below one cgroup visits at most;
+/// a larger tree counts as occupied (fail closed).
+const MAX_WALK: usize = 10_000;
+
+/// The mount points of every cgroup and cgroup2 filesystem of this mount
+/// namespace, from /proc/self/mountinfo (a hierarchy mounted twice is
+/// looked at twice, which is harmless).
+pub fn hierarchy_mounts() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = crate::rootfs::parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Where a process lives in `dir` or below it, if anywhere.
+fn first_process(dir: &Path) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut visited = 0;
+    while let Some(d) = stack.pop() {
+        visited += 1;
+        if visited > MAX_WALK {
+            return Some(format!(
+                "more than {MAX_WALK} cgroups below {}",
+                dir.display()
+            ));
+        }
+        match fs::read_to_string(d.join("cgroup.procs")) {
+            Ok(procs) => {
+                if let Some(pid) = procs.lines().find(|l| !l.trim().is_empty()) {
+                    return Some(format!("pid {} in {}", pid.trim(), d.display()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && d == dir => return None,
+            Err(e) => return Some(format!("cannot read {}: {e}", d.display())),
+        }
+        let Ok(entries) = fs::read_dir(&d) else {
+            return Some(format!("cannot list {}", d.display()));
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    None
+}
+
+/// Where a process lives in the cgroup the spec's cgroupsPath names (or
+/// below it), in any hierarchy; `None` when none does, the cgroup does not
+/// exist, or the spec has no cgroupsPath or one the rule refuses anyway.
+pub fn occupant(spec: &Spec) -> Option<String> {
+    let path = spec_cgroups_path(spec)?;
+    let parsed = CgroupsPath::parse(&path).ok()?;
+    let mounts = hierarchy_mounts();
+    for rel in parsed.candidate_dirs() {
+        for mount in &mounts {
+            if let Some(found) = first_process(&mount.join(&rel)) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}

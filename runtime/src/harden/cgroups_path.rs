@@ -1,0 +1,262 @@
+//! `linux.cgroupsPath` (threat T22). libcontainer puts the container's
+//! limits on the cgroup the spec names and, on `delete`, SIGKILLs every
+//! process in it and removes it. A tenant naming another workload's cgroup
+//! (or `/`, or an engine's parent such as `/docker`) would cap or kill
+//! processes that are not its own. So the path must be strictly below a
+//! parent the operator lists (`cgroups.parents`), be plain (no `..`, `.`
+//! or empty component), and name a cgroup that does not exist yet or
+//! holds no process in any hierarchy (a host fact, `moat::cgroup_probe`).
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+
+use crate::policy::CgroupsPolicy;
+use crate::refusal::{Refusal, RefusalRule};
+
+/// A `cgroupsPath`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupsPath {
+    /// cgroupfs form: the components of "/docker/<id>".
+    Path(Vec<String>),
+    /// systemd form "slice:prefix:name".
+    Systemd {
+        slice: String,
+        prefix: String,
+        name: String,
+    },
+}
+
+fn plain_component(c: &str) -> bool {
+    !c.is_empty() && c != "." && c != ".." && !c.contains(['/', '\0'])
+}
+
+impl CgroupsPath {
+    /// Parses a path, or says why it is not plain.
+    pub fn parse(path: &str) -> Result<Self, &'static str> {
+        if let Some(rest) = path.strip_prefix('/') {
+            let parts: Vec<String> = rest.split('/').map(str::to_string).collect();
+            if !parts.iter().all(|c| plain_component(c)) {
+                return Err("it has an empty, \".\" or \"..\" component (or is \"/\")");
+            }
+            return Ok(Self::Path(parts));
+        }
+        let parts: Vec<&str> = path.split(':').collect();
+        match parts.as_slice() {
+            [slice, prefix, name]
+                if slice.ends_with(".slice")
+                    && [slice, prefix, name].iter().all(|c| plain_component(c)) =>
+            {
+                Ok(Self::Systemd {
+                    slice: slice.to_string(),
+                    prefix: prefix.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err("it is neither an absolute cgroup path nor a systemd slice:prefix:name"),
+        }
+    }
+
+    /// Is this strictly below the policy parent `parent`?
+    fn is_below(&self, parent: &str) -> bool {
+        match self {
+            Self::Path(parts) => {
+                let Some(rest) = parent.strip_prefix('/') else {
+                    return false;
+                };
+                let parent_parts: Vec<&str> = rest.split('/').collect();
+                parts.len() > parent_parts.len()
+                    && parts.iter().zip(&parent_parts).all(|(a, b)| a == b)
+            }
+            Self::Systemd {
+                slice,
+                prefix,
+                name: _,
+            } => {
+                let Some((pslice, pprefix)) = parent.split_once(':') else {
+                    return false;
+                };
+                let stem = pslice.trim_end_matches(".slice");
+                prefix == pprefix
+                    && (slice == pslice
+                        || slice
+                            .strip_prefix(stem)
+                            .is_some_and(|s| s.starts_with('-') && s.len() > "-.slice".len()))
+            }
+        }
+    }
+
+    /// The directories (relative to a hierarchy's mount point) this path
+    /// may become: on cgroup v1 and hybrid hosts libcgroups joins the path
+    /// itself below every hierarchy, a systemd path too; on a unified host
+    /// with the systemd driver it becomes the expanded slice and scope.
+    pub fn candidate_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Path(parts) => vec![parts.iter().collect()],
+            Self::Systemd {
+                slice,
+                prefix,
+                name,
+            } => {
+                let literal = PathBuf::from(format!("{slice}:{prefix}:{name}"));
+                let mut expanded = PathBuf::new();
+                let stem = slice.trim_end_matches(".slice");
+                if stem != "-" {
+                    let mut acc = String::new();
+                    for part in stem.split('-') {
+                        if !acc.is_empty() {
+                            acc.push('-');
+                        }
+                        acc.push_str(part);
+                        expanded.push(format!("{acc}.slice"));
+                    }
+                }
+                expanded.push(format!("{prefix}-{name}.scope"));
+                vec![literal, expanded]
+            }
+        }
+    }
+}
+
+/// The spec's cgroupsPath, if it has one.
+pub fn spec_cgroups_path(spec: &Spec) -> Option<String> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Refuses a cgroupsPath outside the policy's parents, not plain, or
+/// naming a cgroup in use. `occupant` is the host fact: where a process
+/// was found in that cgroup or below it (`None`: no process, or no such
+/// cgroup). A spec without cgroupsPath gets moat's `/moat/<id>`.
+pub fn check_cgroups_path(
+    spec: &Spec,
+    policy: &CgroupsPolicy,
+    occupant: Option<&str>,
+) -> Result<(), Refusal> {
+    let Some(path) = spec_cgroups_path(spec) else {
+        return Ok(());
+    };
+    let parsed = CgroupsPath::parse(&path).map_err(|why| {
+        Refusal::new(
+            RefusalRule::CgroupsPath,
+            format!("linux.cgroupsPath {path:?}: {why}"),
+            None,
+        )
+    })?;
+    if !policy.parents.iter().any(|p| parsed.is_below(p)) {
+        return Err(Refusal::new(
+            RefusalRule::CgroupsPath,
+            format!(
+                "linux.cgroupsPath {path:?} is not below any of the allowed parents ({})",
+                policy.parents.join(", ")
+            ),
+            Some("cgroups.parents"),
+        ));
+    }
+    if let Some(found) = occupant {
+        return Err(Refusal::new(
+            RefusalRule::CgroupsPath,
+            format!("linux.cgroupsPath {path:?} names a cgroup that already holds a process ({found}); a container gets a cgroup of its own"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::Linux;
+
+    fn spec(path: &str) -> Spec {
+        let mut linux = Linux::default();
+        linux.set_cgroups_path(Some(PathBuf::from(path)));
+        let mut spec = Spec::default();
+        spec.set_linux(Some(linux));
+        spec
+    }
+
+    fn check(path: &str) -> Result<(), Refusal> {
+        check_cgroups_path(&spec(path), &CgroupsPolicy::default(), None)
+    }
+
+    #[test]
+    fn engines_paths_pass() {
+        for ok in [
+            "/docker/0123abcd",
+            "system.slice:docker:0123abcd",
+            "/default/web",
+            "/k8s.io/0123",
+            "/moby/0123",
+            "/kubepods/burstable/pod1234/0123",
+            "/kubepods/pod1234/0123",
+            "kubepods-burstable-pod1234.slice:cri-containerd:0123",
+            "kubepods.slice:cri-containerd:0123",
+            "/moat/web",
+        ] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let mut none = spec("/x");
+        none.linux_mut().as_mut().unwrap().set_cgroups_path(None);
+        check_cgroups_path(&none, &CgroupsPolicy::default(), None).unwrap();
+    }
+
+    #[test]
+    fn paths_outside_parents_or_not_plain_are_refused() {
+        for bad in [
+            "/",
+            "/docker",
+            "/docker/",
+            "/docker/../init.scope",
+            "/docker/./x",
+            "/docker//x",
+            "../x",
+            "docker/x",
+            "x",
+            "/system.slice/x",
+            "/dockerx/y",
+            "/user.slice/user-0.slice",
+            "system.slice:sshd:x",
+            "user.slice:docker:x",
+            "system.slice:docker",
+            "system.slice:docker:..",
+            "system.slice:docker:a:b",
+            "kubepods.slice:crio:x",
+            "kubepodsx.slice:cri-containerd:x",
+            "kubepods-.slice:cri-containerd:x",
+        ] {
+            let err = check(bad).expect_err(bad);
+            assert_eq!(err.rule, RefusalRule::CgroupsPath, "{bad}");
+            assert!(err.to_string().contains("cgroupsPath"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cgroup_holding_a_process_is_refused() {
+        let err = check_cgroups_path(
+            &spec("/docker/abc"),
+            &CgroupsPolicy::default(),
+            Some("pid 42 in /sys/fs/cgroup/pids/docker/abc"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("pid 42"), "{err}");
+    }
+
+    #[test]
+    fn candidate_dirs_cover_both_systemd_layouts() {
+        let p = CgroupsPath::parse("kubepods-burstable-pod1.slice:cri-containerd:abc").unwrap();
+        assert_eq!(
+            p.candidate_dirs(),
+            vec![
+                PathBuf::from("kubepods-burstable-pod1.slice:cri-containerd:abc"),
+                PathBuf::from(
+                    "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope"
+                ),
+            ]
+        );
+        let p = CgroupsPath::parse("/docker/abc").unwrap();
+        assert_eq!(p.candidate_dirs(), vec![PathBuf::from("docker/abc")]);
+    }
+}

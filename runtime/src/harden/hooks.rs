@@ -1,0 +1,441 @@
+//! OCI hooks (threat T21). `prestart`, `createRuntime`, `poststart` and
+//! `poststop` hooks run as host root in the host's namespaces, started by
+//! moat itself, so a hook in a tenant's config.json is code execution on
+//! the host. They are refused unless the operator allows the executable
+//! (by its real path, `hooks.allow`), and an allowed hook never runs
+//! directly: [`wrap_allowed_hooks`] rewrites it to run through `moat hook`
+//! (runtime/src/commands/hook.rs), which checks the executable again when
+//! it runs, hands the hook the real bundle path, and keeps a failing
+//! `poststop` hook from blocking `delete`.
+//!
+//! `createContainer` and `startContainer` hooks run inside the container's
+//! mount namespace (their path resolves in the container's rootfs), where
+//! moat can neither check the executable nor run its wrapper: always
+//! refused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Hook, Hooks, Spec};
+
+use crate::policy::HooksPolicy;
+use crate::refusal::{Refusal, RefusalRule};
+
+/// The hook kinds, in the spec's order, with their JSON names.
+pub const HOOK_KINDS: &[&str] = &[
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// Kinds whose path resolves inside the container: never allowed.
+const IN_CONTAINER_KINDS: &[&str] = &["createContainer", "startContainer"];
+
+/// Environment variables the C library ignores for setuid programs
+/// (glibc's UNSECURE_ENVVARS) plus every `LD_*`: in a hook's `env` they
+/// would make an allowed executable (a dynamically linked dockerd) load
+/// or read files the tenant names, as host root.
+const UNSAFE_ENV: &[&str] = &[
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+];
+
+/// The hooks of one kind, by JSON name.
+#[allow(deprecated)] // prestart: deprecated by the OCI spec, still sent by docker 20.10
+pub fn hooks_of<'a>(hooks: &'a Hooks, kind: &str) -> Option<&'a Vec<Hook>> {
+    match kind {
+        "prestart" => hooks.prestart().as_ref(),
+        "createRuntime" => hooks.create_runtime().as_ref(),
+        "createContainer" => hooks.create_container().as_ref(),
+        "startContainer" => hooks.start_container().as_ref(),
+        "poststart" => hooks.poststart().as_ref(),
+        "poststop" => hooks.poststop().as_ref(),
+        _ => None,
+    }
+}
+
+#[allow(deprecated)]
+fn set_hooks_of(hooks: &mut Hooks, kind: &str, list: Option<Vec<Hook>>) {
+    match kind {
+        "prestart" => hooks.set_prestart(list),
+        "createRuntime" => hooks.set_create_runtime(list),
+        "createContainer" => hooks.set_create_container(list),
+        "startContainer" => hooks.set_start_container(list),
+        "poststart" => hooks.set_poststart(list),
+        "poststop" => hooks.set_poststop(list),
+        _ => hooks,
+    };
+}
+
+fn refuse(detail: String) -> Refusal {
+    Refusal::new(RefusalRule::Hooks, detail, Some("hooks.allow"))
+}
+
+/// The name a hook runs under: `args[0]`, or its path when it has no args.
+fn arg0(hook: &Hook) -> String {
+    hook.args()
+        .as_ref()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_else(|| hook.path().display().to_string())
+}
+
+/// Refuses every hook the policy does not allow. `resolved` maps each hook
+/// path to the real executable it named when moat looked (`None`: it could
+/// not be resolved), gathered by `moat::hook_exe`.
+pub fn check_hooks(
+    spec: &Spec,
+    policy: &HooksPolicy,
+    resolved: &HashMap<PathBuf, Option<PathBuf>>,
+) -> Result<(), Refusal> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(());
+    };
+    for kind in HOOK_KINDS {
+        for (i, hook) in hooks_of(hooks, kind).into_iter().flatten().enumerate() {
+            let path = hook.path();
+            let name = format!("hooks.{kind}[{i}] ({})", path.display());
+            if IN_CONTAINER_KINDS.contains(kind) {
+                return Err(Refusal::new(
+                    RefusalRule::Hooks,
+                    format!("{name}: {kind} hooks run inside the container's mount namespace, where moat cannot check their executable"),
+                    None,
+                ));
+            }
+            let Some(real) = resolved.get(path).cloned().flatten() else {
+                return Err(refuse(format!(
+                    "{name}: the executable cannot be resolved on the host"
+                )));
+            };
+            let real_str = real.display().to_string();
+            if !policy.allow.contains(&real_str) {
+                return Err(refuse(format!(
+                    "{name}: runs {real_str} as host root, which is not in hooks.allow"
+                )));
+            }
+            if let Some(names) = policy.arg0.get(&real_str) {
+                let a0 = arg0(hook);
+                if !names.contains(&a0) {
+                    return Err(Refusal::new(
+                        RefusalRule::Hooks,
+                        format!(
+                            "{name}: {real_str} may only run as {} (hooks.arg0), not as {a0:?}",
+                            names.join(", ")
+                        ),
+                        Some("hooks.arg0"),
+                    ));
+                }
+            }
+            if let Some(var) = hook.env().iter().flatten().find_map(|e| {
+                let key = e.split('=').next().unwrap_or_default();
+                (key.starts_with("LD_") || UNSAFE_ENV.contains(&key)).then_some(key)
+            }) {
+                return Err(Refusal::new(
+                    RefusalRule::Hooks,
+                    format!("{name}: its env sets {var}, which would steer the executable's loader or C library as host root"),
+                    None,
+                ));
+            }
+            if hook.timeout().is_some_and(|t| t <= 0) {
+                return Err(Refusal::new(
+                    RefusalRule::Hooks,
+                    format!("{name}: timeout must be greater than zero"),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites every hook of a checked spec to run through `moat hook`:
+/// `<moat> hook --kind K --bundle B --expect REAL [--timeout T] -- PATH
+/// ARGS…`. `env` stays on the rewritten hook (libcontainer gives the hook
+/// exactly that environment, and `moat hook` passes it on); `timeout`
+/// stays too, except for `poststop`, whose timeout `moat hook` enforces
+/// itself so that a hook that hangs is killed and `delete` still
+/// completes. Hook paths missing from `resolved` are left alone
+/// (`check_hooks` refused them already).
+pub fn wrap_allowed_hooks(
+    spec: &mut Spec,
+    moat: &Path,
+    bundle: &Path,
+    resolved: &HashMap<PathBuf, Option<PathBuf>>,
+) {
+    let Some(mut hooks) = spec.hooks().clone() else {
+        return;
+    };
+    for kind in HOOK_KINDS {
+        let Some(list) = hooks_of(&hooks, kind).cloned() else {
+            continue;
+        };
+        let wrapped = list
+            .into_iter()
+            .map(|hook| {
+                let Some(real) = resolved.get(hook.path()).cloned().flatten() else {
+                    return hook;
+                };
+                let mut args = vec![
+                    "moat".to_string(),
+                    "hook".into(),
+                    "--kind".into(),
+                    kind.to_string(),
+                    "--bundle".into(),
+                    bundle.display().to_string(),
+                    "--expect".into(),
+                    real.display().to_string(),
+                ];
+                let mut out = hook.clone();
+                if *kind == "poststop" {
+                    if let Some(t) = hook.timeout() {
+                        args.extend(["--timeout".into(), t.to_string()]);
+                    }
+                    out.set_timeout(None);
+                }
+                args.extend(["--".into(), hook.path().display().to_string(), arg0(&hook)]);
+                args.extend(hook.args().iter().flatten().skip(1).cloned());
+                out.set_path(moat.to_path_buf());
+                out.set_args(Some(args));
+                out
+            })
+            .collect();
+        set_hooks_of(&mut hooks, kind, Some(wrapped));
+    }
+    spec.set_hooks(Some(hooks));
+}
+
+/// The JSON keys of an OCI `Process` (oci-spec 0.10). `exec --process`
+/// JSON is checked against them before it is parsed, because the parser
+/// drops unknown keys silently: a `hooks` key there (or any field moat does
+/// not know) would look accepted and do nothing, or something else in a
+/// newer runtime.
+pub const PROCESS_KEYS: &[&str] = &[
+    "terminal",
+    "consoleSize",
+    "user",
+    "args",
+    "commandLine",
+    "env",
+    "cwd",
+    "capabilities",
+    "rlimits",
+    "noNewPrivileges",
+    "apparmorProfile",
+    "oomScoreAdj",
+    "selinuxLabel",
+    "ioPriority",
+    "scheduler",
+    "execCPUAffinity",
+];
+
+/// Refuses `exec --process` JSON with hooks or a key `Process` lacks.
+pub fn check_process_keys(raw: &serde_json::Value) -> Result<(), Refusal> {
+    let Some(obj) = raw.as_object() else {
+        return Ok(()); // not an object: the parser's own error says so
+    };
+    if obj.contains_key("hooks") {
+        return Err(Refusal::new(
+            RefusalRule::Hooks,
+            "exec --process: a process has no hooks (hooks belong to config.json, where moat checks them)",
+            None,
+        ));
+    }
+    if let Some(key) = obj.keys().find(|k| !PROCESS_KEYS.contains(&k.as_str())) {
+        return Err(Refusal::new(
+            RefusalRule::UnsupportedField,
+            format!("exec --process: unknown key {key:?} (moat refuses process fields it does not know)"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(path: &str, args: &[&str]) -> Hook {
+        let mut h = Hook::default();
+        h.set_path(PathBuf::from(path));
+        if !args.is_empty() {
+            h.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+        }
+        h
+    }
+
+    fn spec_with(kind: &str, h: Hook) -> Spec {
+        let mut hooks = Hooks::default();
+        set_hooks_of(&mut hooks, kind, Some(vec![h]));
+        let mut spec = Spec::default();
+        spec.set_hooks(Some(hooks));
+        spec
+    }
+
+    fn resolved(pairs: &[(&str, Option<&str>)]) -> HashMap<PathBuf, Option<PathBuf>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (PathBuf::from(k), v.map(PathBuf::from)))
+            .collect()
+    }
+
+    fn docker_hook() -> Hook {
+        hook(
+            "/proc/42/exe",
+            &[
+                "libnetwork-setkey",
+                "-exec-root=/var/run/docker",
+                "abc",
+                "def",
+            ],
+        )
+    }
+
+    #[test]
+    fn every_kind_is_refused_by_default_naming_kind_and_path() {
+        let policy = HooksPolicy::default();
+        for kind in HOOK_KINDS {
+            let spec = spec_with(kind, hook("/tmp/evil", &[]));
+            let r = resolved(&[("/tmp/evil", Some("/tmp/evil"))]);
+            let err = check_hooks(&spec, &policy, &r).unwrap_err();
+            assert_eq!(err.rule, RefusalRule::Hooks);
+            let text = err.to_string();
+            assert!(text.contains(&format!("hooks.{kind}[0]")), "{text}");
+            assert!(text.contains("/tmp/evil"), "{text}");
+        }
+    }
+
+    #[test]
+    fn dockers_setkey_hook_is_allowed_by_its_resolved_path() {
+        let spec = spec_with("prestart", docker_hook());
+        let r = resolved(&[("/proc/42/exe", Some("/usr/sbin/dockerd"))]);
+        check_hooks(&spec, &HooksPolicy::default(), &r).unwrap();
+        // The same pid resolving to anything else is refused.
+        let r = resolved(&[("/proc/42/exe", Some("/usr/bin/python3"))]);
+        assert!(check_hooks(&spec, &HooksPolicy::default(), &r).is_err());
+        // Unresolvable (the pid exited): refused.
+        let r = resolved(&[("/proc/42/exe", None)]);
+        assert!(check_hooks(&spec, &HooksPolicy::default(), &r).is_err());
+        assert!(check_hooks(&spec, &HooksPolicy::default(), &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn dockerd_under_another_name_is_refused() {
+        let spec = spec_with(
+            "prestart",
+            hook("/usr/sbin/dockerd", &["dockerd", "-H", "x"]),
+        );
+        let r = resolved(&[("/usr/sbin/dockerd", Some("/usr/sbin/dockerd"))]);
+        let err = check_hooks(&spec, &HooksPolicy::default(), &r).unwrap_err();
+        assert!(err.to_string().contains("hooks.arg0"), "{err}");
+        // No args: arg0 is the path, also not libnetwork-setkey.
+        let spec = spec_with("prestart", hook("/usr/sbin/dockerd", &[]));
+        assert!(check_hooks(&spec, &HooksPolicy::default(), &r).is_err());
+    }
+
+    #[test]
+    fn in_container_kinds_are_refused_even_when_allowed() {
+        let policy = HooksPolicy {
+            allow: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        let r = resolved(&[("/bin/true", Some("/bin/true"))]);
+        for kind in ["createContainer", "startContainer"] {
+            let err = check_hooks(&spec_with(kind, hook("/bin/true", &[])), &policy, &r);
+            assert!(err.unwrap_err().to_string().contains("mount namespace"));
+        }
+        for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
+            check_hooks(&spec_with(kind, hook("/bin/true", &[])), &policy, &r).unwrap();
+        }
+    }
+
+    #[test]
+    fn loader_variables_in_env_and_bad_timeouts_are_refused() {
+        let policy = HooksPolicy {
+            allow: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        let r = resolved(&[("/bin/true", Some("/bin/true"))]);
+        for var in ["LD_PRELOAD=/x.so", "LD_LIBRARY_PATH=/x", "GCONV_PATH=/x"] {
+            let mut h = hook("/bin/true", &[]);
+            h.set_env(Some(vec!["A=1".into(), var.into()]));
+            assert!(check_hooks(&spec_with("poststop", h), &policy, &r).is_err());
+        }
+        let mut h = hook("/bin/true", &[]);
+        h.set_env(Some(vec!["PATH=/bin".into()]));
+        check_hooks(&spec_with("poststop", h.clone()), &policy, &r).unwrap();
+        h.set_timeout(Some(0));
+        assert!(check_hooks(&spec_with("poststop", h), &policy, &r).is_err());
+    }
+
+    #[test]
+    fn wrapping_runs_hooks_through_moat_and_keeps_env_and_timeout() {
+        let mut h = docker_hook();
+        h.set_env(Some(vec!["A=1".into()]));
+        h.set_timeout(Some(5));
+        let mut spec = spec_with("prestart", h.clone());
+        let r = resolved(&[("/proc/42/exe", Some("/usr/sbin/dockerd"))]);
+        wrap_allowed_hooks(&mut spec, Path::new("/usr/bin/moat"), Path::new("/b"), &r);
+        let w = &hooks_of(spec.hooks().as_ref().unwrap(), "prestart").unwrap()[0];
+        assert_eq!(w.path(), Path::new("/usr/bin/moat"));
+        assert_eq!(w.env(), h.env());
+        assert_eq!(w.timeout(), Some(5));
+        assert_eq!(
+            w.args().as_ref().unwrap().join(" "),
+            "moat hook --kind prestart --bundle /b --expect /usr/sbin/dockerd -- /proc/42/exe libnetwork-setkey -exec-root=/var/run/docker abc def"
+        );
+        // poststop: moat hook enforces the timeout, libcontainer does not.
+        let mut spec = spec_with("poststop", h);
+        wrap_allowed_hooks(&mut spec, Path::new("/usr/bin/moat"), Path::new("/b"), &r);
+        let w = &hooks_of(spec.hooks().as_ref().unwrap(), "poststop").unwrap()[0];
+        assert_eq!(w.timeout(), None);
+        assert!(w
+            .args()
+            .as_ref()
+            .unwrap()
+            .join(" ")
+            .contains("--timeout 5 --"));
+        // No args: arg0 is the path.
+        let mut spec = spec_with("poststart", hook("/proc/42/exe", &[]));
+        wrap_allowed_hooks(&mut spec, Path::new("/m"), Path::new("/b"), &r);
+        let w = &hooks_of(spec.hooks().as_ref().unwrap(), "poststart").unwrap()[0];
+        assert!(w
+            .args()
+            .as_ref()
+            .unwrap()
+            .join(" ")
+            .ends_with("-- /proc/42/exe /proc/42/exe"));
+    }
+
+    #[test]
+    fn exec_process_json_with_hooks_or_unknown_keys_is_refused() {
+        let ok = serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["sh"]});
+        check_process_keys(&ok).unwrap();
+        let mut hooks = ok.clone();
+        hooks["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sh"}]});
+        assert!(check_process_keys(&hooks)
+            .unwrap_err()
+            .to_string()
+            .contains("hooks"));
+        let mut other = ok.clone();
+        other["futureField"] = serde_json::json!(1);
+        assert!(check_process_keys(&other)
+            .unwrap_err()
+            .to_string()
+            .contains("futureField"));
+        // Every key a Process serialises is known.
+        let full: oci_spec::runtime::Process = serde_json::from_value(ok).unwrap();
+        check_process_keys(&serde_json::to_value(full).unwrap()).unwrap();
+    }
+}
