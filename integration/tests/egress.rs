@@ -536,7 +536,7 @@ struct PodNetns {
 
 impl PodNetns {
     fn new(n: usize) -> PodNetns {
-        let name = format!("moat-eg-cni-{}-{n}", std::process::id());
+        let name = format!("cni-moat-eg-{}-{n}", std::process::id());
         // Stale one from a crashed earlier run with the same pid.
         let _ = run_cmd("ip", &["netns", "del", &name]);
         must("ip", &["netns", "add", &name]);
