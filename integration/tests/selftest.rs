@@ -200,7 +200,7 @@ fn threat_model_lists_every_probe_one_to_one() {
         differences.join("\n")
     );
 
-    // Threat ids name rows of the main table (T0..T18), optionally with a
+    // Threat ids name rows of the main table ("T4", …), optionally with a
     // CVE suffix ("T4/CVE-2022-0185").
     for (name, (threat, _)) in &program {
         let id = threat.split('/').next().unwrap_or_default();

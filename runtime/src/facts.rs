@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::harden::{is_bind, HostFacts, IdRange};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalRule};
 
 /// The host's own namespace file for a type (PID 1's).
 fn host_ns_file(t: LinuxNamespaceType) -> &'static str {
@@ -199,7 +199,7 @@ pub fn check_mount_destinations(spec: &Spec, rootfs: &Path) -> Result<(), Refusa
 
 fn escape(dest: &Path, why: &str) -> Refusal {
     Refusal::new(
-        "symlink-mount-destination",
+        RefusalRule::SymlinkMountDestination,
         format!("mount destination {}: {why}", dest.display()),
         None,
     )

@@ -27,6 +27,3 @@ pub mod self_exe;
 pub mod selfcheck;
 pub mod staging;
 pub mod state;
-
-#[cfg(test)]
-mod harden_tests;

@@ -34,12 +34,12 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::harden::is_bind;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalRule};
 
-/// Rule name of refusals about a path that changed or escaped (T29).
-pub const RULE_HOST_PATH: &str = "host-path";
-/// Rule name of refusals about a namespace that may not be joined (T11).
-pub const RULE_NAMESPACE_PATH: &str = "namespace-path";
+/// Refusals about a host path that escaped or is moat's own (T29).
+pub const RULE_HOST_PATH: RefusalRule = RefusalRule::HostPathChanged;
+/// Refusals about a namespace that may not be joined (T29, T11).
+pub const RULE_NAMESPACE_PATH: RefusalRule = RefusalRule::NamespacePath;
 
 /// Why a path could not be pinned.
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +460,17 @@ pub fn pin_namespace(
     }
     // Namespace files are magic links (/proc/<pid>/ns/net) or nsfs bind
     // mounts: followed once, here; the fd is the namespace from now on.
-    let file = File::open(path).map_err(|e| refuse(format!("cannot open it ({e})")))?;
+    let file = File::open(path).map_err(|e| {
+        // What cannot be examined is treated as the host's (fail closed).
+        PinError::Refused(Refusal::new(
+            RefusalRule::HostNamespace,
+            format!(
+                "{kind} namespace path {} cannot be opened ({e}); treated as the host's",
+                path.display()
+            ),
+            Some("refusals.allow_host_namespaces"),
+        ))
+    })?;
     let md = file
         .metadata()
         .map_err(|e| refuse(format!("cannot stat it ({e})")))?;

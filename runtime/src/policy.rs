@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use oci_spec::runtime::Capability;
 use serde::{Deserialize, Serialize};
 
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalRule};
 
 /// Where the operator policy lives unless `--policy`/`MOAT_POLICY` says otherwise.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/moat/policy.toml";
@@ -531,7 +531,7 @@ impl Policy {
             });
         }
         effective.validate().map_err(|e| Refusal {
-            rule: "annotation",
+            rule: RefusalRule::Annotation,
             detail: e.to_string(),
             key: None,
         })?;

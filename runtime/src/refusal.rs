@@ -3,11 +3,140 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
+/// The refusal rules. Each maps to a threat in docs/threat-model.md; the
+/// kebab-case name is what the one-line error prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalRule {
+    /// A `moat.dev/` annotation that is unknown or malformed.
+    Annotation,
+    /// A `moat.dev/` annotation that would loosen a key the operator keeps.
+    AnnotationLoosensPolicy,
+    /// `process.cwd` under /proc or not absolute (CVE-2024-21626).
+    Cwd,
+    /// A device cgroup rule or node beyond the default set.
+    Device,
+    /// The host's net, pid, ipc, uts or mount namespace.
+    HostNamespace,
+    /// Every host device, or CAP_SYS_ADMIN with nothing masked.
+    Privileged,
+    /// A bind, overlay layer or rootfs that is or holds a sensitive host path.
+    SensitiveHostMount,
+    /// A mount destination whose symlinks climb out of the rootfs.
+    SymlinkMountDestination,
+    /// Joining an existing user namespace.
+    UserNamespacePath,
+    /// OCI hooks outside the operator's allowlist.
+    Hooks,
+    /// A `linux.cgroupsPath` outside the policy's parents, or a live cgroup.
+    CgroupsPath,
+    /// A namespace path moat may not join.
+    NamespacePath,
+    /// A host path that changed between its check and its use.
+    #[serde(rename = "host-path")]
+    HostPathChanged,
+    /// proc, sysfs, cgroup, mqueue or devpts away from its canonical place.
+    KernelFilesystem,
+    /// The sum of a container's tmpfs size caps above the policy's.
+    TmpfsTotal,
+    /// A `linux.resources.unified` key or value outside the allowlist.
+    CgroupResources,
+    /// A seccomp `listenerPath` the policy does not allow.
+    SeccompListener,
+    /// A spec field moat does not support.
+    UnsupportedField,
+}
+
+impl RefusalRule {
+    /// Every rule, for docs and tests.
+    pub const ALL: &'static [RefusalRule] = &[
+        RefusalRule::Annotation,
+        RefusalRule::AnnotationLoosensPolicy,
+        RefusalRule::Cwd,
+        RefusalRule::Device,
+        RefusalRule::HostNamespace,
+        RefusalRule::Privileged,
+        RefusalRule::SensitiveHostMount,
+        RefusalRule::SymlinkMountDestination,
+        RefusalRule::UserNamespacePath,
+        RefusalRule::Hooks,
+        RefusalRule::CgroupsPath,
+        RefusalRule::NamespacePath,
+        RefusalRule::HostPathChanged,
+        RefusalRule::KernelFilesystem,
+        RefusalRule::TmpfsTotal,
+        RefusalRule::CgroupResources,
+        RefusalRule::SeccompListener,
+        RefusalRule::UnsupportedField,
+    ];
+
+    /// The name the one-line error prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalRule::Annotation => "annotation",
+            RefusalRule::AnnotationLoosensPolicy => "annotation-loosens-policy",
+            RefusalRule::Cwd => "cwd",
+            RefusalRule::Device => "device",
+            RefusalRule::HostNamespace => "host-namespace",
+            RefusalRule::Privileged => "privileged",
+            RefusalRule::SensitiveHostMount => "sensitive-host-mount",
+            RefusalRule::SymlinkMountDestination => "symlink-mount-destination",
+            RefusalRule::UserNamespacePath => "user-namespace-path",
+            RefusalRule::Hooks => "hooks",
+            RefusalRule::CgroupsPath => "cgroups-path",
+            RefusalRule::NamespacePath => "namespace-path",
+            RefusalRule::HostPathChanged => "host-path",
+            RefusalRule::KernelFilesystem => "kernel-filesystem",
+            RefusalRule::TmpfsTotal => "tmpfs-total",
+            RefusalRule::CgroupResources => "cgroup-resources",
+            RefusalRule::SeccompListener => "seccomp-listener",
+            RefusalRule::UnsupportedField => "unsupported-field",
+        }
+    }
+
+    /// The threat id in docs/threat-model.md.
+    pub fn threat(self) -> &'static str {
+        match self {
+            RefusalRule::Annotation | RefusalRule::AnnotationLoosensPolicy => "T0",
+            RefusalRule::UnsupportedField => "T0",
+            RefusalRule::UserNamespacePath => "T3",
+            RefusalRule::TmpfsTotal => "T5",
+            RefusalRule::Privileged => "T9",
+            RefusalRule::HostNamespace => "T10",
+            RefusalRule::SensitiveHostMount => "T11",
+            RefusalRule::Device => "T12",
+            RefusalRule::SymlinkMountDestination => "T13",
+            RefusalRule::Cwd => "T15",
+            RefusalRule::Hooks => "T21",
+            RefusalRule::CgroupsPath => "T22",
+            RefusalRule::KernelFilesystem => "T23",
+            RefusalRule::CgroupResources => "T24",
+            RefusalRule::SeccompListener => "T25",
+            RefusalRule::NamespacePath | RefusalRule::HostPathChanged => "T29",
+        }
+    }
+}
+
+impl fmt::Display for RefusalRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Lets tests and callers compare a rule with its printed name.
+impl PartialEq<&str> for RefusalRule {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
 /// Why moat will not create a container. Returned before anything is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Short rule name, e.g. `host-namespace`.
-    pub rule: &'static str,
+    /// The rule, printed as its short name, e.g. `host-namespace`.
+    pub rule: RefusalRule,
     /// What in the spec triggered it.
     pub detail: String,
     /// The policy key that would allow it, if any may.
@@ -15,7 +144,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub fn new(rule: &'static str, detail: impl Into<String>, key: Option<&str>) -> Self {
+    pub fn new(rule: RefusalRule, detail: impl Into<String>, key: Option<&str>) -> Self {
         Self {
             rule,
             detail: detail.into(),
@@ -24,12 +153,16 @@ impl Refusal {
     }
 
     pub(crate) fn annotation(name: &str, why: String) -> Self {
-        Self::new("annotation", format!("annotation {name}: {why}"), None)
+        Self::new(
+            RefusalRule::Annotation,
+            format!("annotation {name}: {why}"),
+            None,
+        )
     }
 
     pub(crate) fn loosening(name: &str, key: &str) -> Self {
         Self {
-            rule: "annotation-loosens-policy",
+            rule: RefusalRule::AnnotationLoosensPolicy,
             detail: format!(
                 "annotation {name} would loosen the operator policy, and the operator has not listed {key:?} in annotations.overridable"
             ),
@@ -42,7 +175,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "refused by moat rule {}: {}", self.rule, self.detail)?;
         match &self.key {
-            Some(key) if self.rule == "annotation-loosens-policy" => write!(
+            Some(key) if self.rule == RefusalRule::AnnotationLoosensPolicy => write!(
                 f,
                 " (the operator may allow it by adding {key:?} to annotations.overridable in the policy)"
             ),
@@ -53,3 +186,31 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_names_are_unique_and_match_serde() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in RefusalRule::ALL {
+            assert!(seen.insert(r.name()), "duplicate name {}", r.name());
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::json!(r.name()),
+                "serde name of {r:?}"
+            );
+            assert!(r.threat().starts_with('T'), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn display_prints_the_kebab_case_name() {
+        let r = Refusal::new(RefusalRule::SensitiveHostMount, "x", Some("refusals.k"));
+        assert_eq!(
+            r.to_string(),
+            "refused by moat rule sensitive-host-mount: x (the operator may allow it with policy key refusals.k)"
+        );
+    }
+}

@@ -12,7 +12,7 @@
 //! before the start barrier), followed by the same self-check that requires
 //! `Seccomp: 2`. `moat exec` loads the same program.
 //!
-//! Threat: this is T3 (syscall surface): the program must be the one the
+//! Threat: this is T4 (syscall surface): the program must be the one the
 //! profile describes. It is built by the same library libcontainer uses,
 //! with the profile's OCI semantics, and the cache is keyed by a hash of the
 //! whole profile, libseccomp's version and moat's version; a cache file that

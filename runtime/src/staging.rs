@@ -24,7 +24,8 @@
 //! write host root's own files under root-only directories: ssh keys,
 //! engine state.) Idmapped volumes are mounted nosuid,nodev. A filesystem
 //! that refuses idmapping (EINVAL) falls back to unshifted staging, and the
-//! report says so. See docs/threat-model.md (T19) and docs/compatibility.md.
+//! report says so. See docs/threat-model.md (T19, and T6 for nosuid,nodev)
+//! and docs/compatibility.md.
 //!
 //! Staging mounts from the fds `crate::pinned` opened in precheck: the
 //! path is resolved once, by host root, checked on the open fd, and the

@@ -1,0 +1,250 @@
+//! Unit tests of [`super`] (host paths).
+
+use crate::harden::fixtures::*;
+
+const SENSITIVE_SOURCES: &[&str] = &[
+    // Every descendant of an engine's tree that is not volume storage or a
+    // per-container file engines hand out (T11, T19).
+    "/var/lib/docker/containers/abc",
+    "/var/lib/docker/containers/abc/config.v2.json",
+    "/var/lib/docker/volumes",
+    "/var/lib/docker/overlay2/x/merged",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/x",
+    "/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs",
+    "/var/lib/kubelet/pods/uid",
+    "/run/moat-rootfs/abc/rootfs.mounts/0",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/",
+    "/etc",
+    "/etc/shadow",
+    "/etc/kubernetes/admin.conf",
+    "/proc",
+    "/proc/1/root",
+    "/proc/sys/kernel",
+    "/sys",
+    "/sys/kernel/security",
+    "/dev",
+    "/dev/sda",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/kubelet",
+    "/var/lib",
+    "/var",
+    "/run",
+    "/run/containerd",
+    "/run/moat",
+    "/run/moat/id-pool",
+    "/boot",
+    "/lib/modules",
+    "/usr/lib/modules/6.1.0",
+    "/usr/lib",
+    "/usr",
+    "/lib",
+    "/home/u/.docker/run/docker.sock",
+    "/run/user/1000/podman/podman.sock",
+    "/run/crio/crio.sock",
+    "/run/cri-dockerd.sock",
+    // Lexical tricks.
+    "/tmp/../etc",
+    "/srv/data/../../etc/shadow",
+    "/../../etc",
+    "//etc",
+    "/etc/.",
+    "/var/run/../lib/docker",
+    "/var/lib/docker/containers/abc/../../",
+];
+
+#[test]
+fn sensitive_bind_mounts_are_refused() {
+    for src in SENSITIVE_SOURCES {
+        let r = refused(&with_bind(src));
+        assert_refusal(&r, "sensitive-host-mount", MOUNT_KEY);
+        assert!(r.to_string().contains(src), "{src}: {r}");
+        assert!(r.to_string().contains("/mnt/host"), "{src}: {r}");
+    }
+}
+
+#[test]
+fn sensitive_bind_mounts_by_option_only_are_refused() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/mnt/host", "type": "none", "source": "/etc", "options": ["rbind", "ro"]}),
+        )
+    });
+    assert_refusal(&refused(&s), "sensitive-host-mount", MOUNT_KEY);
+    // No type at all.
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/mnt/host", "source": "/var/run/docker.sock", "options": ["bind"]}),
+        )
+    });
+    assert_refusal(&refused(&s), "sensitive-host-mount", MOUNT_KEY);
+}
+
+#[test]
+fn sensitive_bind_mount_via_symlink_is_refused() {
+    for (src, real) in [
+        ("/tmp/innocent", "/run/docker.sock"),
+        ("/srv/link", "/var/run/docker.sock"),
+        ("/home/u/etc-link", "/etc"),
+        ("/srv/data/x", "/proc/1/root"),
+    ] {
+        let s = with_bind(src);
+        // Without the fact it looks harmless…
+        ok(&s);
+        // …with it, it is refused.
+        let mut f = facts();
+        f.resolved_sources
+            .insert(PathBuf::from(src), PathBuf::from(real));
+        let r = refused_with(&s, &Policy::default(), &f);
+        assert_refusal(&r, "sensitive-host-mount", MOUNT_KEY);
+    }
+}
+
+const HARMLESS_SOURCES: &[&str] = &[
+    "/var/lib/docker/containers/abc/hosts",
+    "/var/lib/docker/containers/abc/resolv.conf",
+    "/var/lib/docker/volumes/v/_data",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/x/resolv.conf",
+    "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache",
+    "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/x/shm",
+    "/srv/data",
+    "/home/u/project",
+    "/home/u/docker.sock.d",
+    "/opt/etc",
+    "/etcetera",
+    "/var/log/app",
+    "/tmp/../srv/data",
+];
+
+#[test]
+fn harmless_bind_mounts_are_accepted() {
+    for src in HARMLESS_SOURCES {
+        let h = ok(&with_bind(src));
+        let m = mount_at(&h.spec, "/mnt/host");
+        assert_eq!(m.source().as_deref(), Some(Path::new(src)), "{src}");
+        assert!(has_opt(m, "nosuid") && has_opt(m, "nodev"), "{src}");
+    }
+}
+
+#[test]
+fn harmless_bind_mount_resolving_to_harmless_path_is_accepted() {
+    let s = with_bind("/srv/link");
+    let mut f = facts();
+    f.resolved_sources
+        .insert(PathBuf::from("/srv/link"), PathBuf::from("/data/real"));
+    ok_with(&s, &Policy::default(), &f);
+}
+
+#[test]
+fn operator_allow_host_mounts_admits_a_sensitive_mount() {
+    for (allowed, src) in [
+        ("/var/run/docker.sock", "/var/run/docker.sock"),
+        ("/etc/ssl/certs", "/etc/ssl/certs"),
+        ("/etc/ssl/certs/", "/etc/ssl/certs"),
+        ("/var/lib/docker", "/var/lib/docker/"),
+    ] {
+        let mut p = Policy::default();
+        p.refusals.allow_host_mounts = vec![allowed.into()];
+        let h = ok_with(&with_bind(src), &p, &facts());
+        assert!(has_opt(mount_at(&h.spec, "/mnt/host"), "nosuid"));
+        // Only that path: its neighbours are still refused.
+        assert_refusal(
+            &refused_with(&with_bind("/etc/shadow"), &p, &facts()),
+            "sensitive-host-mount",
+            MOUNT_KEY,
+        );
+    }
+    // An allowed path that resolves elsewhere is judged by where it resolves.
+    let mut p = Policy::default();
+    p.refusals.allow_host_mounts = vec!["/srv/ok".into()];
+    let mut f = facts();
+    f.resolved_sources
+        .insert(PathBuf::from("/srv/ok"), PathBuf::from("/etc"));
+    assert_refusal(
+        &refused_with(&with_bind("/srv/ok"), &p, &f),
+        "sensitive-host-mount",
+        MOUNT_KEY,
+    );
+}
+
+#[test]
+fn operator_allow_host_mounts_judges_both_spellings() {
+    let mut p = Policy::default();
+    p.refusals.allow_host_mounts = vec!["/var/run/docker.sock".into()];
+    let mut f = facts();
+    // What facts::gather reports on any host where /var/run -> /run.
+    f.resolved_sources.insert(
+        PathBuf::from("/var/run/docker.sock"),
+        PathBuf::from("/run/docker.sock"),
+    );
+    // Naming only the spelling in the spec is not enough: the allowance must
+    // cover where it resolves (the error names that path)…
+    let r = refused_with(&with_bind("/var/run/docker.sock"), &p, &f);
+    assert!(r.detail.contains("/run/docker.sock"), "{r}");
+    // …and naming both is.
+    p.refusals.allow_host_mounts.push("/run/docker.sock".into());
+    ok_with(&with_bind("/var/run/docker.sock"), &p, &f);
+}
+
+#[test]
+fn allow_host_mounts_annotation_is_a_loosening() {
+    let mut v = docker_json();
+    add_mount(&mut v, bind("/var/run/docker.sock", "/var/run/docker.sock"));
+    let s = annotated(
+        v,
+        &[(
+            "moat.dev/refusals.allow_host_mounts",
+            "/var/run/docker.sock",
+        )],
+    );
+    assert_refusal(
+        &refused(&s),
+        "annotation-loosens-policy",
+        Some("refusals.allow_host_mounts"),
+    );
+    let mut p = Policy::default();
+    p.annotations.overridable = vec!["refusals.allow_host_mounts".into()];
+    ok_with(&s, &p, &facts());
+}
+
+#[test]
+fn non_bind_mounts_with_odd_sources_are_not_refused() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/proc2", "type": "proc", "source": "/etc"}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "/var/run/docker.sock", "options": ["nosuid"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/mq", "type": "mqueue", "source": "/"}),
+        );
+    });
+    let h = ok(&s);
+    // And tmpfs outside the policy list is left as the spec has it.
+    assert_eq!(opts(mount_at(&h.spec, "/scratch")), vec!["nosuid"]);
+}
+
+#[test]
+fn overlay_mount_of_a_sensitive_host_path_is_refused() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({
+                "destination": "/mnt/host",
+                "type": "overlay",
+                "source": "overlay",
+                "options": ["lowerdir=/etc:/var/lib/docker", "upperdir=/srv/u", "workdir=/srv/w"]
+            }),
+        )
+    });
+    assert_refusal(&refused(&s), "sensitive-host-mount", MOUNT_KEY);
+}

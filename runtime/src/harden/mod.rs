@@ -1,0 +1,156 @@
+//! The hardening: a pure function `Spec × Policy × HostFacts → (Spec, Report)`
+//! or a [`Refusal`]. No I/O happens here; whatever moat needs to know about
+//! the host (the id range it allocated, which namespace paths are the
+//! host's, where bind-mount sources really point) comes in as [`HostFacts`],
+//! gathered by the caller.
+//!
+//! One file per concern, each with its unit tests beside it:
+//! [`process`], [`userns`], [`namespaces`], [`host_paths`], [`mounts`],
+//! [`devices`], [`seccomp`], [`resources`].
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use crate::policy::Policy;
+use crate::refusal::Refusal;
+use crate::report::{Report, Rule};
+
+mod devices;
+mod host_paths;
+mod mounts;
+mod namespaces;
+mod process;
+mod resources;
+mod seccomp;
+mod userns;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
+
+pub use devices::{device_rule_string, DEFAULT_DEVICE_NODES, DEFAULT_DEVICE_RULES};
+pub use host_paths::{ENGINE_SOCKET_NAMES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES};
+pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
+pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
+pub use resources::clamp_pids_limit;
+pub use userns::{clamp_ping_group_range, UNPRIVILEGED_PORT_START};
+
+/// The host uid/gid range a container's ids 0..size map onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// What the caller learned about the host for this spec.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// The id range allocated to this container (`None` in `explain`, which
+    /// allocates nothing; the first range of the pool is shown instead).
+    pub id_range: Option<IdRange>,
+    /// Namespace types whose `path` in the spec is the host's own namespace.
+    pub host_namespace_paths: Vec<LinuxNamespaceType>,
+    /// Bind-mount sources resolved through symlinks (source → real path).
+    pub resolved_sources: HashMap<PathBuf, PathBuf>,
+    /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
+    /// none or it is not a plain file), for HOME.
+    pub image_passwd: Option<String>,
+}
+
+/// The outcome of hardening a spec.
+#[derive(Debug, Clone)]
+pub struct Hardened {
+    pub spec: Spec,
+    pub report: Report,
+    /// The operator policy with the container's annotations applied.
+    pub policy: Policy,
+}
+
+/// Hardens a container spec. Refuses what cannot be made safe.
+pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Hardened, Refusal> {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let (policy, applied) = operator.with_annotations(&annotations)?;
+    let mut report = Report::default();
+    for a in &applied {
+        report.change(
+            Rule::Annotations,
+            format!("policy.{}", a.key),
+            "operator policy",
+            a.value.clone(),
+            if a.loosens {
+                "annotation loosens an overridable key"
+            } else {
+                "annotation tightens the policy"
+            },
+        );
+    }
+
+    if let Some(process) = spec.process() {
+        refuse_proc_cwd(process.cwd())?;
+    }
+    devices::refuse_privileged(spec, &policy)?;
+    namespaces::refuse_host_namespaces(spec, &policy, facts)?;
+    host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
+    devices::refuse_devices(spec, &policy)?;
+
+    let mut out = spec.clone();
+    if let Some(process) = out.process().clone() {
+        out.set_process(Some(harden_process(&process, &policy, &mut report)));
+    }
+    userns::add_user_namespace(&mut out, &policy, facts, &mut report);
+    userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
+    seccomp::enforce_seccomp(&mut out, &mut report);
+    mounts::make_root_readonly(&mut out, &mut report);
+    mounts::harden_mounts(&mut out, &policy, &mut report);
+    mounts::mask_paths(&mut out, &mut report);
+    resources::limit_pids(&mut out, &policy, &mut report);
+    process::set_home_without_name_service(&mut out, facts, &mut report);
+    // Egress rules live in the network namespace, not the spec: the edge
+    // (netns.rs) installs them; the report says what they will be.
+    report.notes.push(if policy.egress.enabled {
+        if policy.egress.allow.is_empty() {
+            "egress: every new outbound connection is refused (threat T18)".to_string()
+        } else {
+            format!(
+                "egress: new outbound connections refused except to {} (threat T18)",
+                policy.egress.allow.join("; ")
+            )
+        }
+    } else {
+        "egress: NOT blocked: the policy turns egress blocking off (egress.enabled = false)"
+            .to_string()
+    });
+    Ok(Hardened {
+        spec: out,
+        report,
+        policy,
+    })
+}
+
+/// Removes `.` and `..` lexically, so `/var/run/../lib/docker` is seen as
+/// `/var/lib/docker`. Symlinks are the caller's job ([`HostFacts`]).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// True for bind mounts: the only mounts whose source is a host path.
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}

@@ -1,0 +1,383 @@
+//! Unit tests of [`super`] (mounts).
+
+use crate::harden::fixtures::*;
+
+#[test]
+fn root_is_made_read_only() {
+    let h = ok(&docker_spec());
+    assert_eq!(h.spec.root().as_ref().unwrap().readonly(), Some(true));
+    assert_eq!(h.spec.root().as_ref().unwrap().path(), Path::new("rootfs"));
+    let l = line(&h.report, Rule::ReadOnlyRoot, "root.readonly");
+    assert_eq!(l.before, "None");
+
+    let s = docker_with(|v| v["root"]["readonly"] = json!(false));
+    let h = ok(&s);
+    assert_eq!(h.spec.root().as_ref().unwrap().readonly(), Some(true));
+    assert_eq!(
+        line(&h.report, Rule::ReadOnlyRoot, "root.readonly").before,
+        "Some(false)"
+    );
+
+    let h = ok(&runc_spec());
+    assert!(lines(&h.report, Rule::ReadOnlyRoot).is_empty());
+}
+
+#[test]
+fn tmpfs_tmp_and_run_are_added() {
+    let h = ok(&docker_spec());
+    let tmp = mount_at(&h.spec, "/tmp");
+    assert_eq!(tmp.typ().as_deref(), Some("tmpfs"));
+    assert_eq!(tmp.source().as_deref(), Some(Path::new("tmpfs")));
+    assert_eq!(opts(tmp), vec!["nosuid", "nodev", "mode=1777", "size=64m"]);
+    let run = mount_at(&h.spec, "/run");
+    assert_eq!(run.typ().as_deref(), Some("tmpfs"));
+    assert_eq!(opts(run), vec!["nosuid", "nodev", "mode=755", "size=64m"]);
+
+    let l = line(&h.report, Rule::Tmpfs, "mounts[/tmp]");
+    assert_eq!(l.before, "none");
+    assert_eq!(l.after, "tmpfs nosuid,nodev,mode=1777,size=64m");
+    assert!(has_line(&h.report, Rule::Tmpfs, "mounts[/run]"));
+    assert_eq!(lines(&h.report, Rule::Tmpfs).len(), 2);
+    // Added after the spec's own mounts, so they are not shadowed by /.
+    let dests: Vec<PathBuf> = h
+        .spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.destination().clone())
+        .collect();
+    assert_eq!(
+        dests.len(),
+        docker_spec().mounts().as_ref().unwrap().len() + 2
+    );
+}
+
+#[test]
+fn tmpfs_size_comes_from_policy() {
+    let mut p = Policy::default();
+    p.filesystem.tmpfs_size = "128m".into();
+    let h = ok_with(&docker_spec(), &p, &facts());
+    assert!(has_opt(mount_at(&h.spec, "/tmp"), "size=128m"));
+    assert!(has_opt(mount_at(&h.spec, "/run"), "size=128m"));
+}
+
+#[test]
+fn tmpfs_size_comes_from_annotation() {
+    let s = annotated(docker_json(), &[("moat.dev/filesystem.tmpfs_size", "8m")]);
+    let h = ok(&s);
+    assert!(has_opt(mount_at(&h.spec, "/tmp"), "size=8m"));
+    assert!(has_opt(mount_at(&h.spec, "/run"), "size=8m"));
+    assert!(!has_opt(mount_at(&h.spec, "/tmp"), "size=64m"));
+    assert_eq!(
+        line(&h.report, Rule::Annotations, "policy.filesystem.tmpfs_size").after,
+        "8m"
+    );
+    // A bigger size loosens, which the default policy does not allow.
+    let s = annotated(docker_json(), &[("moat.dev/filesystem.tmpfs_size", "1g")]);
+    assert_refusal(
+        &refused(&s),
+        "annotation-loosens-policy",
+        Some("filesystem.tmpfs_size"),
+    );
+}
+
+#[test]
+fn tmpfs_directories_come_from_policy() {
+    let mut p = Policy::default();
+    p.filesystem.tmpfs = vec!["/scratch".into()];
+    let h = ok_with(&docker_spec(), &p, &facts());
+    assert_eq!(
+        opts(mount_at(&h.spec, "/scratch")),
+        vec!["nosuid", "nodev", "mode=755", "size=64m"]
+    );
+    assert!(mounts_at(&h.spec, "/tmp").is_empty());
+    assert!(mounts_at(&h.spec, "/run").is_empty());
+}
+
+#[test]
+fn tmpfs_not_duplicated_when_the_spec_mounts_tmp() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["rw", "exec", "suid", "dev"]}),
+        )
+    });
+    let h = ok(&s);
+    let tmp = mount_at(&h.spec, "/tmp");
+    assert!(
+        has_opt(tmp, "nosuid") && has_opt(tmp, "nodev"),
+        "{:?}",
+        opts(tmp)
+    );
+    assert!(
+        !has_opt(tmp, "suid") && !has_opt(tmp, "dev"),
+        "{:?}",
+        opts(tmp)
+    );
+    assert!(has_opt(tmp, "rw") && has_opt(tmp, "exec"));
+    assert!(!has_line(&h.report, Rule::Tmpfs, "mounts[/tmp]"));
+    assert!(has_line(&h.report, Rule::Tmpfs, "mounts[/run]"));
+    let l = line(&h.report, Rule::MountFlags, "mounts[/tmp].options");
+    assert_eq!(l.before, "rw,exec,suid,dev");
+    // The spec's own scratch tmpfs also gets the policy's size cap.
+    assert_eq!(l.after, "rw,exec,nosuid,nodev,size=64m");
+}
+
+#[test]
+fn tmpfs_not_duplicated_when_the_spec_binds_tmp() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/tmp", "type": "bind", "source": "/srv/scratch", "options": ["rbind", "rw"]}),
+        )
+    });
+    let h = ok(&s);
+    let tmp = mount_at(&h.spec, "/tmp");
+    assert_eq!(tmp.typ().as_deref(), Some("bind"));
+    assert_eq!(opts(tmp), vec!["rbind", "rw", "nosuid", "nodev"]);
+}
+
+#[test]
+fn tmpfs_spec_mount_with_unnormalized_destination_still_gets_nosuid_nodev() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/tmp/", "type": "tmpfs", "source": "tmpfs", "options": ["rw", "suid", "dev"]}),
+        )
+    });
+    let h = ok(&s);
+    // moat does not add its own /tmp: the spec's one counts.
+    assert!(mounts_at(&h.spec, "/tmp").len() <= 1);
+    assert!(!has_line(&h.report, Rule::Tmpfs, "mounts[/tmp]"));
+    let tmp = h
+        .spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/tmp/"))
+        .unwrap();
+    assert!(
+        has_opt(tmp, "nosuid") && has_opt(tmp, "nodev"),
+        "{:?}",
+        opts(tmp)
+    );
+    assert!(
+        !has_opt(tmp, "suid") && !has_opt(tmp, "dev"),
+        "{:?}",
+        opts(tmp)
+    );
+}
+
+#[test]
+fn bind_mounts_get_nosuid_nodev() {
+    let h = ok(&docker_spec());
+    for dest in ["/etc/resolv.conf", "/etc/hostname", "/etc/hosts"] {
+        let m = mount_at(&h.spec, dest);
+        assert_eq!(
+            opts(m),
+            vec!["rbind", "rprivate", "nosuid", "nodev"],
+            "{dest}"
+        );
+        let l = line(
+            &h.report,
+            Rule::MountFlags,
+            &format!("mounts[{dest}].options"),
+        );
+        assert_eq!(l.before, "rbind,rprivate");
+        assert_eq!(l.after, "rbind,rprivate,nosuid,nodev");
+        assert!(l.why.contains("setuid"), "{}", l.why);
+    }
+}
+
+#[test]
+fn bind_mounts_lose_suid_and_dev() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "rw", "suid", "dev", "exec"]}),
+        );
+        // Bind mounts by option only (type "none", as podman writes them).
+        add_mount(
+            v,
+            json!({"destination": "/cache", "type": "none", "source": "/srv/cache", "options": ["bind", "dev"]}),
+        );
+        // And without any options at all.
+        add_mount(
+            v,
+            json!({"destination": "/plain", "type": "bind", "source": "/srv/plain"}),
+        );
+    });
+    let h = ok(&s);
+    assert_eq!(
+        opts(mount_at(&h.spec, "/data")),
+        vec!["rbind", "rw", "exec", "nosuid", "nodev"]
+    );
+    assert_eq!(
+        opts(mount_at(&h.spec, "/cache")),
+        vec!["bind", "nosuid", "nodev"]
+    );
+    assert_eq!(opts(mount_at(&h.spec, "/plain")), vec!["nosuid", "nodev"]);
+    assert!(has_line(
+        &h.report,
+        Rule::MountFlags,
+        "mounts[/plain].options"
+    ));
+}
+
+#[test]
+fn sysfs_and_cgroup_mounts_are_read_only() {
+    let s = runc_with(|v| {
+        for m in v["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/sys" {
+                m["options"] = json!(["nosuid", "noexec", "nodev", "rw"]);
+            }
+            if m["destination"] == "/sys/fs/cgroup" {
+                m["options"] = json!(["rw", "relatime"]);
+            }
+        }
+        add_mount(
+            v,
+            json!({"destination": "/sys/fs/cgroup/unified", "type": "cgroup2", "source": "cgroup2", "options": ["rw"]}),
+        );
+    });
+    let h = ok(&s);
+    for dest in ["/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let m = mount_at(&h.spec, dest);
+        assert!(has_opt(m, "ro"), "{dest}: {:?}", opts(m));
+        assert!(!has_opt(m, "rw"), "{dest}: {:?}", opts(m));
+        for o in ["nosuid", "nodev", "noexec"] {
+            assert!(has_opt(m, o), "{dest} lacks {o}");
+        }
+        let l = line(
+            &h.report,
+            Rule::MountFlags,
+            &format!("mounts[{dest}].options"),
+        );
+        assert!(l.why.contains("read-only"), "{}", l.why);
+    }
+    assert_eq!(
+        opts(mount_at(&h.spec, "/sys/fs/cgroup")),
+        vec!["relatime", "ro", "nosuid", "nodev", "noexec"]
+    );
+}
+
+#[test]
+fn already_hardened_system_mounts_are_not_reported() {
+    let h = ok(&docker_spec());
+    for dest in [
+        "/sys",
+        "/sys/fs/cgroup",
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/dev/shm",
+    ] {
+        assert!(
+            !has_line(
+                &h.report,
+                Rule::MountFlags,
+                &format!("mounts[{dest}].options")
+            ),
+            "{dest}"
+        );
+    }
+    // The docker spec's own mounts are unchanged apart from the binds.
+    let before = docker_spec();
+    for dest in [
+        "/sys",
+        "/sys/fs/cgroup",
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/dev/shm",
+    ] {
+        assert_eq!(mount_at(&h.spec, dest), mount_at(&before, dest), "{dest}");
+    }
+}
+
+#[test]
+fn dev_tmpfs_is_not_given_nodev() {
+    let h = ok(&runc_spec());
+    let dev = mount_at(&h.spec, "/dev");
+    assert!(!has_opt(dev, "nodev"), "{:?}", opts(dev));
+    assert_eq!(
+        opts(dev),
+        vec!["nosuid", "strictatime", "mode=755", "size=65536k"]
+    );
+    // proc (with no options at all) is left as it is.
+    assert!(mount_at(&h.spec, "/proc").options().is_none());
+}
+
+#[test]
+fn masked_paths_are_a_union_without_duplicates() {
+    let h = ok(&docker_spec());
+    let m = masked(&h.spec);
+    for p in MASKED_PATHS {
+        assert_eq!(m.iter().filter(|x| x == p).count(), 1, "{p}");
+    }
+    for p in ["/proc/kcore", "/proc/keys", "/sys/firmware"] {
+        assert!(m.iter().any(|x| x == p), "{p}");
+    }
+    // docker's order is kept, moat's additions come after.
+    assert_eq!(&m[..DOCKER_MASKED.len()], DOCKER_MASKED);
+    assert_eq!(m.len(), DOCKER_MASKED.len() + 1);
+    let l = line(&h.report, Rule::MaskedPaths, "linux.maskedPaths");
+    assert_eq!(l.after, "+/proc/interrupts");
+    // docker already has every read-only path.
+    assert_eq!(readonly(&h.spec), DOCKER_READONLY);
+    assert!(lines(&h.report, Rule::ReadonlyPaths).is_empty());
+}
+
+#[test]
+fn masked_paths_added_to_runc_list() {
+    let h = ok(&runc_spec());
+    let l = line(&h.report, Rule::MaskedPaths, "linux.maskedPaths");
+    assert_eq!(l.after, "+/proc/interrupts,/sys/devices/virtual/powercap");
+    assert_eq!(masked(&h.spec).len(), 12);
+}
+
+#[test]
+fn masked_and_readonly_paths_added_when_absent() {
+    let s = docker_with(|v| {
+        let l = v["linux"].as_object_mut().unwrap();
+        l.remove("maskedPaths");
+        l.remove("readonlyPaths");
+    });
+    let h = ok(&s);
+    assert_eq!(masked(&h.spec), MASKED_PATHS);
+    assert_eq!(readonly(&h.spec), READONLY_PATHS);
+    for p in ["/proc/sys", "/proc/sysrq-trigger"] {
+        assert!(readonly(&h.spec).iter().any(|x| x == p), "{p}");
+    }
+    let l = line(&h.report, Rule::ReadonlyPaths, "linux.readonlyPaths");
+    assert_eq!(l.before, "missing");
+    assert_eq!(l.after, format!("+{}", READONLY_PATHS.join(",")));
+    assert!(has_line(&h.report, Rule::MaskedPaths, "linux.maskedPaths"));
+}
+
+#[test]
+fn extra_masked_and_readonly_paths_are_kept() {
+    let s = docker_with(|v| {
+        v["linux"]["maskedPaths"] = json!(["/proc/custom", "/proc/kcore"]);
+        v["linux"]["readonlyPaths"] = json!(["/proc/sys", "/proc/extra"]);
+    });
+    let h = ok(&s);
+    let m = masked(&h.spec);
+    assert_eq!(m[0], "/proc/custom");
+    assert_eq!(m.iter().filter(|x| *x == "/proc/kcore").count(), 1);
+    assert_eq!(m.len(), 1 + MASKED_PATHS.len());
+    let r = readonly(&h.spec);
+    assert_eq!(&r[..2], ["/proc/sys", "/proc/extra"]);
+    assert_eq!(r.iter().filter(|x| *x == "/proc/sys").count(), 1);
+    assert_eq!(r.len(), 1 + READONLY_PATHS.len());
+    let l = line(&h.report, Rule::ReadonlyPaths, "linux.readonlyPaths");
+    assert!(
+        !l.after.contains("/proc/sys,") && !l.after.ends_with("/proc/sys"),
+        "{}",
+        l.after
+    );
+}

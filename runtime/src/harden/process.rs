@@ -1,0 +1,194 @@
+//! The process: capabilities cut to the policy's allowlist, no_new_privs,
+//! a HOME that needs no name service, and a working directory outside /proc.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, Process, Spec};
+
+use super::{normalize, HostFacts};
+use crate::policy::{capability_name, Policy};
+use crate::refusal::{Refusal, RefusalRule};
+use crate::report::{Report, Rule};
+
+/// Hardens one process: the container's init, or one started by `exec`.
+pub fn harden_process(process: &Process, policy: &Policy, report: &mut Report) -> Process {
+    let mut p = process.clone();
+    let allowed: BTreeSet<String> = policy.allowed_capabilities();
+    let caps = p.capabilities().clone().unwrap_or_else(empty_capabilities);
+    let mut out = LinuxCapabilities::default();
+    let sets: [(&str, &Option<Capabilities>); 5] = [
+        ("bounding", caps.bounding()),
+        ("effective", caps.effective()),
+        ("permitted", caps.permitted()),
+        ("inheritable", caps.inheritable()),
+        ("ambient", caps.ambient()),
+    ];
+    // Ambient capabilities can only be raised when also permitted and
+    // inheritable; asking for others only makes the raise fail.
+    let raisable: Capabilities = caps
+        .permitted()
+        .clone()
+        .unwrap_or_default()
+        .intersection(&caps.inheritable().clone().unwrap_or_default())
+        .copied()
+        .collect();
+    for (set, current) in sets {
+        let current = current.clone().unwrap_or_default();
+        let kept: Capabilities = current
+            .iter()
+            .filter(|c| allowed.contains(&capability_name(c)))
+            .filter(|c| set != "ambient" || raisable.contains(c))
+            .copied()
+            .collect();
+        let dropped: BTreeSet<String> = current
+            .iter()
+            .filter(|c| !kept.contains(c))
+            .map(capability_name)
+            .collect();
+        if !dropped.is_empty() {
+            report.change(
+                Rule::Capabilities,
+                format!("process.capabilities.{set}"),
+                names(&current),
+                names(&kept),
+                format!(
+                    "dropped {} ({})",
+                    dropped.into_iter().collect::<Vec<_>>().join(","),
+                    if set == "ambient" {
+                        "not in capabilities.allow, or not both permitted and inheritable"
+                    } else {
+                        "not in capabilities.allow"
+                    }
+                ),
+            );
+        }
+        match set {
+            "bounding" => out.set_bounding(Some(kept)),
+            "effective" => out.set_effective(Some(kept)),
+            "permitted" => out.set_permitted(Some(kept)),
+            "inheritable" => out.set_inheritable(Some(kept)),
+            _ => out.set_ambient(Some(kept)),
+        };
+    }
+    p.set_capabilities(Some(out));
+    if p.no_new_privileges() != Some(true) {
+        report.change(
+            Rule::NoNewPrivileges,
+            "process.noNewPrivileges",
+            format!("{:?}", p.no_new_privileges()),
+            "true",
+            "setuid binaries and file capabilities must not raise privileges",
+        );
+        p.set_no_new_privileges(Some(true));
+    }
+    p
+}
+
+fn empty_capabilities() -> LinuxCapabilities {
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(None);
+    c.set_effective(None);
+    c.set_permitted(None);
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    c
+}
+
+fn names(set: &Capabilities) -> String {
+    let sorted: BTreeSet<String> = set.iter().map(capability_name).collect();
+    if sorted.is_empty() {
+        "[]".into()
+    } else {
+        sorted.into_iter().collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Gives the container's init a HOME, so nothing inside the container ever
+/// asks the C library's name service for it. libcontainer looks up the
+/// user's home with `getpwuid_r` when the environment has no HOME (`runc
+/// spec` bundles and containerd's `ctr` have none), in the container's init,
+/// after pivot_root and before moat loads the seccomp filter: glibc then
+/// reads the image's `/etc/nsswitch.conf` and loads `libnss_<service>.so.2`
+/// from the image, so a hostile image ran its own code in the runtime's
+/// process without seccomp (threat T20). moat reads the image's
+/// `/etc/passwd` itself, as plain text, like runc does.
+pub(super) fn set_home_without_name_service(
+    spec: &mut Spec,
+    facts: &HostFacts,
+    report: &mut Report,
+) {
+    let Some(mut process) = spec.process().clone() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    let has_home = env
+        .iter()
+        .any(|e| e.strip_prefix("HOME=").is_some_and(|v| !v.is_empty()));
+    if has_home {
+        return;
+    }
+    let uid = process.user().uid();
+    let home = facts
+        .image_passwd
+        .as_deref()
+        .and_then(|passwd| home_from_passwd(passwd, uid))
+        .unwrap_or_else(|| "/".to_string());
+    let before = if env.iter().any(|e| e.starts_with("HOME=")) {
+        "HOME= (empty)"
+    } else {
+        "unset"
+    };
+    env.retain(|e| !e.starts_with("HOME="));
+    env.push(format!("HOME={home}"));
+    process.set_env(Some(env));
+    spec.set_process(Some(process));
+    report.change(
+        Rule::HomeEnv,
+        "process.env.HOME",
+        before,
+        home,
+        "set from the image's /etc/passwd (\"/\" if the uid has no entry), so the container's init never runs the C library's user lookup, which loads libraries named by the image",
+    );
+}
+
+/// The home directory of `uid` in a passwd file (`name:pw:uid:gid:gecos:
+/// dir:shell`): the first entry for that uid with an absolute directory.
+pub fn home_from_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 7 || fields[2].trim().parse::<u32>().ok()? != uid {
+            return None;
+        }
+        let dir = fields[5];
+        (dir.starts_with('/') && !dir.contains('\0')).then(|| dir.to_string())
+    })
+}
+
+/// Refuses a working directory under /proc: `cwd: /proc/self/fd/N` is how
+/// CVE-2024-21626 reached a runtime's leaked descriptor of a host
+/// directory. No workload needs to start there.
+pub fn refuse_proc_cwd(cwd: &Path) -> Result<(), Refusal> {
+    if !cwd.is_absolute() {
+        return Err(Refusal::new(
+            RefusalRule::Cwd,
+            format!("process.cwd {} is not an absolute path", cwd.display()),
+            None,
+        ));
+    }
+    if normalize(cwd).starts_with("/proc") {
+        return Err(Refusal::new(
+            RefusalRule::Cwd,
+            format!(
+                "process.cwd {} is under /proc (the shape of CVE-2024-21626)",
+                cwd.display()
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;

@@ -1,0 +1,168 @@
+//! Unit tests of [`super`] (seccomp).
+
+use crate::harden::fixtures::*;
+
+fn clone_allow_rule(p: &LinuxSeccomp) -> Option<LinuxSyscall> {
+    rules(p)
+        .into_iter()
+        .find(|r| r.names() == &["clone"] && lets_through(r.action()))
+}
+
+fn assert_moat_clone_rules(p: &LinuxSeccomp) {
+    let clone = clone_allow_rule(p).expect("clone is allowed without namespace flags");
+    let args = clone.args().clone().unwrap();
+    assert_eq!(args.len(), 1);
+    assert_eq!(args[0].index(), 0);
+    assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+    assert_eq!(args[0].value(), CLONE_NAMESPACE_FLAGS);
+    assert_eq!(args[0].value_two(), Some(0));
+    assert!(!unconditionally_allowed(p, "clone"));
+    assert!(denied_with(p, "clone3", libc::ENOSYS as u32));
+}
+
+#[test]
+fn seccomp_no_profile_gets_the_moat_default() {
+    let h = ok(&docker_spec());
+    let p = seccomp_of(&h.spec);
+    assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
+    assert_eq!(p, seccomp::default_profile().unwrap());
+    assert!(unconditionally_allowed(&p, "read"));
+    for name in ALWAYS_DENIED {
+        assert!(!any_allow_rule_names(&p, name), "{name}");
+    }
+    assert_moat_clone_rules(&p);
+    let l = line(&h.report, Rule::Seccomp, "linux.seccomp");
+    assert_eq!(l.before, "no profile");
+    assert!(l.after.contains("moat default"), "{}", l.after);
+    assert_eq!(lines(&h.report, Rule::Seccomp).len(), 1);
+}
+
+#[test]
+fn seccomp_unconfined_profile_gets_the_moat_default() {
+    for profile in [
+        json!({"defaultAction": "SCMP_ACT_ALLOW"}),
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}),
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["bpf", "mount"], "action": "SCMP_ACT_ALLOW"}
+        ]}),
+        json!({"defaultAction": "SCMP_ACT_LOG"}),
+    ] {
+        let s = docker_with(|v| v["linux"]["seccomp"] = profile.clone());
+        let h = ok(&s);
+        let p = seccomp_of(&h.spec);
+        assert_eq!(p, seccomp::default_profile().unwrap(), "{profile}");
+        let l = line(&h.report, Rule::Seccomp, "linux.seccomp");
+        assert_eq!(l.before, "unconfined profile", "{profile}");
+    }
+}
+
+#[test]
+fn seccomp_workload_allowlist_is_kept_minus_always_denied() {
+    let s = docker_with(|v| {
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [
+                {"names": ["read", "write", "exit_group", "bpf", "ptrace", "mount", "clone"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        });
+    });
+    let h = ok(&s);
+    let p = seccomp_of(&h.spec);
+    assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
+    assert!(p.architectures().is_some(), "the workload profile is kept");
+    for name in ["read", "write", "exit_group"] {
+        assert!(unconditionally_allowed(&p, name), "{name}");
+    }
+    for name in ["bpf", "ptrace", "mount", "clone3"] {
+        assert!(!any_allow_rule_names(&p, name), "{name}");
+    }
+    // Default EPERM already denies the stripped names.
+    assert!(!denied_with(&p, "bpf", libc::EPERM as u32));
+    // The workload's own denial stays as it is.
+    assert!(denied_with(&p, "chmod", 13));
+    assert_moat_clone_rules(&p);
+
+    assert!(!has_line(&h.report, Rule::Seccomp, "linux.seccomp"));
+    let l = line(&h.report, Rule::Seccomp, "linux.seccomp.syscalls");
+    assert_eq!(l.before, "allows bpf,mount,ptrace");
+    assert_eq!(l.after, "denied (EPERM)");
+    assert_eq!(lines(&h.report, Rule::Seccomp).len(), 1);
+}
+
+#[test]
+fn seccomp_workload_denylist_gets_explicit_denials() {
+    let s = docker_with(|v| {
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+            ]
+        });
+    });
+    let h = ok(&s);
+    let p = seccomp_of(&h.spec);
+    assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+    assert!(denied_with(&p, "chmod", 1));
+    for name in ALWAYS_DENIED {
+        assert!(denied_with(&p, name, libc::EPERM as u32), "{name}");
+    }
+    assert!(denied_with(&p, "clone3", libc::ENOSYS as u32));
+    // clone with any namespace flag is denied, one rule per flag.
+    let clone_denials: Vec<LinuxSyscall> = rules(&p)
+        .into_iter()
+        .filter(|r| r.names() == &["clone"] && r.action() == LinuxSeccompAction::ScmpActErrno)
+        .collect();
+    assert_eq!(
+        clone_denials.len(),
+        CLONE_NAMESPACE_FLAGS.count_ones() as usize
+    );
+    let mut covered = 0u64;
+    for r in &clone_denials {
+        let a = r.args().clone().unwrap()[0];
+        assert_eq!(a.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+        assert_eq!(a.value_two(), Some(a.value()));
+        assert_eq!(a.value().count_ones(), 1);
+        covered |= a.value();
+    }
+    assert_eq!(covered, CLONE_NAMESPACE_FLAGS);
+    // The workload profile was not replaced.
+    assert!(!has_line(&h.report, Rule::Seccomp, "linux.seccomp"));
+}
+
+#[test]
+fn seccomp_workload_kill_rule_loses_managed_names_only() {
+    let s = docker_with(|v| {
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mount", "chmod"], "action": "SCMP_ACT_KILL"}
+            ]
+        });
+    });
+    let p = seccomp_of(&ok(&s).spec);
+    let kill: Vec<LinuxSyscall> = rules(&p)
+        .into_iter()
+        .filter(|r| r.action() == LinuxSeccompAction::ScmpActKill)
+        .collect();
+    assert_eq!(kill.len(), 1);
+    assert_eq!(kill[0].names(), &["chmod"]);
+    assert!(denied_with(&p, "mount", libc::EPERM as u32));
+}
+
+#[test]
+fn seccomp_workload_profile_that_denies_clone_keeps_its_denial() {
+    let s = docker_with(|v| {
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO"}
+            ]
+        });
+    });
+    let p = seccomp_of(&ok(&s).spec);
+    assert!(clone_allow_rule(&p).is_none());
+}

@@ -1,0 +1,179 @@
+//! The user namespace: container ids map to a host range of the pool, and
+//! what depends on that mapping (ping_group_range, unprivileged low ports).
+
+use oci_spec::runtime::{
+    Capability, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec,
+};
+
+use super::{HostFacts, IdRange};
+use crate::policy::Policy;
+use crate::report::{Report, Rule};
+
+fn mapping_text(m: &Option<Vec<LinuxIdMapping>>) -> String {
+    match m {
+        None => "none".into(),
+        Some(v) if v.is_empty() => "none".into(),
+        Some(v) => v
+            .iter()
+            .map(|m| format!("{}:{}:{}", m.container_id(), m.host_id(), m.size()))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+pub(super) fn add_user_namespace(
+    spec: &mut Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+    report: &mut Report,
+) {
+    let range = facts.id_range.unwrap_or(IdRange {
+        host_id: policy.user_namespace.host_id_base,
+        size: policy.user_namespace.range_size,
+    });
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if !namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User)
+    {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        namespaces.push(ns);
+        report.change(
+            Rule::UserNamespace,
+            "linux.namespaces",
+            "no user namespace",
+            "new user namespace",
+            "container root must not be host root",
+        );
+    }
+    linux.set_namespaces(Some(namespaces));
+    let mapping = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(range.host_id)
+        .size(range.size)
+        .build()
+        .unwrap_or_default();
+    // One range only: libcontainer writes a single range itself, and needs
+    // the setuid newuidmap helper for more.
+    let wanted = Some(vec![mapping]);
+    for (field, current) in [
+        ("linux.uidMappings", linux.uid_mappings().clone()),
+        ("linux.gidMappings", linux.gid_mappings().clone()),
+    ] {
+        if current != wanted {
+            report.change(
+                Rule::UserNamespace,
+                field,
+                mapping_text(&current),
+                mapping_text(&wanted),
+                if facts.id_range.is_some() {
+                    "ids map to a host range no other container uses"
+                } else {
+                    "ids map to a free host range of the pool, chosen at create"
+                },
+            );
+        }
+    }
+    linux.set_uid_mappings(wanted.clone());
+    linux.set_gid_mappings(wanted);
+    // ping_group_range names gids, which must exist in the user namespace:
+    // docker asks for "0 2147483647", which the kernel rejects (EINVAL)
+    // once only `range.size` gids are mapped. Clamp it to the mapped gids.
+    if let Some(mut sysctl) = linux.sysctl().clone() {
+        if let Some(value) = sysctl.get("net.ipv4.ping_group_range").cloned() {
+            let clamped = clamp_ping_group_range(&value, range.size);
+            if clamped != value {
+                report.change(
+                    Rule::UserNamespace,
+                    "linux.sysctl[net.ipv4.ping_group_range]",
+                    value,
+                    clamped.clone(),
+                    "only the container's mapped gids exist in its user namespace",
+                );
+                sysctl.insert("net.ipv4.ping_group_range".into(), clamped);
+                linux.set_sysctl(Some(sysctl));
+            }
+        }
+    }
+    spec.set_linux(Some(linux));
+}
+
+/// The sysctl that makes ports below it privileged, per network namespace.
+pub const UNPRIVILEGED_PORT_START: &str = "net.ipv4.ip_unprivileged_port_start";
+
+/// The annotation containerd's CRI plugin puts on a pod's sandbox
+/// container (the first in the pod's network namespace).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// CAP_NET_BIND_SERVICE, which moat's allowlist keeps, acts only in the
+/// user namespace that owns the network namespace; the container's network
+/// namespace belongs to the host's (moat makes it, or CNI does, before the
+/// container's user namespace exists), so container root could not bind
+/// port 80. When the container keeps the capability and sets nothing
+/// itself, moat makes every port unprivileged in the network namespace the
+/// container is the first in, as docker does for its containers: one moat
+/// creates (no path), or a pod's (its sandbox container). Containers that
+/// join a namespace later (a pod's other containers, docker's
+/// `--network container:X`) leave it as its first container set it, so a
+/// pod's own sysctl is never overwritten; the host's namespace is never
+/// touched. A container that dropped the capability is left as it asked.
+pub(super) fn let_bind_service_open_low_ports(
+    spec: &mut Spec,
+    facts: &HostFacts,
+    report: &mut Report,
+) {
+    let keeps_capability = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&Capability::NetBindService));
+    let is_pod_sandbox = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CRI_CONTAINER_TYPE))
+        .is_some_and(|t| t == "sandbox");
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let first_in_netns = linux
+        .namespaces()
+        .as_ref()
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .is_some_and(|n| n.path().is_none() || is_pod_sandbox)
+        && !facts
+            .host_namespace_paths
+            .contains(&LinuxNamespaceType::Network);
+    let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+    if !keeps_capability || !first_in_netns || sysctl.contains_key(UNPRIVILEGED_PORT_START) {
+        return;
+    }
+    sysctl.insert(UNPRIVILEGED_PORT_START.into(), "0".into());
+    report.change(
+        Rule::UserNamespace,
+        format!("linux.sysctl[{UNPRIVILEGED_PORT_START}]"),
+        "(unset)",
+        "0",
+        "CAP_NET_BIND_SERVICE cannot act in a network namespace the host's user namespace owns; every port of the container's own namespace is unprivileged instead (as docker sets it)",
+    );
+    linux.set_sysctl(Some(sysctl));
+    spec.set_linux(Some(linux));
+}
+
+/// "0 2147483647" with 65536 mapped gids → "0 65535".
+pub fn clamp_ping_group_range(value: &str, mapped: u32) -> String {
+    let max = u64::from(mapped.saturating_sub(1));
+    let mut it = value.split_whitespace().map(|v| v.parse::<u64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => {
+            let hi = hi.min(max);
+            let lo = lo.min(hi);
+            format!("{lo} {hi}")
+        }
+        _ => "1 0".to_string(), // unparseable: the kernel's "nobody may" value
+    }
+}
+
+#[cfg(test)]
+#[path = "userns_tests.rs"]
+mod tests;
