@@ -96,10 +96,13 @@ fn overlay_layer_through_a_symlink_to_etc_is_refused() {
     let env = Env::new();
     let link = env.tmp.path().join("lower-link");
     symlink("/etc", &link).unwrap();
+    // Without an upper layer overlayfs wants two lower ones.
+    let base = env.tmp.path().join("base");
+    fs::create_dir_all(&base).unwrap();
     let overlay = |lower: &Path| {
         json!({
             "destination": "/x", "type": "overlay", "source": "overlay",
-            "options": [format!("lowerdir={}", lower.display()), "ro"]
+            "options": [format!("lowerdir={}:{}", lower.display(), base.display()), "ro"]
         })
     };
     let mut b = env.sh_bundle("ls /x/passwd");
@@ -311,7 +314,10 @@ fn join_netns(env: &Env, path: &Path) -> Bundle {
 fn only_engine_made_network_namespaces_may_be_joined() {
     let env = Env::new();
     let name = format!("moat-hp-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &name])
+        .stderr(Stdio::null())
+        .status();
     must("ip", &["netns", "add", &name]);
     let _g1 = NetnsGuard(name.clone());
     let path = PathBuf::from(format!("/run/netns/{name}"));
@@ -324,7 +330,10 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     leak.verify();
 
     let cni = format!("cni-moat-hp-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &cni]).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &cni])
+        .stderr(Stdio::null())
+        .status();
     must("ip", &["netns", "add", &cni]);
     let _g2 = NetnsGuard(cni.clone());
     let path = PathBuf::from(format!("/var/run/netns/{cni}"));
@@ -427,6 +436,8 @@ fn staging_is_private() {
     let leak = env.leak_check(&id);
     let g = env.guard(&id);
     env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+    // Started: a created init still runs moat's code (and command line).
+    env.moat(&["start", &id]).assert_ok();
     let cdir = moat::rootfs::container_dir(&canonical_root(&env.root), &id);
     let md = fs::metadata(&cdir).unwrap();
     assert_eq!(md.mode() & 0o777, 0o700, "{}", cdir.display());
