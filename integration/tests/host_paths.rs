@@ -339,21 +339,36 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     let path = PathBuf::from(format!("/var/run/netns/{cni}"));
     let b = join_netns(&env, &path);
     let id = env.id("netns");
+    let second = env.id("netns");
     let leak = env.leak_check(&id).touching_netns(&path);
-    {
-        let _g = env.guard(&id);
-        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
-        let listed = Command::new("ip")
+    let has_table = || {
+        Command::new("ip")
             .args([
                 "netns", "exec", &cni, "nft", "list", "table", "inet", "moat",
             ])
-            .output()
-            .unwrap();
-        assert!(
-            listed.status.success(),
-            "no moat table in the joined pod namespace"
-        );
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    {
+        let _g = env.guard(&id);
+        let _g2 = env.guard(&second);
+        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+        assert!(has_table(), "no moat table in the joined pod namespace");
+        env.moat(&["create", "--bundle", b.path(), &second])
+            .assert_ok();
         env.moat(&["delete", "--force", &id]).assert_ok();
+        assert!(
+            has_table(),
+            "the table went with the first of two containers in the namespace"
+        );
+        env.moat(&["delete", "--force", &second]).assert_ok();
+        assert!(
+            !has_table(),
+            "the table outlived the namespace's last moat container"
+        );
     }
     // touching_netns: the table is gone with its last container.
     leak.verify();
