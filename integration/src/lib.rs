@@ -782,9 +782,11 @@ pub fn processes_using_root(root: &Path) -> Vec<(i32, String)> {
 ///
 /// - libcontainer's state `<root>/<id>/` and moat's `<root>/@moat/<id>/`
 ///   (and any new entry in `<root>` or `<root>/@moat`);
-/// - the rootfs mount point `/run/moat-rootfs/<hash>` and bind staging
-///   `/run/moat-rootfs/<hash>.mounts/`: no mountinfo line naming them, no
-///   directory left;
+/// - the container's directory `/run/moat-rootfs/<hash>/` with its rootfs
+///   mount point, bind staging, netns pin and sysfs: no mountinfo line
+///   naming them, no directory left;
+/// - moat's table in any network namespace the test let it join
+///   ([`LeakCheck::touching_netns`]);
 /// - id-pool files owned by (`root`, `id`) (and any new one owned by
 ///   `root`);
 /// - cgroup directories `/sys/fs/cgroup/<hierarchy>/moat/<id>`;
@@ -797,6 +799,9 @@ pub struct LeakCheck {
     root_entries: BTreeSet<String>,
     private_entries: BTreeSet<String>,
     pool_before: BTreeMap<String, String>,
+    /// Network namespaces (by path) the test let the container join: after
+    /// delete, none may still hold moat's `inet moat` table.
+    touched_netns: Vec<PathBuf>,
 }
 
 impl LeakCheck {
@@ -811,7 +816,15 @@ impl LeakCheck {
             private_entries: list_dir(&moat::state::private_root(&canonical)),
             pool_before: pool_entries(&pool_dir),
             pool_dir,
+            touched_netns: Vec::new(),
         }
+    }
+
+    /// Also checks that the network namespace at `path` (one the container
+    /// joined, which outlives it) holds no `inet moat` table afterwards.
+    pub fn touching_netns(mut self, path: &Path) -> LeakCheck {
+        self.touched_netns.push(path.to_path_buf());
+        self
     }
 
     /// The container's rootfs mount point.
@@ -859,9 +872,36 @@ impl LeakCheck {
         for line in mountinfo_lines(&mp_str) {
             leaks.push(format!("mount left for {mp_str}: {line}"));
         }
-        for dir in [&mp, &staging] {
+        let netns_pin = moat::netns::netns_path(&mp);
+        let mut sysfs = mp.as_os_str().to_owned();
+        sysfs.push(".sysfs");
+        let container_dir = mp.parent().map(Path::to_path_buf).unwrap_or_default();
+        for dir in [
+            &mp,
+            &staging,
+            &netns_pin,
+            &PathBuf::from(sysfs),
+            &container_dir,
+        ] {
             if fs::symlink_metadata(dir).is_ok() {
                 leaks.push(format!("rootfs directory {} still exists", dir.display()));
+            }
+        }
+        for ns in &self.touched_netns {
+            if fs::symlink_metadata(ns).is_err() {
+                continue;
+            }
+            let listed = Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(["nft", "list", "table", "inet", "moat"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if listed.is_ok_and(|s| s.success()) {
+                leaks.push(format!(
+                    "network namespace {} still holds moat's table",
+                    ns.display()
+                ));
             }
         }
 

@@ -1777,3 +1777,60 @@ fn docker_network_hook_still_works() {
     drop(c);
     ctx.finish();
 }
+
+/// `docker run -v /root/<dir>/.ssh:/x` (a root-only host directory) is not
+/// idmapped (T19): container root cannot append to host root's 0600
+/// `authorized_keys`, and no root-owned or setuid file appears on the host.
+#[test]
+fn bind_of_a_root_only_dir_stays_host_roots() {
+    let Some(ctx) = Ctx::new("bind_of_a_root_only_dir_stays_host_roots") else {
+        return;
+    };
+    let top = PathBuf::from(format!("/root/moat-it-docker-{}", std::process::id()));
+    let dir = top.join(".ssh");
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let keys = dir.join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAA host\n").expect("write");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = ctx.container("c");
+    let spec = format!("{}:/x", dir.display());
+    let out = c.run(
+        &["--rm", "-v", &spec],
+        &[
+            "sh",
+            "-c",
+            "echo evil >> /x/authorized_keys; echo new > /x/planted; cp /bin/busybox /x/suid && chmod 4755 /x/suid; ls -lnd /x; true",
+        ],
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let content = std::fs::read_to_string(&keys).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&top);
+    assert!(out.ok(), "container did not run: {}", out.describe());
+    assert_eq!(
+        content,
+        "ssh-ed25519 AAAA host\n",
+        "host root's authorized_keys was changed: {}",
+        out.describe()
+    );
+    assert_eq!(
+        names,
+        ["authorized_keys"],
+        "files appeared on the host: {}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains(" 65534 "),
+        "host root's directory does not appear as nobody: {}",
+        out.describe()
+    );
+    drop(c);
+    ctx.finish();
+}

@@ -536,7 +536,7 @@ struct PodNetns {
 
 impl PodNetns {
     fn new(n: usize) -> PodNetns {
-        let name = format!("moat-eg-cni-{}-{n}", std::process::id());
+        let name = format!("cni-moat-eg-{}-{n}", std::process::id());
         // Stale one from a crashed earlier run with the same pid.
         let _ = run_cmd("ip", &["netns", "del", &name]);
         must("ip", &["netns", "add", &name]);
@@ -1493,8 +1493,9 @@ fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
 /// containerd does for a pod sandbox) gets moat's rules at create: the
 /// test makes it with `ip netns add`, wires it to the outside and gives it
 /// its addresses before moat sees it. Egress from the container is refused
-/// fast and counted; deleting the container leaves nothing of moat's, and
-/// the namespace (the pod's, not moat's) is left to its owner.
+/// fast and counted; deleting the container leaves nothing of moat's (its
+/// table included: it was the namespace's last moat container), and the
+/// namespace (the pod's, not moat's) is left to its owner.
 #[test]
 fn cni_style_netns_path_gets_the_rules() {
     let env = Env::new();
@@ -1593,15 +1594,15 @@ fn cni_style_netns_path_gets_the_rules() {
     }
     verify_gone(&leak);
     // The namespace is the pod's: moat neither deleted nor unpinned it,
-    // and its rules stay for the pod's other containers.
+    // but moat's table goes with the last moat container in it (T10).
     assert!(
         pod.exists(),
         "deleting the container removed the pod namespace {}",
         pod.name
     );
     assert!(
-        moat_table(&pod_path).is_some(),
-        "deleting the container removed the rules from the pod namespace"
+        moat_table(&pod_path).is_none(),
+        "deleting the pod's last moat container left moat's rules in the pod namespace"
     );
     net.close();
     pod.close();

@@ -78,6 +78,27 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
     facts
 }
 
+/// The facts of a spec whose host paths `pinned` opened (what `create`
+/// uses): the host namespaces and real source paths are those of the open
+/// fds, so what harden judges is what moat later mounts and joins (T29).
+/// [`gather`] looks the same things up by name, for `explain`, which
+/// creates nothing.
+pub fn from_pinned(
+    spec: &Spec,
+    pinned: &crate::pinned::PinnedPaths,
+    rootfs: &Path,
+    id_range: Option<IdRange>,
+) -> HostFacts {
+    HostFacts {
+        id_range,
+        image_passwd: read_image_passwd(rootfs),
+        host_namespace_paths: pinned.host_namespace_types(),
+        resolved_sources: pinned.resolved_sources(),
+        hook_executables: crate::hook_exe::gather(spec),
+        cgroup_occupant: crate::cgroup_probe::occupant(spec),
+    }
+}
+
 /// The largest `/etc/passwd` moat reads from an image.
 const PASSWD_MAX: u64 = 1 << 20;
 

@@ -217,6 +217,82 @@ pub fn blocked(netns: &Path) -> Result<(u64, u64), NetnsError> {
         .ok_or_else(|| NetnsError::Nft(format!("unexpected counter output: {out}")))
 }
 
+/// Where moat records which containers use the table it put into a
+/// network namespace it did not create (a pod's): one directory per
+/// namespace (`<dev>-<ino>`), one file per container, holding the path the
+/// container joined it by.
+fn table_users_dir(root: &Path) -> PathBuf {
+    crate::state::private_root(root).join("netns-tables")
+}
+
+fn ns_key(file: &File) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata()?;
+    Ok(format!("{}-{}", md.dev(), md.ino()))
+}
+
+/// Counts container `id` among the users of moat's table in the joined
+/// namespace `file` (opened from `path`). `installing`: moat is about to
+/// put the table there; otherwise the container is counted only if an
+/// earlier container's record exists (a table in a namespace moat created
+/// goes away with that namespace).
+pub fn add_table_user(
+    root: &Path,
+    id: &str,
+    file: &File,
+    path: &Path,
+    installing: bool,
+) -> std::io::Result<()> {
+    let dir = table_users_dir(root).join(ns_key(file)?);
+    if !installing && !dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(id), path.as_os_str().as_encoded_bytes())
+}
+
+/// Forgets container `id` as a user of the tables moat put into namespaces
+/// it did not create, and removes a table when its last user is gone: the
+/// namespace (a pod's, an engine's) outlives moat's containers and must not
+/// keep moat's rules. The namespace is reached by the recorded path and
+/// used only if it is still the same namespace (device and inode). Never
+/// fails: delete goes on.
+pub fn release_table_user(root: &Path, id: &str) {
+    let base = table_users_dir(root);
+    let Ok(entries) = fs::read_dir(&base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let entry = dir.join(id);
+        let Ok(path) = fs::read(&entry) else {
+            continue;
+        };
+        let _ = fs::remove_file(&entry);
+        if fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&path).into_owned());
+        if let Ok(ns) = File::open(&path) {
+            if ns_key(&ns).ok().as_deref() == e.file_name().to_str() {
+                let handle = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
+                if let Err(err) = nft_in(
+                    &handle,
+                    &["delete", "table", "inet", crate::egress::TABLE],
+                    None,
+                ) {
+                    tracing::warn!(error = %err, namespace = %path.display(), "cannot remove moat's table from the joined network namespace");
+                }
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+    let _ = fs::remove_dir(&base);
+}
+
 /// Unpins a namespace created by [`create`]. Idempotent. The namespace
 /// itself goes away with its last process.
 pub fn remove(path: &Path) {

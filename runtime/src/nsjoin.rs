@@ -12,10 +12,12 @@
 //! namespaces given by path are left to libcontainer.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::pinned::PinnedPaths;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot join {kind} namespace {path}: {source}")]
@@ -36,12 +38,31 @@ fn flag(t: LinuxNamespaceType) -> Option<(CloneFlags, &'static str)> {
     }
 }
 
+/// The `CLONE_NEW*` flag of a namespace type (what `NS_GET_NSTYPE` reports).
+pub fn clone_flag(t: LinuxNamespaceType) -> Option<CloneFlags> {
+    match t {
+        LinuxNamespaceType::Mount => Some(CloneFlags::CLONE_NEWNS),
+        LinuxNamespaceType::User => Some(CloneFlags::CLONE_NEWUSER),
+        LinuxNamespaceType::Time => None,
+        other => flag(other).map(|(f, _)| f),
+    }
+}
+
 /// Joins every joinable namespace the spec gives by path and removes it
 /// from the spec. Returns the (type, path) pairs joined, for the state.
 ///
+/// Each namespace is joined through the fd `pinned` opened and judged in
+/// precheck, never by reopening the path (T29); the only path opened here
+/// is `own_netns`, the network namespace moat itself created and pinned in
+/// its private staging tree. A path that is neither is an error.
+///
 /// The process must be single-threaded (setns of a pid namespace affects
 /// later children only, which is what libcontainer forks).
-pub fn join_path_namespaces(spec: &mut Spec) -> Result<Vec<(String, PathBuf)>, JoinError> {
+pub fn join_path_namespaces(
+    spec: &mut Spec,
+    pinned: &PinnedPaths,
+    own_netns: Option<&Path>,
+) -> Result<Vec<(String, PathBuf)>, JoinError> {
     let Some(mut linux) = spec.linux().clone() else {
         return Ok(Vec::new());
     };
@@ -53,16 +74,27 @@ pub fn join_path_namespaces(spec: &mut Spec) -> Result<Vec<(String, PathBuf)>, J
     for ns in namespaces {
         match (ns.path(), flag(ns.typ())) {
             (Some(path), Some((flag, kind))) => {
-                let file = File::open(path).map_err(|source| JoinError {
+                let err = |source: std::io::Error| JoinError {
                     kind,
                     path: path.clone(),
                     source,
-                })?;
-                setns(&file, flag).map_err(|e| JoinError {
-                    kind,
-                    path: path.clone(),
-                    source: e.into(),
-                })?;
+                };
+                let opened;
+                let file: &File = match pinned.namespace(ns.typ()) {
+                    Some(p) if &p.path == path => &p.file,
+                    _ if own_netns == Some(path.as_path())
+                        && ns.typ() == LinuxNamespaceType::Network =>
+                    {
+                        opened = File::open(path).map_err(err)?;
+                        &opened
+                    }
+                    _ => {
+                        return Err(err(std::io::Error::other(
+                            "the path was not opened and checked in precheck",
+                        )))
+                    }
+                };
+                setns(file, flag).map_err(|e| err(e.into()))?;
                 tracing::info!(namespace = kind, path = %path.display(), "joined namespace before handing off to libcontainer");
                 joined.push((kind.to_string(), path.clone()));
             }

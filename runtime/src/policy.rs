@@ -50,6 +50,8 @@ pub struct Policy {
     pub learn: LearnPolicy,
     pub hooks: HooksPolicy,
     pub cgroups: CgroupsPolicy,
+    pub volumes: VolumePolicy,
+    pub namespaces: NamespacePolicy,
 }
 
 /// OCI hooks (threat T21): refused unless their executable, resolved
@@ -122,6 +124,95 @@ impl Default for CgroupsPolicy {
                 .collect(),
         }
     }
+}
+
+/// Where engines provision volumes (T19). Patterns are absolute paths whose
+/// components may hold `*`; a path matches when its leading components
+/// match every component of a pattern (so it is the pattern's path or
+/// below it). See [`path_matches`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumePolicy {
+    /// Bind sources idmapped with the container's mapping (container root
+    /// owns what host root owns there), and exempt from the sensitive-tree
+    /// rule. Every other source is mounted unshifted: host root's files
+    /// appear as nobody.
+    pub idmap_under: Vec<String>,
+}
+
+/// Engine-provisioned volume storage and per-container files.
+pub const DEFAULT_IDMAP_UNDER: &[&str] = &[
+    "/var/lib/docker/volumes/*",
+    "/var/lib/docker/containers/*/hosts",
+    "/var/lib/docker/containers/*/hostname",
+    "/var/lib/docker/containers/*/resolv.conf",
+    "/var/lib/docker/containers/*/mounts/shm",
+    "/var/lib/kubelet/pods/*/volumes/*/*",
+    "/var/lib/kubelet/pods/*/etc-hosts",
+    "/var/lib/kubelet/pods/*/containers/*/*",
+    "/var/lib/kubelet/pods/*/volume-subpaths/*/*/*",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/*/volumes/*",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/*/hosts",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/*/hostname",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/*/resolv.conf",
+    "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/*/shm",
+];
+
+impl Default for VolumePolicy {
+    fn default() -> Self {
+        Self {
+            idmap_under: DEFAULT_IDMAP_UNDER.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl VolumePolicy {
+    /// Is `real` (a real, absolute path) engine-provisioned volume storage?
+    pub fn is_volume_storage(&self, real: &std::path::Path) -> bool {
+        self.idmap_under.iter().any(|p| path_matches(p, real))
+    }
+}
+
+/// Which namespaces a container may join by path besides the namespaces of
+/// containers moat runs (T11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespacePolicy {
+    /// Network namespace pins engines make for pods (a directory, then a
+    /// `*` pattern for the file name).
+    pub joinable_netns: Vec<String>,
+}
+
+/// Where engines pin the network namespaces they make for pods and
+/// containers: CNI (containerd CRI) and docker.
+pub const DEFAULT_JOINABLE_NETNS: &[&str] = &["/run/netns/cni-*", "/run/docker/netns/*"];
+
+impl Default for NamespacePolicy {
+    fn default() -> Self {
+        Self {
+            joinable_netns: DEFAULT_JOINABLE_NETNS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// Does `path` lie at or below `pattern` (absolute; `*` within a component
+/// matches any run of characters)? Pure, lexical: callers pass real paths.
+pub fn path_matches(pattern: &str, path: &std::path::Path) -> bool {
+    let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let mut comps = path.components().filter_map(|c| match c {
+        std::path::Component::Normal(s) => s.to_str(),
+        _ => None,
+    });
+    !pat.is_empty()
+        && pattern.starts_with('/')
+        && pat.iter().all(|p| {
+            comps
+                .next()
+                .is_some_and(|c| crate::pinned::glob_match(p, c))
+        })
 }
 
 /// Learning seccomp profiles (`moat learn`, docs/seccomp.md).

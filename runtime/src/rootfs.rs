@@ -95,13 +95,17 @@ fn nix_sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
 /// Where prepared root filesystems are mounted. Not under the state root:
 /// the container's root (an unprivileged host uid) must be able to traverse
 /// every ancestor of its rootfs, and engines create their state roots 0700.
-/// Directories here are 0711: traversable, not listable.
+/// This directory is 0711 (traversable, not listable); everything of one
+/// container (rootfs mount point, staged mounts, netns pin, sysfs) lives in
+/// its own [`container_dir`], 0700 and owned by the container's root (host
+/// id of container uid 0), so no other host user, and no other container,
+/// can reach it (T30).
 pub const MOUNT_BASE: &str = "/run/moat-rootfs";
 
-/// The rootfs mount point of container `id` under state root `root`: a
+/// The private directory of container `id` under state root `root`: a
 /// hash, so it is fixed-length, unique per (root, id), and computable after
 /// a crash without any state.
-pub fn mount_point(root: &Path, id: &str) -> PathBuf {
+pub fn container_dir(root: &Path, id: &str) -> PathBuf {
     // FNV-1a, 64 bit: no need for a cryptographic hash, ids are validated.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in root
@@ -115,6 +119,35 @@ pub fn mount_point(root: &Path, id: &str) -> PathBuf {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     Path::new(MOUNT_BASE).join(format!("{h:016x}"))
+}
+
+/// The rootfs mount point of container `id` under state root `root`, in
+/// its [`container_dir`]; the staging, netns and sysfs paths are derived
+/// from it by suffix, so they land there too.
+pub fn mount_point(root: &Path, id: &str) -> PathBuf {
+    container_dir(root, id).join("rootfs")
+}
+
+/// Creates a container's private directory: 0700, owned by the host id
+/// its root maps to (libcontainer makes the mounts from inside the
+/// container's user namespace, as that id, so it must be able to traverse;
+/// nobody else may).
+pub fn create_container_dir(dir: &Path, range: IdRange) -> Result<(), RootfsError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    create_traversable_dir(Path::new(MOUNT_BASE))?;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(sys(format!("create {}", dir.display()))(e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(sys(format!("chmod {}", dir.display())))?;
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(range.host_id)),
+        Some(nix::unistd::Gid::from_raw(range.host_id)),
+    )
+    .map_err(nix_sys("chown the container's private directory"))
 }
 
 fn create_traversable_dir(path: &Path) -> Result<(), RootfsError> {
@@ -381,6 +414,7 @@ pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
 /// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
 pub fn prepare(
     rootfs: &Path,
+    handle: &Path,
     range: IdRange,
     private_dir: &Path,
     target: &Path,
@@ -391,7 +425,9 @@ pub fn prepare(
     }
     let target = target.to_path_buf();
     let attempt = (|| -> Result<RootfsMode, RootfsError> {
-        create_traversable_dir(Path::new(MOUNT_BASE))?;
+        if let Some(dir) = target.parent() {
+            create_container_dir(dir, range)?;
+        }
         create_traversable_dir(&target)?;
         let userns = mapping_userns(range)?;
         match mount_at(&rootfs) {
@@ -404,7 +440,8 @@ pub fn prepare(
                 Ok(RootfsMode::IdmappedOverlay)
             }
             _ => {
-                idmapped_bind(&rootfs, &target, &userns)?;
+                // From the fd pinned in precheck, not the name (T29).
+                idmapped_bind(handle, &target, &userns)?;
                 Ok(RootfsMode::IdmappedBind)
             }
         }
@@ -418,6 +455,10 @@ pub fn prepare(
         Err(e) => {
             tracing::warn!(error = %e, rootfs = %rootfs.display(), "rootfs cannot be idmapped; running unshifted");
             teardown(private_dir, &target);
+            // Staging and the netns pin still live in the private directory.
+            if let Some(dir) = target.parent() {
+                create_container_dir(dir, range)?;
+            }
             Ok(PreparedRootfs {
                 mode: RootfsMode::Unshifted,
                 path: rootfs,
@@ -540,6 +581,13 @@ pub fn teardown(private_dir: &Path, target: &Path) {
     let _ = fs::remove_dir_all(private_dir.join("layers"));
     let _ = fs::remove_dir(private_dir.join("scratch"));
     let _ = fs::remove_dir(&target);
+    // The container's private directory, once everything in it is gone.
+    if let Some(dir) = target
+        .parent()
+        .filter(|d| d.starts_with(MOUNT_BASE) && *d != Path::new(MOUNT_BASE))
+    {
+        let _ = fs::remove_dir(dir);
+    }
 }
 
 /// Writes `data` to `path` atomically (temp file + rename). No fsync: the

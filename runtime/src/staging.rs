@@ -6,36 +6,31 @@
 //! keep per-container files in directories only host root may traverse
 //! (docker's /var/lib/docker/containers is 0710), so those binds fail with
 //! EACCES. moat, still host root, bind-mounts each source onto a staging
-//! path under `crate::rootfs::MOUNT_BASE` (0711 directories) and points
-//! the spec at it.
+//! path in the container's private directory under
+//! `crate::rootfs::MOUNT_BASE` and points the spec at it.
 //!
-//! Ownership. A bind source whose files belong to host ids would appear to
-//! the container as `nobody` (a docker volume populated from an image keeps
-//! the image's ids, unshifted), and container root could not write a
-//! host-root-owned volume. So moat idmaps the staged mount with the
-//! container's own mapping, as it does the rootfs: on-disk id N is
-//! container id N, and what container root writes is uid 0 on disk. That
-//! lets a container create files owned by host root, even setuid ones, so
-//! it is done only for sources **host users cannot reach**: some ancestor
-//! directory is owned by root and closed to others (no `x` for others, and
-//! for the group unless the group is root), as docker's /var/lib/docker
-//! (0710) and containerd's and kubelet's state trees are. Such a file can
-//! only be run by host root (who gains nothing) or by a container that
-//! mounts the volume, and moat mounts volumes nosuid,nodev (with
-//! no_new_privs on top). Any other source (a host directory such as
-//! /srv/data or a test's /tmp dir) stays unshifted: its files keep their
-//! host owners (host-root files appear as `nobody`, read-only unless world
-//! writable), so a container can never plant a root-owned file where a host
-//! user could run it. (Container root may also change host-root-owned
-//! files already in an idmapped source, as under runc; a root-only host
-//! directory that must stay unchanged is bound read-only.) A filesystem
-//! that refuses idmapping (EINVAL) also
-//! falls back to unshifted staging, and the report says so.
-//! See docs/threat-model.md (T19, and T6 for nosuid,nodev) and docs/compatibility.md.
+//! Ownership (T19). A bind source is idmapped with the container's own
+//! mapping, as the rootfs is (on-disk id N is container id N, and what
+//! container root writes is uid 0 on disk), only when its real path is
+//! engine-provisioned volume storage: under a pattern of policy
+//! `volumes.idmap_under` (docker's volumes, kubelet's pod volumes, the
+//! hosts/hostname/resolv.conf files engines make per container). Engines
+//! make those for containers; host root does not use them. Every other
+//! source (a host directory such as /srv/data, /root/x/.ssh, a test's /tmp
+//! dir) stays unshifted: its files keep their host owners, host-root files
+//! appear as `nobody` and cannot be written by container root, and nothing
+//! the container creates there is owned by host root or setuid-root. (The
+//! earlier rule, "idmap what host users cannot reach", let container root
+//! write host root's own files under root-only directories: ssh keys,
+//! engine state.) Idmapped volumes are mounted nosuid,nodev. A filesystem
+//! that refuses idmapping (EINVAL) falls back to unshifted staging, and the
+//! report says so. See docs/threat-model.md (T19, and T6 for nosuid,nodev)
+//! and docs/compatibility.md.
 //!
-//! Staging also pins the source: the path is resolved once, by host root,
-//! before the container exists, so later symlink swaps of the source do not
-//! redirect the mount.
+//! Staging mounts from the fds `crate::pinned` opened in precheck: the
+//! path is resolved once, by host root, checked on the open fd, and the
+//! mount made from that fd, so later symlink swaps of the source do not
+//! redirect the mount (T29). The staging directories are private (T30).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +42,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::harden::{is_bind, IdRange};
+use crate::pinned::{PinnedPaths, OVERLAY_PATH_KEYS};
+use crate::policy::VolumePolicy;
 use crate::rootfs::{idmapped_bind_tree, is_mount_point, mapping_userns, MOUNT_ATTR_NOSUID_NODEV};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +61,23 @@ pub fn staging_dir(rootfs_mount: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn mkdir_traversable(path: &Path) -> std::io::Result<()> {
+/// Staging directories live inside the container's private directory
+/// under `rootfs::MOUNT_BASE` (see [`crate::rootfs::container_dir`]), which
+/// only host root and the container's own root may traverse (T30). The
+/// directories themselves are 0711: the container's root, which makes the
+/// mounts from inside its user namespace, must traverse them.
+fn mkdir_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o711)
-        .create(path)?;
+        .create(path)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o711))
 }
 
@@ -132,40 +140,22 @@ impl Staged {
     }
 }
 
-/// One ancestor directory of a bind source: path, owner, group, mode.
-pub type Ancestor = (PathBuf, u32, u32, u32);
-
-/// The ancestor directory that keeps host users away from a path, if any:
-/// owned by root, no search permission for others, and none for its group
-/// unless the group is root. Pure, so the rule is unit-tested.
-pub fn shielding_ancestor(ancestors: &[Ancestor]) -> Option<PathBuf> {
-    ancestors
-        .iter()
-        .find(|(_, uid, gid, mode)| {
-            *uid == 0 && mode & 0o001 == 0 && (mode & 0o010 == 0 || *gid == 0)
-        })
-        .map(|(p, ..)| p.clone())
-}
-
-/// The ancestors of `source` (canonical), nearest first, excluding `source`.
-fn ancestors_of(source: &Path) -> std::io::Result<Vec<Ancestor>> {
-    let mut out = Vec::new();
-    for dir in source.ancestors().skip(1) {
-        let m = fs::metadata(dir)?;
-        out.push((dir.to_path_buf(), m.uid(), m.gid(), m.mode() & 0o7777));
-    }
-    Ok(out)
-}
-
 /// Bind-mounts every bind source of `spec` under `dir` and rewrites the
-/// spec to use the staged paths. With `range` (the container's id range),
-/// sources host users cannot reach are idmapped with it (see the module
-/// documentation); `None` stages everything unshifted. On error, what was
-/// staged stays mounted for [`unstage`] to remove.
+/// spec to use the staged paths. Each source is mounted from the fd
+/// `pinned` opened in precheck (never by name again, T29); only moat's own
+/// mounts (under `crate::rootfs::MOUNT_BASE`) are mounted by path. With
+/// `range` (the container's id range), sources that are engine-provisioned
+/// volume storage (`volumes`, policy `volumes.idmap_under`) are idmapped
+/// with it (see the module documentation); every other source, and all of
+/// them with `None`, is staged unshifted. Overlay mounts are made here too,
+/// from the pinned layers, and handed to the container as a bind. On error,
+/// what was staged stays mounted for [`unstage`] to remove.
 pub fn stage_bind_mounts(
     spec: &mut Spec,
     dir: &Path,
     range: Option<IdRange>,
+    pinned: &PinnedPaths,
+    volumes: &VolumePolicy,
 ) -> Result<Staged, StageError> {
     let Some(mounts) = spec.mounts().clone() else {
         return Ok(Staged::default());
@@ -175,6 +165,13 @@ pub fn stage_bind_mounts(
     let mut userns: Option<Result<OwnedFd, String>> = None;
     let mut out: Vec<Mount> = Vec::with_capacity(mounts.len());
     for (i, mut m) in mounts.into_iter().enumerate() {
+        if m.typ().as_deref() == Some("overlay") && !is_bind(&m) {
+            mkdir_private(dir).map_err(|e| overlay_err(&m, e.to_string()))?;
+            let target = dir.join(format!("overlay-{i}"));
+            stage_overlay(&mut m, &target, pinned)?;
+            out.push(m);
+            continue;
+        }
         let Some(source) = m.source().clone().filter(|_| is_bind(&m)) else {
             out.push(m);
             continue;
@@ -184,11 +181,21 @@ pub fn stage_bind_mounts(
             destination: m.destination().clone(),
             error,
         };
-        mkdir_traversable(dir).map_err(|e| err(e.to_string()))?;
-        let meta = fs::metadata(&source).map_err(|e| err(e.to_string()))?;
+        mkdir_private(dir).map_err(|e| err(e.to_string()))?;
+        // moat's own read-only mounts (the sysfs of a joined network
+        // namespace) are the only sources not pinned: moat made them.
+        let internal = source.starts_with(crate::rootfs::MOUNT_BASE);
+        let (handle, real, is_dir) = if internal {
+            (source.clone(), source.clone(), source.is_dir())
+        } else {
+            let p = pinned
+                .source(&source)
+                .ok_or_else(|| err("the source was not opened and checked in precheck".into()))?;
+            (p.handle(), p.real.clone(), p.is_dir)
+        };
         let target = dir.join(i.to_string());
-        if meta.is_dir() {
-            mkdir_traversable(&target).map_err(|e| err(e.to_string()))?;
+        if is_dir {
+            mkdir_private(&target).map_err(|e| err(e.to_string()))?;
         } else {
             fs::OpenOptions::new()
                 .create(true)
@@ -202,13 +209,17 @@ pub fn stage_bind_mounts(
             .as_ref()
             .is_some_and(|o| o.iter().any(|x| x == "rbind"));
         let how = match range {
+            _ if internal => StagedAs::Internal,
             None => StagedAs::Unshifted {
                 why: "no id range".into(),
             },
-            // moat's own read-only mounts (the sysfs of a joined network
-            // namespace): nothing to shift.
-            Some(_) if source.starts_with(crate::rootfs::MOUNT_BASE) => StagedAs::Internal,
-            Some(range) => try_idmapped(&source, &target, range, recursive, &mut userns)
+            Some(_) if !volumes.is_volume_storage(&real) => StagedAs::Unshifted {
+                why: format!(
+                    "{} is not engine-provisioned volume storage (policy volumes.idmap_under)",
+                    real.display()
+                ),
+            },
+            Some(range) => try_idmapped(&handle, &real, &target, range, recursive, &mut userns)
                 .unwrap_or_else(|why| StagedAs::Unshifted { why }),
         };
         if how != StagedAs::Idmapped {
@@ -216,7 +227,7 @@ pub fn stage_bind_mounts(
             if recursive {
                 flags |= MsFlags::MS_REC;
             }
-            mount(Some(&source), &target, None::<&str>, flags, None::<&str>)
+            mount(Some(&handle), &target, None::<&str>, flags, None::<&str>)
                 .map_err(|e| err(e.to_string()))?;
         }
         // Private: the staged copy must not propagate mounts back to the
@@ -236,28 +247,88 @@ pub fn stage_bind_mounts(
     Ok(staged)
 }
 
-/// Idmaps `source` onto `target` when host users cannot reach it; the error
-/// says why it stays unshifted.
+fn overlay_err(m: &Mount, error: String) -> StageError {
+    StageError {
+        source_path: PathBuf::from("overlay"),
+        destination: m.destination().clone(),
+        error,
+    }
+}
+
+/// Mount flags an overlay mount's options may carry; the rest are
+/// overlayfs's own data.
+const OVERLAY_FLAG_OPTIONS: &[&str] = &[
+    "ro", "rw", "nosuid", "nodev", "noexec", "suid", "dev", "exec",
+];
+
+/// Mounts the overlay `m` describes at `target`, as host root, with every
+/// layer given as the fd pinned in precheck (`/proc/self/fd/N`), and turns
+/// `m` into a bind of it: libcontainer would resolve the layer paths again,
+/// by name, from inside the container's user namespace.
+fn stage_overlay(m: &mut Mount, target: &Path, pinned: &PinnedPaths) -> Result<(), StageError> {
+    let opts = m.options().clone().unwrap_or_default();
+    let mut data = Vec::new();
+    let mut flags = Vec::new();
+    for opt in &opts {
+        if OVERLAY_FLAG_OPTIONS.contains(&opt.as_str()) {
+            flags.push(opt.clone());
+            continue;
+        }
+        let Some(key) = OVERLAY_PATH_KEYS.iter().find(|k| opt.starts_with(**k)) else {
+            data.push(opt.clone());
+            continue;
+        };
+        let mut handles = Vec::new();
+        for layer in opt[key.len()..].split(':').filter(|p| !p.is_empty()) {
+            let p = pinned.source(Path::new(layer)).ok_or_else(|| {
+                overlay_err(
+                    m,
+                    format!("layer {layer} was not opened and checked in precheck"),
+                )
+            })?;
+            handles.push(p.handle().display().to_string());
+        }
+        data.push(format!("{key}{}", handles.join(":")));
+    }
+    mkdir_private(target).map_err(|e| overlay_err(m, e.to_string()))?;
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.join(",").as_str()),
+    )
+    .map_err(|e| overlay_err(m, format!("mount overlay: {e}")))?;
+    let _ = mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
+    let mut bind_opts: Vec<String> = vec!["rbind".into(), "nosuid".into(), "nodev".into()];
+    bind_opts.extend(flags);
+    m.set_typ(Some("bind".into()));
+    m.set_source(Some(target.to_path_buf()));
+    m.set_options(Some(bind_opts));
+    Ok(())
+}
+
+/// Idmaps the pinned source (`handle`) onto `target`; the error says why it
+/// stays unshifted.
 fn try_idmapped(
-    source: &Path,
+    handle: &Path,
+    real: &Path,
     target: &Path,
     range: IdRange,
     recursive: bool,
     userns: &mut Option<Result<OwnedFd, String>>,
 ) -> Result<StagedAs, String> {
-    let real = fs::canonicalize(source).map_err(|e| format!("cannot resolve it: {e}"))?;
-    let ancestors = ancestors_of(&real).map_err(|e| format!("cannot stat its parents: {e}"))?;
-    if shielding_ancestor(&ancestors).is_none() {
-        return Err(format!(
-            "{} is reachable by host users (no root-owned ancestor closed to others), so files the container creates there must keep unprivileged owners",
-            real.display()
-        ));
-    }
     let ns = userns
         .get_or_insert_with(|| mapping_userns(range).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| format!("no mapping user namespace: {e}"))?;
-    idmapped_bind_tree(&real, target, ns, recursive, MOUNT_ATTR_NOSUID_NODEV).map_err(|e| {
+    idmapped_bind_tree(handle, target, ns, recursive, MOUNT_ATTR_NOSUID_NODEV).map_err(|e| {
         tracing::warn!(source = %real.display(), error = %e, "bind source cannot be idmapped; staging it unshifted");
         format!("the filesystem refuses idmapping ({e})")
     })?;
@@ -321,9 +392,9 @@ pub fn stage_scratch_tmpfs(
             destination: dest.clone(),
             error,
         };
-        mkdir_traversable(dir).map_err(|e| err(e.to_string()))?;
+        mkdir_private(dir).map_err(|e| err(e.to_string()))?;
         let target = dir.join(format!("tmpfs-{i}"));
-        mkdir_traversable(&target).map_err(|e| err(e.to_string()))?;
+        mkdir_private(&target).map_err(|e| err(e.to_string()))?;
         let opts = m.options().clone().unwrap_or_default();
         let mut data: Vec<String> = opts
             .iter()
@@ -467,49 +538,31 @@ pub fn unstage(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn a(path: &str, uid: u32, gid: u32, mode: u32) -> Ancestor {
-        (PathBuf::from(path), uid, gid, mode)
-    }
-
     #[test]
-    fn docker_volumes_are_shielded_by_var_lib_docker() {
-        let chain = [
-            a("/var/lib/docker/volumes/v", 0, 0, 0o755),
-            a("/var/lib/docker/volumes", 0, 0, 0o701),
-            a("/var/lib/docker", 0, 0, 0o710),
-            a("/var/lib", 0, 0, 0o755),
-            a("/var", 0, 0, 0o755),
-            a("/", 0, 0, 0o755),
-        ];
-        assert_eq!(
-            shielding_ancestor(&chain),
-            Some(PathBuf::from("/var/lib/docker"))
-        );
-    }
-
-    #[test]
-    fn world_traversable_paths_are_not_shielded() {
-        let chain = [
-            a("/srv/data", 0, 0, 0o755),
-            a("/srv", 0, 0, 0o755),
-            a("/", 0, 0, 0o755),
-        ];
-        assert_eq!(shielding_ancestor(&chain), None);
-        // /tmp is 1777: sticky, world-searchable.
-        assert_eq!(shielding_ancestor(&[a("/tmp", 0, 0, 0o1777)]), None);
-    }
-
-    #[test]
-    fn a_closed_directory_of_another_owner_or_group_does_not_shield() {
-        // Owned by a host user: that user can reach (and chmod) it.
-        assert_eq!(shielding_ancestor(&[a("/home/u", 1000, 1000, 0o700)]), None);
-        // Root-owned but searchable by a non-root group.
-        assert_eq!(shielding_ancestor(&[a("/srv/g", 0, 50, 0o750)]), None);
-        // Root-owned, group root may search: shielded.
-        assert_eq!(
-            shielding_ancestor(&[a("/srv/r", 0, 0, 0o750)]),
-            Some(PathBuf::from("/srv/r"))
-        );
+    fn only_engine_volume_storage_is_idmapped() {
+        let v = VolumePolicy::default();
+        for yes in [
+            "/var/lib/docker/volumes/pgdata/_data",
+            "/var/lib/docker/volumes/pgdata",
+            "/var/lib/docker/containers/abc/hosts",
+            "/var/lib/docker/containers/abc/resolv.conf",
+            "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache",
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hostname",
+        ] {
+            assert!(v.is_volume_storage(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "/root/x/.ssh",
+            "/var/lib/docker",
+            "/var/lib/docker/volumes",
+            "/var/lib/docker/containers/abc",
+            "/var/lib/docker/containers/abc/config.v2.json",
+            "/var/lib/kubelet/pods/uid",
+            "/tmp/x",
+            "/srv/data",
+        ] {
+            assert!(!v.is_volume_storage(Path::new(no)), "{no}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,9 +17,11 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use moat::harden::{harden, is_bind, Hardened};
+use moat::harden::{harden, Hardened};
 use moat::idpool::IdPool;
+use moat::pinned::{PinError, PinnedPath, PinnedPaths};
 use moat::policy::Policy;
+use moat::refusal::Refusal;
 use moat::report::Report;
 use moat::rootfs::{self, RootfsMode};
 use moat::selfcheck::{capability_mask, SelfCheck};
@@ -108,23 +111,82 @@ pub fn bundle_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("cannot resolve rootfs {}", path.display()))
 }
 
-/// Everything before the first side effect: checks that the spec hardens
-/// (with a placeholder id range) and returns it with the host facts, or the
-/// reason it cannot run.
-fn precheck(
-    ctx: &Ctx,
-    opts: &CreateOpts,
-) -> Result<(Spec, PathBuf, PathBuf, Policy, moat::harden::HostFacts)> {
+/// What [`precheck`] found and opened: everything `create` decides on.
+struct Prechecked {
+    spec: Spec,
+    bundle: PathBuf,
+    /// The rootfs, open since precheck (T29).
+    rootfs: PinnedPath,
+    policy: Policy,
+    facts: moat::harden::HostFacts,
+    /// Every host path and namespace the spec names, open since precheck:
+    /// staging mounts and nsjoin joins these fds, never the names (T29).
+    pinned: PinnedPaths,
+}
+
+/// Everything before the first side effect: opens every host path the
+/// spec names once (see `moat::pinned`), checks that the spec hardens
+/// (with a placeholder id range) on what those fds are, and returns it
+/// with the host facts, or the reason it cannot run.
+fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     validate_id(opts.id)?;
-    let bundle = fs::canonicalize(opts.bundle)
+    let bundle_fd = moat::pinned::open_bundle(opts.bundle)
         .with_context(|| format!("bundle {} does not exist", opts.bundle.display()))?;
+    let bundle = moat::pinned::real_path(&bundle_fd)
+        .with_context(|| format!("cannot resolve bundle {}", opts.bundle.display()))?;
     let spec = load_bundle_spec(&bundle)?;
-    let rootfs_path = bundle_rootfs(&spec, &bundle)?;
+    let root_path = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| anyhow!("config.json has no root"))?;
+    let rootfs = moat::pinned::pin_path(&bundle_fd, &root_path, "rootfs").map_err(pin_error)?;
+    if !rootfs.is_dir {
+        bail!(
+            "rootfs {} does not exist or is not a directory",
+            root_path.display()
+        );
+    }
+    let root = ctx.root()?;
+    let state_roots = vec![fs::canonicalize(&root).unwrap_or_else(|_| root.clone())];
+    if rootfs.real == Path::new("/")
+        || moat::pinned::in_moat_private_tree(&rootfs.real, &state_roots)
+    {
+        return Err(anyhow!(Refusal::new(
+            moat::pinned::RULE_HOST_PATH,
+            format!(
+                "rootfs {} is {}: the host's root or moat's own state",
+                root_path.display(),
+                rootfs.real.display()
+            ),
+            None,
+        )));
+    }
     let policy = ctx.policy()?;
-    let facts = moat::facts::gather(&spec, &rootfs_path, None);
+    let pinned = moat::pinned::pin(&spec, &bundle_fd, &state_roots, || moat::pinned::Joinable {
+        moat_containers: moat::pinned::moat_container_namespaces(&root),
+        engine_netns: moat::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
+    })
+    .map_err(pin_error)?;
+    let facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
-    moat::facts::check_mount_destinations(&spec, &rootfs_path).map_err(|r| anyhow!(r))?;
-    Ok((spec, bundle, rootfs_path, policy, facts))
+    moat::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
+    Ok(Prechecked {
+        spec,
+        bundle,
+        rootfs,
+        policy,
+        facts,
+        pinned,
+    })
+}
+
+/// A refusal stays a refusal (one line); an open error keeps its context.
+fn pin_error(e: PinError) -> anyhow::Error {
+    match e {
+        PinError::Refused(r) => anyhow!(r),
+        other => anyhow!(other),
+    }
 }
 
 /// Removes everything a failed create left, unless disarmed.
@@ -155,7 +217,14 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
-    let (spec, bundle, rootfs_path, policy, mut facts) = precheck(ctx, opts)?;
+    let Prechecked {
+        spec,
+        bundle,
+        rootfs: pinned_rootfs,
+        policy,
+        mut facts,
+        pinned,
+    } = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
     if root.join(id).exists() || state::private_dir(&root, id).exists() {
@@ -193,7 +262,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     } = harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
 
     let prepared = rootfs::prepare(
-        &rootfs_path,
+        &pinned_rootfs.real,
+        &pinned_rootfs.handle(),
         allocation.range,
         &private,
         &rootfs::mount_point(&root, id),
@@ -226,14 +296,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
     moat_state.save(&root).context("cannot save moat state")?;
 
-    install_egress(
-        &mut hardened,
-        &effective,
-        &facts.host_namespace_paths,
-        &root,
-        id,
-        &mut report,
-    )?;
+    install_egress(&mut hardened, &effective, &pinned, &root, id, &mut report)?;
     super::learn::start_for_create(
         ctx,
         &mut hardened,
@@ -247,7 +310,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let seccomp_filter = precompile_seccomp(&mut hardened, &private);
     prepare_for_libcontainer(
         &mut hardened,
-        &bundle,
+        &pinned,
         &prepared.path,
         id,
         allocation.range,
@@ -259,6 +322,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &mut hardened,
         &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
         Some(allocation.range),
+        &pinned,
+        &effective.volumes,
     )?;
     report.notes.extend(staged.notes());
     let populated = moat::staging::stage_scratch_tmpfs(
@@ -363,7 +428,7 @@ pub const SECCOMP_FILE: &str = "seccomp.json";
 /// itself, and libcontainer's reading of MASKED_EQ.
 fn prepare_for_libcontainer(
     spec: &mut Spec,
-    bundle: &Path,
+    pinned: &PinnedPaths,
     rootfs_path: &Path,
     id: &str,
     range: moat::harden::IdRange,
@@ -374,22 +439,8 @@ fn prepare_for_libcontainer(
         root.set_path(rootfs_path.to_path_buf());
         spec.set_root(Some(root));
     }
-    // Relative bind sources are relative to the caller's bundle, and the
-    // spec now lives elsewhere.
-    if let Some(mounts) = spec.mounts().clone() {
-        let fixed: Vec<Mount> = mounts
-            .into_iter()
-            .map(|mut m| {
-                if let Some(src) = m.source().clone() {
-                    if is_bind(&m) && src.is_relative() {
-                        m.set_source(Some(bundle.join(src)));
-                    }
-                }
-                m
-            })
-            .collect();
-        spec.set_mounts(Some(fixed));
-    }
+    // Bind sources (relative ones too: relative to the bundle) are staged
+    // from the fds pinned in precheck; see `moat::staging`.
     let mut linux = spec.linux().clone().unwrap_or_default();
     if linux.cgroups_path().is_none() {
         linux.set_cgroups_path(Some(PathBuf::from(format!("/moat/{id}"))));
@@ -400,7 +451,8 @@ fn prepare_for_libcontainer(
     }
     spec.set_linux(Some(linux));
 
-    let joined = moat::nsjoin::join_path_namespaces(spec)?;
+    let own_netns = moat::netns::netns_path(mount_point);
+    let joined = moat::nsjoin::join_path_namespaces(spec, pinned, Some(&own_netns))?;
     let joined_net = joined.iter().any(|(k, _)| k == "network");
     if joined_net {
         apply_net_sysctls(spec, range, report)?;
@@ -488,7 +540,7 @@ pub fn redirect_null_stdio() {
 fn install_egress(
     spec: &mut Spec,
     policy: &moat::policy::Policy,
-    host_network_paths: &[LinuxNamespaceType],
+    pinned: &PinnedPaths,
     root: &Path,
     id: &str,
     report: &mut Report,
@@ -507,12 +559,10 @@ fn install_egress(
         .unwrap_or_default()
         .into_iter()
         .find(|n| n.typ() == LinuxNamespaceType::Network);
+    let joined = pinned.namespace(LinuxNamespaceType::Network);
     let shares_host = match &network {
         None => true,
-        Some(n) => n
-            .path()
-            .as_ref()
-            .is_some_and(|_| host_network_paths.contains(&LinuxNamespaceType::Network)),
+        Some(n) => n.path().is_some() && joined.is_some_and(|j| j.is_host),
     };
     if shares_host {
         // Only reachable when the operator allows host networking. moat never
@@ -553,7 +603,16 @@ fn install_egress(
             ));
         }
         Some(path) => {
-            if let Some(existing) = moat::netns::table(&path) {
+            // The namespace precheck opened and judged (T11, T29): its
+            // rules are read and written through that fd, never the name.
+            let joined = joined.filter(|j| j.path == path).ok_or_else(|| {
+                anyhow!(
+                    "network namespace {} was not opened in precheck",
+                    path.display()
+                )
+            })?;
+            let handle = PathBuf::from(format!("/proc/self/fd/{}", joined.file.as_raw_fd()));
+            if let Some(existing) = moat::netns::table(&handle) {
                 // Containers sharing a namespace share its rules, so they
                 // must share the egress policy: never run a container under
                 // rules other than the ones its own policy asks for.
@@ -564,15 +623,21 @@ fn install_egress(
                         path.display()
                     );
                 }
+                // Count this container among the users of a table moat put
+                // into a namespace it did not create, if it did.
+                moat::netns::add_table_user(root, id, &joined.file, &path, false)
+                    .context("cannot record the container among the users of the joined namespace's egress rules")?;
                 report.notes.push(format!(
                     "egress: the joined network namespace {} already carries moat's rules for this egress policy",
                     path.display()
                 ));
             } else {
-                moat::netns::apply(&path, &ruleset)
+                moat::netns::add_table_user(root, id, &joined.file, &path, true)
+                    .context("cannot record the container among the users of the joined namespace's egress rules")?;
+                moat::netns::apply(&handle, &ruleset)
                     .context("cannot install egress rules in the joined network namespace")?;
                 report.notes.push(format!(
-                    "egress: rules installed in the joined network namespace {}",
+                    "egress: rules installed in the joined network namespace {}; removed when the last moat container there is deleted",
                     path.display()
                 ));
             }

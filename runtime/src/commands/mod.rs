@@ -113,6 +113,7 @@ pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
     let mount_point = moat::rootfs::mount_point(root, id);
     moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
     moat::netns::remove(&moat::netns::netns_path(&mount_point));
+    moat::netns::release_table_user(root, id);
     let sysfs = create::sysfs_path(&mount_point);
     for _ in 0..4 {
         if nix::mount::umount2(&sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{Mount, Spec};
+use oci_spec::runtime::Spec;
 
 use super::{is_bind, normalize, HostFacts};
 use crate::policy::Policy;
@@ -30,9 +30,12 @@ pub const SENSITIVE_HOST_PATHS: &[&str] = &[
     "/run/moat",
 ];
 
-/// Sensitive trees whose insides are sensitive too. The engines' own trees
-/// (/var/lib/docker, /run/containerd, …) are not here: engines hand a
-/// container its per-container files (hosts, resolv.conf, volumes) from there.
+/// Sensitive trees whose insides are sensitive too, the engines' own trees
+/// included: `/var/lib/docker/containers/<other container>` holds another
+/// container's config.v2.json. The only exception is what the policy lists
+/// as engine-provisioned volume storage and per-container files
+/// (`volumes.idmap_under`: volumes, hosts, hostname, resolv.conf), which
+/// engines hand containers from there (T11, T19).
 pub const SENSITIVE_HOST_TREES: &[&str] = &[
     "/proc",
     "/sys",
@@ -41,7 +44,13 @@ pub const SENSITIVE_HOST_TREES: &[&str] = &[
     "/boot",
     "/lib/modules",
     "/usr/lib/modules",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/kubelet",
+    "/run/containerd",
+    "/run/docker",
     "/run/moat",
+    "/run/moat-rootfs",
 ];
 
 /// Engine control sockets, refused wherever they live (rootless engines keep
@@ -54,7 +63,7 @@ pub const ENGINE_SOCKET_NAMES: &[&str] = &[
     "cri-dockerd.sock",
 ];
 
-fn sensitive_reason(source: &Path) -> Option<String> {
+fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
     for s in SENSITIVE_HOST_PATHS {
         let s = Path::new(s);
         if source == s {
@@ -69,7 +78,7 @@ fn sensitive_reason(source: &Path) -> Option<String> {
         }
     }
     for t in SENSITIVE_HOST_TREES {
-        if source.starts_with(t) {
+        if source.starts_with(t) && !policy.volumes.is_volume_storage(source) {
             return Some(format!("{} is inside the host's {t}", source.display()));
         }
     }
@@ -99,7 +108,7 @@ pub(super) fn refuse_sensitive_mounts(
         let host_paths: Vec<PathBuf> = if is_bind(m) {
             m.source().iter().cloned().collect()
         } else if m.typ().as_deref() == Some("overlay") {
-            overlay_option_paths(m)
+            crate::pinned::overlay_option_paths(&m.options().clone().unwrap_or_default())
         } else {
             continue;
         };
@@ -118,7 +127,7 @@ pub(super) fn refuse_sensitive_mounts(
                 if allowed_entries.contains(candidate) {
                     continue;
                 }
-                if let Some(reason) = sensitive_reason(candidate) {
+                if let Some(reason) = sensitive_reason(candidate, policy) {
                     return Err(Refusal::new(
                         RefusalRule::SensitiveHostMount,
                         format!(
@@ -134,26 +143,6 @@ pub(super) fn refuse_sensitive_mounts(
         }
     }
     Ok(())
-}
-
-/// The host paths an overlay mount's options name (lowerdir, upperdir,
-/// workdir; ':'-separated lower layers).
-fn overlay_option_paths(m: &Mount) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for opt in m.options().clone().unwrap_or_default() {
-        for key in [
-            "lowerdir=",
-            "upperdir=",
-            "workdir=",
-            "lowerdir+=",
-            "datadir+=",
-        ] {
-            if let Some(v) = opt.strip_prefix(key) {
-                out.extend(v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,6 +3,16 @@
 use crate::harden::fixtures::*;
 
 const SENSITIVE_SOURCES: &[&str] = &[
+    // Every descendant of an engine's tree that is not volume storage or a
+    // per-container file engines hand out (T11, T19).
+    "/var/lib/docker/containers/abc",
+    "/var/lib/docker/containers/abc/config.v2.json",
+    "/var/lib/docker/volumes",
+    "/var/lib/docker/overlay2/x/merged",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/x",
+    "/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs",
+    "/var/lib/kubelet/pods/uid",
+    "/run/moat-rootfs/abc/rootfs.mounts/0",
     "/var/run/docker.sock",
     "/run/docker.sock",
     "/run/containerd/containerd.sock",
@@ -99,10 +109,9 @@ const HARMLESS_SOURCES: &[&str] = &[
     "/var/lib/docker/containers/abc/hosts",
     "/var/lib/docker/containers/abc/resolv.conf",
     "/var/lib/docker/volumes/v/_data",
-    "/var/lib/containerd/io.containerd.grpc.v1.cri/x",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/x/resolv.conf",
     "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache",
     "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/x/shm",
-    "/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs",
     "/srv/data",
     "/home/u/project",
     "/home/u/docker.sock.d",

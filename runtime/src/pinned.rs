@@ -1,0 +1,670 @@
+//! Host paths pinned by fd: what moat checks is what it mounts and joins.
+//!
+//! A tenant controls the names in config.json (bind sources, overlay
+//! layers, namespace paths, the rootfs) and often the directories they
+//! live in. A name checked in one step and used by name in a later one can
+//! be swapped in between (a symlink flipped from a harmless directory to
+//! /etc), and two steps that resolve a name differently (a relative source
+//! against moat's cwd, then against the bundle) disagree outright.
+//!
+//! So every such path is opened exactly once, in `precheck`, before
+//! anything is decided ([`pin`]):
+//! - relative paths are relative to the bundle, always, and resolved with
+//!   `openat2(bundle_fd, …, RESOLVE_BENEATH)`: a relative source that
+//!   climbs out of the bundle (`hostetc -> /etc`) is refused;
+//! - no path may go through a magic link (`/proc/self/root/…`);
+//! - the checks (sensitive paths, volume storage, staging privacy) look at
+//!   the real path of the open fd (`/proc/self/fd/N`), never at the name;
+//! - staging mounts from the fd (`/proc/self/fd/N` as the source of
+//!   `open_tree`/bind/overlay), so a later swap changes nothing;
+//! - namespace files are opened once, their identity (device, inode)
+//!   checked against the host's and against the namespaces that may be
+//!   joined, and the same fd is handed to `setns` (see [`crate::nsjoin`]).
+//!
+//! [`PinnedPaths`] owns the fds from precheck until the container is handed
+//! off, so the check and the use see the same object. Threat T29.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::harden::is_bind;
+use crate::refusal::{Refusal, RefusalRule};
+
+/// Refusals about a host path that escaped or is moat's own (T29).
+pub const RULE_HOST_PATH: RefusalRule = RefusalRule::HostPathChanged;
+/// Refusals about a namespace that may not be joined (T29, T11).
+pub const RULE_NAMESPACE_PATH: RefusalRule = RefusalRule::NamespacePath;
+
+/// Why a path could not be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("cannot open {what} {path}: {source}")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One host path, open (`O_PATH`) since precheck.
+#[derive(Debug)]
+pub struct PinnedPath {
+    fd: OwnedFd,
+    /// Where the fd really is, from `/proc/self/fd/N` at open time.
+    pub real: PathBuf,
+    pub is_dir: bool,
+}
+
+impl PinnedPath {
+    /// A name for the pinned object that any path-taking syscall of this
+    /// process resolves to the very same inode and mount.
+    pub fn handle(&self) -> PathBuf {
+        fd_path(self.fd.as_raw_fd())
+    }
+}
+
+/// One namespace file of the spec, open since precheck.
+#[derive(Debug)]
+pub struct PinnedNamespace {
+    pub typ: LinuxNamespaceType,
+    /// The path as the spec wrote it (for messages and the state).
+    pub path: PathBuf,
+    pub file: File,
+    /// The host's own namespace of that type.
+    pub is_host: bool,
+}
+
+/// Everything [`pin`] opened, owned until handoff.
+#[derive(Debug, Default)]
+pub struct PinnedPaths {
+    /// Bind sources and overlay layers, keyed by the path as the spec
+    /// wrote it.
+    pub sources: HashMap<PathBuf, PinnedPath>,
+    pub namespaces: Vec<PinnedNamespace>,
+}
+
+impl PinnedPaths {
+    /// The pinned object for a path as the spec wrote it.
+    pub fn source(&self, written: &Path) -> Option<&PinnedPath> {
+        self.sources.get(written)
+    }
+
+    /// The real paths of every pinned source, for [`crate::harden::HostFacts`].
+    pub fn resolved_sources(&self) -> HashMap<PathBuf, PathBuf> {
+        self.sources
+            .iter()
+            .map(|(k, v)| (k.clone(), v.real.clone()))
+            .collect()
+    }
+
+    /// Namespace types whose path is the host's own namespace.
+    pub fn host_namespace_types(&self) -> Vec<LinuxNamespaceType> {
+        self.namespaces
+            .iter()
+            .filter(|n| n.is_host)
+            .map(|n| n.typ)
+            .collect()
+    }
+
+    /// The pinned namespace file of a type, if the spec gave a path.
+    pub fn namespace(&self, typ: LinuxNamespaceType) -> Option<&PinnedNamespace> {
+        self.namespaces.iter().find(|n| n.typ == typ)
+    }
+}
+
+fn fd_path(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+/// The real path of an open fd.
+pub fn real_path(fd: &OwnedFd) -> std::io::Result<PathBuf> {
+    fs::read_link(fd_path(fd.as_raw_fd()))
+}
+
+fn open_how(flags: OFlag, resolve: ResolveFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(resolve)
+}
+
+/// Opens the bundle directory (`O_PATH`, no magic links).
+pub fn open_bundle(bundle: &Path) -> std::io::Result<OwnedFd> {
+    let fd = openat2(
+        libc::AT_FDCWD,
+        bundle,
+        open_how(
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        ),
+    )?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens one host path of the spec: relative to `bundle` (and beneath it)
+/// when relative, never through a magic link.
+pub fn pin_path(
+    bundle: &OwnedFd,
+    written: &Path,
+    what: &'static str,
+) -> Result<PinnedPath, PinError> {
+    let (dirfd, resolve) = if written.is_relative() {
+        (
+            bundle.as_raw_fd(),
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        )
+    } else {
+        (libc::AT_FDCWD, ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
+    let fd = match openat2(dirfd, written, open_how(OFlag::O_PATH, resolve)) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::EXDEV) if written.is_relative() => {
+            return Err(PinError::Refused(Refusal::new(
+                RULE_HOST_PATH,
+                format!(
+                    "{what} {} is relative to the bundle but resolves outside it",
+                    written.display()
+                ),
+                None,
+            )))
+        }
+        Err(nix::errno::Errno::ELOOP) => {
+            return Err(PinError::Refused(Refusal::new(
+                RULE_HOST_PATH,
+                format!(
+                    "{what} {} goes through a magic link or too many symlinks",
+                    written.display()
+                ),
+                None,
+            )))
+        }
+        Err(e) => {
+            return Err(PinError::Open {
+                what,
+                path: written.to_path_buf(),
+                source: e.into(),
+            })
+        }
+    };
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let open_err = |source| PinError::Open {
+        what,
+        path: written.to_path_buf(),
+        source,
+    };
+    let real = real_path(&fd).map_err(open_err)?;
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| open_err(e.into()))?;
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if !real.is_absolute() {
+        // An object outside this mount namespace's tree (another process's
+        // root, a detached mount): nothing a container should get.
+        return Err(PinError::Refused(Refusal::new(
+            RULE_HOST_PATH,
+            format!(
+                "{what} {} is not reachable from the host's root ({})",
+                written.display(),
+                real.display()
+            ),
+            None,
+        )));
+    }
+    Ok(PinnedPath { fd, real, is_dir })
+}
+
+/// Is `real` inside moat's own state or staging trees, where other
+/// containers' files live (staged volumes, netns pins, rootfs)? `roots` are
+/// the state roots in use (`--root`); `/run/moat*` covers every sibling
+/// (`/run/moat`, `/run/moat-rootfs`, …). Matched on real paths.
+pub fn in_moat_private_tree(real: &Path, roots: &[PathBuf]) -> bool {
+    use std::path::Component;
+    let mut c = real.components();
+    let under_run_moat = c.next() == Some(Component::RootDir)
+        && c.next() == Some(Component::Normal("run".as_ref()))
+        && c.next().is_some_and(|n| {
+            n.as_os_str()
+                .to_str()
+                .is_some_and(|n| n.starts_with(MOAT_NAME_PREFIX))
+        });
+    under_run_moat || roots.iter().any(|r| real.starts_with(r))
+}
+
+/// Names under /run that belong to moat (`/run/moat*`).
+const MOAT_NAME_PREFIX: &str = "moat";
+
+/// The host paths an overlay mount's options name (lowerdir, upperdir,
+/// workdir, ':'-separated lower layers).
+pub fn overlay_option_paths(options: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for opt in options {
+        for key in OVERLAY_PATH_KEYS {
+            if let Some(v) = opt.strip_prefix(key) {
+                out.extend(v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+            }
+        }
+    }
+    out
+}
+
+/// Overlay options whose values are host paths.
+pub const OVERLAY_PATH_KEYS: &[&str] = &[
+    "lowerdir=",
+    "upperdir=",
+    "workdir=",
+    "lowerdir+=",
+    "datadir+=",
+];
+
+/// Which namespaces a container may join by path (T11). Identity-based:
+/// the (device, inode) of the pinned namespace file must be one of these.
+#[derive(Debug, Default, Clone)]
+pub struct Joinable {
+    /// Namespaces of the inits of containers moat runs under this root,
+    /// by type.
+    pub moat_containers: HashMap<String, BTreeSet<(u64, u64)>>,
+    /// Network namespaces pinned where engines pin theirs (policy
+    /// `namespaces.joinable_netns`).
+    pub engine_netns: BTreeSet<(u64, u64)>,
+}
+
+/// The name moat uses for a namespace type.
+pub fn ns_kind(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// Does `name` match the shell-style `pattern` (only `*`, any run of
+/// characters)? Pure.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() {
+        return rest.is_empty();
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.len() >= p.len() && rest.ends_with(p);
+        }
+        match rest.find(p) {
+            Some(at) => rest = &rest[at + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The (device, inode) of every file matching one of `patterns` (a
+/// directory, then a `*` pattern for the file name), as the engines pin
+/// network namespaces (`/run/netns/cni-*`, `/run/docker/netns/*`).
+pub fn engine_netns_pins(patterns: &[String]) -> BTreeSet<(u64, u64)> {
+    let mut out = BTreeSet::new();
+    for pattern in patterns {
+        let p = Path::new(pattern);
+        let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+            continue;
+        };
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file_name = e.file_name();
+            let Some(n) = file_name.to_str() else {
+                continue;
+            };
+            if !glob_match(name, n) {
+                continue;
+            }
+            // stat, not lstat: the pin is an nsfs bind mount on a file.
+            if let Ok(md) = fs::metadata(e.path()) {
+                if is_nsfs(&md) {
+                    out.insert((md.dev(), md.ino()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn is_nsfs(md: &fs::Metadata) -> bool {
+    // nsfs inodes live on the single nsfs superblock, whose device is the
+    // same as that of moat's own namespace files.
+    fs::metadata("/proc/self/ns/net").is_ok_and(|own| own.dev() == md.dev())
+}
+
+/// The namespaces held by the init processes of the containers moat runs
+/// under `root`. Each init is proven to be that container's: its user
+/// namespace maps container root onto the id range moat allocated to it
+/// (ranges are exclusive), read through a pinned `/proc/<pid>` directory,
+/// so a reused pid cannot pass.
+pub fn moat_container_namespaces(root: &Path) -> HashMap<String, BTreeSet<(u64, u64)>> {
+    let mut out: HashMap<String, BTreeSet<(u64, u64)>> = HashMap::new();
+    let Ok(entries) = fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if id == crate::state::PRIVATE_DIR {
+            continue;
+        }
+        let Some(pid) = fs::read(e.path().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))
+        else {
+            continue;
+        };
+        let Some(range) = crate::state::MoatState::load(root, &id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.allocation)
+            .map(|a| a.range)
+        else {
+            continue;
+        };
+        let Ok(proc_dir) = open_bundle(Path::new(&format!("/proc/{pid}"))) else {
+            continue;
+        };
+        let Ok(map) = read_at(&proc_dir, "uid_map") else {
+            continue;
+        };
+        let first: Vec<u64> = map
+            .split_whitespace()
+            .take(3)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if first != [0, u64::from(range.host_id), u64::from(range.size)] {
+            continue;
+        }
+        for kind in ["net", "ipc", "uts", "pid", "cgroup", "mnt", "time"] {
+            if let Ok(st) = nix::sys::stat::fstatat(
+                Some(proc_dir.as_raw_fd()),
+                format!("ns/{kind}").as_str(),
+                nix::fcntl::AtFlags::empty(),
+            ) {
+                out.entry(kind.to_string())
+                    .or_default()
+                    .insert((st.st_dev, st.st_ino));
+            }
+        }
+    }
+    out
+}
+
+fn read_at(dir: &OwnedFd, name: &str) -> std::io::Result<String> {
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::read_to_string(f)
+}
+
+/// The host's own namespace files of a type: PID 1's and moat's (moat runs
+/// in the host's namespaces; some hosts deny even root /proc/1/ns).
+fn host_namespace_ids(kind: &str) -> Vec<(u64, u64)> {
+    [
+        format!("/proc/1/ns/{kind}"),
+        format!("/proc/self/ns/{kind}"),
+    ]
+    .iter()
+    .filter_map(|p| fs::metadata(p).ok())
+    .map(|m| (m.dev(), m.ino()))
+    .collect()
+}
+
+/// Opens and judges one namespace path of the spec. The host's own is
+/// marked (harden decides with `refusals.allow_host_namespaces`); any other
+/// must be in `joinable`, else it is refused here.
+pub fn pin_namespace(
+    typ: LinuxNamespaceType,
+    path: &Path,
+    joinable: &Joinable,
+) -> Result<PinnedNamespace, PinError> {
+    let kind = ns_kind(typ);
+    let refuse = |why: String| {
+        PinError::Refused(Refusal::new(
+            RULE_NAMESPACE_PATH,
+            format!("{kind} namespace path {}: {why}", path.display()),
+            Some("namespaces.joinable_netns"),
+        ))
+    };
+    if matches!(typ, LinuxNamespaceType::Mount | LinuxNamespaceType::Time) {
+        // libcontainer would reopen these by name later; no engine asks
+        // for them.
+        return Err(refuse(
+            "moat joins only network, ipc, uts, pid and cgroup namespaces by path".into(),
+        ));
+    }
+    // Namespace files are magic links (/proc/<pid>/ns/net) or nsfs bind
+    // mounts: followed once, here; the fd is the namespace from now on.
+    let file = File::open(path).map_err(|e| {
+        // What cannot be examined is treated as the host's (fail closed).
+        PinError::Refused(Refusal::new(
+            RefusalRule::HostNamespace,
+            format!(
+                "{kind} namespace path {} cannot be opened ({e}); treated as the host's",
+                path.display()
+            ),
+            Some("refusals.allow_host_namespaces"),
+        ))
+    })?;
+    let md = file
+        .metadata()
+        .map_err(|e| refuse(format!("cannot stat it ({e})")))?;
+    if !is_nsfs(&md) {
+        return Err(refuse("not a namespace file".into()));
+    }
+    // NS_GET_NSTYPE: the fd must be a namespace of the type the spec says.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without argument on a descriptor we own.
+    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    let want = crate::nsjoin::clone_flag(typ).map(|f| f.bits());
+    if nstype < 0 || want.is_some_and(|w| w != nstype) {
+        return Err(refuse("not a namespace of that type".into()));
+    }
+    let id = (md.dev(), md.ino());
+    let is_host = host_namespace_ids(kind).contains(&id);
+    if !is_host {
+        let of_moat = joinable
+            .moat_containers
+            .get(kind)
+            .is_some_and(|s| s.contains(&id));
+        let of_engine = typ == LinuxNamespaceType::Network && joinable.engine_netns.contains(&id);
+        if !of_moat && !of_engine {
+            return Err(refuse(
+                "neither a namespace of a container moat runs nor one an engine pinned for a pod"
+                    .into(),
+            ));
+        }
+    }
+    Ok(PinnedNamespace {
+        typ,
+        path: path.to_path_buf(),
+        file,
+        is_host,
+    })
+}
+
+/// Opens every host path `spec` names, once: bind sources and overlay
+/// layers (relative ones beneath `bundle`), and namespace paths (judged
+/// against `joinable`, computed only when the spec has any). Refuses
+/// sources inside moat's private trees (`state_roots` and `/run/moat*`).
+pub fn pin(
+    spec: &Spec,
+    bundle: &OwnedFd,
+    state_roots: &[PathBuf],
+    joinable: impl FnOnce() -> Joinable,
+) -> Result<PinnedPaths, PinError> {
+    let mut pinned = PinnedPaths::default();
+    for m in spec.mounts().as_ref().into_iter().flatten() {
+        let (what, paths): (&'static str, Vec<PathBuf>) = if is_bind(m) {
+            ("bind source", m.source().iter().cloned().collect())
+        } else if m.typ().as_deref() == Some("overlay") {
+            (
+                "overlay layer",
+                overlay_option_paths(&m.options().clone().unwrap_or_default()),
+            )
+        } else {
+            continue;
+        };
+        for written in paths {
+            if pinned.sources.contains_key(&written) {
+                continue;
+            }
+            let p = pin_path(bundle, &written, what)?;
+            if in_moat_private_tree(&p.real, state_roots) {
+                return Err(PinError::Refused(Refusal::new(
+                    RULE_HOST_PATH,
+                    format!(
+                        "{what} {} is {}, inside moat's own state and staging: other containers' files live there",
+                        written.display(),
+                        p.real.display()
+                    ),
+                    None,
+                )));
+            }
+            pinned.sources.insert(written, p);
+        }
+    }
+    let namespaces: Vec<_> = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.path().clone().map(|p| (n.typ(), p)))
+        .collect();
+    if !namespaces.is_empty() {
+        let joinable = joinable();
+        for (typ, path) in namespaces {
+            if typ == LinuxNamespaceType::User {
+                // harden refuses it with its own rule; nothing to open.
+                continue;
+            }
+            pinned
+                .namespaces
+                .push(pin_namespace(typ, &path, &joinable)?);
+        }
+    }
+    Ok(pinned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn glob_matches_prefix_suffix_and_middle() {
+        assert!(glob_match("cni-*", "cni-1234"));
+        assert!(!glob_match("cni-*", "test-1234"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn moat_private_trees_include_every_run_moat_sibling() {
+        let roots = [PathBuf::from("/var/run/docker/runtime-moat")];
+        for p in [
+            "/run/moat",
+            "/run/moat/x",
+            "/run/moat-rootfs",
+            "/run/moat-rootfs/abc.mounts/0",
+            "/run/moat-learn",
+            "/var/run/docker/runtime-moat/moby/@moat/x",
+        ] {
+            assert!(in_moat_private_tree(Path::new(p), &roots), "{p}");
+        }
+        for p in [
+            "/run",
+            "/run/mo",
+            "/srv/moat",
+            "/var/run/docker/runtime-runc",
+        ] {
+            assert!(!in_moat_private_tree(Path::new(p), &roots), "{p}");
+        }
+    }
+
+    #[test]
+    fn overlay_paths_are_every_layer() {
+        let opts = vec![
+            "lowerdir=/a:/b".to_string(),
+            "upperdir=/u".into(),
+            "workdir=/w".into(),
+            "ro".into(),
+        ];
+        assert_eq!(
+            overlay_option_paths(&opts),
+            ["/a", "/b", "/u", "/w"].map(PathBuf::from).to_vec()
+        );
+    }
+
+    #[test]
+    fn relative_paths_stay_beneath_the_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("bundle");
+        fs::create_dir_all(bundle.join("data/sub")).unwrap();
+        symlink("/etc", bundle.join("hostetc")).unwrap();
+        symlink("../../", bundle.join("up")).unwrap();
+        symlink("data/sub", bundle.join("inner")).unwrap();
+        let fd = open_bundle(&bundle).unwrap();
+        let real_bundle = fs::canonicalize(&bundle).unwrap();
+
+        let ok = pin_path(&fd, Path::new("inner"), "bind source").unwrap();
+        assert_eq!(ok.real, real_bundle.join("data/sub"));
+        assert!(ok.is_dir);
+        // The handle names the pinned directory even after the link moves.
+        fs::remove_file(bundle.join("inner")).unwrap();
+        symlink("/etc", bundle.join("inner")).unwrap();
+        assert_eq!(
+            fs::read_link(ok.handle()).unwrap(),
+            real_bundle.join("data/sub")
+        );
+
+        for escape in ["hostetc", "up", "../", "data/../../x"] {
+            match pin_path(&fd, Path::new(escape), "bind source") {
+                Err(PinError::Refused(r)) => assert_eq!(r.rule, RULE_HOST_PATH, "{escape}"),
+                other => panic!("{escape}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn absolute_paths_resolve_symlinks_but_no_magic_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        symlink("/etc", tmp.path().join("to-etc")).unwrap();
+        let fd = open_bundle(tmp.path()).unwrap();
+        let p = pin_path(&fd, &tmp.path().join("to-etc"), "bind source").unwrap();
+        assert_eq!(p.real, PathBuf::from("/etc"));
+        assert!(matches!(
+            pin_path(&fd, Path::new("/proc/self/root/etc"), "bind source"),
+            Err(PinError::Refused(_))
+        ));
+    }
+}
