@@ -274,3 +274,75 @@ fn state_and_pool_are_private_to_host_root() {
     }
     leak.verify();
 }
+
+/// T26: socket families that bypass the netfilter egress table (AF_VSOCK,
+/// AF_PACKET, AF_KCM, …) are refused by the default profile; AF_INET and
+/// AF_UNIX work. A static C probe, since busybox has no socket tool.
+#[test]
+fn socket_families_outside_the_allowlist_are_refused() {
+    let env = Env::new();
+    let b = env.bundle(&["/probe-families"]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("families.c");
+    fs::write(
+        &src,
+        "#include <stdio.h>\n#include <errno.h>\n#include <sys/socket.h>\n\
+         int main(void) {\n\
+           int fams[] = {40, 41, 17, 21, 30, 38, 44, 2, 10, 1};\n\
+           for (unsigned i = 0; i < sizeof fams / sizeof *fams; i++) {\n\
+             errno = 0;\n\
+             int type = fams[i] == 17 ? SOCK_RAW : fams[i] == 21 ? SOCK_SEQPACKET : SOCK_DGRAM;\n\
+             int fd = socket(fams[i], type, 0);\n\
+             printf(\"socket%d=%s\\n\", fams[i], fd >= 0 ? \"ok\" : (errno == EPERM ? \"EPERM\" : \"other\"));\n\
+           }\n\
+           int sv[2];\n\
+           printf(\"pair1=%s\\n\", socketpair(1, SOCK_STREAM, 0, sv) == 0 ? \"ok\" : \"fail\");\n\
+           errno = 0;\n\
+           printf(\"pair40=%s\\n\", socketpair(40, SOCK_STREAM, 0, sv) == 0 ? \"ok\" : (errno == EPERM ? \"EPERM\" : \"other\"));\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let bin = b.rootfs().join("probe-families");
+    let out = Command::new("cc")
+        .args([
+            "-static",
+            "-O1",
+            "-o",
+            bin.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ])
+        .output()
+        .expect("cc");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = env.id("families");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    out.assert_ok();
+    let got = kv(&out.stdout);
+    // EPERM is moat's default errno: the kernel alone would answer
+    // EAFNOSUPPORT or hand out a socket.
+    for fam in [40, 41, 17, 21, 30, 38, 44] {
+        assert_eq!(
+            got.get(&format!("socket{fam}")).map(String::as_str),
+            Some("EPERM"),
+            "family {fam}: {}",
+            out.stdout
+        );
+    }
+    for fam in [2, 10, 1] {
+        assert_eq!(
+            got.get(&format!("socket{fam}")).map(String::as_str),
+            Some("ok"),
+            "family {fam}: {}",
+            out.stdout
+        );
+    }
+    assert_eq!(got.get("pair1").map(String::as_str), Some("ok"));
+    assert_eq!(got.get("pair40").map(String::as_str), Some("EPERM"));
+    leak.verify();
+}
