@@ -115,6 +115,18 @@ pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
 /// left, also when the state directories are gone (T31: the pool claim
 /// still records the cgroup, and the range finds the processes).
 pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
+    remove_moat_state_after(root, id, policy, false)
+}
+
+/// [`remove_moat_state`], told whether libcontainer has just deleted the
+/// container (its cgroup with it): then the recorded cgroup is not swept
+/// again (building a cgroup manager costs a few milliseconds).
+pub fn remove_moat_state_after(
+    root: &Path,
+    id: &str,
+    policy: &Policy,
+    libcontainer_deleted: bool,
+) -> Result<()> {
     let dir = moat::state::private_dir(root, id);
     moat::learn::stop_recorder(&dir);
     // The id range: in the pool the state recorded, and in the current
@@ -135,7 +147,7 @@ pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
     // when its rootfs goes and its range is freed.
     for pool_policy in &pools {
         for owned in moat::idpool::IdPool::new(pool_policy).owned(root, id) {
-            if let Some(record) = &owned.record {
+            if let Some(record) = owned.record.as_ref().filter(|_| !libcontainer_deleted) {
                 if record.cgroups_path.is_some() {
                     sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
                 }
