@@ -2,13 +2,23 @@
 //!
 //! Each allocated range is a file `<pool_dir>/<slot>` created with O_EXCL,
 //! so allocation is atomic across concurrent `moat create`s without a lock
-//! daemon. The file names its owner (`<state root>\t<container id>`), so a
-//! `delete --force` after a crash can find and free a range the state never
-//! recorded.
+//! daemon. The file names its owner (`<state root>\t<container id>`) on its
+//! first line, so a `delete --force` after a crash can find and free a range
+//! the state never recorded; a second line records the container's cgroup
+//! (JSON), so its processes can be found after its state is gone (T31).
+//!
+//! A range is free only when nothing uses it (T31): [`IdPool::free_owned_by`]
+//! kills the container's processes still running with an id of the range and
+//! keeps the slot while any is alive, and [`IdPool::allocate`] skips a range
+//! in which any process runs. The pool directory is 0700 and its files 0600:
+//! they name containers (T17).
 
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::harden::IdRange;
 use crate::policy::UserNamespacePolicy;
@@ -22,6 +32,12 @@ pub enum PoolError {
     },
     #[error("id pool {0} is exhausted: every range is in use (policy key user_namespace.ranges)")]
     Exhausted(PathBuf),
+    #[error(
+        "host ids {}-{} are still used by processes {pids:?} of the container after SIGKILL; the range stays reserved (run delete --force again)",
+        range.host_id,
+        range.host_id + (range.size - 1)
+    )]
+    StillInUse { range: IdRange, pids: Vec<i32> },
 }
 
 /// One allocated range.
@@ -31,6 +47,25 @@ pub struct Allocation {
     pub range: IdRange,
 }
 
+/// What a slot file records about its container besides the owner: where
+/// its processes are when its state is gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClaimRecord {
+    /// The spec's `linux.cgroupsPath` as libcontainer was given it.
+    pub cgroups_path: Option<PathBuf>,
+    /// Whether the cgroup is managed through systemd (`--systemd-cgroup`).
+    #[serde(default)]
+    pub systemd: bool,
+}
+
+/// One slot owned by a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSlot {
+    pub slot: u32,
+    pub range: IdRange,
+    pub record: Option<ClaimRecord>,
+}
+
 pub struct IdPool<'a> {
     policy: &'a UserNamespacePolicy,
     dir: PathBuf,
@@ -38,6 +73,36 @@ pub struct IdPool<'a> {
 
 fn owner_tag(root: &Path, id: &str) -> String {
     format!("{}\t{}\n", root.display(), id)
+}
+
+/// Does slot-file `content` belong to `tag` (its first line)?
+fn owned_by_tag(content: &str, tag: &str) -> bool {
+    content.split_inclusive('\n').next() == Some(tag)
+}
+
+/// The record on a slot file's second line, if any.
+fn parse_record(content: &str) -> Option<ClaimRecord> {
+    let line = content.split_inclusive('\n').nth(1)?;
+    serde_json::from_str(line.trim_end()).ok()
+}
+
+/// Creates `dir` (and missing ancestors) 0700, and takes group and other
+/// access away from `dir` if an older moat left it open.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    tighten_dir(dir)
+}
+
+/// chmod 0700 when `dir` grants group or other any access.
+pub fn tighten_dir(dir: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if meta.is_dir() && meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 impl<'a> IdPool<'a> {
@@ -66,33 +131,66 @@ impl<'a> IdPool<'a> {
         }
     }
 
+    /// The pool directory, created 0700 (and tightened when an older moat
+    /// created it, or `/run/moat` above it, world-readable).
+    fn open_dir(&self) -> Result<(), PoolError> {
+        create_private_dir(&self.dir).map_err(|e| self.io(e))?;
+        if let Some(parent) = self.dir.parent() {
+            if parent == Path::new(DEFAULT_STATE_ROOT) {
+                tighten_dir(parent).map_err(|e| self.io(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `content` to a fresh 0600 claim file of this process.
+    fn write_claim(&self, content: &str) -> Result<PathBuf, PoolError> {
+        let claim = self.dir.join(format!(".claim-{}", std::process::id()));
+        let _ = fs::remove_file(&claim);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&claim)
+            .map_err(|e| self.io(e))?;
+        f.write_all(content.as_bytes()).map_err(|e| self.io(e))?;
+        Ok(claim)
+    }
+
     /// Allocates the first free range for container `id` of state root `root`.
     ///
     /// The owner tag is written to a claim file first and the slot is taken
     /// by hard-linking it (link fails if the slot exists), so a slot file is
     /// never empty: a moat killed mid-allocation leaves at most a claim file
     /// carrying the tag, which [`IdPool::free_owned_by`] finds and removes.
+    /// A range in which a process runs (left by a container whose slot was
+    /// freed by an older moat, or a host user inside moat's ids) is skipped.
     pub fn allocate(&self, root: &Path, id: &str) -> Result<Allocation, PoolError> {
-        fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
+        self.open_dir()?;
         self.sweep_dead_claims();
-        let claim = self.dir.join(format!(".claim-{}", std::process::id()));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&claim)
-            .map_err(|e| self.io(e))?;
-        f.write_all(owner_tag(root, id).as_bytes())
-            .map_err(|e| self.io(e))?;
-        drop(f);
+        let claim = self.write_claim(&owner_tag(root, id))?;
+        let busy = ids_in_use();
         let mut result = Err(PoolError::Exhausted(self.dir.clone()));
         for slot in 0..self.policy.ranges {
-            match fs::hard_link(&claim, self.dir.join(slot.to_string())) {
-                Ok(()) => {
-                    result = Ok(Allocation {
+            let range = self.range_of(slot);
+            let slot_file = self.dir.join(slot.to_string());
+            if busy
+                .range(range.host_id..range.host_id + range.size)
+                .next()
+                .is_some()
+            {
+                if fs::symlink_metadata(&slot_file).is_err() {
+                    tracing::warn!(
                         slot,
-                        range: self.range_of(slot),
-                    });
+                        host_id = range.host_id,
+                        "skipping an unclaimed id range: a process still runs with an id in it"
+                    );
+                }
+                continue;
+            }
+            match fs::hard_link(&claim, &slot_file) {
+                Ok(()) => {
+                    result = Ok(Allocation { slot, range });
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
@@ -106,12 +204,45 @@ impl<'a> IdPool<'a> {
         result
     }
 
+    /// Records where the container's processes live (its cgroup) in its
+    /// slot file, replacing the file atomically (it is never empty).
+    pub fn record(
+        &self,
+        allocation: &Allocation,
+        root: &Path,
+        id: &str,
+        record: &ClaimRecord,
+    ) -> Result<(), PoolError> {
+        let tag = owner_tag(root, id);
+        let slot_file = self.dir.join(allocation.slot.to_string());
+        let current = fs::read_to_string(&slot_file).map_err(|e| self.io(e))?;
+        if !owned_by_tag(&current, &tag) {
+            return Err(self.io(std::io::Error::other(format!(
+                "slot {} is not owned by {id}",
+                allocation.slot
+            ))));
+        }
+        let json = serde_json::to_string(record).map_err(|e| self.io(e.into()))?;
+        let claim = self.write_claim(&format!("{tag}{json}\n"))?;
+        fs::rename(&claim, &slot_file).map_err(|e| {
+            let _ = fs::remove_file(&claim);
+            self.io(e)
+        })
+    }
+
     /// Removes claim files of processes that no longer exist (a moat
-    /// killed before it finished claiming a slot).
+    /// killed before it finished claiming a slot), and takes other users'
+    /// read access away from slot files an older moat wrote 0644.
     fn sweep_dead_claims(&self) {
         for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(".claim-")) else {
+                if entry
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.mode() & 0o077 != 0)
+                {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600));
+                }
                 continue;
             };
             if !Path::new("/proc").join(pid).exists() {
@@ -120,7 +251,34 @@ impl<'a> IdPool<'a> {
         }
     }
 
+    /// Slots (and claim files) owned by (`root`, `id`), with their records.
+    pub fn owned(&self, root: &Path, id: &str) -> Vec<OwnedSlot> {
+        let tag = owner_tag(root, id);
+        let mut owned = Vec::new();
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let Ok(content) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            if !owned_by_tag(&content, &tag) {
+                continue;
+            }
+            if let Some(slot) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                owned.push(OwnedSlot {
+                    slot,
+                    range: self.range_of(slot),
+                    record: parse_record(&content),
+                });
+            }
+        }
+        owned.sort_by_key(|s| s.slot);
+        owned
+    }
+
     /// Frees every range owned by (`root`, `id`). Returns how many.
+    ///
+    /// Before a range is freed, the container's processes still running
+    /// with an id of it are killed (SIGKILL) and waited for; if any is still
+    /// alive after that, the slot is kept and an error returned.
     pub fn free_owned_by(&self, root: &Path, id: &str) -> Result<usize, PoolError> {
         let tag = owner_tag(root, id);
         let entries = match fs::read_dir(&self.dir) {
@@ -131,12 +289,20 @@ impl<'a> IdPool<'a> {
         let mut freed = 0;
         for entry in entries.flatten() {
             let path = entry.path();
-            if fs::read_to_string(&path).is_ok_and(|c| c == tag) {
-                match fs::remove_file(&path) {
-                    Ok(()) => freed += 1,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(self.io(e)),
+            if !fs::read_to_string(&path).is_ok_and(|c| owned_by_tag(&c, &tag)) {
+                continue;
+            }
+            if let Some(slot) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                let range = self.range_of(slot);
+                let left = kill_range(range, Duration::from_secs(5));
+                if !left.is_empty() {
+                    return Err(PoolError::StillInUse { range, pids: left });
                 }
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => freed += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(e)),
             }
         }
         Ok(freed)
@@ -145,24 +311,170 @@ impl<'a> IdPool<'a> {
     /// Slots currently owned by (`root`, `id`): used by tests to prove a
     /// range was freed.
     pub fn owned_by(&self, root: &Path, id: &str) -> Vec<u32> {
-        let tag = owner_tag(root, id);
-        fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|c| c == tag))
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect()
+        self.owned(root, id).into_iter().map(|s| s.slot).collect()
     }
 }
 
+/// moat's default state root (`/run/moat`), which holds the default pool.
+const DEFAULT_STATE_ROOT: &str = "/run/moat";
+
+/// Every host uid and gid that owns a live process: the owner of
+/// `/proc/<pid>`, which is the process's effective uid and gid, or, for a
+/// non-dumpable process, the root of its user namespace. For a process of a
+/// container both lie in the container's range (every id of a user
+/// namespace maps into it), so one `stat` per process is enough to see that
+/// a range is used (measured: 0.22 ms for 92 processes, 2.4 µs each; a
+/// full `status` read of each is 2.0 ms, 22 µs each).
+pub fn ids_in_use() -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !entry.file_name().to_str().is_some_and(is_pid) {
+            continue;
+        }
+        if let Ok(meta) = fs::symlink_metadata(entry.path()) {
+            ids.insert(meta.uid());
+            ids.insert(meta.gid());
+        }
+    }
+    ids
+}
+
+fn is_pid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The ids of a process, from its `/proc/<pid>/status` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIds {
+    /// Real, effective, saved and filesystem uids, then the same gids.
+    pub ids: Vec<u32>,
+    pub zombie: bool,
+}
+
+pub fn parse_status(text: &str) -> ProcessIds {
+    let mut ids = Vec::new();
+    let mut zombie = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            "Uid" | "Gid" => ids.extend(
+                value
+                    .split_whitespace()
+                    .filter_map(|v| v.parse::<u32>().ok()),
+            ),
+            "State" => zombie = value.trim_start().starts_with(['Z', 'X']),
+            _ => {}
+        }
+    }
+    ProcessIds { ids, zombie }
+}
+
+fn in_range(range: IdRange, id: u32) -> bool {
+    id >= range.host_id && id - range.host_id < range.size
+}
+
+/// Live processes that belong to `range`: some id in the range (from
+/// `status`, all eight ids) and a user namespace other than the host's (a
+/// host user whose uid the policy put inside moat's ids is not the
+/// container's to kill; `allocate` skips such a range instead).
+pub fn container_processes_in(range: IdRange) -> Vec<i32> {
+    let host_userns = fs::read_link("/proc/self/ns/user").ok();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .filter(|n| is_pid(n))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        // The cheap test first: the owner of /proc/<pid> (see ids_in_use).
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !in_range(range, meta.uid()) && !in_range(range, meta.gid()) {
+            continue;
+        }
+        if belongs_to(pid, range, host_userns.as_deref()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Is `pid` alive, running with an id of `range`, in a user namespace that
+/// is not the host's?
+fn belongs_to(pid: i32, range: IdRange, host_userns: Option<&Path>) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let ids = parse_status(&text);
+    if ids.zombie || !ids.ids.iter().any(|id| in_range(range, *id)) {
+        return false;
+    }
+    let userns = fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    userns.is_some() && userns.as_deref() != host_userns
+}
+
+/// SIGKILLs every process of the container running with an id of `range`
+/// and waits up to `timeout` for them to be gone. Returns those still alive.
+///
+/// Each is signalled through a pidfd opened before its ids are checked, so a
+/// pid reused between the check and the signal is never hit.
+pub fn kill_range(range: IdRange, timeout: Duration) -> Vec<i32> {
+    let host_userns = fs::read_link("/proc/self/ns/user").ok();
+    let start = Instant::now();
+    loop {
+        let pids = container_processes_in(range);
+        if pids.is_empty() {
+            return pids;
+        }
+        if start.elapsed() > timeout {
+            return pids;
+        }
+        for pid in &pids {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new fd
+            // or -1; no memory is passed.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, *pid, 0) };
+            if fd < 0 {
+                continue;
+            }
+            let fd = fd as libc::c_int;
+            if belongs_to(*pid, range, host_userns.as_deref()) {
+                tracing::warn!(
+                    pid,
+                    host_id = range.host_id,
+                    "killing a process still running with an id of a range being freed"
+                );
+                // SAFETY: the fd is the pidfd opened above; a null siginfo
+                // is allowed and means a plain kill.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd,
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                }
+            }
+            // SAFETY: closing the fd this loop opened, exactly once.
+            unsafe { libc::close(fd) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn policy(dir: &Path, ranges: u32) -> UserNamespacePolicy {
         UserNamespacePolicy {
-            host_id_base: 100_000,
+            // Far above any real pool, so no live process is in these ranges.
+            host_id_base: 3_000_000_000,
             range_size: 1000,
             ranges,
             pool_dir: dir.display().to_string(),
@@ -230,5 +542,97 @@ mod tests {
         pool.allocate(Path::new("/r2"), "a").unwrap();
         assert_eq!(pool.free_owned_by(Path::new("/r1"), "a").unwrap(), 1);
         assert_eq!(pool.owned_by(Path::new("/r2"), "a").len(), 1);
+    }
+
+    #[test]
+    fn records_survive_and_ownership_is_the_first_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(tmp.path(), 4);
+        let pool = IdPool::new(&p);
+        let a = pool.allocate(Path::new("/r"), "a").unwrap();
+        let rec = ClaimRecord {
+            cgroups_path: Some(PathBuf::from("/docker/a\n/r\tb")),
+            systemd: false,
+        };
+        pool.record(&a, Path::new("/r"), "a", &rec).unwrap();
+        let owned = pool.owned(Path::new("/r"), "a");
+        assert_eq!(owned.len(), 1);
+        assert_eq!(owned[0].record.as_ref(), Some(&rec));
+        // A cgroup path holding a newline and a tab names no other owner.
+        assert!(pool.owned(Path::new("/r"), "b").is_empty());
+        // Only the owner may record.
+        assert!(pool.record(&a, Path::new("/r"), "b", &rec).is_err());
+        assert_eq!(pool.free_owned_by(Path::new("/r"), "a").unwrap(), 1);
+        assert!(pool.owned(Path::new("/r"), "a").is_empty());
+    }
+
+    #[test]
+    fn pool_dir_and_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pool");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // A slot file an older moat wrote world-readable.
+        fs::write(dir.join("3"), owner_tag(Path::new("/r"), "old")).unwrap();
+        fs::set_permissions(dir.join("3"), fs::Permissions::from_mode(0o644)).unwrap();
+        let p = policy(&dir, 4);
+        let pool = IdPool::new(&p);
+        let a = pool.allocate(Path::new("/r"), "a").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(a.slot.to_string())), 0o600);
+        assert_eq!(mode(&dir.join("3")), 0o600);
+        pool.record(&a, Path::new("/r"), "a", &ClaimRecord::default())
+            .unwrap();
+        assert_eq!(mode(&dir.join(a.slot.to_string())), 0o600);
+    }
+
+    #[test]
+    fn status_ids_and_zombies_are_parsed() {
+        let text = "Name:\tsleep\nState:\tS (sleeping)\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n";
+        assert_eq!(
+            parse_status(text),
+            ProcessIds {
+                ids: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                zombie: false
+            }
+        );
+        assert!(parse_status("State:\tZ (zombie)\n").zombie);
+        let r = IdRange {
+            host_id: 10,
+            size: 5,
+        };
+        assert!(in_range(r, 10) && in_range(r, 14));
+        assert!(!in_range(r, 9) && !in_range(r, 15));
+    }
+
+    /// A range in which a live process runs is never handed out, and a
+    /// host process (host user namespace) is not the container's to kill.
+    #[test]
+    fn a_range_with_a_live_process_is_skipped() {
+        use std::os::unix::process::CommandExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        // Its own base: the other tests run in parallel.
+        let p = UserNamespacePolicy {
+            host_id_base: 3_100_000_000,
+            ..policy(tmp.path(), 3)
+        };
+        let pool = IdPool::new(&p);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .uid(pool.range_of(0).host_id + 7)
+            .spawn()
+            .unwrap();
+        let a = pool.allocate(Path::new("/r"), "a");
+        let left = container_processes_in(pool.range_of(0));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(a.unwrap().slot, 1, "range 0 has a live process");
+        assert!(left.is_empty(), "a host process is not the container's");
+        assert_eq!(pool.allocate(Path::new("/r"), "b").unwrap().slot, 0);
     }
 }

@@ -83,6 +83,36 @@ pub const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP) as u64;
 
+/// Socket address families a container may create (`socket(2)`'s first
+/// argument): local sockets, IPv4, IPv6 and netlink (iproute, getaddrinfo).
+/// Every other family is denied whatever the profile says (T26): they
+/// bypass the netfilter egress table (AF_PACKET, AF_XDP, AF_VSOCK, AF_KCM,
+/// AF_RDS, AF_TIPC, AF_CAN, AF_BLUETOOTH, …) or reach kernel code that
+/// workloads almost never need and that has a history of exploitable bugs
+/// (AF_ALG, AF_LLC, AF_SMC, …). See docs/seccomp.md, "SOCKET FAMILIES".
+pub const ALLOWED_SOCKET_FAMILIES: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+    libc::AF_NETLINK as u64,
+];
+
+/// `socketpair(2)` only makes sense for local sockets.
+pub const ALLOWED_SOCKETPAIR_FAMILIES: &[u64] = &[libc::AF_UNIX as u64];
+
+/// The syscalls whose first argument is an address family, with the
+/// families each may use.
+const FAMILY_SYSCALLS: &[(&str, &[u64])] = &[
+    ("socket", ALLOWED_SOCKET_FAMILIES),
+    ("socketpair", ALLOWED_SOCKETPAIR_FAMILIES),
+];
+
+/// A denied family is answered EAFNOSUPPORT, what a kernel built without
+/// the family answers: C libraries and language runtimes probing a family
+/// (IPv6, vsock) treat it as absent and fall back, where EPERM is often
+/// reported as a hard error.
+const EAFNOSUPPORT: u32 = libc::EAFNOSUPPORT as u32;
+
 /// clone3 passes its flags in a struct seccomp cannot read, so it is answered
 /// with ENOSYS: libc then falls back to clone, which is filtered.
 const ENOSYS: u32 = libc::ENOSYS as u32;
@@ -190,6 +220,142 @@ pub fn to_libcontainer_args(profile: &mut LinuxSeccomp) {
     profile.set_syscalls(Some(swapped));
 }
 
+fn family_arg(op: LinuxSeccompOperator, value: u64) -> LinuxSeccompArg {
+    LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(value)
+        .op(op)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Does `family` satisfy one OCI argument condition (OCI semantics:
+/// MASKED_EQ is `(arg & value) == valueTwo`)?
+fn family_satisfies(family: u64, arg: &LinuxSeccompArg) -> bool {
+    let v = arg.value();
+    match arg.op() {
+        LinuxSeccompOperator::ScmpCmpEq => family == v,
+        LinuxSeccompOperator::ScmpCmpNe => family != v,
+        LinuxSeccompOperator::ScmpCmpLt => family < v,
+        LinuxSeccompOperator::ScmpCmpLe => family <= v,
+        LinuxSeccompOperator::ScmpCmpGt => family > v,
+        LinuxSeccompOperator::ScmpCmpGe => family >= v,
+        LinuxSeccompOperator::ScmpCmpMaskedEq => family & v == arg.value_two().unwrap_or(0),
+    }
+}
+
+/// The allow rules for `name` that let through exactly what `rule` let
+/// through, restricted to `allowed` families: one rule per allowed family
+/// the rule's first-argument conditions admit, with those conditions
+/// replaced by `arg0 == family` (conditions on other arguments kept).
+/// Exact 64-bit equality, so a family with high bits set (which the kernel
+/// truncates to an int) never matches.
+fn narrow_to_families(rule: &LinuxSyscall, name: &str, allowed: &[u64]) -> Vec<LinuxSyscall> {
+    let args = rule.args().clone().unwrap_or_default();
+    let (on_family, others): (Vec<LinuxSeccompArg>, Vec<LinuxSeccompArg>) =
+        args.into_iter().partition(|a| a.index() == 0);
+    allowed
+        .iter()
+        .filter(|f| on_family.iter().all(|a| family_satisfies(**f, a)))
+        .map(|f| {
+            let mut r = rule.clone();
+            r.set_names(vec![name.to_string()]);
+            let mut conditions = vec![family_arg(LinuxSeccompOperator::ScmpCmpEq, *f)];
+            conditions.extend(others.iter().cloned());
+            r.set_args(Some(conditions));
+            r
+        })
+        .collect()
+}
+
+/// EAFNOSUPPORT rules for `name` covering every first-argument value
+/// outside `allowed`: aligned blocks below 64 (one MASKED_EQ each) and one
+/// `>= 64` rule for the rest of the 64-bit space (future families, and
+/// values with high bits set).
+fn deny_other_families(name: &str, allowed: &[u64]) -> Vec<LinuxSyscall> {
+    const LIMIT: u64 = 64;
+    let mut rules = Vec::new();
+    let mut start = 0;
+    while start < LIMIT {
+        if allowed.contains(&start) {
+            start += 1;
+            continue;
+        }
+        // The largest aligned block at `start` holding no allowed family.
+        let mut size = 1;
+        while start % (size * 2) == 0
+            && start + size * 2 <= LIMIT
+            && !(start..start + size * 2).any(|f| allowed.contains(&f))
+        {
+            size *= 2;
+        }
+        let mut r = errno_rule(vec![name.to_string()], EAFNOSUPPORT);
+        // A 32-bit mask: the `>= 64` rule below covers values with high
+        // bits set, and libseccomp builds 32-bit architectures too.
+        r.set_args(Some(vec![clone_flag_arg(!(size - 1) & 0xffff_ffff, start)]));
+        rules.push(r);
+        start += size;
+    }
+    let mut r = errno_rule(vec![name.to_string()], EAFNOSUPPORT);
+    r.set_args(Some(vec![family_arg(
+        LinuxSeccompOperator::ScmpCmpGe,
+        LIMIT,
+    )]));
+    rules.push(r);
+    rules
+}
+
+/// Restricts `socket` and `socketpair` to their allowed families (T26).
+/// Under a deny-by-default profile, every rule allowing them is narrowed to
+/// those families (the others get the default errno); under a permissive
+/// default, the other families get EAFNOSUPPORT rules (unless the profile
+/// denies the syscall outright). Never both for one syscall: libseccomp
+/// builds x86's socketcall(SYS_SOCKET) from the socket rules, without the
+/// family, and refuses two actions for it. Rules are returned to be
+/// appended; `rules` loses the names.
+fn enforce_socket_families(
+    rules: &mut Vec<LinuxSyscall>,
+    permissive_default: bool,
+    report: &mut Report,
+) -> Vec<LinuxSyscall> {
+    let mut appended = Vec::new();
+    for (name, allowed) in FAMILY_SYSCALLS {
+        let denials = deny_other_families(name, allowed);
+        rules.retain(|r| !denials.contains(r));
+        let denied_outright = rules.iter().any(|r| {
+            !allows(r.action()) && r.args().is_none() && r.names().iter().any(|n| n == name)
+        });
+        let mut narrowed = Vec::new();
+        let mut changed = false;
+        for rule in rules.iter_mut() {
+            if !allows(rule.action()) || !rule.names().iter().any(|n| n == name) {
+                continue;
+            }
+            let kept = narrow_to_families(rule, name, allowed);
+            changed |= !(kept.len() == 1 && kept[0] == *rule);
+            narrowed.extend(kept);
+            let names: Vec<String> = rule.names().iter().filter(|n| n != name).cloned().collect();
+            rule.set_names(names);
+        }
+        rules.retain(|r| !r.names().is_empty());
+        if changed {
+            report.change(
+                Rule::Seccomp,
+                "linux.seccomp.syscalls",
+                format!("allows {name} beyond families {allowed:?}"),
+                format!("{name} only for families {allowed:?}; others EAFNOSUPPORT"),
+                "socket families that bypass netfilter or reach rarely used kernel code are always denied",
+            );
+        }
+        if !permissive_default {
+            appended.extend(narrowed);
+        } else if !denied_outright {
+            appended.extend(denials);
+        }
+    }
+    appended
+}
+
 /// Applies the always-denied list to a profile: strips those syscalls (and
 /// moat-managed clone/clone3) from every rule that would let them through,
 /// then appends moat's own rules for them. Rules that deny are kept as they
@@ -211,6 +377,8 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
         })
         .collect();
     rules.retain(|r| !per_flag_clone.contains(r));
+    let family_rules =
+        enforce_socket_families(&mut rules, allows(profile.default_action()), report);
     let mut workload_denies_clone = false;
     let mut stripped: Vec<String> = Vec::new();
     rules.retain_mut(|rule| {
@@ -272,6 +440,7 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
         ));
     }
     rules.push(errno_rule(vec!["clone3".into()], ENOSYS));
+    rules.extend(family_rules);
 
     if !workload_denies_clone {
         if allows(profile.default_action()) {
@@ -479,5 +648,166 @@ mod tests {
         assert!(!is_unconfined(&p));
         p.set_default_action(LinuxSeccompAction::ScmpActErrno);
         assert!(!is_unconfined(&p));
+    }
+
+    /// Would some rule of `p` with `action` match `name(family, …)`
+    /// (looking at first-argument conditions only)?
+    fn matches(
+        p: &LinuxSeccomp,
+        name: &str,
+        family: u64,
+        action: fn(&LinuxSyscall) -> bool,
+    ) -> bool {
+        p.syscalls().iter().flatten().any(|r| {
+            action(r)
+                && r.names().iter().any(|n| n == name)
+                && r.args()
+                    .iter()
+                    .flatten()
+                    .filter(|a| a.index() == 0)
+                    .all(|a| family_satisfies(family, a))
+        })
+    }
+
+    fn allow_rule(r: &LinuxSyscall) -> bool {
+        allows(r.action())
+    }
+
+    fn eafnosupport_rule(r: &LinuxSyscall) -> bool {
+        r.action() == LinuxSeccompAction::ScmpActErrno && r.errno_ret() == Some(EAFNOSUPPORT)
+    }
+
+    /// Families to probe: every small one, future ones, and values whose
+    /// low 32 bits name an allowed or denied family (the kernel truncates).
+    fn probe_families() -> Vec<u64> {
+        let mut v: Vec<u64> = (0..200).collect();
+        v.extend([
+            1 << 32 | 1,
+            1 << 32 | 2,
+            1 << 32 | 40,
+            u64::MAX,
+            u64::MAX - 39,
+        ]);
+        v
+    }
+
+    fn vsock_profile(default: LinuxSeccompAction, socket_rule: LinuxSyscall) -> LinuxSeccomp {
+        let mut p = LinuxSeccomp::default();
+        p.set_default_action(default);
+        p.set_syscalls(Some(vec![
+            socket_rule,
+            rule(&["read"], LinuxSeccompAction::ScmpActAllow),
+        ]));
+        p
+    }
+
+    #[test]
+    fn default_profile_allows_only_the_listed_socket_families() {
+        let p = default_profile().unwrap();
+        for (name, allowed) in FAMILY_SYSCALLS {
+            assert!(!allowed_unconditionally(&p, name), "{name}");
+            for f in probe_families() {
+                assert_eq!(
+                    matches(&p, name, f, allow_rule),
+                    allowed.contains(&f),
+                    "{name}({f:#x})"
+                );
+            }
+        }
+        assert!(matches(&p, "socket", libc::AF_INET as u64, allow_rule));
+        assert!(!matches(&p, "socket", libc::AF_VSOCK as u64, allow_rule));
+        assert!(!matches(&p, "socket", libc::AF_PACKET as u64, allow_rule));
+        // The embedded JSON says so itself (already narrowed: no change).
+        let raw: LinuxSeccomp = serde_json::from_str(DEFAULT_PROFILE_JSON).unwrap();
+        let mut report = Report::default();
+        enforce_always_denied(raw, &mut report);
+        assert!(report.changes.is_empty(), "{report}");
+    }
+
+    #[test]
+    fn a_workload_profile_allowing_any_family_is_narrowed() {
+        // docker's form: socket allowed when the family is not AF_VSOCK.
+        let mut docker_like = rule(&["socket", "connect"], LinuxSeccompAction::ScmpActAllow);
+        docker_like.set_args(Some(vec![family_arg(LinuxSeccompOperator::ScmpCmpNe, 40)]));
+        // A learned profile that recorded AF_VSOCK and AF_INET.
+        let mut learned_vsock = rule(&["socket"], LinuxSeccompAction::ScmpActAllow);
+        learned_vsock.set_args(Some(vec![family_arg(LinuxSeccompOperator::ScmpCmpEq, 40)]));
+        let mut learned_inet = rule(&["socket"], LinuxSeccompAction::ScmpActAllow);
+        learned_inet.set_args(Some(vec![family_arg(LinuxSeccompOperator::ScmpCmpEq, 2)]));
+        for (socket_rule, expect) in [
+            (
+                rule(&["socket"], LinuxSeccompAction::ScmpActAllow),
+                ALLOWED_SOCKET_FAMILIES,
+            ),
+            (docker_like, ALLOWED_SOCKET_FAMILIES),
+            (learned_vsock, &[][..]),
+            (learned_inet, &[2][..]),
+        ] {
+            let p = vsock_profile(LinuxSeccompAction::ScmpActErrno, socket_rule.clone());
+            let mut report = Report::default();
+            let once = enforce_always_denied(p, &mut report);
+            for f in probe_families() {
+                assert_eq!(
+                    matches(&once, "socket", f, allow_rule),
+                    expect.contains(&f),
+                    "{socket_rule:?}: socket({f:#x})"
+                );
+            }
+            // Other names of a split rule keep their conditions.
+            if socket_rule.names().len() > 1 {
+                assert!(matches(&once, "connect", 2, allow_rule));
+                assert!(!matches(&once, "connect", 40, allow_rule));
+            }
+            let twice = enforce_always_denied(once.clone(), &mut Report::default());
+            assert_eq!(once, twice, "a fixed point");
+        }
+    }
+
+    #[test]
+    fn a_permissive_profile_gets_eafnosupport_for_other_families() {
+        let p = vsock_profile(
+            LinuxSeccompAction::ScmpActAllow,
+            rule(&["write"], LinuxSeccompAction::ScmpActAllow),
+        );
+        let once = enforce_always_denied(p, &mut Report::default());
+        for (name, allowed) in FAMILY_SYSCALLS {
+            for f in probe_families() {
+                assert_eq!(
+                    matches(&once, name, f, eafnosupport_rule),
+                    !allowed.contains(&f),
+                    "{name}({f:#x})"
+                );
+            }
+        }
+        // Never two actions for one of these syscalls (libseccomp's x86
+        // socketcall would refuse the filter).
+        for (name, _) in FAMILY_SYSCALLS {
+            assert!(!once
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|r| allows(r.action()) && r.names().iter().any(|n| n == name)));
+        }
+        assert_eq!(
+            once,
+            enforce_always_denied(once.clone(), &mut Report::default())
+        );
+        // And it compiles for this host's architectures.
+        let mut built = once;
+        built.set_architectures(Some(native_architectures()));
+        let dir = tempfile::tempdir().unwrap();
+        crate::seccomp_bpf::compile(&built, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_profile_denying_socket_outright_keeps_its_denial() {
+        let p = vsock_profile(
+            LinuxSeccompAction::ScmpActAllow,
+            rule(&["socket"], LinuxSeccompAction::ScmpActErrno),
+        );
+        let once = enforce_always_denied(p, &mut Report::default());
+        assert!(denied_explicitly(&once, "socket"));
+        assert!(!matches(&once, "socket", 40, eafnosupport_rule));
+        assert!(matches(&once, "socketpair", 40, eafnosupport_rule));
     }
 }

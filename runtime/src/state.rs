@@ -46,6 +46,20 @@ pub fn private_dir(root: &Path, id: &str) -> PathBuf {
     private_root(root).join(id)
 }
 
+/// Creates `dir` and its missing ancestors 0700 (whatever the umask), and
+/// tightens `dir` itself to 0700 if an older moat left it open: moat's
+/// state names containers, which other host users may not see (T17).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    crate::idpool::create_private_dir(dir)
+}
+
+/// Creates the private directory of one container, 0700; fails with
+/// `AlreadyExists` when it exists (it doubles as the id's lock).
+pub fn create_container_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(dir)
+}
+
 impl MoatState {
     pub fn load(root: &Path, id: &str) -> std::io::Result<Option<MoatState>> {
         match fs::read(private_dir(root, id).join(STATE_FILE)) {

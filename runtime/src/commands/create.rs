@@ -59,9 +59,43 @@ pub fn create(ctx: &Ctx, args: liboci_cli::Create) -> Result<()> {
 /// Reads and parses `<bundle>/config.json` with a clear error for each way
 /// it can be wrong.
 pub fn load_bundle_spec(bundle: &Path) -> Result<Spec> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let path = bundle.join("config.json");
-    let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Non-blocking, so a FIFO cannot hang moat in open(); not following a
+    // symlink, so config.json cannot name a file outside the bundle (T17).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow!(
+                "{} is a symbolic link; moat reads config.json only as a regular file",
+                path.display()
+            ),
+            _ => anyhow!(e).context(format!("cannot open {}", path.display())),
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        bail!(
+            "{} is {what}; moat reads config.json only as a regular file",
+            path.display()
+        );
+    }
+    let size = meta.len();
     if size > MAX_CONFIG_BYTES {
         bail!(
             "{} is {size} bytes, larger than the {MAX_CONFIG_BYTES} bytes moat accepts",
@@ -235,7 +269,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     fs::create_dir_all(state::private_root(&root))
         .context("cannot create moat's private state directory")?;
     let private = state::private_dir(&root, id);
-    fs::create_dir(&private).map_err(|e| {
+    state::create_container_dir(&private).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow!("container {id} already exists")
         } else {
@@ -342,6 +376,21 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
     rootfs::write_atomic(&private.join("config.json"), &config)
         .context("cannot write the hardened config.json")?;
+    // Where its processes will be, kept with the range: found even when
+    // the state directories are removed (T31).
+    pool.record(
+        &allocation,
+        &root,
+        id,
+        &moat::idpool::ClaimRecord {
+            cgroups_path: hardened
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().clone()),
+            systemd: ctx.systemd_cgroup,
+        },
+    )
+    .context("cannot record the container's cgroup with its id range")?;
     moat_state.report = report.clone();
     moat_state.save(&root).context("cannot save moat state")?;
 

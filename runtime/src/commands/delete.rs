@@ -7,7 +7,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::Container;
 
-use super::{remove_moat_state, validate_id, Ctx};
+use super::{remove_moat_state, remove_moat_state_after, validate_id, Ctx};
 
 pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     let id = &args.container_id;
@@ -30,6 +30,7 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
         }
         bail!("container {id} does not exist");
     }
+    let mut lc_deleted = false;
     if lc_exists {
         match Container::load(lc_dir.clone()) {
             Ok(mut container) => {
@@ -50,6 +51,7 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
                     first
                         .map_err(|e| anyhow!("{e}"))
                         .with_context(|| format!("cannot delete container {id}"))?;
+                    lc_deleted = true;
                 }
             }
             Err(e) if args.force => {
@@ -67,5 +69,5 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
             }
         }
     }
-    remove_moat_state(&root, id, &policy)
+    remove_moat_state_after(&root, id, &policy, lc_deleted)
 }

@@ -67,7 +67,6 @@ impl Ctx {
         }
     }
 
-    /// The state root, created (0700) if missing, canonicalised.
     /// The policy for cleaning up: a broken policy file must not stop
     /// `delete` from removing a container, so it falls back to the default.
     pub fn policy_for_cleanup(&self) -> Policy {
@@ -77,15 +76,22 @@ impl Ctx {
         })
     }
 
+    /// The state root, created 0700 if missing, canonicalised; moat's
+    /// private directory in it is 0700 too. Directory names there are
+    /// container ids, which no other host user may list (T17). moat's own
+    /// default root is tightened when an older moat left it 0755; a root
+    /// the caller made (`--root`) keeps the caller's mode.
     pub fn root(&self) -> Result<PathBuf> {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)
-            .with_context(|| format!("cannot create state root {}", self.root.display()))?;
-        fs::canonicalize(&self.root)
-            .with_context(|| format!("cannot resolve state root {}", self.root.display()))
+        let root_err = || format!("cannot create state root {}", self.root.display());
+        moat::state::create_private_dir_all(&self.root).with_context(root_err)?;
+        let root = fs::canonicalize(&self.root)
+            .with_context(|| format!("cannot resolve state root {}", self.root.display()))?;
+        if root == Path::new(DEFAULT_ROOT) {
+            moat::idpool::tighten_dir(&root).with_context(root_err)?;
+        }
+        moat::state::create_private_dir_all(&moat::state::private_root(&root))
+            .context("cannot create moat's private state directory")?;
+        Ok(root)
     }
 }
 
@@ -104,24 +110,26 @@ pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
     Container::load(dir).with_context(|| format!("cannot load state of container {id}"))
 }
 
-/// Undoes everything moat itself set up for `id`: the rootfs mounts, the id
-/// range and the private state directory. Safe to call at any point after
-/// a crash, and when nothing is left.
+/// Undoes everything moat itself set up for `id`: its processes left
+/// running, the rootfs mounts, the id range and the private state
+/// directory. Safe to call at any point after a crash, and when nothing is
+/// left, also when the state directories are gone (T31: the pool claim
+/// still records the cgroup, and the range finds the processes).
 pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
+    remove_moat_state_after(root, id, policy, false)
+}
+
+/// [`remove_moat_state`], told whether libcontainer has just deleted the
+/// container (its cgroup with it): then the recorded cgroup is not swept
+/// again (building a cgroup manager costs a few milliseconds).
+pub fn remove_moat_state_after(
+    root: &Path,
+    id: &str,
+    policy: &Policy,
+    libcontainer_deleted: bool,
+) -> Result<()> {
     let dir = moat::state::private_dir(root, id);
     moat::learn::stop_recorder(&dir);
-    let mount_point = moat::rootfs::mount_point(root, id);
-    moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
-    moat::netns::remove(&moat::netns::netns_path(&mount_point));
-    moat::netns::release_table_user(root, id);
-    let sysfs = create::sysfs_path(&mount_point);
-    for _ in 0..4 {
-        if nix::mount::umount2(&sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
-            break;
-        }
-    }
-    let _ = fs::remove_dir(&sysfs);
-    moat::rootfs::teardown(&dir, &mount_point);
     // The id range: in the pool the state recorded, and in the current
     // policy's pool (the state is missing after a crash before it was saved).
     let recorded = MoatState::load(root, id)
@@ -136,6 +144,30 @@ pub fn remove_moat_state(root: &Path, id: &str, policy: &Policy) -> Result<()> {
             pools.push(p);
         }
     }
+    // Kill first, then unmount: nothing of the container may still run
+    // when its rootfs goes and its range is freed.
+    for pool_policy in &pools {
+        for owned in moat::idpool::IdPool::new(pool_policy).owned(root, id) {
+            if let Some(record) = owned.record.as_ref().filter(|_| !libcontainer_deleted) {
+                if record.cgroups_path.is_some() {
+                    sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
+                }
+            }
+            moat::idpool::kill_range(owned.range, std::time::Duration::from_secs(5));
+        }
+    }
+    let mount_point = moat::rootfs::mount_point(root, id);
+    moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
+    moat::netns::remove(&moat::netns::netns_path(&mount_point));
+    moat::netns::release_table_user(root, id);
+    let sysfs = create::sysfs_path(&mount_point);
+    for _ in 0..4 {
+        if nix::mount::umount2(&sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    let _ = fs::remove_dir(&sysfs);
+    moat::rootfs::teardown(&dir, &mount_point);
     for pool_policy in &pools {
         moat::idpool::IdPool::new(pool_policy)
             .free_owned_by(root, id)
@@ -160,10 +192,17 @@ pub fn sweep_cgroup(private_dir: &Path, id: &str, systemd: bool) {
     let Ok(spec) = oci_spec::runtime::Spec::load(private_dir.join("config.json")) else {
         return;
     };
-    let cgroup_path = libcontainer::utils::get_cgroup_path(
+    sweep_cgroup_path(
         &spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
         id,
+        systemd,
     );
+}
+
+/// Kills the processes of the cgroup libcontainer made for `id` from
+/// `cgroups_path` (the spec's `linux.cgroupsPath`) and removes it.
+pub fn sweep_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool) {
+    let cgroup_path = libcontainer::utils::get_cgroup_path(cgroups_path, id);
     let Ok(manager) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path,
         systemd_cgroup: systemd,

@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
             .delete(true)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("cannot delete container {}", args.container_id))?;
-        remove_moat_state(&root, &args.container_id, &policy)?;
+        super::remove_moat_state_after(&root, &args.container_id, &policy, true)?;
     }
     code
 }

@@ -238,6 +238,14 @@ pub fn learning_filter(base: &LinuxSeccomp, listener: &Path) -> Result<LinuxSecc
 /// first argument to `socket` is not a family worth a rule.
 const MAX_FAMILY: u64 = 64;
 
+/// The value `r` requires its first argument to equal, if it does.
+fn first_arg_equals(r: &LinuxSyscall) -> Option<u64> {
+    r.args().iter().flatten().find_map(|a| {
+        (a.index() == 0 && a.op() == oci_spec::runtime::LinuxSeccompOperator::ScmpCmpEq)
+            .then(|| a.value())
+    })
+}
+
 /// One rule allowing `socket(family, …)`.
 fn socket_family_rule(family: u64) -> LinuxSyscall {
     let mut r = rule(
@@ -281,6 +289,13 @@ pub fn learned_profile(
                 .iter()
                 .filter(|n| used.contains(n.as_str()) && !ALWAYS_DENIED.contains(&n.as_str()))
                 .filter(|n| !(narrow_socket && n.as_str() == "socket" && !has_args(r)))
+                // base's own per-family socket rules (moat's default has
+                // them): only the families the workload used.
+                .filter(|n| {
+                    !(narrow_socket
+                        && n.as_str() == "socket"
+                        && first_arg_equals(r).is_some_and(|f| !socket_families.contains(&f)))
+                })
                 .cloned()
                 .collect();
             if narrow_socket && !has_args(r) && r.names().iter().any(|n| n == "socket") {
@@ -724,14 +739,19 @@ mod tests {
             assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpEq);
             assert!(families.contains(&arg.value()));
         }
-        // Without known families (or with a bogus one) socket stays as in base.
-        for fams in [BTreeSet::new(), [2u64, 999].into_iter().collect()] {
-            let p = learned_profile(&b, &used, &fams);
-            assert!(p
-                .syscalls()
+        // Without known families (or with a bogus one) socket stays as in
+        // base (moat's default: one rule per allowed family).
+        let socket_of = |p: &LinuxSeccomp| -> Vec<LinuxSyscall> {
+            p.syscalls()
                 .iter()
                 .flatten()
-                .any(|r| r.args().is_none() && r.names().iter().any(|n| n == "socket")));
+                .filter(|r| r.names().iter().any(|n| n == "socket"))
+                .cloned()
+                .collect()
+        };
+        for fams in [BTreeSet::new(), [2u64, 999].into_iter().collect()] {
+            let p = learned_profile(&b, &used, &fams);
+            assert_eq!(socket_of(&p), socket_of(&b));
         }
         // Merging a narrowed profile with an unnarrowed one: unconditional wins.
         let wide = learned_profile(&b, &used, &BTreeSet::new());
