@@ -46,6 +46,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
     let mut facts = HostFacts {
         id_range,
         image_passwd: read_image_passwd(rootfs),
+        rootfs_real: rootfs_real_path(rootfs),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
@@ -74,6 +75,25 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
     }
     facts.resolved_sources = resolved;
     facts
+}
+
+/// The real path of the rootfs directory: opened once (no magic links, no
+/// blocking), then named by the kernel from the fd.
+pub fn rootfs_real_path(rootfs: &Path) -> Option<PathBuf> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(nix::libc::AT_FDCWD, rootfs, how).ok()?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let real = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
+    real.ok().filter(|p| p.is_absolute())
 }
 
 /// The largest `/etc/passwd` moat reads from an image.

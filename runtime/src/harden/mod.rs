@@ -23,6 +23,7 @@ mod mounts;
 mod namespaces;
 mod process;
 mod resources;
+mod root;
 mod seccomp;
 mod userns;
 
@@ -33,10 +34,10 @@ mod tests;
 
 pub use devices::{device_rule_string, DEFAULT_DEVICE_NODES, DEFAULT_DEVICE_RULES};
 pub use host_paths::{ENGINE_SOCKET_NAMES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES};
-pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
 pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
-pub use resources::clamp_pids_limit;
+pub use resources::{clamp_pids_limit, refuse_unified};
 pub use userns::{clamp_ping_group_range, UNPRIVILEGED_PORT_START};
 
 /// The host uid/gid range a container's ids 0..size map onto.
@@ -59,6 +60,10 @@ pub struct HostFacts {
     /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
     /// none or it is not a plain file), for HOME.
     pub image_passwd: Option<String>,
+    /// The real path of the rootfs, read from the fd it was opened by
+    /// (`None` when it could not be opened), so `root.path` is judged where
+    /// it really points.
+    pub rootfs_real: Option<PathBuf>,
 }
 
 /// The outcome of hardening a spec.
@@ -95,19 +100,26 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     devices::refuse_privileged(spec, &policy)?;
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
+    root::refuse_sensitive_root(spec, &policy, facts)?;
     devices::refuse_devices(spec, &policy)?;
+    mounts::refuse_misplaced_kernel_filesystems(spec)?;
+    seccomp::refuse_seccomp_listener(spec, &policy)?;
 
     let mut out = spec.clone();
     if let Some(process) = out.process().clone() {
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
+    namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
+    seccomp::refuse_orphan_listener(&out)?;
     mounts::make_root_readonly(&mut out, &mut report);
     mounts::harden_mounts(&mut out, &policy, &mut report);
+    mounts::refuse_tmpfs_total(&out, &policy)?;
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
+    resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     // Egress rules live in the network namespace, not the spec: the edge
     // (netns.rs) installs them; the report says what they will be.
