@@ -18,6 +18,7 @@ use crate::refusal::Refusal;
 use crate::report::{Report, Rule};
 
 mod devices;
+pub mod fields;
 mod host_paths;
 mod mounts;
 mod namespaces;
@@ -79,6 +80,7 @@ pub struct Hardened {
 pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Hardened, Refusal> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let (policy, applied) = operator.with_annotations(&annotations)?;
+    fields::refuse_unsupported_fields(spec)?;
     let mut report = Report::default();
     for a in &applied {
         report.change(
