@@ -1834,3 +1834,36 @@ fn bind_of_a_root_only_dir_stays_host_roots() {
     drop(c);
     ctx.finish();
 }
+
+// Issue 14: every tmpfs capped, a private cgroup namespace.
+
+#[test]
+fn tmpfs_flag_is_capped_and_cgroupns_host_is_made_private() {
+    let Some(ctx) = Ctx::new("tmpfs_flag_is_capped_and_cgroupns_host_is_made_private") else {
+        return;
+    };
+    let c = ctx.container("c");
+    let script = "grep ' /data ' /proc/self/mountinfo; echo @@cgroup; cat /proc/self/cgroup";
+    let out = c
+        .run(
+            &["--rm", "--tmpfs", "/data", "--cgroupns=host"],
+            &["sh", "-c", script],
+        )
+        .expect_ok();
+    let (data, cgroup) = out.stdout.split_once("@@cgroup").unwrap_or_default();
+    assert!(
+        data.contains("size=65536k"),
+        "--tmpfs /data not capped:\n{data}"
+    );
+    assert!(data.contains("nosuid") && data.contains("nodev"), "{data}");
+    let lines: Vec<&str> = cgroup.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no /proc/self/cgroup:\n{}", out.stdout);
+    for l in lines {
+        assert!(
+            l.ends_with(":/"),
+            "host cgroup path visible with --cgroupns=host: {l}"
+        );
+    }
+    drop(c);
+    ctx.finish();
+}

@@ -48,6 +48,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         image_passwd: read_image_passwd(rootfs),
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
+        rootfs_real: rootfs_real_path(rootfs),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
@@ -96,7 +97,27 @@ pub fn from_pinned(
         resolved_sources: pinned.resolved_sources(),
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
+        rootfs_real: Some(rootfs.to_path_buf()),
     }
+}
+
+/// The real path of the rootfs directory: opened once (no magic links, no
+/// blocking), then named by the kernel from the fd.
+pub fn rootfs_real_path(rootfs: &Path) -> Option<PathBuf> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(nix::libc::AT_FDCWD, rootfs, how).ok()?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let real = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
+    real.ok().filter(|p| p.is_absolute())
 }
 
 /// The largest `/etc/passwd` moat reads from an image.

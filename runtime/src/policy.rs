@@ -52,6 +52,7 @@ pub struct Policy {
     pub cgroups: CgroupsPolicy,
     pub volumes: VolumePolicy,
     pub namespaces: NamespacePolicy,
+    pub seccomp: SeccompPolicy,
 }
 
 /// OCI hooks (threat T21): refused unless their executable, resolved
@@ -215,6 +216,17 @@ pub fn path_matches(pattern: &str, path: &std::path::Path) -> bool {
         })
 }
 
+/// What a spec may ask of the syscall filter beyond moat's rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeccompPolicy {
+    /// Unix sockets a spec's `linux.seccomp.listenerPath` may name: moat
+    /// (host root) connects there and hands over the container's notify fd.
+    /// An entry ending in `/` allows any socket directly inside that
+    /// directory. Empty: every listenerPath is refused.
+    pub listener_paths: Vec<String>,
+}
+
 /// Learning seccomp profiles (`moat learn`, docs/seccomp.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -269,8 +281,12 @@ pub struct CapabilityPolicy {
 pub struct FilesystemPolicy {
     /// Writable scratch directories mounted as tmpfs over the read-only root.
     pub tmpfs: Vec<String>,
-    /// Size of each of those tmpfs mounts, in tmpfs's `size=` syntax.
+    /// Size of each of those tmpfs mounts, in tmpfs's `size=` syntax; also
+    /// the cap of every other tmpfs of a container (/dev, /dev/shm, a spec's
+    /// own), unless it asks for less.
     pub tmpfs_size: String,
+    /// The most all of a container's tmpfs mounts may hold together.
+    pub tmpfs_total: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +345,7 @@ impl Default for FilesystemPolicy {
         Self {
             tmpfs: vec!["/tmp".into(), "/run".into()],
             tmpfs_size: "64m".into(),
+            tmpfs_total: "512m".into(),
         }
     }
 }
@@ -364,6 +381,10 @@ pub enum PolicyError {
     TmpfsPath(String),
     #[error("policy key filesystem.tmpfs_size: {0:?} is not a size like 64m")]
     TmpfsSize(String),
+    #[error("policy key filesystem.tmpfs_total: {0:?} is not a size like 512m")]
+    TmpfsTotal(String),
+    #[error("policy key seccomp.listener_paths: {0:?} is not an absolute path")]
+    ListenerPath(String),
     #[error("policy key resources.pids_limit must be positive, got {0}")]
     PidsLimit(i64),
     #[error("policy key refusals.allow_host_namespaces: unknown namespace type {0:?}")]
@@ -438,6 +459,13 @@ impl Policy {
         }
         parse_size(&self.filesystem.tmpfs_size)
             .ok_or_else(|| PolicyError::TmpfsSize(self.filesystem.tmpfs_size.clone()))?;
+        parse_size(&self.filesystem.tmpfs_total)
+            .ok_or_else(|| PolicyError::TmpfsTotal(self.filesystem.tmpfs_total.clone()))?;
+        for path in &self.seccomp.listener_paths {
+            if !path.starts_with('/') {
+                return Err(PolicyError::ListenerPath(path.clone()));
+            }
+        }
         if self.resources.pids_limit <= 0 {
             return Err(PolicyError::PidsLimit(self.resources.pids_limit));
         }
@@ -496,7 +524,7 @@ impl Policy {
         // Sorted, so the report and the first refusal are deterministic.
         let sorted: BTreeMap<_, _> = annotations.iter().collect();
         for (name, value) in sorted {
-            let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
+            let Some(key) = moat_annotation_key(name)? else {
                 continue;
             };
             if key == "learn" {
@@ -628,6 +656,27 @@ impl Policy {
         })?;
         Ok((effective, applied))
     }
+}
+
+/// The policy key a `moat.dev/<key>` annotation names, or `None` for
+/// another prefix. The prefix is compared case-insensitively, as domain
+/// names are: `Moat.dev/…` or `MOAT.DEV/…` is a moat annotation spelled
+/// wrongly, refused rather than ignored, so a mistyped tightening never
+/// silently does nothing.
+pub fn moat_annotation_key(name: &str) -> Result<Option<&str>, Refusal> {
+    let Some(prefix) = name.get(..ANNOTATION_PREFIX.len()) else {
+        return Ok(None);
+    };
+    if !prefix.eq_ignore_ascii_case(ANNOTATION_PREFIX) {
+        return Ok(None);
+    }
+    if prefix != ANNOTATION_PREFIX {
+        return Err(Refusal::annotation(
+            name,
+            format!("moat annotations are spelled {ANNOTATION_PREFIX}<key>, in lower case"),
+        ));
+    }
+    Ok(Some(&name[ANNOTATION_PREFIX.len()..]))
 }
 
 /// Checks a `moat.dev/learn` value: "false" (no learning), "true" (name

@@ -22,6 +22,7 @@ pub enum Rule {
     ReadonlyPaths,
     PidsLimit,
     HomeEnv,
+    CgroupNamespace,
 }
 
 impl Rule {
@@ -39,6 +40,7 @@ impl Rule {
             Rule::ReadonlyPaths => "readonly-paths",
             Rule::PidsLimit => "pids-limit",
             Rule::HomeEnv => "home-env",
+            Rule::CgroupNamespace => "cgroup-namespace",
         }
     }
 
@@ -52,7 +54,7 @@ impl Rule {
             Rule::Seccomp => "T4",
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
-            Rule::MaskedPaths | Rule::ReadonlyPaths => "T7",
+            Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
             Rule::PidsLimit => "T8",
             Rule::HomeEnv => "T20",
         }

@@ -20,12 +20,34 @@ pub struct ExplainArgs {
     /// Output format: text or json.
     #[arg(long, default_value = "text")]
     pub format: String,
+    /// Print the class of every config.json field instead (hardened,
+    /// validated, passed or refused) and exit.
+    #[arg(long)]
+    pub fields: bool,
+}
+
+/// `moat explain --fields`: the field table, one line per field.
+fn print_fields() {
+    use moat::harden::fields::{FieldClass, FIELDS};
+    for (path, class) in FIELDS {
+        let (kind, what) = match class {
+            FieldClass::Hardened(r) => ("hardened", format!("rule {r}")),
+            FieldClass::Validated(r) => ("validated", format!("rule {r}")),
+            FieldClass::Passed(why) => ("passed", why.to_string()),
+            FieldClass::Refused(why) => ("refused", why.to_string()),
+        };
+        println!("{path:<32} {kind:<9} {what}");
+    }
 }
 
 /// Exit status when the spec would be refused.
 pub const EXIT_REFUSED: i32 = 2;
 
 pub fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<i32> {
+    if args.fields {
+        print_fields();
+        return Ok(0);
+    }
     let json = match args.format.as_str() {
         "text" => false,
         "json" => true,

@@ -36,15 +36,15 @@ pub fn update(ctx: &Ctx, args: liboci_cli::Update) -> Result<()> {
             "Intel RDT settings are not supported by moat and were ignored"
         );
     }
+    // The container's own limit (operator policy tightened by its
+    // annotations) is the ceiling, not just the operator's.
+    let root = ctx.root()?;
+    let mut ceiling = policy.clone();
+    if let Some(limit) = super::load_moat_state(&root, id)?.and_then(|m| m.pids_limit) {
+        ceiling.resources.pids_limit = ceiling.resources.pids_limit.min(limit);
+    }
     let requested = resources.pids().as_ref().map(|p| p.limit());
     if requested.is_some() {
-        // The container's own limit (operator policy tightened by its
-        // annotations) is the ceiling, not just the operator's.
-        let root = ctx.root()?;
-        let mut ceiling = policy.clone();
-        if let Some(limit) = super::load_moat_state(&root, id)?.and_then(|m| m.pids_limit) {
-            ceiling.resources.pids_limit = ceiling.resources.pids_limit.min(limit);
-        }
         let limit = moat::harden::clamp_pids_limit(requested, &ceiling);
         if Some(limit) != requested {
             tracing::warn!(id, requested = ?requested, limit, "pids limit clamped to the policy");
@@ -56,6 +56,10 @@ pub fn update(ctx: &Ctx, args: liboci_cli::Update) -> Result<()> {
                 .map_err(|e| anyhow!("{e}"))?,
         ));
     }
+    // cgroup v2 files are checked as at create: an allowlist, and pids.max
+    // never above the container's limit (threat T24, T8).
+    moat::harden::refuse_unified(resources.unified().as_ref(), ceiling.resources.pids_limit)
+        .map_err(|r| anyhow!(r))?;
     // Device rules are fixed at create: update must not widen them.
     resources.set_devices(None);
 

@@ -30,12 +30,9 @@ pub const SENSITIVE_HOST_PATHS: &[&str] = &[
     "/run/moat",
 ];
 
-/// Sensitive trees whose insides are sensitive too, the engines' own trees
-/// included: `/var/lib/docker/containers/<other container>` holds another
-/// container's config.v2.json. The only exception is what the policy lists
-/// as engine-provisioned volume storage and per-container files
-/// (`volumes.idmap_under`: volumes, hosts, hostname, resolv.conf), which
-/// engines hand containers from there (T11, T19).
+/// Host trees whose insides are sensitive too: the kernel's interfaces,
+/// the host's configuration and boot files, and moat's own state and
+/// staging. Neither a bind source nor a rootfs may be inside one.
 pub const SENSITIVE_HOST_TREES: &[&str] = &[
     "/proc",
     "/sys",
@@ -44,13 +41,24 @@ pub const SENSITIVE_HOST_TREES: &[&str] = &[
     "/boot",
     "/lib/modules",
     "/usr/lib/modules",
+    "/run/moat",
+    "/run/moat-rootfs",
+];
+
+/// The engines' state trees. Every image's rootfs comes from inside one
+/// (`/var/lib/docker/overlay2/<layer>/merged`), so a rootfs may be there;
+/// a bind source may not: `/var/lib/docker/containers/<other container>`
+/// holds another container's config.v2.json. The only bind sources allowed
+/// inside are what the policy lists as engine-provisioned volume storage
+/// and per-container files (`volumes.idmap_under`: volumes, hosts,
+/// hostname, resolv.conf), which engines hand containers from there (T11,
+/// T19).
+pub const ENGINE_STATE_TREES: &[&str] = &[
     "/var/lib/docker",
     "/var/lib/containerd",
     "/var/lib/kubelet",
     "/run/containerd",
     "/run/docker",
-    "/run/moat",
-    "/run/moat-rootfs",
 ];
 
 /// Engine control sockets, refused wherever they live (rootless engines keep
@@ -77,9 +85,15 @@ fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
             ));
         }
     }
-    for t in SENSITIVE_HOST_TREES {
-        if source.starts_with(t) && !policy.volumes.is_volume_storage(source) {
-            return Some(format!("{} is inside the host's {t}", source.display()));
+    if let Some(t) = SENSITIVE_HOST_TREES.iter().find(|t| source.starts_with(t)) {
+        return Some(format!("{} is inside the host's {t}", source.display()));
+    }
+    if let Some(t) = ENGINE_STATE_TREES.iter().find(|t| source.starts_with(t)) {
+        if !policy.volumes.is_volume_storage(source) {
+            return Some(format!(
+                "{} is inside the engine state tree {t} and not volume storage (volumes.idmap_under)",
+                source.display()
+            ));
         }
     }
     let name = source.file_name()?.to_str()?;

@@ -217,7 +217,7 @@ fn non_bind_mounts_with_odd_sources_are_not_refused() {
     let s = docker_with(|v| {
         add_mount(
             v,
-            json!({"destination": "/proc2", "type": "proc", "source": "/etc"}),
+            json!({"destination": "/proc", "type": "proc", "source": "/etc"}),
         );
         add_mount(
             v,
@@ -225,12 +225,15 @@ fn non_bind_mounts_with_odd_sources_are_not_refused() {
         );
         add_mount(
             v,
-            json!({"destination": "/mq", "type": "mqueue", "source": "/"}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "/"}),
         );
     });
     let h = ok(&s);
-    // And tmpfs outside the policy list is left as the spec has it.
-    assert_eq!(opts(mount_at(&h.spec, "/scratch")), vec!["nosuid"]);
+    // And tmpfs outside the policy list gets the same flags and cap.
+    assert_eq!(
+        opts(mount_at(&h.spec, "/scratch")),
+        vec!["nosuid", "nodev", "size=64m"]
+    );
 }
 
 #[test]

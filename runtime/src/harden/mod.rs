@@ -19,12 +19,14 @@ use crate::report::{Report, Rule};
 
 pub mod cgroups_path;
 mod devices;
+pub mod fields;
 pub mod hooks;
 mod host_paths;
 mod mounts;
 mod namespaces;
 mod process;
 mod resources;
+mod root;
 mod seccomp;
 mod userns;
 
@@ -34,11 +36,13 @@ pub(crate) mod fixtures;
 mod tests;
 
 pub use devices::{device_rule_string, DEFAULT_DEVICE_NODES, DEFAULT_DEVICE_RULES};
-pub use host_paths::{ENGINE_SOCKET_NAMES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES};
-pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub use host_paths::{
+    ENGINE_SOCKET_NAMES, ENGINE_STATE_TREES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES,
+};
+pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
 pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
-pub use resources::clamp_pids_limit;
+pub use resources::{clamp_pids_limit, refuse_unified};
 pub use userns::{clamp_ping_group_range, UNPRIVILEGED_PORT_START};
 
 /// The host uid/gid range a container's ids 0..size map onto.
@@ -67,6 +71,10 @@ pub struct HostFacts {
     /// Where a process lives in the cgroup the spec's cgroupsPath names,
     /// if anywhere (see `moat::cgroup_probe`).
     pub cgroup_occupant: Option<String>,
+    /// The real path of the rootfs, read from the fd it was opened by
+    /// (`None` when it could not be opened), so `root.path` is judged where
+    /// it really points.
+    pub rootfs_real: Option<PathBuf>,
 }
 
 /// The outcome of hardening a spec.
@@ -82,6 +90,7 @@ pub struct Hardened {
 pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Hardened, Refusal> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let (policy, applied) = operator.with_annotations(&annotations)?;
+    fields::refuse_unsupported_fields(spec)?;
     let mut report = Report::default();
     for a in &applied {
         report.change(
@@ -103,21 +112,28 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     devices::refuse_privileged(spec, &policy)?;
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
+    root::refuse_sensitive_root(spec, &policy, facts)?;
     devices::refuse_devices(spec, &policy)?;
     hooks::check_hooks(spec, &policy.hooks, &facts.hook_executables)?;
     cgroups_path::check_cgroups_path(spec, &policy.cgroups, facts.cgroup_occupant.as_deref())?;
+    mounts::refuse_misplaced_kernel_filesystems(spec)?;
+    seccomp::refuse_seccomp_listener(spec, &policy)?;
 
     let mut out = spec.clone();
     if let Some(process) = out.process().clone() {
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
+    namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
+    seccomp::refuse_orphan_listener(&out)?;
     mounts::make_root_readonly(&mut out, &mut report);
     mounts::harden_mounts(&mut out, &policy, &mut report);
+    mounts::refuse_tmpfs_total(&out, &policy)?;
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
+    resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     // Egress rules live in the network namespace, not the spec: the edge
     // (netns.rs) installs them; the report says what they will be.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 
 use super::{is_bind, normalize};
-use crate::policy::Policy;
+use crate::policy::{parse_size, Policy};
+use crate::refusal::{Refusal, RefusalRule};
 use crate::report::{Report, Rule};
 
 /// /proc and /sys paths masked in every container: each leaks host state
@@ -77,37 +78,13 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
             .tmpfs
             .iter()
             .any(|t| normalize(Path::new(t)) == normalize(m.destination()));
-        let changed = if scratch && typ == "tmpfs" {
-            // The spec's own scratch tmpfs: same flags and size cap as moat's.
-            // A size larger than the policy's (or unparseable, e.g. a
-            // percentage of host memory) is replaced by the policy's.
-            let cap = crate::policy::parse_size(&policy.filesystem.tmpfs_size).unwrap_or(0);
-            let sizes: Vec<String> = m
-                .options()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|x| x.starts_with("size="))
-                .collect();
-            let within = !sizes.is_empty()
-                && sizes.iter().all(|x| {
-                    crate::policy::parse_size(&x["size=".len()..]).is_some_and(|n| n <= cap)
-                });
-            let size = format!("size={}", policy.filesystem.tmpfs_size);
-            let remove: Vec<&str> = ["suid", "dev"]
-                .into_iter()
-                .chain(if within {
-                    Vec::new()
-                } else {
-                    sizes.iter().map(String::as_str).collect()
-                })
-                .collect();
-            let extra: Vec<&str> = if within {
-                vec!["nosuid", "nodev"]
-            } else {
-                vec!["nosuid", "nodev", size.as_str()]
-            };
-            ensure_options(m, &extra, &remove)
+        let changed = if typ == "tmpfs" {
+            // Every tmpfs (moat's scratch dirs, the spec's own, /dev,
+            // /dev/shm, `docker run --tmpfs`) lives in memory: each gets a
+            // size cap, and nosuid,nodev. /dev keeps `dev`: libcontainer
+            // puts the container's device nodes there.
+            let dev = normalize(m.destination()) == Path::new("/dev");
+            cap_tmpfs(m, &policy.filesystem.tmpfs_size, dev)
         } else if is_bind(m) || scratch {
             ensure_options(m, &["nosuid", "nodev"], &["suid", "dev"])
         } else if typ == "sysfs" || typ == "cgroup" || typ == "cgroup2" {
@@ -162,6 +139,138 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));
+}
+
+/// Gives a tmpfs mount nosuid (and nodev unless it is /dev) and a size no
+/// larger than `cap`. A larger size, none (half the host's memory), 0
+/// (unlimited), a percentage, or `nr_blocks=` is replaced by `size=<cap>`.
+fn cap_tmpfs(m: &mut Mount, cap_text: &str, dev: bool) -> bool {
+    let cap = parse_size(cap_text).unwrap_or(0);
+    let opts = m.options().clone().unwrap_or_default();
+    let sizes: Vec<&String> = opts.iter().filter(|x| x.starts_with("size=")).collect();
+    let within = !sizes.is_empty()
+        && sizes
+            .iter()
+            .all(|x| parse_size(&x["size=".len()..]).is_some_and(|n| n <= cap));
+    let mut remove: Vec<String> = vec!["suid".into()];
+    if !dev {
+        remove.push("dev".into());
+    }
+    remove.extend(
+        opts.iter()
+            .filter(|x| x.starts_with("nr_blocks=") || (!within && x.starts_with("size=")))
+            .cloned(),
+    );
+    let size = format!("size={cap_text}");
+    let mut add = vec!["nosuid"];
+    if !dev {
+        add.push("nodev");
+    }
+    if !within {
+        add.push(size.as_str());
+    }
+    let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+    ensure_options(m, &add, &remove)
+}
+
+/// The size a hardened tmpfs mount holds at most (its last `size=`).
+fn tmpfs_size(m: &Mount) -> u64 {
+    m.options()
+        .iter()
+        .flatten()
+        .filter_map(|o| o.strip_prefix("size="))
+        .filter_map(parse_size)
+        .next_back()
+        .unwrap_or(u64::MAX)
+}
+
+/// Refuses a container whose tmpfs caps add up to more than the policy's
+/// `filesystem.tmpfs_total` (threat T5: memory, not disk, is what a tmpfs
+/// fills). Judged on the hardened spec, where every tmpfs has a cap.
+pub(super) fn refuse_tmpfs_total(spec: &Spec, policy: &Policy) -> Result<(), Refusal> {
+    let limit = parse_size(&policy.filesystem.tmpfs_total).unwrap_or(0);
+    let tmpfs: Vec<&Mount> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+        .collect();
+    let total = tmpfs
+        .iter()
+        .fold(0u64, |sum, m| sum.saturating_add(tmpfs_size(m)));
+    if total > limit {
+        return Err(Refusal::new(
+            RefusalRule::TmpfsTotal,
+            format!(
+                "{} tmpfs mounts of {} MiB in all, above filesystem.tmpfs_total ({})",
+                tmpfs.len(),
+                total >> 20,
+                policy.filesystem.tmpfs_total
+            ),
+            Some("filesystem.tmpfs_total"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where each kernel filesystem may be mounted: elsewhere a second proc or
+/// sysfs escapes the masked and read-only paths (threat T23).
+pub const KERNEL_FILESYSTEMS: &[(&str, &str)] = &[
+    ("proc", "/proc"),
+    ("sysfs", "/sys"),
+    ("cgroup", "/sys/fs/cgroup"),
+    ("cgroup2", "/sys/fs/cgroup"),
+    ("mqueue", "/dev/mqueue"),
+    ("devpts", "/dev/pts"),
+];
+
+/// Refuses a kernel filesystem away from its canonical destination, and any
+/// filesystem type other than those, tmpfs, overlay and bind mounts
+/// (securityfs, debugfs, bpf, …: each reaches kernel state).
+pub(super) fn refuse_misplaced_kernel_filesystems(spec: &Spec) -> Result<(), Refusal> {
+    for m in spec.mounts().iter().flatten() {
+        if is_bind(m) {
+            continue;
+        }
+        let typ = m.typ().clone().unwrap_or_default();
+        let dest = normalize(m.destination());
+        if typ == "tmpfs" || typ == "overlay" {
+            continue;
+        }
+        match KERNEL_FILESYSTEMS.iter().find(|(t, _)| *t == typ) {
+            Some((_, canonical)) if dest == Path::new(canonical) => {}
+            // cgroup v1 hierarchies and the hybrid unified one sit below
+            // /sys/fs/cgroup; they are made read-only like it.
+            Some((t, canonical)) if t.starts_with("cgroup") && dest.starts_with(canonical) => {}
+            Some((_, canonical)) => {
+                return Err(Refusal::new(
+                    RefusalRule::KernelFilesystem,
+                    format!(
+                        "{typ} mounted at {}: only at {canonical}, where moat masks it",
+                        m.destination().display()
+                    ),
+                    None,
+                ))
+            }
+            None => {
+                return Err(Refusal::new(
+                    RefusalRule::KernelFilesystem,
+                    format!(
+                        "mount type {:?} at {} is not supported (bind, tmpfs, overlay, {} only)",
+                        typ,
+                        m.destination().display(),
+                        KERNEL_FILESYSTEMS
+                            .iter()
+                            .map(|(t, _)| *t)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None,
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn mask_paths(spec: &mut Spec, report: &mut Report) {

@@ -381,3 +381,104 @@ fn extra_masked_and_readonly_paths_are_kept() {
         l.after
     );
 }
+
+#[test]
+fn kernel_filesystems_only_at_their_canonical_destinations() {
+    for (typ, dest) in [
+        ("proc", "/mnt/proc"),
+        ("sysfs", "/mnt/sys"),
+        ("cgroup", "/cg"),
+        ("cgroup2", "/tmp/cg"),
+        ("mqueue", "/mq"),
+        ("devpts", "/pts"),
+        ("proc", "/proc/../mnt"),
+    ] {
+        let s =
+            docker_with(|v| add_mount(v, json!({"destination": dest, "type": typ, "source": typ})));
+        let r = refused(&s);
+        assert_refusal(&r, "kernel-filesystem", None);
+        assert!(r.detail.contains(dest), "{r}");
+        assert_eq!(r.rule.threat(), "T23");
+    }
+    // Other filesystem types are refused too.
+    for typ in ["securityfs", "debugfs", "bpf", "devtmpfs", ""] {
+        let s =
+            docker_with(|v| add_mount(v, json!({"destination": "/x", "type": typ, "source": "x"})));
+        assert_refusal(&refused(&s), "kernel-filesystem", None);
+    }
+    // docker's and runc's own mounts are all canonical.
+    ok(&docker_spec());
+    ok(&runc_spec());
+}
+
+#[test]
+fn every_tmpfs_is_capped_and_nosuid_nodev() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["rw", "suid", "dev", "exec"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/big", "type": "tmpfs", "source": "tmpfs", "options": ["size=8g"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/zero", "type": "tmpfs", "source": "tmpfs", "options": ["size=0", "nr_blocks=0"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/small", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+        );
+    });
+    let h = ok(&s);
+    assert_eq!(
+        opts(mount_at(&h.spec, "/data")),
+        vec!["rw", "exec", "nosuid", "nodev", "size=64m"]
+    );
+    assert_eq!(
+        opts(mount_at(&h.spec, "/big")),
+        vec!["nosuid", "nodev", "size=64m"]
+    );
+    assert_eq!(
+        opts(mount_at(&h.spec, "/zero")),
+        vec!["nosuid", "nodev", "size=64m"]
+    );
+    assert_eq!(
+        opts(mount_at(&h.spec, "/small")),
+        vec!["size=1m", "nosuid", "nodev"]
+    );
+    // docker's /dev/shm is within the cap already; /dev keeps dev.
+    let shm = mount_at(&h.spec, "/dev/shm");
+    assert!(has_opt(shm, "size=67108864"), "{:?}", opts(shm));
+    let dev = mount_at(&h.spec, "/dev");
+    assert!(!has_opt(dev, "nodev") && has_opt(dev, "nosuid"));
+    // A /dev without a size gets one.
+    let s = docker_with(|v| {
+        for m in v["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev" {
+                m["options"] = json!(["nosuid", "mode=755"]);
+            }
+        }
+    });
+    assert!(has_opt(mount_at(&ok(&s).spec, "/dev"), "size=64m"));
+}
+
+#[test]
+fn tmpfs_total_above_the_policy_is_refused() {
+    // docker's four tmpfs (/dev, /dev/shm, /tmp, /run) fit in 256m.
+    let mut p = Policy::default();
+    p.filesystem.tmpfs_total = "256m".into();
+    ok_with(&docker_spec(), &p, &facts());
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs"}),
+        )
+    });
+    let r = refused_with(&s, &p, &facts());
+    assert_refusal(&r, "tmpfs-total", Some("filesystem.tmpfs_total"));
+    assert_eq!(r.rule.threat(), "T5");
+    // The default (512m) holds eight capped tmpfs.
+    ok(&s);
+}

@@ -1,11 +1,12 @@
 //! Namespaces: the ones a container must have of its own, and refusals of
 //! the host's.
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 use super::HostFacts;
 use crate::policy::Policy;
 use crate::refusal::{Refusal, RefusalRule};
+use crate::report::{Report, Rule};
 
 /// Namespaces a container must have of its own.
 pub const REQUIRED_NAMESPACES: &[LinuxNamespaceType] = &[
@@ -102,3 +103,42 @@ pub(super) fn refuse_host_namespaces(
 #[cfg(test)]
 #[path = "namespaces_tests.rs"]
 mod tests;
+
+/// Gives the container a cgroup namespace of its own (threat T7): without
+/// one, /proc/self/cgroup and the cgroup mounts show the host's cgroup
+/// tree, which names every other workload. docker's `--cgroupns=host` (its
+/// default on cgroup v1) omits it; moat adds it, as it adds the user
+/// namespace, unless the operator lets containers share the host's
+/// (`refusals.allow_host_namespaces = ["cgroup"]`). A path to the host's
+/// own cgroup namespace is refused by [`refuse_host_namespaces`]; another
+/// container's is joined as asked.
+pub(super) fn add_cgroup_namespace(spec: &mut Spec, policy: &Policy, report: &mut Report) {
+    if policy
+        .refusals
+        .allow_host_namespaces
+        .iter()
+        .any(|a| a == namespace_name(LinuxNamespaceType::Cgroup))
+    {
+        return;
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    {
+        return;
+    }
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(LinuxNamespaceType::Cgroup);
+    namespaces.push(ns);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    report.change(
+        Rule::CgroupNamespace,
+        "linux.namespaces",
+        "no cgroup namespace (the host's)",
+        "new cgroup namespace",
+        "the host's cgroup tree names every other workload",
+    );
+}

@@ -42,7 +42,8 @@ fn host_namespace_missing_type_allowed_when_listed() {
         let types = namespace_types(&h.spec);
         assert!(!types.contains(&t), "{name}");
         assert!(types.contains(&LinuxNamespaceType::User), "{name}");
-        assert_eq!(types.len(), 5, "{name}: {types:?}");
+        // Five left, plus the user and cgroup namespaces moat adds.
+        assert_eq!(types.len(), 6, "{name}: {types:?}");
         // Allowing one type does not allow another.
         for (other, _) in REQUIRED {
             if other != name {
@@ -70,10 +71,51 @@ fn host_namespace_no_namespaces_at_all_is_refused() {
 }
 
 #[test]
-fn cgroup_namespace_is_not_required() {
-    // docker's spec (cgroup v1 hosts) has no cgroup namespace.
+fn cgroup_namespace_is_added_when_missing() {
+    // docker's spec (cgroup v1 hosts, or --cgroupns=host) has none.
     let h = ok(&docker_spec());
+    let types = namespace_types(&h.spec);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == LinuxNamespaceType::Cgroup)
+            .count(),
+        1
+    );
+    let c = line(&h.report, Rule::CgroupNamespace, "linux.namespaces");
+    assert_eq!(c.after, "new cgroup namespace");
+    assert_eq!(Rule::CgroupNamespace.threat(), "T7");
+    // Already private: nothing to report.
+    let again = ok(&h.spec);
+    assert!(!has_line(
+        &again.report,
+        Rule::CgroupNamespace,
+        "linux.namespaces"
+    ));
+}
+
+#[test]
+fn cgroup_namespace_host_is_kept_only_when_the_operator_allows_it() {
+    let mut p = Policy::default();
+    p.refusals.allow_host_namespaces = vec!["cgroup".into()];
+    let h = ok_with(&docker_spec(), &p, &facts());
     assert!(!namespace_types(&h.spec).contains(&LinuxNamespaceType::Cgroup));
+}
+
+#[test]
+fn cgroup_namespace_path_of_the_host_is_refused() {
+    let s = docker_with(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "cgroup", "path": "/proc/1/ns/cgroup"}));
+    });
+    let f = HostFacts {
+        host_namespace_paths: vec![LinuxNamespaceType::Cgroup],
+        ..facts()
+    };
+    let r = refused_with(&s, &Policy::default(), &f);
+    assert_refusal(&r, "host-namespace", NS_KEY);
 }
 
 fn with_namespace_path(name: &str, path: &str) -> Spec {

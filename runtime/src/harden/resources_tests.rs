@@ -141,3 +141,70 @@ fn pids_annotation_malformed_is_refused() {
         assert_refusal(&refused(&s), "annotation", None);
     }
 }
+
+fn with_unified(pairs: Value) -> Spec {
+    docker_with(|v| v["linux"]["resources"]["unified"] = pairs)
+}
+
+#[test]
+fn unified_allowlisted_keys_with_valid_values_are_kept() {
+    let s = with_unified(json!({
+        "memory.max": "1073741824", "memory.high": "max", "memory.swap.max": "0",
+        "cpu.max": "50000 100000", "cpu.weight": "100", "io.weight": "default 100",
+        "io.max": "8:0 rbps=1048576 wiops=max", "cpuset.cpus": "0-1,3", "pids.max": "100",
+        "memory.oom.group": "1"
+    }));
+    let h = ok(&s);
+    let unified = h
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .unified()
+        .clone();
+    assert_eq!(unified.unwrap().len(), 10);
+}
+
+#[test]
+fn unified_unknown_keys_paths_and_bad_values_are_refused() {
+    for (key, value) in [
+        ("../../cgroup.procs", "1"),
+        ("foo/memory.max", "1"),
+        ("cgroup.procs", "1"),
+        ("cgroup.subtree_control", "+memory"),
+        ("cpuset.cpus.partition", "root"),
+        ("memory.max", "lots"),
+        ("cpu.weight", "0"),
+        ("io.max", "8:0 foo=1"),
+        ("pids.max", "max"),
+        ("pids.max", "4097"),
+        ("pids.max", "0"),
+    ] {
+        let r = refused(&with_unified(json!({ key: value })));
+        assert_refusal(
+            &r,
+            "cgroup-resources",
+            (key == "pids.max").then_some("resources.pids_limit"),
+        );
+        assert!(r.detail.contains(key), "{key}: {r}");
+        assert_eq!(r.rule.threat(), "T24");
+    }
+}
+
+#[test]
+fn unified_pids_max_is_judged_against_the_containers_own_limit() {
+    // The spec lowers its pids limit to 100: pids.max may not exceed it.
+    let s = docker_with(|v| {
+        v["linux"]["resources"]["pids"] = json!({"limit": 100});
+        v["linux"]["resources"]["unified"] = json!({"pids.max": "101"});
+    });
+    assert_refusal(
+        &refused(&s),
+        "cgroup-resources",
+        Some("resources.pids_limit"),
+    );
+    assert!(crate::harden::refuse_unified(None, 1).is_ok());
+}

@@ -1,10 +1,162 @@
 //! The syscall filter: every container runs under one; a workload's own
 //! profile is kept minus what moat always denies.
 
-use oci_spec::runtime::Spec;
+use std::path::Path;
 
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSyscall, Spec};
+
+use super::normalize;
+use crate::policy::Policy;
+use crate::refusal::{Refusal, RefusalRule};
 use crate::report::{Report, Rule};
 use crate::seccomp;
+
+/// Refuses a `linux.seccomp.listenerPath` the policy does not list (threat
+/// T25): moat, as host root, connects to that socket and sends it the
+/// container's notify fd and the spec's `listenerMetadata`, so a tenant
+/// must not choose where.
+pub(super) fn refuse_seccomp_listener(spec: &Spec, policy: &Policy) -> Result<(), Refusal> {
+    let Some(path) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .and_then(|s| s.listener_path().clone())
+    else {
+        return Ok(());
+    };
+    let normal = normalize(&path);
+    let allowed = path.is_absolute()
+        && normal == path
+        && policy.seccomp.listener_paths.iter().any(|a| {
+            match a.strip_suffix('/') {
+                // A directory: a socket directly inside it.
+                Some(dir) => normal.parent() == Some(Path::new(dir)) && !dir.is_empty(),
+                None => normal == Path::new(a),
+            }
+        });
+    if allowed {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        RefusalRule::SeccompListener,
+        format!(
+            "linux.seccomp.listenerPath {}: moat would connect to it as host root and hand it the container's seccomp notify fd",
+            path.display()
+        ),
+        Some("seccomp.listener_paths"),
+    ))
+}
+
+/// The workload's notify rules, kept on top of moat's default profile when
+/// that replaces an otherwise unconfined profile: a listener the operator
+/// allowed must receive its fd, never be dropped silently. A notify rule
+/// only adds a check, so it is kept for syscalls the default profile lets
+/// through unconditionally (they leave that profile's allow rules); on a
+/// syscall the default denies or allows only for some arguments it would
+/// let the listener decide what moat denies, so those names are dropped and
+/// reported.
+fn carry_notify_rules(
+    workload: &LinuxSeccomp,
+    mut profile: LinuxSeccomp,
+    report: &mut Report,
+) -> LinuxSeccomp {
+    let notify: Vec<&LinuxSyscall> = workload
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+        .collect();
+    if notify.is_empty() {
+        return profile;
+    }
+    let mut rules = profile.syscalls().clone().unwrap_or_default();
+    let unconditional = |name: &str| {
+        rules.iter().any(|r| {
+            r.action() == LinuxSeccompAction::ScmpActAllow
+                && r.args().as_ref().is_none_or(|a| a.is_empty())
+                && r.names().iter().any(|n| n == name)
+        }) && !rules.iter().any(|r| {
+            r.action() != LinuxSeccompAction::ScmpActAllow && r.names().iter().any(|n| n == name)
+        })
+    };
+    let mut carried = Vec::new();
+    let mut dropped = Vec::new();
+    for rule in notify {
+        let (keep, drop): (Vec<String>, Vec<String>) =
+            rule.names().iter().cloned().partition(|n| unconditional(n));
+        dropped.extend(drop);
+        if !keep.is_empty() {
+            let mut r = rule.clone();
+            r.set_names(keep);
+            carried.push(r);
+        }
+    }
+    let names: Vec<String> = carried.iter().flat_map(|r| r.names().clone()).collect();
+    for r in rules.iter_mut() {
+        let kept: Vec<String> = r
+            .names()
+            .iter()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect();
+        r.set_names(kept);
+    }
+    rules.retain(|r| !r.names().is_empty());
+    let mut all = carried;
+    all.extend(rules);
+    profile.set_syscalls(Some(all));
+    profile.set_listener_path(workload.listener_path().clone());
+    profile.set_listener_metadata(workload.listener_metadata().clone());
+    if !names.is_empty() {
+        report.change(
+            Rule::Seccomp,
+            "linux.seccomp.syscalls",
+            "notify rules of an unconfined profile",
+            format!(
+                "notify {} on top of the moat default profile",
+                names.join(",")
+            ),
+            "the listener still receives the notify fd",
+        );
+    }
+    dropped.sort();
+    dropped.dedup();
+    if !dropped.is_empty() {
+        report.change(
+            Rule::Seccomp,
+            "linux.seccomp.syscalls",
+            format!("notify {}", dropped.join(",")),
+            "denied as in the moat default profile",
+            "a listener may not decide syscalls moat denies",
+        );
+    }
+    profile
+}
+
+/// Refuses a hardened profile that names a listener but has no notify rule
+/// left: libcontainer would never contact the listener, and whatever waits
+/// for its fd would wait forever.
+pub(super) fn refuse_orphan_listener(spec: &Spec) -> Result<(), Refusal> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok(());
+    };
+    let has_notify = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
+    match profile.listener_path() {
+        Some(path) if !has_notify => Err(Refusal::new(
+            RefusalRule::SeccompListener,
+            format!(
+                "linux.seccomp.listenerPath {} would never receive a notify fd: no SCMP_ACT_NOTIFY rule survives moat's profile (notify cannot be the default action, nor apply to syscalls moat denies)",
+                path.display()
+            ),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
 
 pub(super) fn enforce_seccomp(spec: &mut Spec, report: &mut Report) {
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -14,6 +166,7 @@ pub(super) fn enforce_seccomp(spec: &mut Spec, report: &mut Report) {
             seccomp::enforce_always_denied(profile, report)
         }
         other => {
+            let workload = other.clone();
             let before = if other.is_some() {
                 "unconfined profile"
             } else {
@@ -34,7 +187,10 @@ pub(super) fn enforce_seccomp(spec: &mut Spec, report: &mut Report) {
                 "moat default profile (configs/seccomp/default.json)",
                 "every container runs under a syscall filter",
             );
-            profile
+            match &workload {
+                Some(w) => carry_notify_rules(w, profile, report),
+                None => profile,
+            }
         }
     };
     linux.set_seccomp(Some(hardened));

@@ -166,3 +166,89 @@ fn seccomp_workload_profile_that_denies_clone_keeps_its_denial() {
     let p = seccomp_of(&ok(&s).spec);
     assert!(clone_allow_rule(&p).is_none());
 }
+
+fn with_listener(profile: Value) -> Spec {
+    docker_with(|v| v["linux"]["seccomp"] = profile)
+}
+
+fn notify_profile(default: &str) -> Value {
+    json!({
+        "defaultAction": default,
+        "listenerPath": "/run/agent/notify.sock",
+        "listenerMetadata": "meta",
+        "syscalls": [
+            {"names": ["getpid", "mount"], "action": "SCMP_ACT_NOTIFY"}
+        ]
+    })
+}
+
+#[test]
+fn seccomp_listener_is_refused_unless_the_policy_lists_it() {
+    let r = refused(&with_listener(notify_profile("SCMP_ACT_ALLOW")));
+    assert_refusal(&r, "seccomp-listener", Some("seccomp.listener_paths"));
+    assert_eq!(r.rule.threat(), "T25");
+    for allowed in ["/run/agent/notify.sock", "/run/agent/"] {
+        let mut p = Policy::default();
+        p.seccomp.listener_paths = vec![allowed.into()];
+        ok_with(
+            &with_listener(notify_profile("SCMP_ACT_ALLOW")),
+            &p,
+            &facts(),
+        );
+    }
+    for other in [
+        "/run/agent/x/notify.sock",
+        "/run/agent/../agent/notify.sock",
+    ] {
+        let mut p = Policy::default();
+        p.seccomp.listener_paths = vec!["/run/agent/".into()];
+        let mut v = notify_profile("SCMP_ACT_ALLOW");
+        v["listenerPath"] = json!(other);
+        assert_refusal(
+            &refused_with(&with_listener(v), &p, &facts()),
+            "seccomp-listener",
+            Some("seccomp.listener_paths"),
+        );
+    }
+}
+
+#[test]
+fn seccomp_notify_rules_survive_the_default_profile() {
+    let mut p = Policy::default();
+    p.seccomp.listener_paths = vec!["/run/agent/".into()];
+    let h = ok_with(
+        &with_listener(notify_profile("SCMP_ACT_ALLOW")),
+        &p,
+        &facts(),
+    );
+    let out = seccomp_of(&h.spec);
+    // The moat default, with the listener and a notify rule for getpid
+    // (allowed by the default), not for mount (denied by it).
+    assert_eq!(out.default_action(), LinuxSeccompAction::ScmpActErrno);
+    assert_eq!(
+        out.listener_path().as_deref(),
+        Some(Path::new("/run/agent/notify.sock"))
+    );
+    assert_eq!(out.listener_metadata().as_deref(), Some("meta"));
+    let notify: Vec<String> = rules(&out)
+        .iter()
+        .filter(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+        .flat_map(|r| r.names().clone())
+        .collect();
+    assert_eq!(notify, vec!["getpid"]);
+    assert!(!any_allow_rule_names(&out, "getpid") || notify.contains(&"getpid".into()));
+    // A fixed point.
+    let again = ok_with(&h.spec, &p, &facts());
+    assert_eq!(seccomp_of(&again.spec), out);
+}
+
+#[test]
+fn seccomp_listener_without_a_surviving_notify_rule_is_refused() {
+    let mut p = Policy::default();
+    p.seccomp.listener_paths = vec!["/run/agent/".into()];
+    let mut v = notify_profile("SCMP_ACT_ALLOW");
+    v["syscalls"] = json!([{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]);
+    let r = refused_with(&with_listener(v), &p, &facts());
+    assert_refusal(&r, "seccomp-listener", None);
+    assert!(r.detail.contains("never receive"), "{r}");
+}

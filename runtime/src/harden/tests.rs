@@ -251,3 +251,27 @@ fn hardening_with_annotations_twice_reports_only_the_annotations() {
     assert_eq!(lines(&twice.report, Rule::Annotations).len(), 2);
     assert_eq!(twice.spec, once.spec);
 }
+
+#[test]
+fn miscased_moat_annotations_are_refused() {
+    for name in [
+        "Moat.dev/resources.pids_limit",
+        "MOAT.DEV/egress.enabled",
+        "moat.DEV/x",
+    ] {
+        let r = refused(&annotated(docker_json(), &[(name, "1")]));
+        assert_refusal(&r, "annotation", None);
+        assert!(r.detail.contains(name), "{r}");
+    }
+    // An unknown key under the right prefix is refused with its name too.
+    let r = refused(&annotated(
+        docker_json(),
+        &[("moat.dev/Resources.pids_limit", "1")],
+    ));
+    assert!(r.detail.contains("moat.dev/Resources.pids_limit"), "{r}");
+    // Other prefixes stay ignored.
+    ok(&annotated(
+        docker_json(),
+        &[("moat.devx/a", "1"), ("m", "1")],
+    ));
+}

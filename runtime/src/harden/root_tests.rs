@@ -1,0 +1,57 @@
+//! Unit tests of [`super`] (root.path).
+
+use crate::harden::fixtures::*;
+
+fn with_root(path: &str) -> Spec {
+    docker_with(|v| v["root"]["path"] = json!(path))
+}
+
+#[test]
+fn sensitive_root_paths_are_refused() {
+    for path in [
+        "/",
+        "/etc",
+        "/var",
+        "/var/lib",
+        "/run",
+        "/proc/1/root",
+        "/usr/lib",
+        "/etc/../",
+    ] {
+        let r = refused(&with_root(path));
+        assert_refusal(&r, "sensitive-host-mount", MOUNT_KEY);
+        assert!(r.detail.contains("root.path"), "{r}");
+    }
+}
+
+#[test]
+fn root_path_is_judged_by_its_real_path() {
+    // A harmless-looking path whose fd says it is /.
+    let f = HostFacts {
+        rootfs_real: Some(PathBuf::from("/")),
+        ..facts()
+    };
+    let r = refused_with(&with_root("rootfs"), &Policy::default(), &f);
+    assert_refusal(&r, "sensitive-host-mount", MOUNT_KEY);
+    // Engines' rootfs directories are fine.
+    for real in [
+        "/var/lib/docker/overlay2/abc/merged",
+        "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
+        "/tmp/bundle/rootfs",
+    ] {
+        let f = HostFacts {
+            rootfs_real: Some(PathBuf::from(real)),
+            ..facts()
+        };
+        ok_with(&with_root("rootfs"), &Policy::default(), &f);
+    }
+    // Unknown real path: only the written path is judged.
+    ok(&with_root("rootfs"));
+}
+
+#[test]
+fn root_path_allowed_by_the_operator() {
+    let mut p = Policy::default();
+    p.refusals.allow_host_mounts = vec!["/srv".into()];
+    ok_with(&with_root("/srv"), &p, &facts());
+}
