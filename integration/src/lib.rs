@@ -906,10 +906,12 @@ impl LeakCheck {
         }
 
         // Id pool.
-        let tag = format!("{}\t{}\n", root.display(), id);
+        // A slot's first line names its owner (state root, tab, id); a
+        // second line may record the container's cgroup.
+        let tag = format!("{}\t{}", root.display(), id);
         let now = pool_entries(&self.pool_dir);
         for (slot, content) in &now {
-            if *content == tag {
+            if content.lines().next() == Some(tag.as_str()) {
                 leaks.push(format!(
                     "id-pool entry {} still owned by this container",
                     self.pool_dir.join(slot).display()

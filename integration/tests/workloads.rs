@@ -982,111 +982,77 @@ impl Drop for TestDir {
     }
 }
 
-/// Who owns what a container writes through a bind mount, by design
-/// (docs/threat-model.md T19): a source host users cannot reach (under a
-/// root-only directory) is idmapped, so container root's file is uid 0 on
-/// disk; a source host users can reach stays unshifted, so the file
-/// belongs to the container's unprivileged host range; a filesystem that
-/// refuses idmapping (overlayfs) falls back to unshifted with a report line.
+/// Ownership of bind sources (T19): only engine-provisioned volume storage
+/// (`volumes.idmap_under`: a docker named volume here) is idmapped, so
+/// container root's file there is uid 0 on disk; any other source, a
+/// root-only host directory included, stays unshifted: the file belongs to
+/// the container's unprivileged host range, and host root's own files
+/// there cannot be written by container root.
 #[test]
-fn bind_mount_owners_follow_host_reachability() {
-    let Some(ctx) = Ctx::new("bind_mount_owners_follow_host_reachability", &[]) else {
+fn bind_mount_owners_follow_volume_storage() {
+    let Some(ctx) = Ctx::new("bind_mount_owners_follow_volume_storage", &[]) else {
         return;
     };
-    let base = PathBuf::from(format!("/run/moat-wl-test-{}", std::process::id()));
+    let base = PathBuf::from(format!("/var/tmp/moat-wl-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dir = TestDir(base.clone());
     let shielded = base.join("shielded");
-    let open = base.join("open");
-    for d in [&shielded, &open] {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&shielded, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    // Inside the root-only directory: a tmpfs (idmappable) and an overlay
-    // (overlayfs refuses idmapping).
-    let tmpfs = shielded.join("tmpfs");
-    let ovl = shielded.join("overlay");
-    for d in ["tmpfs", "overlay", "lower", "upper", "work"] {
-        std::fs::create_dir_all(shielded.join(d)).expect("mkdir");
-    }
-    run_cmd(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "mode=0777,size=1m",
-            "moat-wl",
-            &tmpfs.display().to_string(),
-        ],
-        CMD_TIMEOUT,
-    )
-    .expect_ok();
-    let ovl_opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        shielded.join("lower").display(),
-        shielded.join("upper").display(),
-        shielded.join("work").display()
-    );
-    run_cmd(
-        "mount",
-        &[
-            "-t",
-            "overlay",
-            "-o",
-            &ovl_opts,
-            "moat-wl",
-            &ovl.display().to_string(),
-        ],
-        CMD_TIMEOUT,
-    )
-    .expect_ok();
-    std::fs::set_permissions(&ovl, std::fs::Permissions::from_mode(0o777)).expect("chmod overlay");
+    std::fs::create_dir_all(&shielded).expect("mkdir");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(&shielded, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let roots_file = shielded.join("roots");
+    std::fs::write(&roots_file, "host root's\n").expect("write");
+    std::fs::set_permissions(&roots_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let volume = format!("moat-wl-owners-{}", std::process::id());
+    docker(&["volume", "create", &volume]).expect_ok();
+    let mountpoint = docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", &volume])
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
 
     let c = ctx.container("c");
     let binds = [
-        format!("{}:/shielded", tmpfs.display()),
-        format!("{}:/open", open.display()),
-        format!("{}:/overlay", ovl.display()),
+        format!("{volume}:/vol"),
+        format!("{}:/shielded", shielded.display()),
     ];
     c.start(
-        &["-v", &binds[0], "-v", &binds[1], "-v", &binds[2]],
+        &["-v", &binds[0], "-v", &binds[1]],
         CONTROL_IMAGE,
         &[
             "sh",
             "-c",
-            "touch /shielded/f /open/f /overlay/f && sleep 60",
+            "touch /vol/f /shielded/f; echo evil >> /shielded/roots; sleep 60",
         ],
     );
+    let vol_file = PathBuf::from(&mountpoint).join("f");
     c.wait_for("writing its files", Duration::from_secs(10), |_| {
-        [&tmpfs, &open, &ovl].iter().all(|d| d.join("f").exists())
+        vol_file.exists() && shielded.join("f").exists()
     });
     let map = c
         .exec(&[], &["cat", "/proc/self/uid_map"])
         .expect_ok()
         .stdout;
     let host_root = assert_moat_uid_map(&map, "container");
-    let owner = |d: &Path| {
-        std::fs::metadata(d.join("f"))
+    let owner = |f: &Path| {
+        std::fs::metadata(f)
             .map(|m| u64::from(m.uid()))
             .expect("stat")
     };
     assert_eq!(
-        owner(&tmpfs),
+        owner(&vol_file),
         0,
-        "idmapped: container root's file is uid 0 on disk"
+        "volume storage is idmapped: container root's file is uid 0 on disk"
     );
     assert_eq!(
-        owner(&open),
+        owner(&shielded.join("f")),
         host_root,
-        "reachable by host users: unshifted, the container's host uid"
+        "not volume storage: unshifted, the container's host uid"
     );
     assert_eq!(
-        owner(&ovl),
-        host_root,
-        "overlayfs cannot be idmapped: unshifted"
+        std::fs::read_to_string(&roots_file).expect("read"),
+        "host root's\n",
+        "container root wrote host root's 0600 file"
     );
 
     let id = c.inspect("{{.Id}}").expect("id");
@@ -1098,19 +1064,12 @@ fn bind_mount_owners_follow_host_reachability() {
     .expect_ok()
     .stdout;
     assert!(
-        report.contains("idmapped with the container's mapping") && report.contains("/shielded"),
-        "{report}"
-    );
-    assert!(
-        report.contains("bind mount /open not idmapped")
-            && report.contains("reachable by host users"),
-        "{report}"
-    );
-    assert!(
-        report.contains("bind mount /overlay not idmapped") && report.contains("refuses idmapping"),
+        report.contains("bind mount /shielded not idmapped")
+            && report.contains("not engine-provisioned volume storage"),
         "{report}"
     );
     drop(c);
+    let _ = docker(&["volume", "rm", "-f", &volume]);
     drop(dir);
     ctx.assert_no_leftovers();
 }
