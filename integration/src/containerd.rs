@@ -379,8 +379,31 @@ impl Containerd {
             .append(true)
             .open(&self.layout.log)
             .unwrap();
+        // The CRI plugin pins pod network namespaces under the test's own
+        // state dir (netns_mounts_under_state_dir), which moat joins only
+        // when the policy lists it (namespaces.joinable_netns, T10): the
+        // policy reaches moat through containerd's and the shims'
+        // environment, as an operator's MOAT_POLICY would.
+        let mut joinable: Vec<String> = moat::policy::DEFAULT_JOINABLE_NETNS
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect();
+        joinable.push(format!(
+            "{:?}",
+            format!(
+                "{}/state/io.containerd.grpc.v1.cri/netns/cni-*",
+                self.layout.dir.display()
+            )
+        ));
+        let policy = self.layout.dir.join("moat-policy.toml");
+        fs::write(
+            &policy,
+            format!("[namespaces]\njoinable_netns = [{}]\n", joinable.join(", ")),
+        )
+        .expect("cannot write the test's moat policy");
         let child = Command::new("containerd")
             .env("PATH", &self.path)
+            .env("MOAT_POLICY", &policy)
             .arg("--config")
             .arg(&self.layout.config)
             .stdin(Stdio::null())

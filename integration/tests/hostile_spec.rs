@@ -49,13 +49,26 @@ fn second_proc_mount_is_refused() {
     assert_rule(&env, &b, "kernel-filesystem", "/mnt/sys");
 }
 
+/// `root.path` is pinned by fd before anything else (T29): `/` itself is
+/// refused there; a sensitive tree or an ancestor of one by the hardening.
 #[test]
 fn root_path_slash_is_refused() {
     let env = Env::new();
     let mut b = env.bundle(&["true"]);
     b.config["root"]["path"] = json!("/");
     b.write();
-    assert_rule(&env, &b, "sensitive-host-mount", "root.path /");
+    assert_rule(&env, &b, "host-path", "rootfs / is /");
+    for sensitive in ["/etc", "/var/lib", "/run/containerd"] {
+        let mut b = env.bundle(&["true"]);
+        b.config["root"]["path"] = json!(sensitive);
+        b.write();
+        assert_rule(
+            &env,
+            &b,
+            "sensitive-host-mount",
+            &format!("root.path {sensitive}"),
+        );
+    }
 }
 
 #[test]
@@ -66,7 +79,8 @@ fn root_path_symlink_to_slash_is_refused() {
     make_symlink("/", &link);
     b.config["root"]["path"] = json!("hostroot");
     b.write();
-    assert_rule(&env, &b, "sensitive-host-mount", "root.path hostroot");
+    // Relative paths are resolved beneath the bundle: a link out is refused.
+    assert_rule(&env, &b, "host-path", "resolves outside it");
 }
 
 #[test]

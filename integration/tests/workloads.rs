@@ -1122,7 +1122,7 @@ fn python_app_through_containerd() {
         listed.stdout.lines().any(|l| l == image),
         "{image} is not in containerd namespace {CTR_NAMESPACE}: run `MOAT_IMAGES_CONTAINERD=1 bash hack/images`"
     );
-    let base = PathBuf::from(format!("/run/moat-wl-ctr-{}", std::process::id()));
+    let base = PathBuf::from(format!("/var/tmp/moat-wl-ctr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dir = TestDir(base.clone());
     let app = base.join("app");
@@ -1131,6 +1131,9 @@ fn python_app_through_containerd() {
     std::fs::create_dir_all(&vol).expect("mkdir");
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Not volume storage: mounted unshifted, so container root needs the
+    // host's permission to write there.
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     std::fs::write(app.join("app.py"), PYTHON_APP).expect("write app.py");
     let name = ctx.name("ctr");
     let guard = CtrContainer(name.clone());
@@ -1146,6 +1149,10 @@ fn python_app_through_containerd() {
             "io.containerd.runc.v2",
             "--runc-binary",
             &moat_bin(),
+            // ctr names the cgroup /<namespace>/<id>, which is no allowed
+            // parent (cgroups.parents, T22): put it under moat's own.
+            "--cgroup",
+            &format!("/moat/{name}"),
             "--mount",
             &format!("type=bind,src={},dst=/app,options=rbind:ro", app.display()),
             "--mount",
@@ -1185,9 +1192,15 @@ fn python_app_through_containerd() {
     ] {
         assert_eq!(r[key], want, "{key}: {r}");
     }
-    // The bind source is under a root-only directory: idmapped.
+    // A host directory, not engine volume storage (T19): unshifted, so the
+    // file belongs to container uid 1000's host id in the container's range.
     let mine = std::fs::metadata(vol.join("owned-by-1000")).expect("file on the host");
-    assert_eq!(mine.uid(), 1000, "on-disk owner");
+    let ns = moat::policy::Policy::embedded().user_namespace;
+    assert!(
+        mine.uid() >= ns.host_id_base && (mine.uid() - ns.host_id_base) % ns.range_size == 1000,
+        "on-disk owner {} is not container uid 1000 of a moat range",
+        mine.uid()
+    );
     drop(guard);
     drop(dir);
     let traces = moat_traces(&name);

@@ -76,7 +76,30 @@ pub fn occupant(spec: &Spec) -> Option<String> {
             if let Some(found) = first_process(&mount.join(&rel)) {
                 return Some(found);
             }
+            if let Some(found) = process_in_ancestor(mount, &rel) {
+                return Some(found);
+            }
         }
+    }
+    None
+}
+
+/// Where a process lives in a cgroup strictly between the hierarchy's root
+/// and `rel`: a container's cgroup nested below another workload's would
+/// count against that workload's limits, and deleting that workload would
+/// kill the nested container (its cgroup is swept recursively). The
+/// hierarchy's root itself holds the host's processes and is not a
+/// workload's.
+fn process_in_ancestor(mount: &Path, rel: &Path) -> Option<String> {
+    let mut ancestor = rel.parent();
+    while let Some(a) = ancestor.filter(|a| !a.as_os_str().is_empty()) {
+        let dir = mount.join(a);
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            if let Some(pid) = procs.lines().find(|l| !l.trim().is_empty()) {
+                return Some(format!("pid {} in {}, above it", pid.trim(), dir.display()));
+            }
+        }
+        ancestor = a.parent();
     }
     None
 }

@@ -95,6 +95,8 @@ pub fn from_pinned(
         image_passwd: read_image_passwd(rootfs),
         host_namespace_paths: pinned.host_namespace_types(),
         resolved_sources: pinned.resolved_sources(),
+        source_aliases: pinned.source_aliases(),
+        container_id: None,
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: Some(rootfs.to_path_buf()),

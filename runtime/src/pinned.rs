@@ -60,6 +60,12 @@ pub struct PinnedPath {
     fd: OwnedFd,
     /// Where the fd really is, from `/proc/self/fd/N` at open time.
     pub real: PathBuf,
+    /// Every other host path of the same file: the fd's mount may be a bind
+    /// of another directory (a docker volume with `o=bind,device=/etc`
+    /// shows `/etc` at `/var/lib/docker/volumes/v/_data`), or the same
+    /// filesystem may be mounted elsewhere too (a disk mounted at a volume
+    /// path that is also the host's `/`). See [`mount_aliases`].
+    pub aliases: Vec<PathBuf>,
     pub is_dir: bool,
 }
 
@@ -102,6 +108,14 @@ impl PinnedPaths {
         self.sources
             .iter()
             .map(|(k, v)| (k.clone(), v.real.clone()))
+            .collect()
+    }
+
+    /// The other host paths of every pinned source ([`PinnedPath::aliases`]).
+    pub fn source_aliases(&self) -> HashMap<PathBuf, Vec<PathBuf>> {
+        self.sources
+            .iter()
+            .map(|(k, v)| (k.clone(), v.aliases.clone()))
             .collect()
     }
 
@@ -217,7 +231,87 @@ pub fn pin_path(
             None,
         )));
     }
-    Ok(PinnedPath { fd, real, is_dir })
+    let aliases = mount_aliases(&fd, &real).map_err(open_err)?;
+    Ok(PinnedPath {
+        fd,
+        real,
+        aliases,
+        is_dir,
+    })
+}
+
+/// One line of `/proc/self/mountinfo`: mount id, device, the path inside
+/// the filesystem that is the mount's root, and the mount point.
+struct MountEntry {
+    id: u64,
+    dev: String,
+    root: PathBuf,
+    mount_point: PathBuf,
+}
+
+fn mount_entries(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let id = f.next()?.parse().ok()?;
+            let _parent = f.next()?;
+            let dev = f.next()?.to_string();
+            let root = PathBuf::from(crate::rootfs::unescape_mountinfo(f.next()?));
+            let mount_point = PathBuf::from(crate::rootfs::unescape_mountinfo(f.next()?));
+            Some(MountEntry {
+                id,
+                dev,
+                root,
+                mount_point,
+            })
+        })
+        .collect()
+}
+
+/// The mount id of an open fd (`mnt_id:` of `/proc/self/fdinfo/N`).
+fn fd_mount_id(fd: &OwnedFd) -> std::io::Result<u64> {
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no mnt_id in fdinfo"))
+}
+
+/// Every host path, besides `real`, where the file the fd names is
+/// visible through a mount of the same filesystem: the path inside the
+/// filesystem (the fd's mount root plus the rest of `real`) placed under
+/// each mount of that device whose root contains it. A sensitive alias
+/// makes the source sensitive, and only a source whose every alias is
+/// volume storage is idmapped (T11, T19, T29): what is judged is the file,
+/// not the name of the place it is mounted at.
+pub fn mount_aliases(fd: &OwnedFd, real: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let id = fd_mount_id(fd)?;
+    let text = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(aliases_in(&mount_entries(&text), id, real))
+}
+
+fn aliases_in(entries: &[MountEntry], id: u64, real: &Path) -> Vec<PathBuf> {
+    let Some(own) = entries.iter().find(|e| e.id == id) else {
+        return Vec::new();
+    };
+    let Ok(rest) = real.strip_prefix(&own.mount_point) else {
+        return Vec::new();
+    };
+    let inside = own.root.join(rest);
+    let mut out: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.dev == own.dev)
+        .filter_map(|e| {
+            let below = inside.strip_prefix(&e.root).ok()?;
+            Some(e.mount_point.join(below))
+        })
+        // moat's own staging mounts of the same source (another container
+        // sharing a volume) are copies moat made, not where the file is.
+        .filter(|p| p != real && !p.starts_with(crate::rootfs::MOUNT_BASE))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Is `real` inside moat's own state or staging trees, where other
@@ -574,6 +668,41 @@ pub fn pin(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bind_mount_is_judged_by_the_directory_it_shows() {
+        let text = "\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+40 22 0:50 / /var/lib/docker/volumes/tmp/_data rw - tmpfs tmpfs rw
+41 22 254:1 /etc /var/lib/docker/volumes/v/_data rw - ext4 /dev/vda1 rw
+42 22 254:1 / /var/lib/docker/volumes/disk/_data rw - ext4 /dev/vda1 rw
+43 22 254:1 /var/lib/docker/volumes/ok/_data /run/moat-rootfs/ab/rootfs.mounts/0 rw - ext4 /dev/vda1 rw
+";
+        let e = super::mount_entries(text);
+        let p = |s: &str| std::path::PathBuf::from(s);
+        // A volume that is a bind of /etc: its files are /etc's.
+        assert_eq!(
+            super::aliases_in(&e, 41, &p("/var/lib/docker/volumes/v/_data/sub")),
+            [
+                p("/etc/sub"),
+                p("/var/lib/docker/volumes/disk/_data/etc/sub")
+            ]
+        );
+        // The host's disk mounted again at a volume path is the host's /.
+        assert!(
+            super::aliases_in(&e, 42, &p("/var/lib/docker/volumes/disk/_data")).contains(&p("/"))
+        );
+        // A plain volume directory on the root filesystem has no other name
+        // but moat's own staging copies, which do not count.
+        assert_eq!(
+            super::aliases_in(&e, 22, &p("/var/lib/docker/volumes/ok/_data")),
+            [p(
+                "/var/lib/docker/volumes/disk/_data/var/lib/docker/volumes/ok/_data"
+            )]
+        );
+        // A tmpfs volume is only itself.
+        assert!(super::aliases_in(&e, 40, &p("/var/lib/docker/volumes/tmp/_data")).is_empty());
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 

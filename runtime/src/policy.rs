@@ -143,7 +143,7 @@ pub struct VolumePolicy {
 
 /// Engine-provisioned volume storage and per-container files.
 pub const DEFAULT_IDMAP_UNDER: &[&str] = &[
-    "/var/lib/docker/volumes/*",
+    "/var/lib/docker/volumes/*/_data",
     "/var/lib/docker/containers/*/hosts",
     "/var/lib/docker/containers/*/hostname",
     "/var/lib/docker/containers/*/resolv.conf",

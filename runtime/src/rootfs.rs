@@ -338,7 +338,7 @@ pub struct MountInfo {
     pub super_options: String,
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     // mountinfo escapes space, tab, newline and backslash as \ooo.
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -185,14 +185,19 @@ pub fn stage_bind_mounts(
         // moat's own read-only mounts (the sysfs of a joined network
         // namespace) are the only sources not pinned: moat made them.
         let internal = source.starts_with(crate::rootfs::MOUNT_BASE);
-        let (handle, real, is_dir) = if internal {
-            (source.clone(), source.clone(), source.is_dir())
+        let (handle, real, aliases, is_dir) = if internal {
+            (source.clone(), source.clone(), Vec::new(), source.is_dir())
         } else {
             let p = pinned
                 .source(&source)
                 .ok_or_else(|| err("the source was not opened and checked in precheck".into()))?;
-            (p.handle(), p.real.clone(), p.is_dir)
+            (p.handle(), p.real.clone(), p.aliases.clone(), p.is_dir)
         };
+        // Volume storage only if every place the file is mounted is: a
+        // volume that binds a host directory is that directory (T19).
+        let not_storage = std::iter::once(&real)
+            .chain(&aliases)
+            .find(|p| !volumes.is_volume_storage(p));
         let target = dir.join(i.to_string());
         if is_dir {
             mkdir_private(&target).map_err(|e| err(e.to_string()))?;
@@ -213,10 +218,10 @@ pub fn stage_bind_mounts(
             None => StagedAs::Unshifted {
                 why: "no id range".into(),
             },
-            Some(_) if !volumes.is_volume_storage(&real) => StagedAs::Unshifted {
+            Some(_) if not_storage.is_some() => StagedAs::Unshifted {
                 why: format!(
                     "{} is not engine-provisioned volume storage (policy volumes.idmap_under)",
-                    real.display()
+                    not_storage.unwrap_or(&real).display()
                 ),
             },
             Some(range) => try_idmapped(&handle, &real, &target, range, recursive, &mut userns)
@@ -543,7 +548,7 @@ mod tests {
         let v = VolumePolicy::default();
         for yes in [
             "/var/lib/docker/volumes/pgdata/_data",
-            "/var/lib/docker/volumes/pgdata",
+            "/var/lib/docker/volumes/pgdata/_data/sub",
             "/var/lib/docker/containers/abc/hosts",
             "/var/lib/docker/containers/abc/resolv.conf",
             "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache",
@@ -555,6 +560,11 @@ mod tests {
             "/root/x/.ssh",
             "/var/lib/docker",
             "/var/lib/docker/volumes",
+            // docker's volume database and a volume's own opts.json (its
+            // mount options, which dockerd re-reads at start).
+            "/var/lib/docker/volumes/metadata.db",
+            "/var/lib/docker/volumes/pgdata",
+            "/var/lib/docker/volumes/pgdata/opts.json",
             "/var/lib/docker/containers/abc",
             "/var/lib/docker/containers/abc/config.v2.json",
             "/var/lib/kubelet/pods/uid",

@@ -202,7 +202,8 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         engine_netns: moat::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
     })
     .map_err(pin_error)?;
-    let facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
+    let mut facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
+    facts.container_id = Some(opts.id.to_string());
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
     Ok(Prechecked {

@@ -130,7 +130,14 @@ pub fn unclassified(value: &Value) -> Vec<String> {
 /// Refuses a spec that sets a field of class [`FieldClass::Refused`], or one
 /// the table does not know (closed by default).
 pub fn refuse_unsupported_fields(spec: &Spec) -> Result<(), Refusal> {
-    let value = serde_json::to_value(spec).unwrap_or(Value::Null);
+    // Closed on failure: a spec moat cannot walk is not run.
+    let value = serde_json::to_value(spec).map_err(|e| {
+        Refusal::new(
+            RefusalRule::UnsupportedField,
+            format!("the spec cannot be examined field by field: {e}"),
+            None,
+        )
+    })?;
     let mut paths = Vec::new();
     collect(&value, "", &mut paths);
     for path in paths {

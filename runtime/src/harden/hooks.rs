@@ -92,6 +92,48 @@ fn arg0(hook: &Hook) -> String {
         .unwrap_or_else(|| hook.path().display().to_string())
 }
 
+/// dockerd run as `libnetwork-setkey` acts, as host root, on the
+/// container its arguments name: docker sends exactly
+/// `libnetwork-setkey -exec-root=<docker's exec root> <container id>
+/// <12-hex controller id>`. Anything else (another container's id, an
+/// exec root that points dockerd at a socket the tenant chose) is refused:
+/// the executable being allowed does not make every argument list safe.
+/// `container_id` is unknown (`None`) only in `explain`.
+pub fn check_setkey_arguments(spec: &Spec, container_id: Option<&str>) -> Result<(), Refusal> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(());
+    };
+    for kind in HOOK_KINDS {
+        for (i, hook) in hooks_of(hooks, kind).into_iter().flatten().enumerate() {
+            if arg0(hook) != crate::policy::DOCKERD_HOOK_ARG0 {
+                continue;
+            }
+            let args = hook.args().clone().unwrap_or_default();
+            let exec_root_ok = args.get(1).is_some_and(|a| {
+                matches!(
+                    a.as_str(),
+                    "-exec-root=/var/run/docker" | "-exec-root=/run/docker"
+                )
+            });
+            let id_ok = args
+                .get(2)
+                .is_some_and(|a| container_id.is_none_or(|id| a == id));
+            let controller_ok = args
+                .get(3)
+                .is_some_and(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_hexdigit()));
+            if args.len() != 4 || !exec_root_ok || !id_ok || !controller_ok {
+                return Err(refuse(format!(
+                    "hooks.{kind}[{i}] ({}): {} must be exactly [{}, -exec-root=/var/run/docker, <this container's id>, <12-hex controller id>], not {args:?}",
+                    hook.path().display(),
+                    crate::policy::DOCKERD_HOOK_ARG0,
+                    crate::policy::DOCKERD_HOOK_ARG0,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses every hook the policy does not allow. `resolved` maps each hook
 /// path to the real executable it named when moat looked (`None`: it could
 /// not be resolved), gathered by `moat::hook_exe`.
@@ -260,6 +302,66 @@ pub fn check_process_keys(raw: &serde_json::Value) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod setkey_tests {
+    use super::*;
+    use oci_spec::runtime::{Hook, Hooks};
+
+    fn with_args(args: &[&str]) -> Spec {
+        let mut h = Hook::default();
+        h.set_path(PathBuf::from("/proc/1/exe"));
+        h.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+        let mut hooks = Hooks::default();
+        hooks.set_prestart(Some(vec![h]));
+        let mut spec = Spec::default();
+        spec.set_hooks(Some(hooks));
+        spec
+    }
+
+    #[test]
+    fn setkey_hook_must_name_this_container() {
+        let ok = [
+            "libnetwork-setkey",
+            "-exec-root=/var/run/docker",
+            "abc",
+            "0123456789ab",
+        ];
+        check_setkey_arguments(&with_args(&ok), Some("abc")).unwrap();
+        check_setkey_arguments(&with_args(&ok), None).unwrap();
+        for bad in [
+            vec![
+                "libnetwork-setkey",
+                "-exec-root=/var/run/docker",
+                "victim",
+                "0123456789ab",
+            ],
+            vec![
+                "libnetwork-setkey",
+                "-exec-root=/tmp/x",
+                "abc",
+                "0123456789ab",
+            ],
+            vec![
+                "libnetwork-setkey",
+                "-exec-root=/var/run/docker",
+                "abc",
+                "xyz",
+            ],
+            vec![
+                "libnetwork-setkey",
+                "-exec-root=/var/run/docker",
+                "abc",
+                "0123456789ab",
+                "more",
+            ],
+            vec!["libnetwork-setkey"],
+        ] {
+            let err = check_setkey_arguments(&with_args(&bad), Some("abc")).unwrap_err();
+            assert_eq!(err.rule.name(), "hooks", "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]

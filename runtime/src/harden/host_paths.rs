@@ -137,7 +137,14 @@ pub(super) fn refuse_sensitive_mounts(
             // judged: an allowance for /srv/ok does not extend to wherever a
             // symlink there points. An operator allowing the docker socket
             // lists both /var/run/docker.sock and /run/docker.sock.
-            for candidate in [&lexical, &resolved] {
+            // Where the file is mounted too (a docker volume that binds
+            // /etc) is judged the same way (T29).
+            let aliases = facts
+                .source_aliases
+                .get(source)
+                .cloned()
+                .unwrap_or_default();
+            for candidate in [lexical.clone(), resolved].iter().chain(&aliases) {
                 if allowed_entries.contains(candidate) {
                     continue;
                 }

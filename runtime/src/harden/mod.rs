@@ -62,6 +62,13 @@ pub struct HostFacts {
     pub host_namespace_paths: Vec<LinuxNamespaceType>,
     /// Bind-mount sources resolved through symlinks (source → real path).
     pub resolved_sources: HashMap<PathBuf, PathBuf>,
+    /// The other host paths where each bind source's file is mounted too
+    /// (source → aliases; see `moat::pinned::mount_aliases`): judged like
+    /// the source itself.
+    pub source_aliases: HashMap<PathBuf, Vec<PathBuf>>,
+    /// The id of the container being created (`None` in `explain`): an
+    /// engine's hook must name this container and no other.
+    pub container_id: Option<String>,
     /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
     /// none or it is not a plain file), for HOME.
     pub image_passwd: Option<String>,
@@ -115,6 +122,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     root::refuse_sensitive_root(spec, &policy, facts)?;
     devices::refuse_devices(spec, &policy)?;
     hooks::check_hooks(spec, &policy.hooks, &facts.hook_executables)?;
+    hooks::check_setkey_arguments(spec, facts.container_id.as_deref())?;
     cgroups_path::check_cgroups_path(spec, &policy.cgroups, facts.cgroup_occupant.as_deref())?;
     mounts::refuse_misplaced_kernel_filesystems(spec)?;
     seccomp::refuse_seccomp_listener(spec, &policy)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
-use super::{normalize, HostFacts, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES};
+use super::{normalize, HostFacts, ENGINE_STATE_TREES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES};
 use crate::policy::Policy;
 use crate::refusal::{Refusal, RefusalRule};
 
@@ -28,10 +28,48 @@ fn rootfs_reason(path: &Path) -> Option<String> {
             ));
         }
     }
-    SENSITIVE_HOST_TREES
-        .iter()
-        .find(|t| path.starts_with(t))
-        .map(|t| format!("{} is inside the host's {t}", path.display()))
+    if let Some(t) = SENSITIVE_HOST_TREES.iter().find(|t| path.starts_with(t)) {
+        return Some(format!("{} is inside the host's {t}", path.display()));
+    }
+    // Inside an engine's state tree only the rootfs an engine assembles for
+    // a container: the rest there holds the engines' sockets (/run/docker,
+    // /run/containerd/s), other containers' configs and shared image layers,
+    // which an idmapped rootfs would hand to container root.
+    let tree = ENGINE_STATE_TREES.iter().find(|t| path.starts_with(t))?;
+    if ENGINE_ROOTFS.iter().any(|p| matches_exactly(p, path)) {
+        return None;
+    }
+    Some(format!(
+        "{} is inside the engine state tree {tree} but not a container rootfs an engine assembles there ({})",
+        path.display(),
+        ENGINE_ROOTFS.join(", ")
+    ))
+}
+
+/// Where engines assemble a container's rootfs inside their state trees:
+/// docker's overlay2 mount, and containerd's task bundles (its CRI, `ctr`,
+/// and docker through containerd).
+pub const ENGINE_ROOTFS: &[&str] = &[
+    "/var/lib/docker/overlay2/*/merged",
+    "/run/containerd/io.containerd.runtime.v2.task/*/*/rootfs",
+    "/run/containerd/io.containerd.runtime.v1.linux/*/*/rootfs",
+];
+
+/// `path` has exactly the components of `pattern` (`*` within one).
+fn matches_exactly(pattern: &str, path: &Path) -> bool {
+    let want: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let have: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    want.len() == have.len()
+        && want
+            .iter()
+            .zip(&have)
+            .all(|(w, h)| crate::pinned::glob_match(w, h))
 }
 
 /// Refuses a sensitive `root.path`, judged both as the spec writes it

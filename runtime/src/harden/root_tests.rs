@@ -55,3 +55,27 @@ fn root_path_allowed_by_the_operator() {
     p.refusals.allow_host_mounts = vec!["/srv".into()];
     ok_with(&with_root("/srv"), &p, &facts());
 }
+
+#[test]
+fn inside_an_engine_tree_only_an_engine_assembled_rootfs_is_allowed() {
+    for ok in [
+        "/var/lib/docker/overlay2/0a1b/merged",
+        "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
+    ] {
+        harden(&with_root(ok), &Policy::embedded(), &HostFacts::default())
+            .unwrap_or_else(|r| panic!("{ok}: {r}"));
+    }
+    for bad in [
+        "/run/docker",
+        "/run/docker/libnetwork",
+        "/var/lib/docker/containers/abc",
+        "/var/lib/docker/overlay2/0a1b/diff",
+        "/var/lib/docker/overlay2/0a1b/merged/etc",
+        "/run/containerd/s",
+        "/var/lib/kubelet/pods/x/volumes",
+    ] {
+        let r = refused(&with_root(bad));
+        assert_refusal(&r, "sensitive-host-mount", MOUNT_KEY);
+        assert!(r.detail.contains("engine state tree"), "{bad}: {r}");
+    }
+}
