@@ -290,8 +290,12 @@ fn cgroups_path_of_a_live_workload_or_outside_the_parents_is_refused() {
     let env = Env::new();
     let live_rel = format!("/moat/it-live-{}", std::process::id());
     let mut live = LiveCgroup::new(&live_rel);
+    // Below the live workload's cgroup: its limits would count the
+    // container, and deleting it would kill the container.
+    let nested = format!("{live_rel}/nested");
     for (path, phrase) in [
         (live_rel.as_str(), "already holds a process"),
+        (nested.as_str(), "above it"),
         ("/", "component"),
         ("../x", "neither an absolute"),
         ("/moat", "not below any of the allowed parents"),

@@ -515,3 +515,62 @@ fn staging_is_private() {
     drop(g);
     leak.verify();
 }
+
+/// Unmounts a test's mount on drop (lazily, so a failed test still cleans).
+struct TestMount(PathBuf);
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A volume directory that is really a bind of host /etc (what docker's
+/// local driver makes of `volume-opt=type=none,o=bind,device=/etc`) is
+/// judged as /etc, not by the volume path it is mounted at: refused, never
+/// idmapped into container root's hands (T11, T19, T29).
+#[test]
+fn a_volume_that_binds_a_host_directory_is_judged_as_that_directory() {
+    let env = Env::new();
+    let vols = env.tmp.path().join("vols");
+    let data = vols.join("w/_data");
+    fs::create_dir_all(&data).expect("mkdir");
+    nix::mount::mount(
+        Some("/etc"),
+        &data,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind /etc onto the volume directory");
+    let _m = TestMount(data.clone());
+    let policy = env.tmp.path().join("volumes-policy.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[volumes]\nidmap_under = [{:?}]\n",
+            format!("{}/*/_data", vols.display())
+        ),
+    )
+    .expect("policy");
+    let mut b = env.bundle(&["cat", "/x/shadow"]);
+    b.add_mount(bind(data.to_str().expect("utf-8"), "/x", true));
+    b.write();
+    let id = env.id("alias");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&[
+            "--policy",
+            policy.to_str().expect("utf-8"),
+            "run",
+            "--bundle",
+            b.path(),
+            &id,
+        ])
+        .assert_fails_with("refused by moat rule sensitive-host-mount")
+        .assert_fails_with("/etc");
+        leak.verify();
+    }
+    leak.verify();
+}
