@@ -50,7 +50,7 @@ pub const FIELDS: &[(&str, FieldClass)] = &[
     ("process.rlimits", Passed("limits only lower what the container may use; RLIMIT raises need CAP_SYS_RESOURCE in the host's namespace")),
     ("process.noNewPrivileges", Hardened("no-new-privileges")),
     ("process.apparmorProfile", Passed("only confines more")),
-    ("process.oomScoreAdj", Passed("makes the container, not others, likelier to be killed (engines send it)")),
+    ("process.oomScoreAdj", Passed("a higher value only makes the container likelier to be OOM-killed; a lower one needs CAP_SYS_RESOURCE in the host's user namespace, so the write fails and create fails (engines send it)")),
     ("process.selinuxLabel", Passed("only confines more")),
     ("process.ioPriority", Passed("the container's own io priority")),
     ("process.scheduler", Passed("real-time policies need CAP_SYS_NICE, which is never granted")),
