@@ -121,6 +121,12 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Where the tests lay out pod volumes as kubelet does
+    /// (`<pods>/<uid>/volumes/<plugin>/<name>`).
+    pub fn pods_dir(&self) -> PathBuf {
+        self.dir.join("pods")
+    }
+
     /// The bridge's (host side) address, which pods reach.
     pub fn gateway(&self) -> String {
         format!("{}.1", self.subnet_prefix)
@@ -395,10 +401,24 @@ impl Containerd {
                 self.layout.dir.display()
             )
         ));
+        // Its pod volumes are laid out as kubelet's are, under its own
+        // pods directory: volume storage (volumes.idmap_under, T19).
+        let mut storage: Vec<String> = moat::policy::DEFAULT_IDMAP_UNDER
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect();
+        storage.push(format!(
+            "{:?}",
+            format!("{}/*/volumes/*/*", self.layout.pods_dir().display())
+        ));
         let policy = self.layout.dir.join("moat-policy.toml");
         fs::write(
             &policy,
-            format!("[namespaces]\njoinable_netns = [{}]\n", joinable.join(", ")),
+            format!(
+                "[namespaces]\njoinable_netns = [{}]\n\n[volumes]\nidmap_under = [{}]\n",
+                joinable.join(", "),
+                storage.join(", ")
+            ),
         )
         .expect("cannot write the test's moat policy");
         let child = Command::new("containerd")

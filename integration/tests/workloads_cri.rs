@@ -7,9 +7,10 @@
 //! Each scenario runs once per handler: `moat` (moat behind containerd's
 //! runc shim, as `moat install containerd` configures it) and `moat-shim`
 //! (moat's own shim, io.containerd.moat.v2). Volumes are host directories
-//! in a directory closed to host users (root:root 0750), as kubelet's
-//! emptyDir directories under /var/lib/kubelet/pods are: moat idmaps
-//! them, so on-disk ids are the container's ids. A volume that must
+//! laid out as kubelet's emptyDir directories under /var/lib/kubelet/pods
+//! are, under a pods directory the test's moat policy lists as volume
+//! storage (`volumes.idmap_under`): moat idmaps them, so on-disk ids are
+//! the container's ids. A volume that must
 //! belong to the workload's user is chowned by a root init container, as
 //! Kubernetes users do (or kubelet does, with fsGroup). nginx's pod sets
 //! the sysctl net.ipv4.ip_unprivileged_port_start=0 to bind port 80 (see
@@ -113,15 +114,20 @@ impl Setup {
     }
 
     /// A volume: a new directory `name` on the node, mode 0777 like an
-    /// emptyDir, in a directory made like kubelet's pods directory
-    /// (/var/lib/kubelet/pods: root:root 0750, closed to host users, so
-    /// moat idmaps the volume).
+    /// emptyDir, laid out as kubelet lays out a pod's emptyDir
+    /// (`<pods>/<pod uid>/volumes/kubernetes.io~empty-dir/<name>`, pods
+    /// directory root:root 0750). The test's containerd gives moat a policy
+    /// listing that layout under `volumes.idmap_under` (as kubelet's
+    /// `/var/lib/kubelet/pods/*/volumes/*/*` is by default), so moat idmaps
+    /// the volume (T19).
     fn volume(&self, name: &str) -> PathBuf {
-        let pods = self.cd.layout.dir.join("volumes");
-        std::fs::create_dir_all(&pods).expect("create the volumes directory");
+        let pods = self.cd.layout.pods_dir();
+        std::fs::create_dir_all(&pods).expect("create the pods directory");
         std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o750))
-            .expect("chmod the volumes directory");
-        let dir = pods.join(name);
+            .expect("chmod the pods directory");
+        let parent = pods.join("pod-uid/volumes/kubernetes.io~empty-dir");
+        std::fs::create_dir_all(&parent).expect("create the pod's volumes directory");
+        let dir = parent.join(name);
         std::fs::create_dir(&dir).expect("create the volume directory");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .expect("chmod the volume directory");
