@@ -70,6 +70,25 @@ pub struct HooksPolicy {
     pub arg0: BTreeMap<String, Vec<String>>,
 }
 
+/// The capabilities docker grants a container by default (the request moat
+/// is measured and tested against; moat cuts it to `capabilities.allow`).
+pub const DOCKER_DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// dockerd's two usual homes (Debian's docker.io: /usr/sbin; Docker's own
 /// packages: /usr/bin), allowed by default so docker's network hook works.
 pub const DEFAULT_HOOK_EXECUTABLES: &[&str] = &["/usr/sbin/dockerd", "/usr/bin/dockerd"];

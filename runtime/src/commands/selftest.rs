@@ -109,22 +109,7 @@ const PROBE_ARGS: &[&str] = &["/moat-probe", "run", "--fork-cap", "5000"];
 
 /// docker's default capability set: the baseline asks for it, and moat is
 /// given the same request so the comparison is fair.
-const DOCKER_DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_DEFAULT_CAPS: &[&str] = moat::policy::DOCKER_DEFAULT_CAPABILITIES;
 
 fn parse_outcomes(stdout: &str) -> BTreeMap<String, (String, String, String)> {
     stdout

@@ -22,22 +22,7 @@ pub(crate) use crate::report::{Report, Rule};
 pub(crate) use crate::seccomp::{self, ALWAYS_DENIED, CLONE_NAMESPACE_FLAGS};
 
 /// The capabilities docker grants by default.
-pub(crate) const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub(crate) const DOCKER_CAPS: &[&str] = crate::policy::DOCKER_DEFAULT_CAPABILITIES;
 
 /// What the default policy keeps of docker's capabilities.
 pub(crate) const DOCKER_CAPS_KEPT: &[&str] = &[
