@@ -64,7 +64,8 @@ pub struct PinnedPath {
     /// of another directory (a docker volume with `o=bind,device=/etc`
     /// shows `/etc` at `/var/lib/docker/volumes/v/_data`), or the same
     /// filesystem may be mounted elsewhere too (a disk mounted at a volume
-    /// path that is also the host's `/`). See [`mount_aliases`].
+    /// path that is also the host's `/`). See [`mount_aliases`]; filled by
+    /// [`pin`] for mount sources, empty for the rootfs.
     pub aliases: Vec<PathBuf>,
     pub is_dir: bool,
 }
@@ -231,11 +232,10 @@ pub fn pin_path(
             None,
         )));
     }
-    let aliases = mount_aliases(&fd, &real).map_err(open_err)?;
     Ok(PinnedPath {
         fd,
         real,
-        aliases,
+        aliases: Vec::new(),
         is_dir,
     })
 }
@@ -284,10 +284,9 @@ fn fd_mount_id(fd: &OwnedFd) -> std::io::Result<u64> {
 /// makes the source sensitive, and only a source whose every alias is
 /// volume storage is idmapped (T11, T19, T29): what is judged is the file,
 /// not the name of the place it is mounted at.
-pub fn mount_aliases(fd: &OwnedFd, real: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn mount_aliases(fd: &OwnedFd, real: &Path, mountinfo: &str) -> std::io::Result<Vec<PathBuf>> {
     let id = fd_mount_id(fd)?;
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(aliases_in(&mount_entries(&text), id, real))
+    Ok(aliases_in(&mount_entries(mountinfo), id, real))
 }
 
 fn aliases_in(entries: &[MountEntry], id: u64, real: &Path) -> Vec<PathBuf> {
@@ -641,6 +640,25 @@ pub fn pin(
                 )));
             }
             pinned.sources.insert(written, p);
+        }
+    }
+    // One read of the mount table for every source (create's hot path),
+    // after all of them are open: an alias judged is one that exists while
+    // the fds are held.
+    if !pinned.sources.is_empty() {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|source| PinError::Open {
+                what: "mount table",
+                path: PathBuf::from("/proc/self/mountinfo"),
+                source,
+            })?;
+        for (written, p) in pinned.sources.iter_mut() {
+            p.aliases =
+                mount_aliases(&p.fd, &p.real, &mountinfo).map_err(|source| PinError::Open {
+                    what: "bind source",
+                    path: written.clone(),
+                    source,
+                })?;
         }
     }
     let namespaces: Vec<_> = spec
