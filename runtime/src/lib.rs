@@ -6,6 +6,7 @@
 //! that touch the host.
 
 pub mod cgroup_probe;
+pub mod container;
 pub mod container_id;
 pub mod egress;
 pub mod facts;

@@ -1,11 +1,9 @@
 //! `moat learn`: run a bundle while recording the syscalls it makes and
 //! write a seccomp profile that allows only those (`--bundle B -o FILE`),
-//! or merge learned profiles (`--merge A B… [-o FILE]`). Also the hook
-//! `create` calls to start learning for a container (`--learn-dir`, the
-//! `moat.dev/learn` annotation, or `moat learn` itself).
+//! or merge learned profiles (`--merge A B… [-o FILE]`). What `create`
+//! does for a learning container is in `moat::container::learn`.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,24 +12,13 @@ use clap::Args;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
 
-use moat::learn::profile::{self, learning_filter};
-use moat::learn::{Output, RecorderConfig};
-use moat::policy::Policy;
-use moat::report::Report;
+use moat::learn::profile;
 
-use super::create::{create_container, CreateOpts};
-use super::{remove_moat_state, Ctx};
-
-/// Where a learning container's profile goes.
-#[derive(Debug, Clone)]
-pub enum LearnTarget {
-    /// `--learn-dir DIR`: DIR/<container id>.json, merged into if present.
-    Dir(PathBuf),
-    /// `moat learn -o FILE`: replaced.
-    File(PathBuf),
-}
+use super::Ctx;
+use moat::container::create::{create_container, CreateOpts};
+pub use moat::container::learn::LearnTarget;
+use moat::container::remove_moat_state;
 
 #[derive(Args, Debug)]
 pub struct LearnArgs {
@@ -291,87 +278,6 @@ fn wait_for(init: Pid, signals: &SigSet, duration: Option<Duration>) -> Result<E
             }
         }
     }
-}
-
-fn ensure_dir(dir: &Path) -> Result<PathBuf> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .with_context(|| {
-            format!(
-                "cannot create the learned-profile directory {}",
-                dir.display()
-            )
-        })?;
-    fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))
-}
-
-/// Called by `create` after hardening: when this container is to learn,
-/// swaps its seccomp filter for the learning filter and starts the
-/// recorder. Does nothing otherwise.
-pub fn start_for_create(
-    ctx: &Ctx,
-    spec: &mut Spec,
-    policy: &Policy,
-    root: &Path,
-    private: &Path,
-    id: &str,
-    report: &mut Report,
-) -> Result<()> {
-    let output = match (&ctx.learn, &policy.learn.requested) {
-        (Some(LearnTarget::File(p)), _) => Output::Replace(p.clone()),
-        (Some(LearnTarget::Dir(d)), _) => {
-            Output::Accumulate(ensure_dir(d)?.join(format!("{id}.json")))
-        }
-        (None, Some(name)) => {
-            let name = if name == "true" { id } else { name.as_str() };
-            Output::Accumulate(
-                ensure_dir(Path::new(&policy.learn.dir))?.join(format!("{name}.json")),
-            )
-        }
-        (None, None) => return Ok(()),
-    };
-    if let Output::Accumulate(path) = &output {
-        // Never clobber a file that is not a profile this run can add to.
-        if let Ok(text) = fs::read_to_string(path) {
-            profile::parse(&text, &path.display().to_string()).with_context(|| {
-                format!(
-                    "{} exists and is not a seccomp profile moat can merge this run into; move it away",
-                    path.display()
-                )
-            })?;
-        }
-    }
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    let base = linux
-        .seccomp()
-        .clone()
-        .ok_or_else(|| anyhow!("the hardened spec has no seccomp filter to learn under"))?;
-    let socket = moat::learn::socket_path(root, id);
-    linux.set_seccomp(Some(learning_filter(&base, &socket)?));
-    spec.set_linux(Some(linux));
-    let record = moat::learn::spawn_recorder(
-        root,
-        private,
-        RecorderConfig {
-            container: id.to_string(),
-            base,
-            output,
-        },
-    )?;
-    tracing::warn!(
-        id,
-        recorder = record.pid,
-        output = %record.output.display(),
-        "LEARNING: syscalls are reported to a recorder (slow); the learned profile goes to the output"
-    );
-    report.notes.push(format!(
-        "seccomp: learning: each syscall the filter allows is reported to recorder pid {} and the profile written to {}; always-denied syscalls are still denied",
-        record.pid,
-        record.output.display()
-    ));
-    Ok(())
 }
 
 #[cfg(test)]

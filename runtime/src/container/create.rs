@@ -17,17 +17,17 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use moat::harden::{harden, Hardened};
-use moat::idpool::IdPool;
-use moat::pinned::{PinError, PinnedPath, PinnedPaths};
-use moat::policy::Policy;
-use moat::refusal::Refusal;
-use moat::report::Report;
-use moat::rootfs::{self, RootfsMode};
-use moat::selfcheck::{capability_mask, SelfCheck};
-use moat::state::{self, MoatState};
+use crate::harden::{harden, Hardened};
+use crate::idpool::IdPool;
+use crate::pinned::{PinError, PinnedPath, PinnedPaths};
+use crate::policy::Policy;
+use crate::refusal::Refusal;
+use crate::report::Report;
+use crate::rootfs::{self, RootfsMode};
+use crate::selfcheck::{capability_mask, SelfCheck};
+use crate::state::{self, MoatState};
 
-use super::{remove_moat_state, validate_id, Ctx, MAX_CONFIG_BYTES};
+use super::{remove_moat_state, validate_id, ContainerPaths, Ctx, MAX_CONFIG_BYTES};
 
 /// What `create` and `run` pass down.
 pub struct CreateOpts<'a> {
@@ -38,22 +38,6 @@ pub struct CreateOpts<'a> {
     pub preserve_fds: i32,
     pub no_pivot: bool,
     pub detach: bool,
-}
-
-pub fn create(ctx: &Ctx, args: liboci_cli::Create) -> Result<()> {
-    create_container(
-        ctx,
-        &CreateOpts {
-            id: &args.container_id,
-            bundle: &args.bundle,
-            pid_file: args.pid_file.as_deref(),
-            console_socket: args.console_socket.as_deref(),
-            preserve_fds: args.preserve_fds,
-            no_pivot: args.no_pivot,
-            detach: true,
-        },
-    )
-    .map(|_| ())
 }
 
 /// Reads and parses `<bundle>/config.json` with a clear error for each way
@@ -152,21 +136,21 @@ struct Prechecked {
     /// The rootfs, open since precheck (T29).
     rootfs: PinnedPath,
     policy: Policy,
-    facts: moat::harden::HostFacts,
+    facts: crate::harden::HostFacts,
     /// Every host path and namespace the spec names, open since precheck:
     /// staging mounts and nsjoin joins these fds, never the names (T29).
     pinned: PinnedPaths,
 }
 
 /// Everything before the first side effect: opens every host path the
-/// spec names once (see `moat::pinned`), checks that the spec hardens
+/// spec names once (see `crate::pinned`), checks that the spec hardens
 /// (with a placeholder id range) on what those fds are, and returns it
 /// with the host facts, or the reason it cannot run.
 fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     validate_id(opts.id)?;
-    let bundle_fd = moat::pinned::open_bundle(opts.bundle)
+    let bundle_fd = crate::pinned::open_bundle(opts.bundle)
         .with_context(|| format!("bundle {} does not exist", opts.bundle.display()))?;
-    let bundle = moat::pinned::real_path(&bundle_fd)
+    let bundle = crate::pinned::real_path(&bundle_fd)
         .with_context(|| format!("cannot resolve bundle {}", opts.bundle.display()))?;
     let spec = load_bundle_spec(&bundle)?;
     let root_path = spec
@@ -174,7 +158,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or_else(|| anyhow!("config.json has no root"))?;
-    let rootfs = moat::pinned::pin_path(&bundle_fd, &root_path, "rootfs").map_err(pin_error)?;
+    let rootfs = crate::pinned::pin_path(&bundle_fd, &root_path, "rootfs").map_err(pin_error)?;
     if !rootfs.is_dir {
         bail!(
             "rootfs {} does not exist or is not a directory",
@@ -184,10 +168,10 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let root = ctx.root()?;
     let state_roots = vec![fs::canonicalize(&root).unwrap_or_else(|_| root.clone())];
     if rootfs.real == Path::new("/")
-        || moat::pinned::in_moat_private_tree(&rootfs.real, &state_roots)
+        || crate::pinned::in_moat_private_tree(&rootfs.real, &state_roots)
     {
         return Err(anyhow!(Refusal::new(
-            moat::pinned::RULE_HOST_PATH,
+            crate::pinned::RULE_HOST_PATH,
             format!(
                 "rootfs {} is {}: the host's root or moat's own state",
                 root_path.display(),
@@ -197,15 +181,17 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         )));
     }
     let policy = ctx.policy()?;
-    let pinned = moat::pinned::pin(&spec, &bundle_fd, &state_roots, || moat::pinned::Joinable {
-        moat_containers: moat::pinned::moat_container_namespaces(&root),
-        engine_netns: moat::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
+    let pinned = crate::pinned::pin(&spec, &bundle_fd, &state_roots, || {
+        crate::pinned::Joinable {
+            moat_containers: crate::pinned::moat_container_namespaces(&root),
+            engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
+        }
     })
     .map_err(pin_error)?;
-    let mut facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
+    let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
-    moat::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
+    crate::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
     Ok(Prechecked {
         spec,
         bundle,
@@ -228,7 +214,7 @@ fn pin_error(e: PinError) -> anyhow::Error {
 struct CreateGuard<'a> {
     root: &'a Path,
     id: &'a str,
-    policy: &'a moat::policy::Policy,
+    policy: &'a crate::policy::Policy,
     armed: bool,
 }
 
@@ -238,7 +224,7 @@ impl Drop for CreateGuard<'_> {
             return;
         }
         // libcontainer may have created its state dir, cgroup and processes.
-        let lc_dir = self.root.join(self.id);
+        let lc_dir = ContainerPaths::new(self.root, self.id).libcontainer_dir;
         if lc_dir.join("state.json").exists() {
             if let Ok(mut c) = Container::load(lc_dir.clone()) {
                 let _ = c.delete(true);
@@ -262,15 +248,16 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     } = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
-    if root.join(id).exists() || state::private_dir(&root, id).exists() {
+    let paths = ContainerPaths::new(&root, id);
+    if paths.libcontainer_dir.exists() || paths.private_dir.exists() {
         bail!("container {id} already exists");
     }
 
     // First side effect: the private dir doubles as the id's lock.
     fs::create_dir_all(state::private_root(&root))
         .context("cannot create moat's private state directory")?;
-    let private = state::private_dir(&root, id);
-    state::create_container_dir(&private).map_err(|e| {
+    let private = &paths.private_dir;
+    state::create_container_dir(private).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow!("container {id} already exists")
         } else {
@@ -300,8 +287,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &pinned_rootfs.real,
         &pinned_rootfs.handle(),
         allocation.range,
-        &private,
-        &rootfs::mount_point(&root, id),
+        private,
+        &paths.mount_point,
     )
     .context("cannot prepare the container's rootfs")?;
     report
@@ -331,39 +318,30 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
     moat_state.save(&root).context("cannot save moat state")?;
 
-    install_egress(&mut hardened, &effective, &pinned, &root, id, &mut report)?;
-    super::learn::start_for_create(
-        ctx,
-        &mut hardened,
-        &effective,
-        &root,
-        &private,
-        id,
-        &mut report,
-    )?;
+    install_egress(&mut hardened, &effective, &pinned, &paths, &mut report)?;
+    super::learn::start_for_create(ctx, &mut hardened, &effective, &paths, &mut report)?;
     // After learning set up its notify filter (which stays with libcontainer).
-    let seccomp_filter = precompile_seccomp(&mut hardened, &private);
+    let seccomp_filter = precompile_seccomp(&mut hardened, &paths.seccomp);
     prepare_for_libcontainer(
         &mut hardened,
         &pinned,
         &prepared.path,
-        id,
         allocation.range,
-        &rootfs::mount_point(&root, id),
+        &paths,
         &mut report,
     )?;
-    moat::hook_exe::wrap_hooks(&mut hardened, &bundle, &facts.hook_executables)?;
-    let staged = moat::staging::stage_bind_mounts(
+    crate::hook_exe::wrap_hooks(&mut hardened, &bundle, &facts.hook_executables)?;
+    let staged = crate::staging::stage_bind_mounts(
         &mut hardened,
-        &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
+        &paths.staging,
         Some(allocation.range),
         &pinned,
         &effective.volumes,
     )?;
     report.notes.extend(staged.notes());
-    let populated = moat::staging::stage_scratch_tmpfs(
+    let populated = crate::staging::stage_scratch_tmpfs(
         &mut hardened,
-        &moat::staging::staging_dir(&rootfs::mount_point(&root, id)),
+        &paths.staging,
         &effective.filesystem.tmpfs,
         allocation.range,
     )?;
@@ -373,9 +351,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             dest.display()
         ));
     }
-    moat::staging::give_stdio_to_container(allocation.range);
+    crate::staging::give_stdio_to_container(allocation.range);
     let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
-    rootfs::write_atomic(&private.join("config.json"), &config)
+    rootfs::write_atomic(&paths.config, &config)
         .context("cannot write the hardened config.json")?;
     // Where its processes will be, kept with the range: found even when
     // the state directories are removed (T31).
@@ -383,7 +361,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &allocation,
         &root,
         id,
-        &moat::idpool::ClaimRecord {
+        &crate::idpool::ClaimRecord {
             cgroups_path: hardened
                 .linux()
                 .as_ref()
@@ -415,7 +393,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .with_root_path(&root)
         .context("invalid --root")?
         .with_preserved_fds(opts.preserve_fds)
-        .as_init(&private)
+        .as_init(private)
         .with_systemd(ctx.systemd_cgroup)
         .with_detach(opts.detach)
         .with_no_pivot(opts.no_pivot)
@@ -434,22 +412,22 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 }
 
 /// Compiles the container's seccomp profile on the host side (cached; see
-/// `moat::seccomp_bpf`) and takes it out of the spec libcontainer reads, so
+/// `crate::seccomp_bpf`) and takes it out of the spec libcontainer reads, so
 /// the container's init loads the ready program instead of compiling it.
-/// The profile itself is kept in `<private>/seccomp.json` for `moat exec`.
-/// Any failure keeps libcontainer's own loading: slower, never weaker.
+/// The profile itself is kept in [`ContainerPaths::seccomp`] for `moat
+/// exec`. Any failure keeps libcontainer's own loading: slower, never weaker.
 fn precompile_seccomp(
     spec: &mut Spec,
-    private: &Path,
-) -> Option<moat::seccomp_bpf::CompiledFilter> {
+    profile: &Path,
+) -> Option<crate::seccomp_bpf::CompiledFilter> {
     let mut linux = spec.linux().clone()?;
     let seccomp = linux.seccomp().clone()?;
-    if !moat::seccomp_bpf::is_cacheable(&seccomp) {
+    if !crate::seccomp_bpf::is_cacheable(&seccomp) {
         return None;
     }
-    let compiled = match moat::seccomp_bpf::cached(
+    let compiled = match crate::seccomp_bpf::cached(
         &seccomp,
-        Path::new(moat::seccomp_bpf::CACHE_DIR),
+        Path::new(crate::seccomp_bpf::CACHE_DIR),
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -459,7 +437,7 @@ fn precompile_seccomp(
     };
     let saved = serde_json::to_vec(&seccomp)
         .map_err(std::io::Error::other)
-        .and_then(|json| rootfs::write_atomic(&private.join(SECCOMP_FILE), &json));
+        .and_then(|json| rootfs::write_atomic(profile, &json));
     if let Err(e) = saved {
         tracing::warn!(error = %e, "cannot save the seccomp profile; libcontainer will compile it");
         return None;
@@ -469,10 +447,6 @@ fn precompile_seccomp(
     Some(compiled)
 }
 
-/// The container's seccomp profile (OCI semantics) when moat loads it
-/// itself; read by `moat exec`.
-pub const SECCOMP_FILE: &str = "seccomp.json";
-
 /// Turns the hardened (OCI-semantics) spec into what libcontainer 0.7 runs:
 /// absolute paths, moat's rootfs, namespaces given by path joined by moat
 /// itself, and libcontainer's reading of MASKED_EQ.
@@ -480,29 +454,28 @@ fn prepare_for_libcontainer(
     spec: &mut Spec,
     pinned: &PinnedPaths,
     rootfs_path: &Path,
-    id: &str,
-    range: moat::harden::IdRange,
-    mount_point: &Path,
+    range: crate::harden::IdRange,
+    paths: &ContainerPaths,
     report: &mut Report,
 ) -> Result<()> {
+    let id = paths.id.as_str();
     if let Some(mut root) = spec.root().clone() {
         root.set_path(rootfs_path.to_path_buf());
         spec.set_root(Some(root));
     }
     // Bind sources (relative ones too: relative to the bundle) are staged
-    // from the fds pinned in precheck; see `moat::staging`.
+    // from the fds pinned in precheck; see `crate::staging`.
     let mut linux = spec.linux().clone().unwrap_or_default();
     if linux.cgroups_path().is_none() {
         linux.set_cgroups_path(Some(PathBuf::from(format!("/moat/{id}"))));
     }
     if let Some(mut seccomp) = linux.seccomp().clone() {
-        moat::seccomp::to_libcontainer_args(&mut seccomp);
+        crate::seccomp::to_libcontainer_args(&mut seccomp);
         linux.set_seccomp(Some(seccomp));
     }
     spec.set_linux(Some(linux));
 
-    let own_netns = moat::netns::netns_path(mount_point);
-    let joined = moat::nsjoin::join_path_namespaces(spec, pinned, Some(&own_netns))?;
+    let joined = crate::nsjoin::join_path_namespaces(spec, pinned, Some(&paths.netns))?;
     let joined_net = joined.iter().any(|(k, _)| k == "network");
     if joined_net {
         apply_net_sysctls(spec, range, report)?;
@@ -516,7 +489,7 @@ fn prepare_for_libcontainer(
         // sysfs for it (so /sys/class/net shows the container's interfaces,
         // not the host's) and the container gets it as a read-only bind.
         // mqueue of a joined ipc namespace is skipped.
-        let sysfs = sysfs_path(mount_point);
+        let sysfs = paths.sysfs.clone();
         if joined_net {
             mount_private_sysfs(&sysfs)?;
         }
@@ -589,12 +562,12 @@ pub fn redirect_null_stdio() {
 /// container exists. See netns.rs for why moat owns the namespace.
 fn install_egress(
     spec: &mut Spec,
-    policy: &moat::policy::Policy,
+    policy: &crate::policy::Policy,
     pinned: &PinnedPaths,
-    root: &Path,
-    id: &str,
+    paths: &ContainerPaths,
     report: &mut Report,
 ) -> Result<()> {
+    let (root, id) = (paths.root.as_path(), paths.id.as_str());
     if !policy.egress.enabled {
         tracing::warn!(
             id,
@@ -626,8 +599,8 @@ fn install_egress(
             .push("egress: NOT blocked: the container shares the host's network namespace".into());
         return Ok(());
     }
-    let allow = moat::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;
-    let ruleset = moat::egress::ruleset(&allow);
+    let allow = crate::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;
+    let ruleset = crate::egress::ruleset(&allow);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     let Some(net) = namespaces
@@ -639,11 +612,11 @@ fn install_egress(
     };
     match net.path().clone() {
         None => {
-            let path = moat::netns::netns_path(&rootfs::mount_point(root, id));
-            moat::netns::create_with_rules(
+            let path = paths.netns.clone();
+            crate::netns::create_with_rules(
                 &path,
-                &moat::egress::fingerprint(&allow),
-                &moat::egress::rules(&allow),
+                &crate::egress::fingerprint(&allow),
+                &crate::egress::rules(&allow),
             )
             .context("cannot create the network namespace with egress rules")?;
             net.set_path(Some(path.clone()));
@@ -662,12 +635,12 @@ fn install_egress(
                 )
             })?;
             let handle = PathBuf::from(format!("/proc/self/fd/{}", joined.file.as_raw_fd()));
-            if let Some(existing) = moat::netns::table(&handle) {
+            if let Some(existing) = crate::netns::table(&handle) {
                 // Containers sharing a namespace share its rules, so they
                 // must share the egress policy: never run a container under
                 // rules other than the ones its own policy asks for.
-                let ours = moat::egress::fingerprint(&allow);
-                if moat::egress::parse_fingerprint(&existing).as_deref() != Some(ours.as_str()) {
+                let ours = crate::egress::fingerprint(&allow);
+                if crate::egress::parse_fingerprint(&existing).as_deref() != Some(ours.as_str()) {
                     bail!(
                         "the network namespace {} already carries egress rules for a different egress policy; containers sharing a network namespace must share egress.allow (and its moat.dev/egress-allow annotation)",
                         path.display()
@@ -675,16 +648,16 @@ fn install_egress(
                 }
                 // Count this container among the users of a table moat put
                 // into a namespace it did not create, if it did.
-                moat::netns::add_table_user(root, id, &joined.file, &path, false)
+                crate::netns::add_table_user(root, id, &joined.file, &path, false)
                     .context("cannot record the container among the users of the joined namespace's egress rules")?;
                 report.notes.push(format!(
                     "egress: the joined network namespace {} already carries moat's rules for this egress policy",
                     path.display()
                 ));
             } else {
-                moat::netns::add_table_user(root, id, &joined.file, &path, true)
+                crate::netns::add_table_user(root, id, &joined.file, &path, true)
                     .context("cannot record the container among the users of the joined namespace's egress rules")?;
-                moat::netns::apply(&handle, &ruleset)
+                crate::netns::apply(&handle, &ruleset)
                     .context("cannot install egress rules in the joined network namespace")?;
                 report.notes.push(format!(
                     "egress: rules installed in the joined network namespace {}; removed when the last moat container there is deleted",
@@ -706,7 +679,7 @@ fn install_egress(
 /// range (the kernel reads them in the writer's user namespace).
 fn apply_net_sysctls(
     spec: &mut Spec,
-    range: moat::harden::IdRange,
+    range: crate::harden::IdRange,
     report: &mut Report,
 ) -> Result<()> {
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -752,13 +725,6 @@ fn apply_net_sysctls(
     linux.set_sysctl(Some(sysctl));
     spec.set_linux(Some(linux));
     Ok(())
-}
-
-/// Where moat mounts the sysfs of a container's joined network namespace.
-pub fn sysfs_path(rootfs_mount: &Path) -> PathBuf {
-    let mut s = rootfs_mount.as_os_str().to_owned();
-    s.push(".sysfs");
-    PathBuf::from(s)
 }
 
 /// Mounts a sysfs instance for the network namespace moat is in now.

@@ -1,4 +1,5 @@
-//! `moat delete`: remove a container and everything moat set up for it.
+//! Deleting a container: libcontainer's part, then everything moat set up
+//! for it ([`super::remove_moat_state`]).
 //!
 //! `--force` of a container that does not exist succeeds (containerd and
 //! docker rely on that), and also sweeps what a moat killed mid-create left
@@ -7,23 +8,23 @@
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::Container;
 
-use super::{remove_moat_state, remove_moat_state_after, validate_id, Ctx};
+use super::{remove_moat_state, remove_moat_state_after, validate_id, ContainerPaths, Ctx};
 
-pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
-    let id = &args.container_id;
+/// `moat delete [--force] ID`.
+pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     validate_id(id)?;
     let root = ctx.root()?;
     let policy = ctx.policy_for_cleanup();
-    let lc_dir = root.join(id);
-    let private = moat::state::private_dir(&root, id);
-    if args.force {
+    let paths = ContainerPaths::new(&root, id);
+    let (lc_dir, private) = (&paths.libcontainer_dir, &paths.private_dir);
+    if force {
         // Before the sweep, which would kill the recorder unfinished.
-        moat::learn::stop_recorder(&private);
+        crate::learn::stop_recorder(private);
         super::sweep_create_leftovers(&root, id);
     }
     let lc_exists = lc_dir.exists();
     if !lc_exists && !private.exists() {
-        if args.force {
+        if force {
             // Still sweep a range a crash may have left in the pool.
             remove_moat_state(&root, id, &policy)?;
             return Ok(());
@@ -34,13 +35,13 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
     if lc_exists {
         match Container::load(lc_dir.clone()) {
             Ok(mut container) => {
-                let first = container.delete(args.force);
-                if first.is_err() && args.force {
+                let first = container.delete(force);
+                if first.is_err() && force {
                     // A process may have entered the cgroup while it was
                     // being removed (an interrupted create): kill what is
                     // there and try once more.
                     super::sweep_create_leftovers(&root, id);
-                    super::sweep_cgroup(&private, id, ctx.systemd_cgroup);
+                    super::sweep_cgroup(private, id, ctx.systemd_cgroup);
                     if let Ok(mut again) = Container::load(lc_dir.clone()) {
                         again
                             .delete(true)
@@ -54,12 +55,12 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
                     lc_deleted = true;
                 }
             }
-            Err(e) if args.force => {
+            Err(e) if force => {
                 // A state file cut short by a crash: nothing to signal
                 // through libcontainer, so remove its directory directly.
                 tracing::warn!(id, error = %e, "container state unreadable; removing it");
-                super::sweep_cgroup(&private, id, ctx.systemd_cgroup);
-                std::fs::remove_dir_all(&lc_dir)
+                super::sweep_cgroup(private, id, ctx.systemd_cgroup);
+                std::fs::remove_dir_all(lc_dir)
                     .with_context(|| format!("cannot remove {}", lc_dir.display()))?;
             }
             Err(e) => {

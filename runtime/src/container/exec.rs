@@ -33,12 +33,12 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{Process, Spec};
 
-use moat::harden::harden_process;
-use moat::policy::{canonical_capability_name, parse_capability, Policy};
-use moat::report::Report;
-use moat::selfcheck::{capability_mask, SelfCheck};
+use crate::harden::harden_process;
+use crate::policy::{canonical_capability_name, parse_capability, Policy};
+use crate::report::Report;
+use crate::selfcheck::{capability_mask, SelfCheck};
 
-use super::{load_container, load_moat_state, Ctx};
+use super::{load_container, load_moat_state, ContainerPaths, Ctx};
 
 /// Namespaces joined before the user namespace (as host root), in order.
 const NAMESPACES: &[(&str, CloneFlags)] = &[
@@ -66,8 +66,9 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let root = ctx.root()?;
     let moat_state = load_moat_state(&root, &id)?
         .ok_or_else(|| anyhow!("container {id} was not created by moat"))?;
-    let private = moat::state::private_dir(&root, &id);
-    let spec = Spec::load(private.join("config.json"))
+    let paths = ContainerPaths::new(&root, &id);
+    let private = paths.private_dir.clone();
+    let spec = Spec::load(&paths.config)
         .map_err(|e| anyhow!("{e}"))
         .context("cannot load the container's hardened spec")?;
 
@@ -86,7 +87,7 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     }
     let preserve_fds = u32::try_from(args.preserve_fds.max(0)).unwrap_or(0);
     let process = build_process(&args, &spec, &moat_state.allowed_capabilities)?;
-    let seccomp = exec_seccomp(&spec, &private)?;
+    let seccomp = exec_seccomp(&spec, &paths.seccomp)?;
     let check = SelfCheck {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
         seccomp: None,
@@ -123,14 +124,14 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let _ = fs::remove_file(private.join("exec-console-socket"));
     // A learning container: the exec'd process's filter reports to the
     // container's recorder, connected from here (the host side).
-    let learn_conn = moat::learn::connect_for_exec(&private)?;
+    let learn_conn = crate::learn::connect_for_exec(&private)?;
 
     super::create::redirect_null_stdio();
     // As for create: `docker exec c sh -c 'echo hi > /dev/stdout'` reopens
     // the engine's pipe by path, which container root may only do if it
     // owns the pipe.
     if let Some(allocation) = &moat_state.allocation {
-        moat::staging::give_stdio_to_container(allocation.range);
+        crate::staging::give_stdio_to_container(allocation.range);
     }
     // Foreground: become the workload's reaper once the helper exits, and
     // hold signals for forwarding. Detached: the caller's subreaper adopts it.
@@ -189,7 +190,7 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
             .map_err(|_| anyhow!("cannot exec in container {id}: the process did not start"))?,
     );
     if let Some(pid_file) = &args.pid_file {
-        moat::rootfs::write_atomic(pid_file, workload.to_string().as_bytes())
+        crate::rootfs::write_atomic(pid_file, workload.to_string().as_bytes())
             .with_context(|| format!("cannot write pid file {}", pid_file.display()))?;
     }
     tracing::info!(id, pid = workload.as_raw(), "exec'd a hardened process");
@@ -210,7 +211,7 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
                 .with_context(|| format!("cannot read process file {}", path.display()))?;
             let raw: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("malformed process file {}", path.display()))?;
-            moat::harden::hooks::check_process_keys(&raw).map_err(|r| anyhow!(r))?;
+            crate::harden::hooks::check_process_keys(&raw).map_err(|r| anyhow!(r))?;
             serde_json::from_value(raw)
                 .with_context(|| format!("malformed process file {}", path.display()))?
         }
@@ -278,7 +279,7 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
             p
         }
     };
-    moat::harden::refuse_proc_cwd(process.cwd()).map_err(|r| anyhow!(r))?;
+    crate::harden::refuse_proc_cwd(process.cwd()).map_err(|r| anyhow!(r))?;
     let mut report = Report::default();
     process = harden_process(&process, &policy, &mut report);
     for c in &report.changes {
@@ -299,17 +300,16 @@ fn same_ns(a: &str, b: &str) -> bool {
 /// compiled at create (the usual case), or libcontainer's loader when the
 /// profile stayed in config.json (notify/trace actions).
 enum ExecSeccomp {
-    Compiled(moat::seccomp_bpf::CompiledFilter),
+    Compiled(crate::seccomp_bpf::CompiledFilter),
     Libcontainer(oci_spec::runtime::LinuxSeccomp),
     /// No profile: the self-check (Seccomp must be 2) refuses to run.
     Missing,
 }
 
-fn exec_seccomp(spec: &Spec, private: &std::path::Path) -> Result<ExecSeccomp> {
+fn exec_seccomp(spec: &Spec, path: &std::path::Path) -> Result<ExecSeccomp> {
     if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
         return Ok(ExecSeccomp::Libcontainer(s));
     }
-    let path = private.join(super::create::SECCOMP_FILE);
     let json = match fs::read(&path) {
         Ok(j) => j,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ExecSeccomp::Missing),
@@ -317,9 +317,11 @@ fn exec_seccomp(spec: &Spec, private: &std::path::Path) -> Result<ExecSeccomp> {
     };
     let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_slice(&json)
         .with_context(|| format!("cannot parse {}", path.display()))?;
-    let compiled =
-        moat::seccomp_bpf::cached(&profile, std::path::Path::new(moat::seccomp_bpf::CACHE_DIR))
-            .context("cannot compile the container's seccomp filter")?;
+    let compiled = crate::seccomp_bpf::cached(
+        &profile,
+        std::path::Path::new(crate::seccomp_bpf::CACHE_DIR),
+    )
+    .context("cannot compile the container's seccomp filter")?;
     Ok(ExecSeccomp::Compiled(compiled))
 }
 
@@ -429,7 +431,7 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
         bail!("cannot set no_new_privs");
     }
     match entry.seccomp {
-        ExecSeccomp::Compiled(filter) => moat::seccomp_bpf::load(filter)
+        ExecSeccomp::Compiled(filter) => crate::seccomp_bpf::load(filter)
             .map_err(|e| anyhow!("cannot load the seccomp filter: {e}"))?,
         ExecSeccomp::Libcontainer(seccomp) => {
             let notify_fd = libcontainer::seccomp::initialize_seccomp(seccomp)
@@ -439,7 +441,7 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
                 let conn = entry
                     .learn_conn
                     .ok_or_else(|| anyhow!("learning filter without a recorder"))?;
-                moat::learn::hand_over_notify_fd(conn, fd)?;
+                crate::learn::hand_over_notify_fd(conn, fd)?;
                 // SAFETY: the fd is ours and the recorder has its own copy.
                 unsafe { libc::close(fd) };
             }

@@ -1,35 +1,23 @@
-//! One file per CLI command, plus the helpers they share.
+//! A container's lifecycle: create (harden, prepare the host side, hand
+//! off to libcontainer), exec, delete and the teardown of everything moat
+//! set up for it. The CLI (`commands/`) only parses arguments, calls these
+//! and prints.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::state::MoatState;
 use anyhow::{bail, Context, Result};
 use libcontainer::container::Container;
-use moat::policy::{Policy, DEFAULT_POLICY_PATH};
-use moat::state::MoatState;
 
 pub mod create;
 pub mod delete;
-pub mod egress;
-pub mod events;
 pub mod exec;
-pub mod explain;
-pub mod features;
-pub mod hook;
-pub mod install;
-pub mod kill;
 pub mod learn;
-pub mod list;
-pub mod pause;
-pub mod ps;
-pub mod report;
-pub mod resume;
-pub mod run;
-pub mod selftest;
-pub mod spec;
-pub mod start;
-pub mod state;
-pub mod update;
+pub mod paths;
+
+pub use paths::ContainerPaths;
 
 /// Where container state lives unless `--root` says otherwise.
 pub const DEFAULT_ROOT: &str = "/run/moat";
@@ -83,27 +71,27 @@ impl Ctx {
     /// the caller made (`--root`) keeps the caller's mode.
     pub fn root(&self) -> Result<PathBuf> {
         let root_err = || format!("cannot create state root {}", self.root.display());
-        moat::state::create_private_dir_all(&self.root).with_context(root_err)?;
+        crate::state::create_private_dir_all(&self.root).with_context(root_err)?;
         let root = fs::canonicalize(&self.root)
             .with_context(|| format!("cannot resolve state root {}", self.root.display()))?;
         if root == Path::new(DEFAULT_ROOT) {
-            moat::idpool::tighten_dir(&root).with_context(root_err)?;
+            crate::idpool::tighten_dir(&root).with_context(root_err)?;
         }
-        moat::state::create_private_dir_all(&moat::state::private_root(&root))
+        crate::state::create_private_dir_all(&crate::state::private_root(&root))
             .context("cannot create moat's private state directory")?;
         Ok(root)
     }
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
-    moat::container_id::validate(id).map_err(|e| anyhow::anyhow!(e))
+    crate::container_id::validate(id).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Loads a container, or fails with runc's "does not exist" wording.
 pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
     validate_id(id)?;
     let root = ctx.root()?;
-    let dir = root.join(id);
+    let dir = ContainerPaths::new(&root, id).libcontainer_dir;
     if !dir.join("state.json").exists() {
         bail!("container {id} does not exist");
     }
@@ -128,8 +116,9 @@ pub fn remove_moat_state_after(
     policy: &Policy,
     libcontainer_deleted: bool,
 ) -> Result<()> {
-    let dir = moat::state::private_dir(root, id);
-    moat::learn::stop_recorder(&dir);
+    let paths = ContainerPaths::new(root, id);
+    let dir = &paths.private_dir;
+    crate::learn::stop_recorder(dir);
     // The id range: in the pool the state recorded, and in the current
     // policy's pool (the state is missing after a crash before it was saved).
     let recorded = MoatState::load(root, id)
@@ -147,33 +136,32 @@ pub fn remove_moat_state_after(
     // Kill first, then unmount: nothing of the container may still run
     // when its rootfs goes and its range is freed.
     for pool_policy in &pools {
-        for owned in moat::idpool::IdPool::new(pool_policy).owned(root, id) {
+        for owned in crate::idpool::IdPool::new(pool_policy).owned(root, id) {
             if let Some(record) = owned.record.as_ref().filter(|_| !libcontainer_deleted) {
                 if record.cgroups_path.is_some() {
                     sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
                 }
             }
-            moat::idpool::kill_range(owned.range, std::time::Duration::from_secs(5));
+            crate::idpool::kill_range(owned.range, std::time::Duration::from_secs(5));
         }
     }
-    let mount_point = moat::rootfs::mount_point(root, id);
-    moat::staging::unstage(&moat::staging::staging_dir(&mount_point));
-    moat::netns::remove(&moat::netns::netns_path(&mount_point));
-    moat::netns::release_table_user(root, id);
-    let sysfs = create::sysfs_path(&mount_point);
+    crate::staging::unstage(&paths.staging);
+    crate::netns::remove(&paths.netns);
+    crate::netns::release_table_user(root, id);
+    let sysfs = &paths.sysfs;
     for _ in 0..4 {
-        if nix::mount::umount2(&sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        if nix::mount::umount2(sysfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
             break;
         }
     }
-    let _ = fs::remove_dir(&sysfs);
-    moat::rootfs::teardown(&dir, &mount_point);
+    let _ = fs::remove_dir(sysfs);
+    crate::rootfs::teardown(dir, &paths.mount_point);
     for pool_policy in &pools {
-        moat::idpool::IdPool::new(pool_policy)
+        crate::idpool::IdPool::new(pool_policy)
             .free_owned_by(root, id)
             .with_context(|| format!("cannot free the id range of {id}"))?;
     }
-    match fs::remove_dir_all(&dir) {
+    match fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
@@ -189,7 +177,7 @@ pub fn load_moat_state(root: &Path, id: &str) -> Result<Option<MoatState>> {
 /// Kills and removes the cgroup named in moat's hardened config.json, for a
 /// container whose libcontainer state is unreadable (a crash mid-create).
 pub fn sweep_cgroup(private_dir: &Path, id: &str, systemd: bool) {
-    let Ok(spec) = oci_spec::runtime::Spec::load(private_dir.join("config.json")) else {
+    let Ok(spec) = oci_spec::runtime::Spec::load(private_dir.join(paths::CONFIG_FILE)) else {
         return;
     };
     sweep_cgroup_path(
