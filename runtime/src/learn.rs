@@ -37,9 +37,7 @@ pub const SOCKET_DIR: &str = "/run/moat-learn";
 /// The recorder's record in the container's private state directory.
 pub const RECORD_FILE: &str = "learn.json";
 
-/// Directory for profiles learned through the `moat.dev/learn` annotation
-/// unless the policy says otherwise.
-pub const DEFAULT_LEARN_DIR: &str = "/var/lib/moat/learned";
+pub use crate::policy::{valid_profile_name, DEFAULT_LEARN_DIR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
@@ -294,18 +292,6 @@ pub fn hand_over_notify_fd(conn: &OwnedFd, notify_fd: RawFd) -> Result<(), Recor
     sendmsg::<UnixAddr>(conn.as_raw_fd(), &data, &cmsg, MsgFlags::empty(), None)
         .map_err(RecorderError::HandOver)?;
     Ok(())
-}
-
-/// Is `name` usable as a learned profile's file name (without `.json`)?
-pub fn valid_profile_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod netns;
 pub mod nft;
 pub mod nsjoin;
+pub mod path_syntax;
 pub mod pinned;
 pub mod policy;
 pub mod refusal;

@@ -330,31 +330,10 @@ pub fn in_moat_private_tree(real: &Path, roots: &[PathBuf]) -> bool {
     under_run_moat || roots.iter().any(|r| real.starts_with(r))
 }
 
+pub use crate::path_syntax::{glob_match, overlay_option_paths, OVERLAY_PATH_KEYS};
+
 /// Names under /run that belong to moat (`/run/moat*`).
 const MOAT_NAME_PREFIX: &str = "moat";
-
-/// The host paths an overlay mount's options name (lowerdir, upperdir,
-/// workdir, ':'-separated lower layers).
-pub fn overlay_option_paths(options: &[String]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for opt in options {
-        for key in OVERLAY_PATH_KEYS {
-            if let Some(v) = opt.strip_prefix(key) {
-                out.extend(v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
-            }
-        }
-    }
-    out
-}
-
-/// Overlay options whose values are host paths.
-pub const OVERLAY_PATH_KEYS: &[&str] = &[
-    "lowerdir=",
-    "upperdir=",
-    "workdir=",
-    "lowerdir+=",
-    "datadir+=",
-];
 
 /// Which namespaces a container may join by path (T11). Identity-based:
 /// the (device, inode) of the pinned namespace file must be one of these.
@@ -380,30 +359,6 @@ pub fn ns_kind(t: LinuxNamespaceType) -> &'static str {
         LinuxNamespaceType::Network => "net",
         LinuxNamespaceType::Time => "time",
     }
-}
-
-/// Does `name` match the shell-style `pattern` (only `*`, any run of
-/// characters)? Pure.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    if parts.is_empty() {
-        return rest.is_empty();
-    }
-    for (i, p) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.len() >= p.len() && rest.ends_with(p);
-        }
-        match rest.find(p) {
-            Some(at) => rest = &rest[at + p.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// The (device, inode) of every file matching one of `patterns` (a

@@ -231,7 +231,7 @@ pub fn path_matches(pattern: &str, path: &std::path::Path) -> bool {
         && pat.iter().all(|p| {
             comps
                 .next()
-                .is_some_and(|c| crate::pinned::glob_match(p, c))
+                .is_some_and(|c| crate::path_syntax::glob_match(p, c))
         })
 }
 
@@ -262,7 +262,7 @@ pub struct LearnPolicy {
 impl Default for LearnPolicy {
     fn default() -> Self {
         Self {
-            dir: crate::learn::DEFAULT_LEARN_DIR.into(),
+            dir: DEFAULT_LEARN_DIR.into(),
             requested: None,
         }
     }
@@ -715,7 +715,7 @@ fn learn_annotation(
             "learning seccomp profiles by annotation is turned off by the operator (policy key learn.dir is empty)".to_string(),
         ));
     }
-    if parse_bool(value) == Some(true) || crate::learn::valid_profile_name(value) {
+    if parse_bool(value) == Some(true) || valid_profile_name(value) {
         return Ok(Some(value.to_string()));
     }
     Err(Refusal::annotation(
@@ -811,6 +811,22 @@ pub fn parse_size(value: &str) -> Option<u64> {
     };
     let n: u64 = digits.parse().ok()?;
     n.checked_mul(mult).filter(|n| *n > 0)
+}
+
+/// Directory for profiles learned through the `moat.dev/learn` annotation
+/// unless the policy says otherwise.
+pub const DEFAULT_LEARN_DIR: &str = "/var/lib/moat/learned";
+
+/// Is `name` usable as a learned profile's file name (without `.json`)?
+pub fn valid_profile_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
 }
 
 #[cfg(test)]

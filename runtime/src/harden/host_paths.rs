@@ -122,7 +122,7 @@ pub(super) fn refuse_sensitive_mounts(
         let host_paths: Vec<PathBuf> = if is_bind(m) {
             m.source().iter().cloned().collect()
         } else if m.typ().as_deref() == Some("overlay") {
-            crate::pinned::overlay_option_paths(&m.options().clone().unwrap_or_default())
+            crate::path_syntax::overlay_option_paths(&m.options().clone().unwrap_or_default())
         } else {
             continue;
         };

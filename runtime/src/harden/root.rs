@@ -69,7 +69,7 @@ fn matches_exactly(pattern: &str, path: &Path) -> bool {
         && want
             .iter()
             .zip(&have)
-            .all(|(w, h)| crate::pinned::glob_match(w, h))
+            .all(|(w, h)| crate::path_syntax::glob_match(w, h))
 }
 
 /// Refuses a sensitive `root.path`, judged both as the spec writes it
