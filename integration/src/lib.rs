@@ -829,7 +829,7 @@ impl LeakCheck {
 
     /// The container's rootfs mount point.
     pub fn mount_point(&self) -> PathBuf {
-        moat::rootfs::mount_point(&self.canonical_root, &self.id)
+        moat::container::ContainerPaths::new(&self.canonical_root, &self.id).mount_point
     }
 
     /// Everything left behind right now (empty when clean).
@@ -838,10 +838,12 @@ impl LeakCheck {
         let root = canonical_root(&self.root);
         let id = &self.id;
         let per_id = single_component(id);
+        // Every host path of the container, as moat itself derives them.
+        let paths = moat::container::ContainerPaths::new(&root, id);
 
         // State directories.
         if per_id {
-            for dir in [root.join(id), moat::state::private_dir(&root, id)] {
+            for dir in [&paths.libcontainer_dir, &paths.private_dir] {
                 if fs::symlink_metadata(&dir).is_ok() {
                     leaks.push(format!("state directory {} still exists", dir.display()));
                 }
@@ -866,22 +868,17 @@ impl LeakCheck {
         }
 
         // Rootfs mount and bind staging.
-        let mp = self.mount_point();
-        let staging = moat::staging::staging_dir(&mp);
-        let mp_str = mp.display().to_string();
+        let mp_str = paths.mount_point.display().to_string();
         for line in mountinfo_lines(&mp_str) {
             leaks.push(format!("mount left for {mp_str}: {line}"));
         }
-        let netns_pin = moat::netns::netns_path(&mp);
-        let mut sysfs = mp.as_os_str().to_owned();
-        sysfs.push(".sysfs");
-        let container_dir = mp.parent().map(Path::to_path_buf).unwrap_or_default();
         for dir in [
-            &mp,
-            &staging,
-            &netns_pin,
-            &PathBuf::from(sysfs),
-            &container_dir,
+            &paths.mount_point,
+            &paths.staging,
+            &paths.netns,
+            &paths.sysfs,
+            &paths.rootfs_dir,
+            &paths.learn_socket,
         ] {
             if fs::symlink_metadata(dir).is_ok() {
                 leaks.push(format!("rootfs directory {} still exists", dir.display()));
