@@ -574,3 +574,119 @@ fn a_volume_that_binds_a_host_directory_is_judged_as_that_directory() {
     }
     leak.verify();
 }
+
+/// Exchanges `a` and `b` (renameat2 RENAME_EXCHANGE: a directory and a
+/// symlink swap places atomically) as fast as it can until `stop`.
+fn exchanger(a: PathBuf, b: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut swaps = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &a,
+                nix::fcntl::AT_FDCWD,
+                &b,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .expect("renameat2(RENAME_EXCHANGE)");
+            swaps += 1;
+        }
+        swaps
+    })
+}
+
+/// T29, the rootfs in the unshifted fallback: a rootfs on ramfs (which
+/// cannot be idmapped) whose path a thread swaps with a symlink to the host's
+/// `/` while moat creates containers. Each create is refused (it opened
+/// `/`) or runs in the directory it opened: moat attaches a clone of the
+/// opened directory at its own mount point and hands libcontainer that,
+/// never the name. Failed before: the fallback gave libcontainer the path,
+/// resolved again after the checks.
+#[test]
+fn rootfs_swap_race_in_the_unshifted_fallback_never_runs_the_hosts_root() {
+    let env = Env::new();
+    let fsdir = env.tmp.path().join("ramfs");
+    fs::create_dir(&fsdir).unwrap();
+    must(
+        "mount",
+        &[
+            "-t",
+            "ramfs",
+            "-o",
+            "mode=755",
+            "ramfs",
+            fsdir.to_str().unwrap(),
+        ],
+    );
+    let _m = TestMount(fsdir.clone());
+    let rootfs = fsdir.join("rootfs");
+    copy_rootfs(&rootfs);
+    fs::write(rootfs.join("moat-rootfs-marker"), "").unwrap();
+    let hostroot = fsdir.join("hostroot");
+    symlink("/", &hostroot).unwrap();
+    let mut b =
+        env.sh_bundle("if [ -e /moat-rootfs-marker ]; then echo SAFE; else echo HOSTROOT; fi");
+    b.config["root"]["path"] = json!(rootfs.to_str().unwrap());
+    b.write();
+
+    // Without the race: the fallback is taken (not idmapped) and the
+    // container's root is the opened directory.
+    let id = env.id("rootfs-fallback");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+        let mp = leak.mount_point();
+        let line = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("nothing mounted at {}", mp.display()));
+        assert!(
+            !line.contains("idmapped"),
+            "ramfs rootfs was idmapped, the fallback is not exercised: {line}"
+        );
+        let pid = env.state(&id)["pid"].as_i64().unwrap();
+        assert!(Path::new(&format!("/proc/{pid}/root/moat-rootfs-marker")).exists());
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = exchanger(rootfs.clone(), hostroot.clone(), stop.clone());
+    let (mut host, mut safe_runs, mut refused) = (0, 0, 0);
+    let start = Instant::now();
+    let id = env.id("rootfs-race");
+    let leak = env.leak_check(&id);
+    for _ in 0..RACE_RUNS {
+        let out = env.run(&b, &id);
+        if out.stdout.contains("HOSTROOT") {
+            host += 1;
+        } else if out.success() && out.stdout.contains("SAFE") {
+            safe_runs += 1;
+        } else if out.stderr.contains("refused by moat rule")
+            || out.stderr.contains("does not exist or is not a directory")
+        {
+            refused += 1;
+        } else {
+            stop.store(true, Ordering::Relaxed);
+            panic!("unexpected outcome:\n{out}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = t.join().unwrap();
+    eprintln!(
+        "{RACE_RUNS} creates in {:?} ({swaps} swaps): {safe_runs} safe, {refused} refused, {host} host root",
+        start.elapsed()
+    );
+    assert_eq!(
+        host, 0,
+        "the host's / was the container's root in {host} of {RACE_RUNS} runs"
+    );
+    assert!(
+        safe_runs > 0 && refused > 0,
+        "{safe_runs} safe, {refused} refused"
+    );
+    leak.verify();
+}

@@ -76,6 +76,12 @@ impl PinnedPath {
     pub fn handle(&self) -> PathBuf {
         fd_path(self.fd.as_raw_fd())
     }
+
+    /// The open fd itself, for syscalls that take one.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
 }
 
 /// One namespace file of the spec, open since precheck.

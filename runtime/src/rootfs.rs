@@ -23,7 +23,7 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -278,6 +278,23 @@ pub fn idmapped_bind_tree(
     recursive: bool,
     extra_attrs: u64,
 ) -> Result<(), RootfsError> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | extra_attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    attach_clone(source, target, recursive, Some(&attr))
+}
+
+/// Attaches a clone of `source`'s mount (its whole tree when `recursive`)
+/// at `target`, with `attr` set on the clone first when given.
+fn attach_clone(
+    source: &Path,
+    target: &Path,
+    recursive: bool,
+    attr: Option<&MountAttr>,
+) -> Result<(), RootfsError> {
     let src = cstring(source)?;
     let recursive_flag = if recursive {
         libc::AT_RECURSIVE as libc::c_uint
@@ -301,14 +318,10 @@ pub fn idmapped_bind_tree(
     }
     // SAFETY: open_tree returned a new fd we now own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | extra_attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    set_mount_attr(&tree, &attr, recursive_flag)
-        .map_err(sys(format!("mount_setattr(IDMAP) {}", source.display())))?;
+    if let Some(attr) = attr {
+        set_mount_attr(&tree, attr, recursive_flag)
+            .map_err(sys(format!("mount_setattr(IDMAP) {}", source.display())))?;
+    }
     let empty = CString::default();
     let dst = cstring(target)?;
     // SAFETY: see above.
@@ -333,6 +346,8 @@ pub fn idmapped_bind_tree(
 /// One line of /proc/self/mountinfo, the fields moat needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount id (first field): what `mnt_id:` of an fd's fdinfo names.
+    pub id: u64,
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub super_options: String,
@@ -362,12 +377,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
     text.lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
+            let id = pre.split(' ').next()?.parse().ok()?;
             let mount_point = pre.split(' ').nth(4)?;
             let mut post = post.split(' ');
             let fs_type = post.next()?;
             let _source = post.next()?;
             let super_options = post.next().unwrap_or("");
             Some(MountInfo {
+                id,
                 mount_point: PathBuf::from(unescape_mountinfo(mount_point)),
                 fs_type: fs_type.to_string(),
                 super_options: super_options.to_string(),
@@ -384,6 +401,27 @@ pub fn mount_at(path: &Path) -> Option<MountInfo> {
         .into_iter()
         .rev()
         .find(|m| m.mount_point == path)
+}
+
+/// The mount an open directory is the root of, found by the fd's own
+/// mount id (`mnt_id:` in `/proc/self/fdinfo/N`), never by a name: `None`
+/// when the fd is not the top of its mount (a plain directory inside one).
+/// A name swapped after the fd was opened cannot make moat take another
+/// mount's layers (T29).
+pub fn mount_of_fd(fd: BorrowedFd) -> Option<MountInfo> {
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let id: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .find(|m| m.id == id)
+        .filter(|m| m.mount_point == real)
 }
 
 /// Is anything mounted at `path`? (Used by teardown and the leak tests.)
@@ -414,15 +452,15 @@ pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
 /// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
 pub fn prepare(
     rootfs: &Path,
-    handle: &Path,
+    rootfs_fd: BorrowedFd,
     range: IdRange,
     private_dir: &Path,
     target: &Path,
 ) -> Result<PreparedRootfs, RootfsError> {
-    let rootfs = fs::canonicalize(rootfs).map_err(|_| RootfsError::Missing(rootfs.into()))?;
-    if !rootfs.is_dir() {
-        return Err(RootfsError::Missing(rootfs));
-    }
+    // Everything below uses the fd opened in precheck; `rootfs` (its real
+    // path then) only names it in messages (T29).
+    let handle = PathBuf::from(format!("/proc/self/fd/{}", rootfs_fd.as_raw_fd()));
+    let handle = handle.as_path();
     let target = target.to_path_buf();
     let attempt = (|| -> Result<RootfsMode, RootfsError> {
         if let Some(dir) = target.parent() {
@@ -430,7 +468,7 @@ pub fn prepare(
         }
         create_traversable_dir(&target)?;
         let userns = mapping_userns(range)?;
-        match mount_at(&rootfs) {
+        match mount_of_fd(rootfs_fd) {
             Some(m) if m.fs_type == "overlay" => {
                 let layers = overlay_layers(&m.super_options).ok_or_else(|| RootfsError::Sys {
                     op: "parse overlay layers".into(),
@@ -459,9 +497,18 @@ pub fn prepare(
             if let Some(dir) = target.parent() {
                 create_container_dir(dir, range)?;
             }
+            // Unshifted, but still the directory precheck opened: a plain
+            // clone of its mount tree from the fd, attached at moat's own
+            // mount point, which is what libcontainer gets. Never the name:
+            // a symlink swapped since precheck changes nothing (T29).
+            create_traversable_dir(&target)?;
+            if let Err(bind) = attach_clone(handle, &target, true, None) {
+                teardown(private_dir, &target);
+                return Err(bind);
+            }
             Ok(PreparedRootfs {
                 mode: RootfsMode::Unshifted,
-                path: rootfs,
+                path: target,
                 fallback_reason: Some(e.to_string()),
             })
         }
