@@ -346,3 +346,80 @@ fn socket_families_outside_the_allowlist_are_refused() {
     assert_eq!(got.get("pair40").map(String::as_str), Some("EPERM"));
     leak.verify();
 }
+
+/// T22: two creates naming the same cgroupsPath at the same moment. Both
+/// pass the check that the cgroup holds no process (it does not exist yet);
+/// moat then creates the leaf exclusively, so exactly one gets it and the
+/// other is refused, and the two never share a cgroup (its limits, and the
+/// delete that kills everything in it). Several rounds, each with the leak
+/// check for both.
+#[test]
+fn concurrent_creates_of_one_cgroups_path_get_it_once() {
+    let env = Env::new();
+    let mut b = env.bundle(&["sleep", "300"]);
+    let rounds = 10;
+    for round in 0..rounds {
+        let rel = format!("/default/it-cg-race-{}-{round}", std::process::id());
+        b.config["linux"]["cgroupsPath"] = serde_json::json!(rel);
+        b.write();
+        let ids = [env.id("cg-race-a"), env.id("cg-race-b")];
+        let leaks: Vec<_> = ids.iter().map(|id| env.leak_check(id)).collect();
+        {
+            let _guards: Vec<_> = ids.iter().map(|id| env.guard(id)).collect();
+            let children: Vec<Child> = ids
+                .iter()
+                .map(|id| {
+                    Command::new(moat_bin())
+                        .args(env.argv(&["create", "--bundle", b.path(), id]))
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("spawn moat create")
+                })
+                .collect();
+            let outs: Vec<_> = children
+                .into_iter()
+                .map(|c| c.wait_with_output().expect("wait for moat create"))
+                .collect();
+            let ok: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+            assert_eq!(
+                ok.len(),
+                1,
+                "round {round}: {} of 2 creates of {rel} succeeded: {:?}",
+                ok.len(),
+                outs.iter()
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .collect::<Vec<_>>()
+            );
+            let loser = 1 - ok[0];
+            let err = String::from_utf8_lossy(&outs[loser].stderr);
+            assert!(
+                err.contains("refused by moat rule cgroups-path"),
+                "round {round}: the second create failed otherwise: {err}"
+            );
+            let pid = env.state(&ids[ok[0]])["pid"].as_i64().unwrap().to_string();
+            let procs = fs::read_to_string(
+                Path::new("/sys/fs/cgroup/pids")
+                    .join(rel.trim_start_matches('/'))
+                    .join("cgroup.procs"),
+            )
+            .unwrap_or_default();
+            assert_eq!(
+                procs.split_whitespace().collect::<Vec<_>>(),
+                [pid.as_str()],
+                "round {round}: {rel} holds more than the winner's init"
+            );
+            env.moat(&["delete", "--force", &ids[ok[0]]]).assert_ok();
+        }
+        for leak in &leaks {
+            leak.verify();
+        }
+        assert!(
+            !Path::new("/sys/fs/cgroup/pids")
+                .join(rel.trim_start_matches('/'))
+                .exists(),
+            "{rel} left behind"
+        );
+    }
+}

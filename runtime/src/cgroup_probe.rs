@@ -103,3 +103,52 @@ fn process_in_ancestor(mount: &Path, rel: &Path) -> Option<String> {
     }
     None
 }
+
+/// The hierarchy whose leaf moat claims for a container: the v1 `pids`
+/// hierarchy (libcontainer's v1 manager creates and removes the cgroup in
+/// every v1 controller, pids among them), else the unified one.
+fn claim_hierarchy() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mounts = crate::rootfs::parse_mountinfo(&text);
+    mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "pids"))
+        .or_else(|| mounts.iter().find(|m| m.fs_type == "cgroup2"))
+        .map(|m| m.mount_point.clone())
+}
+
+/// Why a container's cgroup could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The leaf exists already: another create (or workload) has it.
+    #[error("cgroup {0} already exists: another container or workload has it")]
+    Taken(PathBuf),
+    #[error("cannot create cgroup {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Creates the leaf cgroup a cgroupfs-form `cgroupsPath` names, exclusively
+/// (mkdir, EEXIST is an error), before libcontainer creates (and joins) it
+/// with `mkdir -p`. The check in precheck (T22: no process there) cannot
+/// see a second create racing for the same path; the exclusive mkdir can:
+/// of two creates naming one cgroup, exactly one gets it. Returns the
+/// directory claimed (the caller removes it if the create fails), or `None`
+/// for a systemd-form path (systemd creates the scope) or a host without a
+/// cgroup hierarchy.
+pub fn claim_leaf(cgroups_path: &Path) -> Result<Option<PathBuf>, ClaimError> {
+    let Ok(rel) = cgroups_path.strip_prefix("/") else {
+        return Ok(None);
+    };
+    let Some(hierarchy) = claim_hierarchy() else {
+        return Ok(None);
+    };
+    let dir = hierarchy.join(rel);
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(|e| ClaimError::Io(parent.to_path_buf(), e))?;
+    }
+    match fs::create_dir(&dir) {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ClaimError::Taken(dir)),
+        Err(e) => Err(ClaimError::Io(dir, e)),
+    }
+}

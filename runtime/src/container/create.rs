@@ -191,7 +191,9 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
-    crate::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
+    // Walked from the fd opened above (/proc/self/fd/N), never the name:
+    // a rootfs swapped since cannot point the walk elsewhere (T29).
+    crate::facts::check_mount_destinations(&spec, &rootfs.handle()).map_err(|r| anyhow!(r))?;
     Ok(Prechecked {
         spec,
         bundle,
@@ -215,6 +217,8 @@ struct CreateGuard<'a> {
     root: &'a Path,
     id: &'a str,
     policy: &'a crate::policy::Policy,
+    /// The cgroup this create claimed (removed if still empty).
+    claimed_cgroup: Option<PathBuf>,
     armed: bool,
 }
 
@@ -233,6 +237,11 @@ impl Drop for CreateGuard<'_> {
         let _ = fs::remove_dir_all(&lc_dir);
         if let Err(e) = remove_moat_state(self.root, self.id, self.policy) {
             tracing::warn!(error = %e, id = self.id, "cleanup after failed create was incomplete");
+        }
+        if let Some(dir) = &self.claimed_cgroup {
+            // Empty unless libcontainer got as far as joining it, and then
+            // libcontainer's delete above removed it.
+            let _ = fs::remove_dir(dir);
         }
     }
 }
@@ -268,6 +277,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         root: &root,
         id,
         policy: &policy,
+        claimed_cgroup: None,
         armed: true,
     };
 
@@ -285,7 +295,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 
     let prepared = rootfs::prepare(
         &pinned_rootfs.real,
-        &pinned_rootfs.handle(),
+        pinned_rootfs.fd(),
         allocation.range,
         private,
         &paths.mount_point,
@@ -330,6 +340,28 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &paths,
         &mut report,
     )?;
+    // The cgroup is now final (prepare_for_libcontainer set the default):
+    // claim it before anything can join it (T22).
+    if !ctx.systemd_cgroup {
+        if let Some(path) = hardened
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+        {
+            guard.claimed_cgroup = crate::cgroup_probe::claim_leaf(&path).map_err(|e| match e {
+                crate::cgroup_probe::ClaimError::Taken(dir) => anyhow!(Refusal::new(
+                    crate::refusal::RefusalRule::CgroupsPath,
+                    format!(
+                        "linux.cgroupsPath {}: {} (claimed by a concurrent create?)",
+                        path.display(),
+                        crate::cgroup_probe::ClaimError::Taken(dir)
+                    ),
+                    None,
+                )),
+                other => anyhow!(other),
+            })?;
+        }
+    }
     crate::hook_exe::wrap_hooks(&mut hardened, &bundle, &facts.hook_executables)?;
     let staged = crate::staging::stage_bind_mounts(
         &mut hardened,
