@@ -18,6 +18,7 @@ pub mod logging;
 pub mod netns;
 pub mod nft;
 pub mod nsjoin;
+pub mod phase;
 pub mod pinned;
 pub mod policy;
 pub mod refusal;

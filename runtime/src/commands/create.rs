@@ -295,6 +295,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         mut report,
         policy: effective,
     } = harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
+    moat::phase::done(moat::phase::POLICY);
 
     let prepared = rootfs::prepare(
         &pinned_rootfs.real,
@@ -304,6 +305,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &rootfs::mount_point(&root, id),
     )
     .context("cannot prepare the container's rootfs")?;
+    moat::phase::done(moat::phase::ROOTFS);
     report
         .notes
         .push(format!("rootfs: {}", prepared.mode.describe()));
@@ -330,8 +332,10 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         report: report.clone(),
     };
     moat_state.save(&root).context("cannot save moat state")?;
+    moat::phase::done(moat::phase::STATE);
 
     install_egress(&mut hardened, &effective, &pinned, &root, id, &mut report)?;
+    moat::phase::done(moat::phase::NETNS);
     super::learn::start_for_create(
         ctx,
         &mut hardened,
@@ -343,6 +347,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     )?;
     // After learning set up its notify filter (which stays with libcontainer).
     let seccomp_filter = precompile_seccomp(&mut hardened, &private);
+    moat::phase::done(moat::phase::SECCOMP_CACHE);
     prepare_for_libcontainer(
         &mut hardened,
         &pinned,
@@ -374,6 +379,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         ));
     }
     moat::staging::give_stdio_to_container(allocation.range);
+    moat::phase::done(moat::phase::STAGING);
     let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
     rootfs::write_atomic(&private.join("config.json"), &config)
         .context("cannot write the hardened config.json")?;
@@ -394,6 +400,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     .context("cannot record the container's cgroup with its id range")?;
     moat_state.report = report.clone();
     moat_state.save(&root).context("cannot save moat state")?;
+    moat::phase::done(moat::phase::STATE);
 
     for change in &report.changes {
         tracing::info!(id, rule = change.rule.name(), field = %change.field, before = %change.before, after = %change.after, why = %change.why, "hardened");
@@ -401,6 +408,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     for note in &report.notes {
         tracing::info!(id, "{note}");
     }
+    moat::phase::done(moat::phase::REPORT);
 
     redirect_null_stdio();
     let executor = SelfCheck {
@@ -422,6 +430,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .build()
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("libcontainer could not create container {id}"))?;
+    moat::phase::done(moat::phase::READY);
 
     if let Some(pid) = container.pid() {
         seal_cgroupfs(pid)?;

@@ -69,5 +69,8 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
             }
         }
     }
-    remove_moat_state_after(&root, id, &policy, lc_deleted)
+    moat::phase::done(moat::phase::LIBCONTAINER_DELETE);
+    let torn_down = remove_moat_state_after(&root, id, &policy, lc_deleted);
+    moat::phase::done(moat::phase::TEARDOWN);
+    torn_down
 }
