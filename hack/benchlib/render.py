@@ -82,6 +82,10 @@ class Report:
           "pairs** (variant A and B measured back to back in the same iteration), one "
           "per round; single pairs spread widely, so only these medians mean anything.")
         w("")
+        if m.get("quick") == "1":
+            w("**A smoke run (`BENCH_QUICK=1`: a few repetitions, 5 containers): it shows "
+              "the report's structure; none of its numbers is a result.**")
+            w("")
         noisy = noisy_sections(self.data)
         if noisy:
             w(f"**This run is not a result where marked noisy**: the 1-minute load average "
