@@ -89,10 +89,15 @@ test-workloads: setup build
 	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	$(CARGO) test --release -p moat-integration --test workloads --test workloads_cri -- --test-threads=1
 
-# Benchmarks against runc (not a test: numbers go to docs/benchmarks.md).
-bench: setup build
+# Benchmarks against runc, crun, youki and runsc (not a test, never part of
+# `make test`: numbers go to docs/benchmarks.md, and only from an idle
+# machine; hack/bench refuses to write it otherwise). hack/bench-peers
+# installs the peers from Debian and crates.io (youki: once, into
+# /var/cache/moat/youki; a while on 2 cores).
+bench: setup build probe
 	bash hack/docker-register.sh
 	bash hack/docker-image.sh
+	BENCH_INSTALL_YOUKI=1 bash hack/bench-peers
 	bash hack/bench
 
 lint:

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nft;
 pub mod nsjoin;
 pub mod path_syntax;
+pub mod phase;
 pub mod pinned;
 pub mod policy;
 pub mod refusal;

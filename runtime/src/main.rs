@@ -167,7 +167,7 @@ fn main() -> ExitCode {
         eprintln!("moat: cannot open log file: {e}");
         return ExitCode::FAILURE;
     }
-    tracing::debug!(args = ?std::env::args().collect::<Vec<_>>(), "moat started");
+    tracing::debug!(phase = moat::phase::EXEC, args = ?std::env::args().collect::<Vec<_>>(), "moat started");
 
     let ctx = commands::Ctx {
         root: opts

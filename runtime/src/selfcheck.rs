@@ -132,6 +132,7 @@ impl Executor for SelfCheck {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         // Where libcontainer would have loaded the profile: capabilities
         // dropped, no_new_privs set, before the start barrier.
+        crate::phase::done(crate::phase::LIBCONTAINER);
         if let Some(filter) = &self.seccomp {
             crate::seccomp_bpf::load(filter).map_err(|e| {
                 ExecutorValidationError::ArgValidationError(format!(
@@ -139,6 +140,7 @@ impl Executor for SelfCheck {
                 ))
             })?;
         }
+        crate::phase::done(crate::phase::SECCOMP_LOAD);
         let failed = self.failures();
         if !failed.is_empty() {
             return Err(ExecutorValidationError::ArgValidationError(format!(
@@ -146,6 +148,7 @@ impl Executor for SelfCheck {
                 failed.join("; ")
             )));
         }
+        crate::phase::done(crate::phase::SELF_CHECK);
         libcontainer::workload::default::get_executor().validate(spec)
     }
 }

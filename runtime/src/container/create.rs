@@ -292,6 +292,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         mut report,
         policy: effective,
     } = harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
+    crate::phase::done(crate::phase::POLICY);
 
     let prepared = rootfs::prepare(
         &pinned_rootfs.real,
@@ -301,6 +302,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         &paths.mount_point,
     )
     .context("cannot prepare the container's rootfs")?;
+    crate::phase::done(crate::phase::ROOTFS);
     report
         .notes
         .push(format!("rootfs: {}", prepared.mode.describe()));
@@ -327,11 +329,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         report: report.clone(),
     };
     moat_state.save(&root).context("cannot save moat state")?;
+    crate::phase::done(crate::phase::STATE);
 
     install_egress(&mut hardened, &effective, &pinned, &paths, &mut report)?;
+    crate::phase::done(crate::phase::NETNS);
     super::learn::start_for_create(ctx, &mut hardened, &effective, &paths, &mut report)?;
     // After learning set up its notify filter (which stays with libcontainer).
     let seccomp_filter = precompile_seccomp(&mut hardened, &paths.seccomp);
+    crate::phase::done(crate::phase::SECCOMP_CACHE);
     prepare_for_libcontainer(
         &mut hardened,
         &pinned,
@@ -384,6 +389,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         ));
     }
     crate::staging::give_stdio_to_container(allocation.range);
+    crate::phase::done(crate::phase::STAGING);
     let config = serde_json::to_vec_pretty(&hardened).context("cannot serialise spec")?;
     rootfs::write_atomic(&paths.config, &config)
         .context("cannot write the hardened config.json")?;
@@ -404,6 +410,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     .context("cannot record the container's cgroup with its id range")?;
     moat_state.report = report.clone();
     moat_state.save(&root).context("cannot save moat state")?;
+    crate::phase::done(crate::phase::STATE);
 
     for change in &report.changes {
         tracing::info!(id, rule = change.rule.name(), field = %change.field, before = %change.before, after = %change.after, why = %change.why, "hardened");
@@ -411,6 +418,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     for note in &report.notes {
         tracing::info!(id, "{note}");
     }
+    crate::phase::done(crate::phase::REPORT);
 
     redirect_null_stdio();
     let executor = SelfCheck {
@@ -432,6 +440,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .build()
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("libcontainer could not create container {id}"))?;
+    crate::phase::done(crate::phase::READY);
 
     if let Some(pid) = container.pid() {
         seal_cgroupfs(pid)?;

@@ -70,5 +70,8 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
             }
         }
     }
-    remove_moat_state_after(&root, id, &policy, lc_deleted)
+    crate::phase::done(crate::phase::LIBCONTAINER_DELETE);
+    let torn_down = remove_moat_state_after(&root, id, &policy, lc_deleted);
+    crate::phase::done(crate::phase::TEARDOWN);
+    torn_down
 }

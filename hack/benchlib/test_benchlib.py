@@ -1,0 +1,92 @@
+"""Unit tests of hack/bench's statistics and parsers (no containers):
+
+    python3 -m unittest discover -s hack/benchlib -t hack
+"""
+
+import json
+import os
+import tempfile
+import unittest
+
+from benchlib import phases, stats, syscounts
+
+
+class PairRatios(unittest.TestCase):
+    def test_pairs_are_matched_by_round_and_iteration(self):
+        a = [["200", "1", "3"], ["100", "1", "4"], ["300", "2", "3"]]
+        b = [["100", "1", "3"], ["100", "1", "4"], ["150", "2", "3"], ["999", "2", "9"]]
+        per = stats.pair_ratios(a, b)
+        self.assertEqual(sorted(per["1"]), [1.0, 2.0])
+        self.assertEqual(per["2"], [2.0])
+
+    def test_rows_without_iteration_make_no_pairs(self):
+        self.assertEqual(dict(stats.pair_ratios([["1"]], [["1"]])), {})
+
+
+class Loads(unittest.TestCase):
+    def test_a_busy_section_is_noisy(self):
+        data = {"load": {"lifecycle-1": [["0.2", "0", "idle"]],
+                         "docker": [["1.4", "240", "noisy"]]}}
+        self.assertEqual(stats.noisy_sections(data), ["docker"])
+
+
+class Phases(unittest.TestCase):
+    def test_declared_lists_match_phase_rs(self):
+        create, delete, docs = phases.declared()
+        self.assertEqual(create[0], "exec")
+        self.assertIn("libcontainer", create)
+        self.assertEqual(delete[-1], "teardown")
+        for name in create + delete:
+            self.assertTrue(docs.get(name), f"{name} has no doc comment in phase.rs")
+
+    def test_split_sums_repeated_names_and_adds_exit(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            for t, ph in [("00.001000", "exec"), ("00.003000", "state"),
+                          ("00.004000", "netns"), ("00.006000", "state")]:
+                f.write(json.dumps({"time": f"2026-01-01T00:00:{t}Z", "msg": "x", "phase": ph}) + "\n")
+            f.write("not json\n")
+            path = f.name
+        try:
+            launch = phases.log_time_us("2026-01-01T00:00:00.000000Z")
+            per, totals, runs, _ = phases.split([(launch, launch + 10000, path)])
+        finally:
+            os.unlink(path)
+        self.assertEqual(runs, 1)
+        self.assertAlmostEqual(per["exec"][0], 1.0, places=3)
+        self.assertAlmostEqual(per["state"][0], 4.0, places=3)  # 2 ms + 2 ms
+        self.assertAlmostEqual(per["netns"][0], 1.0, places=3)
+        self.assertAlmostEqual(per[phases.EXIT][0], 4.0, places=3)
+        self.assertAlmostEqual(totals[0], 10.0, places=3)
+
+
+class SyscallCounts(unittest.TestCase):
+    TRACE = "\n".join([
+        '100  1.000000 openat(AT_FDCWD, "/x", O_RDONLY) = 3',
+        '100  1.000100 write(2, "{\\"level\\":\\"debug\\",\\"phase\\":\\"policy\\"}\\n", 40) = 40',
+        '101  1.000200 statx(AT_FDCWD, "/proc/1", 0, 0 <unfinished ...>',
+        '100  1.000300 close(3)                = 0',
+        '101  1.000400 <... statx resumed>) = 0',
+        '101  1.000500 +++ exited with 0 +++',
+    ])
+
+    def test_calls_are_counted_once_and_split_at_phase_writes(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(self.TRACE + "\n")
+            path = f.name
+        try:
+            total, per, order = syscounts.parse(path)
+        finally:
+            os.unlink(path)
+        self.assertEqual(total, {"openat": 1, "write": 1, "statx": 1, "close": 1})
+        self.assertEqual(per["policy"], {"openat": 1, "write": 1})
+        self.assertEqual(per[phases.EXIT], {"statx": 1, "close": 1})
+        self.assertEqual(order, ["policy", phases.EXIT])
+
+    def test_biggest_differences_first(self):
+        d = syscounts.biggest_differences({"statx": 900, "read": 10}, {"read": 12, "futex": 300})
+        self.assertEqual(d[0], ("statx", 900, 0))
+        self.assertEqual(d[-1], ("futex", 0, 300))
+
+
+if __name__ == "__main__":
+    unittest.main()
