@@ -29,6 +29,10 @@ class Report:
         self.workdir, self.data, self.meta, self.skips = workdir, data, meta, skips
         self.lines = []
         self.loads = section_loads(data)
+        for p in PEERS:
+            # a peer dropped in the middle of the run: its rows are not used
+            if skips.get("peer-" + p, "").startswith("dropped"):
+                data["lat"].pop(p, None)
         self.lat = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["lat"].items()}
         self.st = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["startup"].items()}
         self.dk = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["docker"].items()}
