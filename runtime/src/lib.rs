@@ -21,6 +21,7 @@ pub mod nft;
 pub mod nsjoin;
 pub mod path_syntax;
 pub mod phase;
+pub mod pidfd;
 pub mod pinned;
 pub mod policy;
 pub mod refusal;

@@ -788,15 +788,37 @@ fn mount_private_sysfs(path: &Path) -> Result<()> {
 /// enters its mount namespace and remounts /sys/fs/cgroup and everything
 /// below it read-only, from a thread of its own, so moat's own mount
 /// namespace never changes.
+///
+/// The namespace is found through the init's pid, so it is confirmed twice
+/// before anything is remounted: the pid still names the process moat
+/// created (a pidfd opened first outlives a reuse of the pid), and the
+/// namespace is not moat's own — remounting there would make the host's
+/// cgroup hierarchies read-only.
 fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{setns, unshare, CloneFlags};
+    use std::os::unix::fs::MetadataExt;
+    let pidfd = crate::pidfd::Pidfd::open(init.as_raw())
+        .context("cannot open a pidfd for the container's init")?;
     let ns = fs::File::open(format!("/proc/{init}/ns/mnt"))
         .context("cannot open the container's mount namespace")?;
     // Read from the host: inside, /proc belongs to a pid namespace moat is
     // not in, so /proc/self does not resolve there.
     let text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .context("cannot read the container's mount table")?;
+    if !pidfd.is_alive() {
+        bail!("the container's init (pid {init}) exited before its cgroupfs was sealed");
+    }
+    let own = fs::metadata("/proc/self/ns/mnt").context("cannot stat moat's mount namespace")?;
+    let target = ns
+        .metadata()
+        .context("cannot stat the container's mount namespace")?;
+    if (own.dev(), own.ino()) == (target.dev(), target.ino()) {
+        bail!(
+            "the container's init (pid {init}) is in moat's own mount namespace; \
+             refusing to remount the host's cgroup hierarchies"
+        );
+    }
     let mut points: Vec<PathBuf> = rootfs::parse_mountinfo(&text)
         .into_iter()
         .map(|m| m.mount_point)
