@@ -844,7 +844,7 @@ impl LeakCheck {
         // State directories.
         if per_id {
             for dir in [&paths.libcontainer_dir, &paths.private_dir] {
-                if fs::symlink_metadata(&dir).is_ok() {
+                if fs::symlink_metadata(dir).is_ok() {
                     leaks.push(format!("state directory {} still exists", dir.display()));
                 }
             }

@@ -579,16 +579,22 @@ fn a_volume_that_binds_a_host_directory_is_judged_as_that_directory() {
 /// symlink swap places atomically) as fast as it can until `stop`.
 fn exchanger(a: PathBuf, b: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
+        use std::os::unix::ffi::OsStrExt;
+        let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+        let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
         let mut swaps = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &a,
-                nix::fcntl::AT_FDCWD,
-                &b,
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .expect("renameat2(RENAME_EXCHANGE)");
+            // SAFETY: two valid NUL-terminated paths; no memory is shared.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    a.as_ptr(),
+                    libc::AT_FDCWD,
+                    b.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
             swaps += 1;
         }
         swaps

@@ -366,34 +366,42 @@ fn concurrent_creates_of_one_cgroups_path_get_it_once() {
         let leaks: Vec<_> = ids.iter().map(|id| env.leak_check(id)).collect();
         {
             let _guards: Vec<_> = ids.iter().map(|id| env.guard(id)).collect();
+            // stderr to files, not pipes: the winner's init inherits them
+            // and keeps them open until it is deleted.
+            let errs: Vec<PathBuf> = ids
+                .iter()
+                .map(|id| env.tmp.path().join(format!("{id}.stderr")))
+                .collect();
             let children: Vec<Child> = ids
                 .iter()
-                .map(|id| {
+                .zip(&errs)
+                .map(|(id, err)| {
                     Command::new(moat_bin())
                         .args(env.argv(&["create", "--bundle", b.path(), id]))
                         .stdin(Stdio::null())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(fs::File::create(err).unwrap())
                         .spawn()
                         .expect("spawn moat create")
                 })
                 .collect();
-            let outs: Vec<_> = children
+            let codes: Vec<_> = children
                 .into_iter()
-                .map(|c| c.wait_with_output().expect("wait for moat create"))
+                .map(|mut c| c.wait().expect("wait for moat create"))
                 .collect();
-            let ok: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+            let stderr: Vec<String> = errs
+                .iter()
+                .map(|e| fs::read_to_string(e).unwrap_or_default())
+                .collect();
+            let ok: Vec<usize> = (0..2).filter(|&i| codes[i].success()).collect();
             assert_eq!(
                 ok.len(),
                 1,
-                "round {round}: {} of 2 creates of {rel} succeeded: {:?}",
+                "round {round}: {} of 2 creates of {rel} succeeded: {stderr:?}",
                 ok.len(),
-                outs.iter()
-                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                    .collect::<Vec<_>>()
             );
             let loser = 1 - ok[0];
-            let err = String::from_utf8_lossy(&outs[loser].stderr);
+            let err = &stderr[loser];
             assert!(
                 err.contains("refused by moat rule cgroups-path"),
                 "round {round}: the second create failed otherwise: {err}"

@@ -310,7 +310,7 @@ fn exec_seccomp(spec: &Spec, path: &std::path::Path) -> Result<ExecSeccomp> {
     if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
         return Ok(ExecSeccomp::Libcontainer(s));
     }
-    let json = match fs::read(&path) {
+    let json = match fs::read(path) {
         Ok(j) => j,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ExecSeccomp::Missing),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
