@@ -19,6 +19,7 @@ pub mod netns;
 pub mod nft;
 pub mod nsjoin;
 pub mod pinned;
+pub mod pod;
 pub mod policy;
 pub mod refusal;
 pub mod report;

@@ -156,6 +156,8 @@ struct Prechecked {
     /// Every host path and namespace the spec names, open since precheck:
     /// staging mounts and nsjoin joins these fds, never the names (T29).
     pinned: PinnedPaths,
+    /// The pod the container joins (its user namespace pinned), if any.
+    pod: Option<moat::pod::Pod>,
 }
 
 /// Everything before the first side effect: opens every host path the
@@ -202,8 +204,10 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         engine_netns: moat::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
     })
     .map_err(pin_error)?;
+    let pod = moat::pod::find(&root, &spec, &pinned).map_err(|r| anyhow!(r))?;
     let mut facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
     Ok(Prechecked {
@@ -213,6 +217,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         policy,
         facts,
         pinned,
+        pod,
     })
 }
 
@@ -259,6 +264,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         policy,
         mut facts,
         pinned,
+        pod,
     } = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
@@ -285,9 +291,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
 
     let pool = IdPool::new(&policy.user_namespace);
-    let allocation = pool
-        .allocate(&root, id)
+    let allocation = moat::pod::allocation(&pool, pod.as_ref(), &root, id)
         .context("cannot allocate a host id range")?;
+    moat::pod::record_membership(&private, pod.as_ref()).context("cannot record the pod")?;
     // The facts precheck gathered, now with the range this container got.
     facts.id_range = Some(allocation.range);
     let Hardened {
@@ -379,7 +385,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .context("cannot write the hardened config.json")?;
     // Where its processes will be, kept with the range: found even when
     // the state directories are removed (T31).
-    pool.record(
+    moat::pod::record_claim(
+        &pool,
+        pod.as_ref(),
         &allocation,
         &root,
         id,
@@ -556,9 +564,11 @@ fn prepare_for_libcontainer(
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
-    debug_assert!(still_listed
-        .iter()
-        .all(|n| n.path().is_none() || n.typ() == LinuxNamespaceType::Mount));
+    debug_assert!(still_listed.iter().all(|n| n.path().is_none()
+        || matches!(
+            n.typ(),
+            LinuxNamespaceType::Mount | LinuxNamespaceType::User | LinuxNamespaceType::Pid
+        )));
     Ok(())
 }
 
