@@ -295,12 +295,18 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
         addrs.contains(&format!("{pod_ip}/")),
         "pod IP not inside: {addrs}"
     );
-    // But each container has its own user namespace and id range.
+    // And the pod's user namespace and id range (one per pod, T3): the
+    // sandbox's, which owns the pod's ipc/uts (and shared pid) namespaces.
     let userns = |id: &str| pod.sh(id, "readlink /proc/self/ns/user; cat /proc/self/uid_map");
-    assert_ne!(
+    assert_eq!(
         userns(&first),
         userns(&second),
-        "containers share an id range"
+        "containers of one pod must share its user namespace"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{sandbox_pid}/ns/user")).unwrap(),
+        std::fs::read_link(format!("/proc/{}/ns/user", pod.container_pid(&first))).unwrap(),
+        "the pod's containers are in the sandbox's user namespace"
     );
 
     // Egress: moat's table is in the pod's netns, and a connection from the
