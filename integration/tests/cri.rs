@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use moat_integration::containerd::{
-    assert_container_sandboxed, cri, Containerd, GatewayListener, Handler, Pod, SLEEPER,
+    assert_container_sandboxed, cri, id_map, namespace_options, ContainerSpec, Containerd,
+    GatewayListener, Handler, Pod, BUSYBOX_IMAGE, SLEEPER,
 };
 use moat_integration::{cap_field, status_field, LeakCheck, ALLOWED_CAPS_MASK};
 
@@ -294,12 +295,18 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
         addrs.contains(&format!("{pod_ip}/")),
         "pod IP not inside: {addrs}"
     );
-    // But each container has its own user namespace and id range.
+    // And the pod's user namespace and id range (one per pod, T3): the
+    // sandbox's, which owns the pod's ipc/uts (and shared pid) namespaces.
     let userns = |id: &str| pod.sh(id, "readlink /proc/self/ns/user; cat /proc/self/uid_map");
-    assert_ne!(
+    assert_eq!(
         userns(&first),
         userns(&second),
-        "containers share an id range"
+        "containers of one pod must share its user namespace"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{sandbox_pid}/ns/user")).unwrap(),
+        std::fs::read_link(format!("/proc/{}/ns/user", pod.container_pid(&first))).unwrap(),
+        "the pod's containers are in the sandbox's user namespace"
     );
 
     // Egress: moat's table is in the pod's netns, and a connection from the
@@ -350,4 +357,92 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
         "shims left: {:?}",
         cd.shim_pids()
     );
+}
+
+/// A pod with `shareProcessNamespace: true` (pid NamespaceMode POD in the
+/// sandbox and each container, as kubelet sends it, and critest's default):
+/// both containers join the sandbox's user namespace and id range (T5), so
+/// each can mount `/proc` in the pod's pid namespace and sees the other's
+/// processes; one range for the whole pod, freed with the sandbox.
+fn shared_pid_pod_works(cd: &Containerd, handler: &Handler) {
+    let mut config = cd.pod_config("sharepid");
+    let shared = cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..namespace_options()
+    };
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(shared.clone());
+    }
+    let pod = cd
+        .run_pod_config(config, handler.name)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let container = |name: &str, args: &[&str]| {
+        let mut spec = ContainerSpec::new(name, BUSYBOX_IMAGE).command(args);
+        if let Some(sc) = spec
+            .config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+        {
+            sc.namespace_options = Some(shared.clone());
+        }
+        pod.start(&spec)
+            .unwrap_or_else(|e| panic!("{name} ({}): {e}\n{}", handler.name, cd.log_tail()))
+    };
+    let a = container("one", &["sleep", "1001"]);
+    let b = container("two", &["sleep", "1002"]);
+    let checks: Vec<LeakCheck> = [&pod.id, &a, &b]
+        .iter()
+        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+        .collect();
+    // Each sees the other's process (and the pause process) in the pod's
+    // pid namespace.
+    let ps_a = pod.sh(&a, "ps -o args");
+    let ps_b = pod.sh(&b, "ps -o args");
+    for ps in [&ps_a, &ps_b] {
+        assert!(
+            ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+            "{}: the containers of a shared-pid pod must see each other: {ps}",
+            handler.name
+        );
+    }
+    // One user namespace and one id range for the pod, not host root.
+    let map_a = pod.sh(&a, "cat /proc/self/uid_map");
+    let map_b = pod.sh(&b, "cat /proc/self/uid_map");
+    assert_eq!(id_map(&map_a), id_map(&map_b), "{}", handler.name);
+    let (_, host_id, _) = id_map(&map_a)[0];
+    assert!(host_id > 0, "{}: {map_a}", handler.name);
+    let status = pod.status().expect("PodSandboxStatus");
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
+    let sandbox_pid = info["pid"].as_i64().expect("sandbox pid");
+    let sandbox_map = std::fs::read_to_string(format!("/proc/{sandbox_pid}/uid_map")).unwrap();
+    assert_eq!(id_map(&sandbox_map), id_map(&map_a), "{}", handler.name);
+    // Still hardened: no capability beyond moat's allowlist.
+    assert_container_sandboxed(&pod, &a);
+    assert_container_sandboxed(&pod, &b);
+    pod.remove().expect("RemovePodSandbox");
+    // The pod's range is freed with the sandbox; nothing of any container
+    // is left.
+    for check in &checks {
+        check.verify();
+    }
+}
+
+#[test]
+fn cri_shared_pid_pod_shares_one_user_namespace() {
+    let (cd, handler) = Containerd::with_moat_handler();
+    shared_pid_pod_works(&cd, &handler);
+    cd.shutdown_clean();
+}
+
+#[test]
+fn cri_shared_pid_pod_through_the_native_shim() {
+    let (cd, handler) = Containerd::with_moat_shim_handler();
+    shared_pid_pod_works(&cd, &handler);
+    cd.shutdown_clean();
 }

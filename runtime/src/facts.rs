@@ -100,6 +100,7 @@ pub fn from_pinned(
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: Some(rootfs.to_path_buf()),
+        pod_user_namespace: None,
     }
 }
 

@@ -315,6 +315,14 @@ impl<'a> IdPool<'a> {
     }
 }
 
+/// Does the slot file of `slot` in the pool directory `dir` name
+/// (`root`, `id`) as its owner? A pod's members check that their sandbox
+/// still holds the range they are about to run with.
+pub fn slot_owned_by(dir: &Path, slot: u32, root: &Path, id: &str) -> bool {
+    fs::read_to_string(dir.join(slot.to_string()))
+        .is_ok_and(|c| owned_by_tag(&c, &owner_tag(root, id)))
+}
+
 /// moat's default state root (`/run/moat`), which holds the default pool.
 const DEFAULT_STATE_ROOT: &str = "/run/moat";
 

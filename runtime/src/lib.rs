@@ -23,6 +23,7 @@ pub mod path_syntax;
 pub mod phase;
 pub mod pidfd;
 pub mod pinned;
+pub mod pod;
 pub mod policy;
 pub mod refusal;
 pub mod report;

@@ -9,7 +9,8 @@
 //!
 //! Only namespaces a forked child inherits can be handled this way: net,
 //! ipc, uts, pid (for children), cgroup, time (for children). Mount
-//! namespaces given by path are left to libcontainer.
+//! namespaces given by path are left to libcontainer, and so is a pod's
+//! pid namespace, by the pinned fd (see `join_path_namespaces`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -80,8 +81,12 @@ pub fn join_path_namespaces(
                     source,
                 };
                 let opened;
+                let mut of_host = false;
                 let file: &File = match pinned.namespace(ns.typ()) {
-                    Some(p) if &p.path == path => &p.file,
+                    Some(p) if &p.path == path => {
+                        of_host = p.is_host;
+                        &p.file
+                    }
                     _ if own_netns == Some(path.as_path())
                         && ns.typ() == LinuxNamespaceType::Network =>
                     {
@@ -94,6 +99,21 @@ pub fn join_path_namespaces(
                         )))
                     }
                 };
+                if ns.typ() == LinuxNamespaceType::Pid && !of_host {
+                    // A pod's pid namespace is joined by libcontainer's
+                    // intermediate process, after it joined the pod's user
+                    // namespace (which owns it): joined here, the
+                    // intermediate would be born inside it and report the
+                    // init's pid as seen there, not the host's. It opens
+                    // the pinned fd it inherits, never the spec's name.
+                    let mut handle = ns.clone();
+                    handle.set_path(Some(PathBuf::from(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(file)
+                    ))));
+                    kept.push(handle);
+                    continue;
+                }
                 setns(file, flag).map_err(|e| err(e.into()))?;
                 tracing::info!(namespace = kind, path = %path.display(), "joined namespace before handing off to libcontainer");
                 joined.push((kind.to_string(), path.clone()));

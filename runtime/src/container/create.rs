@@ -140,6 +140,8 @@ struct Prechecked {
     /// Every host path and namespace the spec names, open since precheck:
     /// staging mounts and nsjoin joins these fds, never the names (T29).
     pinned: PinnedPaths,
+    /// The pod the container joins (its user namespace pinned), if any.
+    pod: Option<crate::pod::Pod>,
 }
 
 /// Everything before the first side effect: opens every host path the
@@ -188,8 +190,10 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         }
     })
     .map_err(pin_error)?;
+    let pod = crate::pod::find(&root, &spec, &pinned).map_err(|r| anyhow!(r))?;
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
     // a rootfs swapped since cannot point the walk elsewhere (T29).
@@ -201,6 +205,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         policy,
         facts,
         pinned,
+        pod,
     })
 }
 
@@ -254,6 +259,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         policy,
         mut facts,
         pinned,
+        pod,
     } = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;
@@ -282,9 +288,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
 
     let pool = IdPool::new(&policy.user_namespace);
-    let allocation = pool
-        .allocate(&root, id)
+    let allocation = crate::pod::allocation(&pool, pod.as_ref(), &root, id)
         .context("cannot allocate a host id range")?;
+    crate::pod::record_membership(&private, pod.as_ref()).context("cannot record the pod")?;
     // The facts precheck gathered, now with the range this container got.
     facts.id_range = Some(allocation.range);
     let Hardened {
@@ -395,7 +401,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .context("cannot write the hardened config.json")?;
     // Where its processes will be, kept with the range: found even when
     // the state directories are removed (T31).
-    pool.record(
+    crate::pod::record_claim(
+        &pool,
+        pod.as_ref(),
         &allocation,
         &root,
         id,
@@ -570,9 +578,11 @@ fn prepare_for_libcontainer(
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
-    debug_assert!(still_listed
-        .iter()
-        .all(|n| n.path().is_none() || n.typ() == LinuxNamespaceType::Mount));
+    debug_assert!(still_listed.iter().all(|n| n.path().is_none()
+        || matches!(
+            n.typ(),
+            LinuxNamespaceType::Mount | LinuxNamespaceType::User | LinuxNamespaceType::Pid
+        )));
     Ok(())
 }
 

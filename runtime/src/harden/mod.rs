@@ -82,6 +82,10 @@ pub struct HostFacts {
     /// (`None` when it could not be opened), so `root.path` is judged where
     /// it really points.
     pub rootfs_real: Option<PathBuf>,
+    /// The user namespace of the pod the container joins, pinned by moat
+    /// (`/proc/self/fd/N`, see `moat::pod`): the container joins it and runs
+    /// with the pod's range (`id_range`). `None`: a user namespace of its own.
+    pub pod_user_namespace: Option<PathBuf>,
 }
 
 /// The outcome of hardening a spec.

@@ -86,7 +86,13 @@ pub(super) fn refuse_host_namespaces(
         .iter()
         .find(|n| n.typ() == LinuxNamespaceType::User)
     {
-        if let Some(path) = user.path() {
+        // A pod's user namespace is joined by the fd moat pinned (T5);
+        // moat::pod has checked that a path the spec gives is that one.
+        if let Some(path) = user
+            .path()
+            .as_ref()
+            .filter(|_| facts.pod_user_namespace.is_none())
+        {
             return Err(Refusal::new(
                 RefusalRule::UserNamespacePath,
                 format!(

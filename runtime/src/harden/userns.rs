@@ -33,7 +33,31 @@ pub(super) fn add_user_namespace(
     });
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    if !namespaces
+    if let Some(pod) = &facts.pod_user_namespace {
+        // A member of a pod joins the pod's user namespace (which owns the
+        // pod's pid, ipc and uts namespaces, so it can mount /proc there)
+        // through the descriptor moat pinned, never a path the spec names.
+        let before = namespaces
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+            .map(|n| match n.path() {
+                Some(p) => p.display().to_string(),
+                None => "new user namespace".into(),
+            })
+            .unwrap_or_else(|| "no user namespace".into());
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(Some(pod.clone()));
+        namespaces.push(ns);
+        report.change(
+            Rule::UserNamespace,
+            "linux.namespaces",
+            before,
+            "the pod's user namespace",
+            "containers of a pod share its user namespace and id range, which own its pid, ipc and uts namespaces",
+        );
+    } else if !namespaces
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User)
     {
@@ -68,7 +92,9 @@ pub(super) fn add_user_namespace(
                 field,
                 mapping_text(&current),
                 mapping_text(&wanted),
-                if facts.id_range.is_some() {
+                if facts.pod_user_namespace.is_some() {
+                    "ids map to the pod's host range, which no other pod uses"
+                } else if facts.id_range.is_some() {
                     "ids map to a host range no other container uses"
                 } else {
                     "ids map to a free host range of the pool, chosen at create"

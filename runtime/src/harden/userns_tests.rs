@@ -221,3 +221,53 @@ fn low_ports_are_decided_by_the_first_container_of_a_netns() {
     assert_eq!(sysctl_of(&ok(&app).spec, PORT_START), None);
     assert_eq!(sysctl_of(&ok(&joining(&[])).spec, PORT_START), None);
 }
+
+/// A pod member joins the user namespace moat pinned (the facts' handle),
+/// whatever user namespace path the spec named, with the pod's range.
+#[test]
+fn pod_member_joins_the_pinned_user_namespace() {
+    let s = docker_with(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user", "path": "/proc/4242/ns/user"}));
+    });
+    let f = HostFacts {
+        pod_user_namespace: Some(std::path::PathBuf::from("/proc/self/fd/7")),
+        id_range: Some(IdRange {
+            host_id: 200_000,
+            size: 65536,
+        }),
+        ..facts()
+    };
+    let h = ok_with(&s, &Policy::default(), &f);
+    let users: Vec<_> = h
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|n| n.typ() == LinuxNamespaceType::User)
+        .cloned()
+        .collect();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].path().as_deref(),
+        Some(std::path::Path::new("/proc/self/fd/7"))
+    );
+    let uid = h
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .uid_mappings()
+        .clone()
+        .unwrap();
+    assert_eq!((uid[0].host_id(), uid[0].size()), (200_000, 65536));
+    assert!(has_line(&h.report, Rule::UserNamespace, "linux.namespaces"));
+    // Without the pinned namespace the same spec is refused.
+    assert_refusal(&refused(&s), "user-namespace-path", None);
+}

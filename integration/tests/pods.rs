@@ -1,0 +1,112 @@
+//! Pods outside CRI: containers that join another moat container's
+//! namespaces by path (runc-style bundles, as docker's `--pid container:X`
+//! writes them) join its pod: its user namespace and id range (T5). A spec
+//! that names two pods' namespaces, or whose CRI annotations name another
+//! pod than its namespaces, is refused; the range is freed with the pod's
+//! owner.
+
+use moat_integration::{require_root, Bundle, Env};
+use serde_json::json;
+
+/// Points the `typ` namespace of `bundle` at `path` (adds it if missing).
+fn join(bundle: &mut Bundle, typ: &str, path: &str) {
+    let list = bundle.config["linux"]["namespaces"].as_array_mut().unwrap();
+    list.retain(|n| n["type"] != typ);
+    list.push(json!({"type": typ, "path": path}));
+    bundle.write();
+}
+
+fn init_pid(env: &Env, id: &str) -> i64 {
+    env.state(id)["pid"].as_i64().expect("pid")
+}
+
+fn uid_map(pid: i64) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap()
+}
+
+fn owned_slots(env: &Env, id: &str) -> usize {
+    let policy = moat_integration::effective_policy();
+    moat::idpool::IdPool::new(&policy.user_namespace)
+        .owned_by(&moat_integration::canonical_root(&env.root), id)
+        .len()
+}
+
+/// `--pid container:X`: the second container sees X's processes (it could
+/// mount /proc in X's pid namespace), runs in X's user namespace with X's
+/// range and owns no range of its own; deleting X frees the range.
+#[test]
+fn a_container_joining_anothers_pid_namespace_joins_its_pod() {
+    require_root();
+    let env = Env::new();
+    let sleeper = env.bundle(&["sleep", "300"]);
+    let owner_check = env.leak_check("pod-owner");
+    let (owner, owner_guard) = env.start_sleeper(&sleeper, "pod-owner");
+    let pid = init_pid(&env, &owner);
+    let mut member = env.bundle(&["sh", "-c", "ps -o args; cat /proc/self/uid_map"]);
+    join(&mut member, "pid", &format!("/proc/{pid}/ns/pid"));
+    let member_id = env.id("pod-member");
+    let member_check = env.leak_check(&member_id);
+    let out = env.run(&member, &member_id);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("sleep 300"),
+        "the member sees the owner's process: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(uid_map(pid).trim()),
+        "the member runs with the owner's range:\n{}\nowner: {}",
+        out.stdout,
+        uid_map(pid)
+    );
+    env.moat(&["delete", "--force", &member_id]).assert_ok();
+    member_check.verify();
+    // The member never held a range; the owner still does until deleted.
+    assert_eq!(owned_slots(&env, &member_id), 0);
+    assert_eq!(owned_slots(&env, &owner), 1);
+    drop(owner_guard);
+    owner_check.verify();
+}
+
+/// A spec naming namespaces of two pods, or a CRI container whose
+/// sandbox-id names another pod than the one whose namespaces it joins,
+/// is refused with one line, and leaves nothing behind.
+#[test]
+fn a_spec_naming_another_pods_namespaces_is_refused() {
+    require_root();
+    let env = Env::new();
+    let sleeper = env.bundle(&["sleep", "300"]);
+    let (a, _ga) = env.start_sleeper(&sleeper, "pod-a");
+    let (b, _gb) = env.start_sleeper(&sleeper, "pod-b");
+    let (pa, pb) = (init_pid(&env, &a), init_pid(&env, &b));
+
+    let mut mixed = env.bundle(&["true"]);
+    join(&mut mixed, "pid", &format!("/proc/{pa}/ns/pid"));
+    join(&mut mixed, "ipc", &format!("/proc/{pb}/ns/ipc"));
+    let id = env.id("mixed");
+    let check = env.leak_check(&id);
+    env.moat(&["create", "--bundle", mixed.path(), &id])
+        .assert_fails_with("joins namespaces of 2 pods");
+    check.verify();
+
+    let mut lying = env.bundle(&["true"]);
+    join(&mut lying, "ipc", &format!("/proc/{pa}/ns/ipc"));
+    lying.annotate("io.kubernetes.cri.container-type", "container");
+    lying.annotate("io.kubernetes.cri.sandbox-id", &b);
+    let id = env.id("lying");
+    let check = env.leak_check(&id);
+    env.moat(&["create", "--bundle", lying.path(), &id])
+        .assert_fails_with("but its namespaces are pod");
+    check.verify();
+
+    // A user namespace path that is not the pod's (b's, while the other
+    // namespaces are a's) is refused too.
+    let mut foreign_user = env.bundle(&["true"]);
+    join(&mut foreign_user, "ipc", &format!("/proc/{pa}/ns/ipc"));
+    join(&mut foreign_user, "user", &format!("/proc/{pb}/ns/user"));
+    let id = env.id("foreign-user");
+    let check = env.leak_check(&id);
+    env.moat(&["create", "--bundle", foreign_user.path(), &id])
+        .assert_fails_with("is not the user namespace of pod");
+    check.verify();
+}
