@@ -450,6 +450,10 @@ fn pids_limit_defaults_to_4096_keeps_lower_and_clamps_higher() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness: the real path moat is expected to report"
+)]
 fn create_start_state_delete_lifecycle() {
     let env = Env::new();
     let b = env.sh_bundle("sleep 2; exit 0");

@@ -412,6 +412,10 @@ pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
 /// Prepares the rootfs for container `private_dir` (moat's per-container
 /// state directory). Never fails for a kernel that cannot idmap: it falls
 /// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the name finds the rootfs's mountinfo entry (its overlay layers) and is the unshifted fallback; the idmapped bind is made from the pinned handle"
+)]
 pub fn prepare(
     rootfs: &Path,
     handle: &Path,
