@@ -5,7 +5,8 @@
 //! inside. An idmapped mount (mount_setattr MOUNT_ATTR_IDMAP) shifts the
 //! owners into the container's range without touching the files.
 //!
-//! Two cases, measured on this kernel (see shared/notes/machine-facts.md):
+//! Two cases, measured on Linux 6.x (integration/tests/bundle.rs runs the
+//! first, docker.rs the second):
 //! - a plain directory (a runc-style bundle on ext4/xfs/btrfs/tmpfs): one
 //!   idmapped bind mount of it;
 //! - an overlayfs mount (what docker and containerd hand over): overlayfs
