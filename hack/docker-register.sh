@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # hack/docker-register.sh [PATH_TO_MOAT] — install the moat binary as
 # /usr/local/bin/moat (default source: target/release/moat in the repo) and
-# register it as docker runtime "moat" in /etc/docker/daemon.json, merging
-# with whatever is there (backup: daemon.json.moat-bak, made once). If the
-# config changed or dockerd doesn't list the runtime yet, SIGHUP dockerd and
-# wait until `docker info` shows it. Starts the daemons (hack/setup.sh) if
-# dockerd isn't running.
+# register it as docker runtime "moat" with `moat install docker` (merged
+# into /etc/docker/daemon.json, backup daemon.json.moat-bak made once). If
+# the config changed or dockerd doesn't list the runtime yet, SIGHUP dockerd
+# and wait until `docker info` shows it. Starts the daemons (hack/setup.sh)
+# if dockerd isn't running.
+#
+# Environment: MOAT_RUNTIME_NAME (default moat), MOAT_INSTALL_PATH (default
+# /usr/local/bin/moat), MOAT_RUNTIME_ARGS (a JSON array of arguments docker
+# passes before the command), DOCKER_DAEMON_JSON.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -46,39 +50,23 @@ if ! docker_ok; then
     bash "$HACK_DIR/setup.sh"
 fi
 
-# --- 3. merge the runtime into daemon.json ------------------------------------
-mkdir -p "$(dirname "$DAEMON_JSON")"
-changed=0
-if [[ -s $DAEMON_JSON ]]; then
-    jq -e 'type == "object"' "$DAEMON_JSON" >/dev/null 2>&1 \
-        || die "$DAEMON_JSON is not a JSON object; fix it by hand (not touching it)"
-fi
+# --- 3. register the runtime: `moat install docker` -------------------------
+# The installed binary merges .runtimes.<name> (path, runtimeArgs) into
+# daemon.json, keeping every other key, with a backup made once
+# (daemon.json.moat-bak). The script only copies the binary, starts dockerd
+# and reloads it, which moat install leaves to the operator.
+install_args=(install docker --config "$DAEMON_JSON" --name "$RUNTIME_NAME" --binary "$DEST")
 if [[ -n $RUNTIME_ARGS ]]; then
     jq -e 'type == "array" and all(type == "string")' <<<"$RUNTIME_ARGS" >/dev/null 2>&1 \
         || die "MOAT_RUNTIME_ARGS must be a JSON array of strings: $RUNTIME_ARGS"
+    while IFS= read -r arg; do
+        install_args+=("--runtime-arg=$arg")
+    done < <(jq -r '.[]' <<<"$RUNTIME_ARGS")
 fi
-want_args="${RUNTIME_ARGS:-null}"
-if [[ -s $DAEMON_JSON ]] && jq -e --arg n "$RUNTIME_NAME" --arg p "$DEST" --argjson a "$want_args" \
-    '.runtimes[$n].path == $p and ($a == null or .runtimes[$n].runtimeArgs == $a)' "$DAEMON_JSON" >/dev/null; then
-    log "$DAEMON_JSON already registers runtime $RUNTIME_NAME -> $DEST"
-else
-    if [[ -e $DAEMON_JSON && ! -e $DAEMON_JSON.moat-bak ]]; then
-        cp -p "$DAEMON_JSON" "$DAEMON_JSON.moat-bak"
-        log "backed up $DAEMON_JSON to $DAEMON_JSON.moat-bak"
-    fi
-    tmp="$(mktemp "$DAEMON_JSON.XXXXXX")"
-    trap 'rm -f "$tmp"' EXIT
-    # Only .runtimes.<name>.path (and runtimeArgs when given) is set; other
-    # keys are kept.
-    if [[ -s $DAEMON_JSON ]]; then cat "$DAEMON_JSON"; else echo '{}'; fi \
-        | jq --arg n "$RUNTIME_NAME" --arg p "$DEST" --argjson a "$want_args" \
-            '.runtimes[$n].path = $p | if $a == null then . else .runtimes[$n].runtimeArgs = $a end' >"$tmp"
-    chmod 0644 "$tmp"
-    mv -f "$tmp" "$DAEMON_JSON"
-    trap - EXIT
-    changed=1
-    log "registered runtime $RUNTIME_NAME -> $DEST in $DAEMON_JSON"
-fi
+before="$(cat "$DAEMON_JSON" 2>/dev/null || true)"
+"$DEST" "${install_args[@]}" >&2
+changed=0
+[[ "$(cat "$DAEMON_JSON" 2>/dev/null || true)" == "$before" ]] || changed=1
 
 # --- 4. reload dockerd --------------------------------------------------------
 runtime_listed() {

@@ -6,8 +6,12 @@
 //! Every test gets its own [`Env`]: a temporary directory holding a unique
 //! `--root` and its bundles, so tests may run in parallel.
 
+pub mod caps;
 pub mod cmd;
 pub mod containerd;
+pub mod docker;
+pub mod http;
+pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -21,13 +25,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The capability allowlist of the default policy, as a CapEff mask:
-/// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
-/// NET_BIND_SERVICE.
-pub const ALLOWED_CAPS_MASK: u64 = 0x5fb;
+pub use caps::{
+    ALLOWED_CAPS_MASK, ALLOWLIST, CAP_KILL, CAP_MKNOD, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN,
+    CAP_SYS_PTRACE,
+};
+pub use http::http_get;
 
-/// First host id of the default policy's id pool.
+/// First host id of the default policy's id pool
+/// (`user_namespace.host_id_base`; a unit test keeps them equal).
 pub const HOST_ID_BASE: u64 = 1_073_741_824;
+
+/// Size of one container's id range in the default policy
+/// (`user_namespace.range_size`; a unit test keeps them equal).
+pub const RANGE_SIZE: u64 = 65_536;
 
 /// Where the busybox rootfs is built once and copied from.
 pub const ROOTFS_CACHE: &str = "/var/cache/moat/busybox-rootfs";
@@ -623,6 +633,10 @@ pub fn cap_field(status: &str, field: &str) -> u64 {
 
 /// The canonical form of a state root, as moat records it (the root may
 /// not exist yet: its parent is resolved then).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness: computes what moat records, to compare"
+)]
 pub fn canonical_root(root: &Path) -> PathBuf {
     if let Ok(p) = fs::canonicalize(root) {
         return p;
@@ -986,25 +1000,73 @@ pub fn read_or_empty(path: &Path) -> String {
     }
 }
 
-/// Plain HTTP/1.0 `GET /` to `addr` (short timeouts): (status line, body).
-pub fn http_get(addr: std::net::SocketAddr) -> std::io::Result<(String, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.set_write_timeout(Some(Duration::from_secs(3)))?;
-    let request = format!(
-        "GET / HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        addr.ip()
+/// A policy file in the env's temp dir (everything not named is default).
+pub fn policy_file(env: &Env, name: &str, text: &str) -> String {
+    let p = env.tmp.path().join(name);
+    fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// TOML list of strings.
+pub fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The container's init pid from `moat state`.
+pub fn init_pid(env: &Env, id: &str) -> i32 {
+    let pid = env.state(id)["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(pid > 0, "container {id} has no pid");
+    pid
+}
+
+/// `create` (with the given global options before it) and `start`; the
+/// returned guard force-deletes the container.
+pub fn start_with(env: &Env, global: &[&str], bundle: &Bundle, id: &str) -> ContainerGuard {
+    let guard = env.guard(id);
+    let mut args: Vec<&str> = global.to_vec();
+    args.extend_from_slice(&["create", "--bundle", bundle.path(), id]);
+    env.moat(&args).assert_ok();
+    env.moat(&["start", id]).assert_ok();
+    env.wait_status(id, "running", Duration::from_secs(10));
+    guard
+}
+
+/// Runs `sh -c script` in the container (stderr folded into stdout by
+/// the script itself where it matters).
+pub fn exec_sh(env: &Env, id: &str, script: &str) -> Out {
+    env.moat(&["exec", id, "sh", "-c", script])
+}
+
+/// Asserts the map is moat's single unprivileged range; returns the host
+/// start.
+#[track_caller]
+pub fn assert_moat_id_map(text: &str, what: &str) -> u64 {
+    let m = containerd::id_map(text);
+    assert_eq!(m.len(), 1, "{what}: expected one range, got {text:?}");
+    let (inside, host, size) = m[0];
+    assert_eq!(
+        inside, 0,
+        "{what}: range must start at container id 0: {text:?}"
     );
-    s.write_all(request.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
-    Ok((
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    ))
+    assert_ne!(
+        host, 0,
+        "{what}: identity mapping (container root is host root): {text:?}"
+    );
+    assert!(
+        host >= HOST_ID_BASE,
+        "{what}: host start {host} < {HOST_ID_BASE}: {text:?}"
+    );
+    assert_eq!(size, RANGE_SIZE, "{what}: range size: {text:?}");
+    host
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_pool_constants_are_the_default_policys() {
+        let ns = moat::policy::Policy::default().user_namespace;
+        assert_eq!(super::HOST_ID_BASE, u64::from(ns.host_id_base));
+        assert_eq!(super::RANGE_SIZE, u64::from(ns.range_size));
+    }
 }

@@ -10,26 +10,6 @@ use std::time::Duration;
 use moat_integration::*;
 use serde_json::{json, Value};
 
-/// CapEff bits of capabilities the allowlist does not contain.
-const CAP_NET_ADMIN: u64 = 1 << 12;
-const CAP_NET_RAW: u64 = 1 << 13;
-const CAP_SYS_PTRACE: u64 = 1 << 19;
-const CAP_SYS_ADMIN: u64 = 1 << 21;
-const CAP_MKNOD: u64 = 1 << 27;
-const CAP_KILL: u64 = 1 << 5;
-
-const ALLOWLIST: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-];
-
 const GREEDY: &[&str] = &[
     "CAP_SYS_ADMIN",
     "CAP_NET_RAW",
@@ -50,34 +30,10 @@ fn hex(map: &BTreeMap<String, String>, key: &str) -> u64 {
     u64::from_str_radix(v, 16).unwrap_or_else(|e| panic!("{key}={v}: {e}"))
 }
 
-/// Parses a uid_map/gid_map: one line `inside outside count`.
-fn parse_map(text: &str) -> Vec<(u64, u64, u64)> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<u64> = l
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or_else(|e| panic!("map line {l:?}: {e}")))
-                .collect();
-            assert_eq!(f.len(), 3, "map line {l:?}");
-            (f[0], f[1], f[2])
-        })
-        .collect()
-}
-
 /// Asserts a map is exactly `0 H 65536` with H in moat's pool; returns H.
+#[track_caller]
 fn assert_private_map(text: &str) -> u64 {
-    let map = parse_map(text);
-    assert_eq!(map.len(), 1, "expected one mapping line, got {text:?}");
-    let (inside, host, count) = map[0];
-    assert_eq!(inside, 0, "map {text:?}");
-    assert_eq!(count, 65536, "map {text:?}");
-    assert!(
-        host >= HOST_ID_BASE,
-        "host id {host} is below the pool base {HOST_ID_BASE} (map {text:?})"
-    );
-    assert_ne!(host, 0, "identity mapping: {text:?}");
-    host
+    assert_moat_id_map(text, "map")
 }
 
 /// One mountinfo entry as seen inside the container.
@@ -140,12 +96,6 @@ fn pids_max(id: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
         .trim()
         .to_string()
-}
-
-fn init_pid(env: &Env, id: &str) -> i32 {
-    let pid = env.state(id)["pid"].as_i64().unwrap_or(0) as i32;
-    assert!(pid > 0, "container {id} has no pid");
-    pid
 }
 
 #[test]
@@ -450,6 +400,10 @@ fn pids_limit_defaults_to_4096_keeps_lower_and_clamps_higher() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness: the real path moat is expected to report"
+)]
 fn create_start_state_delete_lifecycle() {
     let env = Env::new();
     let b = env.sh_bundle("sleep 2; exit 0");

@@ -34,662 +34,21 @@
 //! After every test: the containers are deleted, [`LeakCheck`] passes, and
 //! no `/run/moat-rootfs/<hash>.netns` pin (file or mount) remains for them.
 //!
-//! All helpers live in this file on purpose (lib.rs is shared).
+//! The network harness (namespaces, veth pairs, servers, the egress
+//! checks) is `moat_integration::network`.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use moat_integration::network::*;
 use moat_integration::*;
 use serde_json::json;
 
-/// CapEff bit of CAP_NET_ADMIN.
-const CAP_NET_ADMIN: u64 = 1 << 12;
-
-/// The default policy's capability allowlist.
-const ALLOWLIST: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-];
-
-/// Interface names: inside the container, and in the outside namespace.
-const INSIDE_IF: &str = "egc0";
-const OUTSIDE_IF: &str = "ego0";
-
 /// A refused connection must fail well before busybox nc's 3 s timeout.
 const FAST: Duration = Duration::from_secs(2);
-
-// ---------------------------------------------------------------------------
-// Host commands
-// ---------------------------------------------------------------------------
-
-/// Runs a host command; returns (success, stdout+stderr).
-fn run_cmd(prog: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(prog).args(args).stdin(Stdio::null()).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, format!("cannot run {prog}: {e}")),
-    }
-}
-
-/// Runs a host command and panics unless it succeeds.
-fn must(prog: &str, args: &[&str]) -> String {
-    let (ok, out) = run_cmd(prog, args);
-    assert!(ok, "`{prog} {}` failed:\n{out}", args.join(" "));
-    out
-}
-
-/// Runs `f` on a fresh thread that has joined the network namespace at
-/// `ns` (setns(CLONE_NEWNET) is per thread). Sockets made there stay in
-/// that namespace wherever they are used afterwards.
-fn in_netns<T: Send, F: FnOnce() -> T + Send>(ns: &Path, f: F) -> T {
-    let file = fs::File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: a valid namespace fd; only this thread moves.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns {}: {}",
-                ns.display(),
-                std::io::Error::last_os_error()
-            );
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Does this kernel have IPv6 at all?
-fn kernel_has_ipv6() -> bool {
-    Path::new("/proc/sys/net/ipv6").is_dir()
-}
-
-// ---------------------------------------------------------------------------
-// Servers on the outside (threads)
-// ---------------------------------------------------------------------------
-
-/// A server thread; stopped and joined on drop. `hits` counts accepted
-/// connections (TCP) or received datagrams (UDP).
-struct Server {
-    hits: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    /// A TCP server on `addr` (created in namespace `ns`) that writes
-    /// `reply` to every connection and closes it.
-    fn tcp(ns: &Path, addr: SocketAddr, reply: &'static str) -> Server {
-        let listener = in_netns(ns, || TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("bind tcp {addr} in {}: {e}", ns.display()));
-        listener.set_nonblocking(true).unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-                        let _ = conn.write_all(reply.as_bytes());
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Server {
-            hits,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// A UDP server on `addr` (created in namespace `ns`) counting datagrams.
-    fn udp(ns: &Path, addr: SocketAddr) -> Server {
-        let sock = in_netns(ns, || UdpSocket::bind(addr))
-            .unwrap_or_else(|e| panic!("bind udp {addr} in {}: {e}", ns.display()));
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::SeqCst) {
-                if sock.recv_from(&mut buf).is_ok() {
-                    h.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        Server {
-            hits,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// A minimal DNS responder on `addr` (UDP, created in namespace `ns`):
-    /// every A query gets `answer`, any other query an empty NOERROR
-    /// reply. `hits` counts every datagram received.
-    fn dns(ns: &Path, addr: SocketAddr, answer: Ipv4Addr) -> Server {
-        let sock = in_netns(ns, || UdpSocket::bind(addr))
-            .unwrap_or_else(|e| panic!("bind dns {addr} in {}: {e}", ns.display()));
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::SeqCst) {
-                if let Ok((len, peer)) = sock.recv_from(&mut buf) {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    if let Some(reply) = dns_reply(&buf[..len], answer) {
-                        let _ = sock.send_to(&reply, peer);
-                    }
-                }
-            }
-        });
-        Server {
-            hits,
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-/// The reply to a one-question DNS `query`, written by hand: the query's
-/// id and question, QR and RA set (opcode and RD copied), NOERROR, and for
-/// an A/IN question one answer `answer` (name by compression pointer
-/// 0xc00c, TTL 60). None for anything that is not such a query.
-fn dns_reply(query: &[u8], answer: Ipv4Addr) -> Option<Vec<u8>> {
-    let u16_at = |i: usize| u16::from_be_bytes([query[i], query[i + 1]]);
-    if query.len() < 12 || query[2] & 0x80 != 0 || u16_at(4) != 1 {
-        return None;
-    }
-    // QNAME: uncompressed labels up to the root label.
-    let mut i = 12;
-    loop {
-        let len = usize::from(*query.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len & 0xc0 != 0 {
-            return None;
-        }
-        i += len;
-    }
-    let end = i + 4; // QTYPE, QCLASS
-    if end > query.len() {
-        return None;
-    }
-    let is_a = u16_at(i) == 1 && u16_at(i + 2) == 1;
-    let mut r = Vec::with_capacity(end + 16);
-    r.extend_from_slice(&query[..2]); // id
-    r.push(0x80 | (query[2] & 0x79)); // QR, opcode and RD of the query
-    r.push(0x80); // RA, RCODE 0
-    r.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
-    r.extend_from_slice(&query[12..end]);
-    if is_a {
-        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        r.extend_from_slice(&answer.octets());
-    }
-    Some(r)
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The test network: an outside namespace and a veth pair into a container
-// ---------------------------------------------------------------------------
-
-static TOPOLOGIES: AtomicUsize = AtomicUsize::new(0);
-
-/// The addresses of one topology, reserved before the container exists (a
-/// policy file may name them).
-#[derive(Clone, Copy)]
-struct Addrs {
-    /// Per-process topology number (names the outside namespace).
-    n: usize,
-    /// Third octet X of 10.231.X.0/30, fourth group of fd00:6d6f:6174:X::/64.
-    x: u8,
-}
-
-impl Addrs {
-    fn next() -> Addrs {
-        let n = TOPOLOGIES.fetch_add(1, Ordering::SeqCst);
-        let me = std::process::id() as usize;
-        Addrs {
-            n,
-            x: ((me * 7 + n) % 250 + 3) as u8,
-        }
-    }
-
-    fn inside(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 231, self.x, 1)
-    }
-
-    fn outside(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 231, self.x, 2)
-    }
-
-    fn inside6(&self) -> Ipv6Addr {
-        format!("fd00:6d6f:6174:{:x}::1", self.x).parse().unwrap()
-    }
-
-    fn outside6(&self) -> Ipv6Addr {
-        format!("fd00:6d6f:6174:{:x}::2", self.x).parse().unwrap()
-    }
-}
-
-/// An outside network namespace joined by a veth pair to a container's
-/// network namespace. Dropping it stops its servers and deletes the
-/// namespace (the veth pair goes with it).
-struct Net {
-    /// `ip netns` name of the outside namespace.
-    name: String,
-    /// Third octet X of 10.231.X.0/30 (also the IPv6 /64's fourth group).
-    x: u8,
-    inside: Ipv4Addr,
-    outside: Ipv4Addr,
-    /// Set when the topology has IPv6 addresses.
-    inside6: Option<Ipv6Addr>,
-    outside6: Option<Ipv6Addr>,
-    /// The container's network namespace (`/proc/<pid>/ns/net`, or the
-    /// `/var/run/netns/<name>` of a [`PodNetns`]).
-    container_ns: PathBuf,
-    servers: Vec<Server>,
-    deleted: bool,
-}
-
-impl Net {
-    /// [`Net::with`] fresh addresses.
-    fn new(pid: i32, ipv6: bool) -> Net {
-        Net::with(Addrs::next(), pid, ipv6)
-    }
-
-    /// Connects the network namespace of process `pid` (a container's
-    /// init) to a new outside namespace. Without `ipv6`, IPv6 is turned
-    /// off on the container's veth end, so that no router solicitation or
-    /// MLD report lands in moat's `blocked` counter.
-    fn with(addrs: Addrs, pid: i32, ipv6: bool) -> Net {
-        let container_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        Net::with_ns(addrs, container_ns, &pid.to_string(), ipv6)
-    }
-
-    /// [`Net::with`] for any network namespace: `container_ns` is a file
-    /// of it (for setns and nsenter), `target` what `ip link set … netns`
-    /// takes for it (a pid, or an `ip netns` name).
-    fn with_ns(addrs: Addrs, container_ns: PathBuf, target: &str, ipv6: bool) -> Net {
-        let Addrs { n, x } = addrs;
-        let name = format!("moat-eg-{}-{n}", std::process::id());
-        assert!(
-            container_ns.exists(),
-            "{} does not exist",
-            container_ns.display()
-        );
-        // Stale one from a crashed earlier run with the same pid.
-        let _ = run_cmd("ip", &["netns", "del", &name]);
-        must("ip", &["netns", "add", &name]);
-        // From here on the guard deletes the namespace, also on panic.
-        let mut net = Net {
-            name: name.clone(),
-            x,
-            inside: addrs.inside(),
-            outside: addrs.outside(),
-            inside6: None,
-            outside6: None,
-            container_ns: container_ns.clone(),
-            servers: Vec::new(),
-            deleted: false,
-        };
-        let ns_arg = format!("--net={}", container_ns.display());
-        let inside_cmd = |args: &[&str]| {
-            let mut v = vec![ns_arg.as_str(), "ip"];
-            v.extend_from_slice(args);
-            must("nsenter", &v)
-        };
-        must("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        must(
-            "ip",
-            &[
-                "-n", &name, "link", "add", OUTSIDE_IF, "type", "veth", "peer", "name", INSIDE_IF,
-            ],
-        );
-        must(
-            "ip",
-            &["-n", &name, "link", "set", INSIDE_IF, "netns", target],
-        );
-
-        let v6_knob = format!("/proc/sys/net/ipv6/conf/{INSIDE_IF}/disable_ipv6");
-        if kernel_has_ipv6() {
-            let want = if ipv6 { "0" } else { "1" };
-            let knob = v6_knob.clone();
-            in_netns(&container_ns, move || fs::write(&knob, want))
-                .unwrap_or_else(|e| panic!("write {v6_knob} in the container's netns: {e}"));
-        }
-        let cidr = format!("{}/30", net.inside);
-        inside_cmd(&["addr", "add", &cidr, "dev", INSIDE_IF]);
-        let cidr = format!("{}/30", net.outside);
-        must(
-            "ip",
-            &["-n", &name, "addr", "add", &cidr, "dev", OUTSIDE_IF],
-        );
-        if ipv6 {
-            assert!(kernel_has_ipv6(), "IPv6 topology on a kernel without IPv6");
-            let (in6, out6) = (addrs.inside6(), addrs.outside6());
-            let cidr = format!("{in6}/64");
-            inside_cmd(&["-6", "addr", "add", &cidr, "dev", INSIDE_IF, "nodad"]);
-            let cidr = format!("{out6}/64");
-            must(
-                "ip",
-                &[
-                    "-n", &name, "-6", "addr", "add", &cidr, "dev", OUTSIDE_IF, "nodad",
-                ],
-            );
-            net.inside6 = Some(in6);
-            net.outside6 = Some(out6);
-        }
-        inside_cmd(&["link", "set", INSIDE_IF, "up"]);
-        must("ip", &["-n", &name, "link", "set", OUTSIDE_IF, "up"]);
-        net
-    }
-
-    /// The outside namespace's pin, for setns.
-    fn ns_path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// Starts a TCP server on the outside address (`v6`: the IPv6 one).
-    fn tcp_server(&mut self, v6: bool, port: u16, reply: &'static str) -> usize {
-        let ip: IpAddr = if v6 {
-            self.outside6.expect("IPv6 topology").into()
-        } else {
-            self.outside.into()
-        };
-        let s = Server::tcp(&self.ns_path(), SocketAddr::new(ip, port), reply);
-        self.servers.push(s);
-        self.servers.len() - 1
-    }
-
-    /// Starts a UDP server on the outside IPv4 address.
-    fn udp_server(&mut self, port: u16) -> usize {
-        let s = Server::udp(&self.ns_path(), SocketAddr::new(self.outside.into(), port));
-        self.servers.push(s);
-        self.servers.len() - 1
-    }
-
-    /// Starts a DNS responder ([`Server::dns`]) on the outside IPv4 address.
-    fn dns_server(&mut self, port: u16, answer: Ipv4Addr) -> usize {
-        let addr = SocketAddr::new(self.outside.into(), port);
-        let s = Server::dns(&self.ns_path(), addr, answer);
-        self.servers.push(s);
-        self.servers.len() - 1
-    }
-
-    fn hits(&self, server: usize) -> usize {
-        self.servers[server].hits()
-    }
-
-    /// Connects from the outside namespace to `addr`, retrying for up to
-    /// `within`, and returns what the peer sent (or why it failed).
-    fn connect_from_outside(&self, addr: SocketAddr, within: Duration) -> Result<String, String> {
-        in_netns(&self.ns_path(), move || {
-            let start = Instant::now();
-            let mut last = String::new();
-            while start.elapsed() < within {
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    Ok(mut s) => {
-                        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                        let mut text = String::new();
-                        return match s.read_to_string(&mut text) {
-                            Ok(_) => Ok(text),
-                            Err(e) => Err(format!("read from {addr}: {e} (got {text:?})")),
-                        };
-                    }
-                    Err(e) => {
-                        last = format!("connect {addr}: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-            Err(last)
-        })
-    }
-
-    /// Deletes the outside namespace now and checks it is gone.
-    fn close(mut self) {
-        self.teardown();
-        let (_, list) = run_cmd("ip", &["netns", "list"]);
-        assert!(
-            !list.split_whitespace().any(|w| w == self.name),
-            "outside namespace {} still listed:\n{list}",
-            self.name
-        );
-    }
-
-    fn teardown(&mut self) {
-        if self.deleted {
-            return;
-        }
-        self.deleted = true;
-        // Servers first: their sockets hold the namespace.
-        self.servers.clear();
-        let _ = run_cmd("ip", &["netns", "del", &self.name]);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// A network namespace made the way a CNI runtime makes a pod's: `ip netns
-/// add moat-eg-cni-<pid>-<n>` (pinned at `/var/run/netns/<name>`), loopback
-/// up. It belongs to the test, not to moat: dropping it deletes it, also
-/// on failure.
-struct PodNetns {
-    name: String,
-    deleted: bool,
-}
-
-impl PodNetns {
-    fn new(n: usize) -> PodNetns {
-        let name = format!("cni-moat-eg-{}-{n}", std::process::id());
-        // Stale one from a crashed earlier run with the same pid.
-        let _ = run_cmd("ip", &["netns", "del", &name]);
-        must("ip", &["netns", "add", &name]);
-        let pod = PodNetns {
-            name,
-            deleted: false,
-        };
-        must("ip", &["-n", &pod.name, "link", "set", "lo", "up"]);
-        pod
-    }
-
-    /// The path a CRI runtime puts in the spec.
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.name))
-    }
-
-    /// Is the pin still there, as a namespace mount?
-    fn exists(&self) -> bool {
-        let pin = PathBuf::from(format!("/run/netns/{}", self.name));
-        let needle = format!(" {} ", pin.display());
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains(" nsfs "))
-    }
-
-    /// Deletes the namespace now and checks it is gone.
-    fn close(mut self) {
-        self.deleted = true;
-        must("ip", &["netns", "del", &self.name]);
-        assert!(!self.exists(), "pod namespace {} still pinned", self.name);
-    }
-}
-
-impl Drop for PodNetns {
-    fn drop(&mut self) {
-        if !self.deleted {
-            self.deleted = true;
-            let _ = run_cmd("ip", &["netns", "del", &self.name]);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Containers
-// ---------------------------------------------------------------------------
-
-/// A policy file in the env's temp dir (everything not named is default).
-fn policy_file(env: &Env, name: &str, text: &str) -> String {
-    let p = env.tmp.path().join(name);
-    fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
-/// TOML list of strings.
-fn toml_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-/// The container's init pid from `moat state`.
-fn init_pid(env: &Env, id: &str) -> i32 {
-    let pid = env.state(id)["pid"].as_i64().unwrap_or(0) as i32;
-    assert!(pid > 0, "container {id} has no pid");
-    pid
-}
-
-/// `create` (with the given global options before it) and `start`; the
-/// returned guard force-deletes the container.
-fn start_with(env: &Env, global: &[&str], bundle: &Bundle, id: &str) -> ContainerGuard {
-    let guard = env.guard(id);
-    let mut args: Vec<&str> = global.to_vec();
-    args.extend_from_slice(&["create", "--bundle", bundle.path(), id]);
-    env.moat(&args).assert_ok();
-    env.moat(&["start", id]).assert_ok();
-    env.wait_status(id, "running", Duration::from_secs(10));
-    guard
-}
-
-/// Runs `sh -c script` in the container (stderr folded into stdout by
-/// the script itself where it matters).
-fn exec_sh(env: &Env, id: &str, script: &str) -> Out {
-    env.moat(&["exec", id, "sh", "-c", script])
-}
-
-/// `moat egress ID --format json`: (blockedPackets, blockedBytes).
-fn blocked(env: &Env, id: &str) -> (u64, u64) {
-    let out = env.moat(&["egress", id, "--format", "json"]);
-    out.assert_ok();
-    let doc = out.json();
-    assert_eq!(doc["id"], json!(id), "{out}");
-    let packets = doc["blockedPackets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no blockedPackets:\n{out}"));
-    let bytes = doc["blockedBytes"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no blockedBytes:\n{out}"));
-    (packets, bytes)
-}
-
-/// The pin moat makes for a container's network namespace.
-fn netns_pin(leak: &LeakCheck) -> PathBuf {
-    moat::netns::netns_path(&leak.mount_point())
-}
-
-/// Is anything left of the container's network namespace pin?
-fn netns_leaks(leak: &LeakCheck) -> Vec<String> {
-    let pin = netns_pin(leak);
-    let mut v = Vec::new();
-    if fs::symlink_metadata(&pin).is_ok() {
-        v.push(format!("{} still exists", pin.display()));
-    }
-    let needle = pin.display().to_string();
-    for line in fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&needle))
-    {
-        v.push(format!("still mounted: {line}"));
-    }
-    v
-}
-
-/// After a container is gone: nothing leaked, netns pin included.
-fn verify_gone(leak: &LeakCheck) {
-    leak.verify();
-    let left = netns_leaks(leak);
-    assert!(
-        left.is_empty(),
-        "network namespace pin of {} leaked:\n  {}",
-        leak.id,
-        left.join("\n  ")
-    );
-}
-
-/// The `nft list table inet moat` of a namespace (None when absent).
-fn moat_table(ns: &Path) -> Option<String> {
-    let arg = format!("--net={}", ns.display());
-    let (ok, out) = run_cmd("nsenter", &[&arg, "nft", "list", "table", "inet", "moat"]);
-    ok.then_some(out)
-}
-
-/// A busybox nc probe printing what it got and `<TAG>=<exit code>`.
-fn nc_probe(tag: &str, host: impl std::fmt::Display, port: u16) -> String {
-    format!("nc -w 3 {host} {port} 2>&1; echo \"{tag}=$?\"")
-}
-
-fn exit_of(out: &Out, tag: &str) -> String {
-    kv(&out.stdout)
-        .get(tag)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {tag}= in probe output:\n{out}"))
-}
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -765,8 +124,7 @@ fn tcp_egress_is_refused_fast_and_counted_while_loopback_works() {
         ] {
             assert!(table.contains(want), "ruleset lacks {want:?}:\n{table}");
         }
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -805,8 +163,7 @@ fn udp_egress_is_dropped_and_counted() {
             after > before,
             "blockedPackets did not grow ({before} -> {after}):\n{out}"
         );
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -839,8 +196,7 @@ fn ipv6_egress_is_refused() {
         assert_eq!(net.hits(srv), 0, "the outside IPv6 server was reached");
         let after = blocked(&env, &id).0;
         assert!(after > before, "blockedPackets {before} -> {after}");
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -897,8 +253,7 @@ fn ipv6_allowlisted_and_inbound_connections_work() {
             if outbound_ok { "ok" } else { "FAILED" },
             net.inside6.unwrap(),
         );
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -960,8 +315,7 @@ fn allowlisted_destination_is_reachable_and_nothing_else() {
         assert_eq!(net.hits(udp_other), 0, "UDP 5354 was reached");
         let after = blocked(&env, &id).0;
         assert!(after >= before + 2, "blockedPackets {before} -> {after}");
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -1282,8 +636,7 @@ fn disabled_egress_connects_and_warns_loudly() {
             moat_table(&net.container_ns).is_none(),
             "a moat table exists with egress off"
         );
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -1381,8 +734,7 @@ fn container_root_with_cap_net_admin_cannot_touch_the_rules() {
         assert!(!addrs.contains(&format!("10.231.{x}.5")), "{addrs}");
         let routes = must("nsenter", &[&arg, "ip", "route", "show", "table", "all"]);
         assert!(!routes.contains("blackhole"), "{routes}");
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -1413,8 +765,7 @@ fn inbound_connections_get_replies() {
         );
         assert_eq!(got.as_deref().map(str::trim), Ok("inside"));
         assert_eq!(blocked(&env, &id).0, 0, "reply packets were blocked");
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }
@@ -1457,15 +808,7 @@ fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
                 "a pin was made for the joining container"
             );
 
-            let out = exec_sh(&env, &id2, &nc_probe("NC", net.outside, 8080));
-            assert_ne!(
-                exit_of(&out, "NC"),
-                "0",
-                "joined container connected:\n{out}"
-            );
-            assert!(out.stdout.contains("Connection refused"), "{out}");
-            assert_eq!(net.hits(srv), 0);
-            assert!(blocked(&env, &id2).0 >= 1);
+            assert_tcp_egress_refused_and_counted(&env, &id2, &net, srv, 8080);
             env.moat(&["delete", "--force", &id2]).assert_ok();
         }
         verify_gone(&leak2);
@@ -1478,13 +821,8 @@ fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
         );
         let before = blocked(&env, &id1).0;
         assert!(before >= 1, "the counter was reset: {before}");
-        let out = exec_sh(&env, &id1, &nc_probe("NC", net.outside, 8080));
-        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
-        assert!(out.stdout.contains("Connection refused"), "{out}");
-        assert_eq!(net.hits(srv), 0);
-        assert!(blocked(&env, &id1).0 > before);
-        net.close();
-        env.moat(&["delete", "--force", &id1]).assert_ok();
+        assert_tcp_egress_refused_and_counted(&env, &id1, &net, srv, 8080);
+        close_and_delete(&env, net, &id1);
     }
     verify_gone(&leak1);
 }
@@ -1748,14 +1086,8 @@ fn nft_flush_ruleset_from_inside_fails_even_with_cap_net_admin() {
             listed.contains("chain output") && listed.contains("reject with tcp reset"),
             "{listed}"
         );
-        let before = blocked(&env, &id).0;
-        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
-        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
-        assert!(out.stdout.contains("Connection refused"), "{out}");
-        assert_eq!(net.hits(srv), 0, "the outside server was reached");
-        assert!(blocked(&env, &id).0 > before, "the refusal was not counted");
-        net.close();
-        env.moat(&["delete", "--force", &id]).assert_ok();
+        assert_tcp_egress_refused_and_counted(&env, &id, &net, srv, 8080);
+        close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
 }

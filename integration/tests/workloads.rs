@@ -30,523 +30,12 @@
 //! publish and to the gateway address of a docker network the test creates.
 //! Without docker the tests are skipped, unless `CI` is set.
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moat_integration::cmd::{docker_available, in_ci, run_cmd, wait_until, Out, DOCKER};
-
-/// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
-const ALLOWED_CAPS: u64 = 0x5fb;
-const HOST_ID_FLOOR: u64 = 1_073_741_824;
-const RANGE_SIZE: u64 = 65_536;
-const ID_POOL: &str = "/run/moat/id-pool";
-const STATE_ROOTS: &[&str] = &[
-    "/run/docker/runtime-runc/moby",
-    "/var/run/docker/runtime-runc/moby",
-];
-const CMD_TIMEOUT: Duration = Duration::from_secs(120);
-const CONTROL_IMAGE: &str = "moat-busybox:latest";
-
-fn runtime() -> String {
-    std::env::var("MOAT_DOCKER_RUNTIME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "moat".to_string())
-}
-
-fn docker<S: AsRef<str>>(args: &[S]) -> Out {
-    run_cmd(DOCKER, args, CMD_TIMEOUT)
-}
-
-/// One per test: unique names, guards' bookkeeping and the final leak check.
-struct Ctx {
-    test: &'static str,
-    ids: RefCell<Vec<String>>,
-}
-
-impl Ctx {
-    /// None: docker is unavailable and this is not CI (the test is skipped).
-    /// Panics when docker is up but the runtime or an image is missing.
-    fn new(test: &'static str, images: &[&str]) -> Option<Ctx> {
-        if let Err(why) = docker_available() {
-            if in_ci() {
-                panic!("{test}: docker is required under CI ({why})");
-            }
-            eprintln!("SKIPPED {test}: docker is not available ({why})");
-            return None;
-        }
-        let rt = docker(&["info", "--format", "{{json .Runtimes}}"]).expect_ok();
-        let runtimes: serde_json::Value =
-            serde_json::from_str(rt.stdout.trim()).expect("docker info .Runtimes is JSON");
-        assert!(
-            runtimes.get(runtime()).is_some(),
-            "docker does not list runtime {:?} ({}); run hack/docker-register.sh or set MOAT_DOCKER_RUNTIME",
-            runtime(),
-            rt.stdout.trim()
-        );
-        for image in images.iter().chain([&CONTROL_IMAGE]) {
-            let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
-            assert!(
-                out.ok(),
-                "image {image} is missing: build the images with `bash hack/images` (or make test-workloads)"
-            );
-        }
-        Some(Ctx {
-            test,
-            ids: RefCell::new(Vec::new()),
-        })
-    }
-
-    fn name(&self, suffix: &str) -> String {
-        format!(
-            "moat-wl-{}-{suffix}-{}",
-            self.test.replace('_', "-"),
-            std::process::id()
-        )
-    }
-
-    fn container(&self, suffix: &str) -> Container<'_> {
-        let name = self.name(suffix);
-        // A same-named leftover of a crashed run with a recycled pid.
-        let _ = docker(&["rm", "-f", &name]);
-        Container { ctx: self, name }
-    }
-
-    fn volume(&self, suffix: &str) -> Volume {
-        let name = self.name(suffix);
-        let _ = docker(&["volume", "rm", "-f", &name]);
-        docker(&["volume", "create", &name]).expect_ok();
-        Volume { name }
-    }
-
-    /// Asserts moat keeps nothing for any container this test ran (the
-    /// containers must be removed first).
-    #[track_caller]
-    fn assert_no_leftovers(&self) {
-        for id in self.ids.borrow().iter() {
-            let mut traces = Vec::new();
-            let clean = wait_until(Duration::from_secs(10), || {
-                traces = moat_traces(id);
-                traces.is_empty()
-            });
-            assert!(
-                clean,
-                "{}: moat left state behind for {id}:\n  {}",
-                self.test,
-                traces.join("\n  ")
-            );
-        }
-    }
-}
-
-struct Container<'a> {
-    ctx: &'a Ctx,
-    name: String,
-}
-
-impl Container<'_> {
-    /// `docker run -d --runtime=<moat> --name N OPTS IMAGE CMD`, must succeed.
-    #[track_caller]
-    fn start(&self, opts: &[&str], image: &str, cmd: &[&str]) {
-        let out = self.run(&[&["-d"], opts].concat(), image, cmd);
-        assert!(out.ok(), "docker run failed: {}", out.describe());
-    }
-
-    /// `docker run --runtime=<moat> --name N OPTS IMAGE CMD` (foreground).
-    fn run(&self, opts: &[&str], image: &str, cmd: &[&str]) -> Out {
-        let mut a: Vec<String> = vec![
-            "run".into(),
-            "--name".into(),
-            self.name.clone(),
-            format!("--runtime={}", runtime()),
-        ];
-        a.extend(opts.iter().map(|s| s.to_string()));
-        a.push(image.into());
-        a.extend(cmd.iter().map(|s| s.to_string()));
-        let out = docker(&a);
-        if let Some(id) = self.inspect("{{.Id}}") {
-            let mut ids = self.ctx.ids.borrow_mut();
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        out
-    }
-
-    fn inspect(&self, format: &str) -> Option<String> {
-        let out = docker(&["inspect", "--format", format, &self.name]);
-        out.ok().then(|| out.stdout.trim().to_string())
-    }
-
-    fn exec(&self, opts: &[&str], cmd: &[&str]) -> Out {
-        let mut a: Vec<&str> = vec!["exec"];
-        a.extend_from_slice(opts);
-        a.push(&self.name);
-        a.extend_from_slice(cmd);
-        docker(&a)
-    }
-
-    fn logs(&self) -> String {
-        let out = docker(&["logs", &self.name]);
-        format!("{}{}", out.stdout, out.stderr)
-    }
-
-    #[track_caller]
-    fn wait_for(&self, what: &str, timeout: Duration, mut ready: impl FnMut(&Self) -> bool) {
-        let ok = wait_until(timeout, || ready(self));
-        assert!(
-            ok,
-            "{}: not {what} within {timeout:?}; state {:?}; logs:\n{}",
-            self.name,
-            self.inspect("{{.State.Status}} exit={{.State.ExitCode}}"),
-            self.logs()
-        );
-    }
-}
-
-impl Drop for Container<'_> {
-    fn drop(&mut self) {
-        let _ = run_cmd(DOCKER, &["rm", "-f", "-v", &self.name], CMD_TIMEOUT);
-    }
-}
-
-struct Volume {
-    name: String,
-}
-
-impl Volume {
-    /// The volume's directory on the host.
-    fn host_path(&self) -> PathBuf {
-        let out = docker(&[
-            "volume",
-            "inspect",
-            "--format",
-            "{{.Mountpoint}}",
-            &self.name,
-        ]);
-        PathBuf::from(out.expect_ok().stdout.trim())
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = run_cmd(DOCKER, &["volume", "rm", "-f", &self.name], CMD_TIMEOUT);
-    }
-}
-
-/// What moat keeps on the host for container `id` (id-pool claims, mounts
-/// and directories under /run/moat-rootfs, runtime state directories).
-/// moat's rootfs mount point for container `id` under state root `root`,
-/// as moat computes it.
-fn rootfs_mount_point(root: &str, id: &str) -> String {
-    moat::rootfs::mount_point(Path::new(root), id)
-        .display()
-        .to_string()
-}
-
-fn moat_traces(id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(ID_POOL).into_iter().flatten().flatten() {
-        if std::fs::read_to_string(e.path()).is_ok_and(|c| c.contains(id)) {
-            found.push(format!("id-pool file {}", e.path().display()));
-        }
-    }
-    let prefixes: Vec<String> = STATE_ROOTS
-        .iter()
-        .map(|r| rootfs_mount_point(r, id))
-        .collect();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mountinfo.lines() {
-        let mp = line.split(' ').nth(4).unwrap_or_default();
-        if prefixes.iter().any(|p| mp.starts_with(p.as_str())) {
-            found.push(format!("mount {line}"));
-        }
-    }
-    for p in &prefixes {
-        for suffix in ["", ".mounts", ".netns", ".sysfs"] {
-            let path = format!("{p}{suffix}");
-            if Path::new(&path).exists() {
-                found.push(format!("path {path}"));
-            }
-        }
-    }
-    for root in STATE_ROOTS {
-        for p in [format!("{root}/{id}"), format!("{root}/@moat/{id}")] {
-            if Path::new(&p).exists() {
-                found.push(format!("state directory {p}"));
-            }
-        }
-    }
-    found
-}
-
-// ---------------------------------------------------------------------------
-// The test's own outside host: a docker network and a listener on its
-// gateway address.
-// ---------------------------------------------------------------------------
-
-/// A docker bridge network the test creates, with a TCP listener on its
-/// gateway address (a host address that exists only because the test made
-/// the network). Counts the connections it accepts. Dropping it stops the
-/// listener and removes the network.
-struct OutsideHost {
-    network: String,
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl OutsideHost {
-    #[track_caller]
-    fn new(ctx: &Ctx) -> OutsideHost {
-        let network = ctx.name("net");
-        let _ = docker(&["network", "rm", &network]);
-        docker(&["network", "create", "--driver", "bridge", &network]).expect_ok();
-        // From here on the guard removes the network, also on panic.
-        let mut host = OutsideHost {
-            network,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            accepted: Arc::new(AtomicUsize::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: None,
-        };
-        let gw = docker(&[
-            "network",
-            "inspect",
-            "--format",
-            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
-            &host.network,
-        ])
-        .expect_ok();
-        let ip: IpAddr = gw
-            .stdout
-            .split_whitespace()
-            .find_map(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "network {} has no gateway: {gw:?}",
-                    host.network,
-                    gw = gw.stdout
-                )
-            });
-        let listener = TcpListener::bind((ip, 0)).expect("listen on the test network's gateway");
-        listener.set_nonblocking(true).expect("nonblocking");
-        host.addr = listener.local_addr().expect("local_addr");
-        let (accepted, stop) = (host.accepted.clone(), host.stop.clone());
-        host.thread = Some(thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        let _ = s.write_all(b"hello\n");
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }));
-        host
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Control: a runc container on the same network reaches the listener,
-    /// so a refusal under moat is moat's doing.
-    #[track_caller]
-    fn assert_reachable_under_runc(&self, ctx: &Ctx) {
-        let name = ctx.name("control");
-        let _guard = NamedContainer(name.clone());
-        let before = self.accepted();
-        let out = docker(&[
-            "run",
-            "--rm",
-            "--name",
-            &name,
-            "--runtime=runc",
-            "--network",
-            &self.network,
-            CONTROL_IMAGE,
-            "nc",
-            "-w",
-            "3",
-            &self.addr.ip().to_string(),
-            &self.addr.port().to_string(),
-        ]);
-        assert!(
-            wait_until(Duration::from_secs(3), || self.accepted() > before),
-            "a runc container could not reach the test's host {}: {}",
-            self.addr,
-            out.describe()
-        );
-    }
-}
-
-impl Drop for OutsideHost {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = run_cmd(DOCKER, &["network", "rm", &self.network], CMD_TIMEOUT);
-    }
-}
-
-/// Removes a container by name on drop (for the runc control).
-struct NamedContainer(String);
-
-impl Drop for NamedContainer {
-    fn drop(&mut self) {
-        let _ = run_cmd(DOCKER, &["rm", "-f", &self.0], CMD_TIMEOUT);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The sandbox, checked from inside a running workload container.
-// ---------------------------------------------------------------------------
-
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .map(str::trim)
-}
-
-/// Asserts `status` (a /proc/PID/status) is moat's sandbox.
-#[track_caller]
-fn assert_hardened_status(status: &str, what: &str) {
-    assert_eq!(
-        status_field(status, "Seccomp"),
-        Some("2"),
-        "{what}: seccomp mode\n{status}"
-    );
-    assert_eq!(
-        status_field(status, "NoNewPrivs"),
-        Some("1"),
-        "{what}: NoNewPrivs\n{status}"
-    );
-    for key in ["CapEff", "CapPrm", "CapBnd"] {
-        let v = status_field(status, key)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .unwrap_or(u64::MAX);
-        assert_eq!(
-            v & !ALLOWED_CAPS,
-            0,
-            "{what}: {key} {v:#x} beyond the allowlist"
-        );
-    }
-}
-
-/// Asserts a uid_map is one unprivileged range of moat's pool.
-#[track_caller]
-fn assert_moat_uid_map(map: &str, what: &str) -> u64 {
-    let f: Vec<u64> = map
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    assert_eq!(f.len(), 3, "{what}: one range expected: {map:?}");
-    assert_eq!(f[0], 0, "{what}: {map:?}");
-    assert!(
-        f[1] >= HOST_ID_FLOOR,
-        "{what}: container root is host uid {}",
-        f[1]
-    );
-    assert_eq!(f[2], RANGE_SIZE, "{what}: {map:?}");
-    f[1]
-}
-
-/// From inside running container `c` (with bash, as every Debian image
-/// has): the workload's init (pid 1) runs under seccomp mode 2,
-/// no_new_privs and the capability allowlist, in an unprivileged user
-/// namespace; the root filesystem refuses writes even from container root;
-/// a connection to the test's outside host is refused at once and never
-/// arrives.
-#[track_caller]
-fn assert_sandbox_on(c: &Container, outside: &OutsideHost) {
-    let status = c.exec(&[], &["cat", "/proc/1/status"]).expect_ok().stdout;
-    assert_hardened_status(&status, &format!("{} pid 1", c.name));
-    let map = c.exec(&[], &["cat", "/proc/1/uid_map"]).expect_ok().stdout;
-    assert_moat_uid_map(&map, &c.name);
-
-    let write = c.exec(
-        &["-u", "0"],
-        &["bash", "-c", "echo x > /moat-rootfs-write-probe"],
-    );
-    assert!(
-        !write.ok(),
-        "{}: container root wrote to /: {}",
-        c.name,
-        write.describe()
-    );
-    assert!(
-        write.stderr.contains("Read-only file system"),
-        "{}: rootfs write did not fail with EROFS: {}",
-        c.name,
-        write.describe()
-    );
-
-    let before = outside.accepted();
-    let started = Instant::now();
-    let connect = c.exec(
-        &[],
-        &[
-            "bash",
-            "-c",
-            &format!(
-                "exec 3<>/dev/tcp/{}/{}",
-                outside.addr.ip(),
-                outside.addr.port()
-            ),
-        ],
-    );
-    let took = started.elapsed();
-    assert!(
-        !connect.ok(),
-        "{}: reached the test's host {}: {}",
-        c.name,
-        outside.addr,
-        connect.describe()
-    );
-    assert!(
-        connect.stderr.contains("Connection refused"),
-        "{}: egress was not refused: {}",
-        c.name,
-        connect.describe()
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "{}: refusal took {took:?}",
-        c.name
-    );
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        outside.accepted(),
-        before,
-        "{}: a connection reached the test's host",
-        c.name
-    );
-}
-
-/// A 127.0.0.1 port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// HTTP/1.0 GET / on 127.0.0.1:port: (status line, body).
-fn http_get_localhost(port: u16) -> std::io::Result<(String, String)> {
-    moat_integration::http_get(SocketAddr::from(([127, 0, 0, 1], port)))
-}
+use moat_integration::cmd::{run_cmd, wait_until};
+use moat_integration::docker::*;
 
 // ---------------------------------------------------------------------------
 // The workloads.
@@ -558,7 +47,7 @@ fn http_get_localhost(port: u16) -> std::io::Result<(String, String)> {
 /// a tmpfs for its temp dirs under /var/lib/nginx, is shown to be needed.
 #[test]
 fn nginx_serves_a_published_port() {
-    let Some(ctx) = Ctx::new("nginx_serves_a_published_port", &["moat-nginx"]) else {
+    let Some(ctx) = Ctx::with_images("nginx_serves_a_published_port", &["moat-nginx"]) else {
         return;
     };
     let outside = OutsideHost::new(&ctx);
@@ -566,7 +55,7 @@ fn nginx_serves_a_published_port() {
 
     // Without the tweak: nginx cannot create its temp dirs on a read-only root.
     let bare = ctx.container("bare");
-    let out = bare.run(&["--network", &outside.network], "moat-nginx:latest", &[]);
+    let out = bare.run_image(&["--network", &outside.network], "moat-nginx:latest", &[]);
     assert!(
         !out.ok(),
         "nginx ran without a writable /var/lib/nginx: {}",
@@ -631,7 +120,7 @@ fn nginx_serves_a_published_port() {
 /// file belongs to the image's redis user both inside and on disk.
 #[test]
 fn redis_persists_through_a_volume() {
-    let Some(ctx) = Ctx::new("redis_persists_through_a_volume", &["moat-redis"]) else {
+    let Some(ctx) = Ctx::with_images("redis_persists_through_a_volume", &["moat-redis"]) else {
         return;
     };
     let outside = OutsideHost::new(&ctx);
@@ -697,7 +186,7 @@ fn redis_persists_through_a_volume() {
 /// table, insert, restart, query.
 #[test]
 fn postgres_survives_a_restart_on_a_volume() {
-    let Some(ctx) = Ctx::new(
+    let Some(ctx) = Ctx::with_images(
         "postgres_survives_a_restart_on_a_volume",
         &["moat-postgres"],
     ) else {
@@ -878,7 +367,7 @@ print("RESULT " + json.dumps(out, sort_keys=True))
 /// binary it plants there grants nothing.
 #[test]
 fn python_app_with_threads_subprocess_sqlite_multiprocessing() {
-    let Some(ctx) = Ctx::new(
+    let Some(ctx) = Ctx::with_images(
         "python_app_with_threads_subprocess_sqlite_multiprocessing",
         &["moat-python"],
     ) else {
@@ -898,7 +387,7 @@ fn python_app_with_threads_subprocess_sqlite_multiprocessing() {
     let c = ctx.container("py");
     let app_mount = format!("{}:/app:ro", app.path().display());
     let vol_mount = format!("{}:/vol", vol.name);
-    let out = c.run(
+    let out = c.run_image(
         &[
             "--network",
             &outside.network,
@@ -959,16 +448,6 @@ fn python_app_with_threads_subprocess_sqlite_multiprocessing() {
     ctx.assert_no_leftovers();
 }
 
-/// The installed moat binary docker runs for the runtime under test.
-fn moat_bin() -> String {
-    let rt = docker(&["info", "--format", "{{json .Runtimes}}"]).expect_ok();
-    let v: serde_json::Value = serde_json::from_str(rt.stdout.trim()).expect("JSON");
-    v[runtime()]["path"]
-        .as_str()
-        .unwrap_or("/usr/local/bin/moat")
-        .to_string()
-}
-
 /// Unmounts and removes a test directory tree on drop.
 struct TestDir(PathBuf);
 
@@ -990,7 +469,7 @@ impl Drop for TestDir {
 /// there cannot be written by container root.
 #[test]
 fn bind_mount_owners_follow_volume_storage() {
-    let Some(ctx) = Ctx::new("bind_mount_owners_follow_volume_storage", &[]) else {
+    let Some(ctx) = Ctx::with_images("bind_mount_owners_follow_volume_storage", &[]) else {
         return;
     };
     let base = PathBuf::from(format!("/var/tmp/moat-wl-test-{}", std::process::id()));
@@ -1108,7 +587,7 @@ impl Drop for CtrContainer {
 /// `ctr run` gives the container no network beyond loopback.)
 #[test]
 fn python_app_through_containerd() {
-    let Some(ctx) = Ctx::new("python_app_through_containerd", &["moat-python"]) else {
+    let Some(ctx) = Ctx::with_images("python_app_through_containerd", &["moat-python"]) else {
         return;
     };
     let image = "docker.io/library/moat-python:latest";

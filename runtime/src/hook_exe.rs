@@ -19,6 +19,10 @@ use crate::harden::hooks::{hooks_of, HOOK_KINDS};
 /// `/proc/<pid>/exe` of a process in another mount namespace (a container
 /// running its own `/usr/sbin/dockerd`) reads like a host path, so the
 /// file the link opens and the file its text names must be one inode.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a hook path is the engine's, judged by the (device, inode) the name and its resolution share; nothing is mounted from it"
+)]
 pub fn resolve(path: &Path) -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
@@ -49,6 +53,10 @@ pub fn gather(spec: &Spec) -> HashMap<PathBuf, Option<PathBuf>> {
 /// by (`argv[0]`, chosen by the engine or operator, never by a tenant),
 /// made absolute and real, and checked to be the same file (device and
 /// inode) as the running binary.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "moat's own argv[0], checked to be the running binary by (device, inode)"
+)]
 pub fn moat_binary() -> io::Result<PathBuf> {
     let argv0 = std::env::args_os()
         .next()
@@ -97,6 +105,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "test fixture: the expected real path"
+    )]
     fn resolve_follows_links_to_a_regular_file_only() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real");

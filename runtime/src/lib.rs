@@ -1,7 +1,7 @@
 //! moat: a sandboxed OCI container runtime.
 //!
-//! The library holds everything the `moat` binary and the containerd shim
-//! share. The hardening itself ([`harden`]) is pure; the modules around it
+//! The library behind the `moat` binary (the containerd shim drives the
+//! binary, it does not link this). The hardening itself ([`harden`]) is pure; the modules around it
 //! ([`idpool`], [`rootfs`], [`facts`], [`nsjoin`], [`state`]) are the edges
 //! that touch the host.
 

@@ -734,6 +734,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "test fixture: the expected real path"
+    )]
     fn relative_paths_stay_beneath_the_bundle() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = tmp.path().join("bundle");

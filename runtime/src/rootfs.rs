@@ -5,7 +5,8 @@
 //! inside. An idmapped mount (mount_setattr MOUNT_ATTR_IDMAP) shifts the
 //! owners into the container's range without touching the files.
 //!
-//! Two cases, measured on this kernel (see shared/notes/machine-facts.md):
+//! Two cases, measured on Linux 6.x (integration/tests/bundle.rs runs the
+//! first, docker.rs the second):
 //! - a plain directory (a runc-style bundle on ext4/xfs/btrfs/tmpfs): one
 //!   idmapped bind mount of it;
 //! - an overlayfs mount (what docker and containerd hand over): overlayfs
@@ -450,6 +451,10 @@ pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
 /// Prepares the rootfs for container `private_dir` (moat's per-container
 /// state directory). Never fails for a kernel that cannot idmap: it falls
 /// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the name finds the rootfs's mountinfo entry (its overlay layers) and is the unshifted fallback; the idmapped bind is made from the pinned handle"
+)]
 pub fn prepare(
     rootfs: &Path,
     rootfs_fd: BorrowedFd,

@@ -516,8 +516,8 @@ mod tests {
             }),
             1
         );
-        // SAFETY: getppid has no preconditions.
         assert_eq!(
+            // SAFETY: getppid has no preconditions.
             under_filter(&filter, || i32::from(unsafe { libc::getppid() } > 0)),
             1
         );

@@ -148,6 +148,10 @@ fn containerd(a: ContainerdArgs) -> Result<i32> {
 
 /// dockerd's real path: the running daemon's executable, else dockerd on
 /// PATH.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the host's dockerd, for the operator's policy file"
+)]
 fn find_dockerd() -> Option<PathBuf> {
     let running = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
@@ -166,6 +170,10 @@ fn find_dockerd() -> Option<PathBuf> {
 
 /// Allows docker's network hook (prestart, /proc/<dockerd>/exe run as
 /// libnetwork-setkey) in moat's policy file, if it does not yet.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the operator's --dockerd, for the operator's policy file"
+)]
 fn allow_dockerd_hook(a: &DockerArgs) -> Result<()> {
     let dockerd = match &a.dockerd {
         Some(p) => std::fs::canonicalize(p)

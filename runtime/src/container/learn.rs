@@ -25,6 +25,10 @@ pub enum LearnTarget {
     File(PathBuf),
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the operator's learn directory, not a container's path"
+)]
 fn ensure_dir(dir: &Path) -> Result<PathBuf> {
     fs::DirBuilder::new()
         .recursive(true)

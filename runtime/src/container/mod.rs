@@ -72,6 +72,7 @@ impl Ctx {
     pub fn root(&self) -> Result<PathBuf> {
         let root_err = || format!("cannot create state root {}", self.root.display());
         crate::state::create_private_dir_all(&self.root).with_context(root_err)?;
+        #[allow(clippy::disallowed_methods, reason = "moat's own state root")]
         let root = fs::canonicalize(&self.root)
             .with_context(|| format!("cannot resolve state root {}", self.root.display()))?;
         if root == Path::new(DEFAULT_ROOT) {
@@ -273,6 +274,10 @@ pub fn sweep_create_leftovers(root: &Path, id: &str) {
 }
 
 /// Does this argv run `moat … create|run … <id>` under `root`?
+#[allow(
+    clippy::disallowed_methods,
+    reason = "moat's own state root, given by the engine"
+)]
 pub fn is_create_of(argv: &[String], root: &Path, id: &str) -> bool {
     let Some(first) = argv.first() else {
         return false;
