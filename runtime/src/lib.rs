@@ -23,6 +23,7 @@ pub mod policy;
 pub mod refusal;
 pub mod report;
 pub mod rootfs;
+pub mod runc_contract;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod self_exe;

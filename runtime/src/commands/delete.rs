@@ -6,6 +6,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::Container;
+use moat::runc_contract::Op;
 
 use super::{remove_moat_state, remove_moat_state_after, validate_id, Ctx};
 
@@ -28,12 +29,16 @@ pub fn delete(ctx: &Ctx, args: liboci_cli::Delete) -> Result<()> {
             remove_moat_state(&root, id, &policy)?;
             return Ok(());
         }
-        bail!("container {id} does not exist");
+        bail!(moat::runc_contract::DOES_NOT_EXIST);
     }
     let mut lc_deleted = false;
     if lc_exists {
         match Container::load(lc_dir.clone()) {
             Ok(mut container) => {
+                if !args.force {
+                    moat::runc_contract::check(Op::Delete, id, container.status())
+                        .map_err(anyhow::Error::msg)?;
+                }
                 let first = container.delete(args.force);
                 if first.is_err() && args.force {
                     // A process may have entered the cgroup while it was
