@@ -8,6 +8,7 @@
 pub mod cgroup_probe;
 pub mod container_id;
 pub mod egress;
+pub mod elf;
 pub mod facts;
 pub mod harden;
 pub mod hook_exe;
