@@ -8,6 +8,10 @@
 #   make images  - build the workload images (hack/images; cached)
 #   make test-workloads - nginx, redis, postgres, python under moat (docker,
 #                  and nginx, redis, postgres in pods through containerd's CRI)
+#   make test-cri - Kubernetes' CRI conformance suite (critest v1.32.0) through
+#                  a private containerd with handlers runc, moat, moat-shim;
+#                  fails on any failure hack/critest-expected-failures.txt
+#                  does not list, or a leak (hack/critest.sh)
 #   make lint    - rustfmt check + clippy with warnings as errors
 #   make clean   - cargo clean + drop the cached busybox rootfs
 
@@ -25,7 +29,7 @@ MOAT_CACHE ?= /var/cache/moat
 # `docker run --runtime=moat-learn` learns a seccomp profile (docs/seccomp.md).
 REGISTER_LEARN = MOAT_RUNTIME_NAME=moat-learn MOAT_RUNTIME_ARGS='["--learn-dir","/var/lib/moat/learned"]' bash hack/docker-register.sh
 
-.PHONY: all build probe setup register image images demo test test-workloads bench lint clean
+.PHONY: all build probe setup register image images demo test test-cri test-workloads bench lint clean
 
 all: build
 
@@ -81,6 +85,12 @@ test: setup build probe
 	bash hack/docker-image.sh
 	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	bash hack/test.sh
+	bash hack/critest.sh
+
+# critest from PATH (else ../shared/tools/cri-tools beside the repository);
+# its images are built offline from the busybox rootfs.
+test-cri: setup build
+	bash hack/critest.sh
 
 # Real workloads under moat; MOAT_DOCKER_RUNTIME picks the docker runtime
 # name (default moat).

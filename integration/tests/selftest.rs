@@ -210,3 +210,96 @@ fn threat_model_lists_every_probe_one_to_one() {
         );
     }
 }
+
+/// `target/release/moat selftest` with no `--probe` picks the moat-probe
+/// beside it, which `cargo build` links statically (integration/probes/
+/// build.rs), and gives egress_tcp_connect a verdict (a listener in a
+/// namespace selftest makes and removes); a dynamically linked probe is
+/// refused with a message saying so.
+#[test]
+fn selftest_picks_the_static_probe_and_refuses_a_dynamic_one() {
+    let moat = workspace().join("target/release/moat");
+    let probe = workspace().join("target/release/moat-probe");
+    assert!(
+        moat.is_file() && probe.is_file(),
+        "build first: `cargo build --release` ({} / {})",
+        moat.display(),
+        probe.display()
+    );
+    let elf = std::fs::read(&probe).unwrap();
+    assert_eq!(
+        moat::elf::interpreter(&elf),
+        Ok(None),
+        "cargo build left a dynamically linked {}",
+        probe.display()
+    );
+    let netns_before = netns_list();
+
+    let out = Command::new(&moat)
+        .args(["selftest", "--json"])
+        .output()
+        .expect("run moat selftest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "selftest printed no JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "selftest failed: {}", v["failed"]);
+    let egress = v["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["probe"] == "egress_tcp_connect")
+        .expect("no egress_tcp_connect probe")
+        .clone();
+    assert_eq!(egress["moat"], "blocked", "{egress}");
+    assert_eq!(egress["runc"], "allowed", "{egress}");
+    // The namespace, veths and listener are gone.
+    assert_eq!(
+        netns_list(),
+        netns_before,
+        "selftest left a network namespace"
+    );
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(": mst"),
+        "selftest left a veth"
+    );
+
+    // A dynamically linked probe (the system's /bin/true is one) is refused
+    // by name, before any container is made.
+    let dynamic = tempfile::tempdir().unwrap();
+    let fake = dynamic.path().join("moat-probe");
+    std::fs::copy("/bin/true", &fake).unwrap();
+    assert!(
+        moat::elf::interpreter(&std::fs::read(&fake).unwrap())
+            .unwrap()
+            .is_some(),
+        "/bin/true is static here: the refusal case needs a dynamic program"
+    );
+    let out = Command::new(&moat)
+        .args(["selftest", "--json", "--probe"])
+        .arg(&fake)
+        .output()
+        .expect("run moat selftest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a dynamic probe was accepted");
+    assert!(
+        stderr.contains("is dynamically linked") && stderr.contains("ld-linux"),
+        "{stderr}"
+    );
+    assert_eq!(netns_list(), netns_before);
+}
+
+fn netns_list() -> BTreeSet<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("moat-selftest-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

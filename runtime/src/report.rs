@@ -23,6 +23,7 @@ pub enum Rule {
     PidsLimit,
     HomeEnv,
     CgroupNamespace,
+    DefaultPath,
 }
 
 impl Rule {
@@ -41,6 +42,7 @@ impl Rule {
             Rule::PidsLimit => "pids-limit",
             Rule::HomeEnv => "home-env",
             Rule::CgroupNamespace => "cgroup-namespace",
+            Rule::DefaultPath => "default-path",
         }
     }
 
@@ -57,6 +59,8 @@ impl Rule {
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
             Rule::PidsLimit => "T8",
             Rule::HomeEnv => "T20",
+            // A compatibility default, not a mitigation (docs/threat-model.md).
+            Rule::DefaultPath => "-",
         }
     }
 }

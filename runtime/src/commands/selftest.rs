@@ -22,6 +22,9 @@ use serde_json::Value;
 
 use super::Ctx;
 
+#[path = "selftest_net.rs"]
+mod egress_net;
+
 #[derive(Args, Debug)]
 pub struct SelftestArgs {
     /// The static probe binary (default: moat-probe next to moat, or
@@ -46,9 +49,14 @@ struct Row {
     baseline: Option<String>,
 }
 
+/// The probe to run: `--probe`, else the first of moat-probe next to moat
+/// and /usr/local/lib/moat/moat-probe that is statically linked. A
+/// dynamically linked one (it names a loader, `PT_INTERP`) cannot start in
+/// the probe's rootfs, which holds nothing else: it is refused with a
+/// message saying so, rather than run to report "ran no probe".
 fn find_probe(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
+        return static_probe(p).map(|()| p.to_path_buf());
     }
     let mut candidates = Vec::new();
     if let Some(argv0) = std::env::args_os().next() {
@@ -67,9 +75,30 @@ fn find_probe(explicit: Option<&Path>) -> Result<PathBuf> {
         }
     }
     candidates.push(PathBuf::from("/usr/local/lib/moat/moat-probe"));
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        anyhow!("cannot find the moat-probe binary; build it with `make probe` or pass --probe")
-    })
+    let mut refused = Vec::new();
+    for c in candidates.iter().filter(|p| p.is_file()) {
+        match static_probe(c) {
+            Ok(()) => return Ok(c.clone()),
+            Err(e) => refused.push(format!("{e:#}")),
+        }
+    }
+    if refused.is_empty() {
+        bail!("cannot find the moat-probe binary; build it with `cargo build --release -p moat-probe` (or `make probe`) or pass --probe");
+    }
+    bail!("{}", refused.join("; "))
+}
+
+/// Ok when `probe` is a statically linked ELF program.
+fn static_probe(probe: &Path) -> Result<()> {
+    let bytes = fs::read(probe).with_context(|| format!("cannot read {}", probe.display()))?;
+    match moat::elf::interpreter(&bytes) {
+        Ok(None) => Ok(()),
+        Ok(Some(loader)) => bail!(
+            "probe {} is dynamically linked (it needs the loader {loader}), so it cannot start in the probe's empty rootfs: build it static (`cargo build --release -p moat-probe` links it statically)",
+            probe.display()
+        ),
+        Err(e) => bail!("probe {} is not a program moat can run: {e}", probe.display()),
+    }
 }
 
 /// A bundle whose rootfs holds only the probe (and the mount points).
@@ -128,23 +157,110 @@ fn parse_outcomes(stdout: &str) -> BTreeMap<String, (String, String, String)> {
         .collect()
 }
 
-fn run_probes(program: &str, pre_args: &[&str], bundle: &Path, id: &str) -> Result<String> {
-    let out = Command::new(program)
+/// Runs the probes in container `id` (`create`, then the egress network
+/// is attached to its network namespace, then `start`) and returns their
+/// output once the container has stopped.
+fn run_probes(
+    program: &str,
+    pre_args: &[&str],
+    bundle: &Path,
+    id: &str,
+    net: Option<&egress_net::EgressNet>,
+) -> Result<String> {
+    let out_path = bundle.join("probes.out");
+    let err_path = bundle.join("probes.err");
+    let created = Command::new(program)
         .args(pre_args)
-        .args(["run", "--bundle"])
+        .args(["create", "--bundle"])
         .arg(bundle)
         .arg(id)
         .stdin(Stdio::null())
-        .output()
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(&err_path)?)
+        .status()
         .with_context(|| format!("cannot run {program}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if stdout.trim().is_empty() {
+    let stderr = || fs::read_to_string(&err_path).unwrap_or_default();
+    if !created.success() {
+        bail!("{program} ran no probe: {}", stderr().trim());
+    }
+    if let Some(net) = net {
+        match container_pid(program, pre_args, id) {
+            // A failed attach leaves egress_tcp_connect without its
+            // target: it then reports "not run", it cannot pass falsely.
+            Ok(pid) => {
+                if let Err(e) = net.attach(pid) {
+                    tracing::warn!(error = %format!("{e:#}"), "egress probe network not attached");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no pid for the egress probe network")
+            }
+        }
+    }
+    let started = Command::new(program)
+        .args(pre_args)
+        .args(["start", id])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program} start"))?;
+    if !started.status.success() {
         bail!(
             "{program} ran no probe: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&started.stderr).trim()
         );
     }
+    wait_stopped(program, pre_args, id)?;
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    if stdout.trim().is_empty() {
+        bail!("{program} ran no probe: {}", stderr().trim());
+    }
     Ok(stdout)
+}
+
+/// The state JSON of container `id`.
+fn state_of(program: &str, pre_args: &[&str], id: &str) -> Result<Value> {
+    let out = Command::new(program)
+        .args(pre_args)
+        .args(["state", id])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program} state"))?;
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{program} state {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+fn container_pid(program: &str, pre_args: &[&str], id: &str) -> Result<i32> {
+    let v = state_of(program, pre_args, id)?;
+    v["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| anyhow!("{program} state {id}: no pid"))
+}
+
+/// Waits until the probes' container has stopped (the fork bomb probe
+/// included, they finish within seconds; 5 minutes is the limit).
+fn wait_stopped(program: &str, pre_args: &[&str], id: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        // While the fork-bomb probe runs, starting `state` may fail (EAGAIN
+        // from fork): that is retried, not fatal.
+        let status = match state_of(program, pre_args, id) {
+            Ok(v) => v["status"].as_str().unwrap_or_default().to_string(),
+            Err(e) => format!("unknown ({e:#})"),
+        };
+        if status == "stopped" {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{program}: the probes did not finish within 5 minutes (status {status})");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
@@ -181,14 +297,29 @@ pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
         );
     }
 
+    // egress_tcp_connect's target: a listener in a network namespace this
+    // selftest makes, reached over a veth pair whose other end goes into
+    // each probe container's own network namespace (removed at the end).
+    let net = match egress_net::EgressNet::new() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no egress probe network");
+            None
+        }
+    };
+    let target = net.as_ref().map(|n| n.target().to_string());
+    let mut probe_args: Vec<&str> = PROBE_ARGS.to_vec();
+    if let Some(t) = &target {
+        probe_args.extend(["--egress-target", t, "--egress-expect-listener"]);
+    }
     let bundle = work.join("moat-bundle");
-    make_bundle(&bundle, &probe, DOCKER_DEFAULT_CAPS, PROBE_ARGS)?;
+    make_bundle(&bundle, &probe, DOCKER_DEFAULT_CAPS, &probe_args)?;
     let root = work.join("root");
     let id = format!("moat-selftest-{}", std::process::id());
     let mut moat_args: Vec<&str> = policy_args.iter().map(String::as_str).collect();
     let root_s = root.display().to_string();
     moat_args.extend(["--root", &root_s]);
-    let moat_out = run_probes(&me, &moat_args, &bundle, &id);
+    let moat_out = run_probes(&me, &moat_args, &bundle, &id, net.as_ref());
     // Whatever happened, no container may outlive the selftest.
     let _ = Command::new(&me)
         .args(&moat_args)
@@ -207,11 +338,11 @@ pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
     let runc = which("runc");
     if let (Some(runc), false) = (&runc, args.no_baseline) {
         let bundle = work.join("runc-bundle");
-        make_bundle(&bundle, &probe, DOCKER_DEFAULT_CAPS, PROBE_ARGS)?;
+        make_bundle(&bundle, &probe, DOCKER_DEFAULT_CAPS, &probe_args)?;
         let rroot = work.join("runc-root");
         let rroot_s = rroot.display().to_string();
         let rid = format!("moat-selftest-runc-{}", std::process::id());
-        let out = run_probes(runc, &["--root", &rroot_s], &bundle, &rid);
+        let out = run_probes(runc, &["--root", &rroot_s], &bundle, &rid, net.as_ref());
         let _ = Command::new(runc)
             .args(["--root", &rroot_s, "delete", "--force", &rid])
             .stderr(Stdio::null())
@@ -222,6 +353,7 @@ pub fn selftest(ctx: &Ctx, args: SelftestArgs) -> Result<i32> {
             }
         }
     }
+    drop(net);
     drop(guard);
 
     // Only an attack that worked fails the verdict; a probe that could not

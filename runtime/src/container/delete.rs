@@ -5,6 +5,7 @@
 //! docker rely on that), and also sweeps what a moat killed mid-create left
 //! behind: rootfs mounts, the id range and moat's private state.
 
+use crate::runc_contract::Op;
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::Container;
 
@@ -29,12 +30,16 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
             remove_moat_state(&root, id, &policy)?;
             return Ok(());
         }
-        bail!("container {id} does not exist");
+        bail!(crate::runc_contract::DOES_NOT_EXIST);
     }
     let mut lc_deleted = false;
     if lc_exists {
         match Container::load(lc_dir.clone()) {
             Ok(mut container) => {
+                if !force {
+                    crate::runc_contract::check(Op::Delete, id, container.status())
+                        .map_err(anyhow::Error::msg)?;
+                }
                 let first = container.delete(force);
                 if first.is_err() && force {
                     // A process may have entered the cgroup while it was

@@ -94,7 +94,7 @@ pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
     let root = ctx.root()?;
     let dir = ContainerPaths::new(&root, id).libcontainer_dir;
     if !dir.join("state.json").exists() {
-        bail!("container {id} does not exist");
+        bail!(crate::runc_contract::DOES_NOT_EXIST);
     }
     Container::load(dir).with_context(|| format!("cannot load state of container {id}"))
 }

@@ -18,6 +18,7 @@ use crate::refusal::Refusal;
 use crate::report::{Report, Rule};
 
 pub mod cgroups_path;
+mod default_path;
 mod devices;
 pub mod fields;
 pub mod hooks;
@@ -35,6 +36,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
+pub use default_path::DEFAULT_PATH;
 pub use devices::{device_rule_string, DEFAULT_DEVICE_NODES, DEFAULT_DEVICE_RULES};
 pub use host_paths::{
     ENGINE_SOCKET_NAMES, ENGINE_STATE_TREES, SENSITIVE_HOST_PATHS, SENSITIVE_HOST_TREES,
@@ -147,6 +149,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     resources::limit_pids(&mut out, &policy, &mut report);
     resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
+    default_path::set_default_path(&mut out, &mut report);
     // Egress rules live in the network namespace, not the spec: the edge
     // (netns.rs) installs them; the report says what they will be.
     report.notes.push(if policy.egress.enabled {

@@ -136,9 +136,24 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
             format!("tmpfs nosuid,nodev,{mode},{size}"),
             "scratch space on a read-only root, size-limited",
         );
-        mounts.push(m);
+        let at = scratch_position(&mounts, Path::new(path));
+        mounts.insert(at, m);
     }
     spec.set_mounts(Some(mounts));
+}
+
+/// Where a scratch tmpfs at `path` goes in the mount list: before the first
+/// mount below it (a volume at /tmp/x must land on the tmpfs, not be hidden
+/// by it: mounts are made in list order), else last.
+fn scratch_position(mounts: &[Mount], path: &Path) -> usize {
+    let path = normalize(path);
+    mounts
+        .iter()
+        .position(|m| {
+            let dest = normalize(m.destination());
+            dest != path && dest.starts_with(&path)
+        })
+        .unwrap_or(mounts.len())
 }
 
 /// Gives a tmpfs mount nosuid (and nodev unless it is /dev) and a size no

@@ -482,3 +482,40 @@ fn tmpfs_total_above_the_policy_is_refused() {
     // The default (512m) holds eight capped tmpfs.
     ok(&s);
 }
+
+#[test]
+fn scratch_tmpfs_goes_before_the_spec_mounts_below_it() {
+    // A volume at /tmp/data and a secret at /run/secrets/x: moat's /tmp and
+    // /run tmpfs must be mounted first, or they hide the volume (critest's
+    // volume under /tmp, kubelet's /run/secrets).
+    let s = docker_with(|v| {
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/tmpfoo", "type": "bind", "source": "/srv/foo", "options": ["rbind"]}));
+        mounts.push(json!({"destination": "/tmp/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}));
+        mounts.push(json!({"destination": "/run/secrets/x", "type": "bind", "source": "/srv/x", "options": ["rbind", "ro"]}));
+    });
+    let h = ok(&s);
+    let dests: Vec<String> = h
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().display().to_string())
+        .collect();
+    let at = |d: &str| dests.iter().position(|x| x == d).unwrap();
+    assert!(at("/tmp") < at("/tmp/data"), "{dests:?}");
+    assert!(at("/run") < at("/run/secrets/x"), "{dests:?}");
+    // /tmpfoo is not below /tmp: it does not pull the tmpfs forward.
+    assert!(
+        at("/tmpfoo") < at("/tmp") && at("/tmp") == at("/tmp/data") - 1,
+        "{dests:?}"
+    );
+    // Without a mount below them, the scratch tmpfs stay last (as before).
+    let h = ok(&docker_spec());
+    let n = h.spec.mounts().as_ref().unwrap().len();
+    let last: Vec<String> = h.spec.mounts().as_ref().unwrap()[n - 2..]
+        .iter()
+        .map(|m| m.destination().display().to_string())
+        .collect();
+    assert_eq!(last, vec!["/tmp", "/run"]);
+}
