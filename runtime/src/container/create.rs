@@ -376,6 +376,12 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
                 )),
                 other => anyhow!(other),
             })?;
+            if let Some(dir) = &guard.claimed_cgroup {
+                // For a teardown after this moat is killed (a failed create
+                // removes it through the guard).
+                fs::write(&paths.cgroup_claim, dir.as_os_str().as_encoded_bytes())
+                    .context("cannot record the claimed cgroup")?;
+            }
         }
     }
     crate::hook_exe::wrap_hooks(&mut hardened, &bundle, &facts.hook_executables)?;

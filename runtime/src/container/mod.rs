@@ -157,6 +157,12 @@ pub fn remove_moat_state_after(
     }
     let _ = fs::remove_dir(sysfs);
     crate::rootfs::teardown(dir, &paths.mount_point);
+    // The cgroup create claimed, if this create was killed before
+    // libcontainer took it over; rmdir only removes it empty (T22).
+    if let Ok(claimed) = fs::read(&paths.cgroup_claim) {
+        use std::os::unix::ffi::OsStrExt;
+        let _ = fs::remove_dir(Path::new(std::ffi::OsStr::from_bytes(&claimed)));
+    }
     for pool_policy in &pools {
         crate::idpool::IdPool::new(pool_policy)
             .free_owned_by(root, id)

@@ -37,6 +37,9 @@ pub struct ContainerPaths {
     pub sysfs: PathBuf,
     /// The learn recorder's socket (a short name under the socket dir).
     pub learn_socket: PathBuf,
+    /// Names the cgroup directory create claimed exclusively (T22), so a
+    /// teardown after a killed create removes it.
+    pub cgroup_claim: PathBuf,
 }
 
 /// The hardened config.json's name in the private directory.
@@ -54,6 +57,7 @@ impl ContainerPaths {
             id: id.to_string(),
             libcontainer_dir: root.join(id),
             config: private_dir.join(CONFIG_FILE),
+            cgroup_claim: private_dir.join("cgroup.claim"),
             seccomp: private_dir.join(SECCOMP_FILE),
             private_dir,
             rootfs_dir: crate::rootfs::container_dir(root, id),
