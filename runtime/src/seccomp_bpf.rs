@@ -841,6 +841,16 @@ pub fn load(filter: &CompiledFilter) -> Result<(), BpfError> {
     Ok(())
 }
 
+/// What the compiled `program` answers for syscall `nr` (zero arguments)
+/// on the architecture with AUDIT_ARCH `token`: for other modules' tests.
+#[cfg(test)]
+pub(crate) fn answer(program: &[u8], token: u32, nr: u32) -> u32 {
+    tests::run(program, token, nr, [0; 6]).ret
+}
+
+#[cfg(test)]
+pub(crate) const TEST_RET_ENOSYS: u32 = RET_ENOSYS;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1024,15 +1034,15 @@ mod tests {
     /// the instructions executed, and whether only `nr`/`arch` were read
     /// (the kernel's constant-action cache emulates exactly those).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    struct Run {
-        ret: u32,
+    pub(crate) struct Run {
+        pub(crate) ret: u32,
         steps: usize,
         constant: bool,
     }
 
     /// A classic-BPF interpreter for seccomp programs (the instructions
     /// libseccomp and the tail use).
-    fn run(program: &[u8], token: u32, nr: u32, args: [u64; 6]) -> Run {
+    pub(crate) fn run(program: &[u8], token: u32, nr: u32, args: [u64; 6]) -> Run {
         let insns = decode(program);
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_ne_bytes());
