@@ -697,3 +697,99 @@ fn python_app_through_containerd() {
         assert!(!Path::new(&p).exists(), "moat left {p} behind");
     }
 }
+
+/// The probe the trixie test runs under moat and under runc: glibc 2.41's
+/// fallbacks, coreutils, and the errno of syscalls newer than the profiles
+/// (and of the ones moat always denies), from Python's ctypes.
+const TRIXIE_PROBE: &str = include_str!("trixie_probe.py");
+
+/// A current userland (Debian trixie, glibc 2.41) under moat answers as
+/// under runc with docker's default profile: glibc's fallbacks for newer
+/// syscalls, coreutils, and ENOSYS for syscalls newer than the profile;
+/// moat's always-denied syscalls answer EPERM (docs/seccomp.md).
+#[test]
+fn trixie_userland_answers_as_under_runc() {
+    let Some(ctx) = Ctx::with_images("trixie_userland_answers_as_under_runc", &["moat-trixie"])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.path().join("probe.py"), TRIXIE_PROBE).expect("write probe");
+    std::fs::set_permissions(
+        dir.path().join("probe.py"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let mount = format!("{}:/probe:ro", dir.path().display());
+    let result = |out: &moat_integration::cmd::Out, who: &str| -> serde_json::Value {
+        assert!(out.ok(), "the probe failed under {who}: {}", out.describe());
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .unwrap_or_else(|| panic!("no RESULT line under {who}: {}", out.describe()));
+        serde_json::from_str(line).expect("RESULT is JSON")
+    };
+    let c = ctx.container("trixie");
+    let moat = result(
+        &c.run_image(
+            &["-v", &mount],
+            "moat-trixie:latest",
+            &["python3", "/probe/probe.py"],
+        ),
+        "moat",
+    );
+    let control = ctx.name("runc");
+    let _guard = NamedContainer(control.clone());
+    let runc = result(
+        &docker(&[
+            "run",
+            "--rm",
+            "--name",
+            &control,
+            "--runtime=runc",
+            "-v",
+            &mount,
+            "moat-trixie:latest",
+            "python3",
+            "/probe/probe.py",
+        ]),
+        "runc",
+    );
+    eprintln!("moat: {moat}\nrunc: {runc}");
+    assert_eq!(moat["os"], serde_json::json!(["VERSION_CODENAME=trixie"]));
+    // glibc's fallback: the portable "not supported" for a symlink (as
+    // runc), never "Operation not permitted".
+    assert_eq!(moat["lchmod_symlink"], "NotImplementedError", "{moat}");
+    assert_eq!(moat["lchmod_symlink"], runc["lchmod_symlink"]);
+    assert_eq!(moat["lchmod_file"], "ok", "{moat}");
+    assert_eq!(moat["mode_file"], runc["mode_file"]);
+    assert_eq!(moat["coreutils_rc"], 0, "{moat}");
+    assert_eq!(moat["coreutils"], runc["coreutils"]);
+    for (nr, e) in moat["enosys"].as_object().expect("enosys") {
+        assert_eq!(e, "ENOSYS", "syscall {nr} under moat: {moat}");
+        assert_eq!(
+            e, &runc["enosys"][nr],
+            "syscall {nr}: moat {e}, runc {}",
+            runc["enosys"][nr]
+        );
+    }
+    // Denied on purpose: EPERM, whatever runc's profile answers.
+    for (nr, e) in moat["denied"].as_object().expect("denied") {
+        assert_eq!(e, "EPERM", "always-denied syscall {nr} under moat: {moat}");
+    }
+    // Newer calls moat's own profile allows: docker hands over its
+    // profile, which decides (docker 20.10's does not name them: ENOSYS
+    // under both, and glibc falls back). Never EPERM.
+    for (nr, e) in moat["allowed"].as_object().expect("allowed") {
+        assert_ne!(e, "EPERM", "syscall {nr} under moat: {moat}");
+        assert_eq!(
+            e, &runc["allowed"][nr],
+            "syscall {nr}: moat {e}, runc {}",
+            runc["allowed"][nr]
+        );
+    }
+    drop(c);
+    ctx.assert_no_leftovers();
+}

@@ -640,3 +640,58 @@ fn cri_postgres_keeps_data_across_pods() {
 fn cri_postgres_keeps_data_across_pods_through_the_native_shim() {
     keeps_data_across_pods(&POSTGRES, Via::NativeShim);
 }
+
+/// The trixie probe of `workloads.rs` (glibc 2.41's fallbacks, coreutils,
+/// errno of newer and of always-denied syscalls), as a pod's container.
+/// Through CRI a pod without a seccomp profile runs under moat's default
+/// profile, which allows fchmodat2, futex_wake and mseal; everything newer
+/// than it answers ENOSYS and the always-denied syscalls EPERM.
+fn trixie_userland_answers_enosys_for_unknown_syscalls(via: Via) {
+    let Some(t) = Setup::new("trixie", via) else {
+        return;
+    };
+    let pod = t.run_pod("trixie");
+    let spec = ContainerSpec::new("probe", &t.image).command(&[
+        "python3",
+        "-c",
+        include_str!("trixie_probe.py"),
+    ]);
+    let id = t.start(&pod, &spec);
+    let code = pod
+        .wait_exited(&id, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("probe container: {e}"));
+    let log = std::fs::read_to_string(pod.log_file("probe")).unwrap_or_default();
+    assert_eq!(code, 0, "the probe failed under {}: {log}", t.handler.name);
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no RESULT line: {log}"));
+    let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    assert_eq!(r["os"], serde_json::json!(["VERSION_CODENAME=trixie"]));
+    // fchmodat2 is allowed: the kernel's own "not supported" for a symlink.
+    assert_eq!(r["lchmod_symlink"], "NotImplementedError", "{r}");
+    assert_eq!(r["lchmod_file"], "ok", "{r}");
+    assert_eq!(r["coreutils_rc"], 0, "{r}");
+    for (nr, e) in r["enosys"].as_object().expect("enosys") {
+        assert_eq!(e, "ENOSYS", "syscall {nr}: {r}");
+    }
+    for (nr, e) in r["denied"].as_object().expect("denied") {
+        assert_eq!(e, "EPERM", "always-denied syscall {nr}: {r}");
+    }
+    for (nr, e) in r["allowed"].as_object().expect("allowed") {
+        assert!(e != "EPERM" && e != "ENOSYS", "syscall {nr}: {r}");
+    }
+    let checks = leak_checks(&t.handler, &[&pod.id, &id]);
+    t.delete_pod(pod, &[&id], &checks);
+    t.finish("trixie probe");
+}
+
+#[test]
+fn cri_trixie_userland_answers_enosys_for_unknown_syscalls() {
+    trixie_userland_answers_enosys_for_unknown_syscalls(Via::RuncShim);
+}
+
+#[test]
+fn cri_trixie_userland_answers_enosys_for_unknown_syscalls_through_the_native_shim() {
+    trixie_userland_answers_enosys_for_unknown_syscalls(Via::NativeShim);
+}

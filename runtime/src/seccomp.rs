@@ -42,6 +42,7 @@ pub const ALWAYS_DENIED: &[&str] = &[
     "open_tree",
     "move_mount",
     "mount_setattr",
+    "open_tree_attr",
     "unshare",
     "setns",
     "open_by_handle_at",
@@ -70,7 +71,18 @@ pub const ALWAYS_DENIED: &[&str] = &[
     "create_module",
     "get_kernel_syms",
     "query_module",
+    // x86's (32-bit) multiplexer for every socket call: its arguments are
+    // in memory, out of seccomp's sight, so socketcall(SYS_SOCKET) would
+    // bypass the family allowlist (T26). 32-bit programs use the direct
+    // socket syscalls (i386 has them since Linux 4.3) or fail.
+    SOCKETCALL,
 ];
+
+/// See [`ALWAYS_DENIED`]. Always a rule of its own, even where the default
+/// action denies too: libseccomp builds `socketcall(SYS_SOCKET, …)` rules
+/// from the `socket` rules (without their family condition), which only an
+/// explicit denial of `socketcall` overrides.
+pub const SOCKETCALL: &str = "socketcall";
 
 /// clone flags that create namespaces. clone with any of them is denied:
 /// new namespaces hand a user-namespace root more kernel surface
@@ -435,10 +447,15 @@ pub fn enforce_always_denied(mut profile: LinuxSeccomp, report: &mut Report) -> 
         && profile.default_errno_ret().unwrap_or(EPERM) == EPERM;
     if !default_is_eperm {
         rules.push(errno_rule(
-            ALWAYS_DENIED.iter().map(|s| s.to_string()).collect(),
+            ALWAYS_DENIED
+                .iter()
+                .filter(|n| **n != SOCKETCALL)
+                .map(|s| s.to_string())
+                .collect(),
             EPERM,
         ));
     }
+    rules.push(errno_rule(vec![SOCKETCALL.into()], EPERM));
     rules.push(errno_rule(vec!["clone3".into()], ENOSYS));
     rules.extend(family_rules);
 

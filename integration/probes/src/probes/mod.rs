@@ -114,6 +114,11 @@ pub fn all() -> Vec<Probe> {
         works("work_fork_exec", "T2", works::fork_exec),
         works("work_pipes_and_poll", "T4", works::pipes_and_poll),
         works("work_dev_null_urandom", "T6", works::dev_null_urandom),
+        works(
+            "work_unknown_syscalls_enosys",
+            "T4",
+            syscalls::unknown_syscalls_enosys,
+        ),
         // T1: capabilities outside the allowlist.
         p("cap_raw_socket", "T1", caps::raw_socket),
         p("cap_packet_socket", "T1", caps::packet_socket),

@@ -831,3 +831,57 @@ pub fn userns_fsconfig(_: &Ctx) -> Outcome {
         }
     })
 }
+
+/// The errno a raw syscall with zero arguments fails with (0: it did not).
+fn errno_of(nr: c_long) -> i32 {
+    // SAFETY: zero/null arguments; every call below is refused by the
+    // filter or fails its own argument checks before touching memory.
+    let ret = unsafe {
+        syscall(
+            nr,
+            0 as c_long,
+            0 as c_long,
+            0 as c_long,
+            0 as c_long,
+            0 as c_long,
+        )
+    };
+    match sys(ret) {
+        Ok(_) => 0,
+        Err(e) => e,
+    }
+}
+
+/// T4's compatibility side: syscalls newer than the profile answer ENOSYS,
+/// as on an older kernel, so C libraries fall back to older calls; the
+/// always-denied ones (also those newer than libseccomp, open_tree_attr)
+/// answer EPERM. Works when both hold.
+pub fn unknown_syscalls_enosys(_: &Ctx) -> Outcome {
+    // 470..: newer than every profile; 457/458: statmount/listmount,
+    // answered ENOSYS on purpose (callers read /proc/self/mountinfo).
+    let unknown: Vec<c_long> = vec![457, 458, 470, 471, 480, 500];
+    // io_uring_setup, mount_setattr, open_tree_attr.
+    let denied: Vec<c_long> = vec![425, 442, 467];
+    let wrong: Vec<String> = unknown
+        .iter()
+        .map(|nr| (nr, libc::ENOSYS))
+        .chain(denied.iter().map(|nr| (nr, libc::EPERM)))
+        .filter_map(|(nr, want)| {
+            let got = errno_of(*nr);
+            (got != want).then(|| {
+                format!(
+                    "syscall {nr}: {} (want {})",
+                    errno_name(got),
+                    errno_name(want)
+                )
+            })
+        })
+        .collect();
+    if wrong.is_empty() {
+        Outcome::Allowed(format!(
+            "syscalls {unknown:?} answer ENOSYS, always-denied {denied:?} answer EPERM"
+        ))
+    } else {
+        Outcome::Blocked(wrong.join("; "))
+    }
+}
