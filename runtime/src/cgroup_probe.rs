@@ -127,28 +127,28 @@ pub enum ClaimError {
     Io(PathBuf, std::io::Error),
 }
 
-/// Creates the leaf cgroup a cgroupfs-form `cgroupsPath` names, exclusively
+/// The leaf directory moat claims for a cgroupfs-form `cgroupsPath`, or
+/// `None` for a systemd-form path (systemd creates the scope) or a host
+/// without a cgroup hierarchy.
+pub fn leaf_to_claim(cgroups_path: &Path) -> Option<PathBuf> {
+    let rel = cgroups_path.strip_prefix("/").ok()?;
+    Some(claim_hierarchy()?.join(rel))
+}
+
+/// Creates the leaf cgroup `dir` (from [`leaf_to_claim`]) exclusively
 /// (mkdir, EEXIST is an error), before libcontainer creates (and joins) it
 /// with `mkdir -p`. The check in precheck (T22: no process there) cannot
 /// see a second create racing for the same path; the exclusive mkdir can:
-/// of two creates naming one cgroup, exactly one gets it. Returns the
-/// directory claimed (the caller removes it if the create fails), or `None`
-/// for a systemd-form path (systemd creates the scope) or a host without a
-/// cgroup hierarchy.
-pub fn claim_leaf(cgroups_path: &Path) -> Result<Option<PathBuf>, ClaimError> {
-    let Ok(rel) = cgroups_path.strip_prefix("/") else {
-        return Ok(None);
-    };
-    let Some(hierarchy) = claim_hierarchy() else {
-        return Ok(None);
-    };
-    let dir = hierarchy.join(rel);
+/// of two creates naming one cgroup, exactly one gets it.
+pub fn claim_leaf(dir: &Path) -> Result<(), ClaimError> {
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent).map_err(|e| ClaimError::Io(parent.to_path_buf(), e))?;
     }
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(Some(dir)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ClaimError::Taken(dir)),
-        Err(e) => Err(ClaimError::Io(dir, e)),
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(ClaimError::Taken(dir.to_path_buf()))
+        }
+        Err(e) => Err(ClaimError::Io(dir.to_path_buf(), e)),
     }
 }

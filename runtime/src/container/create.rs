@@ -364,23 +364,29 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
         {
-            guard.claimed_cgroup = crate::cgroup_probe::claim_leaf(&path).map_err(|e| match e {
-                crate::cgroup_probe::ClaimError::Taken(dir) => anyhow!(Refusal::new(
-                    crate::refusal::RefusalRule::CgroupsPath,
-                    format!(
-                        "linux.cgroupsPath {}: {} (claimed by a concurrent create?)",
-                        path.display(),
-                        crate::cgroup_probe::ClaimError::Taken(dir)
-                    ),
-                    None,
-                )),
-                other => anyhow!(other),
-            })?;
-            if let Some(dir) = &guard.claimed_cgroup {
-                // For a teardown after this moat is killed (a failed create
-                // removes it through the guard).
+            if let Some(dir) = crate::cgroup_probe::leaf_to_claim(&path) {
+                // Recorded before the mkdir, so a moat killed right after it
+                // still leaves teardown the name of the leaf to remove
+                // (rmdir: only while empty); dropped again if the leaf turns
+                // out to be someone else's.
                 fs::write(&paths.cgroup_claim, dir.as_os_str().as_encoded_bytes())
                     .context("cannot record the claimed cgroup")?;
+                if let Err(e) = crate::cgroup_probe::claim_leaf(&dir) {
+                    let _ = fs::remove_file(&paths.cgroup_claim);
+                    return Err(match e {
+                        crate::cgroup_probe::ClaimError::Taken(dir) => anyhow!(Refusal::new(
+                            crate::refusal::RefusalRule::CgroupsPath,
+                            format!(
+                                "linux.cgroupsPath {}: {} (claimed by a concurrent create?)",
+                                path.display(),
+                                crate::cgroup_probe::ClaimError::Taken(dir)
+                            ),
+                            None,
+                        )),
+                        other => anyhow!(other),
+                    });
+                }
+                guard.claimed_cgroup = Some(dir);
             }
         }
     }
