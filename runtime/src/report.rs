@@ -23,6 +23,7 @@ pub enum Rule {
     PidsLimit,
     HomeEnv,
     CgroupNamespace,
+    OomScoreAdj,
 }
 
 impl Rule {
@@ -41,6 +42,7 @@ impl Rule {
             Rule::PidsLimit => "pids-limit",
             Rule::HomeEnv => "home-env",
             Rule::CgroupNamespace => "cgroup-namespace",
+            Rule::OomScoreAdj => "oom-score-adj",
         }
     }
 
@@ -55,7 +57,7 @@ impl Rule {
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
-            Rule::PidsLimit => "T8",
+            Rule::PidsLimit | Rule::OomScoreAdj => "T8",
             Rule::HomeEnv => "T20",
         }
     }

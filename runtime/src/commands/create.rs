@@ -204,6 +204,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     .map_err(pin_error)?;
     let mut facts = moat::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    facts.rootfs_in_use = moat::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     moat::facts::check_mount_destinations(&spec, &rootfs.real).map_err(|r| anyhow!(r))?;
     Ok(Prechecked {
