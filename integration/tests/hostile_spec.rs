@@ -144,3 +144,179 @@ fn cgroup_namespace_is_private() {
         );
     }
 }
+
+/// kubelet sends `oomScoreAdj: -997` for Guaranteed pods: the container's
+/// init cannot lower its score below moat's (no CAP_SYS_RESOURCE in the
+/// host's user namespace), so moat raises it to its own value and says so
+/// in the report (T8); before, create failed inside libcontainer.
+#[test]
+fn negative_oom_score_adj_is_raised_to_moats_own() {
+    let env = Env::new();
+    // moat inherits the test's value.
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let own = own.trim();
+    assert!(own.parse::<i32>().unwrap() > -997, "the test runs at {own}");
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.config["process"]["oomScoreAdj"] = json!(-997);
+    b.write();
+    let leak;
+    {
+        let (id, _g) = env.start_sleeper(&b, "oom");
+        leak = env.leak_check(&id);
+        let inside = env.moat(&["exec", &id, "cat", "/proc/1/oom_score_adj"]);
+        inside.assert_ok();
+        assert_eq!(inside.stdout.trim(), own, "{inside}");
+        let report = env.moat(&["report", &id]);
+        report.assert_ok();
+        assert!(
+            report.stdout.contains(&format!(
+                "[oom-score-adj] process.oomScoreAdj: -997 -> {own}"
+            )),
+            "{report}"
+        );
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+    // A value at or above moat's passes as it is.
+    let out = run_edited(&env, "cat /proc/self/oom_score_adj", |b| {
+        b.config["process"]["oomScoreAdj"] = json!(500)
+    });
+    assert_eq!(out.trim(), "500", "{out}");
+}
+
+/// A raw-config tenant names another container's rootfs as `root.path`
+/// (an engine rootfs pattern such as overlay2/<id>/merged passes the
+/// sensitive-path rule): the idmapped rootfs would give its root the other
+/// container's files. Refused while another container uses it, as the
+/// directory itself and as a directory holding it (T11).
+#[test]
+fn rootfs_of_a_running_container_is_refused() {
+    let env = Env::new();
+    let victim = env.bundle(&["sleep", "300"]);
+    let (victim_id, _victim_guard) = env.start_sleeper(&victim, "victim");
+    let victim_rootfs = victim.rootfs();
+    for (root_path, detail) in [
+        (victim_rootfs.clone(), "is in use: it is the root"),
+        (
+            std::path::PathBuf::from(victim.path()),
+            "is in use: it is the r",
+        ),
+    ] {
+        let mut b = env.bundle(&["true"]);
+        b.config["root"]["path"] = json!(root_path.to_str().unwrap());
+        b.write();
+        assert_rule(
+            &env,
+            &b,
+            "sensitive-host-mount",
+            &format!("root.path {} {detail}", root_path.display()),
+        );
+    }
+    // Once the victim is gone, its directory may be a rootfs again.
+    let leak = env.leak_check(&victim_id);
+    env.moat(&["delete", "--force", &victim_id]).assert_ok();
+    leak.verify();
+    let mut b = env.bundle(&["true"]);
+    b.config["root"]["path"] = json!(victim_rootfs.to_str().unwrap());
+    b.write();
+    let id = env.id("reuse");
+    let leak = env.leak_check(&id);
+    env.run(&b, &id).assert_ok();
+    leak.verify();
+}
+
+/// kubelet's pod volumes (`<pods>/<pod uid>/volumes/...`, idmapped by the
+/// default `volumes.idmap_under`): a spec may bind only its own pod's, by
+/// its pod uid annotation (T19). Another pod's volume is refused; the
+/// pod's own is mounted and readable inside.
+#[test]
+fn another_pods_kubelet_volume_is_refused() {
+    let env = Env::new();
+    let kubelet = std::path::Path::new("/var/lib/kubelet");
+    let made_kubelet = !kubelet.exists();
+    let pods = kubelet.join("pods");
+    let made_pods = !pods.exists();
+    let other = format!("other-{}", std::process::id());
+    let pod_dir = pods.join(&other);
+    let vol = pod_dir.join("volumes/kubernetes.io~empty-dir/data");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("probe"), "pod data\n").unwrap();
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let mut dirs = vec![pod_dir.clone()];
+    if made_pods {
+        dirs.push(pods.clone());
+    }
+    if made_kubelet {
+        dirs.push(kubelet.to_path_buf());
+    }
+    let _cleanup = Cleanup(dirs);
+    let with_uid = |uid: &str, script: &str| {
+        let mut b = env.sh_bundle(script);
+        b.add_mount(json!({"destination": "/data", "type": "bind",
+            "source": vol.to_str().unwrap(), "options": ["rbind", "ro"]}));
+        b.annotate("io.kubernetes.cri.sandbox-uid", uid);
+        b.write();
+        b
+    };
+    let b = with_uid("mine", "true");
+    assert_rule(
+        &env,
+        &b,
+        "sensitive-host-mount",
+        &format!(
+            "is a volume of pod {other}, and the spec's io.kubernetes.cri.sandbox-uid is mine"
+        ),
+    );
+    let b = with_uid(&other, "cat /data/probe");
+    let id = env.id("podvol");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    out.assert_ok();
+    assert!(out.stdout.contains("pod data"), "{out}");
+    leak.verify();
+}
+
+/// Directories moat creates for tenant data are private (T17): the
+/// learned-profile directory and the ones above it it makes, and the
+/// state root with its private directory.
+#[test]
+fn learned_profile_and_state_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let learned = env.tmp.path().join("var/lib/moat/learned");
+    let b = env.bundle(&["true"]);
+    let id = env.id("modes");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&[
+            "--learn-dir",
+            learned.to_str().unwrap(),
+            "run",
+            "--bundle",
+            b.path(),
+            &id,
+        ])
+        .assert_ok();
+    }
+    leak.verify();
+    assert!(learned.join(format!("{id}.json")).exists(), "no profile");
+    let root = canonical_root(&env.root);
+    for d in [
+        learned.clone(),
+        env.tmp.path().join("var/lib/moat"),
+        env.tmp.path().join("var"),
+        root.clone(),
+        moat::state::private_root(&root),
+    ] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+    }
+}

@@ -114,24 +114,43 @@ impl Setup {
     }
 
     /// A volume: a new directory `name` on the node, mode 0777 like an
-    /// emptyDir, laid out as kubelet lays out a pod's emptyDir
+    /// emptyDir, laid out as kubelet lays out pod `pod`'s emptyDir
     /// (`<pods>/<pod uid>/volumes/kubernetes.io~empty-dir/<name>`, pods
     /// directory root:root 0750). The test's containerd gives moat a policy
     /// listing that layout under `volumes.idmap_under` (as kubelet's
     /// `/var/lib/kubelet/pods/*/volumes/*/*` is by default), so moat idmaps
-    /// the volume (T19).
-    fn volume(&self, name: &str) -> PathBuf {
+    /// the volume (T19), for the pod whose uid the path names only.
+    fn volume(&self, pod: &str, name: &str) -> PathBuf {
         let pods = self.cd.layout.pods_dir();
         std::fs::create_dir_all(&pods).expect("create the pods directory");
         std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o750))
             .expect("chmod the pods directory");
-        let parent = pods.join("pod-uid/volumes/kubernetes.io~empty-dir");
-        std::fs::create_dir_all(&parent).expect("create the pod's volumes directory");
-        let dir = parent.join(name);
+        let dir = Self::volume_path(&pods, pod, name);
+        std::fs::create_dir_all(dir.parent().expect("volume parent"))
+            .expect("create the pod's volumes directory");
         std::fs::create_dir(&dir).expect("create the volume directory");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .expect("chmod the volume directory");
         dir
+    }
+
+    /// Where pod `pod`'s volume `name` is (the pod uid is
+    /// `Containerd::pod_config`'s).
+    fn volume_path(pods: &std::path::Path, pod: &str, name: &str) -> PathBuf {
+        pods.join(format!("{pod}-{}", std::process::id()))
+            .join("volumes/kubernetes.io~empty-dir")
+            .join(name)
+    }
+
+    /// Hands volume `dir` on to pod `pod` (as a persistent volume outlives
+    /// its pod): moved under the new pod's uid, data and owners kept.
+    fn move_volume(&self, dir: &std::path::Path, pod: &str) -> PathBuf {
+        let name = dir.file_name().expect("volume name");
+        let to = Self::volume_path(&self.cd.layout.pods_dir(), pod, &name.to_string_lossy());
+        std::fs::create_dir_all(to.parent().expect("volume parent"))
+            .expect("create the pod's volumes directory");
+        std::fs::rename(dir, &to).expect("move the volume to the new pod");
+        to
     }
 
     fn run_pod(&self, name: &str) -> Pod<'_> {
@@ -331,7 +350,7 @@ fn nginx_serves_its_pod_ip(via: Via) {
     let Some(t) = Setup::new("nginx", via) else {
         return;
     };
-    let temp = t.volume("nginx-lib");
+    let temp = t.volume("nginx-strict", "nginx-lib");
     let spec = ContainerSpec::new("nginx", &t.image).mount(&temp, "/var/lib/nginx");
 
     let strict = t.run_pod_with_sysctls("nginx-strict", &[(PORT_START, "1024")]);
@@ -348,6 +367,8 @@ fn nginx_serves_its_pod_ip(via: Via) {
     );
     t.delete_pod(strict, &[], &checks);
 
+    let temp = t.move_volume(&temp, "nginx");
+    let spec = ContainerSpec::new("nginx", &t.image).mount(&temp, "/var/lib/nginx");
     let pod = t.run_pod("nginx");
     let ctr = t.start(&pod, &spec);
     let checks = leak_checks(&t.handler, &[&pod.id, &ctr]);
@@ -560,7 +581,7 @@ fn keeps_data_across_pods(w: &Stateful, via: Via) {
     let Some(t) = Setup::new(w.name, via) else {
         return;
     };
-    let data = t.volume(&format!("{}-data", w.name));
+    let data = t.volume(&format!("{}-1", w.name), &format!("{}-data", w.name));
     let value = format!("moat-{}-{}", std::process::id(), t.handler.name);
 
     let first = t.run_pod(&format!("{}-1", w.name));
@@ -580,6 +601,7 @@ fn keeps_data_across_pods(w: &Stateful, via: Via) {
     assert_sandbox_on(&first, &ctr, &t.handler, &listener);
     t.delete_pod(first, &[&ctr], &checks);
 
+    let data = t.move_volume(&data, &format!("{}-2", w.name));
     let second = t.run_pod(&format!("{}-2", w.name));
     let ctr = start_stateful(&t, w, &second, &data, false);
     let checks = leak_checks(&t.handler, &[&second.id, &ctr]);

@@ -53,6 +53,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: rootfs_real_path(rootfs),
+        oom_score_adj_floor: own_oom_score_adj(),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
@@ -105,7 +106,115 @@ pub fn from_pinned(
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: Some(rootfs.to_path_buf()),
         pod_user_namespace: None,
+        oom_score_adj_floor: own_oom_score_adj(),
+        // Asked by create, which knows the bundle and the state root.
+        rootfs_in_use: None,
     }
+}
+
+/// moat's own `oom_score_adj`: the lowest value its container's init may
+/// ask for (see `harden::process`).
+pub fn own_oom_score_adj() -> Option<i32> {
+    fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Who else has `rootfs` (or a directory above or below it) as its root,
+/// for [`HostFacts::rootfs_in_use`]: a live process (by `/proc/<pid>/root`)
+/// or a moat container under `state_root` (by its bundle's `root.path`).
+/// Only asked when `root.path` lies outside the bundle: a bundle's own
+/// rootfs is the caller's (engines and tests run several containers from
+/// one bundle). Costs one stat per process.
+pub fn rootfs_users(
+    spec: &Spec,
+    bundle: &Path,
+    rootfs: &Path,
+    state_root: &Path,
+) -> Option<String> {
+    let written = spec.root().as_ref()?.path();
+    if !written.is_absolute() || rootfs.starts_with(bundle) {
+        return None;
+    }
+    let mut ours: Vec<((u64, u64), &Path)> = Vec::new();
+    for dir in rootfs.ancestors().filter(|d| *d != Path::new("/")) {
+        if let Ok(md) = fs::metadata(dir) {
+            ours.push(((md.dev(), md.ino()), dir));
+        }
+    }
+    let used = |md: &fs::Metadata, real: Option<&Path>| -> Option<String> {
+        if let Some((_, dir)) = ours.iter().find(|(k, _)| *k == (md.dev(), md.ino())) {
+            return Some(if *dir == rootfs {
+                String::new()
+            } else {
+                format!(" ({} above it)", dir.display())
+            });
+        }
+        let real = real.filter(|r| *r != Path::new("/") && r.starts_with(rootfs))?;
+        Some(format!(" ({} below it)", real.display()))
+    };
+    let me = std::process::id().to_string();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let link = entry.path().join("root");
+        let Ok(md) = fs::metadata(&link) else {
+            continue;
+        };
+        let real = fs::read_link(&link).ok();
+        if let Some(where_) = used(&md, real.as_deref()) {
+            return Some(format!(
+                "it is the root directory of live process {pid}{where_}"
+            ));
+        }
+    }
+    let private = crate::state::private_root(state_root);
+    for entry in fs::read_dir(private).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let Ok(Some(state)) = crate::state::MoatState::load(state_root, &id) else {
+            continue;
+        };
+        let Some(other) = bundle_rootfs(&state.bundle) else {
+            continue;
+        };
+        if let Ok(md) = fs::metadata(&other) {
+            if let Some(where_) = used(&md, Some(&other)) {
+                return Some(format!("it is the rootfs of moat container {id}{where_}"));
+            }
+        }
+    }
+    None
+}
+
+/// The rootfs a bundle's config.json names (relative to the bundle). The
+/// bundle is another tenant's: its config.json is opened without blocking
+/// or following a symlink, and read only when a regular file (1 MiB at most).
+fn bundle_rootfs(bundle: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(bundle.join("config.json"))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(PASSWD_MAX).read_to_string(&mut text).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let root = Path::new(v.get("root")?.get("path")?.as_str()?);
+    Some(bundle.join(root))
 }
 
 /// The real path of the rootfs directory: opened once (no magic links, no

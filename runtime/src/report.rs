@@ -24,6 +24,7 @@ pub enum Rule {
     HomeEnv,
     CgroupNamespace,
     DefaultPath,
+    OomScoreAdj,
 }
 
 impl Rule {
@@ -43,6 +44,7 @@ impl Rule {
             Rule::HomeEnv => "home-env",
             Rule::CgroupNamespace => "cgroup-namespace",
             Rule::DefaultPath => "default-path",
+            Rule::OomScoreAdj => "oom-score-adj",
         }
     }
 
@@ -57,7 +59,7 @@ impl Rule {
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
-            Rule::PidsLimit => "T8",
+            Rule::PidsLimit | Rule::OomScoreAdj => "T8",
             Rule::HomeEnv => "T20",
             // A compatibility default, not a mitigation (docs/threat-model.md).
             Rule::DefaultPath => "-",

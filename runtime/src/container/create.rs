@@ -199,6 +199,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
     facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
+    facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
     // a rootfs swapped since cannot point the walk elsewhere (T29).

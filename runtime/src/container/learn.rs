@@ -25,21 +25,30 @@ pub enum LearnTarget {
     File(PathBuf),
 }
 
+/// Creates a directory for learned profiles, and the missing directories
+/// above it, 0700: a profile lists what a tenant's workload does (its
+/// syscalls, named after its container), which no other host user may read
+/// (T17). moat's own default is tightened when an older moat left it 0755;
+/// a directory the operator made keeps the operator's mode.
 #[allow(
     clippy::disallowed_methods,
     reason = "the operator's learn directory, not a container's path"
 )]
-fn ensure_dir(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<PathBuf> {
+    let err = || {
+        format!(
+            "cannot create the learned-profile directory {}",
+            dir.display()
+        )
+    };
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o755)
+        .mode(0o700)
         .create(dir)
-        .with_context(|| {
-            format!(
-                "cannot create the learned-profile directory {}",
-                dir.display()
-            )
-        })?;
+        .with_context(err)?;
+    if dir == Path::new(crate::learn::DEFAULT_LEARN_DIR) {
+        crate::idpool::tighten_dir(dir).with_context(err)?;
+    }
     fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
@@ -107,4 +116,23 @@ pub fn start_for_create(
         record.output.display()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Learned profiles name tenants' containers: the directory and the
+    /// ones moat creates above it are 0700.
+    #[test]
+    fn learned_profile_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lib/moat/learned");
+        ensure_dir(&dir).unwrap();
+        for d in [&dir, &tmp.path().join("lib/moat"), &tmp.path().join("lib")] {
+            let mode = fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+    }
 }

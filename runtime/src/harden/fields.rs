@@ -82,17 +82,21 @@ pub const FIELDS: &[(&str, FieldClass)] = &[
     ("linux.intelRdt", Refused("resctrl is a host-wide resource")),
     ("linux.netDevices", Refused("moves a host network device into the container")),
     ("solaris", Refused("not Linux")),
+    ("freebsd", Refused("not Linux; oci-spec 0.10 drops it on parse, so neither moat nor libcontainer ever sees it")),
     ("windows", Refused("not Linux")),
     ("vm", Refused("a VM runtime's field")),
     ("zos", Refused("not Linux")),
 ];
 
-/// The table's class for a JSON path (`linux.resources.cpu.quota`): the
-/// longest entry that is the path or one of its ancestors.
+/// The table's class for a JSON path (`linux.resources.cpu.quota`,
+/// `linux.devices[].major`): the longest entry that is the path or one of
+/// its ancestors (an array's entry covers its elements).
 pub fn class_of(path: &str) -> Option<FieldClass> {
     FIELDS
         .iter()
-        .filter(|(p, _)| path == *p || path.starts_with(&format!("{p}.")))
+        .filter(|(p, _)| {
+            path == *p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}[]"))
+        })
         .max_by_key(|(p, _)| p.len())
         .map(|(_, c)| *c)
 }

@@ -125,3 +125,334 @@ fn table_names_real_rules_and_paths_once() {
     );
     assert_eq!(class_of("linux.nothing"), None);
 }
+
+/// The OCI runtime spec's own JSON schema (v1.3.0, which oci-spec 0.10
+/// implements; vendored under `oci-schema/`, Apache-2.0): a list of fields
+/// that does not come from moat's hand-written `populated()`.
+const SCHEMA_FILES: &[(&str, &str)] = &[
+    (
+        "config-schema.json",
+        include_str!("oci-schema/config-schema.json"),
+    ),
+    (
+        "config-linux.json",
+        include_str!("oci-schema/config-linux.json"),
+    ),
+    (
+        "config-solaris.json",
+        include_str!("oci-schema/config-solaris.json"),
+    ),
+    (
+        "config-windows.json",
+        include_str!("oci-schema/config-windows.json"),
+    ),
+    ("config-vm.json", include_str!("oci-schema/config-vm.json")),
+    (
+        "config-zos.json",
+        include_str!("oci-schema/config-zos.json"),
+    ),
+    (
+        "config-freebsd.json",
+        include_str!("oci-schema/config-freebsd.json"),
+    ),
+    ("defs.json", include_str!("oci-schema/defs.json")),
+    (
+        "defs-linux.json",
+        include_str!("oci-schema/defs-linux.json"),
+    ),
+    (
+        "defs-windows.json",
+        include_str!("oci-schema/defs-windows.json"),
+    ),
+    ("defs-vm.json", include_str!("oci-schema/defs-vm.json")),
+    ("defs-zos.json", include_str!("oci-schema/defs-zos.json")),
+    (
+        "defs-freebsd.json",
+        include_str!("oci-schema/defs-freebsd.json"),
+    ),
+];
+
+struct Schema(HashMap<String, Value>);
+
+impl Schema {
+    fn load() -> Schema {
+        Schema(
+            SCHEMA_FILES
+                .iter()
+                .map(|(name, text)| (name.to_string(), serde_json::from_str(text).unwrap()))
+                .collect(),
+        )
+    }
+
+    /// Follows `$ref`s (`file.json#/pointer` or `#/pointer`).
+    fn resolve<'a>(&'a self, file: &str, node: &'a Value) -> (String, &'a Value) {
+        let (mut file, mut node) = (file.to_string(), node);
+        while let Some(r) = node.get("$ref").and_then(Value::as_str) {
+            let (f, pointer) = r.split_once('#').unwrap_or((r, ""));
+            if !f.is_empty() {
+                file = f.to_string();
+            }
+            // The schema writes some pointers without their leading '/'.
+            let pointer = match pointer {
+                "" => String::new(),
+                p if p.starts_with('/') => p.to_string(),
+                p => format!("/{p}"),
+            };
+            node = self.0[&file]
+                .pointer(&pointer)
+                .unwrap_or_else(|| panic!("dangling $ref {r} in {file}"));
+        }
+        (file, node)
+    }
+
+    /// The alternatives a node stands for (allOf/anyOf/oneOf flattened).
+    fn variants<'a>(&'a self, file: &str, node: &'a Value) -> Vec<(String, &'a Value)> {
+        let (file, node) = self.resolve(file, node);
+        let mut out = vec![(file.clone(), node)];
+        for key in ["allOf", "anyOf", "oneOf"] {
+            for alt in node
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.extend(self.variants(&file, alt));
+            }
+        }
+        out
+    }
+
+    /// Every property path below `node` (`[]` for array items, `*` for a
+    /// map's user-chosen keys).
+    fn paths(&self, file: &str, node: &Value, path: &str, out: &mut BTreeSet<String>) {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        for (file, node) in self.variants(file, node) {
+            for (k, child) in node
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                out.insert(join(k));
+                self.paths(&file, child, &join(k), out);
+            }
+            let maps = node.get("patternProperties").and_then(Value::as_object);
+            for child in maps.into_iter().flat_map(|m| m.values()) {
+                self.paths(&file, child, &join("*"), out);
+            }
+            if let Some(child) = node.get("additionalProperties").filter(|v| v.is_object()) {
+                self.paths(&file, child, &join("*"), out);
+            }
+            if let Some(items) = node.get("items") {
+                self.paths(&file, items, &format!("{path}[]"), out);
+            }
+        }
+    }
+}
+
+/// Every property of the runtime spec's schema has a class: a field the
+/// schema (a newer spec) adds fails here until someone decides.
+#[test]
+fn every_schema_property_is_classified() {
+    let schema = Schema::load();
+    let root = schema.0["config-schema.json"].clone();
+    let mut paths = BTreeSet::new();
+    schema.paths("config-schema.json", &root, "", &mut paths);
+    assert!(
+        paths.len() > 200,
+        "the walk found only {} paths",
+        paths.len()
+    );
+    for sample in [
+        "process.user.uid",
+        "linux.seccomp.syscalls[].args[].op",
+        "hooks.prestart[].path",
+        "linux.resources.rdma.*.hcaHandles",
+    ] {
+        assert!(paths.contains(sample), "the walk misses {sample}");
+    }
+    // Leaves: an object whose own properties are all classified needs no
+    // class of its own (`linux`, `process`).
+    let is_leaf = |p: &String| {
+        !paths
+            .iter()
+            .any(|q| q.starts_with(&format!("{p}.")) || q.starts_with(&format!("{p}[]")))
+    };
+    let unclassified: Vec<&String> = paths
+        .iter()
+        .filter(|p| is_leaf(p) && class_of(p).is_none())
+        .collect();
+    assert_eq!(
+        unclassified,
+        Vec::<&String>::new(),
+        "schema properties without a class in FIELDS"
+    );
+}
+
+impl Schema {
+    /// A value of every property below `node`: the first of an enum, one
+    /// array item, one map entry, and `samples` where oci-spec parses a
+    /// string into a type of its own.
+    fn instance(&self, file: &str, node: &Value, path: &str) -> Value {
+        if let Some(v) = SAMPLES.iter().find(|(p, _)| *p == path) {
+            return serde_json::from_str(v.1).unwrap();
+        }
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        let variants = self.variants(file, node);
+        let mut object = serde_json::Map::new();
+        for (file, node) in &variants {
+            if let Some(e) = node
+                .get("enum")
+                .and_then(Value::as_array)
+                .and_then(|e| e.first())
+            {
+                return e.clone();
+            }
+            if let Some(c) = node.get("const") {
+                return c.clone();
+            }
+            for (k, child) in node
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                object.insert(k.clone(), self.instance(file, child, &join(k)));
+            }
+            let maps = node.get("patternProperties").and_then(Value::as_object);
+            if let Some(child) = maps.into_iter().flat_map(|m| m.values()).next() {
+                object.insert(map_key(path), self.instance(file, child, &join("*")));
+            } else if let Some(child) = node.get("additionalProperties").filter(|v| v.is_object()) {
+                object.insert(map_key(path), self.instance(file, child, &join("*")));
+            }
+            if let Some(items) = node.get("items") {
+                return json!([self.instance(file, items, &format!("{path}[]"))]);
+            }
+        }
+        if !object.is_empty() {
+            return Value::Object(object);
+        }
+        let types: Vec<&str> = variants
+            .iter()
+            .flat_map(|(_, n)| match n.get("type") {
+                Some(Value::String(t)) => vec![t.as_str()],
+                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            })
+            .filter(|t| *t != "null")
+            .collect();
+        match types.first().copied() {
+            Some("integer") | Some("number") => json!(1),
+            Some("boolean") => json!(true),
+            Some("object") => json!({}),
+            Some("array") => json!([]),
+            _ => json!("x"),
+        }
+    }
+}
+
+/// A key for a map the schema leaves to the user.
+fn map_key(path: &str) -> String {
+    match path {
+        "linux.timeOffsets" => "monotonic".into(),
+        _ => "k".into(),
+    }
+}
+
+/// Values oci-spec parses into types of its own (the schema only says
+/// "string"), by path.
+const SAMPLES: &[(&str, &str)] = &[
+    ("process.capabilities.bounding", r#"["CAP_CHOWN"]"#),
+    ("process.capabilities.effective", r#"["CAP_CHOWN"]"#),
+    ("process.capabilities.permitted", r#"["CAP_CHOWN"]"#),
+    ("process.capabilities.inheritable", r#"["CAP_CHOWN"]"#),
+    ("process.capabilities.ambient", r#"["CAP_CHOWN"]"#),
+    ("process.rlimits[].type", r#""RLIMIT_NOFILE""#),
+    ("linux.devices[].type", r#""c""#),
+    ("linux.resources.devices[].type", r#""c""#),
+    ("linux.resources.hugepageLimits[].pageSize", r#""2MB""#),
+    ("linux.resources.cpu.cpus", r#""0""#),
+    ("linux.resources.cpu.mems", r#""0""#),
+    ("process.execCPUAffinity.initial", r#""0""#),
+    ("process.execCPUAffinity.final", r#""0""#),
+    // The schema's first flag is SCHED_FLAG_RESET_ON_FORK; oci-spec 0.10
+    // names it SCHED_RESET_ON_FORK and refuses the schema's spelling.
+    ("process.scheduler.flags[]", r#""SCHED_FLAG_RECLAIM""#),
+];
+
+/// The keys of every object in `v`, as paths (`[]` for array items).
+fn key_paths(v: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                out.insert(p.clone());
+                key_paths(child, &p, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fields oci-spec 0.10 drops when it parses a spec: neither moat nor
+/// libcontainer (which parses with oci-spec too) ever acts on them, and
+/// each lies in a section moat refuses whole when present (`freebsd`,
+/// `vm`, `windows`).
+const DROPPED_BY_OCI_SPEC: &[&str] = &[
+    "freebsd",
+    "vm.hwConfig",
+    "windows.hyperv.utilityVMPath",
+    "windows.resources.cpu.affinity",
+];
+
+/// A spec holding every property of the schema parses into oci-spec's
+/// `Spec` and back with no key lost (but the known drops): a field oci-spec
+/// does not know would pass moat's walk unseen.
+#[test]
+fn every_schema_property_survives_oci_spec() {
+    let schema = Schema::load();
+    let root = schema.0["config-schema.json"].clone();
+    let instance = schema.instance("config-schema.json", &root, "");
+    let mut before = BTreeSet::new();
+    key_paths(&instance, "", &mut before);
+    let parsed: Spec = serde_json::from_value(instance.clone())
+        .unwrap_or_else(|e| panic!("oci-spec refuses the schema's instance: {e}\n{instance:#}"));
+    let mut after = BTreeSet::new();
+    key_paths(&serde_json::to_value(&parsed).unwrap(), "", &mut after);
+    let lost: Vec<&String> = before
+        .difference(&after)
+        .filter(|p| {
+            !DROPPED_BY_OCI_SPEC
+                .iter()
+                .any(|d| *p == d || p.starts_with(&format!("{d}.")))
+        })
+        .collect();
+    assert_eq!(lost, Vec::<&String>::new(), "keys oci-spec lost");
+    for d in DROPPED_BY_OCI_SPEC {
+        assert!(
+            before.contains(*d) && !after.contains(*d),
+            "{d} is no longer dropped: classify it"
+        );
+    }
+}

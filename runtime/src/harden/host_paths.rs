@@ -71,6 +71,91 @@ pub const ENGINE_SOCKET_NAMES: &[&str] = &[
     "cri-dockerd.sock",
 ];
 
+/// Annotations that carry the pod's uid on every container of a pod:
+/// containerd's CRI sets the first, CRI-O and dockershim the second.
+pub const POD_UID_ANNOTATIONS: &[&str] =
+    &["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"];
+
+/// The pod uid a volume path names: for a `volumes.idmap_under` pattern
+/// with a `pods/*` pair (kubelet's `<pods>/<pod uid>/volumes/...`) that
+/// `path` matches, the component the `*` stands for.
+fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
+    let comps: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    policy.volumes.idmap_under.iter().find_map(|pattern| {
+        if !crate::policy::path_matches(pattern, path) {
+            return None;
+        }
+        let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+        let at = pat.windows(2).position(|w| w == ["pods", "*"])? + 1;
+        comps.get(at).cloned()
+    })
+}
+
+/// Refuses a bind of another pod's kubelet volume (T19): kubelet lays a
+/// pod's volumes out as `<pods>/<pod uid>/volumes/...`, which moat idmaps,
+/// so naming another pod's uid there would hand container root that pod's
+/// data. The pod uid must be the one the spec's annotations carry (all of
+/// them agreeing). Annotations are tenant-written in raw config: this
+/// stops a pod (whose annotations the engine writes) from reaching another
+/// pod's volumes, not a raw-config tenant who writes the other pod's uid.
+/// Judged on the source as written and as resolved, not on its mount
+/// aliases: a persistent volume is mounted under every pod that uses it.
+pub(super) fn refuse_other_pods_volumes(
+    spec: &Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+) -> Result<(), Refusal> {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let claimed: Vec<(&str, &String)> = POD_UID_ANNOTATIONS
+        .iter()
+        .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
+        .collect();
+    for m in spec
+        .mounts()
+        .as_ref()
+        .into_iter()
+        .flatten()
+        .filter(|m| is_bind(m))
+    {
+        let Some(source) = m.source() else {
+            continue;
+        };
+        let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
+        for candidate in std::iter::once(normalize(source)).chain(resolved) {
+            let Some(uid) = pod_uid_in(&candidate, policy) else {
+                continue;
+            };
+            let why = if claimed.is_empty() {
+                format!(
+                    "the spec carries no pod uid ({})",
+                    POD_UID_ANNOTATIONS.join(", ")
+                )
+            } else if let Some((key, other)) = claimed.iter().find(|(_, v)| **v != uid) {
+                format!("the spec's {key} is {other}")
+            } else {
+                continue;
+            };
+            return Err(Refusal::new(
+                RefusalRule::SensitiveHostMount,
+                format!(
+                    "bind mount of {} at {}: {} is a volume of pod {uid}, and {why}",
+                    source.display(),
+                    m.destination().display(),
+                    candidate.display()
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
     for s in SENSITIVE_HOST_PATHS {
         let s = Path::new(s);

@@ -124,7 +124,11 @@ const HARMLESS_SOURCES: &[&str] = &[
 #[test]
 fn harmless_bind_mounts_are_accepted() {
     for src in HARMLESS_SOURCES {
-        let h = ok(&with_bind(src));
+        // The kubelet volume is this pod's (T19).
+        let h = ok(&docker_with(|v| {
+            add_mount(v, bind(src, "/mnt/host"));
+            v["annotations"] = json!({"io.kubernetes.cri.sandbox-uid": "uid"});
+        }));
         let m = mount_at(&h.spec, "/mnt/host");
         assert_eq!(m.source().as_deref(), Some(Path::new(src)), "{src}");
         assert!(has_opt(m, "nosuid") && has_opt(m, "nodev"), "{src}");
@@ -250,4 +254,70 @@ fn overlay_mount_of_a_sensitive_host_path_is_refused() {
         )
     });
     assert_refusal(&refused(&s), "sensitive-host-mount", MOUNT_KEY);
+}
+
+/// kubelet's `<pods>/<pod uid>/volumes/...` is idmapped, so only the
+/// spec's own pod (by its pod uid annotations) may bind it (T19); as
+/// written or as resolved; other pods' volumes, or no pod uid, refused.
+#[test]
+fn another_pods_kubelet_volume_is_refused() {
+    let vol = "/var/lib/kubelet/pods/other/volumes/kubernetes.io~empty-dir/data";
+    let with = |src: &str, annotations: Value| {
+        docker_with(|v| {
+            add_mount(v, bind(src, "/data"));
+            v["annotations"] = annotations;
+        })
+    };
+    let cri = |uid: &str| json!({"io.kubernetes.cri.sandbox-uid": uid});
+    ok(&with(vol, cri("other")));
+    ok(&with(vol, json!({"io.kubernetes.pod.uid": "other"})));
+    ok(&with("/srv/data", json!({})));
+    for (annotations, why) in [
+        (
+            cri("mine"),
+            "the spec's io.kubernetes.cri.sandbox-uid is mine",
+        ),
+        (json!({}), "the spec carries no pod uid"),
+        (
+            json!({"io.kubernetes.cri.sandbox-uid": "other", "io.kubernetes.pod.uid": "mine"}),
+            "the spec's io.kubernetes.pod.uid is mine",
+        ),
+    ] {
+        let r = refused(&with(vol, annotations));
+        assert_refusal(&r, "sensitive-host-mount", None);
+        assert!(r.detail.contains("is a volume of pod other"), "{r}");
+        assert!(r.detail.contains(why), "{r}");
+    }
+    // Every kubelet layout of the policy: subpaths and container files.
+    for src in [
+        "/var/lib/kubelet/pods/other/volume-subpaths/v/c/0",
+        "/var/lib/kubelet/pods/other/containers/c/x",
+        "/var/lib/kubelet/pods/other/etc-hosts",
+    ] {
+        let r = refused(&with(src, cri("mine")));
+        assert!(r.detail.contains("is a volume of pod other"), "{src}: {r}");
+    }
+    // A symlink in this pod's volume that resolves into another pod's.
+    let mine = "/var/lib/kubelet/pods/mine/volumes/kubernetes.io~empty-dir/link";
+    let mut f = facts();
+    f.resolved_sources
+        .insert(PathBuf::from(mine), PathBuf::from(vol));
+    let r = refused_with(&with(mine, cri("mine")), &Policy::default(), &f);
+    assert!(r.detail.contains("is a volume of pod other"), "{r}");
+    // A pods directory the operator lists elsewhere follows the same rule.
+    let mut p = Policy::default();
+    p.volumes
+        .idmap_under
+        .push("/srv/k/pods/*/volumes/*/*".into());
+    let r = refused_with(
+        &with("/srv/k/pods/other/volumes/p/d", cri("mine")),
+        &p,
+        &facts(),
+    );
+    assert!(r.detail.contains("is a volume of pod other"), "{r}");
+    ok_with(
+        &with("/srv/k/pods/mine/volumes/p/d", cri("mine")),
+        &p,
+        &facts(),
+    );
 }

@@ -88,6 +88,13 @@ pub struct HostFacts {
     /// (`/proc/self/fd/N`, see `moat::pod`): the container joins it and runs
     /// with the pod's range (`id_range`). `None`: a user namespace of its own.
     pub pod_user_namespace: Option<PathBuf>,
+    /// moat's own `oom_score_adj` at create (`None`: unreadable): the
+    /// lowest value the container's init can be given (T8).
+    pub oom_score_adj_floor: Option<i32>,
+    /// Who else uses the rootfs (or a directory above it) as its root, when
+    /// `root.path` is outside the bundle: a live process outside this
+    /// create, or another moat container (see `moat::facts::rootfs_users`).
+    pub rootfs_in_use: Option<String>,
 }
 
 /// The outcome of hardening a spec.
@@ -125,7 +132,9 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     devices::refuse_privileged(spec, &policy)?;
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
+    host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
+    root::refuse_rootfs_in_use(spec, facts)?;
     devices::refuse_devices(spec, &policy)?;
     hooks::check_hooks(spec, &policy.hooks, &facts.hook_executables)?;
     hooks::check_setkey_arguments(spec, facts.container_id.as_deref())?;
@@ -150,6 +159,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     default_path::set_default_path(&mut out, &mut report);
+    process::clamp_oom_score_adj(&mut out, facts, &mut report);
     // Egress rules live in the network namespace, not the spec: the edge
     // (netns.rs) installs them; the report says what they will be.
     report.notes.push(if policy.egress.enabled {

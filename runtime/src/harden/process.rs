@@ -152,6 +152,34 @@ pub(super) fn set_home_without_name_service(
     );
 }
 
+/// Raises a `process.oomScoreAdj` below moat's own to moat's own (T8).
+/// Lowering it needs CAP_SYS_RESOURCE in the host's user namespace, which
+/// the container's init does not hold, so the write would fail `create`;
+/// yet engines send low values (kubelet: -997 for Guaranteed pods), and a
+/// container must never be harder for the OOM killer to pick than the
+/// runtime that started it. An unknown floor is taken as 0.
+pub(super) fn clamp_oom_score_adj(spec: &mut Spec, facts: &HostFacts, report: &mut Report) {
+    let Some(mut process) = spec.process().clone() else {
+        return;
+    };
+    let Some(asked) = process.oom_score_adj() else {
+        return;
+    };
+    let floor = facts.oom_score_adj_floor.unwrap_or(0);
+    if asked >= floor {
+        return;
+    }
+    process.set_oom_score_adj(Some(floor));
+    spec.set_process(Some(process));
+    report.change(
+        Rule::OomScoreAdj,
+        "process.oomScoreAdj",
+        asked.to_string(),
+        floor.to_string(),
+        "raised to moat's own oom_score_adj: a lower value needs CAP_SYS_RESOURCE in the host's user namespace, which the container does not have",
+    );
+}
+
 /// The home directory of `uid` in a passwd file (`name:pw:uid:gid:gecos:
 /// dir:shell`): the first entry for that uid with an absolute directory.
 pub fn home_from_passwd(passwd: &str, uid: u32) -> Option<String> {

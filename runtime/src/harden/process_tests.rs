@@ -559,3 +559,41 @@ fn home_from_passwd_parses_only_well_formed_entries() {
     assert_eq!(home_from_passwd("x:x:-1:0::/neg:/bin/sh", u32::MAX), None);
     assert_eq!(home_from_passwd("x:x:99999999999:0::/big:/bin/sh", 0), None);
 }
+
+/// kubelet sends -997 for Guaranteed pods: raised to moat's own value
+/// (which the container's init can set) and reported; values at or above
+/// it pass untouched (T8).
+#[test]
+fn oom_score_adj_below_moats_own_is_raised_to_it() {
+    let with_adj = |adj: i32| docker_with(|v| v["process"]["oomScoreAdj"] = json!(adj));
+    let mut f = facts();
+    f.oom_score_adj_floor = Some(-500);
+    let h = ok_with(&with_adj(-997), &Policy::default(), &f);
+    assert_eq!(
+        h.spec.process().as_ref().unwrap().oom_score_adj(),
+        Some(-500)
+    );
+    let l = line(&h.report, Rule::OomScoreAdj, "process.oomScoreAdj");
+    assert_eq!((l.before.as_str(), l.after.as_str()), ("-997", "-500"));
+    assert_eq!(Rule::OomScoreAdj.threat(), "T8");
+    for passed in [-500, -499, 0, 1000] {
+        let h = ok_with(&with_adj(passed), &Policy::default(), &f);
+        assert_eq!(
+            h.spec.process().as_ref().unwrap().oom_score_adj(),
+            Some(passed)
+        );
+        assert!(!has_line(
+            &h.report,
+            Rule::OomScoreAdj,
+            "process.oomScoreAdj"
+        ));
+    }
+    // An unknown floor is 0: a negative value is raised to it.
+    let h = ok(&with_adj(-1));
+    assert_eq!(h.spec.process().as_ref().unwrap().oom_score_adj(), Some(0));
+    // No value: nothing set.
+    let h = ok(&docker_with(|v| {
+        v["process"].as_object_mut().unwrap().remove("oomScoreAdj");
+    }));
+    assert_eq!(h.spec.process().as_ref().unwrap().oom_score_adj(), None);
+}

@@ -109,6 +109,26 @@ pub(super) fn refuse_sensitive_root(
     Ok(())
 }
 
+/// Refuses a rootfs that is another container's (T11): a tenant writing
+/// raw config names `/var/lib/docker/overlay2/<other>/merged` (a pattern
+/// engines assemble, so [`refuse_sensitive_root`] lets it through), and the
+/// idmapped rootfs would hand container root the other container's files.
+/// The edge finds the users ([`HostFacts::rootfs_in_use`]); no override:
+/// two containers never share a writable rootfs moat idmaps.
+pub(super) fn refuse_rootfs_in_use(spec: &Spec, facts: &HostFacts) -> Result<(), Refusal> {
+    let (Some(root), Some(user)) = (spec.root(), &facts.rootfs_in_use) else {
+        return Ok(());
+    };
+    Err(Refusal::new(
+        RefusalRule::SensitiveHostMount,
+        format!(
+            "root.path {} is in use: {user}; a rootfs outside the bundle may not be another container's",
+            root.path().display()
+        ),
+        None,
+    ))
+}
+
 #[cfg(test)]
 #[path = "root_tests.rs"]
 mod tests;

@@ -79,3 +79,23 @@ fn inside_an_engine_tree_only_an_engine_assembled_rootfs_is_allowed() {
         assert!(r.detail.contains("engine state tree"), "{bad}: {r}");
     }
 }
+
+/// A rootfs another live process or moat container uses as its root is
+/// refused (T11); without such a user the same path is fine.
+#[test]
+fn rootfs_of_another_container_is_refused() {
+    let spec = with_root("/var/lib/docker/overlay2/other/merged");
+    ok(&spec);
+    let f = HostFacts {
+        rootfs_in_use: Some("it is the root directory of live process 4242".into()),
+        ..facts()
+    };
+    let r = refused_with(&spec, &Policy::default(), &f);
+    assert_refusal(&r, "sensitive-host-mount", None);
+    assert!(
+        r.detail
+            .starts_with("root.path /var/lib/docker/overlay2/other/merged is in use"),
+        "{r}"
+    );
+    assert!(r.detail.contains("live process 4242"), "{r}");
+}
