@@ -626,7 +626,7 @@ fn install_egress(
             .push("egress: NOT blocked: the container shares the host's network namespace".into());
         return Ok(());
     }
-    let allow = moat::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;
+    let allow = moat::egress::Egress::from_policy(&policy.egress).map_err(|e| anyhow!(e))?;
     let ruleset = moat::egress::ruleset(&allow);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
