@@ -88,31 +88,7 @@ impl FromStr for AllowRule {
         if !host_bits_clear(addr, prefix) {
             return Err(err("address has bits set beyond the prefix length"));
         }
-        let protocol = match parts.next() {
-            None => None,
-            Some("tcp") => Some(Protocol::Tcp),
-            Some("udp") => Some(Protocol::Udp),
-            Some("icmp") => Some(Protocol::Icmp),
-            Some(_) => return Err(err("protocol must be tcp, udp or icmp")),
-        };
-        let ports = match parts.next() {
-            None => Vec::new(),
-            Some(_) if protocol == Some(Protocol::Icmp) => {
-                return Err(err("icmp has no ports"));
-            }
-            Some(list) => list
-                .split(',')
-                .map(|p| parse_port_range(p).ok_or_else(|| err("bad port or port range")))
-                .collect::<Result<_, _>>()?,
-        };
-        if !ports.is_empty() && protocol.is_none() {
-            return Err(err("ports need a protocol"));
-        }
-        if parts.next().is_some() {
-            return Err(err(
-                "too many fields (expected: CIDR [tcp|udp|icmp] [PORTS])",
-            ));
-        }
+        let (protocol, ports) = parse_service(&mut parts, &err, "CIDR")?;
         Ok(AllowRule {
             addr,
             prefix,
@@ -120,6 +96,64 @@ impl FromStr for AllowRule {
             ports,
         })
     }
+}
+
+/// A protocol (none: any) and port ranges (none: every port).
+pub(crate) type Service = (Option<Protocol>, Vec<(u16, u16)>);
+
+/// The `[tcp|udp|icmp] [PORTS]` that follows an entry's destination
+/// (`what`, for the error message); nothing may follow it.
+pub(crate) fn parse_service<'a>(
+    parts: &mut impl Iterator<Item = &'a str>,
+    err: &dyn Fn(&str) -> ParseError,
+    what: &str,
+) -> Result<Service, ParseError> {
+    let protocol = match parts.next() {
+        None => None,
+        Some("tcp") => Some(Protocol::Tcp),
+        Some("udp") => Some(Protocol::Udp),
+        Some("icmp") => Some(Protocol::Icmp),
+        Some(_) => return Err(err("protocol must be tcp, udp or icmp")),
+    };
+    let ports = match parts.next() {
+        None => Vec::new(),
+        Some(_) if protocol == Some(Protocol::Icmp) => {
+            return Err(err("icmp has no ports"));
+        }
+        Some(list) => list
+            .split(',')
+            .map(|p| parse_port_range(p).ok_or_else(|| err("bad port or port range")))
+            .collect::<Result<_, _>>()?,
+    };
+    if !ports.is_empty() && protocol.is_none() {
+        return Err(err("ports need a protocol"));
+    }
+    if parts.next().is_some() {
+        return Err(err(&format!(
+            "too many fields (expected: {what} [tcp|udp|icmp] [PORTS])"
+        )));
+    }
+    Ok((protocol, ports))
+}
+
+/// Does protocol `p` with `ports` allow no more than `op` with `oports`?
+pub(crate) fn service_within(
+    p: Option<Protocol>,
+    ports: &[(u16, u16)],
+    op: Option<Protocol>,
+    oports: &[(u16, u16)],
+) -> bool {
+    let proto_inside = match (op, p) {
+        (None, _) => true,
+        (Some(o), Some(s)) => o == s,
+        (Some(_), None) => false,
+    };
+    let ports_inside = oports.is_empty()
+        || (!ports.is_empty()
+            && ports
+                .iter()
+                .all(|(a, b)| oports.iter().any(|(c, d)| c <= a && b <= d)));
+    proto_inside && ports_inside
 }
 
 fn parse_port_range(p: &str) -> Option<(u16, u16)> {
@@ -186,18 +220,7 @@ impl AllowRule {
         let net_inside = same_family
             && self.prefix >= other.prefix
             && host_bits_clear_masked(self.addr, other.addr, other.prefix);
-        let proto_inside = match (other.protocol, self.protocol) {
-            (None, _) => true,
-            (Some(o), Some(s)) => o == s,
-            (Some(_), None) => false,
-        };
-        let ports_inside = other.ports.is_empty()
-            || (!self.ports.is_empty()
-                && self
-                    .ports
-                    .iter()
-                    .all(|(a, b)| other.ports.iter().any(|(c, d)| c <= a && b <= d)));
-        net_inside && proto_inside && ports_inside
+        net_inside && service_within(self.protocol, &self.ports, other.protocol, &other.ports)
     }
 
     /// The rules (one per port range) that accept this entry's traffic.
@@ -302,7 +325,14 @@ pub struct Egress {
 impl Egress {
     /// The egress plan for a policy's `[egress]` section.
     pub fn from_policy(policy: &crate::policy::EgressPolicy) -> Result<Egress, ParseError> {
-        let mut egress = Egress::from(parse_list(&policy.allow)?);
+        let (allow, names) = crate::dns::names::split_entries(&policy.allow)?;
+        if let Some(name) = names.first() {
+            return Err(ParseError {
+                entry: name.pattern.to_string(),
+                why: "name entries are not enforced by this build of moat (its resolver is not in it yet); list addresses or CIDRs".into(),
+            });
+        }
+        let mut egress = Egress::from(allow);
         for m in &policy.metadata {
             let addr: IpAddr = m.trim().parse().map_err(|_| ParseError {
                 entry: m.clone(),
@@ -873,6 +903,27 @@ mod tests {
             &current.allow,
             &current.metadata
         ));
+    }
+
+    /// Until moat's resolver lands, a policy with name entries is refused
+    /// (fail closed, loudly) rather than loaded as an allowlist that
+    /// allows nothing for them.
+    #[test]
+    fn name_entries_are_refused_until_the_resolver_exists() {
+        let policy = crate::policy::EgressPolicy {
+            enabled: true,
+            allow: vec!["10.0.0.0/8".into(), "pypi.org tcp 443".into()],
+            metadata: Vec::new(),
+        };
+        let err = Egress::from_policy(&policy).unwrap_err().to_string();
+        assert!(
+            err.contains("pypi.org") && err.contains("not enforced"),
+            "{err}"
+        );
+        assert!(
+            crate::policy::Policy::from_toml("[egress]\nallow = [\"*.github.com tcp 443\"]\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cgroup_probe;
 pub mod container_id;
+pub mod dns;
 pub mod egress;
 pub mod facts;
 pub mod harden;

@@ -648,12 +648,15 @@ impl Policy {
                         .map(|s| s.trim().to_string())
                         .filter(|s| !s.is_empty())
                         .collect();
-                    let parsed = crate::egress::parse_list(&wanted)
+                    let (parsed, names) = crate::dns::names::split_entries(&wanted)
                         .map_err(|e| Refusal::annotation(name, e.to_string()))?;
                     let current =
                         crate::egress::Egress::from_policy(&self.egress).unwrap_or_default();
+                    // The operator's list has no name entries yet (see
+                    // moat::dns): any name entry widens it.
                     let loosens =
-                        !crate::egress::narrows(&parsed, &current.allow, &current.metadata);
+                        !crate::egress::narrows(&parsed, &current.allow, &current.metadata)
+                            || !crate::dns::names::names_narrow(&names, &[]);
                     effective.egress.allow = wanted;
                     loosens
                 }
