@@ -2004,3 +2004,37 @@ fn dns_leaves_only_to_an_exactly_allowlisted_resolver() {
     verify_gone(&leak_wide);
     verify_gone(&leak_named);
 }
+
+/// Issue 18 (visibility): `moat metrics` prints Prometheus text with the
+/// container's blocked-packet count, the same number `moat egress` reads.
+#[test]
+fn metrics_print_blocked_counts_as_prometheus_text() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-metrics");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let mut net = Net::new(init_pid(&env, &id), false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert_eq!(net.hits(srv), 0);
+        let (packets, bytes) = blocked(&env, &id);
+        assert!(packets > 0);
+        let out = env.moat(&["metrics"]);
+        out.assert_ok();
+        assert!(
+            out.stdout
+                .contains("# TYPE moat_egress_blocked_packets_total counter"),
+            "{out}"
+        );
+        let line = format!("moat_egress_blocked_packets_total{{container=\"{id}\"}} {packets}");
+        assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
+        let line = format!("moat_egress_blocked_bytes_total{{container=\"{id}\"}} {bytes}");
+        assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}
