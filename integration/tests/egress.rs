@@ -1125,3 +1125,248 @@ fn joining_a_namespace_with_foreign_rules_is_refused() {
     leak.verify();
     pod.close();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 18: metadata endpoints and DNS as a side channel
+// ---------------------------------------------------------------------------
+
+/// The metadata endpoint the tests give to their own outside namespace.
+/// Traffic to it can only reach that namespace: the container's only
+/// route to it is the test's veth.
+const TEST_METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// Puts [`TEST_METADATA`] on the outside end of `net` and routes it from
+/// the container's namespace through the veth, then starts a TCP server
+/// there on port 80.
+fn metadata_server(net: &mut Net) -> usize {
+    let cidr = format!("{TEST_METADATA}/32");
+    must(
+        "ip",
+        &["-n", &net.name, "addr", "add", &cidr, "dev", OUTSIDE_IF],
+    );
+    let ns_arg = format!("--net={}", net.container_ns.display());
+    must(
+        "nsenter",
+        &[&ns_arg, "ip", "route", "add", &cidr, "dev", INSIDE_IF],
+    );
+    let s = Server::tcp(
+        &net.ns_path(),
+        SocketAddr::new(TEST_METADATA.into(), 80),
+        "metadata\n",
+    );
+    net.servers.push(s);
+    net.servers.len() - 1
+}
+
+/// T18 (metadata): under `0.0.0.0/0` every metadata endpoint is refused
+/// in the table before the wide accept; a connection to 169.254.169.254
+/// (a test-made address on the test's own veth) is refused fast and
+/// counted and never reaches the listener, while the wide entry still
+/// reaches the test's other host. An entry naming the exact address
+/// allows it.
+#[test]
+fn metadata_endpoints_are_refused_under_a_wide_allowlist() {
+    let env = Env::new();
+    let wide = policy_file(&env, "wide.toml", "[egress]\nallow = [\"0.0.0.0/0\"]\n");
+    let exact = policy_file(
+        &env,
+        "exact.toml",
+        "[egress]\nallow = [\"0.0.0.0/0\", \"169.254.169.254 tcp 80\"]\n",
+    );
+    let b_wide = env.bundle(&["sleep", "300"]);
+    let b_exact = env.bundle(&["sleep", "300"]);
+    let id_wide = env.id("eg-md");
+    let id_exact = env.id("eg-md-exact");
+    let leak_wide = env.leak_check(&id_wide);
+    let leak_exact = env.leak_check(&id_exact);
+    {
+        let _g1 = start_with(&env, &["--policy", &wide], &b_wide, &id_wide);
+        let _g2 = start_with(&env, &["--policy", &exact], &b_exact, &id_exact);
+        let ns = PathBuf::from(format!("/proc/{}/ns/net", init_pid(&env, &id_wide)));
+        let table = moat_table(&ns).expect("no moat table");
+        let accept_all = table
+            .find("ip daddr 0.0.0.0/0 accept")
+            .unwrap_or_else(|| panic!("no wide accept:\n{table}"));
+        for m in [
+            "ip daddr 169.254.169.254 ",
+            "ip daddr 169.254.170.2 ",
+            "ip6 daddr fd00:ec2::254 ",
+            "ip daddr 100.100.100.200 ",
+        ] {
+            let at = table
+                .find(&format!(
+                    "{m}meta l4proto tcp counter name \"blocked\" reject with tcp reset"
+                ))
+                .unwrap_or_else(|| panic!("no TCP refusal `{m}`:\n{table}"));
+            assert!(
+                at < accept_all,
+                "{m} refused after the wide accept:\n{table}"
+            );
+            assert!(
+                table.contains(&format!(
+                    "{m}counter name \"blocked\" reject with icmpx admin-prohibited"
+                )),
+                "no refusal of other protocols `{m}`:\n{table}"
+            );
+        }
+
+        let mut net = Net::new(init_pid(&env, &id_wide), false);
+        let md = metadata_server(&mut net);
+        let other = net.tcp_server(false, 8080, "other\n");
+        let out = exec_sh(&env, &id_wide, &nc_probe("OK", net.outside, 8080));
+        assert!(
+            out.stdout.contains("other"),
+            "the wide entry does not work:\n{out}"
+        );
+        assert_eq!(net.hits(other), 1);
+        let before = blocked(&env, &id_wide).0;
+        let start = Instant::now();
+        let out = exec_sh(&env, &id_wide, &nc_probe("MD", TEST_METADATA, 80));
+        let took = start.elapsed();
+        assert_ne!(
+            exit_of(&out, "MD"),
+            "0",
+            "metadata connect succeeded:\n{out}"
+        );
+        assert!(!out.stdout.contains("metadata"), "{out}");
+        assert!(
+            took < FAST,
+            "refusal took {took:?} (a timeout, not a reset):\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(net.hits(md), 0, "the metadata listener got a connection");
+        let after = blocked(&env, &id_wide).0;
+        assert!(after > before, "not counted ({before} -> {after})");
+
+        let mut net_exact = Net::new(init_pid(&env, &id_exact), false);
+        let md_exact = metadata_server(&mut net_exact);
+        let out = exec_sh(&env, &id_exact, &nc_probe("MD", TEST_METADATA, 80));
+        assert!(
+            out.stdout.contains("metadata"),
+            "exact entry did not allow it:\n{out}"
+        );
+        assert_eq!(net_exact.hits(md_exact), 1);
+
+        net.close();
+        net_exact.close();
+        env.moat(&["delete", "--force", &id_wide]).assert_ok();
+        env.moat(&["delete", "--force", &id_exact]).assert_ok();
+    }
+    verify_gone(&leak_wide);
+    verify_gone(&leak_exact);
+}
+
+/// T18 (DNS side channel): under `0.0.0.0/0` a DNS query to a resolver
+/// the allowlist does not name exactly is refused and counted, and so is
+/// one to a resolver on the container's loopback at 127.0.0.11 (where an
+/// engine's embedded resolver sits; here a test responder in the
+/// container's namespace); DNS over TLS (853) too. A container whose
+/// allowlist names the loopback resolver exactly gets its answer.
+#[test]
+fn dns_leaves_only_to_an_exactly_allowlisted_resolver() {
+    let env = Env::new();
+    let wide = policy_file(&env, "wide.toml", "[egress]\nallow = [\"0.0.0.0/0\"]\n");
+    let named = policy_file(
+        &env,
+        "named.toml",
+        "[egress]\nallow = [\"0.0.0.0/0\", \"127.0.0.11 udp 53\"]\n",
+    );
+    let b_wide = env.bundle(&["sleep", "300"]);
+    let b_named = env.bundle(&["sleep", "300"]);
+    let id_wide = env.id("eg-dns-wide");
+    let id_named = env.id("eg-dns-named");
+    let leak_wide = env.leak_check(&id_wide);
+    let leak_named = env.leak_check(&id_named);
+    let engine = Ipv4Addr::new(127, 0, 0, 11);
+    let lookup = |server: &dyn std::fmt::Display| {
+        format!("timeout 10 nslookup moat.test {server} 2>&1; echo \"NS=$?\"")
+    };
+    {
+        let _g1 = start_with(&env, &["--policy", &wide], &b_wide, &id_wide);
+        let _g2 = start_with(&env, &["--policy", &named], &b_named, &id_named);
+        let mut net = Net::new(init_pid(&env, &id_wide), false);
+        let answer = Ipv4Addr::new(10, 231, net.x, 99);
+        let outside_dns = net.dns_server(53, answer);
+        let tls = net.tcp_server(false, 853, "tls\n");
+        // The "engine's" resolver, inside the container's own namespace.
+        let ns_wide = net.container_ns.clone();
+        let loop_dns = Server::dns(&ns_wide, SocketAddr::new(engine.into(), 53), answer);
+
+        let before = blocked(&env, &id_wide).0;
+        let out = exec_sh(&env, &id_wide, &lookup(&net.outside));
+        assert_ne!(
+            exit_of(&out, "NS"),
+            "0",
+            "lookup through a wide entry worked:\n{out}"
+        );
+        let out = exec_sh(&env, &id_wide, &lookup(&engine));
+        assert_ne!(
+            exit_of(&out, "NS"),
+            "0",
+            "lookup on loopback worked:\n{out}"
+        );
+        assert!(!out.stdout.contains(&answer.to_string()), "{out}");
+        let out = exec_sh(&env, &id_wide, &nc_probe("TLS", net.outside, 853));
+        assert_ne!(exit_of(&out, "TLS"), "0", "DNS over TLS connected:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(net.hits(outside_dns), 0, "the outside resolver got a query");
+        assert_eq!(loop_dns.hits(), 0, "the loopback resolver got a query");
+        assert_eq!(net.hits(tls), 0, "port 853 got a connection");
+        let after = blocked(&env, &id_wide).0;
+        assert!(after >= before + 3, "not counted ({before} -> {after})");
+        drop(loop_dns);
+
+        // Named exactly: allowed.
+        let ns_named = PathBuf::from(format!("/proc/{}/ns/net", init_pid(&env, &id_named)));
+        let loop_named = Server::dns(&ns_named, SocketAddr::new(engine.into(), 53), answer);
+        let out = exec_sh(&env, &id_named, &lookup(&engine));
+        assert_eq!(
+            exit_of(&out, "NS"),
+            "0",
+            "named resolver lookup failed:\n{out}"
+        );
+        assert!(out.stdout.contains(&answer.to_string()), "{out}");
+        assert!(loop_named.hits() >= 1);
+        drop(loop_named);
+
+        net.close();
+        env.moat(&["delete", "--force", &id_wide]).assert_ok();
+        env.moat(&["delete", "--force", &id_named]).assert_ok();
+    }
+    verify_gone(&leak_wide);
+    verify_gone(&leak_named);
+}
+
+/// Issue 18 (visibility): `moat metrics` prints Prometheus text with the
+/// container's blocked-packet count, the same number `moat egress` reads.
+#[test]
+fn metrics_print_blocked_counts_as_prometheus_text() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-metrics");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &[], &b, &id);
+        let mut net = Net::new(init_pid(&env, &id), false);
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
+        assert_ne!(exit_of(&out, "NC"), "0", "{out}");
+        assert_eq!(net.hits(srv), 0);
+        let (packets, bytes) = blocked(&env, &id);
+        assert!(packets > 0);
+        let out = env.moat(&["metrics"]);
+        out.assert_ok();
+        assert!(
+            out.stdout
+                .contains("# TYPE moat_egress_blocked_packets_total counter"),
+            "{out}"
+        );
+        let line = format!("moat_egress_blocked_packets_total{{container=\"{id}\"}} {packets}");
+        assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
+        let line = format!("moat_egress_blocked_bytes_total{{container=\"{id}\"}} {bytes}");
+        assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
+        net.close();
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    verify_gone(&leak);
+}

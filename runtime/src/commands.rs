@@ -17,6 +17,7 @@ pub mod install;
 pub mod kill;
 pub mod learn;
 pub mod list;
+pub mod metrics;
 pub mod pause;
 pub mod ps;
 pub mod report;

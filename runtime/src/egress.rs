@@ -24,6 +24,11 @@ use serde::{Deserialize, Serialize};
 
 /// Name of moat's nftables table (family inet: IPv4 and IPv6).
 pub const TABLE: &str = "moat";
+/// Priority of moat's output chain: -150 (nft's `mangle`), after
+/// conntrack (-200) and before destination NAT (-100), so the rules see
+/// the address the workload asked for, not the one an engine rewrote it
+/// to (docker DNATs `127.0.0.11:53` to its resolver's real port).
+pub const CHAIN_PRIORITY: i32 = -150;
 /// Name of the counter of blocked connection attempts.
 pub const BLOCKED_COUNTER: &str = "blocked";
 
@@ -83,31 +88,7 @@ impl FromStr for AllowRule {
         if !host_bits_clear(addr, prefix) {
             return Err(err("address has bits set beyond the prefix length"));
         }
-        let protocol = match parts.next() {
-            None => None,
-            Some("tcp") => Some(Protocol::Tcp),
-            Some("udp") => Some(Protocol::Udp),
-            Some("icmp") => Some(Protocol::Icmp),
-            Some(_) => return Err(err("protocol must be tcp, udp or icmp")),
-        };
-        let ports = match parts.next() {
-            None => Vec::new(),
-            Some(_) if protocol == Some(Protocol::Icmp) => {
-                return Err(err("icmp has no ports"));
-            }
-            Some(list) => list
-                .split(',')
-                .map(|p| parse_port_range(p).ok_or_else(|| err("bad port or port range")))
-                .collect::<Result<_, _>>()?,
-        };
-        if !ports.is_empty() && protocol.is_none() {
-            return Err(err("ports need a protocol"));
-        }
-        if parts.next().is_some() {
-            return Err(err(
-                "too many fields (expected: CIDR [tcp|udp|icmp] [PORTS])",
-            ));
-        }
+        let (protocol, ports) = parse_service(&mut parts, &err, "CIDR")?;
         Ok(AllowRule {
             addr,
             prefix,
@@ -115,6 +96,64 @@ impl FromStr for AllowRule {
             ports,
         })
     }
+}
+
+/// A protocol (none: any) and port ranges (none: every port).
+pub(crate) type Service = (Option<Protocol>, Vec<(u16, u16)>);
+
+/// The `[tcp|udp|icmp] [PORTS]` that follows an entry's destination
+/// (`what`, for the error message); nothing may follow it.
+pub(crate) fn parse_service<'a>(
+    parts: &mut impl Iterator<Item = &'a str>,
+    err: &dyn Fn(&str) -> ParseError,
+    what: &str,
+) -> Result<Service, ParseError> {
+    let protocol = match parts.next() {
+        None => None,
+        Some("tcp") => Some(Protocol::Tcp),
+        Some("udp") => Some(Protocol::Udp),
+        Some("icmp") => Some(Protocol::Icmp),
+        Some(_) => return Err(err("protocol must be tcp, udp or icmp")),
+    };
+    let ports = match parts.next() {
+        None => Vec::new(),
+        Some(_) if protocol == Some(Protocol::Icmp) => {
+            return Err(err("icmp has no ports"));
+        }
+        Some(list) => list
+            .split(',')
+            .map(|p| parse_port_range(p).ok_or_else(|| err("bad port or port range")))
+            .collect::<Result<_, _>>()?,
+    };
+    if !ports.is_empty() && protocol.is_none() {
+        return Err(err("ports need a protocol"));
+    }
+    if parts.next().is_some() {
+        return Err(err(&format!(
+            "too many fields (expected: {what} [tcp|udp|icmp] [PORTS])"
+        )));
+    }
+    Ok((protocol, ports))
+}
+
+/// Does protocol `p` with `ports` allow no more than `op` with `oports`?
+pub(crate) fn service_within(
+    p: Option<Protocol>,
+    ports: &[(u16, u16)],
+    op: Option<Protocol>,
+    oports: &[(u16, u16)],
+) -> bool {
+    let proto_inside = match (op, p) {
+        (None, _) => true,
+        (Some(o), Some(s)) => o == s,
+        (Some(_), None) => false,
+    };
+    let ports_inside = oports.is_empty()
+        || (!ports.is_empty()
+            && ports
+                .iter()
+                .all(|(a, b)| oports.iter().any(|(c, d)| c <= a && b <= d)));
+    proto_inside && ports_inside
 }
 
 fn parse_port_range(p: &str) -> Option<(u16, u16)> {
@@ -181,18 +220,7 @@ impl AllowRule {
         let net_inside = same_family
             && self.prefix >= other.prefix
             && host_bits_clear_masked(self.addr, other.addr, other.prefix);
-        let proto_inside = match (other.protocol, self.protocol) {
-            (None, _) => true,
-            (Some(o), Some(s)) => o == s,
-            (Some(_), None) => false,
-        };
-        let ports_inside = other.ports.is_empty()
-            || (!self.ports.is_empty()
-                && self
-                    .ports
-                    .iter()
-                    .all(|(a, b)| other.ports.iter().any(|(c, d)| c <= a && b <= d)));
-        net_inside && proto_inside && ports_inside
+        net_inside && service_within(self.protocol, &self.ports, other.protocol, &other.ports)
     }
 
     /// The rules (one per port range) that accept this entry's traffic.
@@ -263,12 +291,116 @@ pub fn parse_list<S: AsRef<str>>(entries: &[S]) -> Result<Vec<AllowRule>, ParseE
     entries.iter().map(|e| e.as_ref().trim().parse()).collect()
 }
 
+/// Cloud metadata endpoints (AWS/GCP/Azure/OpenStack `169.254.169.254`,
+/// ECS task metadata `169.254.170.2`, AWS IPv6 `fd00:ec2::254`, Alibaba
+/// `100.100.100.200`). They hand out instance credentials, so a wide
+/// allowlist entry (`0.0.0.0/0`) never covers them: only an entry naming
+/// the exact address allows one. The policy's `egress.metadata` adds more.
+pub const METADATA_ENDPOINTS: [IpAddr; 4] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 170, 2)),
+    IpAddr::V6(std::net::Ipv6Addr::new(
+        0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254,
+    )),
+    IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
+];
+
+/// Ports DNS travels on: 53 (UDP and TCP) and 853 (DNS over TLS, and DNS
+/// over QUIC on UDP). With egress on, DNS leaves only to a resolver the
+/// allowlist names by its exact address: a resolver reachable by a wide
+/// entry, or an engine's embedded resolver on loopback (docker's
+/// `127.0.0.11`, which forwards any name upstream from the host), would
+/// carry data out in the names a workload makes up.
+pub const DNS_PORTS: [u16; 2] = [53, 853];
+
+/// What moat enforces in one network namespace: the allowlist and the
+/// endpoints no wide entry covers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Egress {
+    pub allow: Vec<AllowRule>,
+    /// The built-in [`METADATA_ENDPOINTS`] and the policy's additions.
+    pub metadata: Vec<IpAddr>,
+}
+
+impl Egress {
+    /// The egress plan for a policy's `[egress]` section.
+    pub fn from_policy(policy: &crate::policy::EgressPolicy) -> Result<Egress, ParseError> {
+        let (allow, names) = crate::dns::names::split_entries(&policy.allow)?;
+        if let Some(name) = names.first() {
+            return Err(ParseError {
+                entry: name.pattern.to_string(),
+                why: "name entries are not enforced by this build of moat (its resolver is not in it yet); list addresses or CIDRs".into(),
+            });
+        }
+        let mut egress = Egress::from(allow);
+        for m in &policy.metadata {
+            let addr: IpAddr = m.trim().parse().map_err(|_| ParseError {
+                entry: m.clone(),
+                why: "egress.metadata entries are single IPv4 or IPv6 addresses".into(),
+            })?;
+            if !egress.metadata.contains(&addr) {
+                egress.metadata.push(addr);
+            }
+        }
+        Ok(egress)
+    }
+}
+
+impl From<Vec<AllowRule>> for Egress {
+    /// The allowlist with the built-in metadata endpoints.
+    fn from(allow: Vec<AllowRule>) -> Egress {
+        Egress {
+            allow,
+            metadata: METADATA_ENDPOINTS.to_vec(),
+        }
+    }
+}
+
+impl AllowRule {
+    /// Does the entry name one address (a /32 or /128)?
+    pub fn is_exact(&self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Does the entry let through traffic that only an exact entry may
+    /// (to a metadata endpoint, or DNS)? Such entries are placed before
+    /// those refusals; wide ones after.
+    fn passes_refusals(&self, metadata: &[IpAddr]) -> bool {
+        self.is_exact() && (metadata.contains(&self.addr) || self.covers_dns())
+    }
+
+    fn covers_dns(&self) -> bool {
+        self.protocol != Some(Protocol::Icmp)
+            && (self.ports.is_empty()
+                || DNS_PORTS
+                    .iter()
+                    .any(|p| self.ports.iter().any(|(a, b)| a <= p && p <= b)))
+    }
+}
+
+/// Is every connection `wanted` (an annotation's list) allows also allowed
+/// by `current` (the operator's)? An entry must lie within an operator
+/// entry; one that reaches a metadata endpoint or a resolver (placed
+/// before those refusals) must lie within an operator entry naming that
+/// same exact address, since a wide operator entry does not reach them.
+pub fn narrows(wanted: &[AllowRule], current: &[AllowRule], metadata: &[IpAddr]) -> bool {
+    wanted.iter().all(|w| {
+        current.iter().any(|c| {
+            w.within(c) && (!w.passes_refusals(metadata) || (c.is_exact() && c.addr == w.addr))
+        })
+    })
+}
+
 /// A fingerprint of an allowlist, stored in the table as the name of an
 /// (unused) counter, so a container joining a network namespace can tell
 /// whether the rules there are the ones its own policy asks for. (nft 1.0.6
 /// accepts table comments but does not list them.)
-pub fn fingerprint(allow: &[AllowRule]) -> String {
-    let mut entries: Vec<String> = allow.iter().map(|r| r.to_string()).collect();
+pub fn fingerprint(egress: &Egress) -> String {
+    let mut entries: Vec<String> = egress.allow.iter().map(|r| r.to_string()).collect();
+    // Refused endpoints and the rule layout are part of what the table
+    // enforces (v2: metadata and DNS refusals, chain before NAT).
+    entries.extend(egress.metadata.iter().map(|m| format!("metadata {m}")));
+    entries.push("layout v2".into());
     entries.sort();
     entries.dedup();
     // FNV-1a 64: a fingerprint, not a secret.
@@ -342,32 +474,60 @@ pub struct Rule {
     pub action: Action,
 }
 
-/// The rules of moat's output chain, in order: loopback, replies and link
-/// ICMPv6 accepted, then the allowlist, then everything else refused fast
-/// (a reset for TCP, admin-prohibited for the rest) and counted.
-pub fn rules(allow: &[AllowRule]) -> Vec<Rule> {
+/// The rules of moat's output chain, in order: replies and link ICMPv6
+/// accepted; entries naming one exact address that reach a metadata
+/// endpoint or DNS; every other connection to a metadata endpoint, and
+/// every other DNS query (loopback included: an engine's embedded
+/// resolver lives there), refused and counted; loopback accepted; the
+/// rest of the allowlist; everything else refused fast (a reset for TCP,
+/// admin-prohibited for the rest) and counted.
+pub fn rules(egress: &Egress) -> Vec<Rule> {
     let accept = |m: Match| Rule {
         matches: vec![m],
         action: Action::Accept,
     };
-    let mut out = vec![
-        accept(Match::OifLoopback),
-        accept(Match::CtEstablishedRelated),
-    ];
+    let refuse = |mut matches: Vec<Match>, proto: u8| {
+        let action = if proto == IPPROTO_TCP {
+            Action::CountAndResetTcp
+        } else {
+            Action::CountAndRejectProhibited
+        };
+        if proto == IPPROTO_TCP && !matches.iter().any(|m| matches!(m, Match::Dport { .. })) {
+            matches.push(Match::L4Proto(IPPROTO_TCP));
+        }
+        Rule { matches, action }
+    };
+    let mut out = vec![accept(Match::CtEstablishedRelated)];
     out.extend(
         LINK_ICMPV6_TYPES
             .iter()
             .map(|(t, _)| accept(Match::Icmpv6Type(*t))),
     );
-    out.extend(allow.iter().flat_map(AllowRule::accepting_rules));
-    out.push(Rule {
-        matches: vec![Match::L4Proto(IPPROTO_TCP)],
-        action: Action::CountAndResetTcp,
-    });
-    out.push(Rule {
-        matches: Vec::new(),
-        action: Action::CountAndRejectProhibited,
-    });
+    let (early, late): (Vec<&AllowRule>, Vec<&AllowRule>) = egress
+        .allow
+        .iter()
+        .partition(|r| r.passes_refusals(&egress.metadata));
+    out.extend(early.into_iter().flat_map(AllowRule::accepting_rules));
+    for m in &egress.metadata {
+        let prefix = if m.is_ipv4() { 32 } else { 128 };
+        let daddr = Match::Daddr { addr: *m, prefix };
+        out.push(refuse(vec![daddr.clone()], IPPROTO_TCP));
+        out.push(refuse(vec![daddr], 0));
+    }
+    for port in DNS_PORTS {
+        for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+            let dport = Match::Dport {
+                proto,
+                from: port,
+                to: port,
+            };
+            out.push(refuse(vec![dport], proto));
+        }
+    }
+    out.push(accept(Match::OifLoopback));
+    out.extend(late.into_iter().flat_map(AllowRule::accepting_rules));
+    out.push(refuse(Vec::new(), IPPROTO_TCP));
+    out.push(refuse(Vec::new(), 0));
     out
 }
 
@@ -427,16 +587,18 @@ impl fmt::Display for Rule {
 /// The ruleset for one network namespace as `nft -f` input. Idempotent to
 /// apply: it creates the table, flushes it, and fills it, in one nft
 /// transaction.
-pub fn ruleset(allow: &[AllowRule]) -> String {
+pub fn ruleset(egress: &Egress) -> String {
     let mut out = String::new();
     out.push_str(&format!("table inet {TABLE} {{}}\n"));
     out.push_str(&format!("flush table inet {TABLE}\n"));
     out.push_str(&format!("table inet {TABLE} {{\n"));
-    out.push_str(&format!("\tcounter {} {{}}\n", fingerprint(allow)));
+    out.push_str(&format!("\tcounter {} {{}}\n", fingerprint(egress)));
     out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
     out.push_str("\tchain output {\n");
-    out.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
-    for rule in rules(allow) {
+    out.push_str(&format!(
+        "\t\ttype filter hook output priority {CHAIN_PRIORITY}; policy accept;\n"
+    ));
+    for rule in rules(egress) {
         out.push_str(&format!("\t\t{rule}\n"));
     }
     out.push_str("\t}\n}\n");
@@ -453,6 +615,47 @@ pub fn parse_counter(text: &str) -> Option<(u64, u64)> {
             .and_then(|w| w[1].parse::<u64>().ok())
     };
     Some((find("packets")?, find("bytes")?))
+}
+
+/// One container's egress counters, for `moat metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCounters {
+    pub id: String,
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+}
+
+/// Prometheus text exposition (node-exporter's textfile collector reads
+/// it) of the containers' blocked-egress counters.
+pub fn prometheus_text(containers: &[ContainerCounters]) -> String {
+    let label = |id: &str| {
+        id.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    for (metric, help, value) in [
+        (
+            "moat_egress_blocked_packets_total",
+            "Outbound packets refused by moat's egress rules (connections, DNS, metadata endpoints).",
+            (|c: &ContainerCounters| c.blocked_packets) as fn(&ContainerCounters) -> u64,
+        ),
+        (
+            "moat_egress_blocked_bytes_total",
+            "Bytes of outbound packets refused by moat's egress rules.",
+            |c: &ContainerCounters| c.blocked_bytes,
+        ),
+    ] {
+        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+        for c in containers {
+            out.push_str(&format!(
+                "{metric}{{container=\"{}\"}} {}\n",
+                label(&c.id),
+                value(c)
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -522,10 +725,14 @@ mod tests {
         assert!(rule("2001:db8:1::/48 tcp 22").within(&rule("2001:db8::/32")));
     }
 
+    fn egress(entries: &[&str]) -> Egress {
+        Egress::from(parse_list(entries).unwrap())
+    }
+
     #[test]
     fn ruleset_blocks_by_default_and_allows_listed() {
-        let text = ruleset(&[rule("10.96.0.10/32 udp 53"), rule("2001:db8::/32 tcp 443")]);
-        assert!(text.contains("type filter hook output priority filter; policy accept;"));
+        let text = ruleset(&egress(&["10.96.0.10/32 udp 53", "2001:db8::/32 tcp 443"]));
+        assert!(text.contains("type filter hook output priority -150; policy accept;"));
         assert!(text.contains("oif \"lo\" accept"));
         assert!(text.contains("ct state established,related accept"));
         assert!(text.contains("icmpv6 type nd-neighbor-solicit accept"));
@@ -540,71 +747,254 @@ mod tests {
         assert!(text.starts_with("table inet moat {}\nflush table inet moat\n"));
     }
 
+    /// Position of the first rule with exactly these matches and action.
+    fn position(r: &[Rule], matches: &[Match], action: Action) -> Option<usize> {
+        r.iter()
+            .position(|x| x.matches == matches && x.action == action)
+    }
+
+    fn daddr(s: &str, prefix: u8) -> Match {
+        Match::Daddr {
+            addr: s.parse().unwrap(),
+            prefix,
+        }
+    }
+
     #[test]
     fn rules_accept_first_then_refuse_everything_else() {
-        let r = rules(&[
-            rule("10.0.0.0/8 tcp 80,8000-8100"),
-            rule("2001:db8::1 icmp"),
-        ]);
-        assert_eq!(r[0].matches, vec![Match::OifLoopback]);
-        assert_eq!(r[1].matches, vec![Match::CtEstablishedRelated]);
+        let r = rules(&egress(&[
+            "10.0.0.0/8 tcp 80,8000-8100",
+            "2001:db8::1 icmp",
+        ]));
+        assert_eq!(r[0].matches, vec![Match::CtEstablishedRelated]);
         let n = LINK_ICMPV6_TYPES.len();
-        assert!(r[2..2 + n]
+        assert!(r[1..1 + n]
             .iter()
             .all(|x| matches!(x.matches[..], [Match::Icmpv6Type(_)])));
-        // One rule per port range, each with the address.
-        let daddr = Match::Daddr {
-            addr: "10.0.0.0".parse().unwrap(),
-            prefix: 8,
+        let lo = position(&r, &[Match::OifLoopback], Action::Accept).unwrap();
+        // One rule per port range, each with the address, after loopback.
+        let tcp = |from, to| Match::Dport {
+            proto: IPPROTO_TCP,
+            from,
+            to,
         };
-        assert_eq!(
-            r[2 + n].matches,
-            vec![
-                daddr.clone(),
+        let p80 = position(&r, &[daddr("10.0.0.0", 8), tcp(80, 80)], Action::Accept).unwrap();
+        let p8000 = position(&r, &[daddr("10.0.0.0", 8), tcp(8000, 8100)], Action::Accept).unwrap();
+        assert!(lo < p80 && p80 + 1 == p8000);
+        // icmp for an IPv6 address is ICMPv6 (not a DNS or metadata entry:
+        // it stays with the wide ones).
+        let icmp6 = [daddr("2001:db8::1", 128), Match::L4Proto(IPPROTO_ICMPV6)];
+        assert_eq!(position(&r, &icmp6, Action::Accept), Some(p8000 + 1));
+        let last = r.len() - 1;
+        assert_eq!(r[last - 1].action, Action::CountAndResetTcp);
+        assert_eq!(r[last - 1].matches, vec![Match::L4Proto(IPPROTO_TCP)]);
+        assert_eq!(r[last].action, Action::CountAndRejectProhibited);
+        assert!(
+            r[last].matches.is_empty(),
+            "the last rule catches everything"
+        );
+        assert_eq!(last, p8000 + 3);
+    }
+
+    /// T18 metadata: every built-in endpoint is refused (TCP reset, other
+    /// protocols prohibited) before any accept that could cover it, so
+    /// `0.0.0.0/0` and `::/0` do not reach it.
+    #[test]
+    fn metadata_endpoints_are_refused_before_wide_entries() {
+        let r = rules(&egress(&["0.0.0.0/0", "::/0"]));
+        let wide = position(&r, &[daddr("0.0.0.0", 0)], Action::Accept).unwrap();
+        let wide6 = position(&r, &[daddr("::", 0)], Action::Accept).unwrap();
+        let lo = position(&r, &[Match::OifLoopback], Action::Accept).unwrap();
+        for m in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "fd00:ec2::254",
+            "100.100.100.200",
+        ] {
+            let prefix = if m.contains(':') { 128 } else { 32 };
+            let tcp = position(
+                &r,
+                &[daddr(m, prefix), Match::L4Proto(IPPROTO_TCP)],
+                Action::CountAndResetTcp,
+            )
+            .unwrap_or_else(|| panic!("no TCP refusal for {m}"));
+            let any = position(&r, &[daddr(m, prefix)], Action::CountAndRejectProhibited)
+                .unwrap_or_else(|| panic!("no refusal for {m}"));
+            assert!(tcp < wide && any < wide && tcp < wide6 && any < wide6 && any < lo);
+            // No accept before the refusal matches the endpoint.
+            assert!(r[..tcp].iter().all(|x| x.action != Action::Accept
+                || !x.matches.iter().any(|y| matches!(y, Match::Daddr { .. }))));
+        }
+        let text = ruleset(&egress(&["0.0.0.0/0"]));
+        let refusal = text
+            .find("ip daddr 169.254.169.254/32 meta l4proto tcp counter name blocked reject with tcp reset")
+            .expect(&text);
+        assert!(refusal < text.find("ip daddr 0.0.0.0/0 accept").unwrap());
+    }
+
+    /// Only an entry naming the exact address reaches an endpoint, and only
+    /// with what that entry allows; the policy adds endpoints.
+    #[test]
+    fn an_exact_entry_allows_a_metadata_endpoint() {
+        let r = rules(&egress(&["0.0.0.0/0", "169.254.169.254 tcp 80"]));
+        let exact = position(
+            &r,
+            &[
+                daddr("169.254.169.254", 32),
                 Match::Dport {
                     proto: IPPROTO_TCP,
                     from: 80,
-                    to: 80
-                }
-            ]
-        );
-        assert_eq!(
-            r[3 + n].matches,
-            vec![
-                daddr,
-                Match::Dport {
-                    proto: IPPROTO_TCP,
-                    from: 8000,
-                    to: 8100
-                }
-            ]
-        );
-        // icmp for an IPv6 address is ICMPv6.
-        assert_eq!(r[4 + n].matches[1], Match::L4Proto(IPPROTO_ICMPV6));
-        assert!(r[..5 + n].iter().all(|x| x.action == Action::Accept));
-        assert_eq!(r[5 + n].action, Action::CountAndResetTcp);
-        assert_eq!(r[5 + n].matches, vec![Match::L4Proto(IPPROTO_TCP)]);
-        assert_eq!(r[6 + n].action, Action::CountAndRejectProhibited);
+                    to: 80,
+                },
+            ],
+            Action::Accept,
+        )
+        .unwrap();
+        let refusal = position(
+            &r,
+            &[daddr("169.254.169.254", 32)],
+            Action::CountAndRejectProhibited,
+        )
+        .unwrap();
+        assert!(exact < refusal);
+        // A /31 around it is still a wide entry.
+        let r = rules(&egress(&["169.254.169.254/31"]));
+        let wide = position(&r, &[daddr("169.254.169.254", 31)], Action::Accept).unwrap();
+        let refusal = position(
+            &r,
+            &[daddr("169.254.169.254", 32)],
+            Action::CountAndRejectProhibited,
+        )
+        .unwrap();
+        assert!(refusal < wide);
+        // The policy's list.
+        let policy = crate::policy::EgressPolicy {
+            enabled: true,
+            allow: vec!["0.0.0.0/0".into()],
+            metadata: vec!["192.0.2.80".into()],
+        };
+        let e = Egress::from_policy(&policy).unwrap();
+        assert_eq!(e.metadata.len(), METADATA_ENDPOINTS.len() + 1);
+        let r = rules(&e);
+        assert!(position(
+            &r,
+            &[daddr("192.0.2.80", 32)],
+            Action::CountAndRejectProhibited
+        )
+        .is_some());
+        let bad = crate::policy::EgressPolicy {
+            metadata: vec!["192.0.2.0/24".into()],
+            ..policy
+        };
+        assert!(Egress::from_policy(&bad).is_err());
+    }
+
+    /// T18 DNS: queries (53, 853; UDP and TCP) to anywhere, loopback
+    /// included, are refused before loopback and wide entries are
+    /// accepted; an exact resolver entry comes first.
+    #[test]
+    fn dns_leaves_only_to_an_exact_resolver_entry() {
+        let r = rules(&egress(&[
+            "0.0.0.0/0",
+            "10.96.0.10 udp 53",
+            "10.0.0.0/8 udp 53",
+        ]));
+        let lo = position(&r, &[Match::OifLoopback], Action::Accept).unwrap();
+        let wide = position(&r, &[daddr("0.0.0.0", 0)], Action::Accept).unwrap();
+        let udp = |port| Match::Dport {
+            proto: IPPROTO_UDP,
+            from: port,
+            to: port,
+        };
+        let resolver = position(&r, &[daddr("10.96.0.10", 32), udp(53)], Action::Accept).unwrap();
+        let range = position(&r, &[daddr("10.0.0.0", 8), udp(53)], Action::Accept).unwrap();
+        for port in DNS_PORTS {
+            for (proto, action) in [
+                (IPPROTO_UDP, Action::CountAndRejectProhibited),
+                (IPPROTO_TCP, Action::CountAndResetTcp),
+            ] {
+                let m = Match::Dport {
+                    proto,
+                    from: port,
+                    to: port,
+                };
+                let at = position(&r, &[m], action)
+                    .unwrap_or_else(|| panic!("no refusal of {proto}/{port}"));
+                assert!(resolver < at && at < lo && at < wide && at < range);
+            }
+        }
+    }
+
+    #[test]
+    fn annotation_narrowing_keeps_metadata_and_resolvers_exact() {
+        let current = egress(&["0.0.0.0/0", "10.96.0.10 udp 53"]);
+        let narrows =
+            |w: &[&str]| narrows(&parse_list(w).unwrap(), &current.allow, &current.metadata);
+        assert!(narrows(&["192.0.2.0/24 tcp 443"]));
+        assert!(narrows(&["192.0.2.7 tcp 443"]));
+        assert!(narrows(&["10.96.0.10 udp 53"]));
+        // Within 0.0.0.0/0, but these reach what the wide entry does not.
+        assert!(!narrows(&["169.254.169.254"]));
+        assert!(!narrows(&["169.254.169.254 tcp 80"]));
+        assert!(!narrows(&["192.0.2.7 udp 53"]));
+        assert!(!narrows(&["192.0.2.7"]));
+        let current = egress(&["10.0.0.0/8 tcp"]);
+        assert!(!super::narrows(
+            &parse_list(&["11.0.0.0/8 tcp"]).unwrap(),
+            &current.allow,
+            &current.metadata
+        ));
+    }
+
+    /// Until moat's resolver lands, a policy with name entries is refused
+    /// (fail closed, loudly) rather than loaded as an allowlist that
+    /// allows nothing for them.
+    #[test]
+    fn name_entries_are_refused_until_the_resolver_exists() {
+        let policy = crate::policy::EgressPolicy {
+            enabled: true,
+            allow: vec!["10.0.0.0/8".into(), "pypi.org tcp 443".into()],
+            metadata: Vec::new(),
+        };
+        let err = Egress::from_policy(&policy).unwrap_err().to_string();
         assert!(
-            r[6 + n].matches.is_empty(),
-            "the last rule catches everything"
+            err.contains("pypi.org") && err.contains("not enforced"),
+            "{err}"
         );
-        assert_eq!(r.len(), 7 + n);
+        assert!(
+            crate::policy::Policy::from_toml("[egress]\nallow = [\"*.github.com tcp 443\"]\n")
+                .is_err()
+        );
     }
 
     #[test]
     fn fingerprint_ignores_order_and_spelling() {
-        let a = fingerprint(&[rule("10.0.0.0/8 tcp 80"), rule("192.0.2.1")]);
-        let b = fingerprint(&[rule("192.0.2.1/32"), rule("10.0.0.0/8 tcp 80")]);
+        let a = fingerprint(&egress(&["10.0.0.0/8 tcp 80", "192.0.2.1"]));
+        let b = fingerprint(&egress(&["192.0.2.1/32", "10.0.0.0/8 tcp 80"]));
         assert_eq!(a, b);
-        assert_ne!(a, fingerprint(&[rule("10.0.0.0/8 tcp 81")]));
-        assert_ne!(a, fingerprint(&[]));
-        let text = ruleset(&[rule("192.0.2.1")]);
+        assert_ne!(a, fingerprint(&egress(&["10.0.0.0/8 tcp 81"])));
+        assert_ne!(a, fingerprint(&egress(&[])));
+        let mut more = egress(&["10.0.0.0/8 tcp 80", "192.0.2.1"]);
+        more.metadata.push("192.0.2.80".parse().unwrap());
+        assert_ne!(a, fingerprint(&more), "the metadata list is part of it");
+        let text = ruleset(&egress(&["192.0.2.1"]));
         assert_eq!(
             parse_fingerprint(&text),
-            Some(fingerprint(&[rule("192.0.2.1")]))
+            Some(fingerprint(&egress(&["192.0.2.1"])))
         );
         assert_eq!(parse_fingerprint("table inet moat {\n}"), None);
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let text = prometheus_text(&[ContainerCounters {
+            id: "a\"b".into(),
+            blocked_packets: 3,
+            blocked_bytes: 180,
+        }]);
+        assert!(text.contains("# TYPE moat_egress_blocked_packets_total counter\n"));
+        assert!(text.contains("moat_egress_blocked_packets_total{container=\"a\\\"b\"} 3\n"));
+        assert!(text.contains("moat_egress_blocked_bytes_total{container=\"a\\\"b\"} 180\n"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod cgroup_probe;
 pub mod container;
 pub mod container_id;
+pub mod dns;
 pub mod egress;
 pub mod elf;
 pub mod facts;

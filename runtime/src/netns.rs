@@ -331,8 +331,10 @@ mod tests {
             "2001:db8:8000::/33 udp 1000-2000",
             "2001:db8::1 icmp",
             "::/0 tcp 22",
+            "169.254.169.254 tcp 80",
         ])
         .unwrap();
+        let allow = crate::egress::Egress::from(allow);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ns");
         let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
@@ -348,7 +350,9 @@ mod tests {
         remove(&path);
         assert!(
             from_netlink.contains("reject with tcp reset")
-                && from_netlink.contains("ip6 daddr 2001:db8:8000::/33 udp dport 1000-2000 accept"),
+                && from_netlink.contains("ip6 daddr 2001:db8:8000::/33 udp dport 1000-2000 accept")
+                && from_netlink.contains("priority mangle;")
+                && from_netlink.contains("ip6 daddr fd00:ec2::254 counter name \"blocked\" reject"),
             "{from_netlink}"
         );
         assert_eq!(from_netlink, from_text);
@@ -372,7 +376,7 @@ mod tests {
         let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
         // A counter name longer than NFT_OBJ_MAXNAMELEN (256): ERANGE/EINVAL.
         let too_long = "x".repeat(300);
-        let err = create_with_rules(&path, &too_long, &rules(&[])).unwrap_err();
+        let err = create_with_rules(&path, &too_long, &rules(&Vec::new().into())).unwrap_err();
         assert!(matches!(err, NetnsError::Nft(_)), "{err}");
         assert!(!path.exists(), "{} left behind", path.display());
         assert_eq!(

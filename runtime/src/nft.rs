@@ -19,7 +19,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::egress::{Action, Match, Rule, BLOCKED_COUNTER, IPPROTO_ICMPV6, TABLE};
+use crate::egress::{Action, Match, Rule, BLOCKED_COUNTER, CHAIN_PRIORITY, IPPROTO_ICMPV6, TABLE};
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -372,7 +372,8 @@ pub fn batch(fingerprint: &str, rules: &[Rule]) -> (Vec<u8>, u32) {
         a.str(NFTA_CHAIN_NAME, CHAIN);
         a.nest(NFTA_CHAIN_HOOK, |a| {
             a.be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
-            a.be32(NFTA_HOOK_PRIORITY, 0); // "priority filter"
+            // Signed, big endian: -150 is nft's "priority mangle".
+            a.be32(NFTA_HOOK_PRIORITY, CHAIN_PRIORITY as u32);
         });
         a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
         a.str(NFTA_CHAIN_TYPE, "filter");
@@ -517,7 +518,7 @@ mod tests {
     #[test]
     fn batch_is_framed_by_begin_and_end_and_acks_every_change() {
         let allow = parse_list(&["10.0.0.0/8 tcp 80,8000-8100", "2001:db8::/33"]).unwrap();
-        let rules = rules(&allow);
+        let rules = rules(&allow.into());
         let (buf, acks) = batch("policy_0000000000000000", &rules);
         let msgs = messages(&buf);
         // begin, table, 2 counters, chain, rules, end

@@ -275,8 +275,13 @@ pub struct EgressPolicy {
     /// off is logged loudly for every container it applies to.
     pub enabled: bool,
     /// Destinations a container may still connect to:
-    /// `CIDR [tcp|udp|icmp] [PORTS]`, e.g. "10.96.0.10/32 udp 53".
+    /// `CIDR [tcp|udp|icmp] [PORTS]`, e.g. "10.96.0.10/32 udp 53". DNS
+    /// (ports 53, 853) and the metadata endpoints are reachable only
+    /// through an entry naming their exact address.
     pub allow: Vec<String>,
+    /// Metadata endpoints refused like the built-in ones
+    /// (`moat::egress::METADATA_ENDPOINTS`) even under a wide entry.
+    pub metadata: Vec<String>,
 }
 
 impl Default for EgressPolicy {
@@ -284,6 +289,7 @@ impl Default for EgressPolicy {
         Self {
             enabled: true,
             allow: Vec::new(),
+            metadata: Vec::new(),
         }
     }
 }
@@ -408,7 +414,7 @@ pub enum PolicyError {
     PidsLimit(i64),
     #[error("policy key refusals.allow_host_namespaces: unknown namespace type {0:?}")]
     NamespaceType(String),
-    #[error("policy key egress.allow: {0}")]
+    #[error("policy section [egress]: {0}")]
     Egress(String),
     #[error("policy key annotations.overridable: {0:?} is not a key annotations can set")]
     OverridableKey(String),
@@ -493,7 +499,7 @@ impl Policy {
                 return Err(PolicyError::NamespaceType(t.clone()));
             }
         }
-        crate::egress::parse_list(&self.egress.allow)
+        crate::egress::Egress::from_policy(&self.egress)
             .map_err(|e| PolicyError::Egress(e.to_string()))?;
         for key in &self.annotations.overridable {
             if !ANNOTATION_KEYS.contains(&key.as_str()) {
@@ -642,10 +648,15 @@ impl Policy {
                         .map(|s| s.trim().to_string())
                         .filter(|s| !s.is_empty())
                         .collect();
-                    let parsed = crate::egress::parse_list(&wanted)
+                    let (parsed, names) = crate::dns::names::split_entries(&wanted)
                         .map_err(|e| Refusal::annotation(name, e.to_string()))?;
-                    let current = crate::egress::parse_list(&self.egress.allow).unwrap_or_default();
-                    let loosens = parsed.iter().any(|w| !current.iter().any(|c| w.within(c)));
+                    let current =
+                        crate::egress::Egress::from_policy(&self.egress).unwrap_or_default();
+                    // The operator's list has no name entries yet (see
+                    // moat::dns): any name entry widens it.
+                    let loosens =
+                        !crate::egress::narrows(&parsed, &current.allow, &current.metadata)
+                            || !crate::dns::names::names_narrow(&names, &[]);
                     effective.egress.allow = wanted;
                     loosens
                 }

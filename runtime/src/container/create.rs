@@ -668,7 +668,7 @@ fn install_egress(
             .push("egress: NOT blocked: the container shares the host's network namespace".into());
         return Ok(());
     }
-    let allow = crate::egress::parse_list(&policy.egress.allow).map_err(|e| anyhow!(e))?;
+    let allow = crate::egress::Egress::from_policy(&policy.egress).map_err(|e| anyhow!(e))?;
     let ruleset = crate::egress::ruleset(&allow);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
