@@ -110,3 +110,51 @@ fn a_spec_naming_another_pods_namespaces_is_refused() {
         .assert_fails_with("is not the user namespace of pod");
     check.verify();
 }
+
+/// `namespaces.join_containers = false` (config.json from tenants that must
+/// share nothing): a spec joining another moat container's namespace is
+/// refused, so it never gets that container's user namespace or range
+/// (T10), and nothing is left behind.
+#[test]
+fn joining_another_container_is_refused_when_the_policy_says_so() {
+    require_root();
+    let env = Env::new();
+    let sleeper = env.bundle(&["sleep", "300"]);
+    let (owner, _guard) = env.start_sleeper(&sleeper, "alone");
+    let pid = init_pid(&env, &owner);
+    let policy = moat_integration::policy_file(
+        &env,
+        "no-pods.toml",
+        "[namespaces]\njoin_containers = false\n",
+    );
+    for (typ, ns) in [
+        ("network", "net"),
+        ("ipc", "ipc"),
+        ("pid", "pid"),
+        ("uts", "uts"),
+    ] {
+        let mut joiner = env.bundle(&["true"]);
+        join(&mut joiner, typ, &format!("/proc/{pid}/ns/{ns}"));
+        let id = env.id(&format!("joiner-{typ}"));
+        let check = env.leak_check(&id);
+        env.moat(&[
+            "--policy",
+            &policy,
+            "create",
+            "--bundle",
+            joiner.path(),
+            &id,
+        ])
+        .assert_fails_with("refused by moat rule namespace-path");
+        check.verify();
+        assert_eq!(owned_slots(&env, &id), 0);
+    }
+    // The same join under the default policy is a pod member.
+    let mut member = env.bundle(&["true"]);
+    join(&mut member, "ipc", &format!("/proc/{pid}/ns/ipc"));
+    let id = env.id("member");
+    let check = env.leak_check(&id);
+    env.run(&member, &id).assert_ok();
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    check.verify();
+}

@@ -201,6 +201,12 @@ pub struct NamespacePolicy {
     /// Network namespace pins engines make for pods (a directory, then a
     /// `*` pattern for the file name).
     pub joinable_netns: Vec<String>,
+    /// Whether a container may join the namespaces of another container
+    /// moat runs under the same root, and so become a member of its pod:
+    /// its user namespace and id range (T10). Engines need it for pods and
+    /// `--network/--pid/--ipc container:X`; an operator who passes on
+    /// config.json from tenants that must not share anything turns it off.
+    pub join_containers: bool,
 }
 
 /// Where engines pin the network namespaces they make for pods and
@@ -214,6 +220,7 @@ impl Default for NamespacePolicy {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            join_containers: true,
         }
     }
 }

@@ -190,7 +190,13 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let policy = ctx.policy()?;
     let pinned = crate::pinned::pin(&spec, &bundle_fd, &state_roots, || {
         crate::pinned::Joinable {
-            moat_containers: crate::pinned::moat_container_namespaces(&root),
+            // Off: no other container's namespace is joinable, so no pod
+            // membership (its user namespace and range) either.
+            moat_containers: if policy.namespaces.join_containers {
+                crate::pinned::moat_container_namespaces(&root)
+            } else {
+                Default::default()
+            },
             engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
         }
     })
