@@ -38,7 +38,8 @@ fn owned_slots(env: &Env, id: &str) -> usize {
 fn a_container_joining_anothers_pid_namespace_joins_its_pod() {
     require_root();
     let env = Env::new();
-    let sleeper = env.bundle(&["sleep", "300"]);
+    let mut sleeper = env.bundle(&["sleep", "300"]);
+    sleeper.annotate("moat.dev/joinable", "true");
     let owner_check = env.leak_check("pod-owner");
     let (owner, owner_guard) = env.start_sleeper(&sleeper, "pod-owner");
     let pid = init_pid(&env, &owner);
@@ -75,7 +76,8 @@ fn a_container_joining_anothers_pid_namespace_joins_its_pod() {
 fn a_spec_naming_another_pods_namespaces_is_refused() {
     require_root();
     let env = Env::new();
-    let sleeper = env.bundle(&["sleep", "300"]);
+    let mut sleeper = env.bundle(&["sleep", "300"]);
+    sleeper.annotate("moat.dev/joinable", "true");
     let (a, _ga) = env.start_sleeper(&sleeper, "pod-a");
     let (b, _gb) = env.start_sleeper(&sleeper, "pod-b");
     let (pa, pb) = (init_pid(&env, &a), init_pid(&env, &b));
@@ -111,22 +113,19 @@ fn a_spec_naming_another_pods_namespaces_is_refused() {
     check.verify();
 }
 
-/// `namespaces.join_containers = false` (config.json from tenants that must
-/// share nothing): a spec joining another moat container's namespace is
-/// refused, so it never gets that container's user namespace or range
-/// (T10), and nothing is left behind.
+/// A raw bundle's container did not consent to others joining it (no
+/// `moat.dev/joinable`, not a CRI sandbox, not an engine's bundle): a spec
+/// naming its namespaces is refused under the default policy, so a tenant
+/// never gets another tenant's user namespace or range by naming them
+/// (T10); `namespaces.join_containers = true` lets any container be
+/// joined, and the owner's own annotation lets it be joined by default.
 #[test]
-fn joining_another_container_is_refused_when_the_policy_says_so() {
+fn only_containers_that_consent_can_be_joined() {
     require_root();
     let env = Env::new();
     let sleeper = env.bundle(&["sleep", "300"]);
     let (owner, _guard) = env.start_sleeper(&sleeper, "alone");
     let pid = init_pid(&env, &owner);
-    let policy = moat_integration::policy_file(
-        &env,
-        "no-pods.toml",
-        "[namespaces]\njoin_containers = false\n",
-    );
     for (typ, ns) in [
         ("network", "net"),
         ("ipc", "ipc"),
@@ -137,21 +136,34 @@ fn joining_another_container_is_refused_when_the_policy_says_so() {
         join(&mut joiner, typ, &format!("/proc/{pid}/ns/{ns}"));
         let id = env.id(&format!("joiner-{typ}"));
         let check = env.leak_check(&id);
-        env.moat(&[
-            "--policy",
-            &policy,
-            "create",
-            "--bundle",
-            joiner.path(),
-            &id,
-        ])
-        .assert_fails_with("refused by moat rule namespace-path");
+        env.moat(&["create", "--bundle", joiner.path(), &id])
+            .assert_fails_with("refused by moat rule namespace-path");
         check.verify();
         assert_eq!(owned_slots(&env, &id), 0);
     }
-    // The same join under the default policy is a pod member.
-    let mut member = env.bundle(&["true"]);
+    // The operator lets any container be joined.
+    let any = moat_integration::policy_file(
+        &env,
+        "join-any.toml",
+        "[namespaces]\njoin_containers = true\n",
+    );
+    let mut member = env.bundle(&["cat", "/proc/self/uid_map"]);
     join(&mut member, "ipc", &format!("/proc/{pid}/ns/ipc"));
+    let id = env.id("member-any");
+    let check = env.leak_check(&id);
+    let _g = env.guard(&id);
+    env.moat(&["--policy", &any, "create", "--bundle", member.path(), &id])
+        .assert_ok();
+    env.moat(&["--policy", &any, "delete", "--force", &id])
+        .assert_ok();
+    check.verify();
+    // The owner's own consent.
+    let mut consenting = env.bundle(&["sleep", "300"]);
+    consenting.annotate("moat.dev/joinable", "true");
+    let (willing, _g2) = env.start_sleeper(&consenting, "willing");
+    let wpid = init_pid(&env, &willing);
+    let mut member = env.bundle(&["true"]);
+    join(&mut member, "ipc", &format!("/proc/{wpid}/ns/ipc"));
     let id = env.id("member");
     let check = env.leak_check(&id);
     env.run(&member, &id).assert_ok();

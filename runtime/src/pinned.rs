@@ -410,7 +410,10 @@ fn is_nsfs(md: &fs::Metadata) -> bool {
 /// namespace maps container root onto the id range moat allocated to it
 /// (ranges are exclusive), read through a pinned `/proc/<pid>` directory,
 /// so a reused pid cannot pass.
-pub fn moat_container_namespaces(root: &Path) -> HashMap<String, BTreeSet<(u64, u64)>> {
+pub fn moat_container_namespaces(
+    root: &Path,
+    join_any: bool,
+) -> HashMap<String, BTreeSet<(u64, u64)>> {
     let mut out: HashMap<String, BTreeSet<(u64, u64)>> = HashMap::new();
     let Ok(entries) = fs::read_dir(root) else {
         return out;
@@ -427,12 +430,13 @@ pub fn moat_container_namespaces(root: &Path) -> HashMap<String, BTreeSet<(u64, 
         else {
             continue;
         };
-        let Some(range) = crate::state::MoatState::load(root, &id)
-            .ok()
-            .flatten()
-            .and_then(|s| s.allocation)
-            .map(|a| a.range)
-        else {
+        let Some(state) = crate::state::MoatState::load(root, &id).ok().flatten() else {
+            continue;
+        };
+        if !(join_any || state.joinable) {
+            continue;
+        }
+        let Some(range) = state.allocation.map(|a| a.range) else {
             continue;
         };
         let Ok(proc_dir) = open_bundle(Path::new(&format!("/proc/{pid}"))) else {

@@ -201,11 +201,12 @@ pub struct NamespacePolicy {
     /// Network namespace pins engines make for pods (a directory, then a
     /// `*` pattern for the file name).
     pub joinable_netns: Vec<String>,
-    /// Whether a container may join the namespaces of another container
+    /// Whether a container may join the namespaces of ANY other container
     /// moat runs under the same root, and so become a member of its pod:
-    /// its user namespace and id range (T10). Engines need it for pods and
-    /// `--network/--pid/--ipc container:X`; an operator who passes on
-    /// config.json from tenants that must not share anything turns it off.
+    /// its user namespace and id range (T10). Off (the default), only
+    /// containers that consented at their own create are joinable: a CRI
+    /// sandbox, a bundle an engine made (docker's and containerd's), or a
+    /// spec annotated `moat.dev/joinable: "true"`.
     pub join_containers: bool,
 }
 
@@ -220,7 +221,7 @@ impl Default for NamespacePolicy {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            join_containers: true,
+            join_containers: false,
         }
     }
 }
@@ -563,6 +564,18 @@ impl Policy {
                 // Not a loosening: learning allows nothing the container's
                 // normal filter would not (docs/seccomp.md).
                 effective.learn.requested = learn_annotation(name, value, &self.learn)?;
+                continue;
+            }
+            if key == "joinable" {
+                // Not a policy key: the container lets others join its
+                // namespaces (its pod); read at its create
+                // (moat::state::consents_to_joins), T10.
+                if value != "true" && value != "false" {
+                    return Err(Refusal::annotation(
+                        name,
+                        format!("{value:?} is neither \"true\" nor \"false\""),
+                    ));
+                }
                 continue;
             }
             // The name the egress issue gave the allowlist annotation.

@@ -36,6 +36,36 @@ pub struct MoatState {
     pub pids_limit: Option<i64>,
     pub rootfs: Option<PreparedRootfs>,
     pub report: Report,
+    /// Whether other containers may join this one's namespaces, and so its
+    /// pod (user namespace and id range): decided at its own create by
+    /// [`consents_to_joins`], never by the joiner (T10).
+    #[serde(default)]
+    pub joinable: bool,
+}
+
+/// The annotation by which a container's own spec lets others join its
+/// namespaces (its pod).
+pub const JOINABLE_ANNOTATION: &str = "moat.dev/joinable";
+
+/// Does a container consent to others joining its namespaces (its pod, its
+/// user namespace and id range)? Only what the joiner cannot write counts:
+/// its own spec (a CRI sandbox, or `moat.dev/joinable: "true"`), or a
+/// bundle an engine made (under containerd's task directory, where docker's
+/// and the CRI's containers live; a tenant's config.json cannot move it).
+/// A raw bundle elsewhere is a container of its own unless it says so, so a
+/// tenant cannot join another tenant's container by naming its namespaces.
+pub fn consents_to_joins(
+    annotations: &std::collections::HashMap<String, String>,
+    bundle: &Path,
+) -> bool {
+    annotations
+        .get(crate::pod::CRI_CONTAINER_TYPE)
+        .map(String::as_str)
+        == Some("sandbox")
+        || annotations.get(JOINABLE_ANNOTATION).map(String::as_str) == Some("true")
+        || bundle
+            .components()
+            .any(|c| c.as_os_str() == "io.containerd.runtime.v2.task")
 }
 
 pub fn private_root(root: &Path) -> PathBuf {

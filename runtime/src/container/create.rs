@@ -190,13 +190,13 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let policy = ctx.policy()?;
     let pinned = crate::pinned::pin(&spec, &bundle_fd, &state_roots, || {
         crate::pinned::Joinable {
-            // Off: no other container's namespace is joinable, so no pod
-            // membership (its user namespace and range) either.
-            moat_containers: if policy.namespaces.join_containers {
-                crate::pinned::moat_container_namespaces(&root)
-            } else {
-                Default::default()
-            },
+            // Only containers that consented at their own create (or all,
+            // when the operator says so): joining makes this one a member
+            // of that container's pod (its user namespace and range).
+            moat_containers: crate::pinned::moat_container_namespaces(
+                &root,
+                policy.namespaces.join_containers,
+            ),
             engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
         }
     })
@@ -345,6 +345,10 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         pids_limit: Some(effective.resources.pids_limit),
         rootfs: Some(prepared.clone()),
         report: report.clone(),
+        joinable: crate::state::consents_to_joins(
+            &spec.annotations().clone().unwrap_or_default(),
+            &bundle,
+        ),
     };
     moat_state.save(&root).context("cannot save moat state")?;
     crate::phase::done(crate::phase::STATE);
