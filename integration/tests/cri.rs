@@ -176,6 +176,17 @@ fn assert_container_hardened(pod: &Pod, id: &str) -> String {
 }
 
 /// The whole check for `handler`: a pod of two containers.
+/// The first value of `key` anywhere in `v` (depth first).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
 fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     let t0 = Instant::now();
     let pod = cd
@@ -187,7 +198,14 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     assert_eq!(sandbox.state, cri::PodSandboxState::SandboxReady as i32);
     let info: serde_json::Value =
         serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
-    assert_eq!(info["runtimeHandler"], handler.name, "{info}");
+    // containerd 1.6 says `runtimeHandler`; 2.x `config.RuntimeHandler`
+    // has it as `RuntimeHandler` inside the sandbox's metadata.
+    let runtime_handler = info
+        .get("runtimeHandler")
+        .or_else(|| find_key(&info, "RuntimeHandler"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(runtime_handler, handler.name, "{info}");
     let pod_ip = sandbox
         .network
         .as_ref()
