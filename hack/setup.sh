@@ -110,4 +110,7 @@ start_daemon containerd "$MOAT_RUN_DIR/containerd.pid" /var/log/moat-containerd.
 start_daemon dockerd "$MOAT_RUN_DIR/dockerd.pid" /var/log/moat-dockerd.log \
     docker_ok dockerd --containerd="$CONTAINERD_SOCK"
 
+# containerd 2.1 for the containerd 2 tests (MOAT_CONTAINERD_BIN), in its own directory.
+bash "$(dirname "$0")/containerd2.sh" || log "containerd 2.1 was not fetched: the containerd 2 tests cannot run"
+
 log "ready: $("$DOCKER" version --format 'docker client {{.Client.Version}}, server {{.Server.Version}}')"

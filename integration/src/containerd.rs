@@ -133,13 +133,92 @@ impl Layout {
     }
 }
 
+/// The containerd the tests start: `MOAT_CONTAINERD_BIN` (containerd 2.1
+/// from `hack/containerd2.sh`, `/var/cache/moat/containerd-2.1/usr/bin/containerd`)
+/// or the system's (1.6) from PATH.
+pub fn containerd_bin() -> PathBuf {
+    std::env::var_os("MOAT_CONTAINERD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("containerd"))
+}
+
+/// `ctr` of the same containerd (beside `MOAT_CONTAINERD_BIN`), else PATH's.
+pub fn ctr_bin() -> PathBuf {
+    match std::env::var_os("MOAT_CONTAINERD_BIN") {
+        Some(b) => Path::new(&b).with_file_name("ctr"),
+        None => PathBuf::from("ctr"),
+    }
+}
+
+/// The major version of [`containerd_bin`] (`containerd --version`:
+/// "containerd <url> v2.1.9 ..." or Debian's "containerd <url> 1.6.20~ds1 ...").
+pub fn containerd_major() -> u32 {
+    let out = Command::new(containerd_bin())
+        .arg("--version")
+        .output()
+        .expect("cannot run containerd --version");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.trim_start_matches('v').split('.').next()?.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The base config for containerd 2.x: config version 3, whose CRI
+/// runtime options live under `io.containerd.cri.v1.runtime` (where
+/// `moat install containerd` puts a handler in a version 3 file).
+fn containerd_config_v3(layout: &Layout) -> String {
+    let d = layout.dir.display();
+    format!(
+        r#"# A private containerd 2 for moat's CRI tests (integration/src/containerd.rs).
+version = 3
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.cri.v1.images"]
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  # Needed in this VM (containerd runs with a raised oom_score_adj floor).
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"#,
+        sock = layout.socket.display(),
+        cni = layout.cni_conf_dir.display(),
+    )
+}
+
 /// containerd's config.toml for `layout`: CRI with `sandbox_image`, CNI
 /// from `layout`, the runc handler (containerd requires its default
 /// runtime), and each of `handlers` merged in by moat's installer code.
 pub fn containerd_config(layout: &Layout, handlers: &[ContainerdRuntime]) -> String {
     let d = layout.dir.display();
-    let base = format!(
-        r#"# A private containerd for moat's CRI tests (integration/src/containerd.rs).
+    let base = if containerd_major() >= 2 {
+        containerd_config_v3(layout)
+    } else {
+        format!(
+            r#"# A private containerd for moat's CRI tests (integration/src/containerd.rs).
 version = 2
 root = "{d}/root"
 state = "{d}/state"
@@ -169,9 +248,10 @@ state = "{d}/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 "#,
-        sock = layout.socket.display(),
-        cni = layout.cni_conf_dir.display(),
-    );
+            sock = layout.socket.display(),
+            cni = layout.cni_conf_dir.display(),
+        )
+    };
     let mut text = base;
     for h in handlers {
         match moat::install::merge_containerd(&text, h, "containerd test config")
@@ -312,9 +392,17 @@ impl Containerd {
             rt,
             daemon: Default::default(),
             pods_created: Default::default(),
-            path: std::env::join_paths(shim_dirs.iter().cloned().chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )))
+            // containerd 2.1's own containerd-shim-runc-v2 beside it.
+            path: std::env::join_paths(
+                shim_dirs
+                    .iter()
+                    .cloned()
+                    .chain(containerd_bin().parent().map(Path::to_path_buf))
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .chain(std::env::split_paths(
+                        &std::env::var_os("PATH").unwrap_or_default(),
+                    )),
+            )
             .expect("shim directories must not contain ':'"),
         };
         cd.spawn_daemon();
@@ -421,7 +509,7 @@ impl Containerd {
             ),
         )
         .expect("cannot write the test's moat policy");
-        let child = Command::new("containerd")
+        let child = Command::new(containerd_bin())
             .env("PATH", &self.path)
             .env("MOAT_POLICY", &policy)
             .arg("--config")
@@ -588,7 +676,7 @@ impl Containerd {
     /// ctr reports (e.g. `docker.io/library/moat-nginx:latest`); panics
     /// when the import fails.
     pub fn import_archive(&self, path: &Path) -> Vec<String> {
-        let out = Command::new("ctr")
+        let out = Command::new(ctr_bin())
             .arg("--address")
             .arg(&self.layout.socket)
             .args(["--namespace", K8S_NAMESPACE, "images", "import"])
@@ -618,16 +706,26 @@ impl Containerd {
             image: image.to_string(),
             ..Default::default()
         };
-        let status = self
-            .image_call(|mut c| async move {
-                c.image_status(cri::ImageStatusRequest {
-                    image: Some(spec),
-                    verbose: false,
+        // containerd 2 learns of an imported image from an event, a
+        // moment after the import returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spec = spec.clone();
+            let status = self
+                .image_call(|mut c| async move {
+                    c.image_status(cri::ImageStatusRequest {
+                        image: Some(spec),
+                        verbose: false,
+                    })
+                    .await
                 })
-                .await
-            })
-            .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"));
-        assert!(status.image.is_some(), "CRI does not see image {image}");
+                .unwrap_or_else(|e| panic!("ImageStatus {image}: {e}"));
+            if status.image.is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "CRI does not see image {image}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The sandbox config kubelet would send for a pod `name` (network

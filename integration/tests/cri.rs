@@ -176,6 +176,17 @@ fn assert_container_hardened(pod: &Pod, id: &str) -> String {
 }
 
 /// The whole check for `handler`: a pod of two containers.
+/// The first value of `key` anywhere in `v` (depth first).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
 fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     let t0 = Instant::now();
     let pod = cd
@@ -187,7 +198,14 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
     assert_eq!(sandbox.state, cri::PodSandboxState::SandboxReady as i32);
     let info: serde_json::Value =
         serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
-    assert_eq!(info["runtimeHandler"], handler.name, "{info}");
+    // containerd 1.6 says `runtimeHandler`; 2.x `config.RuntimeHandler`
+    // has it as `RuntimeHandler` inside the sandbox's metadata.
+    let runtime_handler = info
+        .get("runtimeHandler")
+        .or_else(|| find_key(&info, "RuntimeHandler"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(runtime_handler, handler.name, "{info}");
     let pod_ip = sandbox
         .network
         .as_ref()
@@ -444,5 +462,99 @@ fn cri_shared_pid_pod_shares_one_user_namespace() {
 fn cri_shared_pid_pod_through_the_native_shim() {
     let (cd, handler) = Containerd::with_moat_shim_handler();
     shared_pid_pod_works(&cd, &handler);
+    cd.shutdown_clean();
+}
+
+/// A `hostUsers: false` pod as the kubelet sends it (user namespace mode
+/// POD with the kubelet's uid/gid mapping) on containerd 2: moat keeps the
+/// kubelet's range (T3) and the containers are still hardened. Without
+/// volumes: containerd asks for idmapped volume mounts only when
+/// `features` reports them, which moat does not (docs/kubernetes.md).
+fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) {
+    let mut config = cd.pod_config("hostusers");
+    let userns = cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![cri::IdMapping {
+                host_id,
+                container_id: 0,
+                length: 65536,
+            }],
+            gids: vec![cri::IdMapping {
+                host_id,
+                container_id: 0,
+                length: 65536,
+            }],
+        }),
+        ..namespace_options()
+    };
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(userns.clone());
+    }
+    let pod = cd
+        .run_pod_config(config, handler.name)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let mut spec = ContainerSpec::new("app", BUSYBOX_IMAGE).command(&["sleep", "1003"]);
+    if let Some(sc) = spec
+        .config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(userns.clone());
+    }
+    let app = pod
+        .start(&spec)
+        .unwrap_or_else(|e| panic!("app ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let checks: Vec<LeakCheck> = [&pod.id, &app]
+        .iter()
+        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+        .collect();
+    let map = pod.sh(&app, "cat /proc/self/uid_map");
+    assert_eq!(
+        id_map(&map),
+        vec![(0, u64::from(host_id), 65536)],
+        "{}: the kubelet's mapping was not kept: {map}",
+        handler.name
+    );
+    let gid_map = pod.sh(&app, "cat /proc/self/gid_map");
+    assert_eq!(id_map(&gid_map), id_map(&map), "{}", handler.name);
+    assert_container_hardened(&pod, &app);
+    pod.remove().expect("RemovePodSandbox");
+    for check in &checks {
+        check.verify();
+    }
+    let held = std::path::Path::new("/run/moat/id-pool").join(format!("engine-{host_id}-65536"));
+    assert!(
+        !held.exists(),
+        "{}: the pod's range is still held",
+        handler.name
+    );
+}
+
+// Open (issue 16 item 4): containerd 2.1 creates the pod's user namespace
+// itself (`<state>/sandboxes/<id>/pinned-namespaces/user`, with the
+// kubelet's mapping) and gives even the sandbox that path, which moat
+// refuses today (`user-namespace-path`: joins no pod of moat's). Run with
+// MOAT_CONTAINERD_BIN=... --ignored to reproduce.
+#[test]
+#[ignore = "containerd 2.1 hands the sandbox an engine-made user namespace path, refused by moat today"]
+fn cri_host_users_false_pod_on_containerd_2() {
+    if moat_integration::containerd::containerd_major() < 2 {
+        eprintln!("containerd 1.x sends no user namespace: run with MOAT_CONTAINERD_BIN (hack/containerd2.sh)");
+        return;
+    }
+    // Near the end of moat's default pool, as a kubelet given that range in
+    // /etc/subuid would choose (multiples of 65536).
+    let host_id = (1u32 << 30) + 4001 * 65536;
+    let (cd, handler) = Containerd::with_moat_handler();
+    host_users_false_pod_works(&cd, &handler, host_id);
+    cd.shutdown_clean();
+    let (cd, handler) = Containerd::with_moat_shim_handler();
+    host_users_false_pod_works(&cd, &handler, host_id + 65536);
     cd.shutdown_clean();
 }

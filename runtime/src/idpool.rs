@@ -38,6 +38,8 @@ pub enum PoolError {
         range.host_id + (range.size - 1)
     )]
     StillInUse { range: IdRange, pids: Vec<i32> },
+    #[error("{0}")]
+    EngineRange(crate::refusal::Refusal),
 }
 
 /// One allocated range.
@@ -45,6 +47,23 @@ pub enum PoolError {
 pub struct Allocation {
     pub slot: u32,
     pub range: IdRange,
+    /// The engine chose the range (containerd 2's `hostUsers: false`): it is
+    /// held by an `engine-<host_id>-<size>` file, not a slot of the pool.
+    #[serde(default)]
+    pub engine: bool,
+}
+
+const ENGINE_PREFIX: &str = "engine-";
+
+impl Allocation {
+    /// The name of the pool file that holds this range.
+    pub fn file_name(&self) -> String {
+        if self.engine {
+            format!("{ENGINE_PREFIX}{}-{}", self.range.host_id, self.range.size)
+        } else {
+            self.slot.to_string()
+        }
+    }
 }
 
 /// What a slot file records about its container besides the owner: where
@@ -190,7 +209,21 @@ impl<'a> IdPool<'a> {
             }
             match fs::hard_link(&claim, &slot_file) {
                 Ok(()) => {
-                    result = Ok(Allocation { slot, range });
+                    // Published first, then checked: an engine range claimed
+                    // at the same time sees this slot, or this sees it.
+                    if self
+                        .held_ranges(&slot_file)
+                        .iter()
+                        .any(|h| crate::harden::userns_overlaps(*h, range))
+                    {
+                        let _ = fs::remove_file(&slot_file);
+                        continue;
+                    }
+                    result = Ok(Allocation {
+                        slot,
+                        range,
+                        engine: false,
+                    });
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
@@ -204,6 +237,107 @@ impl<'a> IdPool<'a> {
         result
     }
 
+    /// The range a pool file name stands for: a slot, or an engine range.
+    fn range_of_name(&self, name: &str) -> Option<Allocation> {
+        if let Some(rest) = name.strip_prefix(ENGINE_PREFIX) {
+            let (host, size) = rest.split_once('-')?;
+            return Some(Allocation {
+                slot: 0,
+                range: IdRange {
+                    host_id: host.parse().ok()?,
+                    size: size.parse().ok()?,
+                },
+                engine: true,
+            });
+        }
+        let slot = name.parse().ok()?;
+        Some(Allocation {
+            slot,
+            range: self.range_of(slot),
+            engine: false,
+        })
+    }
+
+    /// Every range a container holds (slots and engine ranges), but the
+    /// one in the pool file `except`.
+    pub fn held_ranges(&self, except: &Path) -> Vec<IdRange> {
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != except)
+            .filter_map(|e| e.file_name().to_str().and_then(|n| self.range_of_name(n)))
+            .map(|a| a.range)
+            .collect()
+    }
+
+    /// Claims `range`, which the engine gave container `id` in its spec
+    /// (already judged by `moat::harden::engine_id_range`), so that delete
+    /// frees what it took and no pool slot nor other engine range overlaps
+    /// it. Published (hard link, like a slot), then checked against every
+    /// other held range and the ids of live processes: of two overlapping
+    /// claims at once, at least one sees the other and gives up.
+    pub fn claim_engine_range(
+        &self,
+        root: &Path,
+        id: &str,
+        range: IdRange,
+    ) -> Result<Allocation, PoolError> {
+        self.open_dir()?;
+        self.sweep_dead_claims();
+        let allocation = Allocation {
+            slot: 0,
+            range,
+            engine: true,
+        };
+        let file = self.dir.join(allocation.file_name());
+        let claim = self.write_claim(&owner_tag(root, id))?;
+        let linked = fs::hard_link(&claim, &file);
+        let _ = fs::remove_file(&claim);
+        let taken = |detail: String| {
+            PoolError::EngineRange(crate::refusal::Refusal::new(
+                crate::refusal::RefusalRule::UserNamespaceMapping,
+                format!(
+                    "linux.uidMappings maps container ids to host ids {}-{}, {detail}",
+                    range.host_id,
+                    u64::from(range.host_id) + u64::from(range.size) - 1
+                ),
+                None,
+            ))
+        };
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(taken("which another container holds".into()))
+            }
+            Err(e) => return Err(self.io(e)),
+        }
+        let clash = self
+            .held_ranges(&file)
+            .into_iter()
+            .find(|h| crate::harden::userns_overlaps(*h, range));
+        let busy = ids_in_use();
+        let running = busy
+            .range(range.host_id..=range.host_id.saturating_add(range.size - 1))
+            .next()
+            .copied();
+        if clash.is_some() || running.is_some() {
+            let _ = fs::remove_file(&file);
+            return Err(taken(match clash {
+                Some(h) => format!(
+                    "which overlap host ids {}-{} another container holds",
+                    h.host_id,
+                    u64::from(h.host_id) + u64::from(h.size) - 1
+                ),
+                None => format!(
+                    "in which a process already runs (host id {})",
+                    running.unwrap_or_default()
+                ),
+            }));
+        }
+        Ok(allocation)
+    }
+
     /// Records where the container's processes live (its cgroup) in its
     /// slot file, replacing the file atomically (it is never empty).
     pub fn record(
@@ -214,7 +348,7 @@ impl<'a> IdPool<'a> {
         record: &ClaimRecord,
     ) -> Result<(), PoolError> {
         let tag = owner_tag(root, id);
-        let slot_file = self.dir.join(allocation.slot.to_string());
+        let slot_file = self.dir.join(allocation.file_name());
         let current = fs::read_to_string(&slot_file).map_err(|e| self.io(e))?;
         if !owned_by_tag(&current, &tag) {
             return Err(self.io(std::io::Error::other(format!(
@@ -262,10 +396,14 @@ impl<'a> IdPool<'a> {
             if !owned_by_tag(&content, &tag) {
                 continue;
             }
-            if let Some(slot) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            if let Some(a) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| self.range_of_name(n))
+            {
                 owned.push(OwnedSlot {
-                    slot,
-                    range: self.range_of(slot),
+                    slot: a.slot,
+                    range: a.range,
                     record: parse_record(&content),
                 });
             }
@@ -292,8 +430,12 @@ impl<'a> IdPool<'a> {
             if !fs::read_to_string(&path).is_ok_and(|c| owned_by_tag(&c, &tag)) {
                 continue;
             }
-            if let Some(slot) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                let range = self.range_of(slot);
+            if let Some(range) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| self.range_of_name(n))
+                .map(|a| a.range)
+            {
                 let left = kill_range(range, Duration::from_secs(5));
                 if !left.is_empty() {
                     return Err(PoolError::StillInUse { range, pids: left });
@@ -318,8 +460,8 @@ impl<'a> IdPool<'a> {
 /// Does the slot file of `slot` in the pool directory `dir` name
 /// (`root`, `id`) as its owner? A pod's members check that their sandbox
 /// still holds the range they are about to run with.
-pub fn slot_owned_by(dir: &Path, slot: u32, root: &Path, id: &str) -> bool {
-    fs::read_to_string(dir.join(slot.to_string()))
+pub fn slot_owned_by(dir: &Path, allocation: &Allocation, root: &Path, id: &str) -> bool {
+    fs::read_to_string(dir.join(allocation.file_name()))
         .is_ok_and(|c| owned_by_tag(&c, &owner_tag(root, id)))
 }
 
@@ -487,6 +629,54 @@ mod tests {
             ranges,
             pool_dir: dir.display().to_string(),
         }
+    }
+
+    #[test]
+    fn engine_ranges_are_claimed_checked_and_freed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(&tmp.path().join("pool"), 4);
+        let pool = IdPool::new(&p);
+        let root = Path::new("/run/x");
+        let a = pool.allocate(root, "a").unwrap();
+        // The engine gives slot 1's range (plus a bit): claimed, not a slot.
+        let given = IdRange {
+            host_id: p.host_id_base + 1000,
+            size: 1500,
+        };
+        let e = pool.claim_engine_range(root, "e", given).unwrap();
+        assert!(e.engine);
+        assert_eq!(e.range, given);
+        assert_eq!(pool.owned(root, "e")[0].range, given);
+        assert!(slot_owned_by(pool.dir(), &e, root, "e"));
+        pool.record(&e, root, "e", &ClaimRecord::default()).unwrap();
+        // The same or an overlapping range is refused, also over a slot.
+        for (id, r) in [
+            ("f", given),
+            (
+                "g",
+                IdRange {
+                    host_id: given.host_id + 1499,
+                    size: 10,
+                },
+            ),
+            ("h", a.range),
+        ] {
+            let err = pool.claim_engine_range(root, id, r).unwrap_err();
+            assert!(matches!(err, PoolError::EngineRange(_)), "{err}");
+            assert!(err.to_string().contains("user-namespace-mapping"), "{err}");
+            assert!(pool.owned(root, id).is_empty());
+        }
+        // The pool skips the slots the engine's range overlaps (1 and 2).
+        assert_eq!(pool.allocate(root, "b").unwrap().slot, 3);
+        assert!(matches!(
+            pool.allocate(root, "c"),
+            Err(PoolError::Exhausted(_))
+        ));
+        // Delete frees exactly what was taken: the engine file, no slot.
+        assert_eq!(pool.free_owned_by(root, "e").unwrap(), 1);
+        assert!(pool.owned(root, "e").is_empty());
+        assert_eq!(pool.owned_by(root, "a"), vec![0]);
+        assert_eq!(pool.allocate(root, "c").unwrap().slot, 1);
     }
 
     #[test]

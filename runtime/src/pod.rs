@@ -104,16 +104,59 @@ pub fn record_membership(private: &Path, pod: Option<&Pod>) -> std::io::Result<(
 }
 
 /// The range of a new container: the pod's when it joins one (nothing is
-/// allocated), else a fresh one from the pool.
+/// allocated), else the engine's (`engine`, see [`engine_range`]) claimed
+/// in the pool, else a fresh one from the pool.
 pub fn allocation(
     pool: &IdPool,
     pod: Option<&Pod>,
+    engine: Option<crate::harden::IdRange>,
     root: &Path,
     id: &str,
 ) -> Result<Allocation, PoolError> {
-    match pod {
-        Some(p) => Ok(p.allocation),
-        None => pool.allocate(root, id),
+    match (pod, engine) {
+        (Some(p), _) => Ok(p.allocation),
+        (None, Some(range)) => pool.claim_engine_range(root, id, range),
+        (None, None) => pool.allocate(root, id),
+    }
+}
+
+/// An engine range another container took since precheck stays the
+/// one-line refusal; any other pool error says what failed.
+pub fn refusal_or_context(e: PoolError) -> anyhow::Error {
+    match e {
+        PoolError::EngineRange(r) => anyhow::anyhow!(r),
+        other => anyhow::Error::new(other).context("cannot allocate a host id range"),
+    }
+}
+
+/// The range an engine's mapping in `spec` names, judged at the edge
+/// (`moat::harden::engine_id_range`) against the ranges other containers
+/// hold now; for a pod member, the pod's range, which the engine's mapping
+/// (containerd 2 repeats the sandbox's in every container) must equal.
+/// `None`: moat gives a range from its pool. Put in `HostFacts::id_range`
+/// by precheck and claimed by [`allocation`].
+pub fn engine_range(
+    spec: &Spec,
+    policy: &crate::policy::Policy,
+    pod: Option<&Pod>,
+) -> Result<Option<crate::harden::IdRange>, Refusal> {
+    let pool = IdPool::new(&policy.user_namespace);
+    let held = match pod {
+        Some(_) => Vec::new(),
+        None => pool.held_ranges(Path::new("")),
+    };
+    let engine = crate::harden::engine_id_range(spec, &policy.user_namespace, &held)?;
+    match (pod, engine) {
+        (Some(p), Some(range)) if range != p.allocation.range => Err(Refusal::new(
+            RefusalRule::UserNamespaceMapping,
+            format!(
+                "linux.uidMappings maps container ids to host ids from {}, but pod {} runs with host ids from {}",
+                range.host_id, p.owner, p.allocation.range.host_id
+            ),
+            None,
+        )),
+        (Some(p), _) => Ok(Some(p.allocation.range)),
+        (None, e) => Ok(e),
     }
 }
 
@@ -331,7 +374,7 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
     };
     let pool_dir = first.state.pool_dir.clone();
     if let Some(dir) = &pool_dir {
-        if !crate::idpool::slot_owned_by(dir, allocation.slot, root, &owner) {
+        if !crate::idpool::slot_owned_by(dir, &allocation, root, &owner) {
             return Err(refuse(format!(
                 "pod {owner} no longer holds its id range (its sandbox was deleted)"
             )));

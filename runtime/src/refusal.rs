@@ -28,6 +28,9 @@ pub enum RefusalRule {
     SymlinkMountDestination,
     /// Joining an existing user namespace.
     UserNamespacePath,
+    /// An engine-given uid/gid mapping moat cannot keep (below the pool's
+    /// floor, overlapping another container's range, or not one range).
+    UserNamespaceMapping,
     /// OCI hooks outside the operator's allowlist.
     Hooks,
     /// A `linux.cgroupsPath` outside the policy's parents, or a live cgroup.
@@ -61,6 +64,7 @@ impl RefusalRule {
         RefusalRule::SensitiveHostMount,
         RefusalRule::SymlinkMountDestination,
         RefusalRule::UserNamespacePath,
+        RefusalRule::UserNamespaceMapping,
         RefusalRule::Hooks,
         RefusalRule::CgroupsPath,
         RefusalRule::NamespacePath,
@@ -84,6 +88,7 @@ impl RefusalRule {
             RefusalRule::SensitiveHostMount => "sensitive-host-mount",
             RefusalRule::SymlinkMountDestination => "symlink-mount-destination",
             RefusalRule::UserNamespacePath => "user-namespace-path",
+            RefusalRule::UserNamespaceMapping => "user-namespace-mapping",
             RefusalRule::Hooks => "hooks",
             RefusalRule::CgroupsPath => "cgroups-path",
             RefusalRule::NamespacePath => "namespace-path",
@@ -101,7 +106,7 @@ impl RefusalRule {
         match self {
             RefusalRule::Annotation | RefusalRule::AnnotationLoosensPolicy => "T0",
             RefusalRule::UnsupportedField => "T0",
-            RefusalRule::UserNamespacePath => "T3",
+            RefusalRule::UserNamespacePath | RefusalRule::UserNamespaceMapping => "T3",
             RefusalRule::TmpfsTotal => "T5",
             RefusalRule::Privileged => "T9",
             RefusalRule::HostNamespace => "T10",

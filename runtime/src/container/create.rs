@@ -206,6 +206,8 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     facts.container_id = Some(opts.id.to_string());
     facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
     facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
+    facts.id_range =
+        crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?;
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
     // a rootfs swapped since cannot point the walk elsewhere (T29).
@@ -300,8 +302,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
 
     let pool = IdPool::new(&policy.user_namespace);
-    let allocation = crate::pod::allocation(&pool, pod.as_ref(), &root, id)
-        .context("cannot allocate a host id range")?;
+    let allocation = crate::pod::allocation(&pool, pod.as_ref(), facts.id_range, &root, id)
+        .map_err(crate::pod::refusal_or_context)?;
     crate::pod::record_membership(private, pod.as_ref()).context("cannot record the pod")?;
     // The facts precheck gathered, now with the range this container got.
     facts.id_range = Some(allocation.range);

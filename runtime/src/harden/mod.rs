@@ -45,7 +45,9 @@ pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
 pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
 pub use resources::{clamp_pids_limit, refuse_unified};
-pub use userns::{clamp_ping_group_range, UNPRIVILEGED_PORT_START};
+pub use userns::{
+    clamp_ping_group_range, engine_id_range, overlaps as userns_overlaps, UNPRIVILEGED_PORT_START,
+};
 
 /// The host uid/gid range a container's ids 0..size map onto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +148,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     if let Some(process) = out.process().clone() {
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
+    userns::engine_id_range(spec, &operator.user_namespace, &[])?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);

@@ -125,7 +125,9 @@ fn interesting_specs() -> Vec<(&'static str, Spec)> {
                     .as_array_mut()
                     .unwrap()
                     .push(json!({"type": "user"}));
-                v["linux"]["uidMappings"] = json!([mapping(0, 0, 65536)]);
+                // An engine's mapping is kept only when safe (see userns).
+                v["linux"]["uidMappings"] = json!([mapping(0, RANGE.host_id, RANGE.size)]);
+                v["linux"]["gidMappings"] = json!([mapping(0, RANGE.host_id, RANGE.size)]);
                 v["linux"]["resources"]["pids"] = json!({"limit": -1});
                 v["process"]["capabilities"]["ambient"] = json!(["CAP_KILL", "CAP_NET_RAW"]);
             }),

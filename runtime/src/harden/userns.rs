@@ -6,8 +6,84 @@ use oci_spec::runtime::{
 };
 
 use super::{HostFacts, IdRange};
-use crate::policy::Policy;
+use crate::policy::{Policy, UserNamespacePolicy};
+use crate::refusal::{Refusal, RefusalRule};
 use crate::report::{Report, Rule};
+
+fn refuse_mapping(detail: String) -> Refusal {
+    Refusal::new(RefusalRule::UserNamespaceMapping, detail, None)
+}
+
+/// The host range of a mapping the engine already put in the spec
+/// (containerd 2 for a `hostUsers: false` pod, whose kubelet chose it),
+/// if the spec asks for a user namespace and carries uid and gid mappings.
+///
+/// moat keeps such a mapping instead of giving its own range, so the ids
+/// the kubelet chose (and the idmapped volumes it asked for) stay right,
+/// but only if it is as safe as a range of moat's pool (T3): one range
+/// from container id 0, the same for uids and gids (libcontainer writes a
+/// single range itself), no host id below the pool's first
+/// (`user_namespace.host_id_base`, so never host root or a host user), and
+/// no overlap with a range another container holds (`held`, gathered at
+/// the edge from the pool; `moat::idpool` checks it again when it claims).
+pub fn engine_id_range(
+    spec: &Spec,
+    policy: &UserNamespacePolicy,
+    held: &[IdRange],
+) -> Result<Option<IdRange>, Refusal> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let asks_user_namespace = linux
+        .namespaces()
+        .as_ref()
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let given = |m: &Option<Vec<LinuxIdMapping>>| m.as_ref().is_some_and(|v| !v.is_empty());
+    if !asks_user_namespace || !(given(linux.uid_mappings()) || given(linux.gid_mappings())) {
+        return Ok(None);
+    }
+    let (uids, gids) = (linux.uid_mappings(), linux.gid_mappings());
+    let one = match (uids.as_deref(), gids.as_deref()) {
+        (Some([u]), Some([g]))
+            if u == g && u.container_id() == 0 && u.size() > 0 =>
+        {
+            *u
+        }
+        _ => {
+            return Err(refuse_mapping(format!(
+                "linux.uidMappings {} and linux.gidMappings {}: moat keeps an engine's mapping only as one range from container id 0, the same for uids and gids",
+                mapping_text(uids),
+                mapping_text(gids)
+            )))
+        }
+    };
+    let range = IdRange {
+        host_id: one.host_id(),
+        size: one.size(),
+    };
+    let last = u64::from(range.host_id) + u64::from(range.size) - 1;
+    if range.host_id < policy.host_id_base || last > u64::from(u32::MAX) {
+        return Err(refuse_mapping(format!(
+            "linux.uidMappings maps container ids to host ids {}-{last}, outside moat's ids (from user_namespace.host_id_base {})",
+            range.host_id, policy.host_id_base
+        )));
+    }
+    if let Some(other) = held.iter().find(|h| overlaps(**h, range)) {
+        return Err(refuse_mapping(format!(
+            "linux.uidMappings maps container ids to host ids {}-{last}, which overlap host ids {}-{} another container holds",
+            range.host_id,
+            other.host_id,
+            u64::from(other.host_id) + u64::from(other.size) - 1
+        )));
+    }
+    Ok(Some(range))
+}
+
+/// Do two host ranges share an id?
+pub fn overlaps(a: IdRange, b: IdRange) -> bool {
+    let end = |r: IdRange| u64::from(r.host_id) + u64::from(r.size);
+    u64::from(a.host_id) < end(b) && u64::from(b.host_id) < end(a)
+}
 
 fn mapping_text(m: &Option<Vec<LinuxIdMapping>>) -> String {
     match m {
@@ -27,7 +103,12 @@ pub(super) fn add_user_namespace(
     facts: &HostFacts,
     report: &mut Report,
 ) {
-    let range = facts.id_range.unwrap_or(IdRange {
+    // An engine's own mapping that passed `engine_id_range` is kept (create
+    // puts it in `id_range` too); `explain` shows it rather than the pool's.
+    let engine = engine_id_range(spec, &policy.user_namespace, &[])
+        .ok()
+        .flatten();
+    let range = facts.id_range.or(engine).unwrap_or(IdRange {
         host_id: policy.user_namespace.host_id_base,
         size: policy.user_namespace.range_size,
     });

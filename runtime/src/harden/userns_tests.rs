@@ -74,42 +74,136 @@ fn user_namespace_without_allocated_range_uses_the_pools_first_range() {
     assert_eq!(id_maps(linux.gid_mappings()), vec![(0, 100_000, 1000)]);
 }
 
-#[test]
-fn user_namespace_existing_mappings_to_host_root_are_replaced() {
-    let s = docker_with(|v| {
+fn with_engine_mappings(uid: Value, gid: Value) -> Spec {
+    docker_with(|v| {
         v["linux"]["namespaces"]
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "user"}));
-        v["linux"]["uidMappings"] = json!([mapping(0, 0, 65536)]);
-        v["linux"]["gidMappings"] = json!([mapping(0, 0, 1), mapping(1, 100000, 65535)]);
-    });
-    let h = ok(&s);
+        v["linux"]["uidMappings"] = uid;
+        v["linux"]["gidMappings"] = gid;
+    })
+}
+
+#[test]
+fn user_namespace_engine_mappings_below_the_floor_are_refused() {
+    // Host root, a host user's ids (docker's userns-remap 100000), and a
+    // range that starts above the floor's predecessor but below it.
+    for host in [0, 100_000, (1 << 30) - 1] {
+        let s = with_engine_mappings(
+            json!([mapping(0, host, 65536)]),
+            json!([mapping(0, host, 65536)]),
+        );
+        let r = refused(&s);
+        assert_refusal(&r, "user-namespace-mapping", None);
+        assert!(r.detail.contains("host_id_base"), "{r}");
+        assert!(r.detail.contains(&format!("host ids {host}-")), "{r}");
+    }
+}
+
+#[test]
+fn user_namespace_engine_mappings_must_be_one_equal_range_from_zero() {
+    let ok_map = || json!([mapping(0, RANGE.host_id, RANGE.size)]);
+    for (uid, gid) in [
+        (
+            ok_map(),
+            json!([mapping(0, 0, 1), mapping(1, RANGE.host_id, 65535)]),
+        ),
+        (
+            ok_map(),
+            json!([mapping(0, RANGE.host_id + 65536, RANGE.size)]),
+        ),
+        (
+            json!([mapping(1, RANGE.host_id, RANGE.size)]),
+            json!([mapping(1, RANGE.host_id, RANGE.size)]),
+        ),
+        (ok_map(), json!([])),
+        (
+            json!([mapping(0, u32::MAX - 10, 65536)]),
+            json!([mapping(0, u32::MAX - 10, 65536)]),
+        ),
+    ] {
+        let r = refused(&with_engine_mappings(uid.clone(), gid));
+        assert_refusal(&r, "user-namespace-mapping", None);
+    }
+}
+
+#[test]
+fn user_namespace_engine_mapping_is_kept_and_not_reported() {
+    let engine = IdRange {
+        host_id: (1 << 30) + 7 * 65536,
+        size: 65536,
+    };
+    let m = || json!([mapping(0, engine.host_id, engine.size)]);
+    let s = with_engine_mappings(m(), m());
+    // What precheck does: the rule, with the ranges others hold, names the
+    // range create then claims and puts in `id_range`.
+    let policy = Policy::default();
+    assert_eq!(
+        crate::harden::engine_id_range(&s, &policy.user_namespace, &[RANGE]).unwrap(),
+        Some(engine)
+    );
+    let facts = HostFacts {
+        id_range: Some(engine),
+        ..Default::default()
+    };
+    let h = ok_with(&s, &policy, &facts);
     let linux = h.spec.linux().as_ref().unwrap();
-    let want = vec![(0, RANGE.host_id, RANGE.size)];
+    let want = vec![(0, engine.host_id, engine.size)];
     assert_eq!(id_maps(linux.uid_mappings()), want);
     assert_eq!(id_maps(linux.gid_mappings()), want);
-    assert_eq!(
-        namespace_types(&h.spec)
-            .iter()
-            .filter(|t| **t == LinuxNamespaceType::User)
-            .count(),
-        1
-    );
-    // The namespace was there: only the mappings are reported.
     assert!(!has_line(
         &h.report,
         Rule::UserNamespace,
-        "linux.namespaces"
+        "linux.uidMappings"
     ));
+    // explain (no range allocated) shows the engine's, not the pool's first.
+    let h = ok_with(&s, &policy, &HostFacts::default());
+    let linux = h.spec.linux().as_ref().unwrap();
+    assert_eq!(id_maps(linux.uid_mappings()), want);
+    // No user namespace asked for: the mappings are the engine's leftovers,
+    // replaced by moat's range as before.
+    let s = docker_with(|v| {
+        v["linux"]["uidMappings"] = json!([mapping(0, 0, 65536)]);
+        v["linux"]["gidMappings"] = json!([mapping(0, 0, 65536)]);
+    });
     assert_eq!(
-        line(&h.report, Rule::UserNamespace, "linux.uidMappings").before,
-        "0:0:65536"
+        crate::harden::engine_id_range(&s, &policy.user_namespace, &[]).unwrap(),
+        None
     );
+    let h = ok(&s);
+    let linux = h.spec.linux().as_ref().unwrap();
     assert_eq!(
-        line(&h.report, Rule::UserNamespace, "linux.gidMappings").before,
-        "0:0:1,1:100000:65535"
+        id_maps(linux.uid_mappings()),
+        vec![(0, RANGE.host_id, RANGE.size)]
     );
+}
+
+#[test]
+fn user_namespace_engine_mapping_overlapping_a_held_range_is_refused() {
+    let policy = Policy::default();
+    let engine = IdRange {
+        host_id: RANGE.host_id + 100,
+        size: 65536,
+    };
+    let m = || json!([mapping(0, engine.host_id, engine.size)]);
+    let s = with_engine_mappings(m(), m());
+    let r = crate::harden::engine_id_range(&s, &policy.user_namespace, &[RANGE]).unwrap_err();
+    assert_refusal(&r, "user-namespace-mapping", None);
+    assert!(r.detail.contains("another container holds"), "{r}");
+    // Adjacent ranges do not overlap.
+    let next = IdRange {
+        host_id: RANGE.host_id + RANGE.size,
+        size: 1,
+    };
+    assert!(!crate::harden::userns_overlaps(RANGE, next));
+    assert!(crate::harden::userns_overlaps(
+        RANGE,
+        IdRange {
+            host_id: next.host_id - 1,
+            size: 1
+        }
+    ));
 }
 
 #[test]
