@@ -291,6 +291,15 @@ pub fn parse_list<S: AsRef<str>>(entries: &[S]) -> Result<Vec<AllowRule>, ParseE
     entries.iter().map(|e| e.as_ref().trim().parse()).collect()
 }
 
+/// Engine resolvers on loopback: docker's embedded resolver listens on
+/// 127.0.0.11 inside the container's own network namespace (port 53 is
+/// DNAT'd to a random port of it, listed in the container's
+/// /proc/net/{tcp,udp}) and forwards any name upstream from the host: DNS
+/// as an exfiltration channel (T18). Refused on every port, loopback or
+/// not, like the metadata endpoints: only an entry naming the exact address
+/// (`127.0.0.11 udp 53`) allows it.
+pub const ENGINE_RESOLVERS: [IpAddr; 1] = [IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11))];
+
 /// Cloud metadata endpoints (AWS/GCP/Azure/OpenStack `169.254.169.254`,
 /// ECS task metadata `169.254.170.2`, AWS IPv6 `fd00:ec2::254`, Alibaba
 /// `100.100.100.200`). They hand out instance credentials, so a wide
@@ -318,7 +327,9 @@ pub const DNS_PORTS: [u16; 2] = [53, 853];
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Egress {
     pub allow: Vec<AllowRule>,
-    /// The built-in [`METADATA_ENDPOINTS`] and the policy's additions.
+    /// Addresses refused on every port even under a wider entry (and
+    /// before loopback is accepted): the built-in [`METADATA_ENDPOINTS`],
+    /// [`ENGINE_RESOLVERS`] and the policy's additions.
     pub metadata: Vec<IpAddr>,
 }
 
@@ -351,7 +362,11 @@ impl From<Vec<AllowRule>> for Egress {
     fn from(allow: Vec<AllowRule>) -> Egress {
         Egress {
             allow,
-            metadata: METADATA_ENDPOINTS.to_vec(),
+            metadata: METADATA_ENDPOINTS
+                .iter()
+                .chain(ENGINE_RESOLVERS.iter())
+                .copied()
+                .collect(),
         }
     }
 }
@@ -810,6 +825,9 @@ mod tests {
             "169.254.170.2",
             "fd00:ec2::254",
             "100.100.100.200",
+            // docker's embedded resolver: on every port, before loopback
+            // is accepted (its real port is not 53).
+            "127.0.0.11",
         ] {
             let prefix = if m.contains(':') { 128 } else { 32 };
             let tcp = position(
@@ -874,7 +892,10 @@ mod tests {
             metadata: vec!["192.0.2.80".into()],
         };
         let e = Egress::from_policy(&policy).unwrap();
-        assert_eq!(e.metadata.len(), METADATA_ENDPOINTS.len() + 1);
+        assert_eq!(
+            e.metadata.len(),
+            METADATA_ENDPOINTS.len() + ENGINE_RESOLVERS.len() + 1
+        );
         let r = rules(&e);
         assert!(position(
             &r,
