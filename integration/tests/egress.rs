@@ -775,7 +775,9 @@ fn inbound_connections_get_replies() {
 #[test]
 fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
     let env = Env::new();
-    let first_b = env.bundle(&["sleep", "300"]);
+    let mut first_b = env.bundle(&["sleep", "300"]);
+    // A raw bundle is joinable only with its own consent (T10).
+    first_b.annotate("moat.dev/joinable", "true");
     let id1 = env.id("eg-first");
     let id2 = env.id("eg-second");
     let leak1 = env.leak_check(&id1);

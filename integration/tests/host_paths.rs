@@ -223,7 +223,9 @@ fn ns_id(path: &str) -> String {
 #[test]
 fn namespace_path_swap_race_never_joins_the_hosts() {
     let env = Env::new();
-    let sleeper = env.bundle(&["sleep", "300"]);
+    let mut sleeper = env.bundle(&["sleep", "300"]);
+    // A raw bundle is joinable only with its own consent (T10).
+    sleeper.annotate("moat.dev/joinable", "true");
     let (owner, _g) = env.start_sleeper(&sleeper, "ns-owner");
     let pid = env.state(&owner)["pid"].as_i64().unwrap();
     let theirs = PathBuf::from(format!("/proc/{pid}/ns/ipc"));

@@ -102,6 +102,7 @@ pub fn from_pinned(
         resolved_sources: pinned.resolved_sources(),
         source_aliases: pinned.source_aliases(),
         container_id: None,
+        pod_owner: None,
         hook_executables: crate::hook_exe::gather(spec),
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: Some(rootfs.to_path_buf()),

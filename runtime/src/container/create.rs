@@ -205,6 +205,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
     facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
+    facts.pod_owner = pod.as_ref().map(|p| p.owner.clone());
     facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
     facts.id_range =
         crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?;

@@ -156,6 +156,88 @@ pub(super) fn refuse_other_pods_volumes(
     Ok(())
 }
 
+/// The container or sandbox id a per-container engine file names: for a
+/// `volumes.idmap_under` pattern with a `containers/*` or `sandboxes/*`
+/// pair (docker's `containers/<id>/resolv.conf`, containerd's CRI
+/// `containers/<id>/volumes/...`, `sandboxes/<id>/hosts`) that `path`
+/// matches, the component the `*` stands for.
+fn engine_owner_in(path: &Path, policy: &Policy) -> Option<String> {
+    let comps: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    policy.volumes.idmap_under.iter().find_map(|pattern| {
+        if !crate::policy::path_matches(pattern, path) {
+            return None;
+        }
+        let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+        // kubelet's `pods/<uid>/containers/<name>`: the pod uid rule's.
+        if pat.windows(2).any(|w| w == ["pods", "*"]) {
+            return None;
+        }
+        let at = pat
+            .windows(2)
+            .position(|w| w == ["containers", "*"] || w == ["sandboxes", "*"])?
+            + 1;
+        comps.get(at).cloned()
+    })
+}
+
+/// Refuses a bind of another container's per-container engine files (T19,
+/// T11): `containers/<id>/{hosts,hostname,resolv.conf,mounts/shm}` and
+/// `sandboxes/<id>/...` are idmapped, so naming another container's would
+/// hand container root that container's files (its resolv.conf: its DNS).
+/// The id must be this container's own or its pod owner's (found from the
+/// namespaces it joins: docker's `--ipc container:X` hands the joiner X's
+/// shm, a CRI container gets its sandbox's hosts and resolv.conf). Judged
+/// on the source as written and as resolved.
+pub(super) fn refuse_other_containers_files(
+    spec: &Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+) -> Result<(), Refusal> {
+    let own: Vec<&String> = facts
+        .container_id
+        .iter()
+        .chain(facts.pod_owner.iter())
+        .collect();
+    for m in spec
+        .mounts()
+        .as_ref()
+        .into_iter()
+        .flatten()
+        .filter(|m| is_bind(m))
+    {
+        let Some(source) = m.source() else {
+            continue;
+        };
+        let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
+        for candidate in std::iter::once(normalize(source)).chain(resolved) {
+            let Some(owner) = engine_owner_in(&candidate, policy) else {
+                continue;
+            };
+            // explain (no container id) judges the spec alone.
+            if facts.container_id.is_none() || own.contains(&&owner) {
+                continue;
+            }
+            return Err(Refusal::new(
+                RefusalRule::SensitiveHostMount,
+                format!(
+                    "bind mount of {} at {}: {} belongs to container {owner}, which is neither this container nor its pod's owner",
+                    source.display(),
+                    m.destination().display(),
+                    candidate.display()
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
     for s in SENSITIVE_HOST_PATHS {
         let s = Path::new(s);

@@ -321,3 +321,50 @@ fn another_pods_kubelet_volume_is_refused() {
         &facts(),
     );
 }
+
+/// Red-team finding: a bind of another container's per-container engine
+/// files (docker's containers/<id>/resolv.conf, containerd's
+/// sandboxes/<id>/hosts) handed container root that container's DNS. The
+/// id must be this container's own or its pod owner's.
+#[test]
+fn another_containers_engine_files_are_refused() {
+    let with = |src: &str| docker_with(|v| add_mount(v, bind(src, "/x")));
+    let mut f = facts();
+    // The docker fixture binds its own container abc's files.
+    f.container_id = Some("abc".into());
+    for src in [
+        "/var/lib/docker/containers/other/resolv.conf",
+        "/var/lib/docker/containers/other/mounts/shm",
+        "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/other/hosts",
+        "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/other/volumes/v",
+    ] {
+        let r = refused_with(&with(src), &Policy::default(), &f);
+        assert_refusal(&r, "sensitive-host-mount", None);
+        assert!(r.detail.contains("belongs to container other"), "{src}: {r}");
+    }
+    ok_with(
+        &with("/var/lib/docker/containers/abc/hostname"),
+        &Policy::default(),
+        &f,
+    );
+    // The pod's owner: docker's --ipc container:X shm, a CRI sandbox's hosts.
+    f.pod_owner = Some("owner".into());
+    ok_with(
+        &with("/var/lib/docker/containers/owner/mounts/shm"),
+        &Policy::default(),
+        &f,
+    );
+    ok_with(
+        &with("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/owner/hosts"),
+        &Policy::default(),
+        &f,
+    );
+    // Resolved through a symlink into another container's files.
+    let link = "/var/lib/docker/volumes/v/_data/link";
+    f.resolved_sources.insert(
+        PathBuf::from(link),
+        PathBuf::from("/var/lib/docker/containers/other/hostname"),
+    );
+    let r = refused_with(&with(link), &Policy::default(), &f);
+    assert!(r.detail.contains("belongs to container other"), "{r}");
+}

@@ -73,6 +73,10 @@ pub struct HostFacts {
     /// The id of the container being created (`None` in `explain`): an
     /// engine's hook must name this container and no other.
     pub container_id: Option<String>,
+    /// The id of the pod's owner (sandbox) container this one joined
+    /// (`moat::pod`, found from the namespaces it joins, never from a name
+    /// it gives); `None`: a container of its own.
+    pub pod_owner: Option<String>,
     /// The image's `/etc/passwd` (read inside the rootfs; `None` when it has
     /// none or it is not a plain file), for HOME.
     pub image_passwd: Option<String>,
@@ -135,6 +139,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
     host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
+    host_paths::refuse_other_containers_files(spec, &policy, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
     root::refuse_rootfs_in_use(spec, facts)?;
     devices::refuse_devices(spec, &policy)?;
