@@ -116,7 +116,7 @@ pub fn all() -> Vec<Probe> {
         works("work_dev_null_urandom", "T6", works::dev_null_urandom),
         works(
             "work_unknown_syscalls_enosys",
-            "T4",
+            "T27",
             syscalls::unknown_syscalls_enosys,
         ),
         // T1: capabilities outside the allowlist.
