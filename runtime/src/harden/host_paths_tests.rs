@@ -340,7 +340,10 @@ fn another_containers_engine_files_are_refused() {
     ] {
         let r = refused_with(&with(src), &Policy::default(), &f);
         assert_refusal(&r, "sensitive-host-mount", None);
-        assert!(r.detail.contains("belongs to container other"), "{src}: {r}");
+        assert!(
+            r.detail.contains("belongs to container other"),
+            "{src}: {r}"
+        );
     }
     ok_with(
         &with("/var/lib/docker/containers/abc/hostname"),
