@@ -82,7 +82,7 @@ fn every_hook_kind_is_refused_by_default_and_never_runs() {
         let leak = env.leak_check(&id);
         {
             let _g = env.guard(&id);
-            let out = env.moat(&["run", "--bundle", b.path(), &id]);
+            let out = env.run(&b, &id);
             out.assert_fails_with("refused by moat rule hooks");
             out.assert_fails_with(&format!("hooks.{kind}[0]"));
             out.assert_fails_with(script.to_str().unwrap());
@@ -447,4 +447,34 @@ fn a_container_process_posing_as_dockerd_is_refused() {
     }
     leak.verify();
     assert!(fs::read_dir(proof_dir(&script)).unwrap().next().is_none());
+}
+
+/// A cgroupsPath of several new levels (red-team finding: every level above
+/// the leaf was left in every hierarchy, after a delete and after a failed
+/// create): the levels this create made are removed again (T22, T17).
+#[test]
+fn new_cgroup_levels_above_the_leaf_are_removed() {
+    let env = Env::new();
+    let top = format!("moat/lvl-{}", std::process::id());
+    for (what, argv) in [("ran", vec!["true"]), ("failed", vec!["/nonexistent"])] {
+        let id = env.id(&format!("cg-levels-{what}"));
+        let rel = format!("/{top}/a/b/{id}");
+        let mut b = env.bundle(&argv);
+        b.config["linux"]["cgroupsPath"] = json!(rel);
+        b.write();
+        let leak = env.leak_check(&id);
+        {
+            let _g = env.guard(&id);
+            let out = env.run(&b, &id);
+            if what == "ran" {
+                out.assert_ok();
+            }
+            let _ = env.moat(&["delete", "--force", &id]);
+        }
+        leak.verify();
+        for h in cgroup_hierarchies() {
+            let left = h.join(&top);
+            assert!(!left.exists(), "{what}: {} left behind", left.display());
+        }
+    }
 }

@@ -117,6 +117,37 @@ fn claim_hierarchy() -> Option<PathBuf> {
         .map(|m| m.mount_point.clone())
 }
 
+/// The cgroup directories above the leaf of a cgroupfs-form `cgroupsPath`
+/// that do not exist yet, in every cgroup hierarchy mounted here, deepest
+/// first: what this create's `mkdir -p` (moat's claim, libcontainer's
+/// cgroup managers) will make, and its teardown removes again while empty,
+/// so a tenant's `cgroupsPath` of many new levels leaves nothing behind.
+pub fn missing_ancestors(cgroups_path: &Path) -> Vec<PathBuf> {
+    let Ok(rel) = cgroups_path.strip_prefix("/") else {
+        return Vec::new();
+    };
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for m in crate::rootfs::parse_mountinfo(&text)
+        .iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+    {
+        let mut above: Vec<&Path> = rel.ancestors().skip(1).collect();
+        above.retain(|a| !a.as_os_str().is_empty());
+        for a in above {
+            let dir = m.mount_point.join(a);
+            if !dir.exists() {
+                out.push(dir);
+            }
+        }
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
 /// Why a container's cgroup could not be claimed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {

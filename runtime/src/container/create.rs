@@ -383,7 +383,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
                 // still leaves teardown the name of the leaf to remove
                 // (rmdir: only while empty); dropped again if the leaf turns
                 // out to be someone else's.
-                fs::write(&paths.cgroup_claim, dir.as_os_str().as_encoded_bytes())
+                // The leaf, then the directories above it this create will
+                // make (NUL-separated: no path holds a NUL).
+                let mut record = dir.as_os_str().as_encoded_bytes().to_vec();
+                for above in crate::cgroup_probe::missing_ancestors(&path) {
+                    record.push(0);
+                    record.extend_from_slice(above.as_os_str().as_encoded_bytes());
+                }
+                fs::write(&paths.cgroup_claim, record)
                     .context("cannot record the claimed cgroup")?;
                 if let Err(e) = crate::cgroup_probe::claim_leaf(&dir) {
                     let _ = fs::remove_file(&paths.cgroup_claim);

@@ -158,10 +158,13 @@ pub fn remove_moat_state_after(
     let _ = fs::remove_dir(sysfs);
     crate::rootfs::teardown(dir, &paths.mount_point);
     // The cgroup create claimed, if this create was killed before
-    // libcontainer took it over; rmdir only removes it empty (T22).
+    // libcontainer took it over, then the directories above it that create
+    // made (deepest first); rmdir only removes them empty (T22).
     if let Ok(claimed) = fs::read(&paths.cgroup_claim) {
         use std::os::unix::ffi::OsStrExt;
-        let _ = fs::remove_dir(Path::new(std::ffi::OsStr::from_bytes(&claimed)));
+        for dir in claimed.split(|b| *b == 0).filter(|d| !d.is_empty()) {
+            let _ = fs::remove_dir(Path::new(std::ffi::OsStr::from_bytes(dir)));
+        }
     }
     for pool_policy in &pools {
         crate::idpool::IdPool::new(pool_policy)
