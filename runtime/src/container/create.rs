@@ -379,12 +379,11 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             .and_then(|l| l.cgroups_path().clone())
         {
             if let Some(dir) = crate::cgroup_probe::leaf_to_claim(&path) {
-                // Recorded before the mkdir, so a moat killed right after it
-                // still leaves teardown the name of the leaf to remove
-                // (rmdir: only while empty); dropped again if the leaf turns
-                // out to be someone else's.
                 // The leaf, then the directories above it this create will
-                // make (NUL-separated: no path holds a NUL).
+                // make (NUL-separated: no path holds a NUL). Recorded before
+                // the mkdir, so a moat killed right after it still leaves
+                // teardown their names (rmdir: only while empty); dropped
+                // again if the leaf turns out to be someone else's.
                 let mut record = dir.as_os_str().as_encoded_bytes().to_vec();
                 for above in crate::cgroup_probe::missing_ancestors(&path) {
                     record.push(0);
@@ -393,17 +392,23 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
                 fs::write(&paths.cgroup_claim, record)
                     .context("cannot record the claimed cgroup")?;
                 if let Err(e) = crate::cgroup_probe::claim_leaf(&dir) {
-                    let _ = fs::remove_file(&paths.cgroup_claim);
                     return Err(match e {
-                        crate::cgroup_probe::ClaimError::Taken(dir) => anyhow!(Refusal::new(
-                            crate::refusal::RefusalRule::CgroupsPath,
-                            format!(
-                                "linux.cgroupsPath {}: {} (claimed by a concurrent create?)",
-                                path.display(),
-                                crate::cgroup_probe::ClaimError::Taken(dir)
-                            ),
-                            None,
-                        )),
+                        crate::cgroup_probe::ClaimError::Taken(dir) => {
+                            // Someone else's leaf (so no level above it was
+                            // missing): nothing of it is this create's.
+                            let _ = fs::remove_file(&paths.cgroup_claim);
+                            anyhow!(Refusal::new(
+                                crate::refusal::RefusalRule::CgroupsPath,
+                                format!(
+                                    "linux.cgroupsPath {}: {} (claimed by a concurrent create?)",
+                                    path.display(),
+                                    crate::cgroup_probe::ClaimError::Taken(dir)
+                                ),
+                                None,
+                            ))
+                        }
+                        // The levels above it that mkdir made stay recorded
+                        // for the failed create's teardown.
                         other => anyhow!(other),
                     });
                 }
