@@ -76,10 +76,15 @@ pub const ENGINE_SOCKET_NAMES: &[&str] = &[
 pub const POD_UID_ANNOTATIONS: &[&str] =
     &["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"];
 
-/// The pod uid a volume path names: for a `volumes.idmap_under` pattern
-/// with a `pods/*` pair (kubelet's `<pods>/<pod uid>/volumes/...`) that
-/// `path` matches, the component the `*` stands for.
-fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
+/// The component a `<dir>/*` pair of a `volumes.idmap_under` pattern that
+/// `path` matches stands for (`dirs`: the names that may precede the `*`),
+/// skipping patterns that hold a `<skip>/*` pair.
+fn wildcard_after(
+    path: &Path,
+    policy: &Policy,
+    dirs: &[&str],
+    skip: Option<&str>,
+) -> Option<String> {
     let comps: Vec<String> = path
         .components()
         .filter_map(|c| match c {
@@ -92,9 +97,41 @@ fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
             return None;
         }
         let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-        let at = pat.windows(2).position(|w| w == ["pods", "*"])? + 1;
+        let pair = |w: &[&str], dir: &str| w[0] == dir && w[1] == "*";
+        if skip.is_some_and(|d| pat.windows(2).any(|w| pair(w, d))) {
+            return None;
+        }
+        let at = pat
+            .windows(2)
+            .position(|w| dirs.iter().any(|d| pair(w, d)))?
+            + 1;
         comps.get(at).cloned()
     })
+}
+
+/// The pod uid a volume path names (kubelet's `<pods>/<pod uid>/volumes/...`).
+fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
+    wildcard_after(path, policy, &["pods"], None)
+}
+
+/// Every bind mount's source, as written and as resolved (normalized), with
+/// the mount: what the engine-file rules below judge.
+fn bind_source_candidates<'a>(
+    spec: &'a Spec,
+    facts: &'a HostFacts,
+) -> impl Iterator<Item = (&'a oci_spec::runtime::Mount, &'a Path, PathBuf)> + 'a {
+    spec.mounts()
+        .as_ref()
+        .into_iter()
+        .flatten()
+        .filter(|m| is_bind(m))
+        .filter_map(|m| m.source().as_deref().map(|source| (m, source)))
+        .flat_map(move |(m, source)| {
+            let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
+            std::iter::once(normalize(source))
+                .chain(resolved)
+                .map(move |candidate| (m, source, candidate))
+        })
 }
 
 /// Refuses a bind of another pod's kubelet volume (T19): kubelet lays a
@@ -116,42 +153,30 @@ pub(super) fn refuse_other_pods_volumes(
         .iter()
         .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
         .collect();
-    for m in spec
-        .mounts()
-        .as_ref()
-        .into_iter()
-        .flatten()
-        .filter(|m| is_bind(m))
-    {
-        let Some(source) = m.source() else {
+    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+        let Some(uid) = pod_uid_in(&candidate, policy) else {
             continue;
         };
-        let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
-        for candidate in std::iter::once(normalize(source)).chain(resolved) {
-            let Some(uid) = pod_uid_in(&candidate, policy) else {
-                continue;
-            };
-            let why = if claimed.is_empty() {
-                format!(
-                    "the spec carries no pod uid ({})",
-                    POD_UID_ANNOTATIONS.join(", ")
-                )
-            } else if let Some((key, other)) = claimed.iter().find(|(_, v)| **v != uid) {
-                format!("the spec's {key} is {other}")
-            } else {
-                continue;
-            };
-            return Err(Refusal::new(
-                RefusalRule::SensitiveHostMount,
-                format!(
-                    "bind mount of {} at {}: {} is a volume of pod {uid}, and {why}",
-                    source.display(),
-                    m.destination().display(),
-                    candidate.display()
-                ),
-                None,
-            ));
-        }
+        let why = if claimed.is_empty() {
+            format!(
+                "the spec carries no pod uid ({})",
+                POD_UID_ANNOTATIONS.join(", ")
+            )
+        } else if let Some((key, other)) = claimed.iter().find(|(_, v)| **v != uid) {
+            format!("the spec's {key} is {other}")
+        } else {
+            continue;
+        };
+        return Err(Refusal::new(
+            RefusalRule::SensitiveHostMount,
+            format!(
+                "bind mount of {} at {}: {} is a volume of pod {uid}, and {why}",
+                source.display(),
+                m.destination().display(),
+                candidate.display()
+            ),
+            None,
+        ));
     }
     Ok(())
 }
@@ -162,28 +187,8 @@ pub(super) fn refuse_other_pods_volumes(
 /// `containers/<id>/volumes/...`, `sandboxes/<id>/hosts`) that `path`
 /// matches, the component the `*` stands for.
 fn engine_owner_in(path: &Path, policy: &Policy) -> Option<String> {
-    let comps: Vec<String> = path
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect();
-    policy.volumes.idmap_under.iter().find_map(|pattern| {
-        if !crate::policy::path_matches(pattern, path) {
-            return None;
-        }
-        let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-        // kubelet's `pods/<uid>/containers/<name>`: the pod uid rule's.
-        if pat.windows(2).any(|w| w == ["pods", "*"]) {
-            return None;
-        }
-        let at = pat
-            .windows(2)
-            .position(|w| w == ["containers", "*"] || w == ["sandboxes", "*"])?
-            + 1;
-        comps.get(at).cloned()
-    })
+    // kubelet's `pods/<uid>/containers/<name>` is the pod uid rule's.
+    wildcard_after(path, policy, &["containers", "sandboxes"], Some("pods"))
 }
 
 /// Refuses a bind of another container's per-container engine files (T19,
@@ -204,36 +209,24 @@ pub(super) fn refuse_other_containers_files(
         .iter()
         .chain(facts.pod_owner.iter())
         .collect();
-    for m in spec
-        .mounts()
-        .as_ref()
-        .into_iter()
-        .flatten()
-        .filter(|m| is_bind(m))
-    {
-        let Some(source) = m.source() else {
+    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+        let Some(owner) = engine_owner_in(&candidate, policy) else {
             continue;
         };
-        let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
-        for candidate in std::iter::once(normalize(source)).chain(resolved) {
-            let Some(owner) = engine_owner_in(&candidate, policy) else {
-                continue;
-            };
-            // explain (no container id) judges the spec alone.
-            if facts.container_id.is_none() || own.contains(&&owner) {
-                continue;
-            }
-            return Err(Refusal::new(
-                RefusalRule::SensitiveHostMount,
-                format!(
-                    "bind mount of {} at {}: {} belongs to container {owner}, which is neither this container nor its pod's owner",
-                    source.display(),
-                    m.destination().display(),
-                    candidate.display()
-                ),
-                None,
-            ));
+        // explain (no container id) judges the spec alone.
+        if facts.container_id.is_none() || own.contains(&&owner) {
+            continue;
         }
+        return Err(Refusal::new(
+            RefusalRule::SensitiveHostMount,
+            format!(
+                "bind mount of {} at {}: {} belongs to container {owner}, which is neither this container nor its pod's owner",
+                source.display(),
+                m.destination().display(),
+                candidate.display()
+            ),
+            None,
+        ));
     }
     Ok(())
 }
