@@ -28,6 +28,10 @@ MOAT_CACHE ?= /var/cache/moat
 # A second docker runtime, `moat-learn`: the same binary with --learn-dir, so
 # `docker run --runtime=moat-learn` learns a seccomp profile (docs/seccomp.md).
 REGISTER_LEARN = MOAT_RUNTIME_NAME=moat-learn MOAT_RUNTIME_ARGS='["--learn-dir","/var/lib/moat/learned"]' bash hack/docker-register.sh
+# A test-only docker runtime reading the policy file that
+# integration/tests/egress_dns.rs writes (egress needs a policy wider than
+# the default; a workload can only narrow it).
+REGISTER_EGRESS_DNS_TEST = MOAT_RUNTIME_NAME=moat-test-egress-dns MOAT_RUNTIME_ARGS='["--policy","/run/moat-egress-dns-test.toml"]' bash hack/docker-register.sh
 
 .PHONY: all build probe setup register image images demo test test-cri test-workloads bench lint clean
 
@@ -82,6 +86,7 @@ demo: setup build probe
 test: setup build probe
 	bash hack/docker-register.sh
 	$(REGISTER_LEARN)
+	$(REGISTER_EGRESS_DNS_TEST)
 	bash hack/docker-image.sh
 	MOAT_IMAGES_CONTAINERD=1 bash hack/images
 	bash hack/test.sh

@@ -9,10 +9,16 @@
 //! of the docker network the test creates (given to docker with
 //! `--dns`; docker 20.10 forwards to it from the container's namespace,
 //! across the test network's bridge). It answers every A query with a
-//! TEST-NET address nobody connects to and logs each name it is asked. Run with the work tree's registered runtime:
+//! TEST-NET address nobody connects to and logs each name it is asked.
+//!
+//! The runtime is a docker runtime registered with `--policy` naming
+//! [`POLICY`] (the test writes that file): `make test` registers it as
+//! `moat-test-egress-dns`. Another registration (a work tree's own) is
+//! picked with `MOAT_EGRESS_DNS_RUNTIME`:
 //!
 //! ```sh
-//! MOAT_DOCKER_RUNTIME=moat-<branch> cargo test --release -p moat-integration --test egress_dns -- --test-threads=1
+//! MOAT_RUNTIME_NAME=moat-test-egress-dns MOAT_RUNTIME_ARGS='["--policy","/run/moat-egress-dns-test.toml"]' bash hack/docker-register.sh
+//! cargo test --release -p moat-integration --test egress_dns -- --test-threads=1
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -32,10 +38,10 @@ const GATEWAY: &str = "10.232.18.1";
 const ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
 fn runtime() -> String {
-    std::env::var("MOAT_DOCKER_RUNTIME")
+    std::env::var("MOAT_EGRESS_DNS_RUNTIME")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "moat".to_string())
+        .unwrap_or_else(|| "moat-test-egress-dns".to_string())
 }
 
 fn docker(args: &[&str]) -> (bool, String) {
@@ -203,8 +209,16 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
     let rt = runtime();
     let me = std::process::id();
     let (ok, info) = docker(&["info", "--format", "{{json .Runtimes}}"]);
+    let registered = ok
+        && serde_json::from_str::<serde_json::Value>(&info)
+            .ok()
+            .and_then(|v| v.get(&rt)?.get("runtimeArgs")?.as_array().cloned())
+            .is_some_and(|args| {
+                args.windows(2)
+                    .any(|w| w[0] == "--policy" && w[1] == POLICY)
+            });
     assert!(
-        ok && info.contains(POLICY),
+        registered,
         "runtime {rt} is not registered with --policy {POLICY} (see this file's header): {info}"
     );
     std::fs::write(POLICY, format!("[egress]\nallow = [\"{SUBNET}\"]\n")).unwrap();
