@@ -320,3 +320,48 @@ fn learned_profile_and_state_directories_are_private() {
         assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
     }
 }
+
+/// T32 (red-team R1, R2): a mount option element holding a `,` would
+/// reach the kernel as several options: an overlay's smuggled second
+/// `lowerdir=/etc` showed the host's /etc, and a scratch tmpfs's
+/// `mode=1777,size=0` undid the size cap. Both refused before anything is
+/// made; the same overlay with one option per element still runs.
+#[test]
+fn options_smuggled_after_a_comma_are_refused() {
+    let env = Env::new();
+    let layers = |b: &Bundle| {
+        for d in ["l1", "l2", "u", "w"] {
+            std::fs::create_dir_all(format!("{}/{d}", b.path())).unwrap();
+        }
+        std::fs::write(format!("{}/l1/layer-file", b.path()), "from-l1\n").unwrap();
+        let p = b.path().to_string();
+        move |extra: &str| {
+            json!({"destination": "/home", "type": "overlay", "source": "overlay",
+                   "options": [format!("lowerdir={p}/l1:{p}/l2"), format!("upperdir={p}/u"),
+                               format!("workdir={p}/w"), extra]})
+        }
+    };
+    let mut b = env.bundle(&["true"]);
+    let overlay = layers(&b);
+    b.add_mount(overlay(&format!("xino=off,lowerdir=/etc:{}/l2", b.path())));
+    b.write();
+    assert_rule(&env, &b, "mount-options", "holds a ','");
+
+    let mut b = env.bundle(&["true"]);
+    b.add_mount(
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["size=1m", "mode=1777,size=0,nr_inodes=0"]}),
+    );
+    b.write();
+    assert_rule(&env, &b, "mount-options", "mode=1777,size=0");
+
+    let out = run_edited(
+        &env,
+        "cat /home/layer-file; test -e /home/hostname || echo no-host-etc",
+        |b| {
+            let overlay = layers(b);
+            b.add_mount(overlay("xino=off"));
+        },
+    );
+    assert_eq!(out, "from-l1\nno-host-etc\n");
+}

@@ -42,6 +42,9 @@ pub enum RefusalRule {
     HostPathChanged,
     /// proc, sysfs, cgroup, mqueue or devpts away from its canonical place.
     KernelFilesystem,
+    /// A mount option element holding more than one option (a `,`), or an
+    /// overlay option moat does not pass on.
+    MountOptions,
     /// The sum of a container's tmpfs size caps above the policy's.
     TmpfsTotal,
     /// A `linux.resources.unified` key or value outside the allowlist.
@@ -70,6 +73,7 @@ impl RefusalRule {
         RefusalRule::NamespacePath,
         RefusalRule::HostPathChanged,
         RefusalRule::KernelFilesystem,
+        RefusalRule::MountOptions,
         RefusalRule::TmpfsTotal,
         RefusalRule::CgroupResources,
         RefusalRule::SeccompListener,
@@ -94,6 +98,7 @@ impl RefusalRule {
             RefusalRule::NamespacePath => "namespace-path",
             RefusalRule::HostPathChanged => "host-path",
             RefusalRule::KernelFilesystem => "kernel-filesystem",
+            RefusalRule::MountOptions => "mount-options",
             RefusalRule::TmpfsTotal => "tmpfs-total",
             RefusalRule::CgroupResources => "cgroup-resources",
             RefusalRule::SeccompListener => "seccomp-listener",
@@ -120,6 +125,7 @@ impl RefusalRule {
             RefusalRule::CgroupResources => "T24",
             RefusalRule::SeccompListener => "T25",
             RefusalRule::NamespacePath | RefusalRule::HostPathChanged => "T29",
+            RefusalRule::MountOptions => "T32",
         }
     }
 }

@@ -42,6 +42,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::harden::{is_bind, IdRange};
+use crate::path_syntax::{smuggled_mount_option, OVERLAY_FLAG_OPTIONS};
 use crate::pinned::{PinnedPaths, OVERLAY_PATH_KEYS};
 use crate::policy::VolumePolicy;
 use crate::rootfs::{idmapped_bind_tree, is_mount_point, mapping_userns, MOUNT_ATTR_NOSUID_NODEV};
@@ -260,12 +261,6 @@ fn overlay_err(m: &Mount, error: String) -> StageError {
     }
 }
 
-/// Mount flags an overlay mount's options may carry; the rest are
-/// overlayfs's own data.
-const OVERLAY_FLAG_OPTIONS: &[&str] = &[
-    "ro", "rw", "nosuid", "nodev", "noexec", "suid", "dev", "exec",
-];
-
 /// Mounts the overlay `m` describes at `target`, as host root, with every
 /// layer given as the fd pinned in precheck (`/proc/self/fd/N`), and turns
 /// `m` into a bind of it: libcontainer would resolve the layer paths again,
@@ -275,6 +270,11 @@ fn stage_overlay(m: &mut Mount, target: &Path, pinned: &PinnedPaths) -> Result<(
     let mut data = Vec::new();
     let mut flags = Vec::new();
     for opt in &opts {
+        // harden refused these already; the edge does not rely on it
+        // (T32: the data string is what the kernel splits on ',').
+        if let Some(why) = smuggled_mount_option("overlay", opt) {
+            return Err(overlay_err(m, format!("option {opt:?} {why}")));
+        }
         if OVERLAY_FLAG_OPTIONS.contains(&opt.as_str()) {
             flags.push(opt.clone());
             continue;
@@ -404,7 +404,10 @@ pub fn stage_scratch_tmpfs(
         let mut data: Vec<String> = opts
             .iter()
             .filter(|o| {
-                o.starts_with("size=") || o.starts_with("mode=") || o.starts_with("nr_inodes=")
+                smuggled_mount_option("tmpfs", o).is_none()
+                    && (o.starts_with("size=")
+                        || o.starts_with("mode=")
+                        || o.starts_with("nr_inodes="))
             })
             .cloned()
             .collect();

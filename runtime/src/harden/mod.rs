@@ -137,6 +137,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     }
     devices::refuse_privileged(spec, &policy)?;
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;
+    mounts::refuse_smuggled_mount_options(spec)?;
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
     host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
     host_paths::refuse_other_containers_files(spec, &policy, facts)?;

@@ -228,6 +228,30 @@ pub(super) fn refuse_tmpfs_total(spec: &Spec, policy: &Policy) -> Result<(), Ref
     Ok(())
 }
 
+/// Refuses a mount option element that would reach the kernel as more
+/// than the one option every check judged it as (threat T32): a `,` in
+/// an element adds options (a second `lowerdir=/etc`, a `size=0` after
+/// the capped one), and an overlay key moat does not know is passed to
+/// overlayfs unjudged. Runs before the checks that read options.
+pub(super) fn refuse_smuggled_mount_options(spec: &Spec) -> Result<(), Refusal> {
+    for m in spec.mounts().iter().flatten() {
+        let typ = m.typ().clone().unwrap_or_default();
+        for opt in m.options().iter().flatten() {
+            if let Some(why) = crate::path_syntax::smuggled_mount_option(&typ, opt) {
+                return Err(Refusal::new(
+                    RefusalRule::MountOptions,
+                    format!(
+                        "mounts[{}].options: {opt:?} {why}",
+                        m.destination().display()
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where each kernel filesystem may be mounted: elsewhere a second proc or
 /// sysfs escapes the masked and read-only paths (threat T23).
 pub const KERNEL_FILESYSTEMS: &[(&str, &str)] = &[

@@ -519,3 +519,46 @@ fn scratch_tmpfs_goes_before_the_spec_mounts_below_it() {
         .collect();
     assert_eq!(last, vec!["/tmp", "/run"]);
 }
+
+/// T32: an option element holding a `,` reaches the kernel as several
+/// options, past checks that judge one element at a time: a second
+/// `lowerdir=/etc` (red-team R1) or a `size=0` after the capped size (R2).
+/// Refused for every mount type; well-formed options still pass.
+#[test]
+fn an_option_element_smuggling_more_options_is_refused() {
+    let with = |m: Value| docker_with(|v| add_mount(v, m));
+    let overlay = |extra: &str| {
+        json!({
+            "destination": "/home",
+            "type": "overlay",
+            "source": "overlay",
+            "options": ["lowerdir=/srv/l1:/srv/l2", "upperdir=/srv/u", "workdir=/srv/w", extra]
+        })
+    };
+    let tmpfs = |extra: &str| {
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+               "options": ["size=1m", extra]})
+    };
+    for (m, why) in [
+        (overlay("xino=off,lowerdir=/etc:/srv/l2"), "','"),
+        (overlay("redirect_dir=on"), "not an overlay option"),
+        (overlay("metacopy=on"), "not an overlay option"),
+        (overlay("lowerdir+=/srv/a\\:/etc"), "'\\'"),
+        (tmpfs("mode=1777,size=0,nr_inodes=0"), "','"),
+        (tmpfs("size=1m\u{0}"), "control character"),
+        (
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data",
+                   "options": ["rbind", "ro,suid"]}),
+            "','",
+        ),
+    ] {
+        let r = refused(&with(m.clone()));
+        assert_refusal(&r, "mount-options", None);
+        assert!(r.detail.contains(why), "{m}: {r}");
+        assert_eq!(r.rule.threat(), "T32");
+    }
+    for extra in ["xino=off", "index=off", "userxattr", "ro", "nosuid"] {
+        ok(&with(overlay(extra)));
+    }
+    ok(&with(tmpfs("mode=1777")));
+}
