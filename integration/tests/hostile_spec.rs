@@ -365,3 +365,45 @@ fn options_smuggled_after_a_comma_are_refused() {
     );
     assert_eq!(out, "from-l1\nno-host-etc\n");
 }
+
+/// T11 (red-team R10): a `root.path` naming a host directory that is
+/// neither inside the bundle nor a rootfs an engine assembles is mounted
+/// unshifted: container root (even with CAP_DAC_OVERRIDE) cannot read
+/// host root's 0600 file there, which it could through an idmapped mount,
+/// and no mount point is created in the host's tree as host root.
+#[test]
+fn a_host_directory_as_rootfs_is_not_idmapped() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let host_dir = env.tmp.path().join("host-dir");
+    copy_rootfs(&host_dir);
+    let ssh = host_dir.join(".ssh");
+    std::fs::create_dir(&ssh).unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(ssh.join("id_test"), "host-root-only-secret\n").unwrap();
+    std::fs::set_permissions(ssh.join("id_test"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let root_path = host_dir.to_str().unwrap().to_string();
+    let out = run_edited(&env, "cat /.ssh/id_test 2>&1; echo rc=$?", |b| {
+        b.config["root"]["path"] = json!(root_path);
+    });
+    assert!(!out.contains("host-root-only-secret"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+
+    // A missing mount point is not made in the host's directory.
+    std::fs::remove_dir_all(host_dir.join("tmp")).unwrap();
+    let mut b = env.sh_bundle("true");
+    b.config["root"]["path"] = json!(root_path);
+    b.write();
+    let id = env.id("host-dir-rootfs");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&["create", "--bundle", b.path(), &id]);
+        let _ = env.moat(&["delete", "--force", &id]);
+        assert!(
+            !host_dir.join("tmp").exists(),
+            "create made /tmp in the host directory: {out:?}"
+        );
+    }
+    leak.verify();
+}

@@ -431,3 +431,60 @@ fn concurrent_creates_of_one_cgroups_path_get_it_once() {
         );
     }
 }
+
+/// A host process spawned with exactly `pid` (through
+/// `/proc/sys/kernel/ns_last_pid`; other forks on the host may take the
+/// pid first, so it retries), or `None`.
+fn spawn_with_pid(pid: i32) -> Option<Child> {
+    for _ in 0..200 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let mut child = Command::new("sleep").arg("120").spawn().ok()?;
+        if child.id() as i32 == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// T33 (red-team R6): once a container's init has exited, a process that
+/// reuses its pid is not the container: `state` says stopped, `exec`
+/// refuses (it would have entered that process's namespaces), and `kill`
+/// answers runc's "container not running" and leaves the process alone.
+#[test]
+fn a_process_reusing_the_inits_pid_is_not_the_container() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, _guard) = env.start_sleeper(&b, "pid-reuse");
+    let leak = env.leak_check(&id);
+    let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+    env.moat(&["kill", &id, "KILL"]).assert_ok();
+    let gone = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(30),
+            "init {pid} not reaped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(mut squatter) = spawn_with_pid(pid) else {
+        panic!("could not spawn a process with pid {pid}");
+    };
+    let alive = |c: &mut Child| c.try_wait().ok().flatten().is_none();
+    let state = env.state(&id);
+    let exec = env.moat(&["exec", &id, "true"]);
+    let kill = env.moat(&["kill", &id, "KILL"]);
+    let squatter_alive = alive(&mut squatter);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(state["status"], "stopped", "{state}");
+    assert!(!exec.status.success(), "exec entered pid {pid}: {exec:?}");
+    kill.assert_fails_with("container not running");
+    assert!(
+        squatter_alive,
+        "moat kill signalled the process reusing pid {pid}"
+    );
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    leak.verify();
+}

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use serde::{Deserialize, Serialize};
 
+use crate::pidfd::start_time;
+
 pub use recorder::{Output, RecorderConfig};
 
 /// Directory of the recorders' sockets. Not under the state root: a
@@ -83,14 +85,6 @@ pub fn socket_path(root: &Path, id: &str) -> PathBuf {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     Path::new(SOCKET_DIR).join(format!("{h:016x}.sock"))
-}
-
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields after
-    // the last ')' are fixed. starttime is field 22, the 20th after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn is_running(rec: &RecorderRecord) -> bool {

@@ -59,6 +59,26 @@ impl Pidfd {
     }
 }
 
+/// When `pid` started (field 22 of `/proc/<pid>/stat`, clock ticks since
+/// boot): with the pid, it names one process for the life of the host.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields after
+    // the last ')' are fixed. starttime is field 22, the 20th after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A pidfd for `pid` only if it is still the process that started at
+/// `started`. The pidfd is opened first and the start time read after:
+/// if that process is still alive once the time is read, the time was its
+/// own, so a reuse of the pid at any point cannot pass.
+pub fn open_if_started_at(pid: i32, started: u64) -> Option<Pidfd> {
+    let fd = Pidfd::open(pid).ok()?;
+    let now = start_time(pid)?;
+    (fd.is_alive() && now == started).then_some(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,10 @@ pub enum RootfsError {
     Missing(PathBuf),
     #[error("{op}: {source}")]
     Sys { op: String, source: std::io::Error },
+    /// Not an error of the kernel: the rootfs is a host directory outside
+    /// the bundle and no engine's, so it is never idmapped (T11).
+    #[error("root.path is outside the bundle and not a rootfs an engine assembles, so it is mounted unshifted (T11)")]
+    NotShifted,
 }
 
 fn sys(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -451,6 +455,9 @@ pub fn overlay_layers(super_options: &str) -> Option<Vec<PathBuf>> {
 /// Prepares the rootfs for container `private_dir` (moat's per-container
 /// state directory). Never fails for a kernel that cannot idmap: it falls
 /// back to [`RootfsMode::Unshifted`]. Fails only when the rootfs is missing.
+/// `shift: false` (a host directory that is neither the bundle's nor an
+/// engine's, see `harden::root::rootfs_may_be_idmapped`) goes straight to
+/// the unshifted mount.
 #[allow(
     clippy::disallowed_methods,
     reason = "the name finds the rootfs's mountinfo entry (its overlay layers) and is the unshifted fallback; the idmapped bind is made from the pinned handle"
@@ -461,6 +468,7 @@ pub fn prepare(
     range: IdRange,
     private_dir: &Path,
     target: &Path,
+    shift: bool,
 ) -> Result<PreparedRootfs, RootfsError> {
     // Everything below uses the fd opened in precheck; `rootfs` (its real
     // path then) only names it in messages (T29).
@@ -468,6 +476,9 @@ pub fn prepare(
     let handle = handle.as_path();
     let target = target.to_path_buf();
     let attempt = (|| -> Result<RootfsMode, RootfsError> {
+        if !shift {
+            return Err(RootfsError::NotShifted);
+        }
         if let Some(dir) = target.parent() {
             create_container_dir(dir, range)?;
         }
@@ -496,7 +507,11 @@ pub fn prepare(
             fallback_reason: None,
         }),
         Err(e) => {
-            tracing::warn!(error = %e, rootfs = %rootfs.display(), "rootfs cannot be idmapped; running unshifted");
+            if matches!(e, RootfsError::NotShifted) {
+                tracing::info!(rootfs = %rootfs.display(), "{e}");
+            } else {
+                tracing::warn!(error = %e, rootfs = %rootfs.display(), "rootfs cannot be idmapped; running unshifted");
+            }
             teardown(private_dir, &target);
             // Staging and the netns pin still live in the private directory.
             if let Some(dir) = target.parent() {

@@ -41,6 +41,12 @@ pub struct MoatState {
     /// [`consents_to_joins`], never by the joiner (T10).
     #[serde(default)]
     pub joinable: bool,
+    /// When the container's init started (see `crate::pidfd::start_time`),
+    /// recorded once it exists: with its pid it tells the init from a
+    /// later process that reuses the pid (T33). `None`: never recorded,
+    /// and then the init is never taken as alive.
+    #[serde(default)]
+    pub init_start_time: Option<u64>,
 }
 
 /// The annotation by which a container's own spec lets others join its

@@ -21,10 +21,9 @@ pub fn list(ctx: &Ctx, args: liboci_cli::List) -> Result<()> {
         let Ok(mut c) = Container::load(entry.path()) else {
             continue;
         };
-        let _ = c.refresh_status();
-        let bundle = load_moat_state(&root, &name)
-            .ok()
-            .flatten()
+        let moat_state = load_moat_state(&root, &name).ok().flatten();
+        moat::container::refresh_status(&mut c, moat_state.as_ref());
+        let bundle = moat_state
             .map(|m| m.bundle)
             .unwrap_or_else(|| c.bundle().clone());
         rows.push(json!({

@@ -8,9 +8,9 @@ use super::{load_container, load_moat_state, Ctx};
 
 pub fn state(ctx: &Ctx, args: liboci_cli::State) -> Result<()> {
     let mut container = load_container(ctx, &args.container_id)?;
-    let _ = container.refresh_status();
     let root = ctx.root()?;
     let moat_state = load_moat_state(&root, &args.container_id)?;
+    moat::container::refresh_status(&mut container, moat_state.as_ref());
     let bundle = moat_state
         .as_ref()
         .map(|m| m.bundle.clone())

@@ -321,6 +321,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         allocation.range,
         private,
         &paths.mount_point,
+        crate::harden::rootfs_may_be_idmapped(&pinned_rootfs.real, &bundle),
     )
     .context("cannot prepare the container's rootfs")?;
     crate::phase::done(crate::phase::ROOTFS);
@@ -352,6 +353,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             &spec.annotations().clone().unwrap_or_default(),
             &bundle,
         ),
+        init_start_time: None,
     };
     moat_state.save(&root).context("cannot save moat state")?;
     crate::phase::done(crate::phase::STATE);
@@ -495,6 +497,12 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 
     if let Some(pid) = container.pid() {
         seal_cgroupfs(pid)?;
+        // Read once the init exists: exec, kill and state act on the pid
+        // only while it still names this process (T33).
+        moat_state.init_start_time = crate::pidfd::start_time(pid.as_raw());
+        moat_state
+            .save(&root)
+            .context("cannot record the container's init")?;
     }
     guard.armed = false;
     if prepared.mode == RootfsMode::Unshifted {

@@ -53,7 +53,10 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let id = args.container_id.clone();
     let mut container = load_container(ctx, &id)?;
-    let _ = container.refresh_status();
+    let root = ctx.root()?;
+    let moat_state = load_moat_state(&root, &id)?
+        .ok_or_else(|| anyhow!("container {id} was not created by moat"))?;
+    crate::container::refresh_status(&mut container, Some(&moat_state));
     match container.status() {
         ContainerStatus::Running => {}
         ContainerStatus::Paused if args.ignore_paused => {}
@@ -63,9 +66,10 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let init = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init process"))?;
-    let root = ctx.root()?;
-    let moat_state = load_moat_state(&root, &id)?
-        .ok_or_else(|| anyhow!("container {id} was not created by moat"))?;
+    // Held until the namespaces are open: they are the init's only if it
+    // is still alive then (T33).
+    let init_fd = crate::container::live_init(&container, Some(&moat_state))
+        .ok_or_else(|| anyhow!("container {id} is not running (status stopped)"))?;
     let paths = ContainerPaths::new(&root, &id);
     let private = paths.private_dir.clone();
     let spec = Spec::load(&paths.config)
@@ -105,6 +109,9 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     }
     let userns = File::open(format!("/proc/{init}/ns/user"))
         .with_context(|| format!("cannot open /proc/{init}/ns/user"))?;
+    if !init_fd.is_alive() {
+        bail!("container {id} is not running (its init exited)");
+    }
     let config = container.spec().map_err(|e| anyhow!("{e}"))?;
     let cgroup = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: config.cgroup_path,

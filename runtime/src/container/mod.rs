@@ -99,6 +99,35 @@ pub fn load_container(ctx: &Ctx, id: &str) -> Result<Container> {
     Container::load(dir).with_context(|| format!("cannot load state of container {id}"))
 }
 
+/// The container's init, if its pid still names the process moat started
+/// (T33): libcontainer trusts any live process with the recorded pid, so
+/// after the init exits, a process of another tenant (or the host) that
+/// reuses the pid would be exec'd into and signalled. The returned pidfd
+/// stays with the init whatever happens to the pid later.
+pub fn live_init(
+    container: &Container,
+    moat_state: Option<&MoatState>,
+) -> Option<crate::pidfd::Pidfd> {
+    let pid = container.pid()?;
+    let started = moat_state?.init_start_time?;
+    crate::pidfd::open_if_started_at(pid.as_raw(), started)
+}
+
+/// libcontainer's `refresh_status`, then stopped if the pid no longer
+/// names the init moat started ([`live_init`]). Only the in-memory
+/// status changes: every command that acts on the init reads it this way.
+pub fn refresh_status(container: &mut Container, moat_state: Option<&MoatState>) {
+    use libcontainer::container::ContainerStatus;
+    let _ = container.refresh_status();
+    let acts_on_init = matches!(
+        container.status(),
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    );
+    if acts_on_init && live_init(container, moat_state).is_none() {
+        container.set_status(ContainerStatus::Stopped);
+    }
+}
+
 /// Undoes everything moat itself set up for `id`: its processes left
 /// running, the rootfs mounts, the id range and the private state
 /// directory. Safe to call at any point after a crash, and when nothing is

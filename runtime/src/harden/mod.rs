@@ -45,6 +45,7 @@ pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
 pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
 pub use resources::{clamp_pids_limit, refuse_unified};
+pub use root::rootfs_may_be_idmapped;
 pub use userns::{
     clamp_ping_group_range, engine_id_range, overlaps as userns_overlaps, UNPRIVILEGED_PORT_START,
 };

@@ -55,6 +55,21 @@ pub const ENGINE_ROOTFS: &[&str] = &[
     "/run/containerd/io.containerd.runtime.v1.linux/*/*/rootfs",
 ];
 
+/// May the rootfs at `rootfs_real` be idmapped (container root owning
+/// host root's files there)? Only the tenant's own tree, inside the
+/// bundle, or a rootfs an engine assembled ([`ENGINE_ROOTFS`]). Any other
+/// host directory a `root.path` names (`/root/x`, `/home/…`) is mounted
+/// unshifted (T11, red-team R10): idmapped, container root read host
+/// root's 0600 files there, and libcontainer created mount points in the
+/// host's tree as host root. Unshifted, its files are only what any host
+/// user may read, and nothing can be created in root's directories.
+/// Both paths are real ones, read from the fds precheck opened.
+pub fn rootfs_may_be_idmapped(rootfs_real: &Path, bundle_real: &Path) -> bool {
+    let rootfs = normalize(rootfs_real);
+    rootfs.starts_with(normalize(bundle_real))
+        || ENGINE_ROOTFS.iter().any(|p| matches_exactly(p, &rootfs))
+}
+
 /// `path` has exactly the components of `pattern` (`*` within one).
 fn matches_exactly(pattern: &str, path: &Path) -> bool {
     let want: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();

@@ -99,3 +99,31 @@ fn rootfs_of_another_container_is_refused() {
     );
     assert!(r.detail.contains("live process 4242"), "{r}");
 }
+
+/// T11 (red-team R10): only the bundle's own tree and the rootfs engines
+/// assemble are idmapped; any other host directory a `root.path` names is
+/// mounted unshifted, so container root is not host root on its files.
+#[test]
+fn only_the_bundles_or_an_engines_rootfs_is_idmapped() {
+    let bundle = Path::new("/srv/ci/job-7/bundle");
+    for (rootfs, idmapped) in [
+        ("/srv/ci/job-7/bundle/rootfs", true),
+        ("/srv/ci/job-7/bundle/./rootfs/", true),
+        ("/var/lib/docker/overlay2/0a1b/merged", true),
+        (
+            "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
+            true,
+        ),
+        ("/root/redteam-rootfs", false),
+        ("/home/alice", false),
+        ("/srv/ci/job-7/bundle-other/rootfs", false),
+        ("/srv/ci/job-7", false),
+        ("/var/lib/docker/overlay2/0a1b/diff", false),
+    ] {
+        assert_eq!(
+            super::rootfs_may_be_idmapped(Path::new(rootfs), bundle),
+            idmapped,
+            "{rootfs}"
+        );
+    }
+}
