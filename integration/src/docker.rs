@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{docker_available, in_ci, run_cmd, sh_quote, wait_until, Out, DOCKER};
-pub use crate::{assert_moat_id_map, cap_field, status_field};
+pub use crate::{assert_moat_id_map, cap_field, has_opt, status_field};
 
 pub use crate::http::{free_port, http_get_localhost};
 
@@ -600,11 +600,6 @@ pub fn mountinfo_entry(mountinfo: &str, mount_point: &str) -> Option<(String, St
             None
         }
     })
-}
-
-/// Is `o` one of the comma-separated mount options `opts`?
-pub fn has_opt(opts: &str, o: &str) -> bool {
-    opts.split(',').any(|x| x == o)
 }
 
 /// Runs a docker command line under a pseudo-terminal with `script`;

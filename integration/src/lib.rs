@@ -262,6 +262,28 @@ impl Bundle {
         self.config["mounts"].as_array_mut().unwrap().push(mount);
         self.write();
     }
+
+    /// Makes the `typ` namespace join `path` (replacing the spec's entry of
+    /// that type, or adding one), and rewrites config.json.
+    pub fn join_namespace(&mut self, typ: &str, path: &str) {
+        let list = self.config["linux"]["namespaces"].as_array_mut().unwrap();
+        list.retain(|n| n["type"] != typ);
+        list.push(json!({"type": typ, "path": path}));
+        self.write();
+    }
+}
+
+/// A bind mount entry for config.json (`rbind`, and `rw` or `ro`).
+pub fn bind(source: impl AsRef<Path>, dest: &str, rw: bool) -> Value {
+    json!({
+        "destination": dest, "type": "bind", "source": source.as_ref(),
+        "options": ["rbind", if rw { "rw" } else { "ro" }]
+    })
+}
+
+/// Is `o` one of the comma-separated mount options `opts`?
+pub fn has_opt(opts: &str, o: &str) -> bool {
+    opts.split(',').any(|x| x == o)
 }
 
 /// What one moat invocation did.
@@ -721,6 +743,19 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The container's `pids.max` (cgroupsPath `/moat/<id>`), trimmed.
+pub fn pids_max(id: &str) -> String {
+    let file = cgroup_dirs(id)
+        .into_iter()
+        .map(|d| d.join("pids.max"))
+        .find(|f| f.exists())
+        .unwrap_or_else(|| panic!("no pids cgroup for {id}"));
+    fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+        .trim()
+        .to_string()
+}
+
 /// Pids of processes in cgroup `/moat/<id>` (or below) of any hierarchy.
 pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
     let want = format!("/moat/{id}");
@@ -983,6 +1018,17 @@ impl LeakCheck {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs `argv` on the host as uid/gid 65534 with no groups (stdin from
+/// /dev/null, output captured).
+pub fn as_nobody(argv: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv")
 }
 
 /// Makes `link` a symlink to `target` (test convenience).

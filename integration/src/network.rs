@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, U
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -79,9 +79,11 @@ pub fn kernel_has_ipv6() -> bool {
 // ---------------------------------------------------------------------------
 
 /// A server thread; stopped and joined on drop. `hits` counts accepted
-/// connections (TCP) or received datagrams (UDP).
+/// connections (TCP) or received datagrams (UDP); a DNS responder also
+/// logs the name of every query ([`Server::asked`]).
 pub struct Server {
     hits: Arc<AtomicUsize>,
+    names: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -91,89 +93,122 @@ impl Server {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// Has a DNS responder been asked for `name` (lowercase, no final dot)?
+    pub fn asked(&self, name: &str) -> bool {
+        self.names.lock().unwrap().iter().any(|n| n == name)
+    }
+
     /// A TCP server on `addr` (created in namespace `ns`) that writes
     /// `reply` to every connection and closes it.
     pub fn tcp(ns: &Path, addr: SocketAddr, reply: &'static str) -> Server {
         let listener = in_netns(ns, || TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("bind tcp {addr} in {}: {e}", ns.display()));
         listener.set_nonblocking(true).unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-                        let _ = conn.write_all(reply.as_bytes());
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
+        Server::spawn(move |hits, _| match listener.accept() {
+            Ok((mut conn, _)) => {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                let _ = conn.write_all(reply.as_bytes());
             }
-        });
-        Server {
-            hits,
-            stop,
-            handle: Some(handle),
-        }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        })
     }
 
     /// A UDP server on `addr` (created in namespace `ns`) counting datagrams.
     pub fn udp(ns: &Path, addr: SocketAddr) -> Server {
-        let sock = in_netns(ns, || UdpSocket::bind(addr))
-            .unwrap_or_else(|e| panic!("bind udp {addr} in {}: {e}", ns.display()));
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::SeqCst) {
-                if sock.recv_from(&mut buf).is_ok() {
-                    h.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        Server {
-            hits,
-            stop,
-            handle: Some(handle),
-        }
+        Server::on_datagrams(ns, addr, |_, _, _, _| {})
     }
 
     /// A minimal DNS responder on `addr` (UDP, created in namespace `ns`):
     /// every A query gets `answer`, any other query an empty NOERROR
-    /// reply. `hits` counts every datagram received.
+    /// reply. `hits` counts every datagram received; the query names are
+    /// logged for [`Server::asked`]. `ns` may be `/proc/self/ns/net` (the
+    /// test's own namespace).
     pub fn dns(ns: &Path, addr: SocketAddr, answer: Ipv4Addr) -> Server {
+        Server::on_datagrams(ns, addr, move |sock, query, peer, names| {
+            if let Some(name) = dns_qname(query) {
+                names.lock().unwrap().push(name);
+            }
+            if let Some(reply) = dns_reply(query, answer) {
+                let _ = sock.send_to(&reply, peer);
+            }
+        })
+    }
+
+    /// A UDP socket bound to `addr` in namespace `ns`, and a thread that
+    /// counts each datagram and hands it to `answer`.
+    fn on_datagrams(
+        ns: &Path,
+        addr: SocketAddr,
+        mut answer: impl FnMut(&UdpSocket, &[u8], SocketAddr, &Mutex<Vec<String>>) + Send + 'static,
+    ) -> Server {
         let sock = in_netns(ns, || UdpSocket::bind(addr))
-            .unwrap_or_else(|e| panic!("bind dns {addr} in {}: {e}", ns.display()));
+            .unwrap_or_else(|e| panic!("bind udp {addr} in {}: {e}", ns.display()));
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
+        let mut buf = [0u8; 2048];
+        Server::spawn(move |hits, names| {
+            if let Ok((len, peer)) = sock.recv_from(&mut buf) {
+                hits.fetch_add(1, Ordering::SeqCst);
+                answer(&sock, &buf[..len], peer, names);
+            }
+        })
+    }
+
+    /// Runs `serve_once` on a thread until the server is dropped (each call
+    /// must return within a few tens of milliseconds).
+    fn spawn(
+        mut serve_once: impl FnMut(&AtomicUsize, &Mutex<Vec<String>>) + Send + 'static,
+    ) -> Server {
         let hits = Arc::new(AtomicUsize::new(0));
+        let names = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
+        let (h, n, s) = (hits.clone(), names.clone(), stop.clone());
         let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
             while !s.load(Ordering::SeqCst) {
-                if let Ok((len, peer)) = sock.recv_from(&mut buf) {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    if let Some(reply) = dns_reply(&buf[..len], answer) {
-                        let _ = sock.send_to(&reply, peer);
-                    }
-                }
+                serve_once(&h, &n);
             }
         });
         Server {
             hits,
+            names,
             stop,
             handle: Some(handle),
         }
+    }
+}
+
+/// The query name of a DNS message (uncompressed labels), lowercased and
+/// without the final dot; None for anything else.
+pub fn dns_qname(msg: &[u8]) -> Option<String> {
+    let (labels, _) = dns_question_labels(msg)?;
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_lowercase())
+        .collect();
+    Some(labels.join("."))
+}
+
+/// The labels of a DNS message's first question name (uncompressed, as a
+/// query writes it) and the offset just past its root label.
+fn dns_question_labels(msg: &[u8]) -> Option<(Vec<&[u8]>, usize)> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*msg.get(i)?);
+        i += 1;
+        if len == 0 {
+            return Some((labels, i));
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        labels.push(msg.get(i..i + len)?);
+        i += len;
     }
 }
 
@@ -186,19 +221,7 @@ pub fn dns_reply(query: &[u8], answer: Ipv4Addr) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 || u16_at(4) != 1 {
         return None;
     }
-    // QNAME: uncompressed labels up to the root label.
-    let mut i = 12;
-    loop {
-        let len = usize::from(*query.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len & 0xc0 != 0 {
-            return None;
-        }
-        i += len;
-    }
+    let (_, i) = dns_question_labels(query)?;
     let end = i + 4; // QTYPE, QCLASS
     if end > query.len() {
         return None;

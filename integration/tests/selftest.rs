@@ -5,37 +5,48 @@
 //! probes the program has.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use moat_integration::workspace_dir;
 
-#[test]
-fn selftest_blocks_every_probe_moat_must_block() {
-    let moat = workspace().join("target/release/moat");
-    let probe = workspace().join("target/probe/release/moat-probe");
+/// `target/release/moat` and the probe program at `probe` (relative to the
+/// workspace); asserts both are built (`how` says how to build them).
+#[track_caller]
+fn moat_and_probe(probe: &str, how: &str) -> (PathBuf, PathBuf) {
+    let moat = workspace_dir().join("target/release/moat");
+    let probe = workspace_dir().join(probe);
     assert!(
         moat.is_file() && probe.is_file(),
-        "build first: `make build probe` ({} / {})",
+        "build first: `{how}` ({} / {})",
         moat.display(),
         probe.display()
     );
-    let out = Command::new(&moat)
+    (moat, probe)
+}
+
+/// `moat selftest --json ARGS`: its output and the JSON it printed.
+fn selftest_json(moat: &Path, args: &[&str]) -> (Output, serde_json::Value) {
+    let out = Command::new(moat)
         .arg("selftest")
-        .arg("--probe")
-        .arg(&probe)
+        .args(args)
         .arg("--json")
         .output()
         .expect("run moat selftest");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+    let v = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!(
             "selftest printed no JSON ({e}):\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
+    (out, v)
+}
+
+#[test]
+fn selftest_blocks_every_probe_moat_must_block() {
+    let (moat, probe) = moat_and_probe("target/probe/release/moat-probe", "make build probe");
+    let (out, v) = selftest_json(&moat, &["--probe", probe.to_str().unwrap()]);
     let probes = v["probes"].as_array().expect("probes");
     assert!(probes.len() >= 40, "only {} probes", probes.len());
     let must_block: Vec<_> = probes.iter().filter(|p| p["expect"] == "blocked").collect();
@@ -150,7 +161,7 @@ fn documented_probes(doc: &str) -> Listing {
 
 #[test]
 fn threat_model_lists_every_probe_one_to_one() {
-    let probe = workspace().join("target/probe/release/moat-probe");
+    let probe = workspace_dir().join("target/probe/release/moat-probe");
     assert!(
         probe.is_file(),
         "build first: `make probe` ({})",
@@ -173,7 +184,7 @@ fn threat_model_lists_every_probe_one_to_one() {
         let prev = program.insert(field("probe"), (field("threat"), field("expect")));
         assert!(prev.is_none(), "moat-probe lists {} twice", v["probe"]);
     }
-    let doc_path = workspace().join("docs/threat-model.md");
+    let doc_path = workspace_dir().join("docs/threat-model.md");
     let doc = std::fs::read_to_string(&doc_path).expect("read docs/threat-model.md");
     let documented = documented_probes(&doc);
 
@@ -218,14 +229,7 @@ fn threat_model_lists_every_probe_one_to_one() {
 /// refused with a message saying so.
 #[test]
 fn selftest_picks_the_static_probe_and_refuses_a_dynamic_one() {
-    let moat = workspace().join("target/release/moat");
-    let probe = workspace().join("target/release/moat-probe");
-    assert!(
-        moat.is_file() && probe.is_file(),
-        "build first: `cargo build --release` ({} / {})",
-        moat.display(),
-        probe.display()
-    );
+    let (moat, probe) = moat_and_probe("target/release/moat-probe", "cargo build --release");
     let elf = std::fs::read(&probe).unwrap();
     assert_eq!(
         moat::elf::interpreter(&elf),
@@ -235,17 +239,7 @@ fn selftest_picks_the_static_probe_and_refuses_a_dynamic_one() {
     );
     let netns_before = netns_list();
 
-    let out = Command::new(&moat)
-        .args(["selftest", "--json"])
-        .output()
-        .expect("run moat selftest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "selftest printed no JSON ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (out, v) = selftest_json(&moat, &[]);
     assert!(out.status.success(), "selftest failed: {}", v["failed"]);
     let egress = v["probes"]
         .as_array()

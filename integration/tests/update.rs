@@ -7,17 +7,6 @@ use moat_integration::*;
 use serde_json::json;
 
 /// The container's `pids.max`, read from its cgroup.
-fn pids_max(id: &str) -> String {
-    let dir = cgroup_dirs(id)
-        .into_iter()
-        .find(|d| d.join("pids.max").exists())
-        .unwrap_or_else(|| panic!("no pids cgroup for {id}"));
-    std::fs::read_to_string(dir.join("pids.max"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// `moat update --resources FILE id` with `resources` as the file.
 fn update(env: &Env, id: &str, resources: serde_json::Value) -> Out {
     let file = env

@@ -8,6 +8,23 @@ pub use moat::container::{
     validate_id, Ctx, DEFAULT_ROOT,
 };
 
+/// The [`create::CreateOpts`] of `moat create` and `moat run`: their
+/// arguments are two liboci-cli types that share these field names, and a
+/// create option must mean the same under both.
+macro_rules! create_opts {
+    ($args:expr, detach: $detach:expr) => {
+        CreateOpts {
+            id: &$args.container_id,
+            bundle: &$args.bundle,
+            pid_file: $args.pid_file.as_deref(),
+            console_socket: $args.console_socket.as_deref(),
+            preserve_fds: $args.preserve_fds,
+            no_pivot: $args.no_pivot,
+            detach: $detach,
+        }
+    };
+}
+
 pub mod egress;
 pub mod events;
 pub mod explain;
@@ -39,19 +56,7 @@ pub mod create {
     use super::Ctx;
 
     pub fn create(ctx: &Ctx, args: liboci_cli::Create) -> Result<()> {
-        create_container(
-            ctx,
-            &CreateOpts {
-                id: &args.container_id,
-                bundle: &args.bundle,
-                pid_file: args.pid_file.as_deref(),
-                console_socket: args.console_socket.as_deref(),
-                preserve_fds: args.preserve_fds,
-                no_pivot: args.no_pivot,
-                detach: true,
-            },
-        )
-        .map(|_| ())
+        create_container(ctx, &create_opts!(args, detach: true)).map(|_| ())
     }
 }
 

@@ -11,18 +11,7 @@ use super::{remove_moat_state, Ctx};
 
 pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
     let signals = SigSet::all();
-    let mut container = create_container(
-        ctx,
-        &CreateOpts {
-            id: &args.container_id,
-            bundle: &args.bundle,
-            pid_file: args.pid_file.as_deref(),
-            console_socket: args.console_socket.as_deref(),
-            preserve_fds: args.preserve_fds,
-            no_pivot: args.no_pivot,
-            detach: args.detach,
-        },
-    )?;
+    let mut container = create_container(ctx, &create_opts!(args, detach: args.detach))?;
     // Block signals for forwarding only now: the container's init was
     // forked during create and must not inherit a blocked mask (its
     // workload would never see SIGTERM or its own signals).

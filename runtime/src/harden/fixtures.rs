@@ -8,8 +8,8 @@ pub(crate) use std::collections::{BTreeSet, HashMap};
 pub(crate) use std::path::{Path, PathBuf};
 
 pub(crate) use oci_spec::runtime::{
-    LinuxIdMapping, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator,
-    LinuxSyscall, Mount, Process, Spec,
+    LinuxIdMapping, LinuxNamespace, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompOperator, LinuxSyscall, Mount, Process, Spec,
 };
 pub(crate) use serde_json::{json, Value};
 
@@ -370,6 +370,25 @@ pub(crate) fn namespace_types(s: &Spec) -> Vec<LinuxNamespaceType> {
         .iter()
         .map(|n| n.typ())
         .collect()
+}
+
+/// The spec's namespace entries of type `typ`.
+pub(crate) fn namespaces_of(s: &Spec, typ: LinuxNamespaceType) -> Vec<LinuxNamespace> {
+    s.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.typ() == typ)
+        .collect()
+}
+
+/// The spec's (first) namespace entry of type `typ`; panics without one.
+pub(crate) fn namespace_of(s: &Spec, typ: LinuxNamespaceType) -> LinuxNamespace {
+    namespaces_of(s, typ)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {typ:?} namespace in the spec"))
 }
 
 pub(crate) fn mapping(container: u32, host: u32, size: u32) -> Value {

@@ -74,14 +74,7 @@ fn host_namespace_no_namespaces_at_all_is_refused() {
 fn cgroup_namespace_is_added_when_missing() {
     // docker's spec (cgroup v1 hosts, or --cgroupns=host) has none.
     let h = ok(&docker_spec());
-    let types = namespace_types(&h.spec);
-    assert_eq!(
-        types
-            .iter()
-            .filter(|t| **t == LinuxNamespaceType::Cgroup)
-            .count(),
-        1
-    );
+    assert_eq!(namespaces_of(&h.spec, LinuxNamespaceType::Cgroup).len(), 1);
     let c = line(&h.report, Rule::CgroupNamespace, "linux.namespaces");
     assert_eq!(c.after, "new cgroup namespace");
     assert_eq!(Rule::CgroupNamespace.threat(), "T7");
@@ -102,8 +95,9 @@ fn cgroup_namespace_host_is_kept_only_when_the_operator_allows_it() {
     assert!(!namespace_types(&h.spec).contains(&LinuxNamespaceType::Cgroup));
 }
 
-#[test]
-fn cgroup_namespace_path_of_the_host_is_refused() {
+/// A docker spec that joins `/proc/1/ns/cgroup`, hardened on a host whose
+/// facts say that path is the host's cgroup namespace.
+fn refusal_of_the_hosts_cgroup_namespace_path() -> Refusal {
     let s = docker_with(|v| {
         v["linux"]["namespaces"]
             .as_array_mut()
@@ -114,7 +108,12 @@ fn cgroup_namespace_path_of_the_host_is_refused() {
         host_namespace_paths: vec![LinuxNamespaceType::Cgroup],
         ..facts()
     };
-    let r = refused_with(&s, &Policy::default(), &f);
+    refused_with(&s, &Policy::default(), &f)
+}
+
+#[test]
+fn cgroup_namespace_path_of_the_host_is_refused() {
+    let r = refusal_of_the_hosts_cgroup_namespace_path();
     assert_refusal(&r, "host-namespace", NS_KEY);
 }
 
@@ -143,19 +142,7 @@ fn host_namespace_path_is_refused() {
         let mut p = Policy::default();
         p.refusals.allow_host_namespaces = vec![name.into()];
         let h = ok_with(&s, &p, &f);
-        let kept = h
-            .spec
-            .linux()
-            .as_ref()
-            .unwrap()
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|n| n.typ() == t)
-            .unwrap()
-            .path()
-            .clone();
+        let kept = namespace_of(&h.spec, t).path().clone();
         assert_eq!(kept.as_deref(), Some(Path::new("/proc/1/ns/whatever")));
     }
 }
@@ -164,17 +151,7 @@ fn host_namespace_path_is_refused() {
 fn host_namespace_path_of_an_optional_type_is_refused() {
     // The cgroup namespace is not required, but joining the host's is still
     // sharing it.
-    let s = docker_with(|v| {
-        v["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "cgroup", "path": "/proc/1/ns/cgroup"}));
-    });
-    let f = HostFacts {
-        host_namespace_paths: vec![LinuxNamespaceType::Cgroup],
-        ..facts()
-    };
-    let r = refused_with(&s, &Policy::default(), &f);
+    let r = refusal_of_the_hosts_cgroup_namespace_path();
     assert_refusal(&r, "host-namespace", NS_KEY);
     assert!(r.to_string().contains("/proc/1/ns/cgroup"), "{r}");
 }
@@ -183,18 +160,7 @@ fn host_namespace_path_of_an_optional_type_is_refused() {
 fn non_host_namespace_path_is_accepted_and_kept() {
     let s = with_namespace_path("network", "/proc/123/ns/net");
     let h = ok(&s);
-    let net = h
-        .spec
-        .linux()
-        .as_ref()
-        .unwrap()
-        .namespaces()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Network)
-        .unwrap()
-        .clone();
+    let net = namespace_of(&h.spec, LinuxNamespaceType::Network);
     assert_eq!(net.path().as_deref(), Some(Path::new("/proc/123/ns/net")));
     // Facts about another type do not matter.
     let f = HostFacts {

@@ -8,25 +8,8 @@ const PORT_START: &str = crate::harden::UNPRIVILEGED_PORT_START;
 fn user_namespace_added_with_the_allocated_range() {
     let h = ok(&docker_spec());
     let types = namespace_types(&h.spec);
-    assert_eq!(
-        types
-            .iter()
-            .filter(|t| **t == LinuxNamespaceType::User)
-            .count(),
-        1
-    );
-    let user = h
-        .spec
-        .linux()
-        .as_ref()
-        .unwrap()
-        .namespaces()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::User)
-        .unwrap()
-        .clone();
+    assert_eq!(namespaces_of(&h.spec, LinuxNamespaceType::User).len(), 1);
+    let user = namespace_of(&h.spec, LinuxNamespaceType::User);
     assert!(user.path().is_none());
     // The others are all kept.
     for t in [
@@ -335,18 +318,7 @@ fn pod_member_joins_the_pinned_user_namespace() {
         ..facts()
     };
     let h = ok_with(&s, &Policy::default(), &f);
-    let users: Vec<_> = h
-        .spec
-        .linux()
-        .as_ref()
-        .unwrap()
-        .namespaces()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .filter(|n| n.typ() == LinuxNamespaceType::User)
-        .cloned()
-        .collect();
+    let users = namespaces_of(&h.spec, LinuxNamespaceType::User);
     assert_eq!(users.len(), 1);
     assert_eq!(
         users[0].path().as_deref(),
