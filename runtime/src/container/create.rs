@@ -498,6 +498,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     if let Some(pid) = container.pid() {
         seal_cgroupfs(pid)?;
     }
+    crate::phase::done(crate::phase::SEAL_CGROUPFS);
     guard.armed = false;
     if prepared.mode == RootfsMode::Unshifted {
         tracing::warn!(id, "rootfs is not idmapped; see the report");
