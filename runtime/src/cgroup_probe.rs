@@ -14,21 +14,52 @@ use crate::harden::cgroups_path::{spec_cgroups_path, CgroupsPath};
 /// a larger tree counts as occupied (fail closed).
 const MAX_WALK: usize = 10_000;
 
+/// The cgroup and cgroup2 mounts of this mount namespace, read from
+/// /proc/self/mountinfo once and asked several questions (a create's claim
+/// asks for the leaf and for the levels above it that are missing).
+pub struct Hierarchies(Vec<crate::rootfs::MountInfo>);
+
+impl Hierarchies {
+    /// Reads /proc/self/mountinfo (no hierarchies when it cannot be read).
+    pub fn read() -> Self {
+        Self::parse(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    }
+
+    /// The cgroup and cgroup2 mounts of a mountinfo text.
+    pub fn parse(mountinfo: &str) -> Self {
+        Self(
+            crate::rootfs::parse_mountinfo(mountinfo)
+                .into_iter()
+                .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+                .collect(),
+        )
+    }
+
+    /// Every mount point, sorted, each once (a hierarchy mounted twice is
+    /// looked at twice, which is harmless).
+    pub fn mount_points(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.0.iter().map(|m| m.mount_point.clone()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The hierarchy whose leaf moat claims for a container: the v1 `pids`
+    /// hierarchy (libcontainer's v1 manager creates and removes the cgroup
+    /// in every v1 controller, pids among them), else the unified one.
+    fn claim_hierarchy(&self) -> Option<&Path> {
+        self.0
+            .iter()
+            .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "pids"))
+            .or_else(|| self.0.iter().find(|m| m.fs_type == "cgroup2"))
+            .map(|m| m.mount_point.as_path())
+    }
+}
+
 /// The mount points of every cgroup and cgroup2 filesystem of this mount
-/// namespace, from /proc/self/mountinfo (a hierarchy mounted twice is
-/// looked at twice, which is harmless).
+/// namespace, from /proc/self/mountinfo.
 pub fn hierarchy_mounts() -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = crate::rootfs::parse_mountinfo(&text)
-        .into_iter()
-        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
-        .map(|m| m.mount_point)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    Hierarchies::read().mount_points()
 }
 
 /// Where a process lives in `dir` or below it, if anywhere.
@@ -104,36 +135,17 @@ fn process_in_ancestor(mount: &Path, rel: &Path) -> Option<String> {
     None
 }
 
-/// The hierarchy whose leaf moat claims for a container: the v1 `pids`
-/// hierarchy (libcontainer's v1 manager creates and removes the cgroup in
-/// every v1 controller, pids among them), else the unified one.
-fn claim_hierarchy() -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mounts = crate::rootfs::parse_mountinfo(&text);
-    mounts
-        .iter()
-        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "pids"))
-        .or_else(|| mounts.iter().find(|m| m.fs_type == "cgroup2"))
-        .map(|m| m.mount_point.clone())
-}
-
 /// The cgroup directories above the leaf of a cgroupfs-form `cgroupsPath`
 /// that do not exist yet, in every cgroup hierarchy mounted here, deepest
 /// first: what this create's `mkdir -p` (moat's claim, libcontainer's
 /// cgroup managers) will make, and its teardown removes again while empty,
 /// so a tenant's `cgroupsPath` of many new levels leaves nothing behind.
-pub fn missing_ancestors(cgroups_path: &Path) -> Vec<PathBuf> {
+pub fn missing_ancestors(cgroups_path: &Path, hierarchies: &Hierarchies) -> Vec<PathBuf> {
     let Ok(rel) = cgroups_path.strip_prefix("/") else {
         return Vec::new();
     };
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for m in crate::rootfs::parse_mountinfo(&text)
-        .iter()
-        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
-    {
+    for m in &hierarchies.0 {
         let mut above: Vec<&Path> = rel.ancestors().skip(1).collect();
         above.retain(|a| !a.as_os_str().is_empty());
         for a in above {
@@ -161,9 +173,9 @@ pub enum ClaimError {
 /// The leaf directory moat claims for a cgroupfs-form `cgroupsPath`, or
 /// `None` for a systemd-form path (systemd creates the scope) or a host
 /// without a cgroup hierarchy.
-pub fn leaf_to_claim(cgroups_path: &Path) -> Option<PathBuf> {
+pub fn leaf_to_claim(cgroups_path: &Path, hierarchies: &Hierarchies) -> Option<PathBuf> {
     let rel = cgroups_path.strip_prefix("/").ok()?;
-    Some(claim_hierarchy()?.join(rel))
+    Some(hierarchies.claim_hierarchy()?.join(rel))
 }
 
 /// Creates the leaf cgroup `dir` (from [`leaf_to_claim`]) exclusively
@@ -181,5 +193,51 @@ pub fn claim_leaf(dir: &Path) -> Result<(), ClaimError> {
             Err(ClaimError::Taken(dir.to_path_buf()))
         }
         Err(e) => Err(ClaimError::Io(dir.to_path_buf(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+31 25 0:27 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu
+32 25 0:28 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
+";
+
+    /// One parse answers both of a claim's questions: the leaf lies in the
+    /// v1 pids hierarchy, and only cgroup filesystems count.
+    #[test]
+    fn claim_uses_the_pids_hierarchy_of_one_parsed_table() {
+        let h = Hierarchies::parse(MOUNTINFO);
+        assert_eq!(
+            h.mount_points(),
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/unified"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(
+            leaf_to_claim(Path::new("/moat/c1"), &h),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/moat/c1"))
+        );
+        // A systemd-form path names no leaf to claim.
+        assert_eq!(leaf_to_claim(Path::new("system.slice:moat:c1"), &h), None);
+        // Without v1 pids, the unified hierarchy.
+        let v2 = Hierarchies::parse(
+            "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(
+            leaf_to_claim(Path::new("/a/b"), &v2),
+            Some(PathBuf::from("/sys/fs/cgroup/a/b"))
+        );
+        assert_eq!(
+            leaf_to_claim(Path::new("/a/b"), &Hierarchies::parse("")),
+            None
+        );
     }
 }

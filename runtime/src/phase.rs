@@ -36,8 +36,13 @@ pub const LIBCONTAINER: &str = "libcontainer";
 pub const SECCOMP_LOAD: &str = "seccomp-load";
 /// The init checks its own sandbox (capabilities, no_new_privs, seccomp).
 pub const SELF_CHECK: &str = "self-check";
-/// The init reports ready, libcontainer saves its state, `create` returns.
+/// The init reports ready, libcontainer saves its state and hands the
+/// container back to moat.
 pub const READY: &str = "ready";
+/// The cgroup hierarchies in the container's mount namespace remounted
+/// read-only (libcontainer 0.7 mounts them read-write), from a thread of
+/// moat's that enters that namespace; then `create` returns.
+pub const SEAL_CGROUPFS: &str = "seal-cgroupfs";
 /// `delete`: libcontainer removes its state and the cgroups.
 pub const LIBCONTAINER_DELETE: &str = "libcontainer-delete";
 /// `delete`: moat's teardown: processes of the id range, staging, network
@@ -58,6 +63,7 @@ pub const CREATE: &[&str] = &[
     SECCOMP_LOAD,
     SELF_CHECK,
     READY,
+    SEAL_CGROUPFS,
 ];
 
 /// Every phase event `moat --debug delete` of a stopped container writes.

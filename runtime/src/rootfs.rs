@@ -429,7 +429,20 @@ pub fn mount_of_fd(fd: BorrowedFd) -> Option<MountInfo> {
         .filter(|m| m.mount_point == real)
 }
 
-/// Is anything mounted at `path`? (Used by teardown and the leak tests.)
+/// Detaches the mounts stacked at `path`, at most `max` of them, and
+/// returns how many. Asks the kernel, not the mount table: `umount2` fails
+/// (EINVAL) once nothing is mounted at `path` (ENOENT once it is gone), so
+/// no /proc/self/mountinfo is read and parsed before and after each one.
+/// `UMOUNT_NOFOLLOW`: a symlink at `path` is not followed (teardown only
+/// passes directories moat made in its own root-only state).
+pub fn detach_mounts_at(path: &Path, max: usize) -> usize {
+    let flags = MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW;
+    (0..max)
+        .take_while(|_| umount2(path, flags).is_ok())
+        .count()
+}
+
+/// Is anything mounted at `path`? (Used by the leak tests.)
 pub fn is_mount_point(path: &Path) -> bool {
     mount_at(path).is_some()
 }
@@ -636,14 +649,7 @@ pub fn teardown(private_dir: &Path, target: &Path) {
         .chain([target.clone()])
     {
         // Stacked mounts are possible after a crash mid-prepare.
-        for _ in 0..8 {
-            if !is_mount_point(&dir) {
-                break;
-            }
-            if umount2(&dir, MntFlags::MNT_DETACH).is_err() {
-                break;
-            }
-        }
+        detach_mounts_at(&dir, 8);
     }
     let _ = fs::remove_dir_all(private_dir.join("layers"));
     let _ = fs::remove_dir(private_dir.join("scratch"));

@@ -38,14 +38,14 @@ use std::path::{Path, PathBuf};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::harden::{is_bind, IdRange};
 use crate::path_syntax::{smuggled_mount_option, OVERLAY_FLAG_OPTIONS};
 use crate::pinned::{PinnedPaths, OVERLAY_PATH_KEYS};
 use crate::policy::VolumePolicy;
-use crate::rootfs::{idmapped_bind_tree, is_mount_point, mapping_userns, MOUNT_ATTR_NOSUID_NODEV};
+use crate::rootfs::{idmapped_bind_tree, mapping_userns, MOUNT_ATTR_NOSUID_NODEV};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot stage bind mount source {source_path} for {destination}: {error}")]
@@ -532,11 +532,7 @@ pub fn unstage(dir: &Path) {
     };
     for entry in entries.flatten() {
         let p = entry.path();
-        for _ in 0..8 {
-            if !is_mount_point(&p) || umount2(&p, MntFlags::MNT_DETACH).is_err() {
-                break;
-            }
-        }
+        crate::rootfs::detach_mounts_at(&p, 8);
         let _ = fs::remove_dir(&p).or_else(|_| fs::remove_file(&p));
     }
     let _ = fs::remove_dir(dir);

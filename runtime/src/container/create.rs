@@ -380,14 +380,16 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
         {
-            if let Some(dir) = crate::cgroup_probe::leaf_to_claim(&path) {
+            // One read of the mount table for both questions below.
+            let hierarchies = crate::cgroup_probe::Hierarchies::read();
+            if let Some(dir) = crate::cgroup_probe::leaf_to_claim(&path, &hierarchies) {
                 // The leaf, then the directories above it this create will
                 // make (NUL-separated: no path holds a NUL). Recorded before
                 // the mkdir, so a moat killed right after it still leaves
                 // teardown their names (rmdir: only while empty); dropped
                 // again if the leaf turns out to be someone else's.
                 let mut record = dir.as_os_str().as_encoded_bytes().to_vec();
-                for above in crate::cgroup_probe::missing_ancestors(&path) {
+                for above in crate::cgroup_probe::missing_ancestors(&path, &hierarchies) {
                     record.push(0);
                     record.extend_from_slice(above.as_os_str().as_encoded_bytes());
                 }
@@ -504,6 +506,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
             .save(&root)
             .context("cannot record the container's init")?;
     }
+    crate::phase::done(crate::phase::SEAL_CGROUPFS);
     guard.armed = false;
     if prepared.mode == RootfsMode::Unshifted {
         tracing::warn!(id, "rootfs is not idmapped; see the report");

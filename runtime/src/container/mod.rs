@@ -164,15 +164,27 @@ pub fn remove_moat_state_after(
         }
     }
     // Kill first, then unmount: nothing of the container may still run
-    // when its rootfs goes and its range is freed.
+    // when its rootfs goes. Freeing a range kills what still runs with its
+    // ids (one /proc scan, right before the slot file goes: T31), so the
+    // ranges are freed first and that one scan serves both.
+    let mut freed = Ok(());
     for pool_policy in &pools {
-        for owned in crate::idpool::IdPool::new(pool_policy).owned(root, id) {
-            if let Some(record) = owned.record.as_ref().filter(|_| !libcontainer_deleted) {
-                if record.cgroups_path.is_some() {
-                    sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
+        let pool = crate::idpool::IdPool::new(pool_policy);
+        if !libcontainer_deleted {
+            for owned in pool.owned(root, id) {
+                if let Some(record) = owned.record.as_ref() {
+                    if record.cgroups_path.is_some() {
+                        sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
+                    }
                 }
             }
-            crate::idpool::kill_range(owned.range, std::time::Duration::from_secs(5));
+        }
+        if let Err(e) = pool.free_owned_by(root, id) {
+            // Still in use: the slot stays; the other pools' ranges are
+            // still killed and freed, and the mounts go all the same.
+            if freed.is_ok() {
+                freed = Err(e);
+            }
         }
     }
     crate::staging::unstage(&paths.staging);
@@ -195,11 +207,7 @@ pub fn remove_moat_state_after(
             let _ = fs::remove_dir(Path::new(std::ffi::OsStr::from_bytes(dir)));
         }
     }
-    for pool_policy in &pools {
-        crate::idpool::IdPool::new(pool_policy)
-            .free_owned_by(root, id)
-            .with_context(|| format!("cannot free the id range of {id}"))?;
-    }
+    freed.with_context(|| format!("cannot free the id range of {id}"))?;
     match fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
