@@ -254,15 +254,31 @@ pub const UNIFIED_SYSCALLS: &[(&str, u32)] = &[
 
 /// x32 syscalls are x86_64's token with this bit in the number.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-/// x32's own (compat) entries start here, above the shared table.
+/// x32's own (compat) entries start here, above the shared table...
 const X32_COMPAT_BASE: u32 = 512;
+/// ...and end here (pwritev2; no x32 entry was added since: new syscalls
+/// go to the shared table).
+const X32_COMPAT_LAST: u32 = 547;
 /// ARM's private syscalls (cacheflush, set_tls, …) live up here; they do
 /// not say how new a profile is.
 const ARM_PRIVATE_BASE: u32 = 0x000f_0000;
 
-/// The architectures the ENOSYS rule covers: the AUDIT_ARCH_* token the
-/// kernel reports (linux/audit.h) and what is added to a unified number.
-/// Others keep the profile's default for every unnamed syscall.
+/// The newest number in [`UNIFIED_SYSCALLS`]: above it (plus an
+/// architecture's offset), moat cannot tell whether a syscall belongs on
+/// its always-denied list.
+fn newest_known() -> u32 {
+    UNIFIED_SYSCALLS
+        .iter()
+        .map(|(_, nr)| *nr)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every architecture libseccomp can build a filter for: the AUDIT_ARCH_*
+/// token the kernel reports (linux/audit.h) and what is added to a unified
+/// number there (the unified numbers carry the MIPS ABIs' bases and x32's
+/// bit). Each of them gets the tail, so no architecture a profile lists
+/// lets an always-denied syscall through by number.
 fn arch_token(arch: ScmpArch) -> Option<(u32, u32)> {
     let arch = if arch == ScmpArch::Native {
         ScmpArch::native()
@@ -277,7 +293,23 @@ fn arch_token(arch: ScmpArch) -> Option<(u32, u32)> {
         ScmpArch::Arm => (0x4000_0028, 0),
         ScmpArch::Riscv64 => (0xc000_00f3, 0),
         ScmpArch::Ppc64Le => (0xc000_0015, 0),
+        ScmpArch::Ppc64 => (0x8000_0015, 0),
+        ScmpArch::Ppc => (0x0000_0014, 0),
         ScmpArch::S390X => (0x8000_0016, 0),
+        ScmpArch::S390 => (0x0000_0016, 0),
+        ScmpArch::Parisc => (0x0000_000f, 0),
+        ScmpArch::Parisc64 => (0x8000_000f, 0),
+        ScmpArch::Mips => (0x0000_0008, 4000),
+        ScmpArch::Mipsel => (0x4000_0008, 4000),
+        ScmpArch::Mips64 => (0x8000_0008, 5000),
+        ScmpArch::Mipsel64 => (0xc000_0008, 5000),
+        ScmpArch::Mips64N32 => (0xa000_0008, 6000),
+        ScmpArch::Mipsel64N32 => (0xe000_0008, 6000),
+        ScmpArch::Loongarch64 => (0xc000_0102, 0),
+        ScmpArch::M68k => (0x0000_0004, 0),
+        // libseccomp's SH is the little-endian one, SHEB the other.
+        ScmpArch::Sh => (0x4000_002a, 0),
+        ScmpArch::Sheb => (0x0000_002a, 0),
         _ => return None,
     })
 }
@@ -302,16 +334,31 @@ fn libseccomp_number(name: &str, arch: ScmpArch) -> Known {
     }
 }
 
+fn unified_number(name: &str, offset: u32) -> Option<u32> {
+    UNIFIED_SYSCALLS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, nr)| nr + offset)
+}
+
 /// The number of `name` on `arch`: libseccomp's, else moat's table of
 /// unified numbers.
 fn syscall_number(name: &str, arch: ScmpArch, offset: u32) -> Option<u32> {
     match libseccomp_number(name, arch) {
         Known::Number(nr) => Some(nr),
         Known::Absent => None,
-        Known::Unknown => UNIFIED_SYSCALLS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, nr)| nr + offset),
+        Known::Unknown => unified_number(name, offset),
+    }
+}
+
+/// The number of an always-denied syscall on `arch`, also where
+/// libseccomp's tables call a unified syscall absent (a unified number
+/// exists on every architecture; denying one the kernel does not wire up
+/// costs nothing).
+fn denied_number(name: &str, arch: ScmpArch, offset: u32) -> Option<u32> {
+    match libseccomp_number(name, arch) {
+        Known::Number(nr) => Some(nr),
+        Known::Absent | Known::Unknown => unified_number(name, offset),
     }
 }
 
@@ -319,15 +366,25 @@ fn syscall_number(name: &str, arch: ScmpArch, offset: u32) -> Option<u32> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct AbiTail {
     /// Exact answers, tested first: syscalls the profile names that
-    /// libseccomp does not know (from [`UNIFIED_SYSCALLS`]), and the
-    /// always-denied ones above `newest`.
+    /// libseccomp does not know (from [`UNIFIED_SYSCALLS`]), and every
+    /// always-denied syscall libseccomp's program does not already deny
+    /// and the rest of the tail would not answer EPERM.
     exact: Vec<(u32, u32)>,
-    /// The highest number the profile names (the always-denied list
-    /// aside): anything above answers ENOSYS.
-    newest: u32,
-    /// x32 only: the highest number the profile names in the shared table
-    /// (below [`X32_COMPAT_BASE`]).
-    newest_shared: Option<u32>,
+    /// Inclusive ranges answered ENOSYS: newer than the profile (or, under
+    /// a permissive default, than moat's table).
+    enosys: Vec<(u32, u32)>,
+}
+
+impl AbiTail {
+    /// The answer for `nr` from the ranges and the default (what the tail
+    /// gives a number it has no exact answer for).
+    fn answer_without_exact(&self, nr: u32, default_ret: u32) -> u32 {
+        if self.enosys.iter().any(|(lo, hi)| (*lo..=*hi).contains(&nr)) {
+            RET_ENOSYS
+        } else {
+            default_ret
+        }
+    }
 }
 
 /// The tails for one AUDIT_ARCH token: x86_64's carries x32 too.
@@ -338,9 +395,74 @@ struct TokenTail {
     x32: Option<AbiTail>,
 }
 
+/// Files one ABI's tail under its token (x32 beside x86_64's).
+fn add_abi(tails: &mut Vec<TokenTail>, token: u32, offset: u32, abi: AbiTail) {
+    let entry = match tails.iter().position(|t| t.token == token) {
+        Some(i) => &mut tails[i],
+        None => {
+            tails.push(TokenTail {
+                token,
+                ..Default::default()
+            });
+            tails.last_mut().expect("just pushed")
+        }
+    };
+    if offset == X32_SYSCALL_BIT {
+        entry.x32 = Some(abi);
+    } else {
+        entry.native = Some(abi);
+    }
+}
+
+/// The ENOSYS ranges of one ABI. `newest` is the newest number the
+/// profile names (always-denied set aside), `shared` x32's newest in the
+/// shared table. Deny-by-default: everything above what the profile names.
+/// Permissive default: everything above what moat's table names too (a
+/// syscall newer than moat may belong on the always-denied list, as
+/// `open_tree_attr` did), except ARM's private calls and x32's compat
+/// entries, which are old.
+fn enosys_ranges(
+    arch: ScmpArch,
+    offset: u32,
+    newest: u32,
+    shared: Option<u32>,
+    denies_by_default: bool,
+) -> Vec<(u32, u32)> {
+    let known = newest_known() + offset;
+    let x32 = offset == X32_SYSCALL_BIT;
+    let mut ranges = Vec::new();
+    let (newest, shared) = if denies_by_default {
+        (newest, shared.unwrap_or(X32_SYSCALL_BIT))
+    } else if x32 {
+        (
+            newest.max(X32_SYSCALL_BIT + X32_COMPAT_LAST),
+            shared.unwrap_or(0).max(known),
+        )
+    } else {
+        (newest.max(known), 0)
+    };
+    if x32 && shared < X32_SYSCALL_BIT + X32_COMPAT_BASE - 1 {
+        // The shared table ends below the compat entries, so a number
+        // between the newest shared one and the compat base is newer too.
+        ranges.push((shared + 1, X32_SYSCALL_BIT + X32_COMPAT_BASE - 1));
+    }
+    if arch == ScmpArch::Arm && !denies_by_default {
+        if newest < ARM_PRIVATE_BASE - 1 {
+            ranges.push((newest + 1, ARM_PRIVATE_BASE - 1));
+        }
+    } else if newest < u32::MAX {
+        ranges.push((newest + 1, u32::MAX));
+    }
+    ranges
+}
+
 /// The tail the default action goes through, from the profile:
-/// per architecture, the newest syscall it names and the exact answers.
-fn default_tail(seccomp: &LinuxSeccomp, default_ret: u32) -> Vec<TokenTail> {
+/// per architecture, the ENOSYS ranges and the exact answers.
+fn default_tail(
+    seccomp: &LinuxSeccomp,
+    default_ret: u32,
+    denies_by_default: bool,
+) -> Result<Vec<TokenTail>, BpfError> {
     let denied = crate::seccomp::ALWAYS_DENIED;
     let mut arches: Vec<ScmpArch> = match seccomp.architectures() {
         Some(a) if !a.is_empty() => a.iter().map(|a| to_arch(*a)).collect(),
@@ -350,10 +472,17 @@ fn default_tail(seccomp: &LinuxSeccomp, default_ret: u32) -> Vec<TokenTail> {
     let mut tails: Vec<TokenTail> = Vec::new();
     for arch in arches {
         let Some((token, offset)) = arch_token(arch) else {
-            continue;
+            return Err(BpfError::Libseccomp(format!(
+                "architecture {arch:?} has no always-denied tail"
+            )));
         };
         let mut abi = AbiTail::default();
+        let mut newest = 0;
         let mut shared: Option<u32> = None;
+        // Names libseccomp's own program answers without reaching the
+        // tail: known there, with an unconditional rule that is not the
+        // default.
+        let mut ruled: Vec<&str> = Vec::new();
         for rule in seccomp.syscalls().iter().flatten() {
             let ret = to_action(rule.action(), rule.errno_ret())
                 .map(ret_value)
@@ -363,12 +492,17 @@ fn default_tail(seccomp: &LinuxSeccomp, default_ret: u32) -> Vec<TokenTail> {
                 let Some(nr) = syscall_number(name, arch, offset) else {
                     continue;
                 };
+                let known = matches!(libseccomp_number(name, arch), Known::Number(_));
+                if known && unconditional && ret != default_ret && ret != RET_ALLOW {
+                    ruled.push(name);
+                }
                 // Unknown to libseccomp, so not in its program: answered
                 // here (a conditional rule cannot be: the default stands).
-                if matches!(libseccomp_number(name, arch), Known::Unknown)
+                if !known
                     && unconditional
                     && ret != default_ret
                     && !abi.exact.iter().any(|(n, _)| *n == nr)
+                    && !denied.contains(&name.as_str())
                 {
                     abi.exact.push((nr, ret));
                 }
@@ -377,39 +511,34 @@ fn default_tail(seccomp: &LinuxSeccomp, default_ret: u32) -> Vec<TokenTail> {
                 {
                     continue;
                 }
-                abi.newest = abi.newest.max(nr);
+                newest = newest.max(nr);
                 if offset == X32_SYSCALL_BIT && nr < X32_SYSCALL_BIT + X32_COMPAT_BASE {
                     shared = Some(shared.map_or(nr, |s| s.max(nr)));
                 }
             }
         }
+        abi.enosys = enosys_ranges(arch, offset, newest, shared, denies_by_default);
+        // Always denied, by number: EPERM wherever libseccomp's program
+        // does not already deny it and the tail would answer otherwise
+        // (libseccomp does not know it, the default allows, or the number
+        // is in an ENOSYS range).
         for name in denied {
-            if let Some(nr) = syscall_number(name, arch, offset) {
-                if nr > abi.newest && !abi.exact.iter().any(|(n, _)| *n == nr) {
-                    abi.exact.push((nr, RET_EPERM));
-                }
+            let Some(nr) = denied_number(name, arch, offset) else {
+                continue;
+            };
+            if ruled.contains(name) && matches!(libseccomp_number(name, arch), Known::Number(_)) {
+                continue;
+            }
+            let otherwise = abi.answer_without_exact(nr, default_ret);
+            match abi.exact.iter_mut().find(|(n, _)| *n == nr) {
+                Some(e) => e.1 = RET_EPERM,
+                None if otherwise != RET_EPERM => abi.exact.push((nr, RET_EPERM)),
+                None => {}
             }
         }
-        if offset == X32_SYSCALL_BIT {
-            abi.newest_shared = Some(shared.unwrap_or(X32_SYSCALL_BIT));
-        }
-        let entry = match tails.iter_mut().position(|t| t.token == token) {
-            Some(i) => &mut tails[i],
-            None => {
-                tails.push(TokenTail {
-                    token,
-                    ..Default::default()
-                });
-                tails.last_mut().expect("just pushed")
-            }
-        };
-        if offset == X32_SYSCALL_BIT {
-            entry.x32 = Some(abi);
-        } else {
-            entry.native = Some(abi);
-        }
+        add_abi(&mut tails, token, offset, abi);
     }
-    tails
+    Ok(tails)
 }
 
 /// One `struct sock_filter`.
@@ -451,17 +580,14 @@ fn answer_exact(out: &mut Vec<Insn>, exact: &[(u32, u32)]) {
 fn abi_code(abi: &AbiTail, default_ret: u32) -> Vec<Insn> {
     let mut out = Vec::new();
     answer_exact(&mut out, &abi.exact);
-    out.push(insn(BPF_JGT_K, 0, 1, abi.newest));
-    out.push(ret(RET_ENOSYS));
-    if let Some(shared) = abi.newest_shared {
-        // x32: the shared table ends below the compat entries, so a
-        // number between the newest shared one the profile names and the
-        // compat base is newer too.
-        if shared < X32_SYSCALL_BIT + X32_COMPAT_BASE - 1 {
-            out.push(insn(BPF_JGT_K, 0, 2, shared));
-            out.push(insn(BPF_JGE_K, 1, 0, X32_SYSCALL_BIT + X32_COMPAT_BASE));
-            out.push(ret(RET_ENOSYS));
+    for (lo, hi) in &abi.enosys {
+        if *hi == u32::MAX {
+            out.push(insn(BPF_JGE_K, 0, 1, *lo));
+        } else {
+            out.push(insn(BPF_JGE_K, 0, 2, *lo));
+            out.push(insn(BPF_JGT_K, 1, 0, *hi));
         }
+        out.push(ret(RET_ENOSYS));
     }
     out.push(ret(default_ret));
     out
@@ -709,15 +835,16 @@ fn group_context(
 }
 
 /// Compiles the profile into a BPF program (no cache).
+///
+/// Whatever the profile's default action, libseccomp builds the program
+/// with a placeholder default, and every path that ends in it goes through
+/// moat's tail ([`default_tail`]): always-denied syscalls answer EPERM by
+/// number there (also those libseccomp cannot name, and under a permissive
+/// default), newer ones ENOSYS, the rest the profile's default.
 pub fn compile(seccomp: &LinuxSeccomp, scratch_dir: &Path) -> Result<CompiledFilter, BpfError> {
     let profile_default = to_action(seccomp.default_action(), seccomp.default_errno_ret())?;
     let denies_by_default = !matches!(profile_default, ScmpAction::Allow | ScmpAction::Log);
-    let filter_default = if denies_by_default {
-        ScmpAction::Trace(DEFAULT_PLACEHOLDER)
-    } else {
-        profile_default
-    };
-    let ctx = build_context(seccomp, filter_default)?;
+    let ctx = build_context(seccomp, ScmpAction::Trace(DEFAULT_PLACEHOLDER))?;
     // libseccomp 2.5 exports to a file descriptor only.
     let io = |source| BpfError::Io {
         path: scratch_dir.to_path_buf(),
@@ -729,12 +856,10 @@ pub fn compile(seccomp: &LinuxSeccomp, scratch_dir: &Path) -> Result<CompiledFil
     let mut program = Vec::new();
     file.read_to_end(&mut program).map_err(io)?;
     check_program(&program)?;
-    if denies_by_default {
-        let default_ret = ret_value(profile_default);
-        let tails = default_tail(seccomp, default_ret);
-        program = route_default_through_tail(&program, &tails, default_ret)?;
-        check_program(&program)?;
-    }
+    let default_ret = ret_value(profile_default);
+    let tails = default_tail(seccomp, default_ret, denies_by_default)?;
+    program = route_default_through_tail(&program, &tails, default_ret)?;
+    check_program(&program)?;
     Ok(CompiledFilter {
         program,
         flags: filter_flags(seccomp),
@@ -752,7 +877,85 @@ fn check_program(program: &[u8]) -> Result<(), BpfError> {
     Ok(())
 }
 
-/// The cache key: the profile, libseccomp's version, moat's version.
+/// A filter of its own for a profile libcontainer loads (notify or trace
+/// actions, or one moat could not compile): every always-denied syscall
+/// answers EPERM by number on the profile's architectures, everything else
+/// is left to the profile's filter (ALLOW here; the kernel runs every
+/// stacked filter and the strictest answer wins, so EPERM beats the
+/// profile's ALLOW, LOG, TRACE or NOTIFY). Only `nr` and `arch` are read:
+/// the kernel's constant-action cache keeps working.
+pub fn always_denied_guard(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, BpfError> {
+    let mut arches: Vec<ScmpArch> = match seccomp.architectures() {
+        Some(a) if !a.is_empty() => a.iter().map(|a| to_arch(*a)).collect(),
+        _ => vec![ScmpArch::native()],
+    };
+    // The ABIs of this host run whatever the profile lists.
+    arches.extend(
+        crate::seccomp::native_architectures()
+            .into_iter()
+            .map(to_arch),
+    );
+    let mut tails: Vec<TokenTail> = Vec::new();
+    for arch in arches {
+        let Some((token, offset)) = arch_token(arch) else {
+            continue;
+        };
+        let mut abi = AbiTail::default();
+        for name in crate::seccomp::ALWAYS_DENIED {
+            if let Some(nr) = denied_number(name, arch, offset) {
+                if !abi.exact.iter().any(|(n, _)| *n == nr) {
+                    abi.exact.push((nr, RET_EPERM));
+                }
+            }
+        }
+        add_abi(&mut tails, token, offset, abi);
+    }
+    let program = encode(&tail_code(&tails, RET_ALLOW));
+    check_program(&program)?;
+    Ok(CompiledFilter { program, flags: 0 })
+}
+
+/// Does a profile libcontainer loads need [`always_denied_guard`]? Only
+/// under a permissive default: under a denying one, a syscall no rule
+/// names (one libseccomp cannot name among them) gets that default, and
+/// the profile need not allow `seccomp(2)` for a second filter. Not a
+/// `moat learn` profile: it notifies the always-denied syscalls so the
+/// recorder can count the attempts (and answers them EPERM itself); a
+/// hardened workload profile never lets one through.
+pub fn needs_always_denied_guard(seccomp: &LinuxSeccomp) -> bool {
+    let permissive = matches!(
+        seccomp.default_action(),
+        LinuxSeccompAction::ScmpActAllow
+            | LinuxSeccompAction::ScmpActLog
+            | LinuxSeccompAction::ScmpActTrace
+            | LinuxSeccompAction::ScmpActNotify
+    );
+    permissive
+        && !seccomp.syscalls().iter().flatten().any(|r| {
+            r.action() == LinuxSeccompAction::ScmpActNotify
+                && r.names()
+                    .iter()
+                    .any(|n| crate::seccomp::ALWAYS_DENIED.contains(&n.as_str()))
+        })
+}
+
+/// Loads [`always_denied_guard`] on top of a profile libcontainer loaded,
+/// unless it is a `moat learn` profile ([`needs_always_denied_guard`]).
+pub fn load_always_denied_guard(seccomp: &LinuxSeccomp) -> Result<(), BpfError> {
+    if !needs_always_denied_guard(seccomp) {
+        return Ok(());
+    }
+    load(&always_denied_guard(seccomp)?)
+}
+
+/// The version of what [`compile`] makes of a profile: bump it whenever a
+/// change here (the tail, the always-denied list's numbers) changes the
+/// program for a profile, so that a cache /run/moat kept across an upgrade
+/// of moat is not reused (`the_program_format_is_pinned` fails until then).
+const FILTER_FORMAT: &str = "tail-2";
+
+/// The cache key: the profile, libseccomp's version, moat's version and
+/// the program format.
 pub fn cache_key(seccomp: &LinuxSeccomp) -> String {
     let profile = serde_json::to_vec(seccomp).unwrap_or_default();
     let lib = libseccomp::ScmpVersion::current()
@@ -765,6 +968,7 @@ pub fn cache_key(seccomp: &LinuxSeccomp) -> String {
         &profile[..],
         lib.as_bytes(),
         env!("CARGO_PKG_VERSION").as_bytes(),
+        FILTER_FORMAT.as_bytes(),
     ] {
         for b in part.iter().chain(std::iter::once(&0xffu8)) {
             hash ^= u64::from(*b);
@@ -854,7 +1058,9 @@ pub(crate) const TEST_RET_ENOSYS: u32 = RET_ENOSYS;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
+    use oci_spec::runtime::{
+        LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscall, LinuxSyscallBuilder,
+    };
 
     fn default_profile() -> LinuxSeccomp {
         crate::seccomp::default_profile().expect("embedded profile parses")
@@ -927,6 +1133,18 @@ mod tests {
         let c = to_condition(0, arg.op(), arg.value(), arg.value_two().unwrap_or(0));
         let expected = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0x1000_0000), 0);
         assert_eq!(format!("{c:?}"), format!("{expected:?}"));
+    }
+
+    /// The errno of a raw syscall with zero arguments (0 when it worked).
+    fn errno_of(nr: libc::c_long) -> i32 {
+        // SAFETY: raw syscalls with null/zero arguments; the filter or the
+        // kernel refuses them before they touch memory.
+        let rc = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) };
+        if rc < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// Runs `probe` in a forked child under the compiled filter; returns its
@@ -1058,6 +1276,13 @@ mod tests {
             steps += 1;
             pc += 1;
             let jump = |cond: bool| if cond { i.jt as usize } else { i.jf as usize };
+            // The kernel's constant-action emulation (kernel/seccomp.c,
+            // seccomp_is_const_allow) follows only these instructions;
+            // any other on the path makes the result not cacheable.
+            constant &= matches!(
+                i.code,
+                0x20 | 0x05 | 0x15 | 0x25 | 0x35 | 0x45 | 0x54 | 0x06
+            );
             match i.code {
                 0x20 => {
                     constant &= i.k == DATA_NR || i.k == DATA_ARCH;
@@ -1257,7 +1482,10 @@ mod tests {
         assert_eq!(run(&program, X86_64, 452, [0; 6]).ret, RET_ENOSYS);
         assert_eq!(run(&program, X86_64, 135, [0; 6]).ret, RET_KILL_PROCESS);
         assert_eq!(run(&program, X86_64, 442, [0; 6]).ret, RET_EPERM);
-        // A permissive default: nothing to route, unknown calls pass.
+        // A permissive default: what moat's table names passes, the
+        // always-denied list answers EPERM (open_tree_attr too, which
+        // libseccomp cannot name), and what is newer than moat's table
+        // answers ENOSYS (it may belong on the always-denied list).
         let mut allow = docker_like();
         allow.set_default_action(LinuxSeccompAction::ScmpActAllow);
         allow.set_syscalls(Some(vec![LinuxSyscallBuilder::default()
@@ -1266,8 +1494,12 @@ mod tests {
             .build()
             .unwrap()]));
         let program = compile(&hardened(allow), dir.path()).unwrap().program;
-        assert_eq!(run(&program, X86_64, 470, [0; 6]).ret, RET_ALLOW);
+        assert_eq!(run(&program, X86_64, 470, [0; 6]).ret, RET_ENOSYS);
+        assert_eq!(run(&program, X86_64, 452, [0; 6]).ret, RET_ALLOW);
+        assert_eq!(run(&program, X86_64, 469, [0; 6]).ret, RET_ALLOW);
         assert_eq!(run(&program, X86_64, 425, [0; 6]).ret, RET_EPERM);
+        assert_eq!(run(&program, X86_64, 467, [0; 6]).ret, RET_EPERM);
+        assert_eq!(run(&program, X86_64, 161, [0; 6]).ret, RET_EPERM, "chroot");
     }
 
     /// libseccomp's program for the profile with its own default action
@@ -1368,16 +1600,6 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let filter = compile(&profile, dir.path()).unwrap();
-        fn errno_of(nr: libc::c_long) -> i32 {
-            // SAFETY: raw syscalls with null/zero arguments; the filter or
-            // the kernel refuses them before they touch memory.
-            let rc = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) };
-            if rc < 0 {
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-            } else {
-                0
-            }
-        }
         // 1 = as expected.
         assert_eq!(
             under_filter(&filter, || i32::from(errno_of(470) == libc::ENOSYS)),
@@ -1400,6 +1622,387 @@ mod tests {
             under_filter(&filter, || {
                 let e = errno_of(452);
                 i32::from(e != libc::EPERM && e != libc::ENOSYS)
+            }),
+            1
+        );
+    }
+
+    // ---- always denied by number, whatever the default (issue 20)
+
+    /// Every architecture libseccomp 2.5 can build a filter for, in the
+    /// groups one filter can hold (libseccomp keeps one byte order per
+    /// filter).
+    fn every_libseccomp_arch() -> Vec<Vec<Arch>> {
+        vec![
+            vec![
+                Arch::ScmpArchX86_64,
+                Arch::ScmpArchX86,
+                Arch::ScmpArchX32,
+                Arch::ScmpArchAarch64,
+                Arch::ScmpArchArm,
+                Arch::ScmpArchRiscv64,
+                Arch::ScmpArchPpc64le,
+                Arch::ScmpArchMipsel,
+                Arch::ScmpArchMipsel64,
+                Arch::ScmpArchMipsel64n32,
+            ],
+            vec![
+                Arch::ScmpArchPpc64,
+                Arch::ScmpArchPpc,
+                Arch::ScmpArchS390x,
+                Arch::ScmpArchS390,
+                Arch::ScmpArchParisc,
+                Arch::ScmpArchParisc64,
+                Arch::ScmpArchMips,
+                Arch::ScmpArchMips64,
+                Arch::ScmpArchMips64n32,
+            ],
+        ]
+    }
+
+    /// (token, libseccomp arch, offset) for each architecture of `arches`.
+    fn abis_of(arches: &[Arch]) -> Vec<(u32, ScmpArch, u32)> {
+        arches
+            .iter()
+            .map(|a| {
+                let arch = to_arch(*a);
+                let (token, offset) = arch_token(arch).unwrap();
+                (token, arch, offset)
+            })
+            .collect()
+    }
+
+    fn profile_with(default: LinuxSeccompAction, rules: Vec<LinuxSyscall>) -> LinuxSeccomp {
+        let mut p = LinuxSeccomp::default();
+        p.set_default_action(default);
+        p.set_syscalls(Some(rules));
+        p
+    }
+
+    fn deny_rule(names: &[&str]) -> LinuxSyscall {
+        LinuxSyscallBuilder::default()
+            .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .build()
+            .unwrap()
+    }
+
+    fn allow_rule(names: &[&str]) -> LinuxSyscall {
+        LinuxSyscallBuilder::default()
+            .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn moats_offsets_are_libseccomps() {
+        // The unified numbers moat adds for names libseccomp cannot name
+        // sit where libseccomp puts the ones it can.
+        for (_, arch, offset) in abis_of(&every_libseccomp_arch().concat()) {
+            for name in ["pidfd_send_signal", "open_tree", "mount_setattr"] {
+                match libseccomp_number(name, arch) {
+                    Known::Number(nr) => assert_eq!(nr, unified(name) + offset, "{arch:?} {name}"),
+                    _ => panic!("libseccomp does not know {name} on {arch:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn always_denied_syscalls_answer_eperm_by_number_under_any_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = [
+            LinuxSeccompAction::ScmpActAllow,
+            LinuxSeccompAction::ScmpActLog,
+            LinuxSeccompAction::ScmpActErrno,
+            LinuxSeccompAction::ScmpActKillProcess,
+            LinuxSeccompAction::ScmpActTrap,
+        ];
+        // Every little-endian architecture in one filter (the hosts moat
+        // builds for among them). A filter for the big-endian ones cannot
+        // be built on a little-endian host (libseccomp starts from the
+        // native architecture and keeps one byte order); their tokens and
+        // numbers are checked in `moats_offsets_are_libseccomps`.
+        let arch_sets = [
+            every_libseccomp_arch()[0].clone(),
+            native_set(),
+            vec![Arch::ScmpArchX86_64],
+        ];
+        for default in defaults {
+            for arches in &arch_sets {
+                let tenant = |rules| {
+                    let mut p = profile_with(default, rules);
+                    p.set_architectures(Some(arches.clone()));
+                    p
+                };
+                let profiles = [
+                    // A tenant's permissive profile with a few denials, and
+                    // one that names always-denied calls among its allowed
+                    // ones, both as moat hardens them...
+                    hardened(tenant(vec![deny_rule(&["chmod", "chroot"])])),
+                    hardened(tenant(vec![allow_rule(&[
+                        "read",
+                        "open_tree_attr",
+                        "mount_setattr",
+                        "bpf",
+                        "execve",
+                        "ioctl",
+                    ])])),
+                    // ...and one compiled as it comes: the program's tail
+                    // denies by number even without moat's rules.
+                    tenant(vec![deny_rule(&["chmod"])]),
+                ];
+                for p in profiles {
+                    let program = compile(&p, dir.path())
+                        .unwrap_or_else(|e| panic!("{default:?} {arches:?}: {e}"))
+                        .program;
+                    for (token, arch, offset) in abis_of(arches) {
+                        for name in crate::seccomp::ALWAYS_DENIED {
+                            let Some(nr) = denied_number(name, arch, offset) else {
+                                continue;
+                            };
+                            for args in [[0; 6], [u64::MAX; 6]] {
+                                let r = run(&program, token, nr, args).ret;
+                                assert_eq!(
+                                    r, RET_EPERM,
+                                    "{default:?} {arch:?} {name} ({nr:#x}): {r:#x}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn native_set() -> Vec<Arch> {
+        crate::seccomp::native_architectures()
+    }
+
+    #[test]
+    fn every_always_denied_syscall_has_a_number_where_the_kernel_has_it() {
+        // A name libseccomp cannot resolve on an architecture must be in
+        // moat's unified table, or it could not be denied by number there.
+        for (_, arch, offset) in abis_of(&every_libseccomp_arch().concat()) {
+            for name in crate::seccomp::ALWAYS_DENIED {
+                if matches!(libseccomp_number(name, arch), Known::Unknown) {
+                    assert!(
+                        unified_number(name, offset).is_some(),
+                        "{name} on {arch:?}: neither libseccomp nor moat's table has it"
+                    );
+                }
+            }
+        }
+        // The ones libseccomp 2.5.4 cannot name, at least.
+        assert!(
+            matches!(
+                libseccomp_number("open_tree_attr", ScmpArch::X8664),
+                Known::Unknown
+            ) || ScmpVersionAtLeast::v2_6()
+        );
+    }
+
+    /// libseccomp 2.6 knows names up to Linux 6.x; the test above only
+    /// insists on `open_tree_attr` being unknown for 2.5.
+    struct ScmpVersionAtLeast;
+    impl ScmpVersionAtLeast {
+        fn v2_6() -> bool {
+            libseccomp::ScmpVersion::current()
+                .map(|v| (v.major, v.minor) >= (2, 6))
+                .unwrap_or(false)
+        }
+    }
+
+    #[test]
+    fn x32_always_denied_calls_below_the_compat_entries_answer_eperm() {
+        // A profile that names x32 compat entries (execve 520, ioctl 514)
+        // but stops short in the shared table (epoll_pwait2, 441): the
+        // always-denied calls between 441 and 512 must not answer ENOSYS.
+        let mut p = docker_like();
+        p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX32]));
+        let mut rules = p.syscalls().clone().unwrap();
+        rules.push(allow_rule(&["execve", "ioctl", "readv"]));
+        p.set_syscalls(Some(rules));
+        let dir = tempfile::tempdir().unwrap();
+        let program = compile(&hardened(p), dir.path()).unwrap().program;
+        let at = |name: &str| {
+            let nr = nr_of(name, ScmpArch::X32, X32_SYSCALL_BIT);
+            run(&program, X86_64, nr, [0; 6]).ret
+        };
+        for name in ["mount_setattr", "quotactl_fd", "open_tree_attr"] {
+            assert_eq!(at(name), RET_EPERM, "x32 {name}");
+        }
+        // Newer than the profile and not denied: ENOSYS, as before.
+        assert_eq!(at("fchmodat2"), RET_ENOSYS);
+        assert_eq!(at("landlock_create_ruleset"), RET_ENOSYS);
+        assert_eq!(at("execve"), RET_ALLOW);
+        assert_eq!(at("ptrace"), RET_EPERM, "x32's own ptrace (521)");
+    }
+
+    /// The syscalls a profile allows with no argument condition.
+    fn allowed_without_args(p: &LinuxSeccomp) -> Vec<String> {
+        p.syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| {
+                r.action() == LinuxSeccompAction::ScmpActAllow
+                    && r.args().as_ref().is_none_or(|a| a.is_empty())
+            })
+            .flat_map(|r| r.names().clone())
+            .collect()
+    }
+
+    #[test]
+    fn every_syscall_allowed_without_args_is_cached_by_the_kernel() {
+        // The kernel caches "always allow this nr on this arch" (native and
+        // 32-bit compat, kernel/seccomp.c: seccomp_cache_prepare) only when
+        // the filter's path for it reads nothing but nr and arch: then such a
+        // syscall costs what it costs under an allow-all filter.
+        let p = default_profile();
+        let dir = tempfile::tempdir().unwrap();
+        let program = compile(&p, dir.path()).unwrap().program;
+        let names = allowed_without_args(&p);
+        for hot in [
+            "read",
+            "write",
+            "futex",
+            "getpid",
+            "getppid",
+            "clock_gettime",
+            "openat",
+            "close",
+            "epoll_wait",
+            "sched_yield",
+            "nanosleep",
+            "mmap",
+            "fchmodat2",
+        ] {
+            assert!(names.iter().any(|n| n == hot), "{hot} not allowed");
+        }
+        let arg_sets = [
+            [0; 6],
+            [u64::MAX; 6],
+            [2, 1, 0, 0, 0, 0],
+            [40, 0x1000, 7, 1 << 33, 3, 9],
+        ];
+        let mut checked = 0;
+        for (token, arch, offset) in abis_of(&native_set()) {
+            for name in &names {
+                let Some(nr) = syscall_number(name, arch, offset) else {
+                    continue;
+                };
+                for args in arg_sets {
+                    let r = run(&program, token, nr, args);
+                    assert_eq!(r.ret, RET_ALLOW, "{arch:?} {name}");
+                    assert!(r.constant, "{arch:?} {name} depends on more than nr/arch");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 500, "{checked}");
+        // The interpreter tells the two apart: socket's allow depends on
+        // its family, and an allow-all filter is constant everywhere.
+        let socket = run(&program, X86_64, 41, [2, 1, 0, 0, 0, 0]);
+        assert!(socket.ret == RET_ALLOW && !socket.constant);
+        let mut all = profile_with(LinuxSeccompAction::ScmpActAllow, vec![]);
+        all.set_architectures(Some(native_set()));
+        let allow_all = without_tail(&all);
+        for nr in 0..470 {
+            assert!(run(&allow_all, X86_64, nr, [0; 6]).constant);
+        }
+    }
+
+    /// FNV-1a of the programs compiled for two fixed profiles, one per
+    /// kind of default: with [`FILTER_FORMAT`], so a change to what
+    /// [`compile`] makes of a profile cannot keep the old cache key.
+    #[test]
+    fn the_program_format_is_pinned() {
+        let lib = libseccomp::ScmpVersion::current().unwrap();
+        if (lib.major, lib.minor, lib.micro) != (2, 5, 4) {
+            return; // the pin is for the libseccomp moat is tested with
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for default in [
+            LinuxSeccompAction::ScmpActErrno,
+            LinuxSeccompAction::ScmpActAllow,
+        ] {
+            let mut p = docker_like();
+            p.set_default_action(default);
+            p.set_architectures(Some(vec![
+                Arch::ScmpArchX86_64,
+                Arch::ScmpArchX86,
+                Arch::ScmpArchX32,
+            ]));
+            for b in compile(&hardened(p), dir.path()).unwrap().program {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(
+            (FILTER_FORMAT, format!("{hash:016x}")),
+            ("tail-2", "6a69e7fa274646d0".to_string()),
+            "the compiled program changed: bump FILTER_FORMAT, then pin the new hash"
+        );
+    }
+
+    #[test]
+    fn the_guard_denies_every_always_denied_number_and_nothing_else() {
+        let mut notify = docker_like();
+        notify.set_default_action(LinuxSeccompAction::ScmpActAllow);
+        notify.set_syscalls(Some(vec![LinuxSyscallBuilder::default()
+            .names(vec!["getpid".to_string()])
+            .action(LinuxSeccompAction::ScmpActNotify)
+            .build()
+            .unwrap()]));
+        assert!(needs_always_denied_guard(&notify));
+        let guard = always_denied_guard(&notify).unwrap();
+        for (token, arch, offset) in abis_of(&native_set()) {
+            let denied: Vec<u32> = crate::seccomp::ALWAYS_DENIED
+                .iter()
+                .filter_map(|n| denied_number(n, arch, offset))
+                .collect();
+            assert!(denied.contains(&(unified("open_tree_attr") + offset)));
+            for nr in (0..600).map(|n| n + offset) {
+                let r = run(&guard.program, token, nr, [u64::MAX; 6]);
+                let want = if denied.contains(&nr) {
+                    RET_EPERM
+                } else {
+                    RET_ALLOW
+                };
+                assert_eq!(r.ret, want, "{arch:?} {nr:#x}");
+                assert!(r.constant, "{arch:?} {nr:#x}");
+            }
+        }
+        // A learning run's profile notifies the always-denied calls to
+        // count them: no guard there.
+        let mut learning = notify.clone();
+        learning.set_syscalls(Some(vec![LinuxSyscallBuilder::default()
+            .names(vec!["bpf".to_string(), "open_tree_attr".to_string()])
+            .action(LinuxSeccompAction::ScmpActNotify)
+            .build()
+            .unwrap()]));
+        assert!(!needs_always_denied_guard(&learning));
+        // A denying default answers what no rule names.
+        let mut denying = notify.clone();
+        denying.set_default_action(LinuxSeccompAction::ScmpActErrno);
+        assert!(!needs_always_denied_guard(&denying));
+        // Loaded for real: EPERM by number, the rest reaches the kernel.
+        let guard = always_denied_guard(&notify).unwrap();
+        assert_eq!(
+            under_filter(&guard, || i32::from(
+                errno_of(467) == libc::EPERM
+                    && errno_of(425) == libc::EPERM
+                    && errno_of(libc::SYS_bpf) == libc::EPERM
+            )),
+            1
+        );
+        assert_eq!(
+            under_filter(&guard, || {
+                let e = errno_of(452);
+                // SAFETY: getppid has no preconditions.
+                i32::from(e != libc::EPERM && e != libc::ENOSYS && unsafe { libc::getppid() } > 0)
             }),
             1
         );

@@ -139,6 +139,14 @@ impl Executor for SelfCheck {
                     "moat could not load the container's seccomp filter: {e}"
                 ))
             })?;
+        } else if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            // libcontainer loaded this profile without moat's tail: the
+            // always-denied syscalls get a filter of their own on top.
+            crate::seccomp_bpf::load_always_denied_guard(profile).map_err(|e| {
+                ExecutorValidationError::ArgValidationError(format!(
+                    "moat could not load its always-denied filter: {e}"
+                ))
+            })?;
         }
         crate::phase::done(crate::phase::SECCOMP_LOAD);
         let failed = self.failures();

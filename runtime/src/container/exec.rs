@@ -452,6 +452,8 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
                 // SAFETY: the fd is ours and the recorder has its own copy.
                 unsafe { libc::close(fd) };
             }
+            crate::seccomp_bpf::load_always_denied_guard(seccomp)
+                .map_err(|e| anyhow!("cannot load moat's always-denied filter: {e}"))?;
         }
         ExecSeccomp::Missing => {}
     }
