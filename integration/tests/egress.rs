@@ -866,13 +866,9 @@ fn cni_style_netns_path_gets_the_rules() {
     );
     let hits_before = net.hits(srv);
 
-    let mut b = env.bundle(&["sleep", "300"]);
-    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "network" {
-            ns["path"] = json!(pod_path.display().to_string());
-        }
-    }
-    b.write();
+    // An engine's pin is joined only by a container an engine made (T10).
+    let mut b = env.engine_bundle(&["sleep", "300"]);
+    set_netns_path(&mut b, &pod_path);
     let id = env.id("eg-cni");
     let leak = env.leak_check(&id);
     {
@@ -1110,13 +1106,9 @@ fn joining_a_namespace_with_foreign_rules_is_refused() {
             "netns", "exec", &pod.name, "nft", "add", "table", "inet", "moat",
         ],
     );
-    let mut b = env.bundle(&["sleep", "300"]);
-    for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "network" {
-            ns["path"] = json!(pod_path.display().to_string());
-        }
-    }
-    b.write();
+    // An engine's pin is joined only by a container an engine made (T10).
+    let mut b = env.engine_bundle(&["sleep", "300"]);
+    set_netns_path(&mut b, &pod_path);
     let id = env.id("eg-foreign");
     let leak = env.leak_check(&id);
     {
