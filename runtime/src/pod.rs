@@ -58,6 +58,109 @@ pub struct Pod {
     /// The pod's user namespace, opened from the pinned `/proc/<pid>` of
     /// a container of the pod.
     userns: File,
+    /// The pod's range, locked shared from [`find`] until the member's
+    /// create ends (its init exists in its cgroup by then, or the create
+    /// failed): the owner's delete cannot kill the pod and free the range
+    /// in between, which would start the member in a freed range.
+    _range_lock: RangeLock,
+}
+
+/// A lock on a pod's id range: its pool file, `flock`ed. A member's create
+/// holds it shared from [`find`] until its init exists; the owner's delete
+/// holds it exclusive from before it kills the pod's processes until the
+/// range is freed. So a member either starts before the delete (and is
+/// killed by it, through its cgroup) or finds the range gone (refused).
+/// The pool file is replaced (rename) only at the owner's own create, and
+/// removed only under the exclusive lock.
+#[derive(Debug)]
+pub struct RangeLock(Option<File>);
+
+/// How long a lock is waited for before giving up: a create or delete
+/// holding it runs for seconds at most.
+const RANGE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls a non-blocking `flock(op)` on `file` until it is taken or
+/// [`RANGE_LOCK_WAIT`] has passed.
+fn flock_within(file: &File, op: libc::c_int) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if start.elapsed() > RANGE_LOCK_WAIT {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl RangeLock {
+    /// The owner's delete: the exclusive lock on its pool file `file`. A
+    /// file that cannot be opened or locked in time leaves no lock (the
+    /// teardown still kills the range and keeps it while anything runs
+    /// in it).
+    pub fn for_teardown(file: &Path) -> RangeLock {
+        let Ok(f) = File::open(file) else {
+            return RangeLock(None);
+        };
+        if flock_within(&f, libc::LOCK_EX) {
+            RangeLock(Some(f))
+        } else {
+            tracing::warn!(file = %file.display(), "a create of a pod member still holds the pod's range; tearing down without its lock");
+            RangeLock(None)
+        }
+    }
+
+    /// A member's create: the shared lock on the pod's pool file, then,
+    /// under it, proof that the file is still the owner's (the very file
+    /// locked is the one at the path, and names the owner).
+    fn for_member(file: &Path, root: &Path, owner: &str) -> Result<RangeLock, Refusal> {
+        let gone = || {
+            refuse(format!(
+                "pod {owner} no longer holds its id range (its sandbox was deleted)"
+            ))
+        };
+        let f = File::open(file).map_err(|_| gone())?;
+        if !flock_within(&f, libc::LOCK_SH) {
+            return Err(refuse(format!(
+                "pod {owner} is being deleted (its id range stayed locked)"
+            )));
+        }
+        let same = match (f.metadata(), fs::metadata(file)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        let text = std::io::read_to_string(&f).unwrap_or_default();
+        if !same || !crate::idpool::claim_names(&text, root, owner) {
+            return Err(gone());
+        }
+        Ok(RangeLock(Some(f)))
+    }
+}
+
+impl Drop for RangeLock {
+    /// Unlocks explicitly: libcontainer's forked init inherits the
+    /// descriptor (closed only when it execs the workload at `start`), and
+    /// a lock held by that open file would keep the owner's delete waiting.
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            // SAFETY: flock on a descriptor we own.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// The containers of `root` that recorded `owner` as their pod's owner
+/// (not the owner itself).
+pub fn members(root: &Path, owner: &str) -> Vec<String> {
+    fs::read_dir(crate::state::private_root(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|id| id != owner && owner_of(root, id) == owner)
+        .collect()
 }
 
 impl Pod {
@@ -373,17 +476,15 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
         return Err(refuse(format!("pod {owner} has no id range")));
     };
     let pool_dir = first.state.pool_dir.clone();
-    if let Some(dir) = &pool_dir {
-        if !crate::idpool::slot_owned_by(dir, &allocation, root, &owner) {
-            return Err(refuse(format!(
-                "pod {owner} no longer holds its id range (its sandbox was deleted)"
-            )));
-        }
-    }
+    let range_lock = match &pool_dir {
+        Some(dir) => RangeLock::for_member(&dir.join(allocation.file_name()), root, &owner)?,
+        None => RangeLock(None),
+    };
     Ok(Some(Pod {
         owner,
         allocation,
         pool_dir,
         userns,
+        _range_lock: range_lock,
     }))
 }
