@@ -280,13 +280,33 @@ pub fn record_claim(
     }
 }
 
+/// The network namespace of container `id`'s init, opened through its
+/// proven `/proc/<pid>` (see [`proven_init`]) while a pidfd opened first
+/// shows the process alive: a pid the init left and the host reused cannot
+/// show another namespace (its uid_map is not the container's range, and a
+/// `/proc/<pid>` opened before the reuse no longer resolves). `None`: no
+/// running init of that container. For `moat egress` and `moat metrics`.
+pub fn init_network_namespace(root: &Path, id: &str) -> Option<File> {
+    let state = MoatState::load(root, id).ok().flatten()?;
+    let pid = recorded_pid(root, id)?;
+    let pidfd = crate::pidfd::Pidfd::open(i32::try_from(pid).ok()?).ok()?;
+    let proc_dir = proven_init(root, id, &state)?;
+    let ns = open_at(&proc_dir, "ns/net").ok()?;
+    pidfd.is_alive().then_some(ns)
+}
+
+/// The init pid libcontainer recorded for `id`.
+fn recorded_pid(root: &Path, id: &str) -> Option<i64> {
+    fs::read(root.join(id).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))
+}
+
 /// Opens `/proc/<pid>` of a container's init and proves it is that
 /// container's: its uid_map maps container root onto the recorded range.
 fn proven_init(root: &Path, id: &str, state: &MoatState) -> Option<OwnedFd> {
-    let pid = fs::read(root.join(id).join("state.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))?;
+    let pid = recorded_pid(root, id)?;
     let range = state.allocation?.range;
     let proc_dir = crate::pinned::open_bundle(Path::new(&format!("/proc/{pid}"))).ok()?;
     let map = read_at(&proc_dir, "uid_map").ok()?;
@@ -487,4 +507,49 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
         userns,
         _range_lock: range_lock,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded init pid that now names another process (here the test
+    /// itself, in the host's user namespace: as after the init exited and
+    /// the host reused its pid) shows no namespace: its uid_map is not the
+    /// container's range. The same state with the process's real map does.
+    #[test]
+    fn a_reused_init_pid_shows_no_network_namespace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let id = "c";
+        fs::create_dir_all(root.join(id)).unwrap();
+        fs::write(
+            root.join(id).join("state.json"),
+            format!("{{\"pid\": {}}}", std::process::id()),
+        )
+        .unwrap();
+        fs::create_dir_all(crate::state::private_dir(root, id)).unwrap();
+        let state = |host_id, size| MoatState {
+            id: id.into(),
+            bundle: PathBuf::from("/nonexistent"),
+            allowed_capabilities: Vec::new(),
+            allocation: Some(Allocation {
+                slot: 0,
+                range: crate::harden::IdRange { host_id, size },
+                engine: false,
+            }),
+            pool_dir: None,
+            pids_limit: None,
+            rootfs: None,
+            report: Default::default(),
+            joinable: false,
+        };
+        state(3_000_000_000, 65536).save(root).unwrap();
+        assert!(init_network_namespace(root, id).is_none());
+        // The map this process really has (the host's: 0 0 4294967295).
+        state(0, u32::MAX).save(root).unwrap();
+        let ns = init_network_namespace(root, id).expect("the proven init's namespace");
+        let own = fs::metadata("/proc/self/ns/net").unwrap();
+        assert_eq!(ns_identity(&ns), Some((own.dev(), own.ino())));
+    }
 }
