@@ -211,6 +211,18 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Puts the busybox rootfs and a config.json running `args` into the
+    /// existing directory `dir`.
+    fn fill(dir: PathBuf, args: &[&str]) -> Bundle {
+        copy_rootfs(&dir.join("rootfs"));
+        let b = Bundle {
+            dir,
+            config: base_config(args),
+        };
+        b.write();
+        b
+    }
+
     /// The bundle path as a string, for command lines.
     pub fn path(&self) -> &str {
         self.dir.to_str().expect("utf-8 bundle path")
@@ -453,13 +465,7 @@ impl Env {
     pub fn bundle(&self, args: &[&str]) -> Bundle {
         let dir = self.tmp.path().join(format!("bundle-{}", self.next()));
         fs::create_dir(&dir).expect("create bundle dir");
-        copy_rootfs(&dir.join("rootfs"));
-        let b = Bundle {
-            dir,
-            config: base_config(args),
-        };
-        b.write();
-        b
+        Bundle::fill(dir, args)
     }
 
     /// A bundle running `/bin/sh -c script`.
@@ -1105,6 +1111,24 @@ pub fn assert_moat_id_map(text: &str, what: &str) -> u64 {
     );
     assert_eq!(size, RANGE_SIZE, "{what}: range size: {text:?}");
     host
+}
+
+impl Env {
+    /// A bundle laid out where containerd puts its tasks' bundles
+    /// (`<tmp>/io.containerd.runtime.v2.task/moat-it/bundle-<n>`), as
+    /// docker's and the CRI's are: moat takes it for one an engine made
+    /// (`moat::state::engine_made_bundle`), which may join an engine's
+    /// network namespace pin and consents to being joined (T10).
+    pub fn engine_bundle(&self, args: &[&str]) -> Bundle {
+        let dir = self
+            .tmp
+            .path()
+            .join(moat::state::ENGINE_TASK_DIR)
+            .join("moat-it")
+            .join(format!("bundle-{}", self.next()));
+        fs::create_dir_all(&dir).expect("create engine-style bundle dir");
+        Bundle::fill(dir, args)
+    }
 }
 
 #[cfg(test)]

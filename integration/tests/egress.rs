@@ -881,7 +881,8 @@ fn cni_style_netns_path_gets_the_rules() {
     );
     let hits_before = net.hits(srv);
 
-    let mut b = env.bundle(&["sleep", "300"]);
+    // An engine's pin is joined only by a container an engine made (T10).
+    let mut b = env.engine_bundle(&["sleep", "300"]);
     b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-cni");
     let leak = env.leak_check(&id);
@@ -1094,7 +1095,8 @@ fn joining_a_namespace_with_foreign_rules_is_refused() {
             "netns", "exec", &pod.name, "nft", "add", "table", "inet", "moat",
         ],
     );
-    let mut b = env.bundle(&["sleep", "300"]);
+    // An engine's pin is joined only by a container an engine made (T10).
+    let mut b = env.engine_bundle(&["sleep", "300"]);
     b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-foreign");
     let leak = env.leak_check(&id);

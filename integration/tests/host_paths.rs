@@ -285,21 +285,27 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// A fresh `ip netns add` namespace named `name` (a leftover of that name
+/// removed first), deleted when the guard drops.
+fn fresh_netns(name: &str) -> NetnsGuard {
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
+    must("ip", &["netns", "add", name]);
+    NetnsGuard(name.to_string())
+}
+
 /// A network namespace no engine made for a pod (one `ip netns add` made
 /// with a name outside the CNI pattern, or one pinned anywhere else) is
 /// refused, and gets no moat table. One pinned where CNI pins pods'
-/// (`/run/netns/cni-*`) is joined, gets moat's table, and loses it when its
-/// last moat container is deleted.
+/// (`/run/netns/cni-*`) is joined by a container an engine made, gets
+/// moat's table, and loses it when its last moat container is deleted.
 #[test]
 fn only_engine_made_network_namespaces_may_be_joined() {
     let env = Env::new();
     let name = format!("moat-hp-{}", std::process::id());
-    let _ = Command::new("ip")
-        .args(["netns", "del", &name])
-        .stderr(Stdio::null())
-        .status();
-    must("ip", &["netns", "add", &name]);
-    let _g1 = NetnsGuard(name.clone());
+    let _g1 = fresh_netns(&name);
     let path = PathBuf::from(format!("/run/netns/{name}"));
     let mut b = env.bundle(&["true"]);
     b.join_namespace("network", path.to_str().unwrap());
@@ -311,14 +317,10 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     leak.verify();
 
     let cni = format!("cni-moat-hp-{}", std::process::id());
-    let _ = Command::new("ip")
-        .args(["netns", "del", &cni])
-        .stderr(Stdio::null())
-        .status();
-    must("ip", &["netns", "add", &cni]);
-    let _g2 = NetnsGuard(cni.clone());
+    let _g2 = fresh_netns(&cni);
     let path = PathBuf::from(format!("/var/run/netns/{cni}"));
-    let mut b = env.bundle(&["true"]);
+    // Only a container an engine made may join an engine's pin (T10).
+    let mut b = env.engine_bundle(&["true"]);
     b.join_namespace("network", path.to_str().unwrap());
     let id = env.id("netns");
     let second = env.id("netns");
@@ -660,6 +662,50 @@ fn rootfs_swap_race_in_the_unshifted_fallback_never_runs_the_hosts_root() {
     assert!(
         safe_runs > 0 && refused > 0,
         "{safe_runs} safe, {refused} refused"
+    );
+    leak.verify();
+}
+
+/// A raw-config tenant naming an engine's network namespace pin (one made
+/// where CNI pins pods', `/run/netns/cni-*`, in `namespaces.joinable_netns`)
+/// is refused with one line and leaves no table in it: such a pin may hold
+/// any docker or CRI container, whichever runtime runs it, and joining it
+/// would reach its 127.0.0.1 services. The same join from a bundle an
+/// engine made (under containerd's task directory) runs in that namespace,
+/// and its delete takes moat's table out again (T10).
+#[test]
+fn a_raw_bundle_may_not_join_an_engine_pin() {
+    let env = Env::new();
+    let cni = format!("cni-moat-hp-raw-{}", std::process::id());
+    let _g = fresh_netns(&cni);
+    let path = PathBuf::from(format!("/run/netns/{cni}"));
+    let pin_id = format!("net:[{}]", fs::metadata(&path).unwrap().ino());
+    let script = "readlink /proc/self/ns/net";
+
+    let mut raw = env.sh_bundle(script);
+    raw.join_namespace("network", path.to_str().unwrap());
+    let id = env.id("rawpin");
+    let leak = env.leak_check(&id).touching_netns(&path);
+    let out = env.run(&raw, &id);
+    out.assert_fails_with("refused by moat rule namespace-path")
+        .assert_fails_with("only by a container the engine made");
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "not a one-line refusal:\n{out}"
+    );
+    leak.verify();
+
+    let mut engine = env.engine_bundle(&["/bin/sh", "-c", script]);
+    engine.join_namespace("network", path.to_str().unwrap());
+    let id = env.id("enginepin");
+    let leak = env.leak_check(&id).touching_netns(&path);
+    let out = env.run(&engine, &id);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.trim(),
+        pin_id,
+        "the engine-made container is not in the pinned namespace:\n{out}"
     );
     leak.verify();
 }

@@ -157,3 +157,138 @@ fn only_containers_that_consent_can_be_joined() {
     env.moat(&["delete", "--force", &id]).assert_ok();
     check.verify();
 }
+
+/// The owner's host id range, from its init's uid_map.
+fn range_of(pid: i32) -> moat::harden::IdRange {
+    let map = uid_map(pid);
+    let f: Vec<u32> = map
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(f.first(), Some(&0), "uid_map: {map}");
+    moat::harden::IdRange {
+        host_id: f[1],
+        size: f[2],
+    }
+}
+
+/// Starts `owner`, a sleeping container that consents to being joined (a
+/// pod's owner); returns its guard and its range.
+fn start_owner(
+    env: &Env,
+    owner: &str,
+) -> (moat_integration::ContainerGuard, moat::harden::IdRange) {
+    let mut sleeper = env.bundle(&["sleep", "300"]);
+    sleeper.annotate("moat.dev/joinable", "true");
+    let guard = moat_integration::start_with(env, &[], &sleeper, owner);
+    (guard, range_of(init_pid(env, owner)))
+}
+
+/// Deleting a pod's owner kills its members through their cgroups, frozen
+/// first: a member forking in a loop (a new process every few
+/// milliseconds, which a scan of the range could chase for its whole
+/// deadline) is gone when the owner's delete returns, and the range is
+/// free only then: no process runs with an id of it.
+#[test]
+fn a_forking_member_is_gone_when_its_owner_is_deleted() {
+    require_root();
+    let env = Env::new();
+    let owner = env.id("pod-owner");
+    let owner_check = env.leak_check(&owner);
+    let (owner_guard, range) = start_owner(&env, &owner);
+    let pid = init_pid(&env, &owner);
+    let mut member = env.sh_bundle("while :; do ( : ) & wait $!; done");
+    member.join_namespace("network", &format!("/proc/{pid}/ns/net"));
+    let member_id = env.id("pod-forker");
+    let member_check = env.leak_check(&member_id);
+    let member_guard = moat_integration::start_with(&env, &[], &member, &member_id);
+    // The loop runs: more than its shell in its cgroup at some point.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while moat_integration::processes_in_cgroup(&member_id).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member's fork loop never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    env.moat(&["delete", "--force", &owner]).assert_ok();
+    let left = moat::idpool::container_processes_in(range);
+    assert!(
+        left.is_empty(),
+        "processes of the pod still run with its ids after the owner's delete: {left:?}"
+    );
+    assert!(
+        moat_integration::processes_in_cgroup(&member_id).is_empty(),
+        "the member's cgroup still has processes"
+    );
+    assert_eq!(owned_slots(&env, &owner), 0, "the range was not freed");
+    drop(owner_guard);
+    env.moat(&["delete", "--force", &member_id]).assert_ok();
+    drop(member_guard);
+    member_check.verify();
+    owner_check.verify();
+}
+
+/// A member's create racing its owner's delete: the member either starts
+/// before the delete (and dies with the pod) or is refused; never does a
+/// process run with an id of the range after the delete freed it (the
+/// member's create holds the range's lock from finding the pod until its
+/// init exists, the delete from before it kills until it frees).
+#[test]
+fn a_member_created_during_its_owners_delete_never_outlives_the_range() {
+    require_root();
+    let env = Env::new();
+    let (mut started, mut refused) = (0, 0);
+    for round in 0..10u64 {
+        let owner = env.id("pod-owner");
+        let member_id = env.id("pod-racer");
+        let owner_check = env.leak_check(&owner);
+        let member_check = env.leak_check(&member_id);
+        let (owner_guard, range) = start_owner(&env, &owner);
+        let pid = init_pid(&env, &owner);
+        let mut member = env.bundle(&["sleep", "300"]);
+        member.join_namespace("network", &format!("/proc/{pid}/ns/net"));
+        let member_guard = env.guard(&member_id);
+        // The delete starts before the member's create (by up to 40 ms)
+        // or during it (up to 60 ms after).
+        let gap = std::time::Duration::from_millis(10 * (round % 5));
+        let create_args = ["create", "--bundle", member.path(), &member_id];
+        let delete_args = ["delete", "--force", &owner];
+        let (mut create, mut delete) = if round < 5 {
+            let d = env.spawn(&delete_args);
+            std::thread::sleep(gap);
+            (env.spawn(&create_args), d)
+        } else {
+            let c = env.spawn(&create_args);
+            std::thread::sleep(gap + std::time::Duration::from_millis(20));
+            (c, env.spawn(&delete_args))
+        };
+        let wait = std::time::Duration::from_secs(120);
+        let status = moat_integration::wait_timeout(&mut create, wait, "member create");
+        let deleted = moat_integration::wait_timeout(&mut delete, wait, "owner delete");
+        assert!(
+            deleted.success(),
+            "round {round}: the owner's delete failed"
+        );
+        if status.success() {
+            started += 1;
+        } else {
+            refused += 1;
+        }
+        let left = moat::idpool::container_processes_in(range);
+        assert!(
+            left.is_empty(),
+            "round {round}: processes run with ids of the freed range: {left:?} (member create {status})"
+        );
+        assert_eq!(
+            owned_slots(&env, &owner),
+            0,
+            "round {round}: range not freed"
+        );
+        drop(member_guard);
+        drop(owner_guard);
+        member_check.verify();
+        owner_check.verify();
+    }
+    eprintln!("{started} member creates finished before the delete, {refused} refused");
+}

@@ -80,6 +80,8 @@ pub struct ClaimRecord {
 /// One slot owned by a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedSlot {
+    /// The pool file that holds it.
+    pub file: PathBuf,
     pub slot: u32,
     pub range: IdRange,
     pub record: Option<ClaimRecord>,
@@ -402,6 +404,7 @@ impl<'a> IdPool<'a> {
                 .and_then(|n| self.range_of_name(n))
             {
                 owned.push(OwnedSlot {
+                    file: entry.path(),
                     slot: a.slot,
                     range: a.range,
                     record: parse_record(&content),
@@ -463,6 +466,11 @@ impl<'a> IdPool<'a> {
 pub fn slot_owned_by(dir: &Path, allocation: &Allocation, root: &Path, id: &str) -> bool {
     fs::read_to_string(dir.join(allocation.file_name()))
         .is_ok_and(|c| owned_by_tag(&c, &owner_tag(root, id)))
+}
+
+/// Does the content of a pool file name (`root`, `id`) as its owner?
+pub fn claim_names(content: &str, root: &Path, id: &str) -> bool {
+    owned_by_tag(content, &owner_tag(root, id))
 }
 
 /// moat's default state root (`/run/moat`), which holds the default pool.

@@ -93,6 +93,11 @@ pub struct PinnedNamespace {
     pub file: File,
     /// The host's own namespace of that type.
     pub is_host: bool,
+    /// A network namespace an engine pinned (`namespaces.joinable_netns`)
+    /// that is not a moat container's, joined by a container an engine
+    /// made: the one case in which moat puts its egress table into a
+    /// namespace holding processes it did not start (T10).
+    pub engine_pin: bool,
 }
 
 /// Everything [`pin`] opened, owned until handoff.
@@ -351,6 +356,12 @@ pub struct Joinable {
     /// Network namespaces pinned where engines pin theirs (policy
     /// `namespaces.joinable_netns`).
     pub engine_netns: BTreeSet<(u64, u64)>,
+    /// Whether the joining container's own bundle was made by an engine
+    /// (`moat::state::engine_made_bundle`): only such a container may join
+    /// an engine's pin. A raw-config tenant naming `/run/docker/netns/<x>`
+    /// would otherwise get any docker container's network namespace (its
+    /// 127.0.0.1 services), whichever runtime runs it.
+    pub joiner_engine_made: bool,
 }
 
 /// The name moat uses for a namespace type.
@@ -557,12 +568,23 @@ pub fn pin_namespace(
                     .into(),
             ));
         }
+        if !of_moat && !joinable.joiner_engine_made {
+            return Err(refuse(format!(
+                "an engine's network namespace pin is joined only by a container the engine made (a bundle under containerd's {} directory), and this bundle is not one",
+                crate::state::ENGINE_TASK_DIR
+            )));
+        }
     }
+    let engine_pin = !is_host
+        && typ == LinuxNamespaceType::Network
+        && joinable.joiner_engine_made
+        && joinable.engine_netns.contains(&id);
     Ok(PinnedNamespace {
         typ,
         path: path.to_path_buf(),
         file,
         is_host,
+        engine_pin,
     })
 }
 
@@ -782,5 +804,46 @@ mod tests {
             pin_path(&fd, Path::new("/proc/self/root/etc"), "bind source"),
             Err(PinError::Refused(_))
         ));
+    }
+
+    /// An engine's network namespace pin is joined only by a container
+    /// whose bundle an engine made; a raw bundle naming it is refused with
+    /// one line (T10). The namespace here is a fresh one of a thread of the
+    /// test, listed as an engine pin.
+    #[test]
+    fn an_engine_pin_is_joined_only_from_an_engine_made_bundle() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            tx.send(File::open("/proc/thread-self/ns/net").unwrap())
+                .unwrap();
+            let _ = done_rx.recv();
+        });
+        let ns = rx.recv().unwrap();
+        let md = ns.metadata().unwrap();
+        let path = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
+        let mut joinable = Joinable {
+            engine_netns: [(md.dev(), md.ino())].into(),
+            ..Joinable::default()
+        };
+        let raw = pin_namespace(LinuxNamespaceType::Network, &path, &joinable);
+        match raw {
+            Err(PinError::Refused(r)) => {
+                let line = r.to_string();
+                assert!(!line.contains('\n'), "{line}");
+                assert!(
+                    line.contains("refused by moat rule namespace-path")
+                        && line.contains("only by a container the engine made"),
+                    "{line}"
+                );
+            }
+            other => panic!("a raw bundle joined an engine pin: {other:?}"),
+        }
+        joinable.joiner_engine_made = true;
+        let joined = pin_namespace(LinuxNamespaceType::Network, &path, &joinable).unwrap();
+        assert!(joined.engine_pin && !joined.is_host);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
     }
 }

@@ -58,6 +58,109 @@ pub struct Pod {
     /// The pod's user namespace, opened from the pinned `/proc/<pid>` of
     /// a container of the pod.
     userns: File,
+    /// The pod's range, locked shared from [`find`] until the member's
+    /// create ends (its init exists in its cgroup by then, or the create
+    /// failed): the owner's delete cannot kill the pod and free the range
+    /// in between, which would start the member in a freed range.
+    _range_lock: RangeLock,
+}
+
+/// A lock on a pod's id range: its pool file, `flock`ed. A member's create
+/// holds it shared from [`find`] until its init exists; the owner's delete
+/// holds it exclusive from before it kills the pod's processes until the
+/// range is freed. So a member either starts before the delete (and is
+/// killed by it, through its cgroup) or finds the range gone (refused).
+/// The pool file is replaced (rename) only at the owner's own create, and
+/// removed only under the exclusive lock.
+#[derive(Debug)]
+pub struct RangeLock(Option<File>);
+
+/// How long a lock is waited for before giving up: a create or delete
+/// holding it runs for seconds at most.
+const RANGE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls a non-blocking `flock(op)` on `file` until it is taken or
+/// [`RANGE_LOCK_WAIT`] has passed.
+fn flock_within(file: &File, op: libc::c_int) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if start.elapsed() > RANGE_LOCK_WAIT {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl RangeLock {
+    /// The owner's delete: the exclusive lock on its pool file `file`. A
+    /// file that cannot be opened or locked in time leaves no lock (the
+    /// teardown still kills the range and keeps it while anything runs
+    /// in it).
+    pub fn for_teardown(file: &Path) -> RangeLock {
+        let Ok(f) = File::open(file) else {
+            return RangeLock(None);
+        };
+        if flock_within(&f, libc::LOCK_EX) {
+            RangeLock(Some(f))
+        } else {
+            tracing::warn!(file = %file.display(), "a create of a pod member still holds the pod's range; tearing down without its lock");
+            RangeLock(None)
+        }
+    }
+
+    /// A member's create: the shared lock on the pod's pool file, then,
+    /// under it, proof that the file is still the owner's (the very file
+    /// locked is the one at the path, and names the owner).
+    fn for_member(file: &Path, root: &Path, owner: &str) -> Result<RangeLock, Refusal> {
+        let gone = || {
+            refuse(format!(
+                "pod {owner} no longer holds its id range (its sandbox was deleted)"
+            ))
+        };
+        let f = File::open(file).map_err(|_| gone())?;
+        if !flock_within(&f, libc::LOCK_SH) {
+            return Err(refuse(format!(
+                "pod {owner} is being deleted (its id range stayed locked)"
+            )));
+        }
+        let same = match (f.metadata(), fs::metadata(file)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        let text = std::io::read_to_string(&f).unwrap_or_default();
+        if !same || !crate::idpool::claim_names(&text, root, owner) {
+            return Err(gone());
+        }
+        Ok(RangeLock(Some(f)))
+    }
+}
+
+impl Drop for RangeLock {
+    /// Unlocks explicitly: libcontainer's forked init inherits the
+    /// descriptor (closed only when it execs the workload at `start`), and
+    /// a lock held by that open file would keep the owner's delete waiting.
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            // SAFETY: flock on a descriptor we own.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// The containers of `root` that recorded `owner` as their pod's owner
+/// (not the owner itself).
+pub fn members(root: &Path, owner: &str) -> Vec<String> {
+    fs::read_dir(crate::state::private_root(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|id| id != owner && owner_of(root, id) == owner)
+        .collect()
 }
 
 impl Pod {
@@ -177,13 +280,33 @@ pub fn record_claim(
     }
 }
 
+/// The network namespace of container `id`'s init, opened through its
+/// proven `/proc/<pid>` (see [`proven_init`]) while a pidfd opened first
+/// shows the process alive: a pid the init left and the host reused cannot
+/// show another namespace (its uid_map is not the container's range, and a
+/// `/proc/<pid>` opened before the reuse no longer resolves). `None`: no
+/// running init of that container. For `moat egress` and `moat metrics`.
+pub fn init_network_namespace(root: &Path, id: &str) -> Option<File> {
+    let state = MoatState::load(root, id).ok().flatten()?;
+    let pid = recorded_pid(root, id)?;
+    let pidfd = crate::pidfd::Pidfd::open(i32::try_from(pid).ok()?).ok()?;
+    let proc_dir = proven_init(root, id, &state)?;
+    let ns = open_at(&proc_dir, "ns/net").ok()?;
+    pidfd.is_alive().then_some(ns)
+}
+
+/// The init pid libcontainer recorded for `id`.
+fn recorded_pid(root: &Path, id: &str) -> Option<i64> {
+    fs::read(root.join(id).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))
+}
+
 /// Opens `/proc/<pid>` of a container's init and proves it is that
 /// container's: its uid_map maps container root onto the recorded range.
 fn proven_init(root: &Path, id: &str, state: &MoatState) -> Option<OwnedFd> {
-    let pid = fs::read(root.join(id).join("state.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))?;
+    let pid = recorded_pid(root, id)?;
     let range = state.allocation?.range;
     let proc_dir = crate::pinned::open_bundle(Path::new(&format!("/proc/{pid}"))).ok()?;
     let map = read_at(&proc_dir, "uid_map").ok()?;
@@ -373,17 +496,61 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
         return Err(refuse(format!("pod {owner} has no id range")));
     };
     let pool_dir = first.state.pool_dir.clone();
-    if let Some(dir) = &pool_dir {
-        if !crate::idpool::slot_owned_by(dir, &allocation, root, &owner) {
-            return Err(refuse(format!(
-                "pod {owner} no longer holds its id range (its sandbox was deleted)"
-            )));
-        }
-    }
+    let range_lock = match &pool_dir {
+        Some(dir) => RangeLock::for_member(&dir.join(allocation.file_name()), root, &owner)?,
+        None => RangeLock(None),
+    };
     Ok(Some(Pod {
         owner,
         allocation,
         pool_dir,
         userns,
+        _range_lock: range_lock,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded init pid that now names another process (here the test
+    /// itself, in the host's user namespace: as after the init exited and
+    /// the host reused its pid) shows no namespace: its uid_map is not the
+    /// container's range. The same state with the process's real map does.
+    #[test]
+    fn a_reused_init_pid_shows_no_network_namespace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let id = "c";
+        fs::create_dir_all(root.join(id)).unwrap();
+        fs::write(
+            root.join(id).join("state.json"),
+            format!("{{\"pid\": {}}}", std::process::id()),
+        )
+        .unwrap();
+        fs::create_dir_all(crate::state::private_dir(root, id)).unwrap();
+        let state = |host_id, size| MoatState {
+            id: id.into(),
+            bundle: PathBuf::from("/nonexistent"),
+            allowed_capabilities: Vec::new(),
+            allocation: Some(Allocation {
+                slot: 0,
+                range: crate::harden::IdRange { host_id, size },
+                engine: false,
+            }),
+            pool_dir: None,
+            pids_limit: None,
+            rootfs: None,
+            report: Default::default(),
+            joinable: false,
+            init_start_time: None,
+        };
+        state(3_000_000_000, 65536).save(root).unwrap();
+        assert!(init_network_namespace(root, id).is_none());
+        // The map this process really has (the host's: 0 0 4294967295).
+        state(0, u32::MAX).save(root).unwrap();
+        let ns = init_network_namespace(root, id).expect("the proven init's namespace");
+        let own = fs::metadata("/proc/self/ns/net").unwrap();
+        assert_eq!(ns_identity(&ns), Some((own.dev(), own.ino())));
+    }
 }

@@ -69,9 +69,22 @@ pub fn consents_to_joins(
         .map(String::as_str)
         == Some("sandbox")
         || annotations.get(JOINABLE_ANNOTATION).map(String::as_str) == Some("true")
-        || bundle
-            .components()
-            .any(|c| c.as_os_str() == "io.containerd.runtime.v2.task")
+        || engine_made_bundle(bundle)
+}
+
+/// The directory under which containerd's runtime v2 keeps the bundles of
+/// the tasks it runs (docker's and the CRI's containers).
+pub const ENGINE_TASK_DIR: &str = "io.containerd.runtime.v2.task";
+
+/// Was `bundle` (its real path) made by an engine? containerd puts every
+/// task's bundle under its [`ENGINE_TASK_DIR`]; a raw-config tenant writes
+/// config.json, never where its bundle lies. Decides both consent to being
+/// joined ([`consents_to_joins`]) and the right to join an engine's
+/// network namespace pin (`moat::pinned::pin_namespace`, T10).
+pub fn engine_made_bundle(bundle: &Path) -> bool {
+    bundle
+        .components()
+        .any(|c| c.as_os_str() == ENGINE_TASK_DIR)
 }
 
 pub fn private_root(root: &Path) -> PathBuf {

@@ -1,6 +1,8 @@
 //! `moat egress <id>`: per-container counters of blocked outbound
 //! connection attempts (egress blocking, threat T18).
 
+use std::os::fd::AsRawFd;
+
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use serde_json::json;
@@ -18,11 +20,12 @@ pub struct EgressArgs {
 
 pub fn egress(ctx: &Ctx, args: EgressArgs) -> Result<()> {
     let id = &args.container_id;
-    let container = load_container(ctx, id)?;
-    let pid = container
-        .pid()
+    load_container(ctx, id)?;
+    // Opened through the init's pinned, proven /proc entry: never another
+    // process's namespace after pid reuse.
+    let ns = moat::pod::init_network_namespace(&ctx.root()?, id)
         .ok_or_else(|| anyhow!("container {id} has no running process"))?;
-    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let netns = std::path::PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
     if !moat::netns::has_table(&netns) {
         anyhow::bail!(
             "egress blocking is off for container {id}: its network namespace has no moat rules"

@@ -3,9 +3,9 @@
 //! collector.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 
 use anyhow::Result;
-use libcontainer::container::Container;
 
 use super::Ctx;
 
@@ -19,14 +19,12 @@ pub fn metrics(ctx: &Ctx) -> Result<()> {
         if id == moat::state::PRIVATE_DIR || !entry.path().join("state.json").exists() {
             continue;
         }
-        let Ok(mut c) = Container::load(entry.path()) else {
+        // Through the init's pinned, proven /proc entry: never another
+        // process's namespace after pid reuse.
+        let Some(ns) = moat::pod::init_network_namespace(&root, &id) else {
             continue;
         };
-        let _ = c.refresh_status();
-        let Some(pid) = c.pid() else {
-            continue;
-        };
-        let netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", pid.as_raw()));
+        let netns = std::path::PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
         // A container without moat's table (egress off, host network) has
         // no counters to report.
         if let Ok((packets, bytes)) = moat::netns::blocked(&netns) {

@@ -198,6 +198,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
                 policy.namespaces.join_containers,
             ),
             engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
+            joiner_engine_made: crate::state::engine_made_bundle(&bundle),
         }
     })
     .map_err(pin_error)?;
@@ -760,6 +761,20 @@ fn install_egress(
                     path.display()
                 ));
             } else {
+                if !joined.engine_pin {
+                    // A moat container's namespace carries moat's table
+                    // unless it ran with egress off: never put one into a
+                    // namespace moat did not make, except an engine's pin
+                    // for a container the engine made (T10).
+                    return Err(anyhow!(Refusal::new(
+                        crate::pinned::RULE_NAMESPACE_PATH,
+                        format!(
+                            "network namespace {} carries no egress rules of moat's, and moat installs them only in namespaces it made or an engine pinned for the container it runs",
+                            path.display()
+                        ),
+                        None,
+                    )));
+                }
                 crate::netns::add_table_user(root, id, &joined.file, &path, true)
                     .context("cannot record the container among the users of the joined namespace's egress rules")?;
                 crate::netns::apply(&handle, &ruleset)

@@ -164,18 +164,32 @@ pub fn remove_moat_state_after(
         }
     }
     // Kill first, then unmount: nothing of the container may still run
-    // when its rootfs goes. Freeing a range kills what still runs with its
-    // ids (one /proc scan, right before the slot file goes: T31), so the
-    // ranges are freed first and that one scan serves both.
+    // when its rootfs goes and its range is freed. A range's lock is held
+    // from here until it is freed, so no member of the pod starts in it
+    // meanwhile (see `crate::pod::RangeLock`). Freeing a range kills what
+    // still runs with its ids (one /proc scan, right before the slot file
+    // goes: T31), so the ranges are freed before the unmounts and that one
+    // scan serves both.
+    let mut range_locks = Vec::new();
     let mut freed = Ok(());
     for pool_policy in &pools {
         let pool = crate::idpool::IdPool::new(pool_policy);
-        if !libcontainer_deleted {
-            for owned in pool.owned(root, id) {
-                if let Some(record) = owned.record.as_ref() {
-                    if record.cgroups_path.is_some() {
-                        sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
-                    }
+        for owned in pool.owned(root, id) {
+            range_locks.push(crate::pod::RangeLock::for_teardown(&owned.file));
+            let systemd = owned.record.as_ref().is_some_and(|r| r.systemd);
+            if let Some(record) = owned.record.as_ref().filter(|_| !libcontainer_deleted) {
+                if record.cgroups_path.is_some() {
+                    sweep_cgroup_path(&record.cgroups_path, id, record.systemd);
+                }
+            }
+            // The pod's members run with this range: killed through their
+            // cgroups, frozen, which no fork loop outruns; the scan of the
+            // range in `free_owned_by` is the last resort.
+            for member in crate::pod::members(root, id) {
+                let config = ContainerPaths::new(root, &member).config;
+                if let Ok(spec) = oci_spec::runtime::Spec::load(config) {
+                    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+                    kill_cgroup_path(&cgroups_path, &member, systemd);
                 }
             }
         }
@@ -208,6 +222,7 @@ pub fn remove_moat_state_after(
         }
     }
     freed.with_context(|| format!("cannot free the id range of {id}"))?;
+    drop(range_locks);
     match fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -237,22 +252,56 @@ pub fn sweep_cgroup(private_dir: &Path, id: &str, systemd: bool) {
 /// Kills the processes of the cgroup libcontainer made for `id` from
 /// `cgroups_path` (the spec's `linux.cgroupsPath`) and removes it.
 pub fn sweep_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool) {
-    let cgroup_path = libcontainer::utils::get_cgroup_path(cgroups_path, id);
-    let Ok(manager) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path,
-        systemd_cgroup: systemd,
-        container_name: id.to_string(),
-    }) else {
+    let Some(manager) = cgroup_manager(cgroups_path, id, systemd) else {
         return;
     };
     use libcgroups::common::CgroupManager;
-    if let Ok(pids) = manager.get_all_pids() {
-        for pid in pids {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
+    kill_frozen(&manager);
     if let Err(e) = manager.remove() {
         tracing::warn!(id, error = %e, "cannot remove the container's cgroup");
+    }
+}
+
+/// Kills every process of the cgroup libcontainer made for `id` from
+/// `cgroups_path`, frozen first, and leaves the cgroup (its container's own
+/// delete removes it). For the members of a pod whose owner is deleted.
+pub fn kill_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool) {
+    if let Some(manager) = cgroup_manager(cgroups_path, id, systemd) {
+        kill_frozen(&manager);
+    }
+}
+
+fn cgroup_manager(
+    cgroups_path: &Option<PathBuf>,
+    id: &str,
+    systemd: bool,
+) -> Option<libcgroups::common::AnyCgroupManager> {
+    let cgroup_path = libcontainer::utils::get_cgroup_path(cgroups_path, id);
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path,
+        systemd_cgroup: systemd,
+        container_name: id.to_string(),
+    })
+    .ok()
+}
+
+/// SIGKILLs every process of a cgroup with the cgroup frozen (v1 freezer,
+/// v2 `cgroup.freeze`), so a process forking in a loop cannot put a new
+/// child beyond the list being killed; thawed after, which delivers the
+/// kills. An empty or missing cgroup is left alone (freezing would create
+/// a missing one).
+fn kill_frozen(manager: &libcgroups::common::AnyCgroupManager) {
+    use libcgroups::common::{CgroupManager, FreezerState};
+    use nix::sys::signal::{kill, Signal};
+    if !manager.get_all_pids().is_ok_and(|p| !p.is_empty()) {
+        return;
+    }
+    let frozen = manager.freeze(FreezerState::Frozen).is_ok();
+    for pid in manager.get_all_pids().unwrap_or_default() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    if frozen {
+        let _ = manager.freeze(FreezerState::Thawed);
     }
 }
 
