@@ -62,6 +62,7 @@ pub const FIELDS: &[(&str, FieldClass)] = &[
     ("linux.resources.pids", Hardened("pids-limit")),
     ("linux.resources.unified", Validated("cgroup-resources")),
     ("linux.resources.memory", Passed("a limit of the container's own cgroup")),
+    ("linux.resources.memory.disableOOMKiller", Hardened("oom-killer")),
     ("linux.resources.cpu", Passed("a limit of the container's own cgroup")),
     ("linux.resources.blockIO", Passed("a limit of the container's own cgroup")),
     ("linux.resources.hugepageLimits", Passed("a limit of the container's own cgroup")),

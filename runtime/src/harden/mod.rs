@@ -43,7 +43,7 @@ pub use host_paths::{
 };
 pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
-pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
+pub use process::{clamp_process_oom_score_adj, harden_process, home_from_passwd, refuse_proc_cwd};
 pub use resources::{clamp_pids_limit, refuse_unified};
 pub use userns::{
     clamp_ping_group_range, engine_id_range, overlaps as userns_overlaps, UNPRIVILEGED_PORT_START,
@@ -164,6 +164,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     mounts::refuse_tmpfs_total(&out, &policy)?;
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
+    resources::keep_oom_killer(&mut out, &mut report);
     resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     default_path::set_default_path(&mut out, &mut report);
