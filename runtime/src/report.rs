@@ -26,6 +26,7 @@ pub enum Rule {
     DefaultPath,
     OomScoreAdj,
     OomKiller,
+    JoinedUts,
 }
 
 impl Rule {
@@ -47,6 +48,7 @@ impl Rule {
             Rule::DefaultPath => "default-path",
             Rule::OomScoreAdj => "oom-score-adj",
             Rule::OomKiller => "oom-killer",
+            Rule::JoinedUts => "joined-uts",
         }
     }
 
@@ -63,6 +65,7 @@ impl Rule {
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
             Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller => "T8",
             Rule::HomeEnv => "T20",
+            Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).
             Rule::DefaultPath => "-",
         }

@@ -27,8 +27,8 @@ use FieldClass::*;
 /// The table. `moat explain --fields` prints it; docs/threat-model.md has it.
 pub const FIELDS: &[(&str, FieldClass)] = &[
     ("ociVersion", Passed("checked by libcontainer")),
-    ("hostname", Passed("own uts namespace (required)")),
-    ("domainname", Passed("own uts namespace (required)")),
+    ("hostname", Hardened("joined-uts")),
+    ("domainname", Hardened("joined-uts")),
     ("annotations", Validated("annotation")),
     ("hooks", Validated("hooks")),
     ("root.path", Validated("sensitive-host-mount")),

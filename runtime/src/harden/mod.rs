@@ -156,6 +156,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     userns::engine_id_range(spec, &operator.user_namespace, &[])?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
+    namespaces::keep_joined_uts_names(&mut out, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
     seccomp::refuse_orphan_listener(&out)?;
