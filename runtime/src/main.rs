@@ -219,7 +219,8 @@ fn main() -> ExitCode {
             if opts.global.log.is_some() {
                 eprintln!("{msg}");
             }
-            ExitCode::FAILURE
+            // runc's own code where it has one (`exec` failures: 255).
+            moat::runc_contract::exit_code(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

@@ -522,10 +522,17 @@ pub fn pin_namespace(
     };
     if matches!(typ, LinuxNamespaceType::Mount | LinuxNamespaceType::Time) {
         // libcontainer would reopen these by name later; no engine asks
-        // for them.
-        return Err(refuse(
-            "moat joins only network, ipc, uts, pid and cgroup namespaces by path".into(),
-        ));
+        // for them. A joined mount namespace is another container's files,
+        // with this container's root set up (mounts, pivot_root) inside it
+        // (T29): no policy key allows it.
+        return Err(PinError::Refused(Refusal::new(
+            RULE_NAMESPACE_PATH,
+            format!(
+                "{kind} namespace path {}: moat joins only network, ipc, uts, pid and cgroup namespaces by path; a joined mount namespace would show another container's files and set this container's root up inside it",
+                path.display()
+            ),
+            None,
+        )));
     }
     // Namespace files are magic links (/proc/<pid>/ns/net) or nsfs bind
     // mounts: followed once, here; the fd is the namespace from now on.

@@ -25,6 +25,8 @@ pub enum Rule {
     CgroupNamespace,
     DefaultPath,
     OomScoreAdj,
+    OomKiller,
+    JoinedUts,
 }
 
 impl Rule {
@@ -45,6 +47,8 @@ impl Rule {
             Rule::CgroupNamespace => "cgroup-namespace",
             Rule::DefaultPath => "default-path",
             Rule::OomScoreAdj => "oom-score-adj",
+            Rule::OomKiller => "oom-killer",
+            Rule::JoinedUts => "joined-uts",
         }
     }
 
@@ -59,8 +63,9 @@ impl Rule {
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
-            Rule::PidsLimit | Rule::OomScoreAdj => "T8",
+            Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller => "T8",
             Rule::HomeEnv => "T20",
+            Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).
             Rule::DefaultPath => "-",
         }

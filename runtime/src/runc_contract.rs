@@ -52,6 +52,77 @@ pub fn check(op: Op, id: &str, status: ContainerStatus) -> Result<(), String> {
     wrong_state(op, id, status).map_or(Ok(()), Err)
 }
 
+/// An error runc reports with an exit code of its own instead of 1, and the
+/// prefix it puts before the cause: `runc exec` exits 255 with "exec
+/// failed: …" whenever the process cannot be started (missing binary, bad
+/// cwd, a stopped container), so callers tell "exec did not happen" from
+/// "the process ran and exited 1". Attach it with `anyhow`'s `context`;
+/// `main` reads the code back with [`exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    pub code: u8,
+    pub what: &'static str,
+}
+
+/// `runc exec`'s failure: exit 255, "exec failed: <cause>".
+pub const EXEC_FAILED: Failed = Failed {
+    code: 255,
+    what: "exec failed",
+};
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// The exit code an error asks for ([`Failed`] anywhere in its context
+/// chain), or None for the usual 1.
+pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
+    e.downcast_ref::<Failed>().map(|f| f.code)
+}
+
+/// An errno as Go words it (runc's messages come from Go's table: lower
+/// case, no "ENOENT: " prefix), e.g. "no such file or directory".
+pub fn errno_text(e: nix::errno::Errno) -> String {
+    let desc = e.desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Go's `exec.LookPath` as runc 1.1 runs it before execve, with its error
+/// wording: a name with a slash must be an executable file; a bare name is
+/// searched in `path` (entries joined as Go does, an empty entry meaning
+/// the current directory). `is_executable` answers for one candidate:
+/// Ok, or the reason as Go words it ("stat X: no such file or directory",
+/// "permission denied").
+pub fn look_path(
+    name: &str,
+    path: &str,
+    is_executable: impl Fn(&str) -> Result<(), String>,
+) -> Result<String, String> {
+    if name.contains('/') {
+        return is_executable(name)
+            .map(|()| name.to_string())
+            .map_err(|why| format!("exec: {name:?}: {why}"));
+    }
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = format!("{}/{name}", dir.trim_end_matches('/'));
+        if is_executable(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    ))
+}
+
 /// runc's lower-case status word (as in `runc state`).
 fn runc_status(status: ContainerStatus) -> &'static str {
     match status {
@@ -108,6 +179,52 @@ mod tests {
             );
         }
         assert_eq!(wrong_state(Op::Resume, "c", Paused), None);
+    }
+
+    #[test]
+    fn exec_failures_carry_runcs_exit_code_through_context() {
+        let e = anyhow::anyhow!("container does not exist")
+            .context(EXEC_FAILED)
+            .context("moat");
+        assert_eq!(exit_code(&e), Some(255));
+        assert_eq!(
+            format!("{e:#}"),
+            "moat: exec failed: container does not exist"
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("x").context("moat")), None);
+    }
+
+    #[test]
+    fn errno_is_worded_as_go_words_it() {
+        use nix::errno::Errno;
+        assert_eq!(errno_text(Errno::ENOENT), "no such file or directory");
+        assert_eq!(errno_text(Errno::EACCES), "permission denied");
+        assert_eq!(errno_text(Errno::ENOTDIR), "not a directory");
+    }
+
+    #[test]
+    fn look_path_words_its_failures_as_runc() {
+        let exe = |p: &str| match p {
+            "/bin/sh" => Ok(()),
+            "/etc/passwd" | "/etc" => Err("permission denied".to_string()),
+            other => Err(format!("stat {other}: no such file or directory")),
+        };
+        assert_eq!(look_path("sh", "/usr/bin:/bin", exe).unwrap(), "/bin/sh");
+        assert_eq!(look_path("/bin/sh", "", exe).unwrap(), "/bin/sh");
+        assert_eq!(
+            look_path("nope", "/usr/bin:/bin", exe).unwrap_err(),
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            look_path("/etc/passwd", "/bin", exe).unwrap_err(),
+            "exec: \"/etc/passwd\": permission denied"
+        );
+        assert_eq!(
+            look_path("/nonexist/x", "/bin", exe).unwrap_err(),
+            "exec: \"/nonexist/x\": stat /nonexist/x: no such file or directory"
+        );
+        // A bare name found nowhere, even where a non-executable one sits.
+        assert!(look_path("passwd", "/etc", exe).is_err());
     }
 
     #[test]

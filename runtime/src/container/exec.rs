@@ -50,7 +50,21 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
+/// Runs `args` in the container. A process that cannot be started fails
+/// as `runc exec` does (exit 255, "exec failed: <cause>", the causes worded
+/// as runc's), so engines tell it from a process that ran and failed;
+/// moat's own refusals keep their one line and exit code 1.
 pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
+    exec_in_container(ctx, args).map_err(|e| {
+        if e.downcast_ref::<crate::refusal::Refusal>().is_some() {
+            e
+        } else {
+            e.context(crate::runc_contract::EXEC_FAILED)
+        }
+    })
+}
+
+fn exec_in_container(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let id = args.container_id.clone();
     let mut container = load_container(ctx, &id)?;
     let root = ctx.root()?;
@@ -60,7 +74,11 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     match container.status() {
         ContainerStatus::Running => {}
         ContainerStatus::Paused if args.ignore_paused => {}
-        ContainerStatus::Paused => bail!("container {id} is paused"),
+        // runc's words.
+        ContainerStatus::Paused => {
+            bail!("cannot exec in a paused container (use --ignore-paused to override)")
+        }
+        ContainerStatus::Stopped => bail!("cannot exec in a stopped container"),
         other => bail!("container {id} is not running (status {other})"),
     }
     let init = container
@@ -90,7 +108,12 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         }
     }
     let preserve_fds = u32::try_from(args.preserve_fds.max(0)).unwrap_or(0);
-    let process = build_process(&args, &spec, &moat_state.allowed_capabilities)?;
+    let process = build_process(
+        &args,
+        &spec,
+        &moat_state.allowed_capabilities,
+        crate::facts::own_oom_score_adj(),
+    )?;
     let seccomp = exec_seccomp(&spec, &paths.seccomp)?;
     let check = SelfCheck {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
@@ -188,13 +211,13 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     let mut err_text = String::new();
     let _ = File::from(err_r).read_to_string(&mut err_text);
     if !err_text.is_empty() {
-        bail!("cannot exec in container {id}: {err_text}");
+        bail!("unable to start container process: {err_text}");
     }
     let workload = Pid::from_raw(
         pid_text
             .trim()
             .parse()
-            .map_err(|_| anyhow!("cannot exec in container {id}: the process did not start"))?,
+            .map_err(|_| anyhow!("unable to start container process: it did not start"))?,
     );
     if let Some(pid_file) = &args.pid_file {
         crate::rootfs::write_atomic(pid_file, workload.to_string().as_bytes())
@@ -209,7 +232,12 @@ pub fn exec(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
 
 /// The process to run: the caller's `--process` JSON, or the container's
 /// own process with the command-line overrides; then hardened.
-fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Result<Process> {
+fn build_process(
+    args: &liboci_cli::Exec,
+    spec: &Spec,
+    allowed: &[String],
+    oom_floor: Option<i32>,
+) -> Result<Process> {
     let mut policy = Policy::default();
     policy.capabilities.allow = allowed.to_vec();
     let mut process: Process = match &args.process {
@@ -218,7 +246,7 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
                 .with_context(|| format!("cannot read process file {}", path.display()))?;
             let raw: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("malformed process file {}", path.display()))?;
-            crate::harden::hooks::check_process_keys(&raw).map_err(|r| anyhow!(r))?;
+            crate::harden::hooks::check_process_keys(&raw)?;
             serde_json::from_value(raw)
                 .with_context(|| format!("malformed process file {}", path.display()))?
         }
@@ -286,9 +314,12 @@ fn build_process(args: &liboci_cli::Exec, spec: &Spec, allowed: &[String]) -> Re
             p
         }
     };
-    crate::harden::refuse_proc_cwd(process.cwd()).map_err(|r| anyhow!(r))?;
+    crate::harden::refuse_proc_cwd(process.cwd())?;
     let mut report = Report::default();
     process = harden_process(&process, &policy, &mut report);
+    // As for the container's init (T8): never below moat's own value; the
+    // helper writes it before entering the container.
+    crate::harden::clamp_process_oom_score_adj(&mut process, oom_floor, &mut report);
     for c in &report.changes {
         tracing::info!(rule = c.rule.name(), field = %c.field, before = %c.before, after = %c.after, "hardened exec");
     }
@@ -353,6 +384,12 @@ fn helper_main(
     pid_w: OwnedFd,
     err_w: &OwnedFd,
 ) -> Result<()> {
+    if let Some(adj) = entry.process.oom_score_adj() {
+        // Still host root in moat's own namespaces: the value is already
+        // clamped to moat's own, and the workload inherits it.
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .context("cannot set the process's oom_score_adj")?;
+    }
     cgroup
         .add_task(nix::unistd::getpid())
         .map_err(|e| anyhow!("cannot join the container's cgroup: {e}"))?;
@@ -397,8 +434,13 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
     }
     // cwd is resolved inside the container's mount namespace (setns moved
     // our root there); a path that escapes it cannot exist here.
-    nix::unistd::chdir(p.cwd())
-        .with_context(|| format!("cannot chdir to {}", p.cwd().display()))?;
+    nix::unistd::chdir(p.cwd()).map_err(|e| {
+        anyhow!(
+            "chdir to cwd ({:?}) set in config.json failed: {}",
+            p.cwd().display().to_string(),
+            crate::runc_contract::errno_text(e)
+        )
+    })?;
     for rl in p.rlimits().clone().unwrap_or_default() {
         let lim = libc::rlimit {
             rlim_cur: rl.soft(),
@@ -493,30 +535,45 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
         .map(|a| CString::new(a.as_bytes()))
         .collect::<std::result::Result<_, _>>()
         .context("argument contains NUL")?;
-    let program = resolve_program(&args[0], p.env().as_deref().unwrap_or(&[]));
+    let program = resolve_program(&args[0], p.env().as_deref().unwrap_or(&[]))?;
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(entry.old_mask), None);
     let e = nix::unistd::execve(&program, &argv, &env).unwrap_err();
-    Err(anyhow!("cannot execute {:?}: {e}", args[0]))
+    Err(anyhow!(
+        "exec {}: {}",
+        program.to_string_lossy(),
+        crate::runc_contract::errno_text(e)
+    ))
 }
 
-/// `execvp`'s lookup, but with the container's PATH, not moat's.
-fn resolve_program(name: &str, env: &[String]) -> CString {
-    let as_is = || CString::new(name.as_bytes()).unwrap_or_default();
-    if name.contains('/') {
-        return as_is();
-    }
+/// The program to execve: runc's lookup (Go's `exec.LookPath`) with the
+/// container's PATH, not moat's, and its error wording.
+fn resolve_program(name: &str, env: &[String]) -> Result<CString> {
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':') {
-        let candidate = Path::new(dir).join(name);
-        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
-            return CString::new(candidate.into_os_string().into_encoded_bytes())
-                .unwrap_or_else(|_| as_is());
+    let found =
+        crate::runc_contract::look_path(name, path, is_executable).map_err(|e| anyhow!(e))?;
+    CString::new(found).context("argument contains NUL")
+}
+
+/// Go's test for an executable file: it exists, is not a directory and has
+/// an execute bit (execve itself decides the rest).
+fn is_executable(path: &str) -> std::result::Result<(), String> {
+    match nix::sys::stat::stat(Path::new(path)) {
+        Err(e) => Err(format!(
+            "stat {path}: {}",
+            crate::runc_contract::errno_text(e)
+        )),
+        Ok(st) => {
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if !is_dir && st.st_mode & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err("permission denied".to_string())
+            }
         }
     }
-    as_is()
 }
 
 /// Waits for the workload, forwarding signals; returns its exit code.

@@ -27,8 +27,8 @@ use FieldClass::*;
 /// The table. `moat explain --fields` prints it; docs/threat-model.md has it.
 pub const FIELDS: &[(&str, FieldClass)] = &[
     ("ociVersion", Passed("checked by libcontainer")),
-    ("hostname", Passed("own uts namespace (required)")),
-    ("domainname", Passed("own uts namespace (required)")),
+    ("hostname", Hardened("joined-uts")),
+    ("domainname", Hardened("joined-uts")),
     ("annotations", Validated("annotation")),
     ("hooks", Validated("hooks")),
     ("root.path", Validated("sensitive-host-mount")),
@@ -62,6 +62,7 @@ pub const FIELDS: &[(&str, FieldClass)] = &[
     ("linux.resources.pids", Hardened("pids-limit")),
     ("linux.resources.unified", Validated("cgroup-resources")),
     ("linux.resources.memory", Passed("a limit of the container's own cgroup")),
+    ("linux.resources.memory.disableOOMKiller", Hardened("oom-killer")),
     ("linux.resources.cpu", Passed("a limit of the container's own cgroup")),
     ("linux.resources.blockIO", Passed("a limit of the container's own cgroup")),
     ("linux.resources.hugepageLimits", Passed("a limit of the container's own cgroup")),

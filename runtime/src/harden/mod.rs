@@ -43,7 +43,7 @@ pub use host_paths::{
 };
 pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
-pub use process::{harden_process, home_from_passwd, refuse_proc_cwd};
+pub use process::{clamp_process_oom_score_adj, harden_process, home_from_passwd, refuse_proc_cwd};
 pub use resources::{clamp_pids_limit, refuse_unified};
 pub use root::rootfs_may_be_idmapped;
 pub use userns::{
@@ -158,6 +158,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     userns::engine_id_range(spec, &operator.user_namespace, &[])?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
+    namespaces::keep_joined_uts_names(&mut out, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
     seccomp::refuse_orphan_listener(&out)?;
@@ -166,6 +167,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     mounts::refuse_tmpfs_total(&out, &policy)?;
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
+    resources::keep_oom_killer(&mut out, &mut report);
     resources::refuse_spec_unified(&out)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     default_path::set_default_path(&mut out, &mut report);

@@ -78,6 +78,11 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
             .tmpfs
             .iter()
             .any(|t| normalize(Path::new(t)) == normalize(m.destination()));
+        let dropped_atime = if is_bind(m) {
+            drop_atime_options(m)
+        } else {
+            Vec::new()
+        };
         let changed = if typ == "tmpfs" {
             // Every tmpfs (moat's scratch dirs, the spec's own, /dev,
             // /dev/shm, `docker run --tmpfs`) lives in memory: each gets a
@@ -103,6 +108,15 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
                 } else {
                     "workload mounts must not carry setuid binaries or device nodes"
                 },
+            );
+        }
+        if !dropped_atime.is_empty() {
+            report.change(
+                Rule::MountFlags,
+                format!("mounts[{dest}].options"),
+                dropped_atime.join(","),
+                "the source mount's atime flags",
+                "a bind mount keeps its source's atime flags: the kernel locks them in a user namespace (asking for others fails with EPERM)",
             );
         }
     }
@@ -140,6 +154,47 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         mounts.insert(at, m);
     }
     spec.set_mounts(Some(mounts));
+}
+
+/// Every mount option that sets atime behaviour, plain and recursive
+/// (libcontainer's names).
+const ATIME_OPTIONS: &[&str] = &[
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "ratime",
+    "rnoatime",
+    "rdiratime",
+    "rnodiratime",
+    "rrelatime",
+    "rnorelatime",
+    "rstrictatime",
+    "rnostrictatime",
+];
+
+/// Removes a bind mount's atime options and returns them. The container's
+/// mount namespace belongs to its user namespace, so the kernel locks the
+/// atime flags of every mount it inherits (MNT_LOCK_ATIME) and of binds of
+/// them: a remount asking for other atime flags fails with EPERM, one
+/// asking for none keeps the source's. Fresh mounts (tmpfs, proc) are not
+/// locked and keep theirs.
+fn drop_atime_options(m: &mut Mount) -> Vec<String> {
+    let mut opts = m.options().clone().unwrap_or_default();
+    let dropped: Vec<String> = opts
+        .iter()
+        .filter(|o| ATIME_OPTIONS.contains(&o.as_str()))
+        .cloned()
+        .collect();
+    if !dropped.is_empty() {
+        opts.retain(|o| !ATIME_OPTIONS.contains(&o.as_str()));
+        m.set_options(Some(opts));
+    }
+    dropped
 }
 
 /// Where a scratch tmpfs at `path` goes in the mount list: before the first

@@ -562,3 +562,43 @@ fn an_option_element_smuggling_more_options_is_refused() {
     }
     ok(&with(tmpfs("mode=1777")));
 }
+
+/// The kernel locks a bind mount's atime flags in the container's user
+/// namespace (EPERM on a remount asking for others): every atime option,
+/// plain or recursive, is dropped from binds and reported; a tmpfs (a fresh
+/// mount) keeps its own; other options stay.
+#[test]
+fn bind_mounts_keep_their_sources_atime_flags() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data",
+                   "options": ["rbind", "noatime", "nodiratime", "rro", "strictatime", "rrelatime"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["noatime", "size=1m"]}),
+        );
+    });
+    let h = ok(&s);
+    assert_eq!(
+        opts(mount_at(&h.spec, "/data")),
+        vec!["rbind", "rro", "nosuid", "nodev"]
+    );
+    let atime: Vec<_> = lines(&h.report, Rule::MountFlags)
+        .into_iter()
+        .filter(|l| l.field == "mounts[/data].options" && l.after.contains("atime"))
+        .collect();
+    assert_eq!(atime.len(), 1, "{:?}", h.report.changes);
+    assert_eq!(atime[0].before, "noatime,nodiratime,strictatime,rrelatime");
+    assert!(atime[0].why.contains("user namespace"), "{}", atime[0].why);
+    assert!(opts(mount_at(&h.spec, "/scratch"))
+        .iter()
+        .any(|o| o == "noatime"));
+    // A bind without atime options gets no such line.
+    let h = ok(&docker_spec());
+    assert!(lines(&h.report, Rule::MountFlags)
+        .iter()
+        .all(|l| !l.after.contains("atime")));
+}

@@ -106,6 +106,43 @@ pub(super) fn refuse_host_namespaces(
     Ok(())
 }
 
+/// A container that joins another's uts namespace by path (its pod's)
+/// takes that namespace's names: its own `hostname`/`domainname` are
+/// dropped and reported (T10). runc would write them into the shared
+/// namespace, renaming the owner; libcontainer refuses the spec instead.
+pub(super) fn keep_joined_uts_names(spec: &mut Spec, report: &mut Report) {
+    let joined = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_some());
+    if !joined {
+        return;
+    }
+    if let Some(name) = spec.hostname().clone() {
+        spec.set_hostname(None);
+        report.change(
+            Rule::JoinedUts,
+            "hostname",
+            name,
+            "the joined uts namespace's",
+            "a container joining another's uts namespace must not rename it",
+        );
+    }
+    if let Some(name) = spec.domainname().clone() {
+        spec.set_domainname(None);
+        report.change(
+            Rule::JoinedUts,
+            "domainname",
+            name,
+            "the joined uts namespace's",
+            "a container joining another's uts namespace must not rename it",
+        );
+    }
+}
+
 #[cfg(test)]
 #[path = "namespaces_tests.rs"]
 mod tests;

@@ -162,15 +162,21 @@ pub(super) fn clamp_oom_score_adj(spec: &mut Spec, facts: &HostFacts, report: &m
     let Some(mut process) = spec.process().clone() else {
         return;
     };
+    clamp_process_oom_score_adj(&mut process, facts.oom_score_adj_floor, report);
+    spec.set_process(Some(process));
+}
+
+/// [`clamp_oom_score_adj`] for one process: the container's init at create,
+/// or a process `moat exec` starts (`floor`: moat's own value then).
+pub fn clamp_process_oom_score_adj(process: &mut Process, floor: Option<i32>, report: &mut Report) {
     let Some(asked) = process.oom_score_adj() else {
         return;
     };
-    let floor = facts.oom_score_adj_floor.unwrap_or(0);
+    let floor = floor.unwrap_or(0);
     if asked >= floor {
         return;
     }
     process.set_oom_score_adj(Some(floor));
-    spec.set_process(Some(process));
     report.change(
         Rule::OomScoreAdj,
         "process.oomScoreAdj",

@@ -36,6 +36,40 @@ pub(super) fn limit_pids(spec: &mut Spec, policy: &Policy, report: &mut Report) 
     spec.set_linux(Some(linux));
 }
 
+/// Keeps the kernel's OOM killer on for the container's memory cgroup
+/// (threat T8): `linux.resources.memory.disableOOMKiller` (docker's
+/// `--oom-kill-disable`) would make a container that reaches its memory
+/// limit freeze instead of being killed (cgroup v1 `memory.oom_control`):
+/// its processes sleep holding their memory, pids and any kernel locks
+/// they hold, and the engine never sees the OOM event that would restart
+/// it. Dropped with a report line, not refused: the container still runs,
+/// and is killed at its limit as it would be without the flag.
+pub(super) fn keep_oom_killer(spec: &mut Spec, report: &mut Report) {
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let Some(mut resources) = linux.resources().clone() else {
+        return;
+    };
+    let Some(mut memory) = resources.memory() else {
+        return;
+    };
+    if memory.disable_oom_killer() != Some(true) {
+        return;
+    }
+    memory.set_disable_oom_killer(Some(false));
+    resources.set_memory(Some(memory));
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    report.change(
+        Rule::OomKiller,
+        "linux.resources.memory.disableOOMKiller",
+        "true",
+        "false",
+        "a container at its memory limit is killed, not frozen holding its memory and locks where the engine never sees the OOM",
+    );
+}
+
 /// Clamps a pids limit asked for by `moat update` to the policy.
 pub fn clamp_pids_limit(requested: Option<i64>, policy: &Policy) -> i64 {
     match requested {

@@ -208,3 +208,37 @@ fn unified_pids_max_is_judged_against_the_containers_own_limit() {
     );
     assert!(crate::harden::refuse_unified(None, 1).is_ok());
 }
+
+/// docker's --oom-kill-disable: the OOM killer stays on, reported (T8).
+#[test]
+fn disable_oom_killer_is_turned_back_off_and_reported() {
+    let with = |disable: bool| {
+        docker_with(|v| {
+            v["linux"]["resources"]["memory"] =
+                json!({"limit": 67108864, "disableOOMKiller": disable})
+        })
+    };
+    let h = ok(&with(true));
+    let memory = h
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .and_then(|r| *r.memory())
+        .unwrap();
+    assert_eq!(memory.disable_oom_killer(), Some(false));
+    assert_eq!(memory.limit(), Some(67108864));
+    let l = line(
+        &h.report,
+        Rule::OomKiller,
+        "linux.resources.memory.disableOOMKiller",
+    );
+    assert_eq!((l.before.as_str(), l.after.as_str()), ("true", "false"));
+    assert_eq!(Rule::OomKiller.threat(), "T8");
+    assert_eq!(
+        crate::harden::fields::class_of("linux.resources.memory.disableOOMKiller"),
+        Some(crate::harden::fields::FieldClass::Hardened("oom-killer"))
+    );
+    let h = ok(&with(false));
+    assert!(lines(&h.report, Rule::OomKiller).is_empty());
+}
