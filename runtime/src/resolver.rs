@@ -370,6 +370,46 @@ struct Serving {
     netns: File,
     nft: Option<std::os::fd::OwnedFd>,
     refused: AtomicU64,
+    log_limit: LogLimit,
+}
+
+/// Refused names are logged at most [`LogLimit::PER_WINDOW`] times per
+/// 10 s per container (a tenant's query flood must not fill the log on a
+/// tmpfs); the rest are counted and summed up when the window ends.
+struct LogLimit {
+    window: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_WINDOW: u32 = 20;
+
+    fn new() -> LogLimit {
+        LogLimit {
+            window: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// May this refusal be logged? (Logs the count the last window
+    /// suppressed, once it is over.)
+    fn allow(&mut self, id: &str) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(10) {
+            if self.suppressed > 0 {
+                tracing::warn!(container = %id, suppressed = self.suppressed, "moat resolver: more names refused than logged");
+            }
+            *self = LogLimit::new();
+        }
+        if self.logged < Self::PER_WINDOW {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
 }
 
 /// Opens container `id`'s sockets in its namespace and starts serving.
@@ -427,6 +467,7 @@ fn attach_registered(root: &Path, id: &str) -> Result<Attached> {
                 netns,
                 nft: Some(nft),
                 refused: AtomicU64::new(0),
+                log_limit: LogLimit::new(),
             };
             serve(&mut serving, &v4, v6.as_ref(), &stop2);
         })?;
@@ -483,7 +524,9 @@ fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
     let entries = names::matching(&s.rules, &q.name);
     if entries.is_empty() {
         let n = s.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(container = %s.id, name = %q.name, qtype = q.qtype, refused_total = n, "moat resolver: name refused (not in the egress allowlist)");
+        if s.log_limit.allow(&s.id) {
+            tracing::warn!(container = %s.id, name = %q.name, qtype = q.qtype, refused_total = n, "moat resolver: name refused (not in the egress allowlist)");
+        }
         return Some(message::error_reply(query, &q, RCODE_REFUSED));
     }
     let servfail = || Some(message::error_reply(query, &q, RCODE_SERVFAIL));
@@ -574,4 +617,34 @@ fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_a_bounded_rate() {
+        let mut l = LogLimit::new();
+        let logged = (0..1000).filter(|_| l.allow("c")).count();
+        assert_eq!(logged, LogLimit::PER_WINDOW as usize);
+        assert_eq!(l.suppressed, 1000 - u64::from(LogLimit::PER_WINDOW));
+        // A new window logs again.
+        l.window -= Duration::from_secs(11);
+        assert!(l.allow("c"));
+        assert_eq!(l.suppressed, 0);
+    }
+
+    #[test]
+    fn name_entries_in_a_joined_namespace_are_refused() {
+        let policy = crate::policy::EgressPolicy {
+            allow: vec!["pypi.org tcp 443".into()],
+            resolvers: vec!["192.0.2.53".into()],
+            ..Default::default()
+        };
+        let e = Egress::from_policy(&policy).unwrap();
+        let err = refuse_names_in_joined_netns(&e).unwrap_err().to_string();
+        assert!(err.contains("pypi.org"), "{err}");
+        assert!(refuse_names_in_joined_netns(&Egress::default()).is_ok());
+    }
 }
