@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod pause;
 pub mod ps;
 pub mod report;
+pub mod resolver;
 pub mod resume;
 pub mod run;
 pub mod selftest;

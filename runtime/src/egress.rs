@@ -17,8 +17,10 @@
 //! `crate::netns` checks both give the same table in the kernel.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+
+use crate::dns::names::NameRule;
 
 use serde::{Deserialize, Serialize};
 
@@ -229,38 +231,31 @@ impl AllowRule {
             addr: self.addr,
             prefix: self.prefix,
         };
-        let accept = |matches: Vec<Match>| Rule {
-            matches,
-            action: Action::Accept,
-        };
-        match self.protocol {
-            None => vec![accept(vec![daddr])],
-            Some(Protocol::Icmp) => {
-                let proto = if self.addr.is_ipv4() {
-                    IPPROTO_ICMP
-                } else {
-                    IPPROTO_ICMPV6
-                };
-                vec![accept(vec![daddr, Match::L4Proto(proto)])]
-            }
-            Some(p) => {
-                let proto = if p == Protocol::Tcp {
-                    IPPROTO_TCP
-                } else {
-                    IPPROTO_UDP
-                };
-                if self.ports.is_empty() {
-                    return vec![accept(vec![daddr, Match::L4Proto(proto)])];
-                }
-                self.ports
-                    .iter()
-                    .map(|&(from, to)| {
-                        accept(vec![daddr.clone(), Match::Dport { proto, from, to }])
-                    })
-                    .collect()
-            }
-        }
+        accepting(daddr, self.addr.is_ipv6(), self.protocol, &self.ports)
     }
+}
+
+/// The rules accepting traffic to `dest` (of family `v6`) with a protocol
+/// (none: any) and port ranges (none: every port): one per port range.
+fn accepting(dest: Match, v6: bool, protocol: Option<Protocol>, ports: &[(u16, u16)]) -> Vec<Rule> {
+    let accept = |matches: Vec<Match>| Rule {
+        matches,
+        action: Action::Accept,
+    };
+    let proto = match protocol {
+        None => return vec![accept(vec![dest])],
+        Some(Protocol::Icmp) if v6 => IPPROTO_ICMPV6,
+        Some(Protocol::Icmp) => IPPROTO_ICMP,
+        Some(Protocol::Tcp) => IPPROTO_TCP,
+        Some(Protocol::Udp) => IPPROTO_UDP,
+    };
+    if ports.is_empty() {
+        return vec![accept(vec![dest, Match::L4Proto(proto)])];
+    }
+    ports
+        .iter()
+        .map(|&(from, to)| accept(vec![dest.clone(), Match::Dport { proto, from, to }]))
+        .collect()
 }
 
 fn host_bits_clear_masked(inner: IpAddr, outer: IpAddr, prefix: u8) -> bool {
@@ -331,19 +326,46 @@ pub struct Egress {
     /// before loopback is accepted): the built-in [`METADATA_ENDPOINTS`],
     /// [`ENGINE_RESOLVERS`] and the policy's additions.
     pub metadata: Vec<IpAddr>,
+    /// Name entries (`pypi.org tcp 443`): allowed to the addresses moat's
+    /// resolver answered for them (see `crate::resolver`). With any, the
+    /// container's DNS goes to moat's resolver.
+    pub names: Vec<NameRule>,
+    /// Where moat's resolver forwards the allowed names (policy
+    /// `egress.resolvers`).
+    pub resolvers: Vec<SocketAddr>,
+    /// Bounds (seconds) of the time an answered address stays allowed:
+    /// the record's TTL, clamped.
+    pub ttl_min: u32,
+    pub ttl_max: u32,
 }
 
 impl Egress {
     /// The egress plan for a policy's `[egress]` section.
     pub fn from_policy(policy: &crate::policy::EgressPolicy) -> Result<Egress, ParseError> {
         let (allow, names) = crate::dns::names::split_entries(&policy.allow)?;
+        let mut egress = Egress::from(allow);
+        egress.resolvers = policy
+            .resolvers
+            .iter()
+            .map(|r| parse_resolver(r))
+            .collect::<Result<_, _>>()?;
         if let Some(name) = names.first() {
+            if egress.resolvers.is_empty() {
+                return Err(ParseError {
+                    entry: name.pattern.to_string(),
+                    why: "a name entry needs the upstream resolvers moat's resolver forwards it to (policy egress.resolvers, e.g. [\"10.96.0.10:53\"])".into(),
+                });
+            }
+        }
+        if policy.name_ttl_min > policy.name_ttl_max || policy.name_ttl_max == 0 {
             return Err(ParseError {
-                entry: name.pattern.to_string(),
-                why: "name entries are not enforced by this build of moat (its resolver is not in it yet); list addresses or CIDRs".into(),
+                entry: format!("{}..{}", policy.name_ttl_min, policy.name_ttl_max),
+                why: "egress.name_ttl_min must not exceed egress.name_ttl_max, which must be at least 1".into(),
             });
         }
-        let mut egress = Egress::from(allow);
+        egress.names = names;
+        egress.ttl_min = policy.name_ttl_min;
+        egress.ttl_max = policy.name_ttl_max;
         for m in &policy.metadata {
             let addr: IpAddr = m.trim().parse().map_err(|_| ParseError {
                 entry: m.clone(),
@@ -357,6 +379,18 @@ impl Egress {
     }
 }
 
+/// An upstream resolver: `ADDRESS` or `ADDRESS:PORT` (`[V6]:PORT`), port 53
+/// by default.
+pub fn parse_resolver(text: &str) -> Result<SocketAddr, ParseError> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|a| SocketAddr::new(a, 53)))
+        .map_err(|_| ParseError {
+            entry: text.to_string(),
+            why: "egress.resolvers entries are ADDRESS or ADDRESS:PORT".into(),
+        })
+}
+
 impl From<Vec<AllowRule>> for Egress {
     /// The allowlist with the built-in metadata endpoints.
     fn from(allow: Vec<AllowRule>) -> Egress {
@@ -367,7 +401,111 @@ impl From<Vec<AllowRule>> for Egress {
                 .chain(ENGINE_RESOLVERS.iter())
                 .copied()
                 .collect(),
+            names: Vec::new(),
+            resolvers: Vec::new(),
+            ttl_min: DEFAULT_TTL_MIN,
+            ttl_max: DEFAULT_TTL_MAX,
         }
+    }
+}
+
+/// Default bounds of an answered address's life in a name set (seconds):
+/// at least long enough for the connection that follows the lookup, at
+/// most an hour, so an address a name no longer has is not allowed for
+/// days (long TTLs, DNS rebinding).
+pub const DEFAULT_TTL_MIN: u32 = 5;
+pub const DEFAULT_TTL_MAX: u32 = 3600;
+
+/// Mark on the packets of moat's resolver (its upstream queries): they
+/// leave the container's namespace unredirected and unrefused. Setting a
+/// socket mark needs CAP_NET_ADMIN over the namespace's owner, the host's
+/// user namespace: container root cannot forge it.
+pub const RESOLVER_MARK: u32 = 0x6d6f_6174;
+/// Priority of moat's DNS redirect chain (type nat, hook output): before
+/// an engine's DNAT (-100, docker's 127.0.0.11 rule), so the first NAT
+/// binding a query gets is moat's.
+pub const DNS_CHAIN_PRIORITY: i32 = -110;
+/// The port moat's resolver listens on in the container's namespace
+/// (127.0.0.1 and ::1): where the redirect sends every DNS query.
+pub const RESOLVER_PORT: u16 = 53;
+
+/// One nftables set of answered addresses: name entry `rule`'s IPv4 or
+/// IPv6 addresses, each with a timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameSet {
+    pub name: String,
+    pub v6: bool,
+}
+
+/// The set of name entry number `rule`.
+pub fn name_set(rule: usize, v6: bool) -> NameSet {
+    NameSet {
+        name: format!("name{rule}_{}", if v6 { "v6" } else { "v4" }),
+        v6,
+    }
+}
+
+/// Everything moat's table holds: its fingerprint, the name sets, the
+/// output (filter) chain's rules and the DNS redirect (nat) chain's
+/// rules (empty without name entries: no chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub fingerprint: String,
+    pub sets: Vec<NameSet>,
+    pub output: Vec<Rule>,
+    pub dns: Vec<Rule>,
+}
+
+/// The table for an egress plan.
+pub fn table(egress: &Egress) -> Table {
+    Table {
+        fingerprint: fingerprint(egress),
+        sets: (0..egress.names.len())
+            .flat_map(|i| [name_set(i, false), name_set(i, true)])
+            .collect(),
+        output: rules(egress),
+        dns: dns_rules(egress),
+    }
+}
+
+/// The DNS redirect chain: the resolver's own packets pass; every other
+/// DNS query (port 53, UDP and TCP, to any address) goes to moat's
+/// resolver in the namespace. Empty without name entries.
+pub fn dns_rules(egress: &Egress) -> Vec<Rule> {
+    if egress.names.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![Rule {
+        matches: vec![Match::Mark(RESOLVER_MARK)],
+        action: Action::Return,
+    }];
+    for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+        out.push(Rule {
+            matches: vec![Match::Dport {
+                proto,
+                from: 53,
+                to: 53,
+            }],
+            action: Action::Redirect,
+        });
+    }
+    out
+}
+
+impl NameRule {
+    /// The rules accepting this entry's traffic to the addresses in its
+    /// sets (entry number `index`).
+    fn accepting_rules(&self, index: usize) -> Vec<Rule> {
+        [false, true]
+            .into_iter()
+            .flat_map(|v6| {
+                let set = Match::DaddrInSet {
+                    set: name_set(index, v6).name,
+                    v6,
+                };
+                accepting(set, v6, self.protocol, &self.ports)
+            })
+            .collect()
     }
 }
 
@@ -415,6 +553,19 @@ pub fn fingerprint(egress: &Egress) -> String {
     // Refused endpoints and the rule layout are part of what the table
     // enforces (v2: metadata and DNS refusals, chain before NAT).
     entries.extend(egress.metadata.iter().map(|m| format!("metadata {m}")));
+    // Name entries keep their order: it numbers their sets.
+    for (i, n) in egress.names.iter().enumerate() {
+        entries.push(format!(
+            "name {i} {} {:?} {:?}",
+            n.pattern, n.protocol, n.ports
+        ));
+    }
+    if !egress.names.is_empty() {
+        entries.push(format!(
+            "resolver ttl {}..{} upstream {:?}",
+            egress.ttl_min, egress.ttl_max, egress.resolvers
+        ));
+    }
     entries.push("layout v2".into());
     entries.sort();
     entries.dedup();
@@ -470,6 +621,10 @@ pub enum Match {
     /// TCP or UDP (`proto`) destination port within `from..=to` (implies
     /// the protocol).
     Dport { proto: u8, from: u16, to: u16 },
+    /// The packet's mark (set by a socket's SO_MARK).
+    Mark(u32),
+    /// The destination address is in this set of the table (IPv4 or IPv6).
+    DaddrInSet { set: String, v6: bool },
 }
 
 /// What a rule does with a packet that matches.
@@ -481,6 +636,11 @@ pub enum Action {
     /// Count in the `blocked` counter and answer with ICMP(v6)
     /// administratively prohibited.
     CountAndRejectProhibited,
+    /// Leave this chain (the DNS redirect chain: no NAT).
+    Return,
+    /// Redirect to the namespace's own loopback, same port (DNS to moat's
+    /// resolver).
+    Redirect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,24 +672,40 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         }
         Rule { matches, action }
     };
+    let names = !egress.names.is_empty();
     let mut out = vec![accept(Match::CtEstablishedRelated)];
     out.extend(
         LINK_ICMPV6_TYPES
             .iter()
             .map(|(t, _)| accept(Match::Icmpv6Type(*t))),
     );
+    if names {
+        // moat's resolver forwarding to its upstreams.
+        out.push(accept(Match::Mark(RESOLVER_MARK)));
+    }
     let (early, late): (Vec<&AllowRule>, Vec<&AllowRule>) = egress
         .allow
         .iter()
         .partition(|r| r.passes_refusals(&egress.metadata));
     out.extend(early.into_iter().flat_map(AllowRule::accepting_rules));
+    if names {
+        // Every port-53 query, to any address: the DNS chain (after this
+        // one, before an engine's NAT) redirects it to moat's resolver.
+        for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+            out.push(accept(Match::Dport {
+                proto,
+                from: 53,
+                to: 53,
+            }));
+        }
+    }
     for m in &egress.metadata {
         let prefix = if m.is_ipv4() { 32 } else { 128 };
         let daddr = Match::Daddr { addr: *m, prefix };
         out.push(refuse(vec![daddr.clone()], IPPROTO_TCP));
         out.push(refuse(vec![daddr], 0));
     }
-    for port in DNS_PORTS {
+    for port in DNS_PORTS.into_iter().filter(|p| !names || *p != 53) {
         for proto in [IPPROTO_UDP, IPPROTO_TCP] {
             let dport = Match::Dport {
                 proto,
@@ -541,6 +717,11 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
     }
     out.push(accept(Match::OifLoopback));
     out.extend(late.into_iter().flat_map(AllowRule::accepting_rules));
+    // After the metadata refusals: a name answered with a metadata
+    // endpoint does not reach it.
+    for (i, n) in egress.names.iter().enumerate() {
+        out.extend(n.accepting_rules(i));
+    }
     out.push(refuse(Vec::new(), IPPROTO_TCP));
     out.push(refuse(Vec::new(), 0));
     out
@@ -570,6 +751,10 @@ impl fmt::Display for Match {
                 write!(f, "{family} daddr {addr}/{prefix}")
             }
             Match::L4Proto(p) => write!(f, "meta l4proto {}", proto_name(*p)),
+            Match::Mark(m) => write!(f, "meta mark {m:#010x}"),
+            Match::DaddrInSet { set, v6 } => {
+                write!(f, "{} daddr @{set}", if *v6 { "ip6" } else { "ip" })
+            }
             Match::Dport { proto, from, to } => {
                 write!(f, "{} dport {from}", proto_name(*proto))?;
                 if to != from {
@@ -595,6 +780,8 @@ impl fmt::Display for Rule {
                 f,
                 "counter name {BLOCKED_COUNTER} reject with icmpx type admin-prohibited"
             ),
+            Action::Return => write!(f, "return"),
+            Action::Redirect => write!(f, "redirect"),
         }
     }
 }
@@ -603,22 +790,44 @@ impl fmt::Display for Rule {
 /// apply: it creates the table, flushes it, and fills it, in one nft
 /// transaction.
 pub fn ruleset(egress: &Egress) -> String {
+    let t = table(egress);
     let mut out = String::new();
     out.push_str(&format!("table inet {TABLE} {{}}\n"));
     out.push_str(&format!("flush table inet {TABLE}\n"));
     out.push_str(&format!("table inet {TABLE} {{\n"));
-    out.push_str(&format!("\tcounter {} {{}}\n", fingerprint(egress)));
+    out.push_str(&format!("\tcounter {} {{}}\n", t.fingerprint));
     out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
+    for set in &t.sets {
+        let ty = if set.v6 { "ipv6_addr" } else { "ipv4_addr" };
+        out.push_str(&format!(
+            "\tset {} {{ type {ty}; flags timeout; }}\n",
+            set.name
+        ));
+    }
     out.push_str("\tchain output {\n");
     out.push_str(&format!(
         "\t\ttype filter hook output priority {CHAIN_PRIORITY}; policy accept;\n"
     ));
-    for rule in rules(egress) {
+    for rule in &t.output {
         out.push_str(&format!("\t\t{rule}\n"));
     }
-    out.push_str("\t}\n}\n");
+    out.push_str("\t}\n");
+    if !t.dns.is_empty() {
+        out.push_str(&format!("\tchain {DNS_CHAIN} {{\n"));
+        out.push_str(&format!(
+            "\t\ttype nat hook output priority {DNS_CHAIN_PRIORITY}; policy accept;\n"
+        ));
+        for rule in &t.dns {
+            out.push_str(&format!("\t\t{rule}\n"));
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
     out
 }
+
+/// Name of moat's DNS redirect chain.
+pub const DNS_CHAIN: &str = "dns";
 
 /// Reads the blocked-packets count from `nft list counter` output.
 pub fn parse_counter(text: &str) -> Option<(u64, u64)> {
@@ -887,9 +1096,9 @@ mod tests {
         assert!(refusal < wide);
         // The policy's list.
         let policy = crate::policy::EgressPolicy {
-            enabled: true,
             allow: vec!["0.0.0.0/0".into()],
             metadata: vec!["192.0.2.80".into()],
+            ..Default::default()
         };
         let e = Egress::from_policy(&policy).unwrap();
         assert_eq!(
@@ -967,24 +1176,136 @@ mod tests {
         ));
     }
 
-    /// Until moat's resolver lands, a policy with name entries is refused
-    /// (fail closed, loudly) rather than loaded as an allowlist that
-    /// allows nothing for them.
+    /// A name entry needs upstream resolvers (without them it would
+    /// allow nothing while looking like a working allowlist).
     #[test]
-    fn name_entries_are_refused_until_the_resolver_exists() {
-        let policy = crate::policy::EgressPolicy {
-            enabled: true,
+    fn name_entries_need_upstream_resolvers() {
+        let mut policy = crate::policy::EgressPolicy {
             allow: vec!["10.0.0.0/8".into(), "pypi.org tcp 443".into()],
-            metadata: Vec::new(),
+            ..Default::default()
         };
         let err = Egress::from_policy(&policy).unwrap_err().to_string();
         assert!(
-            err.contains("pypi.org") && err.contains("not enforced"),
+            err.contains("pypi.org") && err.contains("egress.resolvers"),
             "{err}"
         );
         assert!(
             crate::policy::Policy::from_toml("[egress]\nallow = [\"*.github.com tcp 443\"]\n")
                 .is_err()
+        );
+        policy.resolvers = vec!["192.0.2.53".into(), "[2001:db8::53]:5353".into()];
+        let e = Egress::from_policy(&policy).unwrap();
+        assert_eq!(e.names.len(), 1);
+        assert_eq!(
+            e.resolvers,
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        policy.resolvers = vec!["resolver.example".into()];
+        assert!(Egress::from_policy(&policy).is_err());
+        policy.resolvers = vec!["192.0.2.53".into()];
+        policy.name_ttl_min = 10;
+        policy.name_ttl_max = 5;
+        assert!(Egress::from_policy(&policy).is_err());
+    }
+
+    fn named(entries: &[&str]) -> Egress {
+        Egress::from_policy(&crate::policy::EgressPolicy {
+            allow: entries.iter().map(|s| s.to_string()).collect(),
+            resolvers: vec!["192.0.2.53".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// With name entries: the resolver's marked packets pass first; every
+    /// port-53 query is accepted in the filter chain (the DNS chain
+    /// redirects it to moat's resolver) before the metadata refusals (so
+    /// docker's 127.0.0.11:53 is redirected too); 853 stays refused; a
+    /// name entry's sets are accepted only after the metadata refusals.
+    #[test]
+    fn name_entries_redirect_dns_and_accept_their_sets() {
+        let e = named(&["pypi.org tcp 443", "*.github.com", "0.0.0.0/0"]);
+        let t = table(&e);
+        assert_eq!(
+            t.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["name0_v4", "name0_v6", "name1_v4", "name1_v6"]
+        );
+        let r = &t.output;
+        let mark = position(r, &[Match::Mark(RESOLVER_MARK)], Action::Accept).unwrap();
+        let udp53 = Match::Dport {
+            proto: IPPROTO_UDP,
+            from: 53,
+            to: 53,
+        };
+        let dns = position(r, std::slice::from_ref(&udp53), Action::Accept).unwrap();
+        let meta = position(
+            r,
+            &[daddr("169.254.169.254", 32)],
+            Action::CountAndRejectProhibited,
+        )
+        .unwrap();
+        let engine = position(
+            r,
+            &[daddr("127.0.0.11", 32)],
+            Action::CountAndRejectProhibited,
+        )
+        .unwrap();
+        assert!(mark < dns && dns < meta && dns < engine);
+        let dot = Match::Dport {
+            proto: IPPROTO_TCP,
+            from: 853,
+            to: 853,
+        };
+        assert!(position(r, &[dot], Action::CountAndResetTcp).is_some());
+        let set = |n: &str, v6| Match::DaddrInSet { set: n.into(), v6 };
+        let tcp443 = Match::Dport {
+            proto: IPPROTO_TCP,
+            from: 443,
+            to: 443,
+        };
+        let pypi = position(r, &[set("name0_v4", false), tcp443.clone()], Action::Accept).unwrap();
+        let pypi6 = position(r, &[set("name0_v6", true), tcp443], Action::Accept).unwrap();
+        let gh = position(r, &[set("name1_v4", false)], Action::Accept).unwrap();
+        assert!(meta < pypi && pypi < pypi6 && pypi6 < gh);
+        assert_eq!(
+            t.dns,
+            vec![
+                Rule {
+                    matches: vec![Match::Mark(RESOLVER_MARK)],
+                    action: Action::Return
+                },
+                Rule {
+                    matches: vec![udp53],
+                    action: Action::Redirect
+                },
+                Rule {
+                    matches: vec![Match::Dport {
+                        proto: IPPROTO_TCP,
+                        from: 53,
+                        to: 53
+                    }],
+                    action: Action::Redirect
+                },
+            ]
+        );
+        let text = ruleset(&e);
+        assert!(text.contains("set name0_v4 { type ipv4_addr; flags timeout; }"));
+        assert!(text.contains("ip daddr @name0_v4 tcp dport 443 accept"));
+        assert!(text.contains("type nat hook output priority -110; policy accept;"));
+        assert!(text.contains("udp dport 53 redirect"));
+        // Without names: no sets, no DNS chain, no mark rule.
+        let plain = table(&egress(&["0.0.0.0/0"]));
+        assert!(plain.sets.is_empty() && plain.dns.is_empty());
+        assert!(!plain
+            .output
+            .iter()
+            .any(|r| r.matches.contains(&Match::Mark(RESOLVER_MARK))));
+        assert_ne!(
+            fingerprint(&e),
+            fingerprint(&named(&["*.github.com", "pypi.org tcp 443", "0.0.0.0/0"]))
         );
     }
 

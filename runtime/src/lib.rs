@@ -29,6 +29,7 @@ pub mod pod;
 pub mod policy;
 pub mod refusal;
 pub mod report;
+pub mod resolver;
 pub mod rootfs;
 pub mod runc_contract;
 pub mod seccomp;

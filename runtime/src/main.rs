@@ -83,6 +83,10 @@ enum Cmd {
     /// (what create rewrites every allowed hook to; not for people).
     #[command(hide = true)]
     Hook(commands::hook::HookArgs),
+    /// The node's DNS resolver for egress name entries (started by create;
+    /// not for people).
+    #[command(hide = true)]
+    Resolver(commands::resolver::ResolverArgs),
 }
 
 /// runc's `kill`: the signal is optional and defaults to SIGTERM.
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
         Cmd::Learn(a) => commands::learn::learn(&ctx, a),
         Cmd::Install(a) => commands::install::install(a),
         Cmd::Hook(a) => commands::hook::hook(a),
+        Cmd::Resolver(a) => commands::resolver::resolver(&ctx, a).map(|_| 0),
     }
     .context("moat");
     match result {

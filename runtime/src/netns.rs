@@ -74,22 +74,18 @@ fn loopback_up() -> std::io::Result<()> {
 }
 
 /// Creates a new network namespace with its loopback up and moat's egress
-/// table (`rules`, tagged with `fingerprint`) already in it, pinned by a
+/// `table` already in it, pinned by a
 /// bind mount at `path`. The calling thread enters the new namespace only
 /// for the few syscalls this takes and returns to its own before this
 /// returns (a fork and an `nft` exec cost several milliseconds more); the
 /// table goes in over nfnetlink (see [`crate::nft`]), in one transaction,
 /// before anything else can run in the namespace.
-pub fn create_with_rules(
-    path: &Path,
-    fingerprint: &str,
-    rules: &[crate::egress::Rule],
-) -> Result<(), NetnsError> {
+pub fn create_with_rules(path: &Path, table: &crate::egress::Table) -> Result<(), NetnsError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(sys("create netns directory"))?;
     }
     File::create(path).map_err(sys(format!("create {}", path.display())))?;
-    let (batch, acks) = crate::nft::batch(fingerprint, rules);
+    let (batch, acks) = crate::nft::batch(table);
     let entered = File::open("/proc/thread-self/ns/net")
         .map_err(sys("open own netns"))
         .and_then(|home| {
@@ -307,7 +303,7 @@ pub fn remove(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::{fingerprint, parse_list, rules, ruleset};
+    use crate::egress::{fingerprint, parse_list, ruleset};
 
     /// The table moat sends over netlink is the table `nft -f` makes from
     /// the text ruleset: listed by nft, they are the same, character for
@@ -338,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ns");
         let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
-        create_with_rules(&path, &fingerprint(&allow), &rules(&allow)).unwrap();
+        create_with_rules(&path, &crate::egress::table(&allow)).unwrap();
         assert_eq!(
             fs::read_link("/proc/thread-self/ns/net").unwrap(),
             own_before,
@@ -362,6 +358,76 @@ mod tests {
         );
     }
 
+    /// With name entries: the sets and the DNS redirect chain sent over
+    /// netlink are what `nft -f` makes from the text, and an address added
+    /// to a set over netlink (as moat's resolver adds answers) is listed
+    /// with its timeout.
+    #[test]
+    fn netlink_name_sets_and_dns_chain_match_nft() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let policy = crate::policy::EgressPolicy {
+            allow: vec![
+                "pypi.org tcp 443".into(),
+                "*.example.com".into(),
+                "10.0.0.0/8 tcp 80".into(),
+                "db udp 5000-5010".into(),
+            ],
+            resolvers: vec!["192.0.2.53".into()],
+            ..Default::default()
+        };
+        let egress = crate::egress::Egress::from_policy(&policy).unwrap();
+        let t = crate::egress::table(&egress);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns");
+        create_with_rules(&path, &t).unwrap();
+        let from_netlink = table(&path).expect("no moat table");
+        let result = (|| {
+            apply(&path, &ruleset(&egress))?;
+            let from_text = table(&path).expect("no moat table after nft -f");
+            let ns = File::open(&path).map_err(sys("open ns"))?;
+            let added = std::thread::scope(|s| {
+                s.spawn(|| -> std::io::Result<()> {
+                    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)?;
+                    let sock = crate::nft::socket_in_current_netns()?;
+                    let (b, acks) = crate::nft::add_elements_batch(
+                        "name0_v4",
+                        &[("192.0.2.80".parse().unwrap(), 30)],
+                    )
+                    .unwrap();
+                    crate::nft::send_batch(&sock, &b, acks)?;
+                    let (b, acks) = crate::nft::add_elements_batch(
+                        "name0_v6",
+                        &[("2001:db8::80".parse().unwrap(), 30)],
+                    )
+                    .unwrap();
+                    crate::nft::send_batch(&sock, &b, acks)
+                })
+                .join()
+                .unwrap()
+            });
+            let listed = table(&path).unwrap_or_default();
+            Ok::<_, NetnsError>((from_text, added, listed))
+        })();
+        remove(&path);
+        let (from_text, added, listed) = result.unwrap();
+        assert_eq!(from_netlink, from_text);
+        assert!(
+            from_netlink.contains("set name0_v4 {")
+                && from_netlink.contains("type nat hook output priority")
+                && from_netlink.contains("udp dport 53 redirect")
+                && from_netlink.contains("ip daddr @name0_v4 tcp dport 443 accept")
+                && from_netlink.contains("meta mark 0x6d6f6174 accept"),
+            "{from_netlink}"
+        );
+        added.unwrap();
+        assert!(listed.contains("192.0.2.80 timeout 30s"), "{listed}");
+        assert!(listed.contains("2001:db8::80 timeout 30s"), "{listed}");
+    }
+
     /// A namespace whose table the kernel refuses is not left behind, and
     /// the caller is back in its own namespace.
     #[test]
@@ -376,7 +442,9 @@ mod tests {
         let own_before = fs::read_link("/proc/thread-self/ns/net").unwrap();
         // A counter name longer than NFT_OBJ_MAXNAMELEN (256): ERANGE/EINVAL.
         let too_long = "x".repeat(300);
-        let err = create_with_rules(&path, &too_long, &rules(&Vec::new().into())).unwrap_err();
+        let mut t = crate::egress::table(&Vec::new().into());
+        t.fingerprint = too_long;
+        let err = create_with_rules(&path, &t).unwrap_err();
         assert!(matches!(err, NetnsError::Nft(_)), "{err}");
         assert!(!path.exists(), "{} left behind", path.display());
         assert_eq!(

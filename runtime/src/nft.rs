@@ -19,7 +19,10 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::egress::{Action, Match, Rule, BLOCKED_COUNTER, CHAIN_PRIORITY, IPPROTO_ICMPV6, TABLE};
+use crate::egress::{
+    Action, Match, Table, BLOCKED_COUNTER, CHAIN_PRIORITY, DNS_CHAIN, DNS_CHAIN_PRIORITY,
+    IPPROTO_ICMPV6, TABLE,
+};
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -36,6 +39,28 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_ID: u16 = 10;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+/// nft's data types (src/datatype.h): ipv4_addr, ipv6_addr.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFT_META_MARK: u32 = 3;
+/// NFT_RETURN, a negative verdict code.
+const NFT_RETURN: i32 = -5;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
@@ -267,6 +292,27 @@ fn encode_match(a: &mut Attrs, m: &Match) {
             a.meta(NFT_META_L4PROTO);
             a.cmp(NFT_CMP_EQ, &[*p]);
         }
+        Match::Mark(m) => {
+            a.meta(NFT_META_MARK);
+            // Marks are host-endian.
+            a.cmp(NFT_CMP_EQ, &m.to_ne_bytes());
+        }
+        Match::DaddrInSet { set, v6 } => {
+            let (family, offset, len) = if *v6 {
+                (NFPROTO_IPV6, 24, 16)
+            } else {
+                (NFPROTO_IPV4, 16, 4)
+            };
+            a.meta(NFT_META_NFPROTO);
+            a.cmp(NFT_CMP_EQ, &[family]);
+            a.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len);
+            // By name: the kernel finds a set created earlier in the
+            // same transaction by its name too.
+            a.expr("lookup", |a| {
+                a.str(NFTA_LOOKUP_SET, set);
+                a.be32(NFTA_LOOKUP_SREG, NFT_REG_1);
+            });
+        }
         Match::Dport { proto, from, to } => {
             a.meta(NFT_META_L4PROTO);
             a.cmp(NFT_CMP_EQ, &[*proto]);
@@ -281,14 +327,20 @@ fn encode_match(a: &mut Attrs, m: &Match) {
     }
 }
 
+fn verdict(a: &mut Attrs, code: u32) {
+    a.expr("immediate", |a| {
+        a.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+        a.nest(NFTA_IMMEDIATE_DATA, |a| {
+            a.nest(NFTA_DATA_VERDICT, |a| a.be32(NFTA_VERDICT_CODE, code));
+        });
+    })
+}
+
 fn encode_action(a: &mut Attrs, action: Action) {
     match action {
-        Action::Accept => a.expr("immediate", |a| {
-            a.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-            a.nest(NFTA_IMMEDIATE_DATA, |a| {
-                a.nest(NFTA_DATA_VERDICT, |a| a.be32(NFTA_VERDICT_CODE, NF_ACCEPT));
-            });
-        }),
+        Action::Accept => verdict(a, NF_ACCEPT),
+        Action::Return => verdict(a, NFT_RETURN as u32),
+        Action::Redirect => a.expr("redir", |_| {}),
         Action::CountAndResetTcp => {
             a.counter_ref();
             a.expr("reject", |a| a.be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST));
@@ -328,36 +380,15 @@ fn message(
 }
 
 /// The nf_tables batch that creates moat's table in an empty namespace:
-/// table, the fingerprint and `blocked` counters, the output chain and
-/// its rules. Every message but the batch markers asks for an ACK; returns
-/// the bytes and the number of ACKs to expect (sequence numbers 1..=n).
-pub fn batch(fingerprint: &str, rules: &[Rule]) -> (Vec<u8>, u32) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut seq = 0u32;
-    let mut next = || {
-        seq += 1;
-        seq
-    };
-    message(
-        &mut buf,
-        NFNL_MSG_BATCH_BEGIN,
-        0,
-        0,
-        libc::AF_UNSPEC as u8,
-        NFNL_SUBSYS_NFTABLES,
-        |_| {},
-    );
-    let create = NLM_F_CREATE | NLM_F_ACK;
-    // An nf_tables message of the inet family, acknowledged.
-    let mut change = |buf: &mut Vec<u8>, cmd: u16, flags: u16, fill: &dyn Fn(&mut Attrs)| {
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | cmd;
-        message(buf, kind, create | flags, next(), NFPROTO_INET, 0, fill);
-    };
-    change(&mut buf, NFT_MSG_NEWTABLE, 0, &|a| {
-        a.str(NFTA_TABLE_NAME, TABLE)
-    });
-    for name in [fingerprint, BLOCKED_COUNTER] {
-        change(&mut buf, NFT_MSG_NEWOBJ, 0, &|a| {
+/// table, the fingerprint and `blocked` counters, the name sets, the
+/// output chain and its rules, the DNS redirect chain and its rules (if
+/// any). Every message but the batch markers asks for an ACK; returns the
+/// bytes and the number of ACKs to expect (sequence numbers 1..=n).
+pub fn batch(table: &Table) -> (Vec<u8>, u32) {
+    let mut b = Batch::new();
+    b.change(NFT_MSG_NEWTABLE, 0, &|a| a.str(NFTA_TABLE_NAME, TABLE));
+    for name in [table.fingerprint.as_str(), BLOCKED_COUNTER] {
+        b.change(NFT_MSG_NEWOBJ, 0, &|a| {
             a.str(NFTA_OBJ_TABLE, TABLE);
             a.str(NFTA_OBJ_NAME, name);
             a.be32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER);
@@ -367,46 +398,137 @@ pub fn batch(fingerprint: &str, rules: &[Rule]) -> (Vec<u8>, u32) {
             });
         });
     }
-    change(&mut buf, NFT_MSG_NEWCHAIN, 0, &|a| {
-        a.str(NFTA_CHAIN_TABLE, TABLE);
-        a.str(NFTA_CHAIN_NAME, CHAIN);
-        a.nest(NFTA_CHAIN_HOOK, |a| {
-            a.be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
-            // Signed, big endian: -150 is nft's "priority mangle".
-            a.be32(NFTA_HOOK_PRIORITY, CHAIN_PRIORITY as u32);
-        });
-        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
-        a.str(NFTA_CHAIN_TYPE, "filter");
-    });
-    for rule in rules {
-        change(&mut buf, NFT_MSG_NEWRULE, NLM_F_APPEND, &|a| {
-            a.str(NFTA_RULE_TABLE, TABLE);
-            a.str(NFTA_RULE_CHAIN, CHAIN);
-            a.nest(NFTA_RULE_EXPRESSIONS, |a| {
-                for m in &rule.matches {
-                    encode_match(a, m);
-                }
-                encode_action(a, rule.action);
-            });
+    for (i, set) in table.sets.iter().enumerate() {
+        b.change(NFT_MSG_NEWSET, 0, &|a| {
+            a.str(NFTA_SET_TABLE, TABLE);
+            a.str(NFTA_SET_NAME, &set.name);
+            a.be32(NFTA_SET_FLAGS, NFT_SET_TIMEOUT);
+            let (ty, len) = if set.v6 {
+                (TYPE_IP6ADDR, 16)
+            } else {
+                (TYPE_IPADDR, 4)
+            };
+            a.be32(NFTA_SET_KEY_TYPE, ty);
+            a.be32(NFTA_SET_KEY_LEN, len);
+            a.be32(NFTA_SET_ID, i as u32 + 1);
         });
     }
-    let acks = seq;
-    message(
-        &mut buf,
-        NFNL_MSG_BATCH_END,
-        0,
-        acks + 1,
-        libc::AF_UNSPEC as u8,
-        NFNL_SUBSYS_NFTABLES,
-        |_| {},
-    );
-    (buf, acks)
+    for (chain, kind, priority, rules) in [
+        (CHAIN, "filter", CHAIN_PRIORITY, &table.output),
+        (DNS_CHAIN, "nat", DNS_CHAIN_PRIORITY, &table.dns),
+    ] {
+        if rules.is_empty() {
+            continue;
+        }
+        b.change(NFT_MSG_NEWCHAIN, 0, &|a| {
+            a.str(NFTA_CHAIN_TABLE, TABLE);
+            a.str(NFTA_CHAIN_NAME, chain);
+            a.nest(NFTA_CHAIN_HOOK, |a| {
+                a.be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
+                // Signed, big endian: -150 is nft's "priority mangle".
+                a.be32(NFTA_HOOK_PRIORITY, priority as u32);
+            });
+            a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+            a.str(NFTA_CHAIN_TYPE, kind);
+        });
+        for rule in rules {
+            b.change(NFT_MSG_NEWRULE, NLM_F_APPEND, &|a| {
+                a.str(NFTA_RULE_TABLE, TABLE);
+                a.str(NFTA_RULE_CHAIN, chain);
+                a.nest(NFTA_RULE_EXPRESSIONS, |a| {
+                    for m in &rule.matches {
+                        encode_match(a, m);
+                    }
+                    encode_action(a, rule.action);
+                });
+            });
+        }
+    }
+    b.finish()
+}
+
+/// The batch that adds `addrs` to moat's set `set`, each expiring after
+/// its timeout in seconds (an address already there keeps its element).
+/// Empty `addrs`: no batch (None).
+pub fn add_elements_batch(set: &str, addrs: &[(IpAddr, u32)]) -> Option<(Vec<u8>, u32)> {
+    if addrs.is_empty() {
+        return None;
+    }
+    let mut b = Batch::new();
+    b.change(NFT_MSG_NEWSETELEM, 0, &|a| {
+        a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        a.str(NFTA_SET_ELEM_LIST_SET, set);
+        a.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |a| {
+            for (addr, secs) in addrs {
+                a.nest(NFTA_LIST_ELEM, |a| {
+                    let key = match addr {
+                        IpAddr::V4(v4) => v4.octets().to_vec(),
+                        IpAddr::V6(v6) => v6.octets().to_vec(),
+                    };
+                    a.data(NFTA_SET_ELEM_KEY, &key);
+                    a.be64(NFTA_SET_ELEM_TIMEOUT, u64::from(*secs) * 1000);
+                });
+            }
+        });
+    });
+    Some(b.finish())
+}
+
+/// An nf_tables transaction being written.
+struct Batch {
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let mut buf = Vec::with_capacity(4096);
+        message(
+            &mut buf,
+            NFNL_MSG_BATCH_BEGIN,
+            0,
+            0,
+            libc::AF_UNSPEC as u8,
+            NFNL_SUBSYS_NFTABLES,
+            |_| {},
+        );
+        Batch { buf, seq: 0 }
+    }
+
+    /// An nf_tables message of the inet family, acknowledged.
+    fn change(&mut self, cmd: u16, flags: u16, fill: &dyn Fn(&mut Attrs)) {
+        self.seq += 1;
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | cmd;
+        let flags = NLM_F_CREATE | NLM_F_ACK | flags;
+        message(&mut self.buf, kind, flags, self.seq, NFPROTO_INET, 0, fill);
+    }
+
+    fn finish(mut self) -> (Vec<u8>, u32) {
+        let acks = self.seq;
+        message(
+            &mut self.buf,
+            NFNL_MSG_BATCH_END,
+            0,
+            acks + 1,
+            libc::AF_UNSPEC as u8,
+            NFNL_SUBSYS_NFTABLES,
+            |_| {},
+        );
+        (self.buf, acks)
+    }
 }
 
 /// Sends `batch` (from [`batch`]) to nf_tables in the calling thread's
 /// network namespace and waits for its `acks` ACKs. Any error answer fails
 /// the whole transaction (the kernel applies none of it) and is returned.
 pub fn apply_in_current_netns(batch: &[u8], acks: u32) -> io::Result<()> {
+    send_batch(&socket_in_current_netns()?, batch, acks)
+}
+
+/// An nfnetlink socket in the calling thread's network namespace (it
+/// stays bound to that namespace wherever it is used), with a 5 s receive
+/// timeout.
+pub fn socket_in_current_netns() -> io::Result<OwnedFd> {
     // SAFETY: plain socket call; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -438,6 +560,12 @@ pub fn apply_in_current_netns(batch: &[u8], acks: u32) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(sock)
+}
+
+/// Sends `batch` on `sock` and waits for its `acks` ACKs (or the first
+/// error answer).
+pub fn send_batch(sock: &OwnedFd, batch: &[u8], acks: u32) -> io::Result<()> {
     // SAFETY: a valid buffer and length; the kernel is the destination
     // (a zeroed sockaddr_nl).
     let sent = unsafe {
@@ -497,7 +625,7 @@ pub fn apply_in_current_netns(batch: &[u8], acks: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::{parse_list, rules};
+    use crate::egress::parse_list;
 
     /// Walks the netlink messages of a batch: (type, flags, seq, length).
     fn messages(buf: &[u8]) -> Vec<(u16, u16, u32, usize)> {
@@ -518,8 +646,9 @@ mod tests {
     #[test]
     fn batch_is_framed_by_begin_and_end_and_acks_every_change() {
         let allow = parse_list(&["10.0.0.0/8 tcp 80,8000-8100", "2001:db8::/33"]).unwrap();
-        let rules = rules(&allow.into());
-        let (buf, acks) = batch("policy_0000000000000000", &rules);
+        let t = crate::egress::table(&allow.into());
+        let rules = t.output.clone();
+        let (buf, acks) = batch(&t);
         let msgs = messages(&buf);
         // begin, table, 2 counters, chain, rules, end
         assert_eq!(msgs.len(), 1 + 1 + 2 + 1 + rules.len() + 1);

@@ -290,6 +290,14 @@ pub struct EgressPolicy {
     /// Metadata endpoints refused like the built-in ones
     /// (`moat::egress::METADATA_ENDPOINTS`) even under a wide entry.
     pub metadata: Vec<String>,
+    /// Upstream resolvers (`ADDRESS[:PORT]`) moat's resolver forwards the
+    /// names the allowlist's name entries permit to; needed by any name
+    /// entry (`pypi.org tcp 443`).
+    pub resolvers: Vec<String>,
+    /// Bounds (seconds) on how long an answered address stays allowed:
+    /// the record's TTL, clamped to these.
+    pub name_ttl_min: u32,
+    pub name_ttl_max: u32,
 }
 
 impl Default for EgressPolicy {
@@ -298,6 +306,9 @@ impl Default for EgressPolicy {
             enabled: true,
             allow: Vec::new(),
             metadata: Vec::new(),
+            resolvers: Vec::new(),
+            name_ttl_min: crate::egress::DEFAULT_TTL_MIN,
+            name_ttl_max: crate::egress::DEFAULT_TTL_MAX,
         }
     }
 }
@@ -672,11 +683,10 @@ impl Policy {
                         .map_err(|e| Refusal::annotation(name, e.to_string()))?;
                     let current =
                         crate::egress::Egress::from_policy(&self.egress).unwrap_or_default();
-                    // The operator's list has no name entries yet (see
-                    // moat::dns): any name entry widens it.
+                    // A name entry must lie within one of the operator's.
                     let loosens =
                         !crate::egress::narrows(&parsed, &current.allow, &current.metadata)
-                            || !crate::dns::names::names_narrow(&names, &[]);
+                            || !crate::dns::names::names_narrow(&names, &current.names);
                     effective.egress.allow = wanted;
                     loosens
                 }

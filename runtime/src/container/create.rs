@@ -719,12 +719,9 @@ fn install_egress(
     match net.path().clone() {
         None => {
             let path = paths.netns.clone();
-            crate::netns::create_with_rules(
-                &path,
-                &crate::egress::fingerprint(&allow),
-                &crate::egress::rules(&allow),
-            )
-            .context("cannot create the network namespace with egress rules")?;
+            crate::netns::create_with_rules(&path, &crate::egress::table(&allow))
+                .context("cannot create the network namespace with egress rules")?;
+            crate::resolver::attach(root, id, &allow, &path)?;
             net.set_path(Some(path.clone()));
             report.notes.push(format!(
                 "egress: rules installed in a moat-owned network namespace ({}), which container root cannot administer",
@@ -732,6 +729,7 @@ fn install_egress(
             ));
         }
         Some(path) => {
+            crate::resolver::refuse_names_in_joined_netns(&allow)?;
             // The namespace precheck opened and judged (T11, T29): its
             // rules are read and written through that fd, never the name.
             let joined = joined.filter(|j| j.path == path).ok_or_else(|| {

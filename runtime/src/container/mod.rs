@@ -202,6 +202,7 @@ pub fn remove_moat_state_after(
         }
     }
     crate::staging::unstage(&paths.staging);
+    crate::resolver::detach(root, id);
     crate::netns::remove(&paths.netns);
     crate::netns::release_table_user(root, id);
     let sysfs = &paths.sysfs;

@@ -167,6 +167,17 @@ pub fn split_entries<S: AsRef<str>>(
     Ok((cidrs, names))
 }
 
+/// The numbers of the entries that allow the queried `name` (the sets its
+/// answered addresses go into). Empty: the name is refused.
+pub fn matching(rules: &[NameRule], name: &str) -> Vec<usize> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.pattern.matches(name))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Is every entry of `wanted` within some entry of `current`? (A name
 /// entry is never within an address entry, nor the other way round: a
 /// name may resolve to any address.)
@@ -236,6 +247,21 @@ mod tests {
         assert!(!e.matches("files.pypi.org"));
         assert!(!e.matches("pypi.org.evil.test"));
         assert!(!e.matches("not a name"));
+    }
+
+    #[test]
+    fn a_query_matches_the_entries_that_allow_it() {
+        let rules = vec![
+            rule("pypi.org tcp 443"),
+            rule("*.github.com tcp 443"),
+            rule("*.api.github.com tcp 8443"),
+        ];
+        assert_eq!(matching(&rules, "PyPI.org"), vec![0]);
+        assert_eq!(matching(&rules, "x.api.github.com"), vec![1, 2]);
+        assert_eq!(matching(&rules, "api.github.com"), vec![1]);
+        assert!(matching(&rules, "github.com").is_empty());
+        assert!(matching(&rules, "secret.attacker.example").is_empty());
+        assert!(matching(&rules, "").is_empty());
     }
 
     #[test]
