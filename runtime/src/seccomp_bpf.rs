@@ -961,21 +961,23 @@ pub fn cache_key(seccomp: &LinuxSeccomp) -> String {
     let lib = libseccomp::ScmpVersion::current()
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
-    // FNV-1a over the three parts; collisions only matter against a
-    // deliberate attacker, who would need write access to /run/moat.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // SHA-256, not a fast hash: a tenant writes the profile, and moat
+    // itself stores the tenant's compiled program under this key, so a
+    // second preimage of another profile's key (the public default one)
+    // would plant a program for every later container using that profile
+    // (red-team R11). Each part is length-prefixed, so parts cannot shift.
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
     for part in [
         &profile[..],
         lib.as_bytes(),
         env!("CARGO_PKG_VERSION").as_bytes(),
         FILTER_FORMAT.as_bytes(),
     ] {
-        for b in part.iter().chain(std::iter::once(&0xffu8)) {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
     }
-    format!("{hash:016x}-{}", profile.len())
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The compiled program for a profile, from `cache_dir` when present,
@@ -1101,6 +1103,17 @@ mod tests {
         calls.pop();
         b.set_syscalls(Some(calls));
         assert_ne!(cache_key(&a), cache_key(&b));
+    }
+
+    /// R11: the key is a SHA-256 (64 hex digits) of the exact inputs, not
+    /// a fast hash a tenant could find a second preimage of.
+    #[test]
+    fn cache_key_is_a_sha256_of_the_profile() {
+        let p = default_profile();
+        let key = cache_key(&p);
+        assert_eq!(key.len(), 64, "{key}");
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+        assert_eq!(key, cache_key(&p));
     }
 
     #[test]
