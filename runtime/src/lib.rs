@@ -10,6 +10,7 @@ pub mod container;
 pub mod container_id;
 pub mod dns;
 pub mod egress;
+pub mod engine_userns;
 pub mod elf;
 pub mod facts;
 pub mod harden;
