@@ -129,14 +129,17 @@ impl EngineNamespace {
         let own = fs::metadata("/proc/self/ns/user").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let is_sleep = fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "sleep");
+            let is_sleep =
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep");
             let md = fs::metadata(format!("/proc/{pid}/ns/user"));
             use std::os::unix::fs::MetadataExt;
             if is_sleep && md.is_ok_and(|m| m.ino() != own.ino()) {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "unshare did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let line = format!("0 {host} 65536\n");
@@ -206,11 +209,21 @@ fn an_engine_made_user_namespace_is_joined_when_safe() {
             (made.dev(), made.ino()),
             "the container is not in the engine's user namespace"
         );
-        let out = env.moat(&["exec", &id, "cat", "/proc/self/uid_map", "/proc/self/status"]);
+        let out = env.moat(&[
+            "exec",
+            &id,
+            "cat",
+            "/proc/self/uid_map",
+            "/proc/self/status",
+        ]);
         out.assert_ok();
         let want = format!("0 {host} 65536");
         assert!(
-            out.stdout.split_whitespace().collect::<Vec<_>>().join(" ").contains(&want),
+            out.stdout
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains(&want),
             "{out}"
         );
         assert_eq!(status_field(&out.stdout, "Seccomp"), Some("2"), "{out}");
@@ -219,7 +232,12 @@ fn an_engine_made_user_namespace_is_joined_when_safe() {
         assert!(held.contains(&id), "pool file does not name {id}: {held}");
         // A second container naming the same namespace (not a pod member:
         // it joins no namespace of the first) overlaps the held range.
-        assert_join_refused(&env, &b, "user-namespace-mapping", "another container holds");
+        assert_join_refused(
+            &env,
+            &b,
+            "user-namespace-mapping",
+            "another container holds",
+        );
         env.moat(&["kill", &id, "KILL"]).assert_ok();
         env.wait_status(&id, "stopped", Duration::from_secs(10));
         env.moat(&["delete", &id]).assert_ok();
@@ -240,7 +258,12 @@ fn an_unsafe_engine_user_namespace_is_refused() {
     let engine = EngineNamespace::new(0, host);
     // The spec lies about the mapping.
     let lying = bundle_joining(&env, &engine.path(), host + 65536);
-    assert_join_refused(&env, &lying, "user-namespace-mapping", "is not the mapping of user namespace");
+    assert_join_refused(
+        &env,
+        &lying,
+        "user-namespace-mapping",
+        "is not the mapping of user namespace",
+    );
     // Mapped onto host ids below the floor (spec and namespace agree).
     let low = EngineNamespace::new(0, 200_000);
     let b = bundle_joining(&env, &low.path(), 200_000);
@@ -250,26 +273,44 @@ fn an_unsafe_engine_user_namespace_is_refused() {
     let b = bundle_joining(&env, &users.path(), host);
     assert_join_refused(&env, &b, "user-namespace-path", "owned by host uid 1000");
     // The host's own, and a namespace of another kind.
-    let b = bundle_joining(&env, "/proc/1/ns/user", host);
+    // (moat opens the path, so /proc/self is moat: the host's namespace.)
+    let b = bundle_joining(&env, "/proc/self/ns/user", host);
     assert_join_refused(&env, &b, "user-namespace-path", "host's user namespace");
     let b = bundle_joining(&env, &engine.path().replace("/user", "/net"), host);
     assert_join_refused(&env, &b, "user-namespace-path", "not a user namespace");
     // Nested: a user namespace made inside the engine's.
     let nested = std::process::Command::new("nsenter")
-        .args(["--user", &format!("--target={}", engine.child.id()), "unshare", "--user", "sleep", "300"])
+        .args([
+            "--user",
+            &format!("--target={}", engine.child.id()),
+            "unshare",
+            "--user",
+            "sleep",
+            "300",
+        ])
         .spawn()
         .expect("nested unshare");
     let mut nested = EngineNamespaceChild(nested);
     let npid = nested.0.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while fs::read_to_string(format!("/proc/{npid}/comm")).map(|c| c.trim().to_string()).ok()
+    while fs::read_to_string(format!("/proc/{npid}/comm"))
+        .map(|c| c.trim().to_string())
+        .ok()
         != Some("sleep".into())
     {
-        assert!(std::time::Instant::now() < deadline, "nested unshare did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nested unshare did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let b = bundle_joining(&env, &format!("/proc/{npid}/ns/user"), host);
-    assert_join_refused(&env, &b, "user-namespace-path", "nested in another user namespace");
+    assert_join_refused(
+        &env,
+        &b,
+        "user-namespace-path",
+        "nested in another user namespace",
+    );
     let _ = nested.0.kill();
 }
 

@@ -154,7 +154,12 @@ pub fn open(path: &Path) -> Result<EngineUserNamespace, Refusal> {
     }
     let own = File::open("/proc/self/ns/user")
         .and_then(|f| identity(&f))
-        .map_err(|e| refuse(path, format_args!("cannot read moat's own user namespace ({e})")))?;
+        .map_err(|e| {
+            refuse(
+                path,
+                format_args!("cannot read moat's own user namespace ({e})"),
+            )
+        })?;
     if identity(&file).ok() == Some(own) {
         return Err(refuse(path, "it is the host's user namespace"));
     }
@@ -162,7 +167,10 @@ pub fn open(path: &Path) -> Result<EngineUserNamespace, Refusal> {
     // (or -1), which we own from here.
     let parent = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_PARENT as _) };
     if parent < 0 {
-        return Err(refuse(path, "its parent cannot be read: it is not a child of the host's user namespace"));
+        return Err(refuse(
+            path,
+            "its parent cannot be read: it is not a child of the host's user namespace",
+        ));
     }
     // SAFETY: a new descriptor nothing else owns.
     let parent = File::from(unsafe { OwnedFd::from_raw_fd(parent) });
@@ -264,7 +272,8 @@ fn read_maps(ns: &File, id: (u64, u64)) -> std::io::Result<(String, String)> {
                     return Err(std::io::Error::other("setns into it failed"));
                 }
                 let proc_dir = format!("/proc/{}", child.as_raw());
-                let joined = File::open(format!("{proc_dir}/ns/user")).and_then(|f| identity(&f))?;
+                let joined =
+                    File::open(format!("{proc_dir}/ns/user")).and_then(|f| identity(&f))?;
                 if joined != id {
                     return Err(std::io::Error::other("the reader is not in it"));
                 }
@@ -290,7 +299,10 @@ mod tests {
     fn maps_parse_as_the_kernel_writes_them() {
         let m = parse_map("         0 1073741824      65536\n").unwrap();
         assert_eq!(m.len(), 1);
-        assert_eq!((m[0].container_id(), m[0].host_id(), m[0].size()), (0, 1 << 30, 65536));
+        assert_eq!(
+            (m[0].container_id(), m[0].host_id(), m[0].size()),
+            (0, 1 << 30, 65536)
+        );
         assert!(parse_map("").unwrap().is_empty());
         assert!(parse_map("0 1\n").is_none());
         assert!(parse_map("0 x 1\n").is_none());

@@ -220,7 +220,10 @@ fn print_runtime_info() -> i32 {
 }
 
 fn main() {
-    if std::env::args().skip(1).any(|a| a == "-info" || a == "--info") {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "-info" || a == "--info")
+    {
         std::process::exit(print_runtime_info());
     }
     // One malloc arena for all threads: the shim's threads mostly sleep,
