@@ -467,9 +467,9 @@ fn cri_shared_pid_pod_through_the_native_shim() {
 
 /// A `hostUsers: false` pod as the kubelet sends it (user namespace mode
 /// POD with the kubelet's uid/gid mapping) on containerd 2: moat keeps the
-/// kubelet's range (T3) and the containers are still hardened. Without
-/// volumes: containerd asks for idmapped volume mounts only when
-/// `features` reports them, which moat does not (docs/kubernetes.md).
+/// kubelet's range (T3) and the containers are still hardened. containerd
+/// 2.1 asks for idmapped binds (hosts, resolv.conf, ...) with the pod's
+/// mapping, which moat takes over (docs/kubernetes.md); no volume yet.
 fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) {
     let mut config = cd.pod_config("hostusers");
     let userns = cri::NamespaceOption {
