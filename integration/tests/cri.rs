@@ -467,9 +467,9 @@ fn cri_shared_pid_pod_through_the_native_shim() {
 
 /// A `hostUsers: false` pod as the kubelet sends it (user namespace mode
 /// POD with the kubelet's uid/gid mapping) on containerd 2: moat keeps the
-/// kubelet's range (T3) and the containers are still hardened. Without
-/// volumes: containerd asks for idmapped volume mounts only when
-/// `features` reports them, which moat does not (docs/kubernetes.md).
+/// kubelet's range (T3) and the containers are still hardened. containerd
+/// 2.1 asks for idmapped binds (hosts, resolv.conf, ...) with the pod's
+/// mapping, which moat takes over (docs/kubernetes.md); no volume yet.
 fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) {
     let mut config = cd.pod_config("hostusers");
     let userns = cri::NamespaceOption {
@@ -536,13 +536,14 @@ fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) 
     );
 }
 
-// Open (issue 16 item 4): containerd 2.1 creates the pod's user namespace
-// itself (`<state>/sandboxes/<id>/pinned-namespaces/user`, with the
-// kubelet's mapping) and gives even the sandbox that path, which moat
-// refuses today (`user-namespace-path`: joins no pod of moat's). Run with
-// MOAT_CONTAINERD_BIN=... --ignored to reproduce.
+/// containerd 2.1 makes the pod's user namespace itself
+/// (`<state>/sandboxes/<id>/pinned-namespaces/user`, with the kubelet's
+/// mapping) and names it in the sandbox's spec: moat reads that
+/// namespace's real mapping, claims its range and joins it by the fd it
+/// judged (`moat::engine_userns`); the pod's containers join it as the
+/// pod's. containerd 1.x sends no user namespace: `make test` runs this
+/// with `MOAT_CONTAINERD_BIN` naming containerd 2.1 (hack/test.sh).
 #[test]
-#[ignore = "containerd 2.1 hands the sandbox an engine-made user namespace path, refused by moat today"]
 fn cri_host_users_false_pod_on_containerd_2() {
     if moat_integration::containerd::containerd_major() < 2 {
         eprintln!("containerd 1.x sends no user namespace: run with MOAT_CONTAINERD_BIN (hack/containerd2.sh)");

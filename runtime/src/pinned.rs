@@ -410,7 +410,7 @@ pub fn engine_netns_pins(patterns: &[String]) -> BTreeSet<(u64, u64)> {
     out
 }
 
-fn is_nsfs(md: &fs::Metadata) -> bool {
+pub(crate) fn is_nsfs(md: &fs::Metadata) -> bool {
     // nsfs inodes live on the single nsfs superblock, whose device is the
     // same as that of moat's own namespace files.
     fs::metadata("/proc/self/ns/net").is_ok_and(|own| own.dev() == md.dev())

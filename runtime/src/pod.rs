@@ -340,6 +340,17 @@ fn fstat_at(dir: &OwnedFd, name: &str) -> Option<(u64, u64)> {
         .map(|st| (st.st_dev, st.st_ino))
 }
 
+/// The user namespace path the spec names, if any.
+pub fn user_namespace_path(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .and_then(|n| n.path().clone())
+}
+
 /// The pod whose namespaces `spec` joins, if any (see the module doc).
 /// Refuses a spec that joins namespaces of two pods, one whose CRI
 /// annotations name another pod than its namespaces do, a sandbox that
@@ -351,14 +362,7 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
         .filter(|n| !n.is_host)
         .filter_map(|n| ns_identity(&n.file).map(|id| (n.typ, id)))
         .collect();
-    let user_path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .find(|n| n.typ() == LinuxNamespaceType::User)
-        .and_then(|n| n.path().clone());
+    let user_path = user_namespace_path(spec);
     if joined.is_empty() && user_path.is_none() {
         return Ok(None);
     }
@@ -403,19 +407,9 @@ pub fn find(root: &Path, spec: &Spec, pinned: &PinnedPaths) -> Result<Option<Pod
     let cri_type = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str);
     let cri_sandbox = annotations.get(CRI_SANDBOX_ID).map(String::as_str);
     let owner = match owners.as_slice() {
-        [] => {
-            if let Some(path) = user_path {
-                return Err(Refusal::new(
-                    RefusalRule::UserNamespacePath,
-                    format!(
-                        "user namespace path {}: the container joins no pod of moat's, and moat gives every other container its own id range",
-                        path.display()
-                    ),
-                    None,
-                ));
-            }
-            return Ok(None);
-        }
+        // A user namespace path of no pod of moat's is judged as an
+        // engine's own (crate::engine_userns) by the caller.
+        [] => return Ok(None),
         [one] => one.to_string(),
         many => {
             return Err(refuse(format!(

@@ -152,7 +152,80 @@ fn quiet_signals_before_start_returns() {
     }
 }
 
+/// Protobuf's base-128 varint.
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// One length-delimited protobuf field.
+fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push((number << 3) | 2);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// `-info` (containerd 2): containerd's `RuntimeInfo` message (types/
+/// introspection.proto: name = 1, version = 2, features = 4) with moat's
+/// own OCI features document (`moat features`, JSON, as the runc shim
+/// passes runc's) in a `google.protobuf.Any`, written to stdout. containerd
+/// reads it to decide what it may ask of the handler (user namespaces,
+/// idmapped mounts) and passes it on to the kubelet. The options containerd
+/// writes to stdin name nothing moat's features depend on.
+fn print_runtime_info() -> i32 {
+    let moat = moat::find_binary(moat::DEFAULT_BINARY);
+    let features = match std::process::Command::new(&moat)
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => out.stdout,
+        Ok(out) => {
+            eprintln!(
+                "{} features failed: {}",
+                moat.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("cannot run {} features: {e}", moat.display());
+            return 1;
+        }
+    };
+    let mut version = Vec::new();
+    field(1, env!("CARGO_PKG_VERSION").as_bytes(), &mut version);
+    let mut any = Vec::new();
+    field(
+        1,
+        b"types.containerd.io/opencontainers/runtime-spec/1/features/Features",
+        &mut any,
+    );
+    field(2, &features, &mut any);
+    let mut info = Vec::new();
+    field(1, RUNTIME_ID.as_bytes(), &mut info);
+    field(2, &version, &mut info);
+    field(4, &any, &mut info);
+    use std::io::Write;
+    match std::io::stdout().write_all(&info) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot write the runtime info: {e}");
+            1
+        }
+    }
+}
+
 fn main() {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "-info" || a == "--info")
+    {
+        std::process::exit(print_runtime_info());
+    }
     // One malloc arena for all threads: the shim's threads mostly sleep,
     // and per-thread arenas would cost resident memory in every pod.
     // SAFETY: mallopt is called before any thread exists.

@@ -272,7 +272,7 @@ fn last_logged_error(log: &Path, start: u64) -> Option<String> {
 }
 
 /// `name` with a slash is a path; otherwise next to this shim, then PATH.
-fn find_binary(name: &str) -> PathBuf {
+pub fn find_binary(name: &str) -> PathBuf {
     if name.contains('/') {
         return PathBuf::from(name);
     }

@@ -543,10 +543,22 @@ fn mount_rootfs(req: &CreateTaskRequest, bundle: &Path) -> Result<(), String> {
         }
     }
     for m in &req.rootfs {
+        // containerd 2 asks for idmapped layers (`uidmap=`/`gidmap=`, the
+        // pod's mapping) for a `hostUsers: false` pod, which the kernel's
+        // overlay does not take as options: the layers are mounted as
+        // they are, and moat idmaps the rootfs with the container's own
+        // range (the pod's, which moat has checked is that mapping) as it
+        // does for every container.
+        let options: Vec<String> = m
+            .options
+            .iter()
+            .filter(|o| !o.starts_with("uidmap=") && !o.starts_with("gidmap="))
+            .cloned()
+            .collect();
         if let Err(e) = containerd_shim::mount::mount_rootfs(
             Some(m.type_.as_str()),
             Some(m.source.as_str()),
-            &m.options,
+            &options,
             &rootfs,
         ) {
             stdio::unmount_rootfs(bundle);

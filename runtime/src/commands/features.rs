@@ -43,11 +43,17 @@ pub fn features(ctx: &Ctx) -> Result<()> {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            // Enabled: a bind mount may ask for the container's own
+            // mapping (containerd 2 does, with the pod's, for every bind
+            // mount of a `hostUsers: false` pod); moat idmaps engine volume
+            // storage with it and keeps host owners elsewhere (T19), and
+            // refuses any other mapping (see the annotation).
+            "mountExtensions": { "idmap": { "enabled": true } }
         },
         "annotations": {
             "org.opencontainers.runc.checkpoint.enabled": "false",
-            "dev.moat.enforced.user-namespace": "always; one host id range per container",
+            "dev.moat.enforced.user-namespace": "always; one host id range per pod (its own for a lone container); an engine's own mapping or pinned user namespace (hostUsers: false) only at or above user_namespace.host_id_base and overlapping no range another container holds",
+            "dev.moat.enforced.idmapped-mounts": "only with the container's own mapping; engine-provisioned volume storage (volumes.idmap_under) is idmapped, other sources keep their host owners",
             "dev.moat.enforced.seccomp": format!("always; denied whatever the profile says: {}", ALWAYS_DENIED.join(",")),
             "dev.moat.enforced.no-new-privileges": "always",
             "dev.moat.enforced.read-only-rootfs": "always",

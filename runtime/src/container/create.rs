@@ -146,6 +146,9 @@ struct Prechecked {
     pinned: PinnedPaths,
     /// The pod the container joins (its user namespace pinned), if any.
     pod: Option<crate::pod::Pod>,
+    /// The user namespace an engine made for a pod whose sandbox this is
+    /// (containerd 2, `hostUsers: false`), open and judged, if any.
+    engine_userns: Option<crate::engine_userns::EngineUserNamespace>,
 }
 
 /// Everything before the first side effect: opens every host path the
@@ -203,13 +206,29 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     })
     .map_err(pin_error)?;
     let pod = crate::pod::find(&root, &spec, &pinned).map_err(|r| anyhow!(r))?;
+    // A user namespace path of no pod of moat's: an engine's own (T3).
+    let engine_userns = match (&pod, crate::pod::user_namespace_path(&spec)) {
+        (None, Some(path)) => Some((
+            crate::engine_userns::open(&path).map_err(|r| anyhow!(r))?,
+            path,
+        )),
+        _ => None,
+    };
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
-    facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
+    facts.pod_user_namespace = pod
+        .as_ref()
+        .map(|p| p.user_namespace_handle())
+        .or_else(|| engine_userns.as_ref().map(|(u, _)| u.handle()));
     facts.pod_owner = pod.as_ref().map(|p| p.owner.clone());
     facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
-    facts.id_range =
-        crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?;
+    facts.id_range = match &engine_userns {
+        Some((u, path)) => Some(
+            u.judged_range(&spec, &policy, path)
+                .map_err(|r| anyhow!(r))?,
+        ),
+        None => crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?,
+    };
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
     // a rootfs swapped since cannot point the walk elsewhere (T29).
@@ -222,6 +241,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         facts,
         pinned,
         pod,
+        engine_userns: engine_userns.map(|(u, _)| u),
     })
 }
 
@@ -276,6 +296,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         mut facts,
         pinned,
         pod,
+        // Kept open until libcontainer has joined it (facts name its fd).
+        engine_userns: _engine_userns,
     } = precheck(ctx, opts)?;
     let root = ctx.root()?;
     let id = opts.id;

@@ -92,8 +92,10 @@ pub struct HostFacts {
     /// it really points.
     pub rootfs_real: Option<PathBuf>,
     /// The user namespace of the pod the container joins, pinned by moat
-    /// (`/proc/self/fd/N`, see `moat::pod`): the container joins it and runs
-    /// with the pod's range (`id_range`). `None`: a user namespace of its own.
+    /// (`/proc/self/fd/N`, see `moat::pod`), or the one an engine made for
+    /// the pod this sandbox starts (`moat::engine_userns`, its mapping read
+    /// and judged): the container joins it and runs with its range
+    /// (`id_range`). `None`: a user namespace of its own.
     pub pod_user_namespace: Option<PathBuf>,
     /// moat's own `oom_score_adj` at create (`None`: unreadable): the
     /// lowest value the container's init can be given (T8).
@@ -156,6 +158,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
     userns::engine_id_range(spec, &operator.user_namespace, &[])?;
+    userns::take_mount_id_mappings(&mut out, &policy, facts, &mut report)?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
     namespaces::keep_joined_uts_names(&mut out, &mut report);

@@ -97,21 +97,102 @@ fn mapping_text(m: &Option<Vec<LinuxIdMapping>>) -> String {
     }
 }
 
+/// The range the container runs with: create's (`facts.id_range`), else an
+/// engine's own mapping that passed [`engine_id_range`] (`explain` shows it
+/// rather than the pool's), else the pool's first.
+fn container_range(spec: &Spec, policy: &Policy, facts: &HostFacts) -> IdRange {
+    let engine = engine_id_range(spec, &policy.user_namespace, &[])
+        .ok()
+        .flatten();
+    facts.id_range.or(engine).unwrap_or(IdRange {
+        host_id: policy.user_namespace.host_id_base,
+        size: policy.user_namespace.range_size,
+    })
+}
+
+/// Idmapped mounts an engine asks for (`mounts[].uidMappings` and
+/// `gidMappings`, or the `idmap`/`ridmap` options: containerd 2 for every
+/// bind mount of a `hostUsers: false` pod, with the pod's mapping). moat
+/// makes its idmapped mounts itself (libcontainer 0.7 refuses them), with
+/// the container's own mapping and only for engine-provisioned volume
+/// storage (`moat::staging`, T19): so a mount mapping is accepted only when
+/// it is exactly the container's own (one range from container id 0 onto
+/// the container's host range, for uids and gids), which asks for nothing
+/// moat would not do anyway, and is then taken out of the spec. Any other
+/// mapping could show a tenant's files as another container's, or host
+/// root's as its own: refused.
+pub(super) fn take_mount_id_mappings(
+    spec: &mut Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+    report: &mut Report,
+) -> Result<(), Refusal> {
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return Ok(());
+    };
+    let range = container_range(spec, policy, facts);
+    let own = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(range.host_id)
+        .size(range.size)
+        .build()
+        .unwrap_or_default();
+    let mut changed = false;
+    for m in mounts.iter_mut() {
+        let idmap_option = |o: &String| o == "idmap" || o == "ridmap";
+        let has_option = m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(idmap_option));
+        let given = |v: &Option<Vec<LinuxIdMapping>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        if !given(m.uid_mappings()) && !given(m.gid_mappings()) && !has_option {
+            continue;
+        }
+        let (uids, gids) = (m.uid_mappings().clone(), m.gid_mappings().clone());
+        for (field, v) in [("uidMappings", &uids), ("gidMappings", &gids)] {
+            if v.as_deref() != Some(std::slice::from_ref(&own)) {
+                return Err(refuse_mapping(format!(
+                    "mount {} asks for {field} {}, not the container's own mapping {}: moat idmaps volumes only with the container's own range",
+                    m.destination().display(),
+                    mapping_text(v),
+                    mapping_text(&Some(vec![own]))
+                )));
+            }
+        }
+        m.set_uid_mappings(None);
+        m.set_gid_mappings(None);
+        if has_option {
+            let kept: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !idmap_option(o))
+                .collect();
+            m.set_options(Some(kept));
+        }
+        report.change(
+            Rule::UserNamespace,
+            format!("mounts[{}].uidMappings", m.destination().display()),
+            mapping_text(&uids),
+            "moat's own idmapping",
+            "the container's own mapping: moat idmaps engine-provisioned volume storage with it (volumes.idmap_under); other sources keep their host owners (T19)",
+        );
+        changed = true;
+    }
+    if changed {
+        spec.set_mounts(Some(mounts));
+    }
+    Ok(())
+}
+
 pub(super) fn add_user_namespace(
     spec: &mut Spec,
     policy: &Policy,
     facts: &HostFacts,
     report: &mut Report,
 ) {
-    // An engine's own mapping that passed `engine_id_range` is kept (create
-    // puts it in `id_range` too); `explain` shows it rather than the pool's.
-    let engine = engine_id_range(spec, &policy.user_namespace, &[])
-        .ok()
-        .flatten();
-    let range = facts.id_range.or(engine).unwrap_or(IdRange {
-        host_id: policy.user_namespace.host_id_base,
-        size: policy.user_namespace.range_size,
-    });
+    let range = container_range(spec, policy, facts);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     if let Some(pod) = &facts.pod_user_namespace {
