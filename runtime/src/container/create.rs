@@ -204,11 +204,14 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     let pod = crate::pod::find(&root, &spec, &pinned).map_err(|r| anyhow!(r))?;
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    // Whether an engine made the bundle for this id, from the real path of
+    // the bundle fd (never the tenant-written id or annotations alone).
+    facts.engine_bundle = crate::engine_bundle::gather(&bundle, opts.id);
     facts.pod_user_namespace = pod.as_ref().map(|p| p.user_namespace_handle());
     facts.pod_owner = pod.as_ref().map(|p| p.owner.clone());
     facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
-    facts.id_range =
-        crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?;
+    facts.id_range = crate::pod::engine_range(&spec, &policy, facts.origin(), pod.as_ref())
+        .map_err(|r| anyhow!(r))?;
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
     // a rootfs swapped since cannot point the walk elsewhere (T29).
@@ -350,7 +353,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         report: report.clone(),
         joinable: crate::state::consents_to_joins(
             &spec.annotations().clone().unwrap_or_default(),
-            &bundle,
+            facts.engine_bundle.is_some(),
         ),
     };
     moat_state.save(&root).context("cannot save moat state")?;
