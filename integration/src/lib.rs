@@ -1070,3 +1070,34 @@ mod tests {
         assert_eq!(super::RANGE_SIZE, u64::from(ns.range_size));
     }
 }
+
+impl Env {
+    /// A bundle where containerd makes a task's (namespace `moby` for
+    /// docker, `k8s.io` for the CRI): `<tmp>/engine-state/
+    /// io.containerd.runtime.v2.task/<namespace>/<id>`, every directory
+    /// root-owned and writable by root alone, so moat takes it for a bundle
+    /// an engine made for `id` (`moat::engine_bundle`). Create it under
+    /// that id; any other id makes it a raw bundle.
+    pub fn engine_bundle(&self, namespace: &str, id: &str, args: &[&str]) -> Bundle {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self
+            .tmp
+            .path()
+            .join("engine-state")
+            .join(moat::engine_bundle::TASK_DIR)
+            .join(namespace)
+            .join(id);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .expect("create engine bundle dir");
+        copy_rootfs(&dir.join("rootfs"));
+        let b = Bundle {
+            dir,
+            config: base_config(args),
+        };
+        b.write();
+        b
+    }
+}
