@@ -1061,16 +1061,6 @@ pub fn assert_moat_id_map(text: &str, what: &str) -> u64 {
     host
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn id_pool_constants_are_the_default_policys() {
-        let ns = moat::policy::Policy::default().user_namespace;
-        assert_eq!(super::HOST_ID_BASE, u64::from(ns.host_id_base));
-        assert_eq!(super::RANGE_SIZE, u64::from(ns.range_size));
-    }
-}
-
 impl Env {
     /// A bundle where containerd makes a task's (namespace `moby` for
     /// docker, `k8s.io` for the CRI): `<tmp>/engine-state/
@@ -1099,5 +1089,15 @@ impl Env {
         };
         b.write();
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_pool_constants_are_the_default_policys() {
+        let ns = moat::policy::Policy::default().user_namespace;
+        assert_eq!(super::HOST_ID_BASE, u64::from(ns.host_id_base));
+        assert_eq!(super::RANGE_SIZE, u64::from(ns.range_size));
     }
 }
