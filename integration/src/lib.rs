@@ -1114,20 +1114,33 @@ pub fn assert_moat_id_map(text: &str, what: &str) -> u64 {
 }
 
 impl Env {
-    /// A bundle laid out where containerd puts its tasks' bundles
-    /// (`<tmp>/io.containerd.runtime.v2.task/moat-it/bundle-<n>`), as
-    /// docker's and the CRI's are: moat takes it for one an engine made
-    /// (`moat::state::engine_made_bundle`), which may join an engine's
-    /// network namespace pin and consents to being joined (T10).
-    pub fn engine_bundle(&self, args: &[&str]) -> Bundle {
+    /// A bundle where containerd makes a task's (namespace `moby` for
+    /// docker, `k8s.io` for the CRI): `<tmp>/engine-state/
+    /// io.containerd.runtime.v2.task/<namespace>/<id>`, every directory
+    /// root-owned and writable by root alone, so moat takes it for a bundle
+    /// an engine made for `id` (`moat::engine_bundle`). Create it under
+    /// that id; any other id makes it a raw bundle.
+    pub fn engine_bundle(&self, namespace: &str, id: &str, args: &[&str]) -> Bundle {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = self
             .tmp
             .path()
-            .join(moat::state::ENGINE_TASK_DIR)
-            .join("moat-it")
-            .join(format!("bundle-{}", self.next()));
-        fs::create_dir_all(&dir).expect("create engine-style bundle dir");
-        Bundle::fill(dir, args)
+            .join("engine-state")
+            .join(moat::engine_bundle::TASK_DIR)
+            .join(namespace)
+            .join(id);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .expect("create engine bundle dir");
+        copy_rootfs(&dir.join("rootfs"));
+        let b = Bundle {
+            dir,
+            config: base_config(args),
+        };
+        b.write();
+        b
     }
 }
 

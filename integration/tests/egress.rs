@@ -882,9 +882,9 @@ fn cni_style_netns_path_gets_the_rules() {
     let hits_before = net.hits(srv);
 
     // An engine's pin is joined only by a container an engine made (T10).
-    let mut b = env.engine_bundle(&["sleep", "300"]);
-    b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-cni");
+    let mut b = env.engine_bundle("moat-it", &id, &["sleep", "300"]);
+    b.join_namespace("network", pod_path.to_str().unwrap());
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);
@@ -1096,9 +1096,9 @@ fn joining_a_namespace_with_foreign_rules_is_refused() {
         ],
     );
     // An engine's pin is joined only by a container an engine made (T10).
-    let mut b = env.engine_bundle(&["sleep", "300"]);
-    b.join_namespace("network", pod_path.to_str().unwrap());
     let id = env.id("eg-foreign");
+    let mut b = env.engine_bundle("moat-it", &id, &["sleep", "300"]);
+    b.join_namespace("network", pod_path.to_str().unwrap());
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);

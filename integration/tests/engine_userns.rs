@@ -14,27 +14,32 @@ use serde_json::json;
 /// `HOST_ID_BASE`), far from the slots concurrent tests take.
 const ENGINE_HOST_ID: u64 = HOST_ID_BASE + 4000 * 65536;
 
-/// A `sleep 300` bundle asking for a user namespace with the engine's
-/// mapping `0 host 65536` for uids and gids.
-fn bundle_with_mapping(env: &Env, host: u64) -> Bundle {
-    let mut b = env.bundle(&["sleep", "300"]);
+/// A `sleep 300` bundle the CRI made for `id` (see `Env::engine_bundle`)
+/// asking for a user namespace with the engine's mapping `0 host 65536`
+/// for uids and gids.
+fn bundle_with_mapping(env: &Env, host: u64, id: &str) -> Bundle {
+    let mut b = env.engine_bundle("k8s.io", id, &["sleep", "300"]);
+    set_mapping(&mut b, host, 65536);
+    b
+}
+
+fn set_mapping(b: &mut Bundle, host: u64, size: u64) {
     b.config["linux"]["namespaces"]
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "user"}));
-    let m = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+    let m = json!([{"containerID": 0, "hostID": host, "size": size}]);
     b.config["linux"]["uidMappings"] = m.clone();
     b.config["linux"]["gidMappings"] = m;
     b.write();
-    b
 }
 
 fn pool_file(host: u64) -> std::path::PathBuf {
     Path::new(&effective_policy().user_namespace.pool_dir).join(format!("engine-{host}-65536"))
 }
 
-fn assert_create_refused(env: &Env, bundle: &Bundle, phrases: &[&str]) {
-    let id = env.id("engine-bad");
+fn assert_create_refused(env: &Env, bundle: &Bundle, id: &str, phrases: &[&str]) {
+    let id = id.to_string();
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);
@@ -50,8 +55,8 @@ fn assert_create_refused(env: &Env, bundle: &Bundle, phrases: &[&str]) {
 #[test]
 fn an_engine_mapping_is_kept_and_an_overlapping_one_refused() {
     let env = Env::new();
-    let b = bundle_with_mapping(&env, ENGINE_HOST_ID);
     let id = env.id("engine-ok");
+    let b = bundle_with_mapping(&env, ENGINE_HOST_ID, &id);
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);
@@ -75,10 +80,13 @@ fn an_engine_mapping_is_kept_and_an_overlapping_one_refused() {
         assert!(held.contains(&id2), "pool file does not name {id2}: {held}");
 
         // Another container whose engine range overlaps it is refused.
-        let overlapping = bundle_with_mapping(&env, ENGINE_HOST_ID + 100);
-        assert_create_refused(&env, &overlapping, &["another container holds"]);
+        let bad = env.id("engine-bad");
+        let overlapping = bundle_with_mapping(&env, ENGINE_HOST_ID + 100, &bad);
+        assert_create_refused(&env, &overlapping, &bad, &["one slot of its pool"]);
         // So is the very same range.
-        assert_create_refused(&env, &b, &["another container holds"]);
+        let bad = env.id("engine-bad");
+        let same = bundle_with_mapping(&env, ENGINE_HOST_ID, &bad);
+        assert_create_refused(&env, &same, &bad, &["another container holds"]);
 
         env.moat(&["kill", &id2, "KILL"]).assert_ok();
         env.wait_status(&id2, "stopped", Duration::from_secs(10));
@@ -95,8 +103,14 @@ fn an_engine_mapping_is_kept_and_an_overlapping_one_refused() {
 fn an_engine_mapping_below_the_floor_is_refused() {
     let env = Env::new();
     for host in [0, 100_000, HOST_ID_BASE - 65536] {
-        let b = bundle_with_mapping(&env, host);
-        assert_create_refused(&env, &b, &["host_id_base", &format!("host ids {host}-")]);
+        let id = env.id("engine-bad");
+        let b = bundle_with_mapping(&env, host, &id);
+        assert_create_refused(
+            &env,
+            &b,
+            &id,
+            &["host_id_base", &format!("host ids {host}-")],
+        );
     }
 }
 
@@ -162,8 +176,11 @@ impl Drop for EngineNamespace {
 
 /// A bundle joining the user namespace at `path`, naming the mapping
 /// `0 host 65536` as containerd 2 does.
+/// Its id is its directory's name (an engine's bundle is made for one id,
+/// see [`bundle_id`]).
 fn bundle_joining(env: &Env, path: &str, host: u64) -> Bundle {
-    let mut b = bundle_with_mapping(env, host);
+    let id = env.id("engine-ns");
+    let mut b = bundle_with_mapping(env, host, &id);
     let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
     ns.retain(|n| n["type"] != "user");
     ns.push(json!({"type": "user", "path": path}));
@@ -171,8 +188,16 @@ fn bundle_joining(env: &Env, path: &str, host: u64) -> Bundle {
     b
 }
 
+/// The id an engine bundle was made for: its directory's name.
+fn bundle_id(bundle: &Bundle) -> String {
+    std::path::Path::new(bundle.path())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn assert_join_refused(env: &Env, bundle: &Bundle, rule: &str, phrase: &str) {
-    let id = env.id("engine-ns-bad");
+    let id = bundle_id(bundle);
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);
@@ -193,7 +218,7 @@ fn an_engine_made_user_namespace_is_joined_when_safe() {
     let host = ENGINE_HOST_ID + 2 * 65536;
     let engine = EngineNamespace::new(0, host);
     let b = bundle_joining(&env, &engine.path(), host);
-    let id = env.id("engine-ns");
+    let id = bundle_id(&b);
     let leak = env.leak_check(&id);
     {
         let _g = env.guard(&id);
@@ -321,4 +346,27 @@ impl Drop for EngineNamespaceChild {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Red-team R7: a raw bundle's "engine-given" mapping (its own config.json)
+/// is refused, even one that would be fine from an engine; and an engine's
+/// mapping of more than one slot (the red team's: from a slot to the end of
+/// the id space) is refused, so one container cannot hold the whole pool.
+#[test]
+fn a_raw_bundles_mapping_and_an_oversized_one_are_refused() {
+    let env = Env::new();
+    let id = env.id("raw-map");
+    let mut raw = env.bundle(&["sleep", "300"]);
+    set_mapping(&mut raw, ENGINE_HOST_ID, 65536);
+    assert_create_refused(&env, &raw, &id, &["only in a bundle an engine made"]);
+    // The same id, but the bundle is not the engine's task directory.
+    let id = env.id("engine-huge");
+    let mut huge = env.engine_bundle("k8s.io", &id, &["sleep", "300"]);
+    set_mapping(
+        &mut huge,
+        ENGINE_HOST_ID,
+        u64::from(u32::MAX) - ENGINE_HOST_ID,
+    );
+    assert_create_refused(&env, &huge, &id, &["one slot of its pool"]);
+    assert!(!pool_file(ENGINE_HOST_ID).exists());
 }

@@ -335,8 +335,10 @@ fn cgroups_path_of_a_live_workload_or_outside_the_parents_is_refused() {
 fn cgroups_path_below_an_allowed_parent_works_and_is_removed() {
     let env = Env::new();
     let id = env.id("cg-ok");
+    // containerd's `default` namespace parent: a bundle containerd made
+    // for this id, whose cgroup is named after it (T22).
     let rel = format!("/default/{id}");
-    let mut b = env.bundle(&["sleep", "300"]);
+    let mut b = env.engine_bundle("default", &id, &["sleep", "300"]);
     b.config["linux"]["cgroupsPath"] = json!(rel);
     b.write();
     let leak = env.leak_check(&id);
@@ -468,6 +470,45 @@ fn new_cgroup_levels_above_the_leaf_are_removed() {
         for h in cgroup_hierarchies() {
             let left = h.join(&top);
             assert!(!left.exists(), "{what}: {} left behind", left.display());
+        }
+    }
+}
+
+/// Red-team R4: a raw tenant squatted a stopped docker container's
+/// `/docker/<id>`; docker restarted the container into it and the tenant's
+/// delete SIGKILLed it. Engine parents are now for bundles an engine made
+/// for this id, with the leaf named after that id (T22); nothing is left.
+#[test]
+fn engine_cgroup_parents_are_refused_to_raw_bundles_and_other_leaves() {
+    let env = Env::new();
+    let victim = format!("{:064x}", u64::from(std::process::id()));
+    // A raw bundle, created under the victim's id as the red team did.
+    let mut raw = env.bundle(&["true"]);
+    raw.config["linux"]["cgroupsPath"] = json!(format!("/docker/{victim}"));
+    raw.write();
+    // A bundle docker made for another container, naming the victim's leaf.
+    let id = env.id("cg-engine");
+    let mut other = env.engine_bundle("moby", &id, &["true"]);
+    other.config["linux"]["cgroupsPath"] = json!(format!("/docker/{victim}"));
+    other.write();
+    for (b, id, phrase) in [
+        (&raw, victim.clone(), "only for bundles an engine made"),
+        (&other, id.clone(), "named after its own id"),
+    ] {
+        let leak = env.leak_check(&id);
+        {
+            let _g = env.guard(&id);
+            env.moat(&["run", "--bundle", b.path(), &id])
+                .assert_fails_with("refused by moat rule cgroups-path")
+                .assert_fails_with(phrase);
+        }
+        leak.verify();
+        for h in cgroup_hierarchies() {
+            assert!(
+                !h.join("docker").join(&victim).exists(),
+                "squatted in {}",
+                h.display()
+            );
         }
     }
 }

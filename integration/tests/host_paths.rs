@@ -320,10 +320,12 @@ fn only_engine_made_network_namespaces_may_be_joined() {
     let _g2 = fresh_netns(&cni);
     let path = PathBuf::from(format!("/var/run/netns/{cni}"));
     // Only a container an engine made may join an engine's pin (T10).
-    let mut b = env.engine_bundle(&["true"]);
-    b.join_namespace("network", path.to_str().unwrap());
     let id = env.id("netns");
     let second = env.id("netns");
+    let mut b = env.engine_bundle("moat-it", &id, &["true"]);
+    b.join_namespace("network", path.to_str().unwrap());
+    let mut b2 = env.engine_bundle("moat-it", &second, &["true"]);
+    b2.join_namespace("network", path.to_str().unwrap());
     let leak = env.leak_check(&id).touching_netns(&path);
     let has_table = || {
         Command::new("ip")
@@ -341,7 +343,7 @@ fn only_engine_made_network_namespaces_may_be_joined() {
         let _g2 = env.guard(&second);
         env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
         assert!(has_table(), "no moat table in the joined pod namespace");
-        env.moat(&["create", "--bundle", b.path(), &second])
+        env.moat(&["create", "--bundle", b2.path(), &second])
             .assert_ok();
         env.moat(&["delete", "--force", &id]).assert_ok();
         assert!(
@@ -696,9 +698,9 @@ fn a_raw_bundle_may_not_join_an_engine_pin() {
     );
     leak.verify();
 
-    let mut engine = env.engine_bundle(&["/bin/sh", "-c", script]);
-    engine.join_namespace("network", path.to_str().unwrap());
     let id = env.id("enginepin");
+    let mut engine = env.engine_bundle("moat-it", &id, &["/bin/sh", "-c", script]);
+    engine.join_namespace("network", path.to_str().unwrap());
     let leak = env.leak_check(&id).touching_netns(&path);
     let out = env.run(&engine, &id);
     out.assert_ok();

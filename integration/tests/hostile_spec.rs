@@ -257,25 +257,25 @@ fn another_pods_kubelet_volume_is_refused() {
         dirs.push(kubelet.to_path_buf());
     }
     let _cleanup = Cleanup(dirs);
+    let id = env.id("podvol");
     let with_uid = |uid: &str, script: &str| {
-        let mut b = env.sh_bundle(script);
+        // The CRI made the bundle for `id` (the pod uid annotation counts
+        // only there, red-team R13).
+        let mut b = env.engine_bundle("k8s.io", &id, &["/bin/sh", "-c", script]);
         b.add_mount(json!({"destination": "/data", "type": "bind",
             "source": vol.to_str().unwrap(), "options": ["rbind", "ro"]}));
         b.annotate("io.kubernetes.cri.sandbox-uid", uid);
         b.write();
         b
     };
-    let b = with_uid("mine", "true");
-    assert_rule(
-        &env,
-        &b,
-        "sensitive-host-mount",
-        &format!(
-            "is a volume of pod {other}, and the spec's io.kubernetes.cri.sandbox-uid is mine"
-        ),
-    );
+    // A raw bundle naming the pod's own uid: refused (R13).
+    let mut raw = env.sh_bundle("cat /data/probe");
+    raw.add_mount(json!({"destination": "/data", "type": "bind",
+        "source": vol.to_str().unwrap(), "options": ["rbind", "ro"]}));
+    raw.annotate("io.kubernetes.cri.sandbox-uid", &other);
+    raw.write();
+    assert_rule(&env, &raw, "sensitive-host-mount", "and a raw bundle");
     let b = with_uid(&other, "cat /data/probe");
-    let id = env.id("podvol");
     let leak = env.leak_check(&id);
     let out = env.run(&b, &id);
     out.assert_ok();

@@ -347,7 +347,8 @@ fn concurrent_creates_of_one_cgroups_path_get_it_once() {
     let mut b = env.bundle(&["sleep", "300"]);
     let rounds = 10;
     for round in 0..rounds {
-        let rel = format!("/default/it-cg-race-{}-{round}", std::process::id());
+        // moat's own parent: raw bundles may not use an engine's (T22).
+        let rel = format!("/moat/it-cg-race-{}-{round}", std::process::id());
         b.config["linux"]["cgroupsPath"] = serde_json::json!(rel);
         b.write();
         let ids = [env.id("cg-race-a"), env.id("cg-race-b")];

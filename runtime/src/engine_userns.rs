@@ -82,6 +82,7 @@ impl EngineUserNamespace {
         &self,
         spec: &Spec,
         policy: &crate::policy::Policy,
+        origin: crate::engine_bundle::Origin,
         path: &Path,
     ) -> Result<IdRange, Refusal> {
         let linux = spec.linux().clone().unwrap_or_default();
@@ -107,7 +108,7 @@ impl EngineUserNamespace {
         l.set_uid_mappings(Some(self.uid_map.clone()));
         l.set_gid_mappings(Some(self.gid_map.clone()));
         real.set_linux(Some(l));
-        crate::pod::engine_range(&real, policy, None)?.ok_or_else(|| {
+        crate::pod::engine_range(&real, policy, origin, None)?.ok_or_else(|| {
             Refusal::new(
                 RefusalRule::UserNamespaceMapping,
                 format!("user namespace {} maps no ids", path.display()),

@@ -110,6 +110,8 @@ pub fn from_pinned(
         oom_score_adj_floor: own_oom_score_adj(),
         // Asked by create, which knows the bundle and the state root.
         rootfs_in_use: None,
+        // Asked by create, which knows the bundle's real path and the id.
+        engine_bundle: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod container_id;
 pub mod dns;
 pub mod egress;
 pub mod elf;
+pub mod engine_bundle;
 pub mod engine_userns;
 pub mod facts;
 pub mod harden;

@@ -357,7 +357,7 @@ pub struct Joinable {
     /// `namespaces.joinable_netns`).
     pub engine_netns: BTreeSet<(u64, u64)>,
     /// Whether the joining container's own bundle was made by an engine
-    /// (`moat::state::engine_made_bundle`): only such a container may join
+    /// (`moat::engine_bundle::gather`): only such a container may join
     /// an engine's pin. A raw-config tenant naming `/run/docker/netns/<x>`
     /// would otherwise get any docker container's network namespace (its
     /// 127.0.0.1 services), whichever runtime runs it.
@@ -578,7 +578,7 @@ pub fn pin_namespace(
         if !of_moat && !joinable.joiner_engine_made {
             return Err(refuse(format!(
                 "an engine's network namespace pin is joined only by a container the engine made (a bundle under containerd's {} directory), and this bundle is not one",
-                crate::state::ENGINE_TASK_DIR
+                crate::engine_bundle::TASK_DIR
             )));
         }
     }

@@ -241,6 +241,7 @@ pub fn refusal_or_context(e: PoolError) -> anyhow::Error {
 pub fn engine_range(
     spec: &Spec,
     policy: &crate::policy::Policy,
+    origin: crate::engine_bundle::Origin,
     pod: Option<&Pod>,
 ) -> Result<Option<crate::harden::IdRange>, Refusal> {
     let pool = IdPool::new(&policy.user_namespace);
@@ -248,7 +249,7 @@ pub fn engine_range(
         Some(_) => Vec::new(),
         None => pool.held_ranges(Path::new("")),
     };
-    let engine = crate::harden::engine_id_range(spec, &policy.user_namespace, &held)?;
+    let engine = crate::harden::engine_id_range(spec, &policy.user_namespace, origin, &held)?;
     match (pod, engine) {
         (Some(p), Some(range)) if range != p.allocation.range => Err(Refusal::new(
             RefusalRule::UserNamespaceMapping,

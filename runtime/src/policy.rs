@@ -119,8 +119,18 @@ pub struct CgroupsPolicy {
     /// paths ("/docker") or systemd `slice:prefix` pairs
     /// ("system.slice:docker"; a slice also covers its sub-slices, so
     /// "kubepods.slice" covers "kubepods-burstable-pod1.slice").
+    /// Engine parents: only for bundles an engine made (see
+    /// `moat::engine_bundle`), and the leaf must be the container's own id.
     pub parents: Vec<String>,
+    /// Parents for raw bundles (a tenant's own config.json and container
+    /// id): an engine later reuses the names below its own parents
+    /// (`/docker/<stopped id>`), so a tenant may not claim them (T22,
+    /// red-team R4). Any leaf; bundles an engine made may use these too.
+    pub raw_parents: Vec<String>,
 }
+
+/// moat's own tree: what a raw bundle's cgroupsPath may be below.
+pub const DEFAULT_RAW_CGROUP_PARENTS: &[&str] = &["/moat"];
 
 /// docker (cgroupfs and systemd drivers), containerd's default namespaces
 /// (`/<namespace>/<id>`), kubelet (cgroupfs and systemd), and moat's own.
@@ -139,6 +149,10 @@ impl Default for CgroupsPolicy {
     fn default() -> Self {
         Self {
             parents: DEFAULT_CGROUP_PARENTS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            raw_parents: DEFAULT_RAW_CGROUP_PARENTS
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
@@ -441,7 +455,7 @@ pub enum PolicyError {
     LearnDir(String),
     #[error("policy key hooks.allow: {0:?} is not an absolute path without . or .. components")]
     HookPath(String),
-    #[error("policy key cgroups.parents: {0:?} is neither a cgroup path like /docker nor a systemd slice:prefix like system.slice:docker")]
+    #[error("policy key cgroups.parents (or raw_parents): {0:?} is neither a cgroup path like /docker nor a systemd slice:prefix like system.slice:docker")]
     CgroupParent(String),
 }
 
@@ -533,7 +547,7 @@ impl Policy {
                 return Err(PolicyError::HookPath(path.clone()));
             }
         }
-        for parent in &self.cgroups.parents {
+        for parent in self.cgroups.parents.iter().chain(&self.cgroups.raw_parents) {
             if !is_cgroup_parent(parent) {
                 return Err(PolicyError::CgroupParent(parent.clone()));
             }

@@ -56,35 +56,22 @@ pub const JOINABLE_ANNOTATION: &str = "moat.dev/joinable";
 /// Does a container consent to others joining its namespaces (its pod, its
 /// user namespace and id range)? Only what the joiner cannot write counts:
 /// its own spec (a CRI sandbox, or `moat.dev/joinable: "true"`), or a
-/// bundle an engine made (under containerd's task directory, where docker's
-/// and the CRI's containers live; a tenant's config.json cannot move it).
+/// bundle an engine made for it (`engine_made`: `moat::engine_bundle`,
+/// containerd's task directory, where docker's and the CRI's containers
+/// live, made by root; a tenant's config.json cannot move it, and a
+/// directory a tenant names `io.containerd.runtime.v2.task` does not pass).
 /// A raw bundle elsewhere is a container of its own unless it says so, so a
 /// tenant cannot join another tenant's container by naming its namespaces.
 pub fn consents_to_joins(
     annotations: &std::collections::HashMap<String, String>,
-    bundle: &Path,
+    engine_made: bool,
 ) -> bool {
     annotations
         .get(crate::pod::CRI_CONTAINER_TYPE)
         .map(String::as_str)
         == Some("sandbox")
         || annotations.get(JOINABLE_ANNOTATION).map(String::as_str) == Some("true")
-        || engine_made_bundle(bundle)
-}
-
-/// The directory under which containerd's runtime v2 keeps the bundles of
-/// the tasks it runs (docker's and the CRI's containers).
-pub const ENGINE_TASK_DIR: &str = "io.containerd.runtime.v2.task";
-
-/// Was `bundle` (its real path) made by an engine? containerd puts every
-/// task's bundle under its [`ENGINE_TASK_DIR`]; a raw-config tenant writes
-/// config.json, never where its bundle lies. Decides both consent to being
-/// joined ([`consents_to_joins`]) and the right to join an engine's
-/// network namespace pin (`moat::pinned::pin_namespace`, T10).
-pub fn engine_made_bundle(bundle: &Path) -> bool {
-    bundle
-        .components()
-        .any(|c| c.as_os_str() == ENGINE_TASK_DIR)
+        || engine_made
 }
 
 pub fn private_root(root: &Path) -> PathBuf {

@@ -201,7 +201,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
                 policy.namespaces.join_containers,
             ),
             engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
-            joiner_engine_made: crate::state::engine_made_bundle(&bundle),
+            joiner_engine_made: crate::engine_bundle::gather(&bundle, opts.id).is_some(),
         }
     })
     .map_err(pin_error)?;
@@ -216,6 +216,9 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     };
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    // Whether an engine made the bundle for this id, from the real path of
+    // the bundle fd (never the tenant-written id or annotations alone).
+    facts.engine_bundle = crate::engine_bundle::gather(&bundle, opts.id);
     facts.pod_user_namespace = pod
         .as_ref()
         .map(|p| p.user_namespace_handle())
@@ -224,10 +227,11 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     facts.rootfs_in_use = crate::facts::rootfs_users(&spec, &bundle, &rootfs.real, &root);
     facts.id_range = match &engine_userns {
         Some((u, path)) => Some(
-            u.judged_range(&spec, &policy, path)
+            u.judged_range(&spec, &policy, facts.origin(), path)
                 .map_err(|r| anyhow!(r))?,
         ),
-        None => crate::pod::engine_range(&spec, &policy, pod.as_ref()).map_err(|r| anyhow!(r))?,
+        None => crate::pod::engine_range(&spec, &policy, facts.origin(), pod.as_ref())
+            .map_err(|r| anyhow!(r))?,
     };
     harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
     // Walked from the fd opened above (/proc/self/fd/N), never the name:
@@ -374,7 +378,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         report: report.clone(),
         joinable: crate::state::consents_to_joins(
             &spec.annotations().clone().unwrap_or_default(),
-            &bundle,
+            facts.engine_bundle.is_some(),
         ),
         init_start_time: None,
     };

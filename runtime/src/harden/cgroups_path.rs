@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 
+use crate::engine_bundle::Origin;
 use crate::policy::CgroupsPolicy;
 use crate::refusal::{Refusal, RefusalRule};
 
@@ -126,13 +127,34 @@ pub fn spec_cgroups_path(spec: &Spec) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Refuses a cgroupsPath outside the policy's parents, not plain, or
-/// naming a cgroup in use. `occupant` is the host fact: where a process
-/// was found in that cgroup or below it (`None`: no process, or no such
-/// cgroup). A spec without cgroupsPath gets moat's `/moat/<id>`.
+impl CgroupsPath {
+    /// The leaf's name: the last component, or a systemd path's name.
+    fn leaf(&self) -> &str {
+        match self {
+            Self::Path(parts) => parts.last().map(String::as_str).unwrap_or(""),
+            Self::Systemd { name, .. } => name,
+        }
+    }
+}
+
+/// Refuses a cgroupsPath outside the parents the bundle may use, not
+/// plain, or naming a cgroup in use. `occupant` is the host fact: where a
+/// process was found in that cgroup or below it (`None`: no process, or no
+/// such cgroup). A spec without cgroupsPath gets moat's `/moat/<id>`.
+///
+/// Which parents: engines reuse the names below their own parents (docker
+/// restarts a stopped container into `/docker/<id>`, a pod's container
+/// comes back under `.../pod<uid>/<id>`), and libcontainer's delete kills
+/// every process in the cgroup. A raw tenant that squatted a stopped docker
+/// container's `/docker/<id>` had the restarted container run under its
+/// limits and SIGKILLed it on its own delete (red-team R4). So the engine
+/// parents (`cgroups.parents`) are for bundles an engine made for this id,
+/// and only for a leaf named after that id; a raw bundle may use only
+/// `cgroups.raw_parents` (moat's `/moat`).
 pub fn check_cgroups_path(
     spec: &Spec,
     policy: &CgroupsPolicy,
+    origin: Origin,
     occupant: Option<&str>,
 ) -> Result<(), Refusal> {
     let Some(path) = spec_cgroups_path(spec) else {
@@ -145,15 +167,58 @@ pub fn check_cgroups_path(
             None,
         )
     })?;
-    if !policy.parents.iter().any(|p| parsed.is_below(p)) {
-        return Err(Refusal::new(
-            RefusalRule::CgroupsPath,
-            format!(
-                "linux.cgroupsPath {path:?} is not below any of the allowed parents ({})",
-                policy.parents.join(", ")
-            ),
-            Some("cgroups.parents"),
-        ));
+    let below_raw = policy.raw_parents.iter().any(|p| parsed.is_below(p));
+    let engine_parent = policy.parents.iter().find(|p| parsed.is_below(p));
+    match (origin, engine_parent) {
+        _ if below_raw => {}
+        (Origin::Unknown, Some(_)) => {}
+        (Origin::Engine(b), Some(_)) if parsed.leaf() == b.id => {}
+        (Origin::Engine(b), Some(parent)) => {
+            return Err(Refusal::new(
+                RefusalRule::CgroupsPath,
+                format!(
+                    "linux.cgroupsPath {path:?}: below the engine parent {parent:?} a container's cgroup is named after its own id ({}), not {:?}",
+                    b.id,
+                    parsed.leaf()
+                ),
+                None,
+            ))
+        }
+        (Origin::Raw, Some(parent)) => {
+            return Err(Refusal::new(
+                RefusalRule::CgroupsPath,
+                format!(
+                    "linux.cgroupsPath {path:?}: the engine parent {parent:?} is only for bundles an engine made for this container, and this is {}; a raw bundle's cgroup is below {}",
+                    origin.describe(),
+                    policy.raw_parents.join(", ")
+                ),
+                Some("cgroups.raw_parents"),
+            ))
+        }
+        (_, None) => {
+            let allowed: Vec<&str> = if origin == Origin::Raw {
+                policy.raw_parents.iter().map(String::as_str).collect()
+            } else {
+                policy
+                    .raw_parents
+                    .iter()
+                    .chain(&policy.parents)
+                    .map(String::as_str)
+                    .collect()
+            };
+            return Err(Refusal::new(
+                RefusalRule::CgroupsPath,
+                format!(
+                    "linux.cgroupsPath {path:?} is not below any of the allowed parents ({})",
+                    allowed.join(", ")
+                ),
+                Some(if origin == Origin::Raw {
+                    "cgroups.raw_parents"
+                } else {
+                    "cgroups.parents"
+                }),
+            ));
+        }
     }
     if let Some(found) = occupant {
         return Err(Refusal::new(
@@ -179,7 +244,12 @@ mod tests {
     }
 
     fn check(path: &str) -> Result<(), Refusal> {
-        check_cgroups_path(&spec(path), &CgroupsPolicy::default(), None)
+        check_cgroups_path(
+            &spec(path),
+            &CgroupsPolicy::default(),
+            Origin::Unknown,
+            None,
+        )
     }
 
     #[test]
@@ -200,7 +270,7 @@ mod tests {
         }
         let mut none = spec("/x");
         none.linux_mut().as_mut().unwrap().set_cgroups_path(None);
-        check_cgroups_path(&none, &CgroupsPolicy::default(), None).unwrap();
+        check_cgroups_path(&none, &CgroupsPolicy::default(), Origin::Raw, None).unwrap();
     }
 
     #[test]
@@ -238,10 +308,61 @@ mod tests {
         let err = check_cgroups_path(
             &spec("/docker/abc"),
             &CgroupsPolicy::default(),
+            Origin::Unknown,
             Some("pid 42 in /sys/fs/cgroup/pids/docker/abc"),
         )
         .unwrap_err();
         assert!(err.to_string().contains("pid 42"), "{err}");
+    }
+
+    /// Red-team R4: engine parents are for bundles an engine made for this
+    /// id, and the leaf is that id; a raw bundle stays below /moat.
+    #[test]
+    fn engine_parents_are_for_engine_bundles_and_their_own_id() {
+        let policy = CgroupsPolicy::default();
+        let docker = crate::engine_bundle::EngineBundle {
+            namespace: "moby".into(),
+            id: "abc".into(),
+        };
+        let check = |path: &str, origin| check_cgroups_path(&spec(path), &policy, origin, None);
+        for ok in [
+            "/docker/abc",
+            "system.slice:docker:abc",
+            "/kubepods/pod1/abc",
+            "/moat/x",
+        ] {
+            check(ok, Origin::Engine(&docker)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for raw_ok in ["/moat/abc", "/moat/a/b/c"] {
+            check(raw_ok, Origin::Raw).unwrap_or_else(|e| panic!("{raw_ok}: {e}"));
+        }
+        for (path, phrase) in [
+            ("/docker/abc", "only for bundles an engine made"),
+            ("/kubepods/pod1/abc", "only for bundles an engine made"),
+            ("system.slice:docker:abc", "only for bundles an engine made"),
+            (
+                "/user.slice/x",
+                "not below any of the allowed parents (/moat)",
+            ),
+        ] {
+            let err = check(path, Origin::Raw).unwrap_err();
+            assert!(err.to_string().contains(phrase), "{path}: {err}");
+        }
+        for path in [
+            "/docker/victim",
+            "system.slice:docker:victim",
+            "/docker/abc/x",
+        ] {
+            let err = check(path, Origin::Engine(&docker)).unwrap_err();
+            assert!(
+                err.to_string().contains("named after its own id (abc)"),
+                "{path}: {err}"
+            );
+        }
+        // An operator parent reserved for raw tenants.
+        let mut p = CgroupsPolicy::default();
+        p.raw_parents.push("/tenants".into());
+        check_cgroups_path(&spec("/tenants/t1"), &p, Origin::Raw, None).unwrap();
     }
 
     #[test]

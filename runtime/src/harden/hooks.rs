@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Hook, Hooks, Spec};
 
+use crate::engine_bundle::Origin;
 use crate::policy::HooksPolicy;
 use crate::refusal::{Refusal, RefusalRule};
 
@@ -95,11 +96,15 @@ fn arg0(hook: &Hook) -> String {
 /// dockerd run as `libnetwork-setkey` acts, as host root, on the
 /// container its arguments name: docker sends exactly
 /// `libnetwork-setkey -exec-root=<docker's exec root> <container id>
-/// <12-hex controller id>`. Anything else (another container's id, an
-/// exec root that points dockerd at a socket the tenant chose) is refused:
-/// the executable being allowed does not make every argument list safe.
-/// `container_id` is unknown (`None`) only in `explain`.
-pub fn check_setkey_arguments(spec: &Spec, container_id: Option<&str>) -> Result<(), Refusal> {
+/// <12-hex controller id>`, and dockerd moves that container's interfaces
+/// into the namespace of the process that runs the hook. So the hook is
+/// allowed only in a bundle docker made for this id ([`Origin::Engine`] of
+/// namespace `moby`), naming that id: a raw tenant naming itself after
+/// docker container V took V's eth0 (red-team R12). Anything else (another
+/// container's id, an exec root that points dockerd at a socket the tenant
+/// chose) is refused: the executable being allowed does not make every
+/// argument list safe. The origin is unknown only in `explain`.
+pub fn check_setkey_arguments(spec: &Spec, origin: Origin) -> Result<(), Refusal> {
     let Some(hooks) = spec.hooks() else {
         return Ok(());
     };
@@ -108,6 +113,19 @@ pub fn check_setkey_arguments(spec: &Spec, container_id: Option<&str>) -> Result
             if arg0(hook) != crate::policy::DOCKERD_HOOK_ARG0 {
                 continue;
             }
+            let docker_id = match origin {
+                Origin::Engine(b) if b.is_docker() => Some(b.id.as_str()),
+                Origin::Unknown => None,
+                _ => {
+                    return Err(refuse(format!(
+                        "hooks.{kind}[{i}] ({}): {} runs only in a bundle docker made for this container (containerd namespace {}), and this is {}",
+                        hook.path().display(),
+                        crate::policy::DOCKERD_HOOK_ARG0,
+                        crate::engine_bundle::DOCKER_NAMESPACE,
+                        origin.describe()
+                    )))
+                }
+            };
             let args = hook.args().clone().unwrap_or_default();
             let exec_root_ok = args.get(1).is_some_and(|a| {
                 matches!(
@@ -117,7 +135,7 @@ pub fn check_setkey_arguments(spec: &Spec, container_id: Option<&str>) -> Result
             });
             let id_ok = args
                 .get(2)
-                .is_some_and(|a| container_id.is_none_or(|id| a == id));
+                .is_some_and(|a| docker_id.is_none_or(|id| a == id));
             let controller_ok = args
                 .get(3)
                 .is_some_and(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -328,8 +346,25 @@ mod setkey_tests {
             "abc",
             "0123456789ab",
         ];
-        check_setkey_arguments(&with_args(&ok), Some("abc")).unwrap();
-        check_setkey_arguments(&with_args(&ok), None).unwrap();
+        let docker = crate::engine_bundle::EngineBundle {
+            namespace: "moby".into(),
+            id: "abc".into(),
+        };
+        check_setkey_arguments(&with_args(&ok), Origin::Engine(&docker)).unwrap();
+        check_setkey_arguments(&with_args(&ok), Origin::Unknown).unwrap();
+        // Red-team R12: a raw bundle (whatever id it was created under) or
+        // a bundle of another containerd namespace gets no setkey hook.
+        let cri = crate::engine_bundle::EngineBundle {
+            namespace: "k8s.io".into(),
+            id: "abc".into(),
+        };
+        for origin in [Origin::Raw, Origin::Engine(&cri)] {
+            let err = check_setkey_arguments(&with_args(&ok), origin).unwrap_err();
+            assert!(
+                err.detail.contains("runs only in a bundle docker made"),
+                "{err}"
+            );
+        }
         for bad in [
             vec![
                 "libnetwork-setkey",
@@ -358,7 +393,8 @@ mod setkey_tests {
             ],
             vec!["libnetwork-setkey"],
         ] {
-            let err = check_setkey_arguments(&with_args(&bad), Some("abc")).unwrap_err();
+            let err =
+                check_setkey_arguments(&with_args(&bad), Origin::Engine(&docker)).unwrap_err();
             assert_eq!(err.rule.name(), "hooks", "{bad:?}");
         }
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::{is_bind, normalize, HostFacts};
+use crate::engine_bundle::{Origin, CRI_NAMESPACE, DOCKER_NAMESPACE};
 use crate::policy::Policy;
 use crate::refusal::{Refusal, RefusalRule};
 
@@ -134,15 +135,17 @@ fn bind_source_candidates<'a>(
         })
 }
 
-/// Refuses a bind of another pod's kubelet volume (T19): kubelet lays a
-/// pod's volumes out as `<pods>/<pod uid>/volumes/...`, which moat idmaps,
-/// so naming another pod's uid there would hand container root that pod's
-/// data. The pod uid must be the one the spec's annotations carry (all of
-/// them agreeing). Annotations are tenant-written in raw config: this
-/// stops a pod (whose annotations the engine writes) from reaching another
-/// pod's volumes, not a raw-config tenant who writes the other pod's uid.
-/// Judged on the source as written and as resolved, not on its mount
-/// aliases: a persistent volume is mounted under every pod that uses it.
+/// Refuses a bind of a kubelet pod volume (T19) unless the bundle is a
+/// CRI container's, made by the engine for this id, and the volume is its
+/// own pod's: kubelet lays a pod's volumes out as
+/// `<pods>/<pod uid>/volumes/...`, which moat idmaps, so naming another
+/// pod's uid there would hand container root that pod's data (secrets,
+/// service-account tokens). The pod uid is taken from the spec's
+/// annotations (all of them agreeing) only because the CRI wrote them: a
+/// raw-config tenant writes annotations too, and gets no kubelet volume
+/// (red-team R13). Judged on the source as written and as resolved, not on
+/// its mount aliases: a persistent volume is mounted under every pod that
+/// uses it.
 pub(super) fn refuse_other_pods_volumes(
     spec: &Spec,
     policy: &Policy,
@@ -153,19 +156,24 @@ pub(super) fn refuse_other_pods_volumes(
         .iter()
         .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
         .collect();
+    let origin = facts.origin();
     for (m, source, candidate) in bind_source_candidates(spec, facts) {
         let Some(uid) = pod_uid_in(&candidate, policy) else {
             continue;
         };
-        let why = if claimed.is_empty() {
-            format!(
+        let why = match origin {
+            Origin::Raw => origin.describe(),
+            Origin::Engine(b) if !b.is_cri() => {
+                format!("{}, not the CRI's ({CRI_NAMESPACE})", origin.describe())
+            }
+            _ if claimed.is_empty() => format!(
                 "the spec carries no pod uid ({})",
                 POD_UID_ANNOTATIONS.join(", ")
-            )
-        } else if let Some((key, other)) = claimed.iter().find(|(_, v)| **v != uid) {
-            format!("the spec's {key} is {other}")
-        } else {
-            continue;
+            ),
+            _ => match claimed.iter().find(|(_, v)| **v != uid) {
+                Some((key, other)) => format!("the spec's {key} is {other}"),
+                None => continue,
+            },
         };
         return Err(Refusal::new(
             RefusalRule::SensitiveHostMount,
@@ -191,36 +199,119 @@ fn engine_owner_in(path: &Path, policy: &Policy) -> Option<String> {
     wildcard_after(path, policy, &["containers", "sandboxes"], Some("pods"))
 }
 
+/// docker's storage: its volumes and per-container files are for bundles
+/// docker made (containerd namespace `moby`).
+const DOCKER_STORAGE: &[&str] = &["/var/lib/docker"];
+
+/// The CRI's and kubelet's storage: pod volumes and sandbox files are for
+/// bundles the CRI made (containerd namespace `k8s.io`).
+const CRI_STORAGE: &[&str] = &[
+    "/var/lib/kubelet",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri",
+    "/run/containerd/io.containerd.grpc.v1.cri",
+];
+
+/// Which engine's storage a (normalized) host path is in: `Some(true)`
+/// docker's, `Some(false)` the CRI's, `None` neither.
+fn storage_engine(path: &Path) -> Option<bool> {
+    if DOCKER_STORAGE.iter().any(|d| path.starts_with(d)) {
+        Some(true)
+    } else if CRI_STORAGE.iter().any(|d| path.starts_with(d)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Refuses a bind of an engine's storage (its named volumes, pod volumes,
+/// per-container files) from a bundle that engine did not make for this
+/// id (T19, red-team R5): docker's `/var/lib/docker/...` only for docker's
+/// bundles (namespace `moby`), the CRI's and kubelet's only for the CRI's
+/// (`k8s.io`). Such storage is idmapped (container root owns what host root
+/// owns there) and exempt from the engine-tree rule; a raw-config tenant is
+/// none of the engine's users and gets none of it (docker volume names,
+/// like `<project>_<name>`, are guessable). Other `volumes.idmap_under`
+/// entries an operator lists are for every bundle. Judged on the source as
+/// written and as resolved (staging idmaps a source only when every
+/// place it is mounted is volume storage, so its aliases add nothing here).
+pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Result<(), Refusal> {
+    let origin = facts.origin();
+    if origin == Origin::Unknown {
+        return Ok(());
+    }
+    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+        {
+            let path = candidate;
+            let Some(docker) = storage_engine(&path) else {
+                continue;
+            };
+            let mine = match origin {
+                Origin::Engine(b) => b.is_docker() == docker && (b.is_docker() || b.is_cri()),
+                _ => false,
+            };
+            if mine {
+                continue;
+            }
+            let (engine, ns) = if docker {
+                ("docker", DOCKER_NAMESPACE)
+            } else {
+                ("the CRI (kubelet)", CRI_NAMESPACE)
+            };
+            return Err(Refusal::new(
+                RefusalRule::SensitiveHostMount,
+                format!(
+                    "bind mount of {} at {}: {} is {engine}'s storage, only for bundles {engine} made (containerd namespace {ns}), and this is {}",
+                    source.display(),
+                    m.destination().display(),
+                    path.display(),
+                    origin.describe()
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a bind of another container's per-container engine files (T19,
 /// T11): `containers/<id>/{hosts,hostname,resolv.conf,mounts/shm}` and
 /// `sandboxes/<id>/...` are idmapped, so naming another container's would
 /// hand container root that container's files (its resolv.conf: its DNS).
-/// The id must be this container's own or its pod owner's (found from the
-/// namespaces it joins: docker's `--ipc container:X` hands the joiner X's
-/// shm, a CRI container gets its sandbox's hosts and resolv.conf). Judged
-/// on the source as written and as resolved.
+/// The id must be the one the engine made the bundle for
+/// ([`HostFacts::engine_bundle`], never the tenant-chosen create id: a raw
+/// tenant naming itself after docker container V got V's resolv.conf,
+/// red-team R3) or its pod owner's (found from the namespaces it joins:
+/// docker's `--ipc container:X` hands the joiner X's shm, a CRI container
+/// gets its sandbox's hosts and resolv.conf). Judged on the source as
+/// written and as resolved.
 pub(super) fn refuse_other_containers_files(
     spec: &Spec,
     policy: &Policy,
     facts: &HostFacts,
 ) -> Result<(), Refusal> {
-    let own: Vec<&String> = facts
-        .container_id
-        .iter()
-        .chain(facts.pod_owner.iter())
-        .collect();
+    let origin = facts.origin();
+    let own: Vec<&String> = match origin {
+        Origin::Engine(b) => std::iter::once(&b.id)
+            .chain(facts.pod_owner.iter())
+            .collect(),
+        _ => Vec::new(),
+    };
     for (m, source, candidate) in bind_source_candidates(spec, facts) {
         let Some(owner) = engine_owner_in(&candidate, policy) else {
             continue;
         };
         // explain (no container id) judges the spec alone.
-        if facts.container_id.is_none() || own.contains(&&owner) {
+        if origin == Origin::Unknown || own.contains(&&owner) {
             continue;
         }
+        let whose = match origin {
+            Origin::Engine(_) => "neither this container nor its pod's owner".to_string(),
+            _ => format!("and this is {}", origin.describe()),
+        };
         return Err(Refusal::new(
             RefusalRule::SensitiveHostMount,
             format!(
-                "bind mount of {} at {}: {} belongs to container {owner}, which is neither this container nor its pod's owner",
+                "bind mount of {} at {}: {} belongs to container {owner}, {whose}",
                 source.display(),
                 m.destination().display(),
                 candidate.display()

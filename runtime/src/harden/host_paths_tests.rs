@@ -1,6 +1,7 @@
 //! Unit tests of [`super`] (host paths).
 
 use crate::harden::fixtures::*;
+use crate::harden::HostFacts;
 
 const SENSITIVE_SOURCES: &[&str] = &[
     // Every descendant of an engine's tree that is not volume storage or a
@@ -329,16 +330,27 @@ fn another_pods_kubelet_volume_is_refused() {
 #[test]
 fn another_containers_engine_files_are_refused() {
     let with = |src: &str| docker_with(|v| add_mount(v, bind(src, "/x")));
+    let plain = |src: &str| plain_with(|v| add_mount(v, bind(src, "/x")));
     let mut f = facts();
-    // The docker fixture binds its own container abc's files.
+    // The docker fixture binds its own container abc's files: docker made
+    // its bundle for abc.
     f.container_id = Some("abc".into());
-    for src in [
-        "/var/lib/docker/containers/other/resolv.conf",
-        "/var/lib/docker/containers/other/mounts/shm",
-        "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/other/hosts",
-        "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/other/volumes/v",
+    f.engine_bundle = Some(engine("moby", "abc"));
+    let mut cri = f.clone();
+    cri.engine_bundle = Some(engine("k8s.io", "abc"));
+    for (src, facts) in [
+        ("/var/lib/docker/containers/other/resolv.conf", &f),
+        ("/var/lib/docker/containers/other/mounts/shm", &f),
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/other/hosts",
+            &cri,
+        ),
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/other/volumes/v",
+            &cri,
+        ),
     ] {
-        let r = refused_with(&with(src), &Policy::default(), &f);
+        let r = refused_with(&with(src), &Policy::default(), facts);
         assert_refusal(&r, "sensitive-host-mount", None);
         assert!(
             r.detail.contains("belongs to container other"),
@@ -357,10 +369,11 @@ fn another_containers_engine_files_are_refused() {
         &Policy::default(),
         &f,
     );
+    cri.pod_owner = Some("owner".into());
     ok_with(
-        &with("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/owner/hosts"),
+        &plain("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/owner/hosts"),
         &Policy::default(),
-        &f,
+        &cri,
     );
     // Resolved through a symlink into another container's files.
     let link = "/var/lib/docker/volumes/v/_data/link";
@@ -370,4 +383,153 @@ fn another_containers_engine_files_are_refused() {
     );
     let r = refused_with(&with(link), &Policy::default(), &f);
     assert!(r.detail.contains("belongs to container other"), "{r}");
+}
+
+/// The docker fixture without docker's per-container files (abc's hosts,
+/// hostname, resolv.conf), for bundles that are not docker's abc.
+fn plain_with(f: impl FnOnce(&mut Value)) -> Spec {
+    docker_with(|v| {
+        v["mounts"].as_array_mut().unwrap().retain(|m| {
+            !m["source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("/var/lib/docker/containers/")
+        });
+        v["linux"]["cgroupsPath"] = json!("/moat/abc");
+        f(v)
+    })
+}
+
+fn engine(namespace: &str, id: &str) -> crate::engine_bundle::EngineBundle {
+    crate::engine_bundle::EngineBundle {
+        namespace: namespace.into(),
+        id: id.into(),
+    }
+}
+
+/// Red-team R3: the own-id exemption holds only for the id an engine made
+/// the bundle for. A raw bundle created under docker container abc's id
+/// (the tenant picks the create id) gets none of abc's files; a bundle of
+/// another engine namespace gets none of docker's.
+#[test]
+fn engine_files_need_the_bundle_the_engine_made_for_that_id() {
+    let with = |src: &str| docker_with(|v| add_mount(v, bind(src, "/x")));
+    let own = "/var/lib/docker/containers/abc/resolv.conf";
+    let raw = HostFacts {
+        container_id: Some("abc".into()),
+        ..facts()
+    };
+    // The docker fixture itself binds abc's hosts, hostname, resolv.conf.
+    let r = refused_with(&docker_spec(), &Policy::default(), &raw);
+    assert_refusal(&r, "sensitive-host-mount", None);
+    let r = refused_with(&with(own), &Policy::default(), &raw);
+    assert!(r.detail.contains("a raw bundle"), "{r}");
+    for ns in ["k8s.io", "default"] {
+        let other = HostFacts {
+            engine_bundle: Some(engine(ns, "abc")),
+            ..raw.clone()
+        };
+        let r = refused_with(&with(own), &Policy::default(), &other);
+        assert!(r.detail.contains("docker's storage"), "{ns}: {r}");
+    }
+    let docker = HostFacts {
+        engine_bundle: Some(engine("moby", "abc")),
+        ..raw.clone()
+    };
+    ok_with(&docker_spec(), &Policy::default(), &docker);
+    ok_with(&with(own), &Policy::default(), &docker);
+    // A pod owner found from the namespaces does not help a raw bundle.
+    let raw_member = HostFacts {
+        pod_owner: Some("abc".into()),
+        container_id: Some("joiner".into()),
+        ..facts()
+    };
+    assert!(refused_with(&with(own), &Policy::default(), &raw_member)
+        .detail
+        .contains("a raw bundle"));
+}
+
+/// Red-team R5: docker's named volumes only for docker's bundles, the
+/// CRI's storage only for the CRI's; a raw bundle gets neither (refused,
+/// not mounted unshifted); operator-listed storage stays for everyone.
+#[test]
+fn engine_volume_storage_is_for_that_engines_bundles() {
+    let with = |src: &str| plain_with(|v| add_mount(v, bind(src, "/data")));
+    let docker_vol = "/var/lib/docker/volumes/red-vol/_data";
+    let cri_vol = "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/abc/volumes/v";
+    let raw = HostFacts {
+        container_id: Some("abc".into()),
+        ..facts()
+    };
+    let with_engine = |ns: &str| HostFacts {
+        engine_bundle: Some(engine(ns, "abc")),
+        ..raw.clone()
+    };
+    let p = Policy::default();
+    // Without the fact (a raw bundle): refused.
+    let r = refused_with(&with(docker_vol), &p, &raw);
+    assert!(r.detail.contains("docker's storage"), "{r}");
+    assert!(r.detail.contains("a raw bundle"), "{r}");
+    let r = refused_with(&with(cri_vol), &p, &raw);
+    assert!(r.detail.contains("a raw bundle"), "{r}");
+    let r = refused_with(
+        &with("/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm"),
+        &p,
+        &with_engine("moby"),
+    );
+    assert!(r.detail.contains("the CRI (kubelet)'s storage"), "{r}");
+    // Resolved through a symlink from a harmless path.
+    let mut linked = raw.clone();
+    linked
+        .resolved_sources
+        .insert(PathBuf::from("/srv/link"), PathBuf::from(docker_vol));
+    assert!(refused_with(&with("/srv/link"), &p, &linked)
+        .detail
+        .contains("docker's storage"));
+    // With it: each engine's own.
+    ok_with(&with(docker_vol), &p, &with_engine("moby"));
+    ok_with(&with(cri_vol), &p, &with_engine("k8s.io"));
+    assert!(refused_with(&with(docker_vol), &p, &with_engine("k8s.io"))
+        .detail
+        .contains("docker's storage"));
+    assert!(refused_with(&with(cri_vol), &p, &with_engine("moby"))
+        .detail
+        .contains("CRI"));
+    // Operator-listed storage elsewhere: every bundle.
+    let mut p = Policy::default();
+    p.volumes.idmap_under.push("/srv/vols/*".into());
+    ok_with(&with("/srv/vols/a"), &p, &raw);
+    // explain (no id) judges the spec alone.
+    ok_with(&with(docker_vol), &Policy::default(), &facts());
+}
+
+/// Red-team R13: a kubelet pod volume needs a bundle the CRI made; the pod
+/// uid annotation of a raw bundle is the tenant's word.
+#[test]
+fn kubelet_pod_volumes_need_a_cri_bundle() {
+    let vol = "/var/lib/kubelet/pods/victim/volumes/kubernetes.io~secret/sa-token";
+    let s = plain_with(|v| {
+        add_mount(v, bind(vol, "/home"));
+        v["annotations"] = json!({"io.kubernetes.pod.uid": "victim"});
+    });
+    let raw = HostFacts {
+        container_id: Some("abc".into()),
+        ..facts()
+    };
+    let r = refused_with(&s, &Policy::default(), &raw);
+    assert_refusal(&r, "sensitive-host-mount", None);
+    assert!(r.detail.contains("is a volume of pod victim"), "{r}");
+    assert!(r.detail.contains("a raw bundle"), "{r}");
+    let docker = HostFacts {
+        engine_bundle: Some(engine("moby", "abc")),
+        ..raw.clone()
+    };
+    assert!(refused_with(&s, &Policy::default(), &docker)
+        .detail
+        .contains("not the CRI's"));
+    let cri = HostFacts {
+        engine_bundle: Some(engine("k8s.io", "abc")),
+        ..raw
+    };
+    ok_with(&s, &Policy::default(), &cri);
 }

@@ -104,6 +104,19 @@ pub struct HostFacts {
     /// `root.path` is outside the bundle: a live process outside this
     /// create, or another moat container (see `moat::facts::rootfs_users`).
     pub rootfs_in_use: Option<String>,
+    /// The engine that made the bundle for this container id (see
+    /// `moat::engine_bundle`): `None` for a raw bundle. Every rule that
+    /// grants an engine's privileges (its per-container files, its volume
+    /// storage, dockerd's setkey hook, its cgroup parents, a mapping it
+    /// chose) asks this, never the tenant-written id or annotations.
+    pub engine_bundle: Option<crate::engine_bundle::EngineBundle>,
+}
+
+impl HostFacts {
+    /// Who made the bundle: an engine, a raw tenant, or unknown (`explain`).
+    pub fn origin(&self) -> crate::engine_bundle::Origin<'_> {
+        crate::engine_bundle::Origin::of(self.container_id.as_deref(), self.engine_bundle.as_ref())
+    }
 }
 
 /// The outcome of hardening a spec.
@@ -144,12 +157,18 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
     host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
     host_paths::refuse_other_containers_files(spec, &policy, facts)?;
+    host_paths::refuse_other_engines_storage(spec, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
     root::refuse_rootfs_in_use(spec, facts)?;
     devices::refuse_devices(spec, &policy)?;
     hooks::check_hooks(spec, &policy.hooks, &facts.hook_executables)?;
-    hooks::check_setkey_arguments(spec, facts.container_id.as_deref())?;
-    cgroups_path::check_cgroups_path(spec, &policy.cgroups, facts.cgroup_occupant.as_deref())?;
+    hooks::check_setkey_arguments(spec, facts.origin())?;
+    cgroups_path::check_cgroups_path(
+        spec,
+        &policy.cgroups,
+        facts.origin(),
+        facts.cgroup_occupant.as_deref(),
+    )?;
     mounts::refuse_misplaced_kernel_filesystems(spec)?;
     seccomp::refuse_seccomp_listener(spec, &policy)?;
 
@@ -157,7 +176,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     if let Some(process) = out.process().clone() {
         out.set_process(Some(harden_process(&process, &policy, &mut report)));
     }
-    userns::engine_id_range(spec, &operator.user_namespace, &[])?;
+    userns::engine_id_range(spec, &operator.user_namespace, facts.origin(), &[])?;
     userns::take_mount_id_mappings(&mut out, &policy, facts, &mut report)?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);

@@ -6,6 +6,7 @@ use oci_spec::runtime::{
 };
 
 use super::{HostFacts, IdRange};
+use crate::engine_bundle::Origin;
 use crate::policy::{Policy, UserNamespacePolicy};
 use crate::refusal::{Refusal, RefusalRule};
 use crate::report::{Report, Rule};
@@ -26,9 +27,16 @@ fn refuse_mapping(detail: String) -> Refusal {
 /// (`user_namespace.host_id_base`, so never host root or a host user), and
 /// no overlap with a range another container holds (`held`, gathered at
 /// the edge from the pool; `moat::idpool` checks it again when it claims).
+///
+/// And only from a bundle an engine made (`origin`, red-team R7): a raw
+/// tenant's "given" mapping is the tenant's own choice. No larger than the
+/// pool's `range_size` and starting at a slot of the pool (kubelet gives
+/// 65536-id ranges at multiples of 65536): one container cannot hold many
+/// slots, or every id above the pool, and starve every other create.
 pub fn engine_id_range(
     spec: &Spec,
     policy: &UserNamespacePolicy,
+    origin: Origin,
     held: &[IdRange],
 ) -> Result<Option<IdRange>, Refusal> {
     let Some(linux) = spec.linux() else {
@@ -43,6 +51,14 @@ pub fn engine_id_range(
         return Ok(None);
     }
     let (uids, gids) = (linux.uid_mappings(), linux.gid_mappings());
+    if !origin.engine_or_unknown() {
+        return Err(refuse_mapping(format!(
+            "linux.uidMappings {} and linux.gidMappings {}: moat keeps a given mapping only in a bundle an engine made for this container, and this is {}; leave the mappings out and moat maps the ids to a range of its pool",
+            mapping_text(uids),
+            mapping_text(gids),
+            origin.describe()
+        )));
+    }
     let one = match (uids.as_deref(), gids.as_deref()) {
         (Some([u]), Some([g]))
             if u == g && u.container_id() == 0 && u.size() > 0 =>
@@ -66,6 +82,20 @@ pub fn engine_id_range(
         return Err(refuse_mapping(format!(
             "linux.uidMappings maps container ids to host ids {}-{last}, outside moat's ids (from user_namespace.host_id_base {})",
             range.host_id, policy.host_id_base
+        )));
+    }
+    let slot = u64::from(range.host_id) - u64::from(policy.host_id_base);
+    let slot_size = u64::from(policy.range_size.max(1));
+    if range.size > policy.range_size
+        || slot % slot_size != 0
+        || slot / slot_size >= u64::from(policy.ranges)
+    {
+        return Err(refuse_mapping(format!(
+            "linux.uidMappings maps container ids to host ids {}-{last}: moat keeps a given mapping only as one slot of its pool, at most user_namespace.range_size ({}) ids from host id {} plus a multiple of it, below {}",
+            range.host_id,
+            policy.range_size,
+            policy.host_id_base,
+            u64::from(policy.host_id_base) + u64::from(policy.ranges) * slot_size
         )));
     }
     if let Some(other) = held.iter().find(|h| overlaps(**h, range)) {
@@ -101,7 +131,9 @@ fn mapping_text(m: &Option<Vec<LinuxIdMapping>>) -> String {
 /// engine's own mapping that passed [`engine_id_range`] (`explain` shows it
 /// rather than the pool's), else the pool's first.
 fn container_range(spec: &Spec, policy: &Policy, facts: &HostFacts) -> IdRange {
-    let engine = engine_id_range(spec, &policy.user_namespace, &[])
+    // An engine's own mapping that passed `engine_id_range` is kept (create
+    // puts it in `id_range` too); `explain` shows it rather than the pool's.
+    let engine = engine_id_range(spec, &policy.user_namespace, facts.origin(), &[])
         .ok()
         .flatten();
     facts.id_range.or(engine).unwrap_or(IdRange {
@@ -318,11 +350,14 @@ pub(super) fn let_bind_service_open_low_ports(
         .and_then(|p| p.capabilities().as_ref())
         .and_then(|c| c.bounding().as_ref())
         .is_some_and(|b| b.contains(&Capability::NetBindService));
-    let is_pod_sandbox = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(CRI_CONTAINER_TYPE))
-        .is_some_and(|t| t == "sandbox");
+    // The CRI's annotation counts only in a bundle an engine made: a raw
+    // tenant that joins a namespace writes it too.
+    let is_pod_sandbox = facts.origin().engine_or_unknown()
+        && spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(CRI_CONTAINER_TYPE))
+            .is_some_and(|t| t == "sandbox");
     let mut linux = spec.linux().clone().unwrap_or_default();
     let first_in_netns = linux
         .namespaces()

@@ -1,5 +1,6 @@
 //! Unit tests of [`super`] (userns).
 
+use crate::engine_bundle::Origin;
 use crate::harden::fixtures::*;
 
 const PORT_START: &str = crate::harden::UNPRIVILEGED_PORT_START;
@@ -123,7 +124,8 @@ fn user_namespace_engine_mapping_is_kept_and_not_reported() {
     // range create then claims and puts in `id_range`.
     let policy = Policy::default();
     assert_eq!(
-        crate::harden::engine_id_range(&s, &policy.user_namespace, &[RANGE]).unwrap(),
+        crate::harden::engine_id_range(&s, &policy.user_namespace, Origin::Unknown, &[RANGE])
+            .unwrap(),
         Some(engine)
     );
     let facts = HostFacts {
@@ -151,7 +153,7 @@ fn user_namespace_engine_mapping_is_kept_and_not_reported() {
         v["linux"]["gidMappings"] = json!([mapping(0, 0, 65536)]);
     });
     assert_eq!(
-        crate::harden::engine_id_range(&s, &policy.user_namespace, &[]).unwrap(),
+        crate::harden::engine_id_range(&s, &policy.user_namespace, Origin::Unknown, &[]).unwrap(),
         None
     );
     let h = ok(&s);
@@ -165,13 +167,11 @@ fn user_namespace_engine_mapping_is_kept_and_not_reported() {
 #[test]
 fn user_namespace_engine_mapping_overlapping_a_held_range_is_refused() {
     let policy = Policy::default();
-    let engine = IdRange {
-        host_id: RANGE.host_id + 100,
-        size: 65536,
-    };
+    let engine = RANGE;
     let m = || json!([mapping(0, engine.host_id, engine.size)]);
     let s = with_engine_mappings(m(), m());
-    let r = crate::harden::engine_id_range(&s, &policy.user_namespace, &[RANGE]).unwrap_err();
+    let r = crate::harden::engine_id_range(&s, &policy.user_namespace, Origin::Unknown, &[RANGE])
+        .unwrap_err();
     assert_refusal(&r, "user-namespace-mapping", None);
     assert!(r.detail.contains("another container holds"), "{r}");
     // Adjacent ranges do not overlap.
@@ -336,4 +336,59 @@ fn pod_member_joins_the_pinned_user_namespace() {
     assert!(has_line(&h.report, Rule::UserNamespace, "linux.namespaces"));
     // Without the pinned namespace the same spec is refused.
     assert_refusal(&refused(&s), "user-namespace-path", None);
+}
+
+/// Red-team R7: a raw bundle's "engine-given" mapping is the tenant's
+/// choice (refused), and an engine's is at most one slot of the pool,
+/// aligned: one container cannot hold the whole pool.
+#[test]
+fn given_mappings_only_from_engine_bundles_and_one_aligned_slot() {
+    let policy = Policy::default();
+    let ns = &policy.user_namespace;
+    let base = ns.host_id_base;
+    let with = |host: u32, size: u32| {
+        let m = || json!([mapping(0, host, size)]);
+        with_engine_mappings(m(), m())
+    };
+    // The docker fixture binds docker container abc's files.
+    let cri = crate::engine_bundle::EngineBundle {
+        namespace: "moby".into(),
+        id: "abc".into(),
+    };
+    let engine = Origin::Engine(&cri);
+    let slot = base + 40 * 65536;
+    assert_eq!(
+        crate::harden::engine_id_range(&with(slot, 65536), ns, engine, &[]).unwrap(),
+        Some(IdRange {
+            host_id: slot,
+            size: 65536
+        })
+    );
+    // Smaller than a slot is fine too.
+    crate::harden::engine_id_range(&with(slot, 1000), ns, engine, &[]).unwrap();
+    // The same mapping from a raw bundle: refused, whatever it is.
+    let r = crate::harden::engine_id_range(&with(slot, 65536), ns, Origin::Raw, &[]).unwrap_err();
+    assert_refusal(&r, "user-namespace-mapping", None);
+    assert!(r.detail.contains("only in a bundle an engine made"), "{r}");
+    // Through harden, with the facts docker's create of abc has.
+    let made = HostFacts {
+        container_id: Some("abc".into()),
+        engine_bundle: Some(cri.clone()),
+        ..facts()
+    };
+    ok_with(&with(slot, 65536), &policy, &made);
+    // The red team's: everything from a slot to u32::MAX; more than a
+    // slot; unaligned; beyond the pool.
+    for (host, size) in [
+        (slot, u32::MAX - slot),
+        (slot, 2 * 65536),
+        (slot + 100, 65536),
+        (base + ns.ranges * 65536, 65536),
+    ] {
+        let r = crate::harden::engine_id_range(&with(host, size), ns, engine, &[]).unwrap_err();
+        assert!(
+            r.detail.contains("one slot of its pool"),
+            "{host} {size}: {r}"
+        );
+    }
 }

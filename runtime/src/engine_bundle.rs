@@ -1,0 +1,335 @@
+//! Did a container engine make this bundle, for this container id?
+//!
+//! A raw-config tenant writes config.json and picks the container id it
+//! passes to `moat create`/`run`, so neither says who made the bundle: a
+//! tenant that names its container after docker container V, or writes a
+//! victim pod's uid into its annotations, must not get V's engine files,
+//! network interface, cgroup or volumes (red-team R3, R4, R5, R7, R12,
+//! R13). What a tenant cannot write is where the bundle really lies:
+//! containerd (docker's `moby` namespace, the CRI's `k8s.io`) makes every
+//! task's bundle at `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`,
+//! with directories only host root can create. [`EngineBundle`] is that
+//! fact, gathered once at the edge ([`gather`], from the real path of the
+//! bundle fd precheck opened) and used by every rule of the pure hardening
+//! that grants an engine's privileges.
+//!
+//! Bounding the task root: containerd's state directory is `/run/containerd`
+//! by default, but any containerd may be configured elsewhere (the test
+//! harness's private containerds use `/tmp/moat-cri.XXXX/state`). Instead of
+//! a list of state directories (which every private containerd would have to
+//! be added to), the proof is who could have made the path: every directory
+//! from the task directory down to the bundle is owned by root and writable
+//! by no one else, and every directory above it is root-owned and either
+//! writable by no one else or sticky (`/tmp`: there a non-root user can make
+//! entries of its own, never a root-owned one, and cannot rename root's).
+//! So only host root (an engine, or an operator's service) can have made a
+//! bundle directory that passes. A raw tenant's own bundle fails: either the
+//! tenant made a directory on the way (not root-owned), or the directory is
+//! writable by others. Residual: a root service that creates directories at
+//! paths a tenant names could be made to build such a chain; moat trusts
+//! host root's services not to do that.
+
+use std::path::{Component, Path};
+
+/// The directory of containerd's runtime v2 tasks under its state directory.
+pub const TASK_DIR: &str = "io.containerd.runtime.v2.task";
+/// containerd's namespace for docker's containers.
+pub const DOCKER_NAMESPACE: &str = "moby";
+/// containerd's namespace for the CRI's (Kubernetes') containers.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// A bundle an engine made for the container being created: its real path
+/// is `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`, `<id>` is the
+/// create id, and only host root could have made the directories.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineBundle {
+    /// containerd's namespace: `moby` (docker), `k8s.io` (CRI), or another.
+    pub namespace: String,
+    /// The container id, equal to the create id.
+    pub id: String,
+}
+
+impl EngineBundle {
+    /// Made by docker (through containerd's `moby` namespace).
+    pub fn is_docker(&self) -> bool {
+        self.namespace == DOCKER_NAMESPACE
+    }
+
+    /// Made by containerd's CRI (Kubernetes' `k8s.io` namespace).
+    pub fn is_cri(&self) -> bool {
+        self.namespace == CRI_NAMESPACE
+    }
+}
+
+/// Who made the bundle, as the hardening sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// Not known: `explain` judges a spec alone, with no create id.
+    Unknown,
+    /// A raw bundle: not made by an engine for this id.
+    Raw,
+    /// Made by an engine for this id.
+    Engine(&'a EngineBundle),
+}
+
+impl<'a> Origin<'a> {
+    /// The origin a create (with `container_id`) or `explain` (`None`) sees.
+    pub fn of(container_id: Option<&str>, engine_bundle: Option<&'a EngineBundle>) -> Self {
+        match (container_id, engine_bundle) {
+            (None, _) => Origin::Unknown,
+            (Some(_), None) => Origin::Raw,
+            (Some(_), Some(b)) => Origin::Engine(b),
+        }
+    }
+
+    /// A bundle an engine made (or `explain`, which cannot tell).
+    pub fn engine_or_unknown(&self) -> bool {
+        !matches!(self, Origin::Raw)
+    }
+
+    /// How a refusal names the bundle.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Unknown => "a bundle of unknown origin".into(),
+            Origin::Raw => format!(
+                "a raw bundle (not an engine's task directory <state>/{TASK_DIR}/<namespace>/<this id>, made by root)"
+            ),
+            Origin::Engine(b) => format!("a bundle of containerd namespace {}", b.namespace),
+        }
+    }
+}
+
+/// A directory on the way to the bundle, as the edge saw it (`lstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirStat {
+    pub uid: u32,
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub is_dir: bool,
+}
+
+const GROUP_OR_OTHER_WRITE: u32 = 0o022;
+const STICKY: u32 = 0o1000;
+
+/// The pure core: is `real` (the bundle's real, absolute path) an engine's
+/// task directory for `id`, with `stat` giving each directory from `/` down
+/// (`None`: could not be examined, which fails closed)?
+pub fn judge(
+    real: &Path,
+    id: &str,
+    stat: impl Fn(&Path) -> Option<DirStat>,
+) -> Option<EngineBundle> {
+    if !real.is_absolute()
+        || real
+            .components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        return None;
+    }
+    fn name(p: &Path) -> Option<&str> {
+        p.file_name().and_then(|n| n.to_str())
+    }
+    let namespace_dir = real.parent()?;
+    let task_dir = namespace_dir.parent()?;
+    if name(real) != Some(id) || name(task_dir) != Some(TASK_DIR) {
+        return None;
+    }
+    let namespace = name(namespace_dir)?.to_string();
+    for dir in real.ancestors() {
+        let st = stat(dir)?;
+        if !st.is_dir || st.uid != 0 {
+            return None;
+        }
+        let writable_by_others = st.mode & GROUP_OR_OTHER_WRITE != 0;
+        // From the task directory down nothing but root may write; above
+        // it a sticky directory (/tmp) is fine: only root can have made the
+        // root-owned directory below it, and only root can rename it.
+        let at_or_below_task_dir = dir.starts_with(task_dir);
+        if writable_by_others && (at_or_below_task_dir || st.mode & STICKY == 0) {
+            return None;
+        }
+    }
+    Some(EngineBundle {
+        namespace,
+        id: id.to_string(),
+    })
+}
+
+/// The edge: [`judge`] with each directory `lstat`ed (a symlink on the way
+/// is not a directory, so it fails). `real` is the path the kernel gave for
+/// the bundle fd precheck opened; the directories above it cannot be
+/// swapped by anyone but root once they are root-owned and not writable by
+/// others, which is what is judged.
+pub fn gather(real: &Path, id: &str) -> Option<EngineBundle> {
+    use std::os::unix::fs::MetadataExt;
+    judge(real, id, |dir| {
+        let md = std::fs::symlink_metadata(dir).ok()?;
+        Some(DirStat {
+            uid: md.uid(),
+            mode: md.mode(),
+            is_dir: md.file_type().is_dir(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    const DIR: u32 = 0o040000;
+
+    fn tree(entries: &[(&str, u32, u32)]) -> HashMap<PathBuf, DirStat> {
+        entries
+            .iter()
+            .map(|(p, uid, mode)| {
+                (
+                    PathBuf::from(p),
+                    DirStat {
+                        uid: *uid,
+                        mode: DIR | mode,
+                        is_dir: true,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn docker_tree() -> HashMap<PathBuf, DirStat> {
+        tree(&[
+            ("/", 0, 0o755),
+            ("/run", 0, 0o755),
+            ("/run/containerd", 0, 0o711),
+            ("/run/containerd/io.containerd.runtime.v2.task", 0, 0o711),
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/moby",
+                0,
+                0o711,
+            ),
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/moby/abc",
+                0,
+                0o700,
+            ),
+        ])
+    }
+
+    fn judged(t: &HashMap<PathBuf, DirStat>, real: &str, id: &str) -> Option<EngineBundle> {
+        judge(Path::new(real), id, |p| t.get(p).copied())
+    }
+
+    const DOCKER: &str = "/run/containerd/io.containerd.runtime.v2.task/moby/abc";
+
+    #[test]
+    fn an_engine_task_directory_for_this_id_is_an_engine_bundle() {
+        let b = judged(&docker_tree(), DOCKER, "abc").unwrap();
+        assert!(b.is_docker() && !b.is_cri());
+        assert_eq!(b.id, "abc");
+        // A private containerd's state under a root-owned dir in /tmp.
+        let t = tree(&[
+            ("/", 0, 0o755),
+            ("/tmp", 0, 0o1777),
+            ("/tmp/moat-cri.x", 0, 0o700),
+            ("/tmp/moat-cri.x/state", 0, 0o711),
+            (
+                "/tmp/moat-cri.x/state/io.containerd.runtime.v2.task",
+                0,
+                0o711,
+            ),
+            (
+                "/tmp/moat-cri.x/state/io.containerd.runtime.v2.task/k8s.io",
+                0,
+                0o711,
+            ),
+            (
+                "/tmp/moat-cri.x/state/io.containerd.runtime.v2.task/k8s.io/p1",
+                0,
+                0o711,
+            ),
+        ]);
+        let b = judged(
+            &t,
+            "/tmp/moat-cri.x/state/io.containerd.runtime.v2.task/k8s.io/p1",
+            "p1",
+        )
+        .unwrap();
+        assert!(b.is_cri());
+    }
+
+    #[test]
+    fn anything_else_is_a_raw_bundle() {
+        let t = docker_tree();
+        // Another id than the create's: a tenant naming itself after abc
+        // from elsewhere, or abc's bundle created under another id.
+        assert_eq!(judged(&t, DOCKER, "other"), None);
+        // Not the task layout.
+        assert_eq!(judged(&t, "/run/containerd/moby/abc", "abc"), None);
+        assert_eq!(judged(&t, "/srv/b/abc", "abc"), None);
+        assert_eq!(
+            judged(&t, "relative/io.containerd.runtime.v2.task/moby/abc", "abc"),
+            None
+        );
+        // A directory on the way owned by a user, writable by others, not
+        // examinable, or sticky below the task directory.
+        for (dir, uid, mode) in [
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/moby/abc",
+                1000,
+                0o700,
+            ),
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/moby",
+                0,
+                0o775,
+            ),
+            ("/run/containerd/io.containerd.runtime.v2.task", 0, 0o1777),
+            ("/run/containerd", 0, 0o757),
+            ("/run", 1000, 0o755),
+        ] {
+            let mut t = docker_tree();
+            t.insert(
+                PathBuf::from(dir),
+                DirStat {
+                    uid,
+                    mode: DIR | mode,
+                    is_dir: true,
+                },
+            );
+            assert_eq!(judged(&t, DOCKER, "abc"), None, "{dir} {uid} {mode:o}");
+        }
+        let mut t = docker_tree();
+        t.remove(Path::new("/run/containerd"));
+        assert_eq!(judged(&t, DOCKER, "abc"), None);
+        // A symlink on the way is not a directory.
+        let mut t = docker_tree();
+        t.get_mut(Path::new("/run")).unwrap().is_dir = false;
+        assert_eq!(judged(&t, DOCKER, "abc"), None);
+        // A tenant's own dir under /tmp holding the layout.
+        let t = tree(&[
+            ("/", 0, 0o755),
+            ("/tmp", 0, 0o1777),
+            ("/tmp/x", 1000, 0o755),
+            ("/tmp/x/io.containerd.runtime.v2.task", 0, 0o711),
+            ("/tmp/x/io.containerd.runtime.v2.task/moby", 0, 0o711),
+            ("/tmp/x/io.containerd.runtime.v2.task/moby/abc", 0, 0o711),
+        ]);
+        assert_eq!(
+            judged(&t, "/tmp/x/io.containerd.runtime.v2.task/moby/abc", "abc"),
+            None
+        );
+    }
+
+    #[test]
+    fn origin_names_explain_raw_and_engine() {
+        let b = EngineBundle {
+            namespace: "moby".into(),
+            id: "abc".into(),
+        };
+        assert_eq!(Origin::of(None, Some(&b)), Origin::Unknown);
+        assert_eq!(Origin::of(Some("abc"), None), Origin::Raw);
+        assert_eq!(Origin::of(Some("abc"), Some(&b)), Origin::Engine(&b));
+        assert!(!Origin::Raw.engine_or_unknown());
+        assert!(Origin::Unknown.engine_or_unknown());
+    }
+}
