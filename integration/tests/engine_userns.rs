@@ -256,10 +256,12 @@ fn an_engine_made_user_namespace_is_joined_when_safe() {
         let held = fs::read_to_string(pool_file(host)).unwrap();
         assert!(held.contains(&id), "pool file does not name {id}: {held}");
         // A second container naming the same namespace (not a pod member:
-        // it joins no namespace of the first) overlaps the held range.
+        // it joins no namespace of the first) overlaps the held range. Its
+        // own engine bundle: one is made for one id.
+        let second = bundle_joining(&env, &engine.path(), host);
         assert_join_refused(
             &env,
-            &b,
+            &second,
             "user-namespace-mapping",
             "another container holds",
         );

@@ -216,21 +216,47 @@ fn ns_id(path: &str) -> String {
 /// each create is refused (it saw the host's) or joins the allowed one.
 #[test]
 fn namespace_path_swap_race_never_joins_the_hosts() {
+    namespace_path_swap_race("ipc", "ipc");
+}
+
+/// The same race on the network namespace path (issue 15): a create that
+/// joined the host's network namespace would also have put moat's
+/// reject-all egress table there. Neither happens in any run, and the
+/// host's namespace holds no moat table afterwards.
+#[test]
+fn network_namespace_path_swap_race_never_joins_the_hosts() {
+    let host_table = || {
+        Command::new("nft")
+            .args(["list", "table", "inet", "moat"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(!host_table(), "a moat table is in the host's namespace before the test");
+    namespace_path_swap_race("network", "net");
+    assert!(!host_table(), "a create put moat's table into the host's namespace");
+}
+
+/// Flips `ns_type`'s path (`/proc/<pid>/ns/<ns_file>`) between a
+/// consenting moat container's namespace and PID 1's for [`RACE_RUNS`]
+/// creates; asserts none joined the host's.
+fn namespace_path_swap_race(ns_type: &str, ns_file: &str) {
     let env = Env::new();
     let mut sleeper = env.bundle(&["sleep", "300"]);
     // A raw bundle is joinable only with its own consent (T10).
     sleeper.annotate("moat.dev/joinable", "true");
     let (owner, _g) = env.start_sleeper(&sleeper, "ns-owner");
     let pid = env.state(&owner)["pid"].as_i64().unwrap();
-    let theirs = PathBuf::from(format!("/proc/{pid}/ns/ipc"));
+    let theirs = PathBuf::from(format!("/proc/{pid}/ns/{ns_file}"));
     let their_id = ns_id(theirs.to_str().unwrap());
-    let host_id = ns_id("/proc/self/ns/ipc");
+    let host_id = ns_id(&format!("/proc/self/ns/{ns_file}"));
     assert_ne!(their_id, host_id);
-    let link = env.tmp.path().join("ipc-link");
+    let link = env.tmp.path().join(format!("{ns_file}-link"));
     symlink(&theirs, &link).unwrap();
-    let mut b = env.sh_bundle("readlink /proc/self/ns/ipc");
+    let mut b = env.sh_bundle(&format!("readlink /proc/self/ns/{ns_file}"));
     for ns in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
-        if ns["type"] == "ipc" {
+        if ns["type"] == ns_type {
             ns["path"] = json!(link.display().to_string());
         }
     }
@@ -239,7 +265,7 @@ fn namespace_path_swap_race_never_joins_the_hosts() {
     let t = flipper(
         link.clone(),
         theirs.clone(),
-        PathBuf::from("/proc/1/ns/ipc"),
+        PathBuf::from(format!("/proc/1/ns/{ns_file}")),
         stop.clone(),
     );
     let (mut host, mut joined, mut refused) = (0, 0, 0);
@@ -263,12 +289,12 @@ fn namespace_path_swap_race_never_joins_the_hosts() {
     stop.store(true, Ordering::Relaxed);
     let flips = t.join().unwrap();
     eprintln!(
-        "{RACE_RUNS} creates in {:?} ({flips} flips): {joined} joined the allowed namespace, {refused} refused, {host} joined the host's",
+        "{ns_type}: {RACE_RUNS} creates in {:?} ({flips} flips): {joined} joined the allowed namespace, {refused} refused, {host} joined the host's",
         start.elapsed()
     );
     assert_eq!(
         host, 0,
-        "the host's ipc namespace was joined in {host} of {RACE_RUNS} runs"
+        "the host's {ns_type} namespace was joined in {host} of {RACE_RUNS} runs"
     );
     assert!(
         joined > 0 && refused > 0,
