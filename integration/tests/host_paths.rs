@@ -233,9 +233,15 @@ fn network_namespace_path_swap_race_never_joins_the_hosts() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    assert!(!host_table(), "a moat table is in the host's namespace before the test");
+    assert!(
+        !host_table(),
+        "a moat table is in the host's namespace before the test"
+    );
     namespace_path_swap_race("network", "net");
-    assert!(!host_table(), "a create put moat's table into the host's namespace");
+    assert!(
+        !host_table(),
+        "a create put moat's table into the host's namespace"
+    );
 }
 
 /// Flips `ns_type`'s path (`/proc/<pid>/ns/<ns_file>`) between a
