@@ -383,12 +383,40 @@ impl Egress {
 /// by default.
 pub fn parse_resolver(text: &str) -> Result<SocketAddr, ParseError> {
     let text = text.trim();
-    text.parse::<SocketAddr>()
+    let addr = text
+        .parse::<SocketAddr>()
         .or_else(|_| text.parse::<IpAddr>().map(|a| SocketAddr::new(a, 53)))
         .map_err(|_| ParseError {
             entry: text.to_string(),
             why: "egress.resolvers entries are ADDRESS or ADDRESS:PORT".into(),
-        })
+        })?;
+    if can_be_the_containers_own(addr.ip()) {
+        return Err(ParseError {
+            entry: text.to_string(),
+            why: "an upstream resolver may not be a loopback, link-local, unspecified or multicast address: the resolver forwards from inside the container's network namespace, where the container can hold such an address and answer allowed names with addresses of its choosing (T18)".into(),
+        });
+    }
+    Ok(addr)
+}
+
+/// Could a container hold `ip` in its own network namespace (and so
+/// answer as the upstream resolver, red-team pass 4 F2)? Loopback is every
+/// namespace's own; link-local and unspecified never name a resolver
+/// elsewhere; multicast is no resolver.
+fn can_be_the_containers_own(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast()
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || a.to_ipv4_mapped()
+                    .is_some_and(|v4| can_be_the_containers_own(IpAddr::V4(v4)))
+        }
+    }
 }
 
 impl From<Vec<AllowRule>> for Egress {
@@ -1205,6 +1233,20 @@ mod tests {
         );
         policy.resolvers = vec!["resolver.example".into()];
         assert!(Egress::from_policy(&policy).is_err());
+        // Addresses a container can hold itself (red-team pass 4 F2).
+        for own in [
+            "127.0.0.11",
+            "127.0.0.1:5353",
+            "[::1]:53",
+            "169.254.1.1",
+            "0.0.0.0",
+            "[fe80::1]:53",
+            "[::ffff:127.0.0.1]:53",
+        ] {
+            policy.resolvers = vec![own.into()];
+            let err = Egress::from_policy(&policy).unwrap_err().to_string();
+            assert!(err.contains("loopback, link-local"), "{own}: {err}");
+        }
         policy.resolvers = vec!["192.0.2.53".into()];
         policy.name_ttl_min = 10;
         policy.name_ttl_max = 5;

@@ -578,6 +578,16 @@ fn add_to_set(s: &mut Serving, set: &str, addrs: &[(IpAddr, u32)]) -> std::io::R
 /// query. Sockets are made in the calling thread's namespace (the
 /// container's) and marked, so moat's rules let them out unredirected.
 fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option<Vec<u8>> {
+    // The upstream sees an id moat chose, not the container's: the
+    // container knows its own query's id, and could otherwise forge the
+    // answer to moat's query from inside its namespace (red-team pass 4
+    // F2). The container's id is put back into the answer it gets.
+    let id = random_query_id();
+    let mut query = query.to_vec();
+    if query.len() < 2 {
+        return None;
+    }
+    query[..2].copy_from_slice(&id.to_be_bytes());
     for up in upstreams {
         let bind: SocketAddr = if up.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -598,7 +608,7 @@ fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option
                 std::mem::size_of::<u32>() as libc::socklen_t,
             )
         };
-        if rc != 0 || sock.connect(up).is_err() || sock.send(query).is_err() {
+        if rc != 0 || sock.connect(up).is_err() || sock.send(&query).is_err() {
             continue;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -608,8 +618,10 @@ fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option
                 break;
             }
             match sock.recv(&mut buf) {
-                Ok(n) if n >= 2 && buf[..2] == q.id.to_be_bytes() => {
-                    return Some(buf[..n].to_vec());
+                Ok(n) if n >= 2 && buf[..2] == id.to_be_bytes() => {
+                    let mut answer = buf[..n].to_vec();
+                    answer[..2].copy_from_slice(&q.id.to_be_bytes());
+                    return Some(answer);
                 }
                 Ok(_) => continue,
                 Err(_) => break,
@@ -619,9 +631,30 @@ fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option
     None
 }
 
+/// A query id from the kernel's random pool (getrandom(2)); the clock's
+/// nanoseconds if that fails, which never happens on a kernel moat runs on.
+fn random_query_id() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 2 {
+        return u16::from_ne_bytes(b);
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u16)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_ids_are_random() {
+        let ids: std::collections::HashSet<u16> = (0..64).map(|_| random_query_id()).collect();
+        assert!(ids.len() > 32, "{ids:?}");
+    }
 
     #[test]
     fn refusals_are_logged_at_a_bounded_rate() {
