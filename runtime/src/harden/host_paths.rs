@@ -115,23 +115,34 @@ fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
     wildcard_after(path, policy, &["pods"], None)
 }
 
-/// Every bind mount's source, as written and as resolved (normalized), with
-/// the mount: what the engine-file rules below judge.
-fn bind_source_candidates<'a>(
+/// Every host path a mount names — a bind's source and each overlay layer
+/// (lower, upper, work) — as written and as resolved (normalized), with
+/// the mount: what the engine-scoped rules below judge. Overlay layers are
+/// mounted by host root, so a layer reaches what a bind would (red-team
+/// pass 4 F6: a kubelet Secret or a docker volume as a `lowerdir`).
+fn host_path_candidates<'a>(
     spec: &'a Spec,
     facts: &'a HostFacts,
-) -> impl Iterator<Item = (&'a oci_spec::runtime::Mount, &'a Path, PathBuf)> + 'a {
+) -> impl Iterator<Item = (&'a oci_spec::runtime::Mount, PathBuf, PathBuf)> + 'a {
     spec.mounts()
         .as_ref()
         .into_iter()
         .flatten()
-        .filter(|m| is_bind(m))
-        .filter_map(|m| m.source().as_deref().map(|source| (m, source)))
+        .flat_map(|m| {
+            let paths: Vec<PathBuf> = if is_bind(m) {
+                m.source().iter().cloned().collect()
+            } else if m.typ().as_deref() == Some("overlay") {
+                crate::path_syntax::overlay_option_paths(m.options().as_deref().unwrap_or_default())
+            } else {
+                Vec::new()
+            };
+            paths.into_iter().map(move |p| (m, p))
+        })
         .flat_map(move |(m, source)| {
-            let resolved = facts.resolved_sources.get(source).map(|p| normalize(p));
-            std::iter::once(normalize(source))
+            let resolved = facts.resolved_sources.get(&source).map(|p| normalize(p));
+            std::iter::once(normalize(&source))
                 .chain(resolved)
-                .map(move |candidate| (m, source, candidate))
+                .map(move |candidate| (m, source.clone(), candidate))
         })
 }
 
@@ -157,7 +168,7 @@ pub(super) fn refuse_other_pods_volumes(
         .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
         .collect();
     let origin = facts.origin();
-    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+    for (m, source, candidate) in host_path_candidates(spec, facts) {
         let Some(uid) = pod_uid_in(&candidate, policy) else {
             continue;
         };
@@ -239,7 +250,7 @@ pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Re
     if origin == Origin::Unknown {
         return Ok(());
     }
-    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+    for (m, source, candidate) in host_path_candidates(spec, facts) {
         {
             let path = candidate;
             let Some(docker) = storage_engine(&path) else {
@@ -296,7 +307,7 @@ pub(super) fn refuse_other_containers_files(
             .collect(),
         _ => Vec::new(),
     };
-    for (m, source, candidate) in bind_source_candidates(spec, facts) {
+    for (m, source, candidate) in host_path_candidates(spec, facts) {
         let Some(owner) = engine_owner_in(&candidate, policy) else {
             continue;
         };

@@ -533,3 +533,43 @@ fn kubelet_pod_volumes_need_a_cri_bundle() {
     };
     ok_with(&s, &Policy::default(), &cri);
 }
+
+/// Red-team pass 4 F6: an overlay layer is judged by the engine-scoped
+/// rules like a bind source (host root mounts it): a kubelet Secret or a
+/// docker named volume as a `lowerdir` of a raw bundle is refused, as
+/// written and as resolved; the engine's own bundle may still use its own.
+#[test]
+fn engine_storage_as_an_overlay_layer_is_judged_like_a_bind() {
+    let overlay = |lower: &str| {
+        plain_with(|v| {
+            add_mount(
+                v,
+                json!({"destination": "/home", "type": "overlay", "source": "overlay",
+                       "options": [format!("lowerdir={lower}:/srv/l1")]}),
+            );
+            v["annotations"] = json!({"io.kubernetes.pod.uid": "victim"});
+        })
+    };
+    let raw = HostFacts {
+        container_id: Some("abc".into()),
+        ..facts()
+    };
+    let p = Policy::default();
+    let secret = "/var/lib/kubelet/pods/victim/volumes/kubernetes.io~secret/sa-token";
+    let r = refused_with(&overlay(secret), &p, &raw);
+    assert!(r.detail.contains("is a volume of pod victim"), "{r}");
+    let r = refused_with(&overlay("/var/lib/docker/volumes/red-vol/_data"), &p, &raw);
+    assert!(r.detail.contains("docker's storage"), "{r}");
+    let mut linked = raw.clone();
+    linked
+        .resolved_sources
+        .insert(PathBuf::from("/srv/link"), PathBuf::from(secret));
+    assert!(refused_with(&overlay("/srv/link"), &p, &linked)
+        .detail
+        .contains("is a volume of pod victim"));
+    let cri = HostFacts {
+        engine_bundle: Some(engine("k8s.io", "abc")),
+        ..raw
+    };
+    ok_with(&overlay(secret), &p, &cri);
+}
