@@ -58,6 +58,19 @@ impl CgroupsPath {
         }
     }
 
+    /// Is this exactly one level below `parent` (the engine's own leaf,
+    /// no level of its own choosing in between)?
+    fn is_child_of(&self, parent: &str) -> bool {
+        match self {
+            Self::Path(parts) => parent
+                .strip_prefix('/')
+                .is_some_and(|rest| parts.len() == rest.split('/').count() + 1),
+            Self::Systemd { slice, .. } => parent
+                .split_once(':')
+                .is_some_and(|(pslice, _)| slice == pslice),
+        }
+    }
+
     /// Is this strictly below the policy parent `parent`?
     fn is_below(&self, parent: &str) -> bool {
         match self {
@@ -172,6 +185,28 @@ pub fn check_cgroups_path(
     match (origin, engine_parent) {
         _ if below_raw => {}
         (Origin::Unknown, Some(_)) => {}
+        (Origin::Engine(b), Some(parent)) if !parent_belongs_to(parent, &b.namespace) => {
+            return Err(Refusal::new(
+                RefusalRule::CgroupsPath,
+                format!(
+                    "linux.cgroupsPath {path:?}: the parent {parent:?} belongs to another engine namespace than this bundle's ({:?})",
+                    b.namespace
+                ),
+                None,
+            ))
+        }
+        (Origin::Engine(b), Some(parent))
+            if b.namespace != crate::engine_bundle::CRI_NAMESPACE && !parsed.is_child_of(parent) =>
+        {
+            return Err(Refusal::new(
+                RefusalRule::CgroupsPath,
+                format!(
+                    "linux.cgroupsPath {path:?}: below {parent:?} a container of namespace {:?} gets exactly {parent}/<its id>, no level in between (another workload's level would share its limits)",
+                    b.namespace
+                ),
+                None,
+            ))
+        }
         (Origin::Engine(b), Some(_)) if parsed.leaf() == b.id => {}
         (Origin::Engine(b), Some(parent)) => {
             return Err(Refusal::new(
@@ -228,6 +263,29 @@ pub fn check_cgroups_path(
         ));
     }
     Ok(())
+}
+
+/// Does the policy parent `parent` belong to containerd namespace `ns`
+/// (red-team pass 4 F4: a `ctr`/nerdctl client of any namespace used
+/// docker's parent to squat a docker container's cgroup)? docker's parents
+/// are `moby`'s, kubelet's are `k8s.io`'s, moat's own is every bundle's,
+/// another cgroupfs parent `/<name>` is namespace `<name>`'s (containerd
+/// names a task's cgroup `/<namespace>/<id>`); another systemd parent an
+/// operator lists is every engine's.
+fn parent_belongs_to(parent: &str, ns: &str) -> bool {
+    const DOCKER: &[&str] = &["/docker", "/moby", "system.slice:docker"];
+    const KUBELET: &[&str] = &["/kubepods", "kubepods.slice:cri-containerd", "/k8s.io"];
+    if DOCKER.contains(&parent) {
+        return ns == crate::engine_bundle::DOCKER_NAMESPACE;
+    }
+    if KUBELET.contains(&parent) {
+        return ns == crate::engine_bundle::CRI_NAMESPACE;
+    }
+    match parent.strip_prefix('/') {
+        Some("moat") => true,
+        Some(name) => name == ns,
+        None => true,
+    }
 }
 
 #[cfg(test)]
@@ -327,8 +385,8 @@ mod tests {
         let check = |path: &str, origin| check_cgroups_path(&spec(path), &policy, origin, None);
         for ok in [
             "/docker/abc",
+            "/moby/abc",
             "system.slice:docker:abc",
-            "/kubepods/pod1/abc",
             "/moat/x",
         ] {
             check(ok, Origin::Engine(&docker)).unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -348,17 +406,70 @@ mod tests {
             let err = check(path, Origin::Raw).unwrap_err();
             assert!(err.to_string().contains(phrase), "{path}: {err}");
         }
-        for path in [
-            "/docker/victim",
-            "system.slice:docker:victim",
-            "/docker/abc/x",
-        ] {
+        for path in ["/docker/victim", "system.slice:docker:victim"] {
             let err = check(path, Origin::Engine(&docker)).unwrap_err();
             assert!(
                 err.to_string().contains("named after its own id (abc)"),
                 "{path}: {err}"
             );
         }
+        // Red-team pass 4 F4: each engine namespace has its own parents;
+        // F1: docker's container gets exactly <parent>/<id>, never a level
+        // of another workload in between (kubelet's pod levels are kept).
+        let engine = |ns: &str| crate::engine_bundle::EngineBundle {
+            namespace: ns.into(),
+            id: "abc".into(),
+        };
+        let (tenant, cri) = (engine("tenantns"), engine("k8s.io"));
+        for (path, origin, phrase) in [
+            (
+                "/docker/abc",
+                Origin::Engine(&tenant),
+                "another engine namespace",
+            ),
+            (
+                "/kubepods/pod1/abc",
+                Origin::Engine(&docker),
+                "another engine namespace",
+            ),
+            (
+                "/k8s.io/abc",
+                Origin::Engine(&tenant),
+                "another engine namespace",
+            ),
+            (
+                "/default/abc",
+                Origin::Engine(&tenant),
+                "another engine namespace",
+            ),
+            (
+                "/docker/red2pod/abc",
+                Origin::Engine(&docker),
+                "no level in between",
+            ),
+            (
+                "/docker/abc/x",
+                Origin::Engine(&docker),
+                "no level in between",
+            ),
+            (
+                "system-x.slice:docker:abc",
+                Origin::Engine(&docker),
+                "no level in between",
+            ),
+        ] {
+            let err = check(path, origin).unwrap_err();
+            assert!(err.to_string().contains(phrase), "{path}: {err}");
+        }
+        check("/kubepods/burstable/pod1/abc", Origin::Engine(&cri)).unwrap();
+        check(
+            "kubepods-burstable-pod1.slice:cri-containerd:abc",
+            Origin::Engine(&cri),
+        )
+        .unwrap();
+        let mut p = CgroupsPolicy::default();
+        p.parents.push("/tenantns".into());
+        check_cgroups_path(&spec("/tenantns/abc"), &p, Origin::Engine(&tenant), None).unwrap();
         // An operator parent reserved for raw tenants.
         let mut p = CgroupsPolicy::default();
         p.raw_parents.push("/tenants".into());
