@@ -191,6 +191,10 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         )));
     }
     let policy = ctx.policy()?;
+    // Whether an engine made the bundle for this id, from the real path of
+    // the bundle fd (never the tenant-written id or annotations alone);
+    // gathered once, for the join rule and for the hardening.
+    let engine_bundle = crate::engine_bundle::gather(&bundle, opts.id);
     let pinned = crate::pinned::pin(&spec, &bundle_fd, &state_roots, || {
         crate::pinned::Joinable {
             // Only containers that consented at their own create (or all,
@@ -201,7 +205,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
                 policy.namespaces.join_containers,
             ),
             engine_netns: crate::pinned::engine_netns_pins(&policy.namespaces.joinable_netns),
-            joiner_engine_made: crate::engine_bundle::gather(&bundle, opts.id).is_some(),
+            joiner_engine_made: engine_bundle.is_some(),
         }
     })
     .map_err(pin_error)?;
@@ -216,9 +220,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     };
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
-    // Whether an engine made the bundle for this id, from the real path of
-    // the bundle fd (never the tenant-written id or annotations alone).
-    facts.engine_bundle = crate::engine_bundle::gather(&bundle, opts.id);
+    facts.engine_bundle = engine_bundle;
     facts.pod_user_namespace = pod
         .as_ref()
         .map(|p| p.user_namespace_handle())
