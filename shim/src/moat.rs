@@ -77,18 +77,40 @@ pub struct Running {
 impl Moat {
     /// From the runtime options containerd passes (runc's `Options`:
     /// `BinaryName`, `Root`), else the defaults.
-    pub fn from_options(options: Option<&Options>, namespace: &str) -> Moat {
+    ///
+    /// The options come with each `CreateTask` request, from whichever
+    /// containerd client made it (`ctr run --runc-binary`, the Go API), not
+    /// only from the operator's handler configuration. A binary or state
+    /// root named there is used only when nothing but host root could have
+    /// put it there ([`root_controlled`], threat T37): otherwise the shim,
+    /// host root in the host's namespaces, would run a client's own file, or
+    /// drive moat with a state directory the client forged.
+    pub fn from_options(options: Option<&Options>, namespace: &str) -> Result<Moat, String> {
         let binary_name = options
             .map(|o| o.binary_name.as_str())
-            .filter(|n| !n.is_empty())
-            .unwrap_or(DEFAULT_BINARY);
-        let root = options
-            .map(|o| o.root.as_str())
-            .filter(|r| !r.is_empty())
-            .unwrap_or(DEFAULT_ROOT);
+            .filter(|n| !n.is_empty());
+        let root = options.map(|o| o.root.as_str()).filter(|r| !r.is_empty());
+        let binary = find_binary(binary_name.unwrap_or(DEFAULT_BINARY));
+        if binary_name.is_some() {
+            root_controlled(&binary, Leaf::Executable)
+                .map_err(|why| format!("runtime option BinaryName {}: {why}", binary.display()))?;
+        }
+        if let Some(root) = root {
+            root_controlled(Path::new(root), Leaf::DirectoryOrMissing)
+                .map_err(|why| format!("runtime option Root {root}: {why}"))?;
+        }
+        Ok(Moat {
+            binary,
+            root: Path::new(root.unwrap_or(DEFAULT_ROOT)).join(namespace),
+        })
+    }
+
+    /// The defaults: `moat` next to the shim or in containerd's `PATH`,
+    /// state under [`DEFAULT_ROOT`] (both the operator's installation).
+    pub fn defaults(namespace: &str) -> Moat {
         Moat {
-            binary: find_binary(binary_name),
-            root: Path::new(root).join(namespace),
+            binary: find_binary(DEFAULT_BINARY),
+            root: Path::new(DEFAULT_ROOT).join(namespace),
         }
     }
 
@@ -100,13 +122,13 @@ impl Moat {
         match recorded {
             Some(v) => {
                 let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(PathBuf::from);
-                let fallback = Moat::from_options(None, namespace);
+                let fallback = Moat::defaults(namespace);
                 Moat {
                     binary: field("binary").unwrap_or(fallback.binary),
                     root: field("root").unwrap_or(fallback.root),
                 }
             }
-            None => Moat::from_options(None, namespace),
+            None => Moat::defaults(namespace),
         }
     }
 
@@ -271,6 +293,109 @@ fn last_logged_error(log: &Path, start: u64) -> Option<String> {
     })
 }
 
+/// What the last component of a path given in the runtime options must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// A regular, executable file (`BinaryName`).
+    Executable,
+    /// A directory, or nothing yet (`Root`: moat creates it).
+    DirectoryOrMissing,
+}
+
+/// Whether only host root could have made `path` what it is: absolute, no
+/// `.`/`..`, and every existing component owned by root and writable by no
+/// one else, so no other user can swap a component between this check and
+/// the use. A symbolic link on the way (made by root: its directory is
+/// root's) is followed, and its target judged the same way. A missing tail
+/// is allowed only for [`Leaf::DirectoryOrMissing`]; moat creates it as root.
+pub fn root_controlled(path: &Path, leaf: Leaf) -> Result<(), String> {
+    root_controlled_at(path, leaf, 0)
+}
+
+/// Symbolic links [`root_controlled`] follows before giving up (as ELOOP).
+const MAX_LINKS: usize = 16;
+
+fn root_controlled_at(path: &Path, leaf: Leaf, links: usize) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err("not an absolute path".into());
+    }
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .skip(1)
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err("holds '.' or '..'".to_string()),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut prefix = PathBuf::from("/");
+    for i in 0..=names.len() {
+        if i > 0 {
+            prefix.push(names[i - 1]);
+        }
+        let meta = match std::fs::symlink_metadata(&prefix) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if leaf == Leaf::DirectoryOrMissing {
+                    return Ok(());
+                }
+                return Err(format!("{} does not exist", prefix.display()));
+            }
+            Err(e) => return Err(format!("{}: {e}", prefix.display())),
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            if links >= MAX_LINKS {
+                return Err(format!("{}: too many symbolic links", path.display()));
+            }
+            let target =
+                std::fs::read_link(&prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;
+            let mut resolved = match prefix.parent() {
+                Some(dir) => dir.join(target),
+                None => target,
+            };
+            resolved.extend(&names[i..]);
+            return root_controlled_at(&normalize(&resolved)?, leaf, links + 1);
+        }
+        if meta.uid() != 0 {
+            return Err(format!("{} is not owned by root", prefix.display()));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by others than root",
+                prefix.display()
+            ));
+        }
+        let want_dir = i < names.len() || leaf == Leaf::DirectoryOrMissing;
+        if want_dir && !kind.is_dir() {
+            return Err(format!("{} is not a directory", prefix.display()));
+        }
+        if !want_dir && (!kind.is_file() || meta.permissions().mode() & 0o111 == 0) {
+            return Err(format!("{} is not an executable file", prefix.display()));
+        }
+    }
+    Ok(())
+}
+
+/// A link target joined onto its directory, with `.` and `..` taken out
+/// lexically (every prefix it names is then judged by [`root_controlled`]).
+fn normalize(path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::Prefix(_) => return Err("not a Unix path".into()),
+        }
+    }
+    Ok(out)
+}
+
 /// `name` with a slash is a path; otherwise next to this shim, then PATH.
 pub fn find_binary(name: &str) -> PathBuf {
     if name.contains('/') {
@@ -294,4 +419,90 @@ pub fn find_binary(name: &str) -> PathBuf {
         }
     }
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        // Under /tmp (sticky and world-writable): never root-controlled.
+        let dir =
+            std::env::temp_dir().join(format!("moat-shim-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn system_binaries_and_directories_are_root_controlled() {
+        // /bin/sh may be a link (usrmerge: /bin -> usr/bin); it is followed.
+        assert_eq!(
+            root_controlled(Path::new("/bin/sh"), Leaf::Executable),
+            Ok(())
+        );
+        assert_eq!(
+            root_controlled(Path::new("/usr"), Leaf::DirectoryOrMissing),
+            Ok(())
+        );
+        assert_eq!(
+            root_controlled(
+                Path::new("/usr/moat-no-such-dir/x"),
+                Leaf::DirectoryOrMissing
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn client_chosen_paths_outside_root_controlled_trees_are_refused() {
+        let dir = scratch("refused");
+        let exe = dir.join("evil");
+        std::fs::write(&exe, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // The file is root's (the test runs as root) but /tmp is not.
+        let err = root_controlled(&exe, Leaf::Executable).expect_err("under /tmp");
+        assert!(err.contains("writable by others than root"), "{err}");
+        let err =
+            root_controlled(&dir.join("state"), Leaf::DirectoryOrMissing).expect_err("under /tmp");
+        assert!(err.contains("writable by others than root"), "{err}");
+        // A link root made in a root-controlled place is judged by its target.
+        let link = Path::new("/run").join(format!("moat-shim-test-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link).expect("symlink");
+        let verdict = root_controlled(&link, Leaf::Executable);
+        let _ = std::fs::remove_file(&link);
+        let err = verdict.expect_err("link to /tmp");
+        assert!(err.contains("writable by others than root"), "{err}");
+        assert!(root_controlled(Path::new("relative/moat"), Leaf::Executable).is_err());
+        assert!(root_controlled(Path::new("/usr/../tmp"), Leaf::DirectoryOrMissing).is_err());
+        assert!(root_controlled(Path::new("/usr/moat-missing"), Leaf::Executable).is_err());
+        assert!(root_controlled(Path::new("/etc/passwd"), Leaf::Executable).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn options_naming_a_client_file_fail_and_defaults_do_not_look() {
+        let dir = scratch("options");
+        let exe = dir.join("moat");
+        std::fs::write(&exe, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut o = Options::new();
+        o.binary_name = exe.display().to_string();
+        let err = Moat::from_options(Some(&o), "k8s.io").expect_err("client binary");
+        assert!(err.starts_with("runtime option BinaryName"), "{err}");
+        let mut o = Options::new();
+        o.root = dir.join("root").display().to_string();
+        let err = Moat::from_options(Some(&o), "k8s.io").expect_err("client root");
+        assert!(err.starts_with("runtime option Root"), "{err}");
+        let mut o = Options::new();
+        o.binary_name = "/bin/sh".into();
+        o.root = "/run/containerd/moat".into();
+        let m = Moat::from_options(Some(&o), "default").expect("root's paths");
+        assert_eq!(m.root, Path::new("/run/containerd/moat/default"));
+        let m = Moat::from_options(None, "default").expect("defaults");
+        assert_eq!(m.root, Path::new(DEFAULT_ROOT).join("default"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -592,7 +592,8 @@ impl containerd_shim::Task for Service {
             .map(|any| Options::parse_from_bytes(&any.value))
             .transpose()
             .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("runtime options: {e}")))?;
-        let moat = Moat::from_options(options.as_ref(), &self.namespace);
+        let moat = Moat::from_options(options.as_ref(), &self.namespace)
+            .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
         let bundle = PathBuf::from(&req.bundle);
         moat.save(&bundle)
             .map_err(|e| internal(format!("cannot write to bundle: {e}")))?;
