@@ -289,3 +289,40 @@ fn metrics_and_events_show_what_was_refused_per_container() {
     // The supervisor removes its directory as it exits (delete waits for it).
     assert!(!dir.exists(), "the resolver's directory is left");
 }
+
+/// T18 visibility, the error path: with an upstream that does not answer
+/// (the test's address, nothing listening on port 53), a lookup of an
+/// allowed name gets SERVFAIL and `moat metrics` counts it as an upstream
+/// error of that container, not as an allowed lookup.
+#[test]
+fn an_unanswered_upstream_is_counted_as_a_resolver_error() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("eg-metrics-err");
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &["--policy", &policy], &b, &id);
+        let net = Net::with(addrs, init_pid(&env, &id), false);
+        let up = net.outside;
+        let (code, text) = lookup(&env, &id, ALLOWED, up);
+        assert_ne!(code, "0", "{text}");
+        assert!(!text.contains(&format!("Address: {up}")), "{text}");
+        let mut c = BTreeMap::new();
+        wait_for("the error count", Duration::from_secs(30), || {
+            c = of(&metrics(&env), &id);
+            c.get("moat_egress_dns_errors_total{upstream}")
+                .is_some_and(|n| *n >= 1.0)
+        });
+        assert_eq!(c.get("moat_egress_dns_allowed_total"), Some(&0.0), "{c:?}");
+        assert_eq!(c.get("moat_egress_dns_refused_total"), Some(&0.0), "{c:?}");
+        assert_eq!(
+            c.get("moat_egress_dns_errors_total{set}"),
+            Some(&0.0),
+            "{c:?}"
+        );
+        close_and_delete(&env, net, &id);
+    }
+    verify_gone(&leak);
+}
