@@ -37,6 +37,11 @@ data.tsv: one measurement per line, tab-separated, first field the kind:
     fsyncs NAME COUNT              fsync/fdatasync calls in one `moat create`
     dexec NAME COUNT               runtime executions in one `docker run --rm`
     isolation PEER FILE            `moat selftest --json` with PEER as baseline
+    rlat moat|direct US ITERATION  hack/bench-resolver: one lookup through moat's
+                                   resolver / straight to the same upstream
+    rmem N W_RSS W_PSS S_RSS S_PSS resolver worker and supervisor, KiB, with N
+                                   containers with name entries
+    rsv KEY VALUE                  hack/bench-resolver's settings, failures, load
     skip SECTION REASON
 meta.tsv: KEY VALUE lines (machine, versions, settings).
 """

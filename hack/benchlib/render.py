@@ -184,6 +184,15 @@ class Report:
               f"{fmt(med(nr) / 1024)} MiB | {verdict(r, 0.3)} ({fmt(r, 2)}×) |")
         else:
             w("| shim RSS ≤ 0.3× the Go runc shim | not measured (hack/bench-shim did not run) | not measured |")
+        delta, per = self.resolver_numbers()
+        if isnan(delta):
+            w(f"| lookup through moat's resolver ≤ +1 ms (p50) | not measured "
+              f"({self.skips.get('resolver', 'hack/bench-resolver did not run')}) | not measured |")
+        else:
+            w(f"| lookup through moat's resolver ≤ +1 ms (p50){self.noisy('resolver')} | "
+              f"+{fmt(delta, 3)} ms | {verdict(delta, 1.0)} |")
+            w(f"| resolver memory ≤ 256 KiB per additional container (PSS){self.noisy('resolver')} | "
+              f"{fmt(per, 0)} KiB | {verdict(per, 256)} |")
         w("")
 
     def lifecycle(self):
@@ -594,6 +603,74 @@ class Report:
               f"{len(only_m)}: {', '.join(only_m[:12])}{' …' if len(only_m) > 12 else ''} |")
         w("")
 
+    def resolver_numbers(self):
+        """(p50 delta ms, per-container worker PSS KiB) of hack/bench-resolver,
+        NaN where not measured."""
+        rl = self.data["rlat"]
+        lm, ld = col(rl.get("moat", []), 0, 1 / 1000.0), col(rl.get("direct", []), 0, 1 / 1000.0)
+        delta = pct(lm, 50) - pct(ld, 50) if lm and ld else float("nan")
+        rows = {n: r[-1] for n, r in self.data["rmem"].items() if n.isdigit()}
+        per = float("nan")
+        ns = sorted(int(n) for n in rows)
+        if len(ns) >= 2 and ns[0] < ns[-1]:
+            try:
+                per = (float(rows[str(ns[-1])][1]) - float(rows[str(ns[0])][1])) / (ns[-1] - ns[0])
+            except (IndexError, ValueError):
+                pass
+        return delta, per
+
+    def resolver(self):
+        """Section 9: hack/bench-resolver (moat's resolver for egress name entries)."""
+        w, d = self.w, self.data
+        w(f"## 9. moat's resolver (egress name entries){self.noisy('resolver')}")
+        w("")
+        rl = d["rlat"]
+        lm, ld = col(rl.get("moat", []), 0, 1 / 1000.0), col(rl.get("direct", []), 0, 1 / 1000.0)
+        if not lm or not ld:
+            w(f"Not measured: {self.skips.get('resolver', 'hack/bench-resolver did not run')}.")
+            w("")
+            return
+        info = {k: v[-1][0] for k, v in d["rsv"].items() if v and v[-1]}
+        w(f"`hack/bench-resolver`: one container with a name entry; its upstream is the "
+          f"script's own DNS responder in a namespace joined by a veth pair. A client in "
+          f"the container's network namespace asks for the allowed name alternately "
+          f"(ABBA) through moat's resolver (port 53, redirected by moat's rules; the "
+          f"answer's address goes into the nft set before the answer is delivered) and "
+          f"straight to the same responder (another port, allowed by a CIDR entry), "
+          f"{info.get('queries', '?')} pairs, one query in flight. Load average at start "
+          f"{info.get('load_start', '?')}, at end {info.get('load_end', '?')}. Unanswered: "
+          f"{info.get('fail_moat', '?')} through moat, {info.get('fail_direct', '?')} direct.")
+        w("")
+        w("| lookup latency, ms | p50 | p90 | p99 |")
+        w("|---|---|---|---|")
+        for lb, xs in [("through moat's resolver", lm), ("direct to the upstream", ld)]:
+            w(f"| {lb} | {fmt(pct(xs, 50), 3)} | {fmt(pct(xs, 90), 3)} | {fmt(pct(xs, 99), 3)} |")
+        w(f"| difference | {fmt(pct(lm, 50) - pct(ld, 50), 3)} | {fmt(pct(lm, 90) - pct(ld, 90), 3)} | "
+          f"{fmt(pct(lm, 99) - pct(ld, 99), 3)} |")
+        w("")
+        rows = {n: r[-1] for n, r in d["rmem"].items() if n.isdigit()}
+        ns = sorted(int(n) for n in rows)
+        if len(ns) >= 2:
+            w("Memory of the resolver (KiB, `/proc/PID/smaps_rollup`: the processes' own "
+              "pages; the kernel's memory for each container's sockets is not in it), each "
+              "container with name entries having asked one (refused) name:")
+            w("")
+            w("| containers | worker RSS | worker PSS | supervisor RSS | supervisor PSS |")
+            w("|---|---|---|---|---|")
+            for n in ns:
+                r = rows[str(n)]
+                w(f"| {n} | " + " | ".join(r[i] if i < len(r) else "?" for i in range(4)) + " |")
+            _, per = self.resolver_numbers()
+            try:
+                per_rss = (float(rows[str(ns[-1])][0]) - float(rows[str(ns[0])][0])) / (ns[-1] - ns[0])
+            except (IndexError, ValueError):
+                per_rss = float("nan")
+            w(f"| per additional container | {fmt(per_rss, 0)} | {fmt(per, 0)} | | |")
+            w("")
+            if "threads" in info:
+                w(f"Worker threads with {ns[-1]} containers: {info['threads']}.")
+                w("")
+
     def analysis(self):
         """Measured numbers only, in one place; no causes."""
         w, lat = self.w, self.lat
@@ -705,5 +782,6 @@ def render(workdir, data, meta, skips, out_png):
     r.memory()
     r.density(out_png)
     r.isolation()
+    r.resolver()
     r.analysis()
     return "\n".join(r.lines).rstrip() + "\n"

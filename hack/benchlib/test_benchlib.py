@@ -88,5 +88,40 @@ class SyscallCounts(unittest.TestCase):
         self.assertEqual(d[-1], ("futex", 0, 300))
 
 
+class Resolver(unittest.TestCase):
+    def test_section_and_targets_from_bench_resolver_rows(self):
+        import collections
+        from benchlib import render
+        data = collections.defaultdict(lambda: collections.defaultdict(list))
+        data["rlat"]["moat"] = [["1500", "0"], ["1700", "1"], ["1600", "2"]]
+        data["rlat"]["direct"] = [["400", "0"], ["600", "1"], ["500", "2"]]
+        data["rmem"]["1"] = [["3000", "2000", "500", "300"]]
+        data["rmem"]["20"] = [["5090", "4850", "500", "300"]]
+        data["rsv"]["queries"] = [["3"]]
+        data["rsv"]["threads"] = [["22"]]
+        r = render.Report("/nonexistent", data, {}, {})
+        delta, per = r.resolver_numbers()
+        self.assertAlmostEqual(delta, 1.1)
+        self.assertAlmostEqual(per, 150.0)
+        r.resolver()
+        text = "\n".join(r.lines)
+        self.assertIn("| 20 | 5090 | 4850 | 500 | 300 |", text)
+        self.assertIn("| per additional container | 110 | 150 | | |", text)
+        self.assertIn("| difference | 1.100 |", text)
+        r.lines = []
+        r.summary()
+        text = "\n".join(r.lines)
+        self.assertIn("+1.100 ms | **missed** |", text)
+        self.assertIn("150 KiB | **met** |", text)
+
+    def test_not_measured_says_why(self):
+        import collections
+        from benchlib import render
+        data = collections.defaultdict(lambda: collections.defaultdict(list))
+        r = render.Report("/nonexistent", data, {}, {"resolver": "hack/bench-resolver failed"})
+        r.resolver()
+        self.assertIn("Not measured: hack/bench-resolver failed.", "\n".join(r.lines))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -869,47 +869,6 @@ pub fn parse_counter(text: &str) -> Option<(u64, u64)> {
     Some((find("packets")?, find("bytes")?))
 }
 
-/// One container's egress counters, for `moat metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerCounters {
-    pub id: String,
-    pub blocked_packets: u64,
-    pub blocked_bytes: u64,
-}
-
-/// Prometheus text exposition (node-exporter's textfile collector reads
-/// it) of the containers' blocked-egress counters.
-pub fn prometheus_text(containers: &[ContainerCounters]) -> String {
-    let label = |id: &str| {
-        id.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    let mut out = String::new();
-    for (metric, help, value) in [
-        (
-            "moat_egress_blocked_packets_total",
-            "Outbound packets refused by moat's egress rules (connections, DNS, metadata endpoints).",
-            (|c: &ContainerCounters| c.blocked_packets) as fn(&ContainerCounters) -> u64,
-        ),
-        (
-            "moat_egress_blocked_bytes_total",
-            "Bytes of outbound packets refused by moat's egress rules.",
-            |c: &ContainerCounters| c.blocked_bytes,
-        ),
-    ] {
-        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
-        for c in containers {
-            out.push_str(&format!(
-                "{metric}{{container=\"{}\"}} {}\n",
-                label(&c.id),
-                value(c)
-            ));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1367,18 +1326,6 @@ mod tests {
             Some(fingerprint(&egress(&["192.0.2.1"])))
         );
         assert_eq!(parse_fingerprint("table inet moat {\n}"), None);
-    }
-
-    #[test]
-    fn metrics_are_prometheus_text() {
-        let text = prometheus_text(&[ContainerCounters {
-            id: "a\"b".into(),
-            blocked_packets: 3,
-            blocked_bytes: 180,
-        }]);
-        assert!(text.contains("# TYPE moat_egress_blocked_packets_total counter\n"));
-        assert!(text.contains("moat_egress_blocked_packets_total{container=\"a\\\"b\"} 3\n"));
-        assert!(text.contains("moat_egress_blocked_bytes_total{container=\"a\\\"b\"} 180\n"));
     }
 
     #[test]

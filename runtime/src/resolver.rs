@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::dns::message::{self, RCODE_REFUSED, RCODE_SERVFAIL};
 use crate::dns::names::{self, NameRule};
 use crate::egress::{name_set, Egress, RESOLVER_MARK, RESOLVER_PORT};
+use crate::resolver_stats::Outcome;
 
 /// What the resolver needs to serve one container: written by create,
 /// read by the resolver (also when it restarts).
@@ -68,7 +69,7 @@ pub fn dir(root: &Path) -> PathBuf {
     crate::state::private_root(root).join("resolver")
 }
 
-fn registrations(root: &Path) -> PathBuf {
+pub(crate) fn registrations(root: &Path) -> PathBuf {
     dir(root).join("containers")
 }
 
@@ -170,6 +171,7 @@ pub fn detach(root: &Path, id: &str) {
         Err(e) => {
             // Not running: nothing holds the container's sockets.
             tracing::debug!(error = %e, id, "resolver not reached for detach");
+            crate::resolver_stats::remove_files(root, id);
             cleanup_if_unused(root);
         }
     }
@@ -287,6 +289,7 @@ struct Attached {
 /// last one is detached.
 pub fn run_worker(root: &Path) -> Result<()> {
     fs::write(worker_pid_file(root), std::process::id().to_string())?;
+    crate::resolver_stats::init(root);
     let sock = control_socket(root);
     let _ = fs::remove_file(&sock);
     let listener =
@@ -335,6 +338,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
                     a.stop.store(true, Ordering::SeqCst);
                     let _ = a.thread.join();
                 }
+                crate::resolver_stats::forget(id);
                 "ok".to_string()
             }
             (Some("ping"), None) => "ok".to_string(),
@@ -524,17 +528,20 @@ fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
     let entries = names::matching(&s.rules, &q.name);
     if entries.is_empty() {
         let n = s.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::resolver_stats::count(&s.id, Outcome::Refused);
         if s.log_limit.allow(&s.id) {
-            tracing::warn!(container = %s.id, name = %q.name, qtype = q.qtype, refused_total = n, "moat resolver: name refused (not in the egress allowlist)");
+            crate::resolver_stats::refused_event(&s.id, &q.name, q.qtype, n);
         }
         return Some(message::error_reply(query, &q, RCODE_REFUSED));
     }
     let servfail = || Some(message::error_reply(query, &q, RCODE_SERVFAIL));
     let Some(response) = forward(&s.reg.resolvers, query, &q) else {
         tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered");
+        crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
         return servfail();
     };
     let Some(addrs) = message::answered_addresses(query, &q, &response) else {
+        crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
         return servfail();
     };
     for family_v6 in [false, true] {
@@ -547,11 +554,13 @@ fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
             let set = name_set(entry, family_v6).name;
             if let Err(e) = add_to_set(s, &set, &batch) {
                 tracing::error!(container = %s.id, name = %q.name, set, error = %e, "moat resolver: cannot add the answer to the set; answering SERVFAIL");
+                crate::resolver_stats::count(&s.id, Outcome::SetError);
                 return servfail();
             }
         }
     }
     tracing::debug!(container = %s.id, name = %q.name, addresses = ?addrs, "moat resolver: allowed");
+    crate::resolver_stats::count(&s.id, Outcome::Allowed);
     Some(response)
 }
 
