@@ -1727,6 +1727,38 @@ impl Containerd {
     }
 }
 
+/// Egress from container `id` of `pod` is refused: `probe` (a command
+/// that connects to `listener`) fails, the listener gets no connection,
+/// and moat counts a refused packet. Returns what the probe printed and
+/// how long it took.
+#[track_caller]
+pub fn assert_egress_refused(
+    pod: &Pod,
+    id: &str,
+    handler: &Handler,
+    listener: &GatewayListener,
+    probe: &[&str],
+) -> (ExecOut, Duration) {
+    let before = handler.blocked_count(id);
+    let t0 = Instant::now();
+    let out = pod
+        .exec(id, probe)
+        .unwrap_or_else(|e| panic!("ExecSync {probe:?}: {e}"));
+    let took = t0.elapsed();
+    assert_ne!(
+        out.exit_code, 0,
+        "container {id} reached {}:{}: {out:?}",
+        listener.host, listener.port
+    );
+    listener.assert_untouched(&format!("container {id}"));
+    let after = handler.blocked_count(id);
+    assert!(
+        after > before,
+        "moat did not count the refused connection ({before} -> {after}): {out:?}"
+    );
+    (out, took)
+}
+
 /// uid_map / gid_map lines as (inside, outside, count).
 pub fn id_map(text: &str) -> Vec<(u64, u64, u64)> {
     text.lines()

@@ -76,13 +76,13 @@ fn shim_containerd(test: &str) -> Option<Containerd> {
 }
 
 /// `ctr run` with the moat runtime; `extra` goes before the image.
-fn run(containerd: &Containerd, extra: &[&str], id: &str, argv: &[&str]) -> Out {
+fn moat_run(containerd: &Containerd, extra: &[&str], id: &str, argv: &[&str]) -> Out {
     containerd.ctr_run(RUNTIME, CTR_IMAGE, extra, id, argv)
 }
 
 /// Everything container `id` may leave; moat's state is under the shim's
 /// root for the test's namespace.
-fn leak_check(id: &str) -> TaskLeakCheck {
+fn task_leak_check(id: &str) -> TaskLeakCheck {
     TaskLeakCheck::snapshot(&Path::new(SHIM_STATE_ROOT).join(NAMESPACE), id)
 }
 
@@ -100,12 +100,12 @@ fn run_is_hardened_prints_output_and_returns_exit_code() {
         return;
     };
     let id = "shim-run";
-    let leaks = leak_check(id);
+    let leaks = task_leak_check(id);
     let script = "echo hello-from-moat; grep -E '^(CapEff|Seccomp):' /proc/self/status; \
                   echo uidmap $(cat /proc/self/uid_map); \
                   if touch /probe 2>/dev/null; then echo root-writable; else echo root-readonly; fi; \
                   echo err-line >&2; exit 7";
-    let out = run(&containerd, &["--rm"], id, &["sh", "-c", script]);
+    let out = moat_run(&containerd, &["--rm"], id, &["sh", "-c", script]);
     assert_eq!(out.code, Some(7), "exit code must propagate:\n{out}");
     assert!(out.stdout.contains("hello-from-moat"), "{out}");
     assert!(
@@ -143,8 +143,8 @@ fn lifecycle_exec_ps_pause_metrics_kill_delete() {
         return;
     };
     let id = "shim-life";
-    let mut leaks = leak_check(id);
-    run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let mut leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
     leaks.note_shims(&containerd);
     assert_eq!(containerd.task_status(id), "RUNNING");
 
@@ -291,7 +291,7 @@ fn stdin_reaches_the_container_and_closes() {
         return;
     };
     let id = "shim-stdin";
-    let leaks = leak_check(id);
+    let leaks = task_leak_check(id);
     // `cat` ends only when the shim passes stdin's EOF on (CloseIO). The
     // input is written once the task runs: ctr asks for CloseIO only when
     // its stdin ends after the task exists (with runc's shim too).
@@ -348,8 +348,8 @@ fn kill_all_stops_every_process() {
         return;
     };
     let id = "shim-killall";
-    let mut leaks = leak_check(id);
-    run(
+    let mut leaks = task_leak_check(id);
+    moat_run(
         &containerd,
         &["-d"],
         id,
@@ -388,7 +388,7 @@ fn terminal_container_gets_a_tty() {
         return;
     }
     let id = "shim-tty";
-    let leaks = leak_check(id);
+    let leaks = task_leak_check(id);
     // script(1) gives ctr the terminal it needs for -t.
     let ctr = format!(
         "{} --address {} --namespace {NAMESPACE} run --rm -t --runtime {RUNTIME} {CTR_IMAGE} {id} \
@@ -406,8 +406,8 @@ fn terminal_container_gets_a_tty() {
 
     // An exec'd process with a terminal.
     let id = "shim-tty-exec";
-    let mut leaks = leak_check(id);
-    run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let mut leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
     leaks.note_shims(&containerd);
     let ctr = format!(
         "{} --address {} --namespace {NAMESPACE} task exec -t --exec-id term {id} \
@@ -436,9 +436,9 @@ fn containers_of_one_pod_share_a_shim() {
     };
     let pod = "io.kubernetes.cri.sandbox-id=shim-pod";
     let ids = ["shim-pod-a", "shim-pod-b"];
-    let mut leaks: Vec<TaskLeakCheck> = ids.iter().map(|id| leak_check(id)).collect();
+    let mut leaks: Vec<TaskLeakCheck> = ids.iter().map(|id| task_leak_check(id)).collect();
     for id in ids {
-        run(
+        moat_run(
             &containerd,
             &["-d", "--annotation", pod],
             id,
@@ -478,8 +478,8 @@ fn killed_shim_is_cleaned_up() {
         return;
     };
     let id = "shim-crash";
-    let mut leaks = leak_check(id);
-    run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let mut leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
     leaks.note_shims(&containerd);
     let shims = containerd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
@@ -498,7 +498,7 @@ fn oom_kill_is_published() {
         return;
     };
     let id = "shim-oom";
-    let leaks = leak_check(id);
+    let leaks = task_leak_check(id);
     let mut events = containerd.ctr_command(&["events"]);
     events
         .stdin(Stdio::null())
@@ -508,7 +508,7 @@ fn oom_kill_is_published() {
     let stdout = events.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || read_all(stdout));
     // dd's 64 MiB buffer cannot fit under a 16 MiB limit.
-    let out = run(
+    let out = moat_run(
         &containerd,
         &["--rm", "--memory-limit", "16777216"],
         id,
@@ -533,8 +533,8 @@ fn containerd_restart_reconnects_to_the_shim() {
         return;
     };
     let id = "shim-restart";
-    let mut leaks = leak_check(id);
-    run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let mut leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
     leaks.note_shims(&containerd);
     let shims = containerd.shim_pids();
     containerd.restart();
@@ -567,9 +567,9 @@ fn refused_container_reports_moat_error_and_leaves_nothing() {
         return;
     };
     let id = "shim-refused";
-    let leaks = leak_check(id);
+    let leaks = task_leak_check(id);
     // moat refuses privileged containers; the shim passes moat's reason on.
-    let out = run(&containerd, &["--rm", "--privileged"], id, &["true"]);
+    let out = moat_run(&containerd, &["--rm", "--privileged"], id, &["true"]);
     assert!(
         !out.success(),
         "a privileged container must be refused:\n{out}"
