@@ -1,6 +1,7 @@
 # hack/lib.sh — helpers shared by the hack/*.sh scripts (sourced, not run).
 # Provides: REPO_ROOT, DOCKER (Debian's /usr/bin/docker client), MOAT_CACHE,
-# log/die, wait_until, and PATH fixes (/usr/sbin, ~/.cargo/bin).
+# log/die, wait_until, private_containerd_config, and PATH fixes
+# (/usr/sbin, ~/.cargo/bin).
 # shellcheck disable=SC2034  # variables are used by the sourcing scripts
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,3 +41,20 @@ wait_until() {
 require_root() { [[ $EUID -eq 0 ]] || die "must run as root"; }
 
 docker_ok() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
+
+# private_containerd_config DIR SOCK [--no-cri]: the start of the config.toml
+# (version 2, containerd 1.x) of a containerd a script runs for itself: root,
+# state, plugin directory and sockets under DIR, never the host's. The
+# caller appends its CRI tables, or passes --no-cri to turn the CRI plugin
+# off. (The integration tests render theirs, for 1.x and 2.x, in
+# integration/src/containerd/config.rs.)
+private_containerd_config() {
+    local dir="$1" sock="$2"
+    printf '# A private containerd (%s).\nversion = 2\nroot = "%s/root"\nstate = "%s/state"\n' \
+        "$(basename "$0")" "$dir" "$dir"
+    if [[ ${3:-} == --no-cri ]]; then
+        printf 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+    fi
+    printf '\n[grpc]\n  address = "%s"\n\n[ttrpc]\n  address = "%s.ttrpc"\n' "$sock" "$sock"
+    printf '\n[plugins."io.containerd.internal.v1.opt"]\n  path = "%s/opt"\n' "$dir"
+}

@@ -144,9 +144,27 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// [`wait_until`], panicking ("timed out waiting for `what`") when
+/// `timeout` passes first.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        wait_until(timeout, f),
+        "timed out waiting for {what} ({timeout:?})"
+    );
+}
+
 /// True under CI (the env var CI is set): missing daemons fail, not skip.
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Test `test` cannot run here because of `why`: a failure under CI, else
+/// a SKIPPED line (the caller then returns).
+#[track_caller]
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why} (required under CI)");
+    eprintln!("SKIPPED {test}: {why}; set CI=true to make this a failure");
 }
 
 /// Ok(()) if `docker info` works; Err(why) otherwise.

@@ -1,15 +1,18 @@
-//! A private containerd with its CRI plugin, driven over the CRI API the
-//! way kubelet drives it: for tests that run pods through a runtime
-//! handler (moat behind containerd's runc shim now, moat's own shim later).
+//! A private containerd for the tests: with its CRI plugin, driven over
+//! the CRI API the way kubelet drives it (pods through a runtime handler:
+//! moat behind containerd's runc shim, or moat's own shim), or with the
+//! CRI plugins off, driven with `ctr` (the shim tests).
 //!
 //! [`Containerd::start`] runs `containerd` with its own root, state,
 //! socket, CNI configuration (a bridge and subnet unique to the test
 //! process) and cgroup parent, all under a temporary directory, and never
-//! talks to the host's containerd. The config is the host-independent
-//! part plus every handler, merged in with the same code `moat install
-//! containerd` uses. Dropping it removes every pod it still has, stops the
-//! daemon (by its PID), ends the shims it started, unmounts what it left
-//! under its directory, deletes the bridge and the cgroup parent, and
+//! talks to the host's containerd. The config (`config.rs`, one
+//! description for containerd 1.x and 2.x) is the host-independent part
+//! plus every handler, merged in with the same code `moat install
+//! containerd` uses; [`Containerd::start_for_ctr`] starts one without CRI.
+//! Dropping it removes every pod (or ctr container) it still has, stops
+//! the daemon (by its PID), ends the shims it started, unmounts what it
+//! left under its directory, deletes the bridge and the cgroup parent, and
 //! removes the directory: also when the test panicked.
 //!
 //! [`Pod`] removes its sandbox (stop + remove over CRI) when dropped.
@@ -23,7 +26,11 @@ use hyper_util::rt::TokioIo;
 use moat::install::ContainerdRuntime;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{workspace_dir, DEFAULT_TIMEOUT};
+use crate::{workspace_dir, Out, DEFAULT_TIMEOUT};
+
+mod config;
+pub use config::containerd_config;
+use config::render_config;
 
 /// The CRI v1 API (k8s.io/cri-api), compiled by build.rs.
 #[allow(clippy::all, clippy::pedantic)]
@@ -40,8 +47,14 @@ pub const K8S_NAMESPACE: &str = "k8s.io";
 pub const BUSYBOX_IMAGE: &str = "moat-busybox:latest";
 pub const PAUSE_IMAGE: &str = "moat-pause:latest";
 
+/// The native shim's default moat state root (`DEFAULT_ROOT` in
+/// shim/src/moat.rs), one directory per containerd namespace.
+pub const SHIM_STATE_ROOT: &str = "/run/containerd/moat";
+
 /// How long one CRI call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long building or importing test images may take.
+const IMAGES_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// A handler for containerd's runc shim running `binary` with state under
 /// `root` (what `moat install containerd` writes).
@@ -82,20 +95,24 @@ impl Handler {
         }
     }
 
+    /// Leak checks for the pods and containers `ids` of this handler,
+    /// taken before they go.
+    pub fn leak_checks(&self, ids: &[&str]) -> Vec<crate::LeakCheck> {
+        ids.iter()
+            .map(|id| crate::LeakCheck::snapshot(&self.state_root, id))
+            .collect()
+    }
+
     /// moat's count of connections it refused for container `id`.
     pub fn blocked_count(&self, id: &str) -> u64 {
-        let out = Command::new(crate::moat_bin())
+        let mut egress = Command::new(crate::moat_bin());
+        egress
             .arg("--root")
             .arg(&self.state_root)
-            .args(["egress", "--format", "json", id])
-            .output()
-            .expect("cannot run moat egress");
-        assert!(
-            out.status.success(),
-            "moat egress {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .args(["egress", "--format", "json", id]);
+        let out = crate::run_within(egress, DEFAULT_TIMEOUT);
+        out.assert_ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("moat egress {id} printed no JSON: {e}"));
         v["blockedPackets"]
             .as_u64()
@@ -110,6 +127,8 @@ pub struct Layout {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The moat policy containerd and its shims hand to moat.
+    pub policy: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub pod_logs: PathBuf,
     /// The CNI bridge (host side), unique to this test process.
@@ -121,6 +140,23 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of a containerd in `dir`; `tag` makes the bridge's name
+    /// unique.
+    fn under(dir: PathBuf, tag: &str, subnet_prefix: String, cgroup_parent: String) -> Layout {
+        Layout {
+            socket: dir.join("containerd.sock"),
+            config: dir.join("config.toml"),
+            log: dir.join("containerd.log"),
+            policy: dir.join("moat-policy.toml"),
+            cni_conf_dir: dir.join("cni"),
+            pod_logs: dir.join("pod-logs"),
+            bridge: format!("mcri{tag}"),
+            subnet_prefix,
+            cgroup_parent,
+            dir,
+        }
+    }
+
     /// Where the tests lay out pod volumes as kubelet does
     /// (`<pods>/<uid>/volumes/<plugin>/<name>`).
     pub fn pods_dir(&self) -> PathBuf {
@@ -164,104 +200,14 @@ pub fn containerd_major() -> u32 {
         .unwrap_or(1)
 }
 
-/// The base config for containerd 2.x: config version 3, whose CRI
-/// runtime options live under `io.containerd.cri.v1.runtime` (where
-/// `moat install containerd` puts a handler in a version 3 file).
-fn containerd_config_v3(layout: &Layout) -> String {
-    let d = layout.dir.display();
-    format!(
-        r#"# A private containerd 2 for moat's CRI tests (integration/src/containerd.rs).
-version = 3
-root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.cri.v1.images"]
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "{PAUSE_IMAGE}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  # Needed in this VM (containerd runs with a raised oom_score_adj floor).
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-"#,
-        sock = layout.socket.display(),
-        cni = layout.cni_conf_dir.display(),
-    )
-}
-
-/// containerd's config.toml for `layout`: CRI with `sandbox_image`, CNI
-/// from `layout`, the runc handler (containerd requires its default
-/// runtime), and each of `handlers` merged in by moat's installer code.
-pub fn containerd_config(layout: &Layout, handlers: &[ContainerdRuntime]) -> String {
-    let d = layout.dir.display();
-    let base = if containerd_major() >= 2 {
-        containerd_config_v3(layout)
+/// The config version [`containerd_bin`] reads: 3 for containerd 2.x, 2
+/// for 1.x.
+pub fn config_version() -> u32 {
+    if containerd_major() >= 2 {
+        3
     } else {
-        format!(
-            r#"# A private containerd for moat's CRI tests (integration/src/containerd.rs).
-version = 2
-root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # Needed in this VM (containerd runs with a raised oom_score_adj floor).
-  restrict_oom_score_adj = true
-  # Pod network namespaces under our own state dir, not /var/run/netns.
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-"#,
-            sock = layout.socket.display(),
-            cni = layout.cni_conf_dir.display(),
-        )
-    };
-    let mut text = base;
-    for h in handlers {
-        match moat::install::merge_containerd(&text, h, "containerd test config")
-            .unwrap_or_else(|e| panic!("cannot add handler {}: {e}", h.handler))
-        {
-            moat::install::Merge::Changed(t) => text = t,
-            moat::install::Merge::Unchanged => {}
-        }
+        2
     }
-    text
 }
 
 /// The CNI network: a bridge with host-local addresses from the test's
@@ -283,6 +229,48 @@ pub fn cni_conflist(layout: &Layout) -> String {
         }]
     })
     .to_string()
+}
+
+/// The moat policy of the test's containerd, which reaches moat through
+/// containerd's and the shims' environment (`MOAT_POLICY`), as an
+/// operator's would: moat's defaults, plus
+/// - the pod network namespaces the CRI plugin pins under the test's own
+///   state dir (netns_mounts_under_state_dir), which moat joins only when
+///   the policy lists them (namespaces.joinable_netns, T10);
+/// - its pods directory, where the pod volumes are laid out as kubelet's
+///   are: volume storage (volumes.idmap_under, T19);
+/// - driven with `ctr`, the namespace's cgroup parent (cgroups.parents,
+///   T22).
+fn moat_policy(layout: &Layout, api: &Api) -> String {
+    let with = |defaults: &[&str], extra: String| -> String {
+        let mut items: Vec<String> = defaults.iter().map(|p| p.to_string()).collect();
+        items.push(extra);
+        crate::toml_list(&items)
+    };
+    let mut policy = format!(
+        "[namespaces]\njoinable_netns = {}\n\n[volumes]\nidmap_under = {}\n",
+        with(
+            moat::policy::DEFAULT_JOINABLE_NETNS,
+            format!(
+                "{}/state/io.containerd.grpc.v1.cri/netns/cni-*",
+                layout.dir.display()
+            )
+        ),
+        with(
+            moat::policy::DEFAULT_IDMAP_UNDER,
+            format!("{}/*/volumes/*/*", layout.pods_dir().display())
+        ),
+    );
+    if let Api::Ctr(_) = api {
+        policy.push_str(&format!(
+            "\n[cgroups]\nparents = {}\n",
+            with(
+                moat::policy::DEFAULT_CGROUP_PARENTS,
+                layout.cgroup_parent.clone()
+            )
+        ));
+    }
+    policy
 }
 
 /// A /24 under 10.213.0.0/16 that no host route or address touches.
@@ -308,9 +296,19 @@ fn free_subnet(instance: u32) -> String {
     panic!("no free /24 in 10.213.0.0/16 for the test's CNI bridge");
 }
 
+/// How the tests drive a containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Api {
+    /// Over CRI, as kubelet does (namespace k8s.io).
+    Cri,
+    /// With `ctr` in this namespace, the CRI plugins off (the shim tests).
+    Ctr(String),
+}
+
 /// A containerd this test started. See the module docs.
 pub struct Containerd {
     pub layout: Layout,
+    api: Api,
     // Kept so the directory outlives the daemon; removed in Drop.
     dir: Option<tempfile::TempDir>,
     rt: tokio::runtime::Runtime,
@@ -346,13 +344,33 @@ impl Containerd {
         shim_dirs: &[PathBuf],
         handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>,
     ) -> Containerd {
-        crate::require_root();
         assert!(
             Path::new("/usr/lib/cni/bridge").is_file(),
             "CNI plugins missing (/usr/lib/cni/bridge): install containernetworking-plugins (make setup)"
         );
+        Self::launch(Api::Cri, shim_dirs, handlers)
+    }
+
+    /// Starts containerd with its CRI plugins off, to be driven with
+    /// [`Containerd::ctr`] in `namespace`, `shim_dirs` first on its PATH,
+    /// and waits until it answers. containerd puts a task's cgroup at
+    /// `/<namespace>/<id>`: the policy it hands moat allows that parent
+    /// (threat T22), and it is [`Layout::cgroup_parent`].
+    pub fn start_for_ctr(namespace: &str, shim_dirs: &[PathBuf]) -> Containerd {
+        Self::launch(Api::Ctr(namespace.to_string()), shim_dirs, |_| Vec::new())
+    }
+
+    fn launch(
+        api: Api,
+        shim_dirs: &[PathBuf],
+        handlers: impl FnOnce(&Layout) -> Vec<ContainerdRuntime>,
+    ) -> Containerd {
+        crate::require_root();
         let tmp = tempfile::Builder::new()
-            .prefix("moat-cri.")
+            .prefix(match api {
+                Api::Cri => "moat-cri.",
+                Api::Ctr(_) => "moat-ctr.",
+            })
             .tempdir_in("/tmp")
             .expect("cannot create the containerd test directory");
         let dir = tmp.path().to_path_buf();
@@ -360,34 +378,35 @@ impl Containerd {
         static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let tag = format!("{:x}x{n}", std::process::id());
-        let layout = Layout {
-            socket: dir.join("containerd.sock"),
-            config: dir.join("config.toml"),
-            log: dir.join("containerd.log"),
-            cni_conf_dir: dir.join("cni"),
-            pod_logs: dir.join("pod-logs"),
-            bridge: format!("mcri{tag}"),
-            subnet_prefix: free_subnet(n),
-            // Below kubelet's cgroupfs parent, an allowed cgroup parent
-            // of the default policy (threat T22).
-            cgroup_parent: format!("/kubepods/moat-cri-{tag}"),
-            dir,
+        let cgroup_parent = match &api {
+            // Below kubelet's cgroupfs parent, an allowed cgroup parent of
+            // the default policy (threat T22).
+            Api::Cri => format!("/kubepods/moat-cri-{tag}"),
+            Api::Ctr(namespace) => format!("/{namespace}"),
         };
-        fs::create_dir_all(&layout.cni_conf_dir).unwrap();
-        fs::create_dir_all(&layout.pod_logs).unwrap();
-        fs::write(
-            layout.cni_conf_dir.join("10-moat-test.conflist"),
-            cni_conflist(&layout),
-        )
-        .unwrap();
-        let handlers = handlers(&layout);
-        fs::write(&layout.config, containerd_config(&layout, &handlers)).unwrap();
+        let layout = Layout::under(dir, &tag, free_subnet(n), cgroup_parent);
+        let config = if api == Api::Cri {
+            fs::create_dir_all(&layout.cni_conf_dir).unwrap();
+            fs::create_dir_all(&layout.pod_logs).unwrap();
+            fs::write(
+                layout.cni_conf_dir.join("10-moat-test.conflist"),
+                cni_conflist(&layout),
+            )
+            .unwrap();
+            containerd_config(&layout, &handlers(&layout))
+        } else {
+            render_config(&layout, config_version(), false)
+        };
+        fs::write(&layout.config, config).unwrap();
+        fs::write(&layout.policy, moat_policy(&layout, &api))
+            .expect("cannot write the test's moat policy");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         let cd = Containerd {
             layout,
+            api,
             dir: Some(tmp),
             rt,
             daemon: Default::default(),
@@ -452,7 +471,7 @@ impl Containerd {
         let handler = Handler {
             name: "moat-shim",
             // The shim's default Root plus the CRI namespace.
-            state_root: PathBuf::from("/run/containerd/moat").join(K8S_NAMESPACE),
+            state_root: Path::new(SHIM_STATE_ROOT).join(K8S_NAMESPACE),
         };
         (cd, handler)
     }
@@ -473,45 +492,9 @@ impl Containerd {
             .append(true)
             .open(&self.layout.log)
             .unwrap();
-        // The CRI plugin pins pod network namespaces under the test's own
-        // state dir (netns_mounts_under_state_dir), which moat joins only
-        // when the policy lists it (namespaces.joinable_netns, T10): the
-        // policy reaches moat through containerd's and the shims'
-        // environment, as an operator's MOAT_POLICY would.
-        let mut joinable: Vec<String> = moat::policy::DEFAULT_JOINABLE_NETNS
-            .iter()
-            .map(|p| format!("{p:?}"))
-            .collect();
-        joinable.push(format!(
-            "{:?}",
-            format!(
-                "{}/state/io.containerd.grpc.v1.cri/netns/cni-*",
-                self.layout.dir.display()
-            )
-        ));
-        // Its pod volumes are laid out as kubelet's are, under its own
-        // pods directory: volume storage (volumes.idmap_under, T19).
-        let mut storage: Vec<String> = moat::policy::DEFAULT_IDMAP_UNDER
-            .iter()
-            .map(|p| format!("{p:?}"))
-            .collect();
-        storage.push(format!(
-            "{:?}",
-            format!("{}/*/volumes/*/*", self.layout.pods_dir().display())
-        ));
-        let policy = self.layout.dir.join("moat-policy.toml");
-        fs::write(
-            &policy,
-            format!(
-                "[namespaces]\njoinable_netns = [{}]\n\n[volumes]\nidmap_under = [{}]\n",
-                joinable.join(", "),
-                storage.join(", ")
-            ),
-        )
-        .expect("cannot write the test's moat policy");
         let child = Command::new(containerd_bin())
             .env("PATH", &self.path)
-            .env("MOAT_POLICY", &policy)
+            .env("MOAT_POLICY", &self.layout.policy)
             .arg("--config")
             .arg(&self.layout.config)
             .stdin(Stdio::null())
@@ -534,32 +517,45 @@ impl Containerd {
                     self.log_tail()
                 );
             }
-            if self.layout.socket.exists() {
-                if let Ok(channel) = self.rt.block_on(connect(&self.layout.socket)) {
-                    let mut rs = RuntimeServiceClient::new(channel.clone());
-                    let version = self.rt.block_on(async {
-                        tokio::time::timeout(
-                            Duration::from_secs(5),
-                            rs.version(cri::VersionRequest::default()),
-                        )
-                        .await
-                    });
-                    if let Ok(Ok(_)) = version {
-                        let mut d = self.daemon.borrow_mut();
-                        d.runtime = Some(rs);
-                        d.images = Some(ImageServiceClient::new(channel));
-                        return;
-                    }
-                }
+            if self.layout.socket.exists() && self.answers() {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "containerd's CRI API did not answer within 30 s; log:\n{}",
+                    "containerd did not answer within 30 s; log:\n{}",
                     self.log_tail()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the daemon answers: its CRI API, whose clients are then
+    /// kept, or `ctr version`.
+    fn answers(&self) -> bool {
+        if let Api::Ctr(_) = self.api {
+            return self
+                .ctr_within(&["version"], Duration::from_secs(10))
+                .success();
+        }
+        let Ok(channel) = self.rt.block_on(connect(&self.layout.socket)) else {
+            return false;
+        };
+        let mut rs = RuntimeServiceClient::new(channel.clone());
+        let version = self.rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                rs.version(cri::VersionRequest::default()),
+            )
+            .await
+        });
+        if !matches!(version, Ok(Ok(_))) {
+            return false;
+        }
+        let mut d = self.daemon.borrow_mut();
+        d.runtime = Some(rs);
+        d.images = Some(ImageServiceClient::new(channel));
+        true
     }
 
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s) and waits.
@@ -652,17 +648,11 @@ impl Containerd {
     /// CRI image service sees both.
     pub fn import_test_images(&self) {
         let tar = self.layout.dir.join("images.tar");
-        let script = workspace_dir().join("hack/cri-images.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&tar)
-            .output()
-            .expect("cannot run hack/cri-images.sh");
-        assert!(
-            out.status.success(),
-            "hack/cri-images.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut build = Command::new("bash");
+        build
+            .arg(workspace_dir().join("hack/cri-images.sh"))
+            .arg(&tar);
+        crate::run_within(build, IMAGES_TIMEOUT).assert_ok();
         self.import_archive(&tar);
         let _ = fs::remove_file(&tar);
         for image in [BUSYBOX_IMAGE, PAUSE_IMAGE] {
@@ -671,32 +661,131 @@ impl Containerd {
     }
 
     /// Imports the image archive `path` (`docker save` or OCI layout tar)
-    /// into the k8s.io namespace with `ctr images import`, the way images
-    /// are side-loaded onto a node without a registry. Returns the names
-    /// ctr reports (e.g. `docker.io/library/moat-nginx:latest`); panics
-    /// when the import fails.
+    /// into [`Containerd::namespace`] with `ctr images import`, the way
+    /// images are side-loaded onto a node without a registry. Returns the
+    /// names ctr reports (e.g. `docker.io/library/moat-nginx:latest`);
+    /// panics when the import fails.
     pub fn import_archive(&self, path: &Path) -> Vec<String> {
-        let out = Command::new(ctr_bin())
-            .arg("--address")
-            .arg(&self.layout.socket)
-            .args(["--namespace", K8S_NAMESPACE, "images", "import"])
-            .arg(path)
-            .output()
-            .expect("cannot run ctr");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "ctr images import {} failed: {stdout}{}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut import = self.ctr_command(&["images", "import"]);
+        import.arg(path);
+        let out = crate::run_within(import, IMAGES_TIMEOUT);
+        out.assert_ok();
         // "unpacking docker.io/library/moat-nginx:latest (sha256:…)...done"
-        stdout
+        out.stdout
             .lines()
             .filter_map(|l| l.strip_prefix("unpacking "))
             .filter_map(|l| l.split_whitespace().next())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Imports docker's image `image` (`docker save`, streamed) into
+    /// [`Containerd::namespace`]; false when docker cannot save it or ctr
+    /// cannot import it.
+    pub fn import_docker_image(&self, image: &str) -> bool {
+        let save = Command::new(crate::cmd::DOCKER)
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut save) = save else {
+            return false;
+        };
+        let stdout = save.stdout.take().expect("piped");
+        let import = self
+            .ctr_command(&["images", "import", "-"])
+            .stdin(stdout)
+            .output()
+            .expect("ctr images import");
+        let saved = save.wait().is_ok_and(|s| s.success());
+        saved && import.status.success()
+    }
+
+    /// The containerd namespace the tests' containers live in: k8s.io
+    /// under CRI, else the one given to [`Containerd::start_for_ctr`].
+    pub fn namespace(&self) -> &str {
+        match &self.api {
+            Api::Cri => K8S_NAMESPACE,
+            Api::Ctr(namespace) => namespace,
+        }
+    }
+
+    /// `ctr args…` on this containerd, in [`Containerd::namespace`].
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ctr_bin());
+        cmd.arg("--address")
+            .arg(&self.layout.socket)
+            .arg("--namespace")
+            .arg(self.namespace())
+            .args(args);
+        cmd
+    }
+
+    /// [`Containerd::ctr_command`] run to its end (60 s at most).
+    pub fn ctr(&self, args: &[&str]) -> Out {
+        self.ctr_within(args, CALL_TIMEOUT)
+    }
+
+    fn ctr_within(&self, args: &[&str], timeout: Duration) -> Out {
+        crate::run_within(self.ctr_command(args), timeout)
+    }
+
+    /// `ctr run --runtime <runtime> <extra…> <image> <id> <argv…>`.
+    pub fn ctr_run(
+        &self,
+        runtime: &str,
+        image: &str,
+        extra: &[&str],
+        id: &str,
+        argv: &[&str],
+    ) -> Out {
+        let mut args = vec!["run", "--runtime", runtime];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[image, id]);
+        args.extend_from_slice(argv);
+        self.ctr(&args)
+    }
+
+    /// The status column of `ctr task ls` for task `id` ("" when absent).
+    pub fn task_status(&self, id: &str) -> String {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits (20 s at most, else panics) until task `id`'s status is one
+    /// of `want`; returns it.
+    #[track_caller]
+    pub fn wait_task_status(&self, id: &str, want: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let status = self.task_status(id);
+            if want.contains(&status.as_str()) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "task {id} is {status:?}, expected one of {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Removes task and container `id` whatever state they are in.
+    pub fn remove_task(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        let start = Instant::now();
+        while !matches!(self.task_status(id).as_str(), "STOPPED" | "UNKNOWN" | "")
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.ctr(&["task", "delete", id]);
+        let _ = self.ctr(&["containers", "delete", id]);
     }
 
     /// Panics unless the CRI image service knows `image` (what kubelet
@@ -780,6 +869,20 @@ impl Containerd {
             cd: self,
             id: resp.pod_sandbox_id,
             config,
+            handler: handler.to_string(),
+        })
+    }
+
+    /// [`Containerd::run_pod_config`]; panics with containerd's log when
+    /// RunPodSandbox fails.
+    #[track_caller]
+    pub fn run_pod_ok(&self, config: cri::PodSandboxConfig, handler: &str) -> Pod<'_> {
+        let name = config.metadata.as_ref().map(|m| m.name.clone());
+        self.run_pod_config(config, handler).unwrap_or_else(|e| {
+            panic!(
+                "RunPodSandbox {name:?} ({handler}): {e}\n{}",
+                self.log_tail()
+            )
         })
     }
 
@@ -806,32 +909,35 @@ impl Containerd {
         Ok(())
     }
 
-    /// PIDs of the shims serving this containerd (their argv names our
-    /// socket).
-    pub fn shim_pids(&self) -> Vec<i32> {
+    /// The shims serving this containerd (their argv names our socket):
+    /// each one's PID and argv.
+    fn shims(&self) -> Vec<(i32, Vec<String>)> {
         let sock = self.layout.socket.display().to_string();
-        let mut pids = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let argv: Vec<String> = raw
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_shim = argv.first().is_some_and(|a| a.contains("containerd-shim"));
-            if is_shim && argv.contains(&sock) {
-                pids.push(pid);
-            }
-        }
-        pids
+        crate::processes_with_argv()
+            .into_iter()
+            .filter(|(_, argv)| {
+                argv.first().is_some_and(|a| a.contains("containerd-shim")) && argv.contains(&sock)
+            })
+            .collect()
+    }
+
+    /// PIDs of the shims serving this containerd.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        self.shims().into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    /// The sockets (`-socket`) of the shims serving this containerd now.
+    pub fn live_shim_sockets(&self) -> Vec<PathBuf> {
+        self.shims()
+            .into_iter()
+            .filter_map(|(_, argv)| {
+                let i = argv.iter().position(|a| a == "-socket")?;
+                let socket = argv.get(i + 1)?;
+                Some(PathBuf::from(
+                    socket.strip_prefix("unix://").unwrap_or(socket),
+                ))
+            })
+            .collect()
     }
 
     /// The socket of the shim serving pod `pod_id`: containerd 1.6 puts it
@@ -899,12 +1005,19 @@ impl Containerd {
                 eprintln!("containerd's log of the failed test: {}", keep.display());
             }
         }
-        // 1. Pods, through containerd (this also deletes the moat containers).
+        // 1. Pods, through containerd (this also deletes the moat
+        // containers), or the ctr namespace's containers.
         if self.daemon.borrow().runtime.is_some() {
             for id in self.pod_ids() {
                 if let Err(e) = self.remove_pod(&id) {
                     eprintln!("containerd test cleanup: cannot remove pod {id}: {e}");
                 }
+            }
+        }
+        if let (Api::Ctr(_), true) = (&self.api, self.daemon.borrow().child.is_some()) {
+            let listed = self.ctr(&["containers", "ls", "-q"]);
+            for id in listed.stdout.split_whitespace() {
+                self.remove_task(id);
             }
         }
         // 2. The daemon, then any shim it left (only ours: they name our socket).
@@ -946,7 +1059,11 @@ impl Containerd {
                 let _ = fs::remove_dir(&parent);
             }
         }
-        // 5. The directory.
+        // 5. moat's state for the ctr namespace under the native shim's
+        // root, and the directory.
+        if let Api::Ctr(namespace) = &self.api {
+            let _ = fs::remove_dir_all(Path::new(SHIM_STATE_ROOT).join(namespace));
+        }
         if let Some(dir) = self.dir.take() {
             if let Err(e) = fs::remove_dir_all(dir.path()) {
                 eprintln!(
@@ -977,12 +1094,7 @@ impl Containerd {
         if layout.dir.exists() {
             left.push(format!("{} still exists", layout.dir.display()));
         }
-        let dir = layout.dir.display().to_string();
-        for line in fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&dir))
-        {
+        for line in mounts_mentioning(&layout.dir) {
             left.push(format!("mount left: {line}"));
         }
         if Path::new("/sys/class/net").join(&layout.bridge).exists() {
@@ -1014,6 +1126,95 @@ impl Drop for Containerd {
             self.cleanup();
         }
     }
+}
+
+/// What a container driven with `ctr` may leave, checked after it is
+/// deleted: moat's own (a [`crate::LeakCheck`] under the moat state root
+/// its runtime uses), its cgroup, the sockets of the shims that served it,
+/// any shim of the containerd still running, its bundle and any mount
+/// naming the containerd's directory.
+pub struct TaskLeakCheck {
+    check: crate::LeakCheck,
+    id: String,
+    /// Shim sockets seen while the container ran; gone after delete.
+    sockets: Vec<PathBuf>,
+}
+
+impl TaskLeakCheck {
+    /// Before container `id` is created; `state_root` is where its
+    /// runtime keeps moat's state.
+    pub fn snapshot(state_root: &Path, id: &str) -> TaskLeakCheck {
+        TaskLeakCheck {
+            check: crate::LeakCheck::snapshot(state_root, id),
+            id: id.to_string(),
+            sockets: Vec::new(),
+        }
+    }
+
+    /// Remembers the sockets of `cd`'s shims running now.
+    pub fn note_shims(&mut self, cd: &Containerd) {
+        self.sockets.extend(cd.live_shim_sockets());
+    }
+
+    /// Panics with the list when anything is left 10 s after the call.
+    #[track_caller]
+    pub fn verify(&self, cd: &Containerd) {
+        self.check.verify();
+        let start = Instant::now();
+        loop {
+            let mut leaks = Vec::new();
+            let cgroup = Path::new(cd.layout.cgroup_parent.trim_start_matches('/')).join(&self.id);
+            for h in crate::cgroup_hierarchies() {
+                let dir = h.join(&cgroup);
+                if dir.exists() {
+                    leaks.push(format!("cgroup {} still exists", dir.display()));
+                }
+            }
+            for socket in &self.sockets {
+                if fs::symlink_metadata(socket).is_ok() {
+                    leaks.push(format!("shim socket {} still exists", socket.display()));
+                }
+            }
+            let shims = cd.shim_pids();
+            if !shims.is_empty() {
+                leaks.push(format!("shim processes still running: {shims:?}"));
+            }
+            let bundle = cd
+                .layout
+                .dir
+                .join("state/io.containerd.runtime.v2.task")
+                .join(cd.namespace())
+                .join(&self.id);
+            if bundle.exists() {
+                leaks.push(format!("bundle {} still exists", bundle.display()));
+            }
+            for line in mounts_mentioning(&cd.layout.dir) {
+                leaks.push(format!("mount left: {line}"));
+            }
+            if leaks.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "container {} leaked:\n  {}",
+                self.id,
+                leaks.join("\n  ")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The lines of /proc/self/mountinfo that name `dir` (as a mount point,
+/// a root or a source).
+fn mounts_mentioning(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Network and IPC shared by the pod, PID per container: kubelet's
@@ -1049,6 +1250,8 @@ pub struct Pod<'a> {
     pub cd: &'a Containerd,
     pub id: String,
     pub config: cri::PodSandboxConfig,
+    /// The runtime handler it runs with.
+    pub handler: String,
 }
 
 /// What ExecSync returned.
@@ -1249,6 +1452,47 @@ impl<'a> Pod<'a> {
             .and_then(|s| s.status)
             .map(|s| s.state)
             .unwrap_or(-1)
+    }
+
+    /// [`Pod::start`]; panics with containerd's log when it fails.
+    #[track_caller]
+    pub fn start_ok(&self, spec: &ContainerSpec) -> String {
+        self.start(spec).unwrap_or_else(|e| {
+            panic!(
+                "container {:?} ({}): {e}\n{}",
+                spec.config.metadata.as_ref().map(|m| &m.name),
+                self.handler,
+                self.cd.log_tail()
+            )
+        })
+    }
+
+    /// Waits up to `timeout` until `ready` holds for container `id`
+    /// (named `name` in its spec); panics with its log when it exits or
+    /// the time is up first.
+    #[track_caller]
+    pub fn wait_ready(
+        &self,
+        id: &str,
+        name: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) {
+        let mut exited = false;
+        let ok = crate::cmd::wait_until(timeout, || {
+            if ready() {
+                return true;
+            }
+            exited = self.container_state(id) == cri::ContainerState::ContainerExited as i32;
+            exited
+        }) && !exited;
+        assert!(
+            ok,
+            "{name} ({}) {} before it was ready; its log:\n{}",
+            self.handler,
+            if exited { "exited" } else { "timed out" },
+            fs::read_to_string(self.log_file(name)).unwrap_or_default()
+        );
     }
 
     /// Waits up to `timeout` for container `id` to exit (an init
@@ -1481,6 +1725,38 @@ impl Containerd {
         );
         control.remove().expect("remove the runc control pod");
     }
+}
+
+/// Egress from container `id` of `pod` is refused: `probe` (a command
+/// that connects to `listener`) fails, the listener gets no connection,
+/// and moat counts a refused packet. Returns what the probe printed and
+/// how long it took.
+#[track_caller]
+pub fn assert_egress_refused(
+    pod: &Pod,
+    id: &str,
+    handler: &Handler,
+    listener: &GatewayListener,
+    probe: &[&str],
+) -> (ExecOut, Duration) {
+    let before = handler.blocked_count(id);
+    let t0 = Instant::now();
+    let out = pod
+        .exec(id, probe)
+        .unwrap_or_else(|e| panic!("ExecSync {probe:?}: {e}"));
+    let took = t0.elapsed();
+    assert_ne!(
+        out.exit_code, 0,
+        "container {id} reached {}:{}: {out:?}",
+        listener.host, listener.port
+    );
+    listener.assert_untouched(&format!("container {id}"));
+    let after = handler.blocked_count(id);
+    assert!(
+        after > before,
+        "moat did not count the refused connection ({before} -> {after}): {out:?}"
+    );
+    (out, took)
 }
 
 /// uid_map / gid_map lines as (inside, outside, count).

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cmd::{docker_available, in_ci, run_cmd, sh_quote, wait_until, Out, DOCKER};
+use crate::cmd::{docker_available, run_cmd, sh_quote, skip_unless_ci, wait_until, Out, DOCKER};
 pub use crate::{assert_moat_id_map, cap_field, has_opt, status_field};
 
 pub use crate::http::{free_port, http_get_localhost};
@@ -149,10 +149,7 @@ impl Ctx {
     /// built by `bash hack/images`).
     pub fn with_images(test: &'static str, images: &[&str]) -> Option<Ctx> {
         if let Err(why) = docker_available() {
-            if in_ci() {
-                panic!("{test}: docker is required under CI ({why})");
-            }
-            eprintln!("SKIPPED {test}: docker is not available ({why}); set CI=true to make this a failure");
+            skip_unless_ci(test, &format!("docker is not available ({why})"));
             return None;
         }
         if let Err(why) = preflight() {

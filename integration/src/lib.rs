@@ -397,6 +397,37 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration, what: &str) -> ExitSta
     }
 }
 
+/// Runs `cmd` (stdin from /dev/null, output captured) to its end, within
+/// `timeout` (see [`wait_timeout`]).
+pub fn run_within(mut cmd: Command, timeout: Duration) -> Out {
+    let cmdline = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || read_all(stdout));
+    let err_reader = std::thread::spawn(move || read_all(stderr));
+    let status = wait_timeout(&mut child, timeout, &cmdline);
+    Out {
+        code: status.code(),
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        cmdline,
+    }
+}
+
+/// Everything `r` yields, as text (lossy); what it read before an error.
+pub fn read_all(mut r: impl std::io::Read) -> String {
+    let mut buf = Vec::new();
+    let _ = r.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 fn short_cmdline(args: &[String]) -> String {
     args.iter()
         .map(|a| {
@@ -766,11 +797,8 @@ pub fn pids_max(id: &str) -> String {
 pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
     let want = format!("/moat/{id}");
     let mut found = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(text) = fs::read_to_string(e.path().join("cgroup")) else {
+    for pid in all_pids() {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
             continue;
         };
         let hit = text.lines().any(|l| {
@@ -803,32 +831,49 @@ pub fn processes_using_root(root: &Path) -> Vec<(i32, String)> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let mut found = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let hit = raw
-            .split(|b| *b == 0)
-            .any(|a| roots.contains(String::from_utf8_lossy(a).as_ref()));
-        if hit {
-            // Zombies are reaped by their parent; only live ones count.
-            let state = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = state
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            if !zombie {
-                found.push((pid, proc_cmdline(pid)));
-            }
-        }
-    }
-    found
+    processes_with_argv()
+        .into_iter()
+        .filter(|(pid, argv)| *pid != me && argv.iter().any(|a| roots.contains(a)))
+        // Zombies are reaped by their parent; only live ones count.
+        .filter(|(pid, _)| process_alive(*pid))
+        .map(|(pid, argv)| (pid, argv.join(" ")))
+        .collect()
+}
+
+/// Every process's pid and argv (a process that ends meanwhile is left
+/// out).
+pub fn processes_with_argv() -> Vec<(i32, Vec<String>)> {
+    all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = raw
+                .strip_suffix(b"\0")
+                .unwrap_or(&raw)
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, argv))
+        })
+        .collect()
+}
+
+/// Every process's pid, from /proc.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// A snapshot of everything moat keeps for container `id` of state root

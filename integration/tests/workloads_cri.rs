@@ -41,9 +41,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use moat_integration::cmd::{in_ci, wait_until};
+use moat_integration::cmd::{skip_unless_ci, wait_until};
 use moat_integration::containerd::{
-    assert_container_sandboxed, cri, ContainerSpec, Containerd, GatewayListener, Handler, Pod,
+    assert_container_sandboxed, assert_egress_refused, ContainerSpec, Containerd, GatewayListener,
+    Handler, Pod,
 };
 use moat_integration::LeakCheck;
 
@@ -82,8 +83,7 @@ impl Setup {
                 "{} is missing: build it with `MOAT_IMAGES_CONTAINERD=1 bash hack/images {name}`",
                 archive.display()
             );
-            assert!(!in_ci(), "{why} (required under CI)");
-            eprintln!("SKIPPED: {why}");
+            skip_unless_ci(name, &why);
             return None;
         }
         let (cd, handler) = match via {
@@ -136,7 +136,7 @@ impl Setup {
 
     /// Where pod `pod`'s volume `name` is (the pod uid is
     /// `Containerd::pod_config`'s).
-    fn volume_path(pods: &std::path::Path, pod: &str, name: &str) -> PathBuf {
+    fn volume_path(pods: &Path, pod: &str, name: &str) -> PathBuf {
         pods.join(format!("{pod}-{}", std::process::id()))
             .join("volumes/kubernetes.io~empty-dir")
             .join(name)
@@ -144,7 +144,7 @@ impl Setup {
 
     /// Hands volume `dir` on to pod `pod` (as a persistent volume outlives
     /// its pod): moved under the new pod's uid, data and owners kept.
-    fn move_volume(&self, dir: &std::path::Path, pod: &str) -> PathBuf {
+    fn move_volume(&self, dir: &Path, pod: &str) -> PathBuf {
         let name = dir.file_name().expect("volume name");
         let to = Self::volume_path(&self.cd.layout.pods_dir(), pod, &name.to_string_lossy());
         std::fs::create_dir_all(to.parent().expect("volume parent"))
@@ -165,35 +165,7 @@ impl Setup {
                 linux.sysctls.insert(k.to_string(), v.to_string());
             }
         }
-        self.cd
-            .run_pod_config(config, self.handler.name)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "RunPodSandbox {name} ({}): {e}\n{}",
-                    self.handler.name,
-                    self.cd.log_tail()
-                )
-            })
-    }
-
-    /// Waits until `ready` holds for container `name` (id `ctr`) of
-    /// `pod`; panics with its CRI log if it exits or times out first.
-    fn wait_ready(&self, pod: &Pod, ctr: &str, name: &str, mut ready: impl FnMut() -> bool) {
-        let mut exited = false;
-        let ok = wait_until(READY_TIMEOUT, || {
-            if ready() {
-                return true;
-            }
-            exited = pod.container_state(ctr) == cri::ContainerState::ContainerExited as i32;
-            exited
-        }) && !exited;
-        assert!(
-            ok,
-            "{name} ({}) {} before it was ready; its log:\n{}",
-            self.handler.name,
-            if exited { "exited" } else { "timed out" },
-            std::fs::read_to_string(pod.log_file(name)).unwrap_or_default()
-        );
+        self.cd.run_pod_ok(config, self.handler.name)
     }
 
     /// The listener on the bridge's address for the egress checks (the
@@ -205,18 +177,6 @@ impl Setup {
         listener
     }
 
-    /// Starts `spec` in `pod`; panics with containerd's log on failure.
-    fn start(&self, pod: &Pod, spec: &ContainerSpec) -> String {
-        pod.start(spec).unwrap_or_else(|e| {
-            panic!(
-                "container {:?} ({}): {e}\n{}",
-                spec.config.metadata.as_ref().map(|m| &m.name),
-                self.handler.name,
-                self.cd.log_tail()
-            )
-        })
-    }
-
     /// Runs a root init container `command` in `pod` with `volume` at
     /// `path` (Kubernetes' answer to volume ownership) and asserts it
     /// exits 0. Returns its id.
@@ -225,7 +185,7 @@ impl Setup {
             .command(command)
             .run_as_user(0)
             .mount(volume, path);
-        let id = self.start(pod, &spec);
+        let id = pod.start_ok(&spec);
         let code = pod
             .wait_exited(&id, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("init container: {e}"));
@@ -279,43 +239,20 @@ impl Setup {
     }
 }
 
-/// Leak checks for the pod and containers `ids` of `handler`.
-fn leak_checks(handler: &Handler, ids: &[&str]) -> Vec<LeakCheck> {
-    ids.iter()
-        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
-        .collect()
-}
-
 /// The sandbox from inside workload container `id` (see
 /// `assert_container_sandboxed`), and egress: a TCP connect (bash's
 /// /dev/tcp: the Debian images have no nc) to the test's listener on the
 /// bridge is refused at once, never arrives, and moat counts it.
 #[track_caller]
-fn assert_sandbox_on(pod: &Pod, id: &str, handler: &Handler, listener: &GatewayListener) {
+fn assert_workload_sandboxed(pod: &Pod, id: &str, handler: &Handler, listener: &GatewayListener) {
     assert_container_sandboxed(pod, id);
-    let before = handler.blocked_count(id);
-    let t0 = Instant::now();
     let probe = format!("exec 3<>/dev/tcp/{}/{}", listener.host, listener.port);
-    let out = pod
-        .exec(id, &["bash", "-c", &probe])
-        .expect("ExecSync bash /dev/tcp");
-    let took = t0.elapsed();
-    assert_ne!(
-        out.exit_code, 0,
-        "container {id} reached {}:{}: {out:?}",
-        listener.host, listener.port
-    );
+    let (out, took) = assert_egress_refused(pod, id, handler, listener, &["bash", "-c", &probe]);
     assert!(
         out.stderr.contains("Connection refused"),
         "container {id}: egress was not refused: {out:?}"
     );
     assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
-    listener.assert_untouched(&format!("container {id}"));
-    let after = handler.blocked_count(id);
-    assert!(
-        after > before,
-        "moat did not count the refused connection ({before} -> {after})"
-    );
 }
 
 /// A numeric id from `id -u NAME` (or `id -g NAME`) in container `id`.
@@ -355,8 +292,8 @@ fn nginx_serves_its_pod_ip(via: Via) {
 
     let strict = t.run_pod_with_sysctls("nginx-strict", &[(PORT_START, "1024")]);
     let listener = t.egress_target();
-    let ctr = t.start(&strict, &spec);
-    let checks = leak_checks(&t.handler, &[&strict.id, &ctr]);
+    let ctr = strict.start_ok(&spec);
+    let checks = t.handler.leak_checks(&[&strict.id, &ctr]);
     let code = strict
         .wait_exited(&ctr, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("nginx with {PORT_START}=1024 kept running: {e}"));
@@ -370,8 +307,8 @@ fn nginx_serves_its_pod_ip(via: Via) {
     let temp = t.move_volume(&temp, "nginx");
     let spec = ContainerSpec::new("nginx", &t.image).mount(&temp, "/var/lib/nginx");
     let pod = t.run_pod("nginx");
-    let ctr = t.start(&pod, &spec);
-    let checks = leak_checks(&t.handler, &[&pod.id, &ctr]);
+    let ctr = pod.start_ok(&spec);
+    let checks = t.handler.leak_checks(&[&pod.id, &ctr]);
     // The sandbox, first in the pod's network namespace, opened the ports;
     // the nginx container, joining it, left them as they were.
     let sandbox_report = t.handler.report(&pod.id);
@@ -429,7 +366,7 @@ fn nginx_serves_its_pod_ip(via: Via) {
         t.handler.report(&ctr)
     );
 
-    assert_sandbox_on(&pod, &ctr, &t.handler, &listener);
+    assert_workload_sandboxed(&pod, &ctr, &t.handler, &listener);
     t.delete_pod(pod, &[&ctr], &checks);
     eprintln!("nginx: served {addr}, logged the request; temp dir uid {www} on disk");
     t.finish("nginx");
@@ -552,11 +489,8 @@ const POSTGRES: Stateful = Stateful {
 /// `pod`; waits until it answers. Checks whether it initialised the data
 /// directory against `first_start`.
 fn start_stateful(t: &Setup, w: &Stateful, pod: &Pod, data: &Path, first_start: bool) -> String {
-    let ctr = t.start(
-        pod,
-        &ContainerSpec::new(w.name, &t.image).mount(data, w.data),
-    );
-    t.wait_ready(pod, &ctr, w.name, || (w.ready)(pod, &ctr));
+    let ctr = pod.start_ok(&ContainerSpec::new(w.name, &t.image).mount(data, w.data));
+    pod.wait_ready(&ctr, w.name, READY_TIMEOUT, || (w.ready)(pod, &ctr));
     if let Some(line) = w.first_start_log {
         let log = std::fs::read_to_string(pod.log_file(w.name)).unwrap_or_default();
         assert_eq!(
@@ -588,7 +522,7 @@ fn keeps_data_across_pods(w: &Stateful, via: Via) {
     let listener = t.egress_target();
     let init = t.run_init(&first, &data, w.data, w.init);
     let ctr = start_stateful(&t, w, &first, &data, true);
-    let checks = leak_checks(&t.handler, &[&first.id, &init, &ctr]);
+    let checks = t.handler.leak_checks(&[&first.id, &init, &ctr]);
     (w.write)(&first, &ctr, &value);
     let uid = image_id(&first, &ctr, "-u", w.user);
     let gid = image_id(&first, &ctr, "-g", w.user);
@@ -598,13 +532,13 @@ fn keeps_data_across_pods(w: &Stateful, via: Via) {
         "{} runs as the image's USER",
         w.name
     );
-    assert_sandbox_on(&first, &ctr, &t.handler, &listener);
+    assert_workload_sandboxed(&first, &ctr, &t.handler, &listener);
     t.delete_pod(first, &[&ctr], &checks);
 
     let data = t.move_volume(&data, &format!("{}-2", w.name));
     let second = t.run_pod(&format!("{}-2", w.name));
     let ctr = start_stateful(&t, w, &second, &data, false);
-    let checks = leak_checks(&t.handler, &[&second.id, &ctr]);
+    let checks = t.handler.leak_checks(&[&second.id, &ctr]);
     assert_eq!(
         (w.read)(&second, &ctr),
         value,
@@ -678,7 +612,7 @@ fn trixie_userland_answers_enosys_for_unknown_syscalls(via: Via) {
         "-c",
         include_str!("trixie_probe.py"),
     ]);
-    let id = t.start(&pod, &spec);
+    let id = pod.start_ok(&spec);
     let code = pod
         .wait_exited(&id, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("probe container: {e}"));
@@ -703,7 +637,7 @@ fn trixie_userland_answers_enosys_for_unknown_syscalls(via: Via) {
     for (nr, e) in r["allowed"].as_object().expect("allowed") {
         assert!(e != "EPERM" && e != "ENOSYS", "syscall {nr}: {r}");
     }
-    let checks = leak_checks(&t.handler, &[&pod.id, &id]);
+    let checks = t.handler.leak_checks(&[&pod.id, &id]);
     t.delete_pod(pod, &[&id], &checks);
     t.finish("trixie probe");
 }
