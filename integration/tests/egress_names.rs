@@ -704,7 +704,11 @@ fn verify_gone_but_resolver(leak: &LeakCheck, resolver: &[i32]) {
     let mut left: Vec<String> = leak
         .leaks()
         .into_iter()
-        .filter(|l| !resolver.iter().any(|p| l.starts_with(&format!("process {p} "))))
+        .filter(|l| {
+            !resolver
+                .iter()
+                .any(|p| l.starts_with(&format!("process {p} ")))
+        })
         .collect();
     left.extend(netns_leaks(leak));
     assert!(

@@ -677,6 +677,9 @@ struct TcpLimits {
     idle: Duration,
 }
 
+/// An answered address and its TTL.
+type Answered = (IpAddr, u32);
+
 /// TTL of an answer for a docker neighbour's name: short, containers come
 /// and go.
 const DOCKER_NAME_TTL: u32 = 10;
@@ -912,7 +915,7 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
     let Some(addrs) = message::answered_addresses(&upstream_query, &q, &response) else {
         return servfail();
     };
-    let (kept, dropped): (Vec<(IpAddr, u32)>, Vec<(IpAddr, u32)>) = addrs
+    let (kept, dropped): (Vec<Answered>, Vec<Answered>) = addrs
         .into_iter()
         .partition(|(a, _)| answers::allowed(*a, &q.name, &s.private));
     if !dropped.is_empty() {

@@ -126,7 +126,7 @@ impl FromStr for NameRule {
         };
         let mut parts = entry.split_whitespace();
         let first = parts.next().ok_or_else(|| err("empty entry"))?;
-        let pattern = NamePattern::parse(first).map_err(|why| err(why))?;
+        let pattern = NamePattern::parse(first).map_err(&err)?;
         let (protocol, ports) = parse_service(&mut parts, &err, "NAME")?;
         Ok(NameRule {
             pattern,
