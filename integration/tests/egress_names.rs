@@ -508,6 +508,34 @@ fn answers_with(msg: &[u8], addr: Ipv4Addr) -> bool {
     msg.len() > 16 && msg[6..8] != [0, 0] && msg.ends_with(&addr.octets())
 }
 
+/// Runs `check` against a running container (id prefix `prefix`) under
+/// [`names_policy`], wired to a test network whose outside address runs
+/// the test [`Upstream`] on port 53; then deletes everything and checks
+/// nothing is left.
+fn with_named_container(prefix: &str, check: impl FnOnce(&Env, &str, &mut Net, &Upstream, &Path)) {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id(prefix);
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &["--policy", &policy], &b, &id);
+        let mut net = Net::with(addrs, init_pid(&env, &id), false);
+        let up = net.outside;
+        let upstream = Upstream::start(
+            &net.ns_path(),
+            SocketAddr::new(up.into(), 53),
+            up,
+            HashMap::new(),
+        );
+        check(&env, &id, &mut net, &upstream, &netns_pin(&leak));
+        drop(upstream);
+        close_and_delete(&env, net, &id);
+    }
+    verify_gone(&leak);
+}
+
 /// T18, DNS over TCP (RFC 7766), from inside a real container: one
 /// connection carries an allowed name (answered, and its address then
 /// connects) and a made-up one (REFUSED, never upstream); a name whose
@@ -515,45 +543,26 @@ fn answers_with(msg: &[u8], addr: Ipv4Addr) -> bool {
 /// UDP the client is told to retry over TCP (no address).
 #[test]
 fn dns_over_tcp_is_served_with_the_same_rules() {
-    let env = Env::new();
-    let addrs = Addrs::next();
-    let policy = names_policy(&env, addrs.outside());
-    let b = env.bundle(&["sleep", "300"]);
-    let id = env.id("eg-names-tcp");
-    let leak = env.leak_check(&id);
-    {
-        let _g = start_with(&env, &["--policy", &policy], &b, &id);
-        let mut net = Net::with(addrs, init_pid(&env, &id), false);
+    with_named_container("eg-names-tcp", |env, id, net, upstream, _| {
         let up = net.outside;
         let srv = net.tcp_server(false, 8080, "hello-over-tcp\n");
-        let upstream = Upstream::start(
-            &net.ns_path(),
-            SocketAddr::new(up.into(), 53),
-            up,
-            HashMap::new(),
-        );
-        assert_tcp_egress_refused_and_counted(&env, &id, &net, srv, 8080);
+        assert_tcp_egress_refused_and_counted(env, id, net, srv, 8080);
 
         let mut bytes = tcp_query("svc.moat.test", 0x1111, None);
         bytes.extend(tcp_query("c2VjcmV0.attacker.test", 0x2222, None));
-        let msgs = tcp_exchange(&env, &id, up, &bytes);
+        let msgs = tcp_exchange(env, id, up, &bytes);
         assert_eq!(msgs.len(), 2, "{msgs:?}");
         assert_eq!(&msgs[0][..2], &[0x11, 0x11]);
         assert_eq!(rcode(&msgs[0]), 0, "{:?}", msgs[0]);
         assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
         assert_eq!(&msgs[1][..2], &[0x22, 0x22]);
         assert_eq!(rcode(&msgs[1]), 5, "not REFUSED: {:?}", msgs[1]);
-        let out = exec_sh(&env, &id, &nc_probe("NC", up, 8080));
+        let out = exec_sh(env, id, &nc_probe("NC", up, 8080));
         assert_eq!(exit_of(&out, "NC"), "0", "{out}");
         assert!(out.stdout.contains("hello-over-tcp"), "{out}");
 
         // Truncated over UDP upstream: fetched again over TCP.
-        let msgs = tcp_exchange(
-            &env,
-            &id,
-            up,
-            &tcp_query("big.wild.moat.test", 0x3333, None),
-        );
+        let msgs = tcp_exchange(env, id, up, &tcp_query("big.wild.moat.test", 0x3333, None));
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
         assert!(
@@ -566,7 +575,7 @@ fn dns_over_tcp_is_served_with_the_same_rules() {
             "not asked over TCP upstream"
         );
         // Over UDP: an empty truncated answer, no address.
-        let (_, text) = lookup(&env, &id, "big.wild.moat.test", up);
+        let (_, text) = lookup(env, id, "big.wild.moat.test", up);
         assert!(!answered(&text, up), "{text}");
 
         std::thread::sleep(Duration::from_millis(300));
@@ -576,10 +585,7 @@ fn dns_over_tcp_is_served_with_the_same_rules() {
             "a refused name reached the upstream: {asked:?}"
         );
         assert!(asked.iter().any(|n| n == "svc.moat.test"), "{asked:?}");
-        drop(upstream);
-        close_and_delete(&env, net, &id);
-    }
-    verify_gone(&leak);
+    });
 }
 
 /// T18, red-team pass 4 F5 (EDNS): a client's EDNS options (client
@@ -589,22 +595,8 @@ fn dns_over_tcp_is_served_with_the_same_rules() {
 /// and the lowercase name only; the client still gets its answer.
 #[test]
 fn client_edns_options_never_reach_the_upstream() {
-    let env = Env::new();
-    let addrs = Addrs::next();
-    let policy = names_policy(&env, addrs.outside());
-    let b = env.bundle(&["sleep", "300"]);
-    let id = env.id("eg-names-edns");
-    let leak = env.leak_check(&id);
-    {
-        let _g = start_with(&env, &["--policy", &policy], &b, &id);
-        let net = Net::with(addrs, init_pid(&env, &id), false);
+    with_named_container("eg-names-edns", |env, id, net, upstream, _| {
         let up = net.outside;
-        let upstream = Upstream::start(
-            &net.ns_path(),
-            SocketAddr::new(up.into(), 53),
-            up,
-            HashMap::new(),
-        );
         let secret: &[u8] = b"s3cr3t-payload";
         let options: &[(u16, &[u8])] = &[
             (8, &[0, 1, 24, 0, 10, 1, 2]),
@@ -614,7 +606,7 @@ fn client_edns_options_never_reach_the_upstream() {
         ];
         let mut query = tcp_query("SvC.MoAt.TeSt", 0x4444, Some(options));
         query[5] |= 0x30; // AD and CD (header byte 3, after the 2-byte frame)
-        let msgs = tcp_exchange(&env, &id, up, &query);
+        let msgs = tcp_exchange(env, id, up, &query);
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
         // The client's own spelling comes back.
@@ -637,10 +629,7 @@ fn client_edns_options_never_reach_the_upstream() {
             !q.windows(secret.len()).any(|w| w == secret),
             "the secret reached the upstream: {q:?}"
         );
-        drop(upstream);
-        close_and_delete(&env, net, &id);
-    }
-    verify_gone(&leak);
+    });
 }
 
 /// T18, red-team pass 4 F5 (DNS rebinding): a name whose answer is a
@@ -651,25 +640,10 @@ fn client_edns_options_never_reach_the_upstream() {
 /// it connects.
 #[test]
 fn private_answers_for_other_names_are_dropped() {
-    let env = Env::new();
-    let addrs = Addrs::next();
-    let policy = names_policy(&env, addrs.outside());
-    let b = env.bundle(&["sleep", "300"]);
-    let id = env.id("eg-names-rebind");
-    let leak = env.leak_check(&id);
-    {
-        let _g = start_with(&env, &["--policy", &policy], &b, &id);
-        let mut net = Net::with(addrs, init_pid(&env, &id), false);
+    with_named_container("eg-names-rebind", |env, id, net, upstream, pin| {
         let up = net.outside;
         let srv = net.tcp_server(false, 8080, "hello\n");
-        let upstream = Upstream::start(
-            &net.ns_path(),
-            SocketAddr::new(up.into(), 53),
-            up,
-            HashMap::new(),
-        );
-        let pin = netns_pin(&leak);
-        let (_, text) = lookup(&env, &id, "inside.rebind.moat.test", up);
+        let (_, text) = lookup(env, id, "inside.rebind.moat.test", up);
         assert!(
             !answered(&text, up),
             "the private answer got through: {text}"
@@ -679,22 +653,19 @@ fn private_answers_for_other_names_are_dropped() {
             .iter()
             .any(|n| n == "inside.rebind.moat.test"));
         assert!(
-            !set_text(&pin, "name2_v4").contains(&up.to_string()),
+            !set_text(pin, "name2_v4").contains(&up.to_string()),
             "the private answer went into the set"
         );
-        assert_tcp_egress_refused_and_counted(&env, &id, &net, srv, 8080);
-        let log = fs::read_to_string(resolver_dir(&env).join("log")).unwrap_or_default();
+        assert_tcp_egress_refused_and_counted(env, id, net, srv, 8080);
+        let log = fs::read_to_string(resolver_dir(env).join("log")).unwrap_or_default();
         assert!(log.contains("not globally reachable"), "{log}");
 
-        let (code, text) = lookup(&env, &id, "svc.moat.test", up);
+        let (code, text) = lookup(env, id, "svc.moat.test", up);
         assert_eq!(code, "0", "{text}");
         assert!(answered(&text, up), "{text}");
-        let out = exec_sh(&env, &id, &nc_probe("NC", up, 8080));
+        let out = exec_sh(env, id, &nc_probe("NC", up, 8080));
         assert_eq!(exit_of(&out, "NC"), "0", "{out}");
-        drop(upstream);
-        close_and_delete(&env, net, &id);
-    }
-    verify_gone(&leak);
+    });
 }
 
 /// [`verify_gone`] for a container deleted while the resolver (processes

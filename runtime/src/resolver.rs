@@ -586,6 +586,20 @@ fn open_sockets(netns: &File) -> Result<Sockets> {
     Ok(Sockets { udp, tcp, nft })
 }
 
+/// The entries of container `id`'s registration, parsed.
+fn parse_registered<T: std::str::FromStr>(id: &str, entries: &[String]) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    entries
+        .iter()
+        .map(|e| {
+            e.parse::<T>()
+                .map_err(|err| anyhow!("registration of {id}: {err}"))
+        })
+        .collect()
+}
+
 /// Starts the thread serving namespace `netns` for the containers of
 /// `reg` (`id` the first); returns once its sockets are open.
 fn start_serving(
@@ -593,22 +607,8 @@ fn start_serving(
     reg: &Registration,
     netns: File,
 ) -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
-    let rules = reg
-        .names
-        .iter()
-        .map(|n| {
-            n.parse::<NameRule>()
-                .map_err(|e| anyhow!("registration of {id}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let private = reg
-        .private_answers
-        .iter()
-        .map(|p| {
-            p.parse::<PrivateAnswer>()
-                .map_err(|e| anyhow!("registration of {id}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let rules: Vec<NameRule> = parse_registered(id, &reg.names)?;
+    let private: Vec<PrivateAnswer> = parse_registered(id, &reg.private_answers)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
     let stop2 = stop.clone();
