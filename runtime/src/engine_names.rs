@@ -37,6 +37,9 @@ const FRESH: Duration = Duration::from_secs(5);
 const REFETCH_AFTER: Duration = Duration::from_secs(1);
 /// The most endpoints read per network (each costs one API call).
 const MAX_ENDPOINTS: usize = 256;
+/// A refetch stops reading aliases after this long (the serving thread
+/// waits for it; names already read are kept).
+const FETCH_BUDGET: Duration = Duration::from_secs(2);
 
 /// The names of a docker container's neighbours, fetched on demand.
 #[derive(Debug)]
@@ -130,6 +133,7 @@ fn network_names(
     if !is_id(container) {
         return Err(std::io::Error::other("not a docker container id"));
     }
+    let started = Instant::now();
     let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
     let me = get(&format!("/containers/{container}/json"))?;
     let Some(networks) = me["NetworkSettings"]["Networks"].as_object() else {
@@ -160,7 +164,12 @@ fn network_names(
                 .map(str::to_string)
                 .into_iter()
                 .collect();
-            if let Ok(other) = get(&format!("/containers/{cid}/json")) {
+            let aliases = if started.elapsed() < FETCH_BUDGET {
+                get(&format!("/containers/{cid}/json"))
+            } else {
+                Err(std::io::Error::other("out of time"))
+            };
+            if let Ok(other) = aliases {
                 if let Some(aliases) =
                     other["NetworkSettings"]["Networks"][net_name.as_str()]["Aliases"].as_array()
                 {
