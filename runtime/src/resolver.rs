@@ -2,11 +2,30 @@
 //! (`pypi.org tcp 443`, `*.github.com tcp 443`) work. One per node, for
 //! every container with name entries: no process per container.
 //!
-//! - For each container it holds a UDP socket on `127.0.0.1:53` (and
-//!   `[::1]:53`) made inside the container's network namespace, and an
-//!   nfnetlink socket made there too (a socket stays in the namespace it
-//!   was made in). moat's DNS chain (`crate::egress::dns_rules`) redirects
-//!   every port-53 query of the container there.
+//! - For each network namespace with name entries it holds UDP and TCP
+//!   sockets on `127.0.0.1:53` (and `[::1]:53`) made inside that
+//!   namespace, and an nfnetlink socket made there too (a socket stays in
+//!   the namespace it was made in). moat's DNS chain
+//!   (`crate::egress::dns_rules`) redirects every port-53 query of the
+//!   namespace there. Containers sharing a namespace (a pod, `--network
+//!   container:`) share its table, so they must share its egress policy
+//!   (create compares the table's fingerprint): the namespace is served
+//!   once, for all of them, until the last one is detached.
+//! - TCP (RFC 7766): length-prefixed messages, any number per connection,
+//!   answered in order; a connection idle for [`TCP_IDLE`] is closed, and
+//!   at most [`MAX_TCP_CONNECTIONS`] are open per namespace (more wait in
+//!   the backlog): a tenant holding connections open stalls only its own
+//!   namespace's TCP lookups, never another's. Over UDP, an answer larger
+//!   than the client takes (512 bytes, or its EDNS size) is sent empty
+//!   with TC set, and the client asks again over TCP; a truncated upstream
+//!   answer is fetched again over TCP for a TCP client.
+//! - What goes upstream is a query moat writes itself from the question
+//!   (`crate::dns::message::upstream_query`): the client's EDNS options,
+//!   header bits, extra records and the name's letter case never leave.
+//!   Answered addresses that are not globally reachable (private,
+//!   loopback, link-local, metadata…) are dropped unless the policy's
+//!   `egress.private_answers` names them for that name (DNS rebinding,
+//!   `crate::dns::answers`).
 //! - A name no entry allows is answered REFUSED (counted, logged with the
 //!   container and the name) and never leaves. An allowed name is
 //!   forwarded to the policy's upstream resolvers from inside the
@@ -28,11 +47,11 @@
 //!   detaches; the worker stops after the last detach, the supervisor
 //!   with it, and the resolver directory (its log included) is removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +64,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
+use crate::dns::answers::{self, PrivateAnswer};
 use crate::dns::message::{self, RCODE_REFUSED, RCODE_SERVFAIL};
 use crate::dns::names::{self, NameRule};
 use crate::egress::{name_set, Egress, RESOLVER_MARK, RESOLVER_PORT};
@@ -54,14 +74,40 @@ use crate::resolver_stats::Outcome;
 /// read by the resolver (also when it restarts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    /// moat's pin of the container's network namespace.
+    /// A path of the container's network namespace: moat's pin of the
+    /// namespace it made, or the path the container joined (a pod's pin,
+    /// `/proc/<pid>/ns/net`).
     pub netns: PathBuf,
+    /// The namespace's identity (`<dev>-<ino>` of its nsfs file): the
+    /// path is used only while it still names this namespace.
+    #[serde(default)]
+    pub netns_key: Option<String>,
     /// The name entries' patterns, in the table's order (entry n's
     /// addresses go into sets `name<n>_v4` and `name<n>_v6`).
     pub names: Vec<String>,
     pub resolvers: Vec<SocketAddr>,
     pub ttl_min: u32,
     pub ttl_max: u32,
+    /// `egress.private_answers` entries (`PATTERN CIDR`).
+    #[serde(default)]
+    pub private_answers: Vec<String>,
+    /// The docker container id, for a container docker made: its
+    /// network's container names are answered from dockerd's record
+    /// (`crate::engine_names`).
+    #[serde(default)]
+    pub docker_container: Option<String>,
+}
+
+impl Registration {
+    /// Do two registrations ask for the same name service (everything but
+    /// the way to the namespace)?
+    fn same_service(&self, other: &Registration) -> bool {
+        self.names == other.names
+            && self.resolvers == other.resolvers
+            && self.ttl_min == other.ttl_min
+            && self.ttl_max == other.ttl_max
+            && self.private_answers == other.private_answers
+    }
 }
 
 /// The resolver's directory under moat's private root.
@@ -93,30 +139,35 @@ pub fn log_file(root: &Path) -> PathBuf {
     dir(root).join("log")
 }
 
-/// Name entries need the container's own, moat-created network namespace:
-/// the resolver's sockets live there and go with it. A joined namespace
-/// (a pod's, `--network container:`) is refused for now.
-pub fn refuse_names_in_joined_netns(egress: &Egress) -> Result<()> {
-    if egress.names.is_empty() {
-        return Ok(());
-    }
-    bail!("egress name entries ({}) need the container's own network namespace; this build of moat does not serve them in a joined one (a pod's, --network container:)", egress.names[0].pattern)
-}
-
-/// Registers container `id` (network namespace pinned at `netns`) with
-/// the node's resolver, starting the resolver if it is not running, and
-/// returns once the resolver serves it. Nothing to do without name
-/// entries.
-pub fn attach(root: &Path, id: &str, egress: &Egress, netns: &Path) -> Result<()> {
+/// Registers container `id` with the node's resolver, starting the
+/// resolver if it is not running, and returns once the resolver serves
+/// the container's network namespace (`netns`, opened from `path`; a
+/// namespace already served for other containers is shared). Nothing to
+/// do without name entries.
+pub fn attach(
+    root: &Path,
+    id: &str,
+    egress: &Egress,
+    path: &Path,
+    netns: &File,
+    docker_made: bool,
+) -> Result<()> {
     if egress.names.is_empty() {
         return Ok(());
     }
     let reg = Registration {
-        netns: netns.to_path_buf(),
+        netns: path.to_path_buf(),
+        netns_key: Some(crate::netns::ns_key(netns).context("cannot stat the network namespace")?),
         names: egress.names.iter().map(|n| n.pattern.to_string()).collect(),
         resolvers: egress.resolvers.clone(),
         ttl_min: egress.ttl_min,
         ttl_max: egress.ttl_max,
+        private_answers: egress
+            .private_answers
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        docker_container: docker_made.then(|| id.to_string()),
     };
     let regs = registrations(root);
     crate::state::create_private_dir_all(&regs)
@@ -279,10 +330,89 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One attached container.
-struct Attached {
+/// One served network namespace: its thread, and the containers in it
+/// that are attached.
+struct Served {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
+    /// The registration the thread was started from.
+    reg: Registration,
+    members: BTreeSet<String>,
+}
+
+/// What the worker serves: namespaces by key, and which namespace each
+/// attached container is in.
+#[derive(Default)]
+struct Serving {
+    namespaces: HashMap<String, Served>,
+    member_of: HashMap<String, String>,
+}
+
+impl Serving {
+    /// Attaches registered container `id`: joins the serving of its
+    /// namespace if that is served (for the same names), else starts it.
+    fn attach(&mut self, root: &Path, id: &str) -> Result<()> {
+        if let Some(key) = self.member_of.get(id) {
+            if self
+                .namespaces
+                .get(key)
+                .is_some_and(|n| !n.thread.is_finished())
+            {
+                return Ok(());
+            }
+            self.detach(id);
+        }
+        let (reg, netns, key) = read_registration(root, id)?;
+        if let Some(served) = self.namespaces.get_mut(&key) {
+            if !served.thread.is_finished() {
+                if !served.reg.same_service(&reg) {
+                    bail!("its network namespace is served for other name entries (containers sharing a network namespace must share its egress policy)");
+                }
+                served.members.insert(id.to_string());
+                self.member_of.insert(id.to_string(), key);
+                return Ok(());
+            }
+        }
+        // Not served, or its thread ended: (re)start it for every
+        // container attached to it.
+        let members = self
+            .namespaces
+            .remove(&key)
+            .map(|old| {
+                let _ = old.thread.join();
+                old.members
+            })
+            .unwrap_or_default();
+        let (stop, thread) = start_serving(id, &reg, netns)?;
+        let mut served = Served {
+            stop,
+            thread,
+            reg,
+            members,
+        };
+        served.members.insert(id.to_string());
+        self.member_of.insert(id.to_string(), key.clone());
+        self.namespaces.insert(key, served);
+        Ok(())
+    }
+
+    /// Detaches container `id`; its namespace stays served while another
+    /// attached container is in it.
+    fn detach(&mut self, id: &str) {
+        let Some(key) = self.member_of.remove(id) else {
+            return;
+        };
+        let Some(served) = self.namespaces.get_mut(&key) else {
+            return;
+        };
+        served.members.remove(id);
+        if served.members.is_empty() {
+            if let Some(served) = self.namespaces.remove(&key) {
+                served.stop.store(true, Ordering::SeqCst);
+                let _ = served.thread.join();
+            }
+        }
+    }
 }
 
 /// `moat resolver --worker`: serves every registered container until the
@@ -294,7 +424,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
     let _ = fs::remove_file(&sock);
     let listener =
         UnixListener::bind(&sock).context("cannot bind the resolver's control socket")?;
-    let mut attached: HashMap<String, Attached> = HashMap::new();
+    let mut serving = Serving::default();
     // Re-attach what is registered (a restart).
     if let Ok(entries) = fs::read_dir(registrations(root)) {
         for e in entries.flatten() {
@@ -302,11 +432,8 @@ pub fn run_worker(root: &Path) -> Result<()> {
             if id.starts_with('.') {
                 continue;
             }
-            match attach_registered(root, &id) {
-                Ok(a) => {
-                    tracing::info!(id, "re-attached");
-                    attached.insert(id, a);
-                }
+            match serving.attach(root, &id) {
+                Ok(()) => tracing::info!(id, "re-attached"),
                 Err(err) => tracing::error!(id, error = %format!("{err:#}"), "cannot re-attach"),
             }
         }
@@ -321,23 +448,13 @@ pub fn run_worker(root: &Path) -> Result<()> {
         let mut words = line.split_whitespace();
         let answer = match (words.next(), words.next()) {
             (Some("attach"), Some(id)) if crate::container::validate_id(id).is_ok() => {
-                if attached.get(id).is_some_and(|a| !a.thread.is_finished()) {
-                    "ok".to_string()
-                } else {
-                    match attach_registered(root, id) {
-                        Ok(a) => {
-                            attached.insert(id.to_string(), a);
-                            "ok".to_string()
-                        }
-                        Err(e) => format!("error: {e:#}"),
-                    }
+                match serving.attach(root, id) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("error: {e:#}"),
                 }
             }
             (Some("detach"), Some(id)) => {
-                if let Some(a) = attached.remove(id) {
-                    a.stop.store(true, Ordering::SeqCst);
-                    let _ = a.thread.join();
-                }
+                serving.detach(id);
                 crate::resolver_stats::forget(id);
                 "ok".to_string()
             }
@@ -345,7 +462,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
             _ => "error: unknown request".to_string(),
         };
         let registered = fs::read_dir(registrations(root)).is_ok_and(|mut d| d.next().is_some());
-        let last = attached.is_empty() && !registered;
+        let last = serving.namespaces.is_empty() && !registered;
         if last {
             // Stop taking requests before saying so: a create after this
             // starts a new resolver once this one has gone.
@@ -366,15 +483,20 @@ pub fn run_worker(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Per-container state of a serving thread.
-struct Serving {
+/// State of the thread serving one namespace.
+struct Namespace {
+    /// The container that started the serving (the log's `container`;
+    /// others may share the namespace).
     id: String,
     rules: Vec<NameRule>,
+    private: Vec<PrivateAnswer>,
     reg: Registration,
     netns: File,
-    nft: Option<std::os::fd::OwnedFd>,
+    nft: Option<OwnedFd>,
     refused: AtomicU64,
     log_limit: LogLimit,
+    /// The docker network's container names (docker's containers only).
+    docker: Option<crate::engine_names::DockerNames>,
 }
 
 /// Refused names are logged at most [`LogLimit::PER_WINDOW`] times per
@@ -416,45 +538,91 @@ impl LogLimit {
     }
 }
 
-/// Opens container `id`'s sockets in its namespace and starts serving.
-fn attach_registered(root: &Path, id: &str) -> Result<Attached> {
+/// Container `id`'s registration, its namespace (opened by the
+/// registered path and checked to be a network namespace, and the one
+/// registered) and that namespace's key.
+fn read_registration(root: &Path, id: &str) -> Result<(Registration, File, String)> {
     let text = fs::read(registrations(root).join(id)).context("no registration")?;
     let reg: Registration = serde_json::from_slice(&text).context("bad registration")?;
-    let rules = reg
-        .names
-        .iter()
-        .map(|n| {
-            n.parse::<NameRule>()
-                .map_err(|e| anyhow!("registration of {id}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let netns =
         File::open(&reg.netns).with_context(|| format!("cannot open {}", reg.netns.display()))?;
-    // The pin must still be a network namespace (nsfs), not whatever a
-    // path names now.
+    // The path must still be a network namespace (nsfs), and the one
+    // registered, not whatever it names now (a `/proc/<pid>` of a reused
+    // pid).
     let fs = nix::sys::statfs::fstatfs(netns.as_fd())?;
     if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         bail!("{} is not a namespace", reg.netns.display());
     }
+    let key = crate::netns::ns_key(&netns)?;
+    if reg.netns_key.as_ref().is_some_and(|k| *k != key) {
+        bail!(
+            "{} is no longer the network namespace registered",
+            reg.netns.display()
+        );
+    }
+    Ok((reg, netns, key))
+}
+
+/// The sockets of one served namespace.
+struct Sockets {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    nft: OwnedFd,
+}
+
+/// Opens the sockets in the namespace `netns` (the calling thread enters
+/// it for good): UDP and TCP on 127.0.0.1:53 (required) and [::1]:53
+/// (where the namespace has IPv6), and nfnetlink.
+fn open_sockets(netns: &File) -> Result<Sockets> {
+    nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)
+        .context("cannot enter the container's network namespace")?;
+    let mut udp = vec![UdpSocket::bind((Ipv4Addr::LOCALHOST, RESOLVER_PORT))
+        .context("cannot listen on 127.0.0.1:53 (udp) in the container's namespace")?];
+    let mut tcp = vec![TcpListener::bind((Ipv4Addr::LOCALHOST, RESOLVER_PORT))
+        .context("cannot listen on 127.0.0.1:53 (tcp) in the container's namespace")?];
+    udp.extend(UdpSocket::bind((Ipv6Addr::LOCALHOST, RESOLVER_PORT)).ok());
+    tcp.extend(TcpListener::bind((Ipv6Addr::LOCALHOST, RESOLVER_PORT)).ok());
+    for l in &tcp {
+        l.set_nonblocking(true)?;
+    }
+    let nft = crate::nft::socket_in_current_netns()
+        .context("cannot open nf_tables in the container's namespace")?;
+    Ok(Sockets { udp, tcp, nft })
+}
+
+/// The entries of container `id`'s registration, parsed.
+fn parse_registered<T: std::str::FromStr>(id: &str, entries: &[String]) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    entries
+        .iter()
+        .map(|e| {
+            e.parse::<T>()
+                .map_err(|err| anyhow!("registration of {id}: {err}"))
+        })
+        .collect()
+}
+
+/// Starts the thread serving namespace `netns` for the containers of
+/// `reg` (`id` the first); returns once its sockets are open.
+fn start_serving(
+    id: &str,
+    reg: &Registration,
+    netns: File,
+) -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let rules: Vec<NameRule> = parse_registered(id, &reg.names)?;
+    let private: Vec<PrivateAnswer> = parse_registered(id, &reg.private_answers)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
     let stop2 = stop.clone();
     let id2 = id.to_string();
+    let reg = reg.clone();
     let thread = std::thread::Builder::new()
         .name(format!("dns-{id}"))
         .stack_size(256 * 1024)
         .spawn(move || {
-            let opened = (|| -> Result<(UdpSocket, Option<UdpSocket>, std::os::fd::OwnedFd)> {
-                nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
-                    .context("cannot enter the container's network namespace")?;
-                let v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, RESOLVER_PORT))
-                    .context("cannot listen on 127.0.0.1:53 in the container's namespace")?;
-                let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, RESOLVER_PORT)).ok();
-                let nft = crate::nft::socket_in_current_netns()
-                    .context("cannot open nf_tables in the container's namespace")?;
-                Ok((v4, v6, nft))
-            })();
-            let (v4, v6, nft) = match opened {
+            let socks = match open_sockets(&netns) {
                 Ok(s) => {
                     let _ = tx.send(Ok(()));
                     s
@@ -464,19 +632,32 @@ fn attach_registered(root: &Path, id: &str) -> Result<Attached> {
                     return;
                 }
             };
-            let mut serving = Serving {
+            let Sockets { udp, tcp, nft } = socks;
+            let docker = reg
+                .docker_container
+                .as_deref()
+                .map(crate::engine_names::DockerNames::new);
+            let mut ns = Namespace {
                 id: id2,
                 rules,
+                private,
                 reg,
                 netns,
                 nft: Some(nft),
                 refused: AtomicU64::new(0),
                 log_limit: LogLimit::new(),
+                docker,
             };
-            serve(&mut serving, &v4, v6.as_ref(), &stop2);
+            let limits = TcpLimits {
+                connections: MAX_TCP_CONNECTIONS,
+                idle: TCP_IDLE,
+            };
+            serve(&udp, &tcp, limits, &stop2, |query, via| {
+                answer(&mut ns, query, via)
+            });
         })?;
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok(Attached { stop, thread }),
+        Ok(Ok(())) => Ok((stop, thread)),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -485,46 +666,224 @@ fn attach_registered(root: &Path, id: &str) -> Result<Attached> {
     }
 }
 
-/// The serving loop of one container (its thread is in the container's
-/// network namespace).
-fn serve(s: &mut Serving, v4: &UdpSocket, v6: Option<&UdpSocket>, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 4096];
-    while !stop.load(Ordering::SeqCst) {
-        let mut fds = vec![libc::pollfd {
-            fd: v4.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if let Some(v6) = v6 {
-            fds.push(libc::pollfd {
-                fd: v6.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+/// At most this many TCP connections are open per served namespace.
+pub const MAX_TCP_CONNECTIONS: usize = 16;
+/// A TCP connection with nothing read or written for this long is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Answers queued for a TCP client that does not read them; beyond this
+/// its queries are not read either.
+const MAX_TCP_QUEUED: usize = 256 * 1024;
+
+/// Bounds on one namespace's TCP clients.
+#[derive(Debug, Clone, Copy)]
+struct TcpLimits {
+    connections: usize,
+    idle: Duration,
+}
+
+/// An answered address and its TTL.
+type Answered = (IpAddr, u32);
+
+/// TTL of an answer for a docker neighbour's name: short, containers come
+/// and go.
+const DOCKER_NAME_TTL: u32 = 10;
+
+/// How a query came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// One TCP client connection (non-blocking).
+struct TcpClient {
+    stream: TcpStream,
+    /// Bytes read and not yet answered (length-prefixed messages).
+    input: Vec<u8>,
+    /// Length-prefixed answers not yet written.
+    output: Vec<u8>,
+    last_active: Instant,
+    eof: bool,
+    failed: bool,
+}
+
+impl TcpClient {
+    fn new(stream: TcpStream) -> TcpClient {
+        TcpClient {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            last_active: Instant::now(),
+            eof: false,
+            failed: false,
         }
-        // SAFETY: a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250) };
-        if n <= 0 {
-            continue;
-        }
-        for (i, fd) in fds.iter().enumerate() {
-            if fd.revents & libc::POLLIN == 0 {
-                continue;
+    }
+
+    /// Should the connection be closed?
+    fn done(&self, idle: Duration) -> bool {
+        self.failed
+            || self.last_active.elapsed() > idle
+            || (self.eof && self.output.is_empty() && next_message(&self.input).is_none())
+    }
+
+    /// Reads what is there (up to one maximal message beyond what is
+    /// buffered).
+    fn read_available(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while !self.eof && self.input.len() < 2 + usize::from(u16::MAX) {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    self.last_active = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.failed = true;
+                    break;
+                }
             }
-            let sock = if i == 0 { v4 } else { v6.unwrap_or(v4) };
-            let Ok((len, peer)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            if let Some(reply) = answer(s, &buf[..len]) {
-                let _ = sock.send_to(&reply, peer);
+        }
+    }
+
+    /// Writes what the socket takes now.
+    fn write_available(&mut self) {
+        while !self.output.is_empty() {
+            match self.stream.write(&self.output) {
+                Ok(0) => {
+                    self.failed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.output.drain(..n);
+                    self.last_active = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.failed = true;
+                    break;
+                }
             }
         }
     }
 }
 
-/// The reply to one query of the container (None: not a query, dropped).
-fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
+/// The length of the first complete length-prefixed message in `input`.
+fn next_message(input: &[u8]) -> Option<usize> {
+    let len = usize::from(u16::from_be_bytes([*input.first()?, *input.get(1)?]));
+    (input.len() >= 2 + len).then_some(len)
+}
+
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// The serving loop of one namespace (its thread is in that namespace):
+/// every query read from the UDP sockets and the TCP clients of the
+/// listeners (non-blocking) is handed to `answer`, until `stop`.
+fn serve(
+    udp: &[UdpSocket],
+    tcp: &[TcpListener],
+    limits: TcpLimits,
+    stop: &AtomicBool,
+    mut answer: impl FnMut(&[u8], Transport) -> Option<Vec<u8>>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut clients: Vec<TcpClient> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let accepting = clients.len() < limits.connections;
+        let mut fds: Vec<libc::pollfd> = udp
+            .iter()
+            .map(|u| pollfd(u.as_raw_fd(), libc::POLLIN))
+            .chain(
+                tcp.iter()
+                    .map(|l| pollfd(l.as_raw_fd(), if accepting { libc::POLLIN } else { 0 })),
+            )
+            .collect();
+        for c in &clients {
+            let mut events = 0;
+            if !c.eof && c.output.len() < MAX_TCP_QUEUED {
+                events |= libc::POLLIN;
+            }
+            if !c.output.is_empty() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(pollfd(c.stream.as_raw_fd(), events));
+        }
+        // SAFETY: a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250) };
+        if n > 0 {
+            let ready = |i: usize| fds[i].revents;
+            for (i, sock) in udp.iter().enumerate() {
+                if ready(i) & libc::POLLIN == 0 {
+                    continue;
+                }
+                let Ok((len, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(reply) = answer(&buf[..len], Transport::Udp) {
+                    let _ = sock.send_to(&reply, peer);
+                }
+            }
+            for (j, c) in clients.iter_mut().enumerate() {
+                let revents = ready(udp.len() + tcp.len() + j);
+                if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                    c.failed = true;
+                } else if revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                    c.read_available();
+                }
+            }
+            for (i, l) in tcp.iter().enumerate() {
+                if ready(udp.len() + i) & libc::POLLIN == 0 {
+                    continue;
+                }
+                while clients.len() < limits.connections {
+                    match l.accept() {
+                        Ok((stream, _)) if stream.set_nonblocking(true).is_ok() => {
+                            clients.push(TcpClient::new(stream));
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        // Answer complete queries (also those left while the client's
+        // answers queued up), then write.
+        for c in clients.iter_mut().filter(|c| !c.failed) {
+            while c.output.len() < MAX_TCP_QUEUED {
+                let Some(len) = next_message(&c.input) else {
+                    break;
+                };
+                let query: Vec<u8> = c.input.drain(..2 + len).skip(2).collect();
+                if let Some(reply) = answer(&query, Transport::Tcp) {
+                    if let Ok(rlen) = u16::try_from(reply.len()) {
+                        c.output.extend_from_slice(&rlen.to_be_bytes());
+                        c.output.extend_from_slice(&reply);
+                    }
+                }
+            }
+            c.write_available();
+        }
+        clients.retain(|c| !c.done(limits.idle));
+    }
+}
+
+/// The reply to one query of the namespace (None: not a query, dropped).
+fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
     let q = message::parse_query(query)?;
+    // A container on a docker network: its neighbours' names are answered
+    // from dockerd's record, never forwarded anywhere.
+    if let Some(addrs) = s.docker.as_mut().and_then(|d| d.lookup(&q.name)) {
+        let records: Vec<(IpAddr, u32)> = addrs.into_iter().map(|a| (a, DOCKER_NAME_TTL)).collect();
+        return Some(message::records_reply(query, &q, 0, &records));
+    }
     let entries = names::matching(&s.rules, &q.name);
     if entries.is_empty() {
         let n = s.refused.fetch_add(1, Ordering::Relaxed) + 1;
@@ -535,17 +894,43 @@ fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
         return Some(message::error_reply(query, &q, RCODE_REFUSED));
     }
     let servfail = || Some(message::error_reply(query, &q, RCODE_SERVFAIL));
-    let Some(response) = forward(&s.reg.resolvers, query, &q) else {
+    // The upstream sees a query moat wrote, with an id moat chose, not the
+    // container's: the container knows its own query's id, and could
+    // otherwise forge the answer to moat's query from inside its
+    // namespace (red-team pass 4 F2); its other bytes could carry data out
+    // (F5).
+    let id = random_query_id();
+    let upstream_query = message::upstream_query(&q, id);
+    let Some(mut response) = forward(&s.reg.resolvers, &upstream_query, id, Transport::Udp) else {
         tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered");
         crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
         return servfail();
     };
-    let Some(addrs) = message::answered_addresses(query, &q, &response) else {
+    if message::is_truncated(&response) {
+        if via == Transport::Udp {
+            // The client asks again over TCP; nothing of a partial answer
+            // goes into a set.
+            return Some(message::truncated_reply(query, &q));
+        }
+        let Some(full) = forward(&s.reg.resolvers, &upstream_query, id, Transport::Tcp) else {
+            tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered over TCP");
+            crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
+            return servfail();
+        };
+        response = full;
+    }
+    let Some(addrs) = message::answered_addresses(&upstream_query, &q, &response) else {
         crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
         return servfail();
     };
+    let (kept, dropped): (Vec<Answered>, Vec<Answered>) = addrs
+        .into_iter()
+        .partition(|(a, _)| answers::allowed(*a, &q.name, &s.private));
+    if !dropped.is_empty() {
+        tracing::warn!(container = %s.id, name = %q.name, dropped = ?dropped, "moat resolver: answered addresses that are not globally reachable dropped (DNS rebinding; egress.private_answers does not name them for this name)");
+    }
     for family_v6 in [false, true] {
-        let batch: Vec<(IpAddr, u32)> = addrs
+        let batch: Vec<(IpAddr, u32)> = kept
             .iter()
             .filter(|(a, _)| a.is_ipv6() == family_v6)
             .map(|(a, ttl)| (*a, message::bounded_ttl(*ttl, s.reg.ttl_min, s.reg.ttl_max)))
@@ -559,15 +944,23 @@ fn answer(s: &mut Serving, query: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    tracing::debug!(container = %s.id, name = %q.name, addresses = ?addrs, "moat resolver: allowed");
+    tracing::debug!(container = %s.id, name = %q.name, addresses = ?kept, "moat resolver: allowed");
     crate::resolver_stats::count(&s.id, Outcome::Allowed);
-    Some(response)
+    let reply = if dropped.is_empty() {
+        message::reply_for_client(query, &q, &response)
+    } else {
+        message::addresses_reply(query, &q, &response, &kept)
+    };
+    if via == Transport::Udp && reply.len() > message::client_udp_limit(&q) {
+        return Some(message::truncated_reply(query, &q));
+    }
+    Some(reply)
 }
 
-/// Adds addresses to a set of the container's table; on error the
+/// Adds addresses to a set of the namespace's table; on error the
 /// nfnetlink socket is replaced (a late answer must not be read as the
 /// next batch's).
-fn add_to_set(s: &mut Serving, set: &str, addrs: &[(IpAddr, u32)]) -> std::io::Result<()> {
+fn add_to_set(s: &mut Namespace, set: &str, addrs: &[(IpAddr, u32)]) -> std::io::Result<()> {
     let Some((batch, acks)) = crate::nft::add_elements_batch(set, addrs) else {
         return Ok(());
     };
@@ -583,61 +976,134 @@ fn add_to_set(s: &mut Serving, set: &str, addrs: &[(IpAddr, u32)]) -> std::io::R
     result
 }
 
-/// Asks the upstreams in turn (2 s each); the first response to this
-/// query. Sockets are made in the calling thread's namespace (the
-/// container's) and marked, so moat's rules let them out unredirected.
-fn forward(upstreams: &[SocketAddr], query: &[u8], q: &message::Query) -> Option<Vec<u8>> {
-    // The upstream sees an id moat chose, not the container's: the
-    // container knows its own query's id, and could otherwise forge the
-    // answer to moat's query from inside its namespace (red-team pass 4
-    // F2). The container's id is put back into the answer it gets.
-    let id = random_query_id();
-    let mut query = query.to_vec();
-    if query.len() < 2 {
-        return None;
-    }
-    query[..2].copy_from_slice(&id.to_be_bytes());
+/// A socket of `kind` for talking to `up`, made in the calling thread's
+/// namespace (the container's) and marked, so moat's rules let it out
+/// unredirected.
+fn marked_socket(up: &SocketAddr, kind: nix::sys::socket::SockType) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{setsockopt, socket, sockopt, AddressFamily, SockFlag};
+    let family = if up.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::Mark, &RESOLVER_MARK)?;
+    Ok(fd)
+}
+
+/// Asks the upstreams in turn (2 s each, over UDP or TCP); the first
+/// response carrying moat's query id `id`.
+fn forward(upstreams: &[SocketAddr], query: &[u8], id: u16, via: Transport) -> Option<Vec<u8>> {
+    use nix::sys::socket::SockType;
+    let timeout = Duration::from_secs(2);
     for up in upstreams {
-        let bind: SocketAddr = if up.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
+        let response = match via {
+            Transport::Udp => marked_socket(up, SockType::Datagram)
+                .ok()
+                .and_then(|fd| ask_udp(UdpSocket::from(fd), up, query, id, timeout)),
+            Transport::Tcp => marked_socket(up, SockType::Stream)
+                .ok()
+                .and_then(|fd| ask_tcp(fd, up, query, timeout)),
         };
-        let Ok(sock) = UdpSocket::bind(bind) else {
-            continue;
-        };
-        let mark = RESOLVER_MARK;
-        // SAFETY: a valid socket and a u32 option value of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                (&mark as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 || sock.connect(up).is_err() || sock.send(&query).is_err() {
-            continue;
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut buf = vec![0u8; 4096];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            match sock.recv(&mut buf) {
-                Ok(n) if n >= 2 && buf[..2] == id.to_be_bytes() => {
-                    let mut answer = buf[..n].to_vec();
-                    answer[..2].copy_from_slice(&q.id.to_be_bytes());
-                    return Some(answer);
-                }
-                Ok(_) => continue,
-                Err(_) => break,
-            }
+        match response {
+            Some(r) if r.len() >= 2 && r[..2] == id.to_be_bytes() => return Some(r),
+            _ => continue,
         }
     }
     None
+}
+
+fn ask_udp(
+    sock: UdpSocket,
+    up: &SocketAddr,
+    query: &[u8],
+    id: u16,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    sock.connect(up).ok()?;
+    sock.send(query).ok()?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; usize::from(message::UPSTREAM_UDP_SIZE).max(4096)];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match sock.recv(&mut buf) {
+            Ok(n) if n >= 2 && buf[..2] == id.to_be_bytes() => return Some(buf[..n].to_vec()),
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+/// connect(2) of a socket made by [`marked_socket`] (std makes no
+/// unconnected TCP socket, and nix's address types need its `net`
+/// feature).
+fn connect(fd: &OwnedFd, to: &SocketAddr) -> std::io::Result<()> {
+    let rc = match to {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: a valid socket and a sockaddr_in of the given size.
+            unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: a valid socket and a sockaddr_in6 of the given size.
+            unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn ask_tcp(fd: OwnedFd, up: &SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as libc::time_t, 0);
+    // A blocking connect gives up after the send timeout (SO_SNDTIMEO).
+    setsockopt(&fd, sockopt::SendTimeout, &tv).ok()?;
+    connect(&fd, up).ok()?;
+    let mut stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let len = u16::try_from(query.len()).ok()?;
+    let mut msg = len.to_be_bytes().to_vec();
+    msg.extend_from_slice(query);
+    stream.write_all(&msg).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut response = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut response).ok()?;
+    Some(response)
 }
 
 /// A query id from the kernel's random pool (getrandom(2)); the clock's
@@ -677,16 +1143,106 @@ mod tests {
         assert_eq!(l.suppressed, 0);
     }
 
+    /// Runs `f` on a thread in a new network namespace with its loopback
+    /// up (nothing of the host's network is touched).
+    fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
+                crate::netns::loopback_up().expect("lo up");
+                f()
+            })
+            .join()
+            .expect("netns thread")
+        })
+    }
+
+    fn framed(msg: &[u8]) -> Vec<u8> {
+        let mut v = (msg.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(msg);
+        v
+    }
+
+    fn read_framed(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len)?;
+        let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut m)?;
+        Ok(m)
+    }
+
+    /// RFC 7766 serving: several queries on one connection, answered in
+    /// order, also after the client half-closes; at most `connections`
+    /// clients at once (the next waits in the backlog), and an idle one is
+    /// closed, which lets the waiting one in.
     #[test]
-    fn name_entries_in_a_joined_namespace_are_refused() {
-        let policy = crate::policy::EgressPolicy {
-            allow: vec!["pypi.org tcp 443".into()],
-            resolvers: vec!["192.0.2.53".into()],
-            ..Default::default()
-        };
-        let e = Egress::from_policy(&policy).unwrap();
-        let err = refuse_names_in_joined_netns(&e).unwrap_err().to_string();
-        assert!(err.contains("pypi.org"), "{err}");
-        assert!(refuse_names_in_joined_netns(&Egress::default()).is_ok());
+    fn tcp_clients_are_served_in_order_and_bounded() {
+        in_new_netns(|| {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let limits = TcpLimits {
+                connections: 2,
+                idle: Duration::from_secs(3),
+            };
+            let stop2 = stop.clone();
+            let server = std::thread::spawn(move || {
+                serve(&[], &[listener], limits, &stop2, |q, via| {
+                    assert_eq!(via, Transport::Tcp);
+                    let mut r = b"re:".to_vec();
+                    r.extend_from_slice(q);
+                    Some(r)
+                })
+            });
+            let timeout = Some(Duration::from_secs(20));
+            // Two queries in one write, then a half-close.
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(timeout).unwrap();
+            let mut both = framed(b"one");
+            both.extend(framed(b"two"));
+            c.write_all(&both).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            assert_eq!(read_framed(&mut c).unwrap(), b"re:one");
+            assert_eq!(read_framed(&mut c).unwrap(), b"re:two");
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "{rest:?}");
+            // Two idle clients take the two places.
+            let idle: Vec<TcpStream> = (0..2)
+                .map(|_| {
+                    let s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(timeout).unwrap();
+                    s
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            let mut late = TcpStream::connect(addr).unwrap();
+            late.write_all(&framed(b"late")).unwrap();
+            late.set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            let early = read_framed(&mut late);
+            assert!(early.is_err(), "a third client was served: {early:?}");
+            // The idle ones are closed; then the late one is answered.
+            late.set_read_timeout(timeout).unwrap();
+            let started = Instant::now();
+            assert_eq!(read_framed(&mut late).unwrap(), b"re:late");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            for mut s in idle {
+                let mut rest = Vec::new();
+                assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "not closed");
+            }
+            stop.store(true, Ordering::SeqCst);
+            server.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_message_is_complete_with_its_length() {
+        assert_eq!(next_message(&[]), None);
+        assert_eq!(next_message(&[0]), None);
+        assert_eq!(next_message(&[0, 0]), Some(0));
+        assert_eq!(next_message(&[0, 3, 1, 2]), None);
+        assert_eq!(next_message(&[0, 3, 1, 2, 3, 9]), Some(3));
     }
 }

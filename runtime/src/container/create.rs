@@ -387,7 +387,15 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     moat_state.save(&root).context("cannot save moat state")?;
     crate::phase::done(crate::phase::STATE);
 
-    install_egress(&mut hardened, &effective, &pinned, &paths, &mut report)?;
+    let docker_made = facts.engine_bundle.as_ref().is_some_and(|e| e.is_docker());
+    install_egress(
+        &mut hardened,
+        &effective,
+        &pinned,
+        &paths,
+        docker_made,
+        &mut report,
+    )?;
     crate::phase::done(crate::phase::NETNS);
     super::learn::start_for_create(ctx, &mut hardened, &effective, &paths, &mut report)?;
     // After learning set up its notify filter (which stays with libcontainer).
@@ -699,6 +707,7 @@ fn install_egress(
     policy: &crate::policy::Policy,
     pinned: &PinnedPaths,
     paths: &ContainerPaths,
+    docker_made: bool,
     report: &mut Report,
 ) -> Result<()> {
     let (root, id) = (paths.root.as_path(), paths.id.as_str());
@@ -749,7 +758,9 @@ fn install_egress(
             let path = paths.netns.clone();
             crate::netns::create_with_rules(&path, &crate::egress::table(&allow))
                 .context("cannot create the network namespace with egress rules")?;
-            crate::resolver::attach(root, id, &allow, &path)?;
+            let pinned_ns =
+                fs::File::open(&path).context("cannot open the network namespace moat made")?;
+            crate::resolver::attach(root, id, &allow, &path, &pinned_ns, docker_made)?;
             net.set_path(Some(path.clone()));
             report.notes.push(format!(
                 "egress: rules installed in a moat-owned network namespace ({}), which container root cannot administer",
@@ -757,7 +768,6 @@ fn install_egress(
             ));
         }
         Some(path) => {
-            crate::resolver::refuse_names_in_joined_netns(&allow)?;
             // The namespace precheck opened and judged (T11, T29): its
             // rules are read and written through that fd, never the name.
             let joined = joined.filter(|j| j.path == path).ok_or_else(|| {
@@ -810,6 +820,11 @@ fn install_egress(
                     path.display()
                 ));
             }
+            // Name entries: the namespace's one table has one set of name
+            // sets, so its containers share one service (the fingerprint
+            // check above made their policies equal); the resolver serves
+            // the namespace once, for all of them.
+            crate::resolver::attach(root, id, &allow, &path, &joined.file, docker_made)?;
         }
     }
     linux.set_namespaces(Some(namespaces));

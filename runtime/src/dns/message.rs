@@ -1,23 +1,48 @@
 //! The few DNS message operations moat's resolver needs (RFC 1035), pure:
-//! read a query's one question, write a REFUSED or SERVFAIL answer to it,
-//! check that an upstream's response answers that question, and collect
-//! the A and AAAA records of its answer section with their TTLs.
+//! read a query's one question (and its EDNS payload size), write the
+//! query moat sends upstream in its place, write a REFUSED, SERVFAIL or
+//! truncated answer, check that an upstream's response answers the
+//! question, collect the A and AAAA records of its answer section with
+//! their TTLs, and write the answer the client gets.
 //!
-//! Written here rather than taken from a crate: the resolver forwards the
-//! upstream's bytes unchanged and only reads the header, the question and
-//! the answer records' fixed fields; a full message model (hickory-proto)
-//! would be a large dependency for that. Every read is bounds-checked and
-//! every loop bounded: the input is a tenant's query or an upstream's
-//! response.
+//! Written here rather than taken from a crate: the resolver reads only
+//! the header, the question, a query's OPT record and the answer records'
+//! fixed fields; a full message model (hickory-proto) would be a large
+//! dependency for that. Every read is bounds-checked and every loop
+//! bounded: the input is a tenant's query or an upstream's response.
+//!
+//! What goes upstream is never the tenant's bytes (red-team pass 4 F5):
+//! moat writes a fresh query holding only the question (the name in
+//! lowercase), RD, and, if the client used EDNS, a plain OPT record with a
+//! bounded payload size and the DO bit. The client's EDNS options (client
+//! subnet, cookies, padding, anything made up), its header bits, extra
+//! records and trailing bytes, and the letter case of its name (0x20
+//! bits) all stay behind: each could carry data to the upstream and the
+//! allowed name's authorities.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_REFUSED: u8 = 5;
 const HEADER: usize = 12;
+/// The payload size a UDP client without EDNS can take (RFC 1035).
+pub const PLAIN_UDP_SIZE: usize = 512;
+/// The most moat asks an upstream to send over UDP (the DNS flag day 2020
+/// value: fits the IPv6 minimum MTU unfragmented); larger answers come
+/// truncated and are fetched again over TCP.
+pub const UPSTREAM_UDP_SIZE: u16 = 1232;
+
+/// A query's EDNS(0) (RFC 6891) as far as moat honours it: the client's
+/// UDP payload size and its DNSSEC OK bit. Its options are never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    pub udp_size: u16,
+    pub dnssec_ok: bool,
+}
 
 /// A query's single question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +56,9 @@ pub struct Query {
     /// Where the question ends (header and question: what an answer
     /// repeats).
     pub question_end: usize,
+    /// The query's OPT record, if it has exactly one right after the
+    /// question and nothing else.
+    pub edns: Option<Edns>,
 }
 
 fn u16_at(msg: &[u8], i: usize) -> Option<u16> {
@@ -102,12 +130,148 @@ pub fn parse_query(msg: &[u8]) -> Option<Query> {
     if u16_at(msg, i + 2)? != CLASS_IN {
         return None;
     }
+    let question_end = i + 4;
     Some(Query {
         id: u16_at(msg, 0)?,
         name,
         qtype,
-        question_end: i + 4,
+        question_end,
+        edns: read_edns(msg, question_end),
     })
+}
+
+/// The OPT record of a query whose only record after the question is one
+/// (no answer or authority records, one additional): root owner name,
+/// type OPT; its class is the UDP payload size, bit 15 of its TTL's low
+/// half the DO bit.
+fn read_edns(msg: &[u8], at: usize) -> Option<Edns> {
+    if u16_at(msg, 6)? != 0 || u16_at(msg, 8)? != 0 || u16_at(msg, 10)? != 1 {
+        return None;
+    }
+    if *msg.get(at)? != 0 || u16_at(msg, at + 1)? != TYPE_OPT {
+        return None;
+    }
+    let udp_size = u16_at(msg, at + 3)?;
+    let flags = u16_at(msg, at + 7)?;
+    let len = usize::from(u16_at(msg, at + 9)?);
+    msg.get(at + 11..at + 11 + len)?;
+    Some(Edns {
+        udp_size,
+        dnssec_ok: flags & 0x8000 != 0,
+    })
+}
+
+/// The query moat sends upstream for the client's question `q`, with id
+/// `id` (moat's, not the client's): RD set and nothing else in the
+/// header; the question with the name in lowercase; a plain OPT record
+/// (payload size within 512..=[`UPSTREAM_UDP_SIZE`], the client's DO bit,
+/// no options) only if the client sent one.
+pub fn upstream_query(q: &Query, id: u16) -> Vec<u8> {
+    let mut m = Vec::with_capacity(q.question_end + 11);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(q.edns.is_some())]);
+    if !q.name.is_empty() {
+        for label in q.name.split('.') {
+            // parse_query only lets labels of 1..=63 bytes through.
+            m.push(label.len() as u8);
+            m.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+    }
+    m.push(0);
+    m.extend_from_slice(&q.qtype.to_be_bytes());
+    m.extend_from_slice(&CLASS_IN.to_be_bytes());
+    if let Some(e) = q.edns {
+        let size = e.udp_size.clamp(PLAIN_UDP_SIZE as u16, UPSTREAM_UDP_SIZE);
+        m.push(0);
+        m.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        m.extend_from_slice(&size.to_be_bytes());
+        let flags: u16 = if e.dnssec_ok { 0x8000 } else { 0 };
+        m.extend_from_slice(&[0, 0]);
+        m.extend_from_slice(&flags.to_be_bytes());
+        m.extend_from_slice(&[0, 0]);
+    }
+    m
+}
+
+/// The largest answer the client of `q` takes over UDP: 512 bytes, or its
+/// EDNS payload size if larger.
+pub fn client_udp_limit(q: &Query) -> usize {
+    q.edns
+        .map_or(PLAIN_UDP_SIZE, |e| usize::from(e.udp_size))
+        .max(PLAIN_UDP_SIZE)
+}
+
+/// Is the response's TC (truncated) bit set?
+pub fn is_truncated(response: &[u8]) -> bool {
+    response.get(2).is_some_and(|b| b & 0x02 != 0)
+}
+
+/// An empty NOERROR answer to `query` with TC set: the client asks again
+/// over TCP (RFC 7766).
+pub fn truncated_reply(query: &[u8], q: &Query) -> Vec<u8> {
+    let mut r = error_reply(query, q, 0);
+    r[2] |= 0x02;
+    r
+}
+
+/// The client's answer made from the upstream's `response` to moat's own
+/// query for `q` (checked by [`answered_addresses`]): the client's id and
+/// its question as it wrote it (letter case included) in place of moat's.
+pub fn reply_for_client(query: &[u8], q: &Query, response: &[u8]) -> Vec<u8> {
+    let mut r = response.to_vec();
+    r[..2].copy_from_slice(&query[..2]);
+    r[HEADER..q.question_end].copy_from_slice(&query[HEADER..q.question_end]);
+    r
+}
+
+/// The client's answer when some of the upstream's addresses were dropped
+/// (see `crate::dns::answers`): the upstream's RCODE and RA, the client's
+/// id, RD and question, and only the `kept` addresses of the question's
+/// type (A or AAAA) as records of the question's name. Other records (the
+/// CNAME chain, authority, additional) are left out: rewriting the
+/// upstream's message record by record would have to follow its
+/// compression pointers.
+pub fn addresses_reply(
+    query: &[u8],
+    q: &Query,
+    response: &[u8],
+    kept: &[(IpAddr, u32)],
+) -> Vec<u8> {
+    records_reply(
+        query,
+        q,
+        response.get(3).map_or(RCODE_SERVFAIL, |b| b & 0x0f),
+        kept,
+    )
+}
+
+/// An answer to `query` (question `q`) with `rcode`, the client's id, RD
+/// and question, RA, and the addresses of the question's type (A or AAAA)
+/// as records of the question's name with their TTLs.
+pub fn records_reply(query: &[u8], q: &Query, rcode: u8, addrs: &[(IpAddr, u32)]) -> Vec<u8> {
+    let records: Vec<&(IpAddr, u32)> = addrs
+        .iter()
+        .filter(|(a, _)| match q.qtype {
+            TYPE_A => a.is_ipv4(),
+            TYPE_AAAA => a.is_ipv6(),
+            _ => false,
+        })
+        .collect();
+    let mut r = error_reply(query, q, rcode);
+    r[6..8].copy_from_slice(&(records.len() as u16).to_be_bytes());
+    for (addr, ttl) in records {
+        r.extend_from_slice(&[0xc0, 0x0c]);
+        let (ty, data) = match addr {
+            IpAddr::V4(a) => (TYPE_A, a.octets().to_vec()),
+            IpAddr::V6(a) => (TYPE_AAAA, a.octets().to_vec()),
+        };
+        r.extend_from_slice(&ty.to_be_bytes());
+        r.extend_from_slice(&CLASS_IN.to_be_bytes());
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        r.extend_from_slice(&data);
+    }
+    r
 }
 
 /// An answer to `query` (its bytes, of which `q` is the question) with
@@ -332,5 +496,136 @@ mod tests {
         assert_eq!(bounded_ttl(u32::MAX, 5, 3600), 3600);
         // A max below the min (refused by the policy) never panics.
         assert_eq!(bounded_ttl(60, 10, 5), 10);
+    }
+
+    /// `query` with an OPT record: payload size, DO bit and these options
+    /// (code, data).
+    fn with_opt(mut m: Vec<u8>, size: u16, dnssec_ok: bool, options: &[(u16, &[u8])]) -> Vec<u8> {
+        m[11] = 1;
+        m.push(0);
+        m.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&[0, 0]);
+        m.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+        let rdata: Vec<u8> = options
+            .iter()
+            .flat_map(|(code, data)| {
+                let mut o = code.to_be_bytes().to_vec();
+                o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                o.extend_from_slice(data);
+                o
+            })
+            .collect();
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(&rdata);
+        m
+    }
+
+    /// Red-team pass 4 F5: nothing of the client's bytes but its question
+    /// goes upstream. Client subnet (8), cookie (10), padding (12) and a
+    /// made-up option, header bits (AD, CD, Z, opcode-adjacent bits), an
+    /// extra record, trailing bytes and the name's letter case are gone;
+    /// the OPT record that remains is plain, with a bounded size.
+    #[test]
+    fn the_upstream_query_carries_only_the_question() {
+        let plain = query("Files.PyPI.org", TYPE_AAAA);
+        let mut hostile = with_opt(
+            plain.clone(),
+            65000,
+            true,
+            &[
+                (8, &[0, 1, 24, 0, 10, 1, 2]),
+                (10, b"01234567secretcookie"),
+                (12, &[0xaa; 64]),
+                (65001, b"exfiltrated"),
+            ],
+        );
+        hostile[2] |= 0x07; // AA, TC (RD is set)
+        hostile[3] |= 0x70; // Z, AD, CD
+        let q = parse_query(&hostile).unwrap();
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                udp_size: 65000,
+                dnssec_ok: true
+            })
+        );
+        let up = upstream_query(&q, 0xbeef);
+        let want = with_opt(
+            {
+                let mut m = query("files.pypi.org", TYPE_AAAA);
+                m[..2].copy_from_slice(&0xbeefu16.to_be_bytes());
+                m
+            },
+            UPSTREAM_UDP_SIZE,
+            true,
+            &[],
+        );
+        assert_eq!(up, want);
+        // Without EDNS: no OPT upstream either.
+        let q = parse_query(&plain).unwrap();
+        assert_eq!(q.edns, None);
+        let up = upstream_query(&q, 7);
+        assert_eq!(&up[2..12], &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(up.len(), plain.len());
+        // An extra record or trailing bytes: read as no EDNS, never sent.
+        let mut extra = with_opt(plain.clone(), 4096, false, &[]);
+        extra[9] = 1; // NSCOUNT
+        assert_eq!(parse_query(&extra).unwrap().edns, None);
+        let mut trailing = plain.clone();
+        trailing.extend_from_slice(b"trailing secret");
+        let q = parse_query(&trailing).unwrap();
+        assert_eq!(upstream_query(&q, 7).len(), plain.len());
+        // A tiny size is raised to 512 upstream; the client's limit too.
+        let q = parse_query(&with_opt(plain.clone(), 100, false, &[])).unwrap();
+        let up = upstream_query(&q, 7);
+        assert_eq!(u16_at(&up, plain.len() + 3), Some(512));
+        assert_eq!(client_udp_limit(&q), 512);
+        let q = parse_query(&with_opt(plain, 4096, false, &[])).unwrap();
+        assert_eq!(client_udp_limit(&q), 4096);
+    }
+
+    #[test]
+    fn the_client_gets_its_own_id_and_question_back() {
+        let m = query("PyPI.org", TYPE_A);
+        let q = parse_query(&m).unwrap();
+        let up = upstream_query(&q, 0x4242);
+        let r = response(&up, &[(TYPE_A, 30, vec![192, 0, 2, 7])]);
+        assert!(answered_addresses(&up, &q, &r).is_some());
+        // The client's own query is not what was asked upstream.
+        assert!(answered_addresses(&m, &q, &r).is_none());
+        let c = reply_for_client(&m, &q, &r);
+        assert_eq!(&c[..2], &m[..2]);
+        assert_eq!(&c[12..q.question_end], &m[12..q.question_end]);
+        assert_eq!(&c[q.question_end..], &r[q.question_end..]);
+    }
+
+    #[test]
+    fn truncated_and_rewritten_answers() {
+        let m = query("pypi.org", TYPE_A);
+        let q = parse_query(&m).unwrap();
+        let t = truncated_reply(&m, &q);
+        assert!(is_truncated(&t));
+        assert_eq!(t[3] & 0x0f, 0);
+        assert_eq!(&t[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert!(!is_truncated(&m));
+        let up = upstream_query(&q, 9);
+        let r = response(&up, &[(TYPE_A, 30, vec![10, 0, 0, 1])]);
+        let kept = vec![
+            ("192.0.2.7".parse().unwrap(), 30),
+            ("2001:db8::7".parse().unwrap(), 30),
+        ];
+        let a = addresses_reply(&m, &q, &r, &kept);
+        assert_eq!(&a[..2], &m[..2]);
+        // Only the A record (the question's type), by pointer to the question.
+        assert_eq!(u16_at(&a, 6), Some(1));
+        assert_eq!(
+            answered_addresses(&m, &q, &a).unwrap(),
+            vec![("192.0.2.7".parse().unwrap(), 30)]
+        );
+        // Nothing kept: NOERROR, no records.
+        let none = addresses_reply(&m, &q, &r, &[]);
+        assert_eq!(none[3] & 0x0f, 0);
+        assert_eq!(u16_at(&none, 6), Some(0));
     }
 }

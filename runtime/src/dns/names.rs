@@ -59,6 +59,25 @@ pub fn canonical(name: &str) -> Option<String> {
 }
 
 impl NamePattern {
+    /// `NAME` or `*.SUFFIX` (the first field of a name entry).
+    pub fn parse(text: &str) -> Result<NamePattern, &'static str> {
+        if let Some(suffix) = text.strip_prefix("*.") {
+            let suffix = canonical(suffix).ok_or("not a valid DNS name after *.")?;
+            if !suffix.contains('.') {
+                return Err(
+                    "a wildcard needs a suffix of two labels or more (*.example.com, not *.com)",
+                );
+            }
+            Ok(NamePattern::Below(suffix))
+        } else if text.contains('*') {
+            Err("a wildcard is only allowed as the whole first label (*.example.com)")
+        } else {
+            Ok(NamePattern::Exact(
+                canonical(text).ok_or("not an address, CIDR or DNS name")?,
+            ))
+        }
+    }
+
     /// Does the (queried) name match? `name` in any case, with or
     /// without the trailing dot.
     pub fn matches(&self, name: &str) -> bool {
@@ -107,23 +126,7 @@ impl FromStr for NameRule {
         };
         let mut parts = entry.split_whitespace();
         let first = parts.next().ok_or_else(|| err("empty entry"))?;
-        let pattern = if let Some(suffix) = first.strip_prefix("*.") {
-            let suffix = canonical(suffix).ok_or_else(|| err("not a valid DNS name after *."))?;
-            if !suffix.contains('.') {
-                return Err(err(
-                    "a wildcard needs a suffix of two labels or more (*.example.com, not *.com)",
-                ));
-            }
-            NamePattern::Below(suffix)
-        } else if first.contains('*') {
-            return Err(err(
-                "a wildcard is only allowed as the whole first label (*.example.com)",
-            ));
-        } else {
-            NamePattern::Exact(
-                canonical(first).ok_or_else(|| err("not an address, CIDR or DNS name"))?,
-            )
-        };
+        let pattern = NamePattern::parse(first).map_err(&err)?;
         let (protocol, ports) = parse_service(&mut parts, &err, "NAME")?;
         Ok(NameRule {
             pattern,
