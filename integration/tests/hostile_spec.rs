@@ -407,3 +407,33 @@ fn a_host_directory_as_rootfs_is_not_idmapped() {
     }
     leak.verify();
 }
+
+/// T8, weights (red-team pass 4 F3): a raw tenant's `cpu.shares` of
+/// 262144 (the kernel's largest; docker gives 1024) is cut to the policy's
+/// cap, seen from inside the container's own cgroup; a net_cls class id,
+/// a host-wide label, is refused.
+#[test]
+fn relative_weights_are_capped_and_network_classes_refused() {
+    let env = Env::new();
+    let cap = effective_policy()
+        .resources
+        .cpu_shares_cap(moat::facts::online_cpus());
+    assert!(cap < 262_144, "the cap must be below what the tenant asks");
+    let out = run_edited(
+        &env,
+        "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct/cpu.shares",
+        |b| b.config["linux"]["resources"]["cpu"] = json!({"shares": 262144}),
+    );
+    assert_eq!(out.trim(), cap.to_string(), "cpu.shares inside: {out}");
+
+    let mut b = env.bundle(&["true"]);
+    b.config["linux"]["resources"]["network"] = json!({"classID": 1048577});
+    b.write();
+    assert_rule(
+        &env,
+        &b,
+        "cgroup-resources",
+        "linux.resources.network.classID",
+    );
+}
+

@@ -27,6 +27,7 @@ pub enum Rule {
     OomScoreAdj,
     OomKiller,
     JoinedUts,
+    RelativeWeights,
 }
 
 impl Rule {
@@ -49,6 +50,7 @@ impl Rule {
             Rule::OomScoreAdj => "oom-score-adj",
             Rule::OomKiller => "oom-killer",
             Rule::JoinedUts => "joined-uts",
+            Rule::RelativeWeights => "relative-weights",
         }
     }
 
@@ -63,7 +65,7 @@ impl Rule {
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
-            Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller => "T8",
+            Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller | Rule::RelativeWeights => "T8",
             Rule::HomeEnv => "T20",
             Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).
