@@ -28,6 +28,7 @@ pub enum Rule {
     OomKiller,
     JoinedUts,
     RelativeWeights,
+    HookEnv,
 }
 
 impl Rule {
@@ -51,6 +52,7 @@ impl Rule {
             Rule::OomKiller => "oom-killer",
             Rule::JoinedUts => "joined-uts",
             Rule::RelativeWeights => "relative-weights",
+            Rule::HookEnv => "hook-env",
         }
     }
 
@@ -66,6 +68,7 @@ impl Rule {
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
             Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller | Rule::RelativeWeights => "T8",
+            Rule::HookEnv => "T21",
             Rule::HomeEnv => "T20",
             Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).
