@@ -437,3 +437,50 @@ fn relative_weights_are_capped_and_network_classes_refused() {
     );
 }
 
+/// T4 (red-team R9): a tenant profile's SECCOMP_FILTER_FLAG_SPEC_ALLOW
+/// (which keeps the speculative store bypass mitigation that installing a
+/// filter turns on switched off) is dropped with a report line; the
+/// tenant's own filter stays in force. Where the kernel forces the
+/// mitigation for filtered tasks (`spec_store_bypass_disable=seccomp`),
+/// the container's init is seen mitigated.
+#[test]
+fn seccomp_spec_allow_flag_is_dropped() {
+    let env = Env::new();
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    b.write();
+    let leak;
+    {
+        let (id, _g) = env.start_sleeper(&b, "specallow");
+        leak = env.leak_check(&id);
+        let report = env.moat(&["report", &id]);
+        report.assert_ok();
+        assert!(
+            report.stdout.contains(
+                "[seccomp] linux.seccomp.flags: SECCOMP_FILTER_FLAG_SPEC_ALLOW,SECCOMP_FILTER_FLAG_LOG -> SECCOMP_FILTER_FLAG_LOG"
+            ),
+            "{report}"
+        );
+        let status = env.moat(&["exec", &id, "cat", "/proc/1/status"]);
+        status.assert_ok();
+        assert_eq!(
+            status_field(&status.stdout, "Seccomp"),
+            Some("2"),
+            "{status}"
+        );
+        let mode =
+            std::fs::read_to_string("/sys/devices/system/cpu/vulnerabilities/spec_store_bypass")
+                .unwrap_or_default();
+        if mode.contains("seccomp") {
+            let ssb = status_field(&status.stdout, "Speculation_Store_Bypass").unwrap_or("");
+            assert!(ssb.contains("force mitigated"), "{ssb} under {mode}");
+        }
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}
+

@@ -190,6 +190,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     namespaces::keep_joined_uts_names(&mut out, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
+    seccomp::drop_unsafe_filter_flags(&mut out, &mut report);
     hooks::keep_allowed_hook_env(&mut out, &mut report);
     seccomp::refuse_orphan_listener(&out)?;
     mounts::make_root_readonly(&mut out, &mut report);
