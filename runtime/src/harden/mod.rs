@@ -137,7 +137,16 @@ pub struct Hardened {
 /// Hardens a container spec. Refuses what cannot be made safe.
 pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Hardened, Refusal> {
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let (policy, applied) = operator.with_annotations(&annotations)?;
+    let (mut policy, applied) = operator.with_annotations(&annotations)?;
+    if let Some(requested) = &policy.learn.requested {
+        // Scoped to the bundle's origin (R8): see crate::learn.
+        policy.learn.requested = Some(crate::learn::scoped_profile_name(
+            requested,
+            facts.origin(),
+            facts.container_id.as_deref(),
+            &annotations,
+        )?);
+    }
     fields::refuse_unsupported_fields(spec)?;
     let mut report = Report::default();
     for a in &applied {
