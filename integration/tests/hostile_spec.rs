@@ -484,3 +484,35 @@ fn seccomp_spec_allow_flag_is_dropped() {
     leak.verify();
 }
 
+/// Red-team pass 4 F5: a tenant's symlink to an engine's task directory
+/// does not give the tenant that engine's privileges (here: the engine
+/// namespace's cgroup parent, refused for a raw bundle); root's own link
+/// to it (as `/var/run` -> `/run`) still does.
+#[test]
+fn an_engine_bundle_reached_through_a_tenants_symlink_is_raw() {
+    let env = Env::new();
+    let id = env.id("via-link");
+    let mut b = env.engine_bundle("default", &id, &["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(format!("/default/{id}"));
+    b.write();
+    let tenant_link = env.tmp.path().join("tenant-link");
+    std::os::unix::fs::symlink(b.path(), &tenant_link).unwrap();
+    std::os::unix::fs::lchown(&tenant_link, Some(1000), Some(1000)).unwrap();
+    let root_link = env.tmp.path().join("root-link");
+    std::os::unix::fs::symlink(b.path(), &root_link).unwrap();
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&["create", "--bundle", tenant_link.to_str().unwrap(), &id]);
+        out.assert_fails_with("refused by moat rule cgroups-path");
+        out.assert_fails_with("raw bundle");
+    }
+    leak.verify();
+    {
+        let _g = env.guard(&id);
+        env.moat(&["run", "--bundle", root_link.to_str().unwrap(), &id])
+            .assert_ok();
+    }
+    leak.verify();
+}
+
