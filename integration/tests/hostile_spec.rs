@@ -516,3 +516,17 @@ fn an_engine_bundle_reached_through_a_tenants_symlink_is_raw() {
     leak.verify();
 }
 
+/// R2 / red-team pass 4 F5: a tmpfs's `nr_inodes=0` (unlimited inodes,
+/// kernel memory its size cap does not count) is capped at one inode per
+/// 4 KiB of its size, seen from inside with statfs.
+#[test]
+fn tmpfs_unlimited_inodes_are_capped() {
+    let env = Env::new();
+    let out = run_edited(&env, "stat -f -c %c /scratch", |b| {
+        b.add_mount(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["size=1m", "nr_inodes=0"]}),
+        );
+    });
+    assert_eq!(out.trim(), "256", "inodes of /scratch: {out}");
+}
