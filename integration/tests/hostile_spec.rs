@@ -530,3 +530,30 @@ fn tmpfs_unlimited_inodes_are_capped() {
     });
     assert_eq!(out.trim(), "256", "inodes of /scratch: {out}");
 }
+
+/// T8, weights: `moat update --cpu-share` is cut to the same cap as at
+/// create, seen in the container's own cgroup.
+#[test]
+fn update_cpu_share_is_capped() {
+    let env = Env::new();
+    let cap = effective_policy()
+        .resources
+        .cpu_shares_cap(moat::facts::online_cpus());
+    let b = env.bundle(&["sleep", "300"]);
+    let leak;
+    {
+        let (id, _g) = env.start_sleeper(&b, "upd-shares");
+        leak = env.leak_check(&id);
+        env.moat(&["update", "--cpu-share", "262144", &id])
+            .assert_ok();
+        let shares = exec_sh(
+            &env,
+            &id,
+            "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct/cpu.shares",
+        );
+        shares.assert_ok();
+        assert_eq!(shares.stdout.trim(), cap.to_string(), "{shares}");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}
