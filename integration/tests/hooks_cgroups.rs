@@ -24,7 +24,7 @@ const KINDS: &[&str] = &[
 ];
 
 /// A hook script in the env's directory: writes its state (stdin) to
-/// `<dir>/<arg1>.json` and its PROOF_ENV to `<dir>/<arg1>.env`, then
+/// `<dir>/<arg1>.json` and its environment to `<dir>/<arg1>.env`, then
 /// exits with `code`. Returns its real path.
 #[allow(
     clippy::disallowed_methods,
@@ -37,7 +37,7 @@ fn hook_script(env: &Env, name: &str, code: i32) -> PathBuf {
     fs::write(
         &path,
         format!(
-            "#!/bin/sh\ncat > {d}/\"$1\".json\necho \"$PROOF_ENV\" > {d}/\"$1\".env\nexit {code}\n",
+            "#!/bin/sh\ncat > {d}/\"$1\".json\nenv > {d}/\"$1\".env\nexit {code}\n",
             d = dir.display()
         ),
     )
@@ -128,7 +128,10 @@ fn allowed_hooks_run_and_see_the_real_bundle() {
     let mut b = env.bundle(&["true"]);
     for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
         b.config["hooks"][kind] = json!([{
-            "path": script, "args": ["good", kind], "env": ["PROOF_ENV=from-the-spec"], "timeout": 30
+            "path": script, "args": ["good", kind], "timeout": 30,
+            // R9: only a PATH of system directories reaches a hook.
+            "env": ["PATH=/usr/bin:/bin", "PROOF_ENV=from-the-spec",
+                    "GLIBC_TUNABLES=glibc.malloc.check=3", "GODEBUG=inittrace=1"]
         }]);
     }
     b.write();
@@ -156,7 +159,16 @@ fn allowed_hooks_run_and_see_the_real_bundle() {
             "{kind} hook saw another bundle"
         );
         let envf = fs::read_to_string(dir.join(format!("{kind}.env"))).unwrap();
-        assert_eq!(envf.trim(), "from-the-spec", "{kind}: hook env lost");
+        assert!(
+            envf.lines().any(|l| l == "PATH=/usr/bin:/bin"),
+            "{kind}: hook PATH lost: {envf}"
+        );
+        for hostile in ["PROOF_ENV=", "GLIBC_TUNABLES=", "GODEBUG="] {
+            assert!(
+                !envf.lines().any(|l| l.starts_with(hostile)),
+                "{kind}: {hostile} reached the hook: {envf}"
+            );
+        }
     }
 }
 

@@ -407,3 +407,153 @@ fn a_host_directory_as_rootfs_is_not_idmapped() {
     }
     leak.verify();
 }
+
+/// T8, weights (red-team pass 4 F3): a raw tenant's `cpu.shares` of
+/// 262144 (the kernel's largest; docker gives 1024) is cut to the policy's
+/// cap, seen from inside the container's own cgroup; a net_cls class id,
+/// a host-wide label, is refused.
+#[test]
+fn relative_weights_are_capped_and_network_classes_refused() {
+    let env = Env::new();
+    let cap = effective_policy()
+        .resources
+        .cpu_shares_cap(moat::facts::online_cpus());
+    assert!(cap < 262_144, "the cap must be below what the tenant asks");
+    let out = run_edited(
+        &env,
+        "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct/cpu.shares",
+        |b| b.config["linux"]["resources"]["cpu"] = json!({"shares": 262144}),
+    );
+    assert_eq!(out.trim(), cap.to_string(), "cpu.shares inside: {out}");
+
+    let mut b = env.bundle(&["true"]);
+    b.config["linux"]["resources"]["network"] = json!({"classID": 1048577});
+    b.write();
+    assert_rule(
+        &env,
+        &b,
+        "cgroup-resources",
+        "linux.resources.network.classID",
+    );
+}
+
+/// T4 (red-team R9): a tenant profile's SECCOMP_FILTER_FLAG_SPEC_ALLOW
+/// (which keeps the speculative store bypass mitigation that installing a
+/// filter turns on switched off) is dropped with a report line; the
+/// tenant's own filter stays in force. Where the kernel forces the
+/// mitigation for filtered tasks (`spec_store_bypass_disable=seccomp`),
+/// the container's init is seen mitigated.
+#[test]
+fn seccomp_spec_allow_flag_is_dropped() {
+    let env = Env::new();
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    b.write();
+    let leak;
+    {
+        let (id, _g) = env.start_sleeper(&b, "specallow");
+        leak = env.leak_check(&id);
+        let report = env.moat(&["report", &id]);
+        report.assert_ok();
+        assert!(
+            report.stdout.contains(
+                "[seccomp] linux.seccomp.flags: SECCOMP_FILTER_FLAG_SPEC_ALLOW,SECCOMP_FILTER_FLAG_LOG -> SECCOMP_FILTER_FLAG_LOG"
+            ),
+            "{report}"
+        );
+        let status = env.moat(&["exec", &id, "cat", "/proc/1/status"]);
+        status.assert_ok();
+        assert_eq!(
+            status_field(&status.stdout, "Seccomp"),
+            Some("2"),
+            "{status}"
+        );
+        let mode =
+            std::fs::read_to_string("/sys/devices/system/cpu/vulnerabilities/spec_store_bypass")
+                .unwrap_or_default();
+        if mode.contains("seccomp") {
+            let ssb = status_field(&status.stdout, "Speculation_Store_Bypass").unwrap_or("");
+            assert!(ssb.contains("force mitigated"), "{ssb} under {mode}");
+        }
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}
+
+/// Red-team pass 4 F5: a tenant's symlink to an engine's task directory
+/// does not give the tenant that engine's privileges (here: the engine
+/// namespace's cgroup parent, refused for a raw bundle); root's own link
+/// to it (as `/var/run` -> `/run`) still does.
+#[test]
+fn an_engine_bundle_reached_through_a_tenants_symlink_is_raw() {
+    let env = Env::new();
+    let id = env.id("via-link");
+    let mut b = env.engine_bundle("default", &id, &["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(format!("/default/{id}"));
+    b.write();
+    let tenant_link = env.tmp.path().join("tenant-link");
+    std::os::unix::fs::symlink(b.path(), &tenant_link).unwrap();
+    std::os::unix::fs::lchown(&tenant_link, Some(1000), Some(1000)).unwrap();
+    let root_link = env.tmp.path().join("root-link");
+    std::os::unix::fs::symlink(b.path(), &root_link).unwrap();
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&["create", "--bundle", tenant_link.to_str().unwrap(), &id]);
+        out.assert_fails_with("refused by moat rule cgroups-path");
+        out.assert_fails_with("raw bundle");
+    }
+    leak.verify();
+    {
+        let _g = env.guard(&id);
+        env.moat(&["run", "--bundle", root_link.to_str().unwrap(), &id])
+            .assert_ok();
+    }
+    leak.verify();
+}
+
+/// R2 / red-team pass 4 F5: a tmpfs's `nr_inodes=0` (unlimited inodes,
+/// kernel memory its size cap does not count) is capped at one inode per
+/// 4 KiB of its size, seen from inside with statfs.
+#[test]
+fn tmpfs_unlimited_inodes_are_capped() {
+    let env = Env::new();
+    let out = run_edited(&env, "stat -f -c %c /scratch", |b| {
+        b.add_mount(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["size=1m", "nr_inodes=0"]}),
+        );
+    });
+    assert_eq!(out.trim(), "256", "inodes of /scratch: {out}");
+}
+
+/// T8, weights: `moat update --cpu-share` is cut to the same cap as at
+/// create, seen in the container's own cgroup.
+#[test]
+fn update_cpu_share_is_capped() {
+    let env = Env::new();
+    let cap = effective_policy()
+        .resources
+        .cpu_shares_cap(moat::facts::online_cpus());
+    let b = env.bundle(&["sleep", "300"]);
+    let leak;
+    {
+        let (id, _g) = env.start_sleeper(&b, "upd-shares");
+        leak = env.leak_check(&id);
+        env.moat(&["update", "--cpu-share", "262144", &id])
+            .assert_ok();
+        let shares = exec_sh(
+            &env,
+            &id,
+            "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct/cpu.shares",
+        );
+        shares.assert_ok();
+        assert_eq!(shares.stdout.trim(), cap.to_string(), "{shares}");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}

@@ -388,8 +388,9 @@ fn learn_dir_records_exec_and_delete_leaves_nothing() {
 }
 
 /// The `moat.dev/learn` annotation (containerd, Kubernetes): the profile
-/// goes to the policy's `learn.dir` under the annotation's name, and runs
-/// with the same name accumulate. Bad values are refused, leaving nothing.
+/// goes to the policy's `learn.dir`, under the containerd namespace of the
+/// bundle (R8), by the annotation's name, and runs with the same name in
+/// the same namespace accumulate. Bad values are refused, leaving nothing.
 #[test]
 fn annotation_learns_into_the_policy_dir_and_accumulates() {
     let env = Env::new();
@@ -401,7 +402,7 @@ fn annotation_learns_into_the_policy_dir_and_accumulates() {
     )
     .unwrap();
     let policy_s = policy.to_str().unwrap();
-    let profile_path = dir.join("web.json");
+    let profile_path = dir.join("default").join("web.json");
 
     for (n, script) in [
         "cat /proc/self/status >/dev/null",
@@ -410,9 +411,9 @@ fn annotation_learns_into_the_policy_dir_and_accumulates() {
     .iter()
     .enumerate()
     {
-        let mut b = env.sh_bundle(script);
-        b.annotate("moat.dev/learn", "web");
         let id = env.id("ann");
+        let mut b = env.engine_bundle("default", &id, &["/bin/sh", "-c", script]);
+        b.annotate("moat.dev/learn", "web");
         let leaks = env.leak_check(&id);
         let _guard = env.guard(&id);
         env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), &id])
@@ -566,4 +567,64 @@ fn docker_learn_then_enforce_round_trip() {
         "{}",
         denied.describe()
     );
+}
+
+/// R8: a tenant's `moat.dev/learn: web` never merges into another
+/// tenant's `web`: a raw bundle learns under `raw/<its id>/`, another
+/// containerd namespace under its own name, so the profile learned for the
+/// `default` namespace is left exactly as it was.
+#[test]
+fn annotation_profiles_of_other_tenants_are_never_merged_into() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("scoped");
+    let policy = env.tmp.path().join("policy.toml");
+    fs::write(
+        &policy,
+        format!("[learn]\ndir = {:?}\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let policy_s = policy.to_str().unwrap();
+    let run = |b: &Bundle, id: &str| {
+        let leaks = env.leak_check(id);
+        {
+            let _guard = env.guard(id);
+            env.moat(&["--policy", policy_s, "run", "--bundle", b.path(), id])
+                .assert_ok();
+        }
+        leaks.verify();
+    };
+
+    // The victim: namespace `default` learns `web`.
+    let victim = env.id("victim");
+    let mut b = env.engine_bundle("default", &victim, &["/bin/sh", "-c", "true"]);
+    b.annotate("moat.dev/learn", "web");
+    run(&b, &victim);
+    let victims = dir.join("default").join("web.json");
+    let before = fs::read_to_string(&victims).unwrap();
+    assert!(!allowed(&read_json(&victims)).contains("mkdir"));
+
+    // A raw tenant and another namespace ask for the same name, and even
+    // write the victim's pod namespace into their annotations.
+    let raw = env.id("raw");
+    let mut b = env.sh_bundle("mkdir /tmp/d && rmdir /tmp/d");
+    b.annotate("moat.dev/learn", "web");
+    b.annotate("io.kubernetes.cri.sandbox-namespace", "default");
+    run(&b, &raw);
+    let other = env.id("other");
+    let mut b = env.engine_bundle("tenant-b", &other, &["/bin/sh", "-c", "mkdir /tmp/d"]);
+    b.annotate("moat.dev/learn", "web");
+    run(&b, &other);
+
+    assert_eq!(
+        fs::read_to_string(&victims).unwrap(),
+        before,
+        "another tenant's run merged into the victim's profile"
+    );
+    for path in [
+        dir.join("raw").join(&raw).join("web.json"),
+        dir.join("tenant-b").join("web.json"),
+    ] {
+        let names = allowed(&read_json(&path));
+        assert!(names.contains("mkdir"), "{}: {names:?}", path.display());
+    }
 }

@@ -25,7 +25,9 @@
 //! So only host root (an engine, or an operator's service) can have made a
 //! bundle directory that passes. A raw tenant's own bundle fails: either the
 //! tenant made a directory on the way (not root-owned), or the directory is
-//! writable by others. Residual: a root service that creates directories at
+//! writable by others. So does a tenant's symlink to an engine's task
+//! directory: the `--bundle` path must reach the bundle through root's
+//! symlinks only (red-team pass 4 F5). Residual: a root service that creates directories at
 //! paths a tenant names could be made to build such a chain; moat trusts
 //! host root's services not to do that.
 
@@ -113,12 +115,24 @@ const STICKY: u32 = 0o1000;
 
 /// The pure core: is `real` (the bundle's real, absolute path) an engine's
 /// task directory for `id`, with `stat` giving each directory from `/` down
-/// (`None`: could not be examined, which fails closed)?
+/// (`None`: could not be examined, which fails closed)? `direct`: the path
+/// the caller gave (`--bundle`) reached the bundle following no symlink but
+/// root's ([`resolve_through_root_links`]). A tenant's symlink to an
+/// engine's task directory is not that engine's bundle (red-team pass 4
+/// F5): a pipeline that runs `moat create -b <tenant dir>/bundle V` would
+/// otherwise give the tenant V's engine privileges (its setkey hook, engine
+/// files, cgroup parent) in a container the tenant controls. Root's own
+/// links are followed: dockerd's own containerd keeps its state under
+/// `/var/run/docker/containerd`, and `/var/run` is root's link to `/run`.
 pub fn judge(
     real: &Path,
     id: &str,
+    direct: bool,
     stat: impl Fn(&Path) -> Option<DirStat>,
 ) -> Option<EngineBundle> {
+    if !direct {
+        return None;
+    }
     if !real.is_absolute()
         || real
             .components()
@@ -157,12 +171,14 @@ pub fn judge(
 
 /// The edge: [`judge`] with each directory `lstat`ed (a symlink on the way
 /// is not a directory, so it fails). `real` is the path the kernel gave for
-/// the bundle fd precheck opened; the directories above it cannot be
-/// swapped by anyone but root once they are root-owned and not writable by
-/// others, which is what is judged.
-pub fn gather(real: &Path, id: &str) -> Option<EngineBundle> {
+/// the bundle fd precheck opened from `given` (the `--bundle` path); the
+/// directories above it cannot be swapped by anyone but root once they are
+/// root-owned and not writable by others, which is what is judged.
+pub fn gather(given: &Path, real: &Path, id: &str) -> Option<EngineBundle> {
     use std::os::unix::fs::MetadataExt;
-    judge(real, id, |dir| {
+    let cwd = std::env::current_dir().ok()?;
+    let resolved = resolve_through_root_links(given, &cwd, lstat_entry);
+    judge(real, id, resolved.as_deref() == Some(real), |dir| {
         let md = std::fs::symlink_metadata(dir).ok()?;
         Some(DirStat {
             uid: md.uid(),
@@ -170,6 +186,90 @@ pub fn gather(real: &Path, id: &str) -> Option<EngineBundle> {
             is_dir: md.file_type().is_dir(),
         })
     })
+}
+
+/// One name on the way to the bundle, as `lstat` (and `readlink`) saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir,
+    Symlink {
+        uid: u32,
+        target: std::path::PathBuf,
+    },
+    Other,
+}
+
+/// `lstat` (and `readlink`) of one name, for [`resolve_through_root_links`].
+pub fn lstat_entry(p: &Path) -> Option<Entry> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(p).ok()?;
+    Some(if md.file_type().is_symlink() {
+        Entry::Symlink {
+            uid: md.uid(),
+            target: std::fs::read_link(p).ok()?,
+        }
+    } else if md.is_dir() {
+        Entry::Dir
+    } else {
+        Entry::Other
+    })
+}
+
+/// Most symlinks followed on the way, as the kernel's own limit.
+const MAX_LINKS: usize = 40;
+
+/// The pure core of the symlink check: resolves `given` (relative to `cwd`
+/// when relative) name by name as the kernel would, with `look` giving each
+/// entry, but follows only symlinks owned by root: a tenant's link (or one
+/// that cannot be examined, or too many) gives `None`. The result is the
+/// real path, compared by the caller with the path of the fd it opened.
+pub fn resolve_through_root_links(
+    given: &Path,
+    cwd: &Path,
+    look: impl Fn(&Path) -> Option<Entry>,
+) -> Option<std::path::PathBuf> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    fn names(p: &Path) -> impl Iterator<Item = OsString> + '_ {
+        p.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+    }
+    let start = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        cwd.join(given)
+    };
+    let mut todo: VecDeque<OsString> = names(&start).collect();
+    let mut cur = std::path::PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        match look(&next)? {
+            Entry::Dir => cur = next,
+            Entry::Other if todo.is_empty() => cur = next,
+            Entry::Other => return None,
+            Entry::Symlink { uid, target } => {
+                links += 1;
+                if uid != 0 || links > MAX_LINKS {
+                    return None;
+                }
+                if target.is_absolute() {
+                    cur = std::path::PathBuf::from("/");
+                }
+                for n in names(&target).collect::<Vec<_>>().into_iter().rev() {
+                    todo.push_front(n);
+                }
+            }
+        }
+    }
+    Some(cur)
 }
 
 #[cfg(test)]
@@ -216,7 +316,7 @@ mod tests {
     }
 
     fn judged(t: &HashMap<PathBuf, DirStat>, real: &str, id: &str) -> Option<EngineBundle> {
-        judge(Path::new(real), id, |p| t.get(p).copied())
+        judge(Path::new(real), id, true, |p| t.get(p).copied())
     }
 
     const DOCKER: &str = "/run/containerd/io.containerd.runtime.v2.task/moby/abc";
@@ -318,6 +418,94 @@ mod tests {
             judged(&t, "/tmp/x/io.containerd.runtime.v2.task/moby/abc", "abc"),
             None
         );
+    }
+
+    /// F5: the engine's own task directory reached through a tenant's
+    /// symlink is a raw bundle.
+    #[test]
+    fn a_task_directory_reached_through_a_symlink_is_raw() {
+        let t = docker_tree();
+        assert!(judge(Path::new(DOCKER), "abc", true, |p| t.get(p).copied()).is_some());
+        assert_eq!(
+            judge(Path::new(DOCKER), "abc", false, |p| t.get(p).copied()),
+            None
+        );
+    }
+
+    /// Root's links (`/var/run` → `/run`) are followed; a tenant's link,
+    /// anywhere on the way (also inside a root link's target), is not.
+    #[test]
+    fn only_roots_symlinks_are_followed_to_the_bundle() {
+        let task = "/run/containerd/io.containerd.runtime.v2.task/moby/abc";
+        let look = |p: &Path| -> Option<Entry> {
+            let link = |uid, target: &str| Entry::Symlink {
+                uid,
+                target: PathBuf::from(target),
+            };
+            Some(match p.to_str()? {
+                "/var/run" => link(0, "/run"),
+                "/srv/rootlink" => link(0, "../tmp/t"),
+                "/tmp/t/b" => link(1000, task),
+                "/tmp/t/rel" => link(0, "../../run/containerd"),
+                "/tmp/loop" => link(0, "/tmp/loop"),
+                "/etc/passwd" => Entry::Other,
+                p if p.starts_with("/run")
+                    || ["/", "/var", "/tmp", "/tmp/t", "/srv", "/etc"].contains(&p) =>
+                {
+                    Entry::Dir
+                }
+                _ => return None,
+            })
+        };
+        let resolve = |given: &str| {
+            resolve_through_root_links(Path::new(given), Path::new("/tmp/t"), look)
+                .map(|p| p.display().to_string())
+        };
+        let expect = Some(task.to_string());
+        assert_eq!(resolve(task), expect);
+        assert_eq!(
+            resolve("/var/run/containerd/io.containerd.runtime.v2.task/moby/abc"),
+            expect
+        );
+        assert_eq!(
+            resolve("/tmp/t/rel/io.containerd.runtime.v2.task/moby/abc"),
+            expect
+        );
+        assert_eq!(
+            resolve("rel/./io.containerd.runtime.v2.task/moby/x/../abc"),
+            expect
+        );
+        // The tenant's link, directly, relative, or behind root's link.
+        assert_eq!(resolve("/tmp/t/b"), None);
+        assert_eq!(resolve("b"), None);
+        assert_eq!(resolve("/srv/rootlink/b"), None);
+        // A loop, a file on the way, a name that cannot be examined.
+        assert_eq!(resolve("/tmp/loop"), None);
+        assert_eq!(resolve("/etc/passwd/x"), None);
+        assert_eq!(resolve("/nonexistent/abc"), None);
+    }
+
+    /// The edge, on real files: a link this test (root) makes is followed,
+    /// the same link owned by a user is not.
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "test: the real path the resolver must reach"
+    )]
+    fn gather_follows_root_links_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundle");
+        std::fs::create_dir(&dir).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let real = std::fs::canonicalize(&dir).unwrap();
+        let resolved = |p: &Path| resolve_through_root_links(p, Path::new("/"), lstat_entry);
+        assert_eq!(resolved(&dir), Some(real.clone()));
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(resolved(&link), Some(real.clone()));
+            std::os::unix::fs::lchown(&link, Some(1000), Some(1000)).unwrap();
+            assert_eq!(resolved(&link), None);
+        }
     }
 
     #[test]

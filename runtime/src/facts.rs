@@ -54,6 +54,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: rootfs_real_path(rootfs),
         oom_score_adj_floor: own_oom_score_adj(),
+        online_cpus: online_cpus(),
         ..Default::default()
     };
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) {
@@ -112,7 +113,15 @@ pub fn from_pinned(
         rootfs_in_use: None,
         // Asked by create, which knows the bundle's real path and the id.
         engine_bundle: None,
+        online_cpus: online_cpus(),
     }
+}
+
+/// The host's online CPUs (`None` when the kernel does not say).
+pub fn online_cpus() -> Option<u32> {
+    // SAFETY: sysconf has no memory effects; -1 is its error.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|n| *n > 0)
 }
 
 /// moat's own `oom_score_adj`: the lowest value its container's init may

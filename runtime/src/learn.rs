@@ -41,6 +41,70 @@ pub const RECORD_FILE: &str = "learn.json";
 
 pub use crate::policy::{valid_profile_name, DEFAULT_LEARN_DIR};
 
+/// The annotation containerd's CRI writes on every container of a pod with
+/// the pod's Kubernetes namespace.
+pub const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+
+/// Where, below the policy's `learn.dir`, a profile asked for with the
+/// `moat.dev/learn` annotation goes: `<scope>/<name>`, the scope taken from
+/// who made the bundle, never from what the tenant wrote (red-team R8):
+/// runs with the same name accumulate into one profile, so a tenant who
+/// could name another's profile would add its own syscalls to the profile
+/// the operator later deploys for the other.
+///
+/// - a bundle containerd made (`Origin::Engine`): its namespace (`moby` for
+///   docker, `k8s.io` for the CRI, where the pod's Kubernetes namespace,
+///   written by the CRI, is a second level: `k8s.io/<pod namespace>`);
+/// - a raw bundle: `raw/<container id>`: a raw tenant has no identity moat
+///   can check but the id it runs under, so its runs accumulate only under
+///   that id.
+///
+/// `requested` is the annotation's value ("true": the container id).
+/// `explain` (no id, `Origin::Unknown`) gets `requested` back unchanged.
+pub fn scoped_profile_name(
+    requested: &str,
+    origin: crate::engine_bundle::Origin<'_>,
+    id: Option<&str>,
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<String, crate::refusal::Refusal> {
+    use crate::engine_bundle::Origin;
+    let Some(id) = id else {
+        return Ok(requested.to_string());
+    };
+    let name = if requested == "true" { id } else { requested };
+    let refuse = |what: &str, value: &str| {
+        crate::refusal::Refusal::annotation(
+            "moat.dev/learn",
+            format!("the learned profile's {what} {value:?} is not a plain file name"),
+        )
+    };
+    let scope = match origin {
+        Origin::Unknown => return Ok(requested.to_string()),
+        Origin::Raw => {
+            crate::container_id::validate(id).map_err(|_| refuse("container id", id))?;
+            format!("raw/{id}")
+        }
+        Origin::Engine(b) => {
+            if !valid_profile_name(&b.namespace) {
+                return Err(refuse("containerd namespace", &b.namespace));
+            }
+            match annotations.get(CRI_SANDBOX_NAMESPACE) {
+                Some(pod_ns) if b.is_cri() => {
+                    if !valid_profile_name(pod_ns) {
+                        return Err(refuse("pod namespace", pod_ns));
+                    }
+                    format!("{}/{pod_ns}", b.namespace)
+                }
+                _ => b.namespace.clone(),
+            }
+        }
+    };
+    if !valid_profile_name(name) && crate::container_id::validate(name).is_err() {
+        return Err(refuse("name", name));
+    }
+    Ok(format!("{scope}/{name}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
     #[error("cannot prepare the recorder's socket {path}: {source}")]
@@ -325,6 +389,66 @@ mod tests {
         ] {
             assert!(!valid_profile_name(bad), "{bad}");
         }
+    }
+
+    /// R8: an annotation-learned profile lives under a scope the bundle's
+    /// origin gives, so no tenant reaches another's profile by its name.
+    #[test]
+    fn annotation_profiles_are_scoped_by_who_made_the_bundle() {
+        use crate::engine_bundle::{EngineBundle, Origin};
+        use std::collections::HashMap;
+        let none = HashMap::new();
+        let pod = |ns: &str| HashMap::from([(CRI_SANDBOX_NAMESPACE.to_string(), ns.to_string())]);
+        let engine = |ns: &str| EngineBundle {
+            namespace: ns.into(),
+            id: "c1".into(),
+        };
+        let scoped = |name: &str, origin: Origin<'_>, ann: &HashMap<String, String>| {
+            scoped_profile_name(name, origin, Some("c1"), ann)
+        };
+        let (moby, cri, other) = (engine("moby"), engine("k8s.io"), engine("ci"));
+        assert_eq!(
+            scoped("web", Origin::Engine(&moby), &none).unwrap(),
+            "moby/web"
+        );
+        assert_eq!(
+            scoped("true", Origin::Engine(&moby), &none).unwrap(),
+            "moby/c1"
+        );
+        assert_eq!(
+            scoped("web", Origin::Engine(&cri), &pod("team-a")).unwrap(),
+            "k8s.io/team-a/web"
+        );
+        assert_eq!(
+            scoped("web", Origin::Engine(&cri), &none).unwrap(),
+            "k8s.io/web"
+        );
+        assert_eq!(
+            scoped("web", Origin::Engine(&other), &none).unwrap(),
+            "ci/web"
+        );
+        // The pod namespace counts only in a bundle the CRI made: a raw
+        // tenant or another namespace writing it gets its own scope.
+        assert_eq!(
+            scoped("web", Origin::Engine(&other), &pod("team-a")).unwrap(),
+            "ci/web"
+        );
+        assert_eq!(
+            scoped("web", Origin::Raw, &pod("team-a")).unwrap(),
+            "raw/c1/web"
+        );
+        assert_eq!(scoped("true", Origin::Raw, &none).unwrap(), "raw/c1/c1");
+        // explain: unchanged.
+        assert_eq!(
+            scoped_profile_name("web", Origin::Unknown, None, &none).unwrap(),
+            "web"
+        );
+        // Never a path out of the scope.
+        for bad in [pod("../x"), pod("a/b"), pod("")] {
+            assert!(scoped("web", Origin::Engine(&cri), &bad).is_err());
+        }
+        assert!(scoped("web", Origin::Engine(&engine("..")), &none).is_err());
+        assert!(scoped("../web", Origin::Raw, &none).is_err());
     }
 
     #[test]

@@ -358,6 +358,25 @@ pub struct FilesystemPolicy {
 pub struct ResourcePolicy {
     /// Upper bound on tasks in the container's cgroup (fork bombs).
     pub pids_limit: i64,
+    /// The most CPU weight a container may ask for
+    /// (`linux.resources.cpu.shares`, cgroup v1 `cpu.shares`, docker
+    /// `--cpu-shares`; the same cap bounds cgroup v2 `cpu.weight` and
+    /// `cpu.weight.nice`). 0: 1024 per online CPU of the host, the most
+    /// kubelet ever sets (1024 per requested CPU, and a pod's request fits
+    /// the node). A larger weight is cut to this (threat T8, weights).
+    pub cpu_shares_max: u64,
+    /// The most block-IO weight a container may ask for, on cgroup v1's
+    /// scale 10..1000 (`linux.resources.blockIO` weight, leafWeight and
+    /// per-device weights, docker `--blkio-weight`); cgroup v2's
+    /// `io.weight`/`io.bfq.weight` (default 100) are bounded by a fifth of
+    /// it. Default 500, the kernel's default weight: no container outweighs
+    /// one that asked for nothing.
+    pub blkio_weight_max: u16,
+    /// Let a spec set `linux.resources.network` (net_cls `classID`, net_prio
+    /// `priorities`): a class id is a host-wide label the host's tc and
+    /// iptables rules act on, and the priorities name interfaces of the
+    /// host's network namespace. Refused unless true.
+    pub allow_network_classes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,7 +435,12 @@ impl Default for FilesystemPolicy {
 
 impl Default for ResourcePolicy {
     fn default() -> Self {
-        Self { pids_limit: 4096 }
+        Self {
+            pids_limit: 4096,
+            cpu_shares_max: 0,
+            blkio_weight_max: DEFAULT_BLKIO_WEIGHT,
+            allow_network_classes: false,
+        }
     }
 }
 
@@ -451,6 +475,10 @@ pub enum PolicyError {
     ListenerPath(String),
     #[error("policy key resources.pids_limit must be positive, got {0}")]
     PidsLimit(i64),
+    #[error("policy key resources.cpu_shares_max must be 0 (1024 per CPU) or 2..=262144, got {0}")]
+    CpuSharesMax(u64),
+    #[error("policy key resources.blkio_weight_max must be 10..=1000, got {0}")]
+    BlkioWeightMax(u16),
     #[error("policy key refusals.allow_host_namespaces: unknown namespace type {0:?}")]
     NamespaceType(String),
     #[error("policy section [egress]: {0}")]
@@ -532,6 +560,13 @@ impl Policy {
         }
         if self.resources.pids_limit <= 0 {
             return Err(PolicyError::PidsLimit(self.resources.pids_limit));
+        }
+        let shares = self.resources.cpu_shares_max;
+        if shares != 0 && !(2..=MAX_CPU_SHARES).contains(&shares) {
+            return Err(PolicyError::CpuSharesMax(shares));
+        }
+        if !(10..=1000).contains(&self.resources.blkio_weight_max) {
+            return Err(PolicyError::BlkioWeightMax(self.resources.blkio_weight_max));
         }
         for t in &self.refusals.allow_host_namespaces {
             if !NAMESPACE_TYPES.contains(&t.as_str()) {
@@ -872,6 +907,26 @@ pub fn parse_size(value: &str) -> Option<u64> {
     };
     let n: u64 = digits.parse().ok()?;
     n.checked_mul(mult).filter(|n| *n > 0)
+}
+
+/// The kernel's default (and docker's) cgroup v1 `cpu.shares`: one CPU's worth.
+pub const CPU_SHARES_PER_CPU: u64 = 1024;
+
+/// The largest cgroup v1 `cpu.shares` the kernel takes.
+pub const MAX_CPU_SHARES: u64 = 262_144;
+
+/// The kernel's default cgroup v1 `blkio.weight`.
+pub const DEFAULT_BLKIO_WEIGHT: u16 = 500;
+
+impl ResourcePolicy {
+    /// The most `cpu.shares` a container gets on a host with `online_cpus`
+    /// CPUs (`None`: unknown, counted as one).
+    pub fn cpu_shares_cap(&self, online_cpus: Option<u32>) -> u64 {
+        if self.cpu_shares_max != 0 {
+            return self.cpu_shares_max;
+        }
+        (CPU_SHARES_PER_CPU * u64::from(online_cpus.unwrap_or(1).max(1))).min(MAX_CPU_SHARES)
+    }
 }
 
 /// Directory for profiles learned through the `moat.dev/learn` annotation

@@ -27,6 +27,8 @@ pub enum Rule {
     OomScoreAdj,
     OomKiller,
     JoinedUts,
+    RelativeWeights,
+    HookEnv,
 }
 
 impl Rule {
@@ -49,6 +51,8 @@ impl Rule {
             Rule::OomScoreAdj => "oom-score-adj",
             Rule::OomKiller => "oom-killer",
             Rule::JoinedUts => "joined-uts",
+            Rule::RelativeWeights => "relative-weights",
+            Rule::HookEnv => "hook-env",
         }
     }
 
@@ -63,7 +67,8 @@ impl Rule {
             Rule::ReadOnlyRoot | Rule::Tmpfs => "T5",
             Rule::MountFlags => "T6",
             Rule::MaskedPaths | Rule::ReadonlyPaths | Rule::CgroupNamespace => "T7",
-            Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller => "T8",
+            Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller | Rule::RelativeWeights => "T8",
+            Rule::HookEnv => "T21",
             Rule::HomeEnv => "T20",
             Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).

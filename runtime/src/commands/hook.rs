@@ -95,12 +95,22 @@ fn run(args: &HookArgs) -> Result<i32> {
     drop(stdin);
 
     let argv = to_cstrings(args.command[1..].iter().cloned())?;
-    let envp = to_cstrings(std::env::vars_os().map(|(k, v)| {
-        let mut kv = k;
-        kv.push("=");
-        kv.push(v);
-        kv
-    }))?;
+    // The hardening kept only an allowed env on the hook; should anything
+    // else reach this process (an older moat's state), it does not reach
+    // the hook (T21).
+    let envp = to_cstrings(
+        std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                kv
+            })
+            .filter(|kv| {
+                kv.to_str()
+                    .is_some_and(moat::harden::hooks::hook_env_allowed)
+            }),
+    )?;
     if args.kind != "poststop" {
         // Replaced by the hook: libcontainer's timeout and exit status
         // apply to the hook itself.

@@ -1,5 +1,6 @@
 //! `moat update`: change resource limits, never beyond the policy's floor
-//! (the pids limit stays at or below `resources.pids_limit`).
+//! (the pids limit stays at or below `resources.pids_limit`, relative
+//! weights at or below `resources.cpu_shares_max`/`blkio_weight_max`).
 
 use std::fs;
 use std::io;
@@ -56,10 +57,20 @@ pub fn update(ctx: &Ctx, args: liboci_cli::Update) -> Result<()> {
                 .map_err(|e| anyhow!("{e}"))?,
         ));
     }
-    // cgroup v2 files are checked as at create: an allowlist, and pids.max
-    // never above the container's limit (threat T24, T8).
-    moat::harden::refuse_unified(resources.unified().as_ref(), ceiling.resources.pids_limit)
-        .map_err(|r| anyhow!(r))?;
+    // Relative weights are cut as at create (threat T8, weights).
+    let cpus = moat::facts::online_cpus();
+    for (field, asked, given) in moat::harden::cap_relative_weights(&mut resources, &policy, cpus) {
+        tracing::warn!(id, field, asked, given, "weight cut to the policy");
+    }
+    moat::harden::refuse_network_classes(&resources, &policy).map_err(|r| anyhow!(r))?;
+    // cgroup v2 files are checked as at create: an allowlist, pids.max
+    // never above the container's limit, weights within the policy's caps
+    // (threat T24, T8).
+    moat::harden::refuse_unified(
+        resources.unified().as_ref(),
+        &moat::harden::UnifiedCeilings::of(ceiling.resources.pids_limit, &policy, cpus),
+    )
+    .map_err(|r| anyhow!(r))?;
     // Device rules are fixed at create: update must not widen them.
     resources.set_devices(None);
 

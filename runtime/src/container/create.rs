@@ -194,7 +194,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     // Whether an engine made the bundle for this id, from the real path of
     // the bundle fd (never the tenant-written id or annotations alone);
     // gathered once, for the join rule and for the hardening.
-    let engine_bundle = crate::engine_bundle::gather(&bundle, opts.id);
+    let engine_bundle = crate::engine_bundle::gather(opts.bundle, &bundle, opts.id);
     let pinned = crate::pinned::pin(&spec, &bundle_fd, &state_roots, || {
         crate::pinned::Joinable {
             // Only containers that consented at their own create (or all,

@@ -69,10 +69,12 @@ pub fn start_for_create(
             Output::Accumulate(ensure_dir(d)?.join(format!("{id}.json")))
         }
         (None, Some(name)) => {
+            // `<scope>/<name>`: the hardening scoped it to the bundle's
+            // origin (crate::learn::scoped_profile_name, R8).
             let name = if name == "true" { id } else { name.as_str() };
-            Output::Accumulate(
-                ensure_dir(Path::new(&policy.learn.dir))?.join(format!("{name}.json")),
-            )
+            let file = Path::new(&policy.learn.dir).join(format!("{name}.json"));
+            let dir = file.parent().unwrap_or(Path::new(&policy.learn.dir));
+            Output::Accumulate(ensure_dir(dir)?.join(file.file_name().unwrap_or_default()))
         }
         (None, None) => return Ok(()),
     };

@@ -21,6 +21,7 @@ use oci_spec::runtime::{Hook, Hooks, Spec};
 use crate::engine_bundle::Origin;
 use crate::policy::HooksPolicy;
 use crate::refusal::{Refusal, RefusalRule};
+use crate::report::{Report, Rule};
 
 /// The hook kinds, in the spec's order, with their JSON names.
 pub const HOOK_KINDS: &[&str] = &[
@@ -35,24 +36,89 @@ pub const HOOK_KINDS: &[&str] = &[
 /// Kinds whose path resolves inside the container: never allowed.
 const IN_CONTAINER_KINDS: &[&str] = &["createContainer", "startContainer"];
 
-/// Environment variables the C library ignores for setuid programs
-/// (glibc's UNSECURE_ENVVARS) plus every `LD_*`: in a hook's `env` they
-/// would make an allowed executable (a dynamically linked dockerd) load
-/// or read files the tenant names, as host root.
-const UNSAFE_ENV: &[&str] = &[
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_TRACE",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-    "TMPDIR",
-    "TZDIR",
+/// The only variable a hook's `env` may set (threat T21, red-team R9).
+/// A hook runs as host root, so its environment is an allowlist, not a
+/// denylist of the variables known today to steer a program: the dynamic
+/// loader (`LD_*`), glibc (`GLIBC_TUNABLES`, `GCONV_PATH`, `LOCPATH`,
+/// `HOSTALIASES`, …), the Go runtime dockerd is built with (`GODEBUG`,
+/// `GOTRACEBACK`, `GOMAXPROCS`), interpreters a hook may be written in
+/// (`PYTHON*`, `PERL5*`, `RUBY*`, `NODE_OPTIONS`, `BASH_ENV`, `ENV`), and
+/// whatever a library reads next. docker's `libnetwork-setkey` hook and
+/// nvidia's hooks are sent with no env at all.
+pub const HOOK_ENV_ALLOWED: &[&str] = &["PATH"];
+
+/// The directories a hook's `PATH` may list: host root's system
+/// directories. A tenant's directory there would make a hook that runs a
+/// helper by name run the tenant's file as host root.
+pub const HOOK_PATH_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
 ];
+
+/// May a hook run with `entry` (`NAME=value`) in its environment? Only
+/// [`HOOK_ENV_ALLOWED`] names, and a `PATH` of [`HOOK_PATH_DIRS`] only.
+/// Used by the hardening and again by `moat hook` when the hook runs.
+pub fn hook_env_allowed(entry: &str) -> bool {
+    let Some((name, value)) = entry.split_once('=') else {
+        return false;
+    };
+    HOOK_ENV_ALLOWED.contains(&name)
+        && (name != "PATH"
+            || value
+                .split(':')
+                .all(|dir| HOOK_PATH_DIRS.contains(&dir.trim_end_matches('/'))))
+}
+
+/// Drops from every hook's `env` what [`hook_env_allowed`] does not allow,
+/// one report line per hook that lost a variable (rule `hook-env`, T21).
+/// Dropped, not refused: the hook still runs, with the environment an
+/// engine gives its hooks (none).
+pub(super) fn keep_allowed_hook_env(spec: &mut Spec, report: &mut Report) {
+    let Some(mut hooks) = spec.hooks().clone() else {
+        return;
+    };
+    let mut changed = false;
+    for kind in HOOK_KINDS {
+        let Some(mut list) = hooks_of(&hooks, kind).cloned() else {
+            continue;
+        };
+        for (i, hook) in list.iter_mut().enumerate() {
+            let Some(env) = hook.env().clone() else {
+                continue;
+            };
+            let (kept, dropped): (Vec<String>, Vec<String>) =
+                env.into_iter().partition(|e| hook_env_allowed(e));
+            if dropped.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = dropped
+                .iter()
+                .map(|e| e.split('=').next().unwrap_or_default())
+                .collect();
+            report.change(
+                Rule::HookEnv,
+                format!("hooks.{kind}[{i}].env"),
+                names.join(","),
+                if kept.is_empty() {
+                    "none".to_string()
+                } else {
+                    kept.join(",")
+                },
+                "a hook runs as host root: its environment may only set PATH to system directories, never a variable that steers its loader, C library or language runtime",
+            );
+            hook.set_env(Some(kept));
+            changed = true;
+        }
+        set_hooks_of(&mut hooks, kind, Some(list));
+    }
+    if changed {
+        spec.set_hooks(Some(hooks));
+    }
+}
 
 /// The hooks of one kind, by JSON name.
 #[allow(deprecated)] // prestart: deprecated by the OCI spec, still sent by docker 20.10
@@ -197,16 +263,6 @@ pub fn check_hooks(
                         Some("hooks.arg0"),
                     ));
                 }
-            }
-            if let Some(var) = hook.env().iter().flatten().find_map(|e| {
-                let key = e.split('=').next().unwrap_or_default();
-                (key.starts_with("LD_") || UNSAFE_ENV.contains(&key)).then_some(key)
-            }) {
-                return Err(Refusal::new(
-                    RefusalRule::Hooks,
-                    format!("{name}: its env sets {var}, which would steer the executable's loader or C library as host root"),
-                    None,
-                ));
             }
             if hook.timeout().is_some_and(|t| t <= 0) {
                 return Err(Refusal::new(
@@ -499,22 +555,74 @@ mod tests {
     }
 
     #[test]
-    fn loader_variables_in_env_and_bad_timeouts_are_refused() {
+    fn bad_timeouts_are_refused_and_env_is_not_judged_by_the_check() {
         let policy = HooksPolicy {
             allow: vec!["/bin/true".into()],
             ..Default::default()
         };
         let r = resolved(&[("/bin/true", Some("/bin/true"))]);
-        for var in ["LD_PRELOAD=/x.so", "LD_LIBRARY_PATH=/x", "GCONV_PATH=/x"] {
-            let mut h = hook("/bin/true", &[]);
-            h.set_env(Some(vec!["A=1".into(), var.into()]));
-            assert!(check_hooks(&spec_with("poststop", h), &policy, &r).is_err());
-        }
+        // The env is cut by keep_allowed_hook_env, not refused.
         let mut h = hook("/bin/true", &[]);
-        h.set_env(Some(vec!["PATH=/bin".into()]));
+        h.set_env(Some(vec!["LD_PRELOAD=/x.so".into(), "PATH=/bin".into()]));
         check_hooks(&spec_with("poststop", h.clone()), &policy, &r).unwrap();
         h.set_timeout(Some(0));
         assert!(check_hooks(&spec_with("poststop", h), &policy, &r).is_err());
+    }
+
+    /// R9: a hook's environment is an allowlist (PATH of system
+    /// directories), not a denylist: GLIBC_TUNABLES, Go and interpreter
+    /// knobs, and names nobody has thought of yet are dropped.
+    #[test]
+    fn hook_env_keeps_only_a_system_path() {
+        for ok in [
+            "PATH=/usr/bin:/bin",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH=/usr/bin/",
+        ] {
+            assert!(hook_env_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "LD_PRELOAD=/x.so",
+            "LD_LIBRARY_PATH=/x",
+            "GLIBC_TUNABLES=glibc.malloc.mxfast=0",
+            "GCONV_PATH=/x",
+            "GODEBUG=x=1",
+            "GOTRACEBACK=crash",
+            "PYTHONPATH=/x",
+            "PERL5OPT=-Mx",
+            "NODE_OPTIONS=--require=/x",
+            "BASH_ENV=/x",
+            "HOME=/root",
+            "A=1",
+            "PATH=/tmp/tenant:/usr/bin",
+            "PATH=",
+            "PATH=/usr/bin:",
+            "PATH=/usr/../tmp",
+            "PATH",
+        ] {
+            assert!(!hook_env_allowed(bad), "{bad}");
+        }
+        let mut h = hook("/bin/true", &[]);
+        h.set_env(Some(vec![
+            "GLIBC_TUNABLES=glibc.malloc.mxfast=0".into(),
+            "PATH=/usr/bin:/bin".into(),
+            "GODEBUG=x=1".into(),
+        ]));
+        let mut spec = spec_with("poststart", h);
+        let mut report = Report::default();
+        keep_allowed_hook_env(&mut spec, &mut report);
+        let kept = &hooks_of(spec.hooks().as_ref().unwrap(), "poststart").unwrap()[0];
+        assert_eq!(kept.env().clone().unwrap(), vec!["PATH=/usr/bin:/bin"]);
+        let line = report.by_rule(Rule::HookEnv).next().unwrap();
+        assert_eq!(line.field, "hooks.poststart[0].env");
+        assert_eq!(line.before, "GLIBC_TUNABLES,GODEBUG");
+        assert_eq!(Rule::HookEnv.threat(), "T21");
+        // Nothing to drop: no line, the spec unchanged.
+        let before = spec.clone();
+        let mut report = Report::default();
+        keep_allowed_hook_env(&mut spec, &mut report);
+        assert_eq!(spec, before);
+        assert!(report.changes.is_empty());
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn non_bind_mounts_with_odd_sources_are_not_refused() {
     // And tmpfs outside the policy list gets the same flags and cap.
     assert_eq!(
         opts(mount_at(&h.spec, "/scratch")),
-        vec!["nosuid", "nodev", "size=64m"]
+        vec!["nosuid", "nodev", "size=64m", "nr_inodes=16384"]
     );
 }
 

@@ -44,7 +44,9 @@ pub use host_paths::{
 pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
 pub use process::{clamp_process_oom_score_adj, harden_process, home_from_passwd, refuse_proc_cwd};
-pub use resources::{clamp_pids_limit, refuse_unified};
+pub use resources::{
+    cap_relative_weights, clamp_pids_limit, refuse_network_classes, refuse_unified, UnifiedCeilings,
+};
 pub use root::rootfs_may_be_idmapped;
 pub use userns::{
     clamp_ping_group_range, engine_id_range, overlaps as userns_overlaps, UNPRIVILEGED_PORT_START,
@@ -110,6 +112,10 @@ pub struct HostFacts {
     /// storage, dockerd's setkey hook, its cgroup parents, a mapping it
     /// chose) asks this, never the tenant-written id or annotations.
     pub engine_bundle: Option<crate::engine_bundle::EngineBundle>,
+    /// The host's online CPUs (`None`: unknown, counted as one): with
+    /// `resources.cpu_shares_max = 0` a container's CPU weight is capped at
+    /// 1024 per CPU.
+    pub online_cpus: Option<u32>,
 }
 
 impl HostFacts {
@@ -131,7 +137,16 @@ pub struct Hardened {
 /// Hardens a container spec. Refuses what cannot be made safe.
 pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Hardened, Refusal> {
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let (policy, applied) = operator.with_annotations(&annotations)?;
+    let (mut policy, applied) = operator.with_annotations(&annotations)?;
+    if let Some(requested) = &policy.learn.requested {
+        // Scoped to the bundle's origin (R8): see crate::learn.
+        policy.learn.requested = Some(crate::learn::scoped_profile_name(
+            requested,
+            facts.origin(),
+            facts.container_id.as_deref(),
+            &annotations,
+        )?);
+    }
     fields::refuse_unsupported_fields(spec)?;
     let mut report = Report::default();
     for a in &applied {
@@ -171,6 +186,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     )?;
     mounts::refuse_misplaced_kernel_filesystems(spec)?;
     seccomp::refuse_seccomp_listener(spec, &policy)?;
+    resources::refuse_spec_network_classes(spec, &policy)?;
 
     let mut out = spec.clone();
     if let Some(process) = out.process().clone() {
@@ -183,6 +199,8 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     namespaces::keep_joined_uts_names(&mut out, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
+    seccomp::drop_unsafe_filter_flags(&mut out, &mut report);
+    hooks::keep_allowed_hook_env(&mut out, &mut report);
     seccomp::refuse_orphan_listener(&out)?;
     mounts::make_root_readonly(&mut out, &mut report);
     mounts::harden_mounts(&mut out, &policy, &mut report);
@@ -190,7 +208,8 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
     resources::keep_oom_killer(&mut out, &mut report);
-    resources::refuse_spec_unified(&out)?;
+    resources::cap_spec_weights(&mut out, &policy, facts.online_cpus, &mut report);
+    resources::refuse_spec_unified(&out, &policy, facts.online_cpus)?;
     process::set_home_without_name_service(&mut out, facts, &mut report);
     default_path::set_default_path(&mut out, &mut report);
     process::clamp_oom_score_adj(&mut out, facts, &mut report);

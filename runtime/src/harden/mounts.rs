@@ -121,6 +121,10 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         }
     }
     let size = format!("size={}", policy.filesystem.tmpfs_size);
+    let inodes = format!(
+        "nr_inodes={}",
+        (parse_size(&policy.filesystem.tmpfs_size).unwrap_or(0) / TMPFS_BYTES_PER_INODE).max(1)
+    );
     for path in &policy.filesystem.tmpfs {
         if mounts
             .iter()
@@ -142,12 +146,13 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
             "nodev".into(),
             mode.into(),
             size.clone(),
+            inodes.clone(),
         ]));
         report.change(
             Rule::Tmpfs,
             format!("mounts[{path}]"),
             "none",
-            format!("tmpfs nosuid,nodev,{mode},{size}"),
+            format!("tmpfs nosuid,nodev,{mode},{size},{inodes}"),
             "scratch space on a read-only root, size-limited",
         );
         let at = scratch_position(&mounts, Path::new(path));
@@ -211,9 +216,18 @@ fn scratch_position(mounts: &[Mount], path: &Path) -> usize {
         .unwrap_or(mounts.len())
 }
 
-/// Gives a tmpfs mount nosuid (and nodev unless it is /dev) and a size no
-/// larger than `cap`. A larger size, none (half the host's memory), 0
-/// (unlimited), a percentage, or `nr_blocks=` is replaced by `size=<cap>`.
+/// Bytes per inode a tmpfs may have at most: a page. Every non-empty file
+/// takes at least a page of the size cap, so only empty files, directories
+/// and symlinks could use more inodes than that, and each inode is kernel
+/// memory the size cap does not count.
+pub const TMPFS_BYTES_PER_INODE: u64 = 4096;
+
+/// Gives a tmpfs mount nosuid (and nodev unless it is /dev), a size no
+/// larger than `cap`, and no more inodes than pages of its size. A larger
+/// size, none (half the host's memory), 0 (unlimited), a percentage, or
+/// `nr_blocks=` is replaced by `size=<cap>`; a larger `nr_inodes`, none
+/// (the kernel's default: half the host's pages, whatever the size), or 0
+/// (unlimited: red-team R2, pass 4 F5) by `nr_inodes=<size / 4 KiB>`.
 fn cap_tmpfs(m: &mut Mount, cap_text: &str, dev: bool) -> bool {
     let cap = parse_size(cap_text).unwrap_or(0);
     let opts = m.options().clone().unwrap_or_default();
@@ -238,6 +252,29 @@ fn cap_tmpfs(m: &mut Mount, cap_text: &str, dev: bool) -> bool {
     }
     if !within {
         add.push(size.as_str());
+    }
+    let size_bytes = if within {
+        sizes
+            .iter()
+            .filter_map(|x| parse_size(&x["size=".len()..]))
+            .next_back()
+            .unwrap_or(cap)
+    } else {
+        cap
+    };
+    let inodes_cap = (size_bytes / TMPFS_BYTES_PER_INODE).max(1);
+    let inodes: Vec<&String> = opts
+        .iter()
+        .filter(|x| x.starts_with("nr_inodes="))
+        .collect();
+    let inodes_within = !inodes.is_empty()
+        && inodes
+            .iter()
+            .all(|x| parse_size(&x["nr_inodes=".len()..]).is_some_and(|n| n <= inodes_cap));
+    let nr_inodes = format!("nr_inodes={inodes_cap}");
+    if !inodes_within {
+        remove.extend(inodes.iter().map(|x| x.to_string()));
+        add.push(nr_inodes.as_str());
     }
     let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
     ensure_options(m, &add, &remove)

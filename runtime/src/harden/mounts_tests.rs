@@ -28,14 +28,29 @@ fn tmpfs_tmp_and_run_are_added() {
     let tmp = mount_at(&h.spec, "/tmp");
     assert_eq!(tmp.typ().as_deref(), Some("tmpfs"));
     assert_eq!(tmp.source().as_deref(), Some(Path::new("tmpfs")));
-    assert_eq!(opts(tmp), vec!["nosuid", "nodev", "mode=1777", "size=64m"]);
+    assert_eq!(
+        opts(tmp),
+        vec![
+            "nosuid",
+            "nodev",
+            "mode=1777",
+            "size=64m",
+            "nr_inodes=16384"
+        ]
+    );
     let run = mount_at(&h.spec, "/run");
     assert_eq!(run.typ().as_deref(), Some("tmpfs"));
-    assert_eq!(opts(run), vec!["nosuid", "nodev", "mode=755", "size=64m"]);
+    assert_eq!(
+        opts(run),
+        vec!["nosuid", "nodev", "mode=755", "size=64m", "nr_inodes=16384"]
+    );
 
     let l = line(&h.report, Rule::Tmpfs, "mounts[/tmp]");
     assert_eq!(l.before, "none");
-    assert_eq!(l.after, "tmpfs nosuid,nodev,mode=1777,size=64m");
+    assert_eq!(
+        l.after,
+        "tmpfs nosuid,nodev,mode=1777,size=64m,nr_inodes=16384"
+    );
     assert!(has_line(&h.report, Rule::Tmpfs, "mounts[/run]"));
     assert_eq!(lines(&h.report, Rule::Tmpfs).len(), 2);
     // Added after the spec's own mounts, so they are not shadowed by /.
@@ -89,7 +104,7 @@ fn tmpfs_directories_come_from_policy() {
     let h = ok_with(&docker_spec(), &p, &facts());
     assert_eq!(
         opts(mount_at(&h.spec, "/scratch")),
-        vec!["nosuid", "nodev", "mode=755", "size=64m"]
+        vec!["nosuid", "nodev", "mode=755", "size=64m", "nr_inodes=16384"]
     );
     assert!(mounts_at(&h.spec, "/tmp").is_empty());
     assert!(mounts_at(&h.spec, "/run").is_empty());
@@ -121,7 +136,7 @@ fn tmpfs_not_duplicated_when_the_spec_mounts_tmp() {
     let l = line(&h.report, Rule::MountFlags, "mounts[/tmp].options");
     assert_eq!(l.before, "rw,exec,suid,dev");
     // The spec's own scratch tmpfs also gets the policy's size cap.
-    assert_eq!(l.after, "rw,exec,nosuid,nodev,size=64m");
+    assert_eq!(l.after, "rw,exec,nosuid,nodev,size=64m,nr_inodes=16384");
 }
 
 #[test]
@@ -266,15 +281,7 @@ fn sysfs_and_cgroup_mounts_are_read_only() {
 #[test]
 fn already_hardened_system_mounts_are_not_reported() {
     let h = ok(&docker_spec());
-    for dest in [
-        "/sys",
-        "/sys/fs/cgroup",
-        "/proc",
-        "/dev",
-        "/dev/pts",
-        "/dev/mqueue",
-        "/dev/shm",
-    ] {
+    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/pts", "/dev/mqueue"] {
         assert!(
             !has_line(
                 &h.report,
@@ -284,18 +291,22 @@ fn already_hardened_system_mounts_are_not_reported() {
             "{dest}"
         );
     }
-    // The docker spec's own mounts are unchanged apart from the binds.
+    // The docker spec's own mounts are unchanged apart from the binds, and
+    // its tmpfs (/dev, /dev/shm) apart from their inode cap (T5, inodes).
     let before = docker_spec();
-    for dest in [
-        "/sys",
-        "/sys/fs/cgroup",
-        "/proc",
-        "/dev",
-        "/dev/pts",
-        "/dev/mqueue",
-        "/dev/shm",
-    ] {
+    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/pts", "/dev/mqueue"] {
         assert_eq!(mount_at(&h.spec, dest), mount_at(&before, dest), "{dest}");
+    }
+    for (dest, inodes) in [("/dev", "nr_inodes=16384"), ("/dev/shm", "nr_inodes=16384")] {
+        let mut want = opts(mount_at(&before, dest));
+        want.push(inodes.to_string());
+        assert_eq!(opts(mount_at(&h.spec, dest)), want, "{dest}");
+        let l = line(
+            &h.report,
+            Rule::MountFlags,
+            &format!("mounts[{dest}].options"),
+        );
+        assert_eq!(l.after, want.join(","), "{dest}");
     }
 }
 
@@ -306,7 +317,13 @@ fn dev_tmpfs_is_not_given_nodev() {
     assert!(!has_opt(dev, "nodev"), "{:?}", opts(dev));
     assert_eq!(
         opts(dev),
-        vec!["nosuid", "strictatime", "mode=755", "size=65536k"]
+        vec![
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "nr_inodes=16384"
+        ]
     );
     // proc (with no options at all) is left as it is.
     assert!(mount_at(&h.spec, "/proc").options().is_none());
@@ -434,19 +451,26 @@ fn every_tmpfs_is_capped_and_nosuid_nodev() {
     let h = ok(&s);
     assert_eq!(
         opts(mount_at(&h.spec, "/data")),
-        vec!["rw", "exec", "nosuid", "nodev", "size=64m"]
+        vec![
+            "rw",
+            "exec",
+            "nosuid",
+            "nodev",
+            "size=64m",
+            "nr_inodes=16384"
+        ]
     );
     assert_eq!(
         opts(mount_at(&h.spec, "/big")),
-        vec!["nosuid", "nodev", "size=64m"]
+        vec!["nosuid", "nodev", "size=64m", "nr_inodes=16384"]
     );
     assert_eq!(
         opts(mount_at(&h.spec, "/zero")),
-        vec!["nosuid", "nodev", "size=64m"]
+        vec!["nosuid", "nodev", "size=64m", "nr_inodes=16384"]
     );
     assert_eq!(
         opts(mount_at(&h.spec, "/small")),
-        vec!["size=1m", "nosuid", "nodev"]
+        vec!["size=1m", "nosuid", "nodev", "nr_inodes=256"]
     );
     // docker's /dev/shm is within the cap already; /dev keeps dev.
     let shm = mount_at(&h.spec, "/dev/shm");
@@ -600,5 +624,55 @@ fn bind_mounts_keep_their_sources_atime_flags() {
     let h = ok(&docker_spec());
     assert!(lines(&h.report, Rule::MountFlags)
         .iter()
-        .all(|l| !l.after.contains("atime")));
+        .all(|l| l.after != "the source mount's atime flags"));
+}
+
+/// R2 / pass 4 F5: a tmpfs's inodes are capped like its size: at most one
+/// per 4 KiB page of its size. `nr_inodes=0` (unlimited), none (the
+/// kernel's half of the host's pages) or a larger count is replaced; a
+/// smaller one is kept.
+#[test]
+fn tmpfs_inodes_are_capped_by_its_size() {
+    let s = docker_with(|v| {
+        for (dest, o) in [
+            ("/unlimited", json!(["size=1m", "nr_inodes=0"])),
+            ("/huge", json!(["nr_inodes=1g"])),
+            ("/junk", json!(["size=8m", "nr_inodes=lots"])),
+            ("/fewer", json!(["size=8m", "nr_inodes=100"])),
+            ("/exact", json!(["size=8m", "nr_inodes=2k"])),
+        ] {
+            add_mount(
+                v,
+                json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": o}),
+            );
+        }
+    });
+    let h = ok(&s);
+    let at = |d: &str| opts(mount_at(&h.spec, d));
+    assert_eq!(
+        at("/unlimited"),
+        vec!["size=1m", "nosuid", "nodev", "nr_inodes=256"]
+    );
+    assert_eq!(
+        at("/huge"),
+        vec!["nosuid", "nodev", "size=64m", "nr_inodes=16384"]
+    );
+    assert_eq!(
+        at("/junk"),
+        vec!["size=8m", "nosuid", "nodev", "nr_inodes=2048"]
+    );
+    assert_eq!(
+        at("/fewer"),
+        vec!["size=8m", "nr_inodes=100", "nosuid", "nodev"]
+    );
+    assert_eq!(
+        at("/exact"),
+        vec!["size=8m", "nr_inodes=2k", "nosuid", "nodev"]
+    );
+    let l = line(&h.report, Rule::MountFlags, "mounts[/unlimited].options");
+    assert_eq!(l.before, "size=1m,nr_inodes=0");
+    assert_eq!(l.after, "size=1m,nosuid,nodev,nr_inodes=256");
+    // A fixed point: hardening again changes nothing.
+    let again = ok(&h.spec);
+    assert_eq!(opts(mount_at(&again.spec, "/unlimited")), at("/unlimited"));
 }

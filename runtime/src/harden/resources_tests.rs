@@ -206,7 +206,8 @@ fn unified_pids_max_is_judged_against_the_containers_own_limit() {
         "cgroup-resources",
         Some("resources.pids_limit"),
     );
-    assert!(crate::harden::refuse_unified(None, 1).is_ok());
+    let caps = crate::harden::UnifiedCeilings::of(1, &Policy::default(), None);
+    assert!(crate::harden::refuse_unified(None, &caps).is_ok());
 }
 
 /// docker's --oom-kill-disable: the OOM killer stays on, reported (T8).
@@ -241,4 +242,182 @@ fn disable_oom_killer_is_turned_back_off_and_reported() {
     );
     let h = ok(&with(false));
     assert!(lines(&h.report, Rule::OomKiller).is_empty());
+}
+
+// ---- relative weights (red-team pass 4 F3; threat T8, weights)
+
+fn with_resources(resources: Value) -> Spec {
+    docker_with(|v| {
+        for (k, val) in resources.as_object().unwrap() {
+            v["linux"]["resources"][k] = val.clone();
+        }
+    })
+}
+
+fn cpus(n: u32) -> HostFacts {
+    HostFacts {
+        online_cpus: Some(n),
+        ..facts()
+    }
+}
+
+fn resources_of(h: &Hardened) -> oci_spec::runtime::LinuxResources {
+    h.spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .clone()
+        .unwrap()
+}
+
+/// A raw tenant asking for the kernel's largest cpu.shares next to
+/// docker's 1024 is cut to 1024 per CPU of the host (kubelet's most), and
+/// a weight within the cap is kept.
+#[test]
+fn cpu_shares_above_the_cap_are_cut_to_1024_per_cpu() {
+    let s = with_resources(json!({"cpu": {"shares": 262144, "quota": 50000}}));
+    let h = ok_with(&s, &Policy::default(), &cpus(4));
+    let cpu = resources_of(&h).cpu().clone().unwrap();
+    assert_eq!(cpu.shares(), Some(4096));
+    assert_eq!(cpu.quota(), Some(50000), "other cpu settings are kept");
+    let l = line(
+        &h.report,
+        Rule::RelativeWeights,
+        "linux.resources.cpu.shares",
+    );
+    assert_eq!((l.before.as_str(), l.after.as_str()), ("262144", "4096"));
+    assert_eq!(Rule::RelativeWeights.threat(), "T8");
+    // Unknown CPU count: one CPU's worth (docker's default).
+    let h = ok(&s);
+    assert_eq!(resources_of(&h).cpu().clone().unwrap().shares(), Some(1024));
+    // Within the cap (kubelet's 2-CPU pod on a 4-CPU host): kept, no line.
+    let s = with_resources(json!({"cpu": {"shares": 2048}}));
+    let h = ok_with(&s, &Policy::default(), &cpus(4));
+    assert_eq!(resources_of(&h).cpu().clone().unwrap().shares(), Some(2048));
+    assert!(lines(&h.report, Rule::RelativeWeights).is_empty());
+    // The operator's own cap wins over the CPU count.
+    let mut p = Policy::default();
+    p.resources.cpu_shares_max = 512;
+    let h = ok_with(&s, &p, &cpus(64));
+    assert_eq!(resources_of(&h).cpu().clone().unwrap().shares(), Some(512));
+    assert_eq!(
+        crate::harden::fields::class_of("linux.resources.cpu.shares"),
+        Some(crate::harden::fields::FieldClass::Hardened(
+            "relative-weights"
+        ))
+    );
+}
+
+#[test]
+fn blkio_weights_above_the_cap_are_cut_everywhere() {
+    let s = with_resources(json!({"blockIO": {
+        "weight": 1000, "leafWeight": 900,
+        "weightDevice": [{"major": 8, "minor": 0, "weight": 1000, "leafWeight": 100}],
+        "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}]
+    }}));
+    let h = ok(&s);
+    let blkio = resources_of(&h).block_io().clone().unwrap();
+    assert_eq!(blkio.weight(), Some(500));
+    assert_eq!(blkio.leaf_weight(), Some(500));
+    let d = blkio.weight_device().clone().unwrap()[0];
+    assert_eq!((d.weight(), d.leaf_weight()), (Some(500), Some(100)));
+    assert_eq!(
+        blkio.throttle_read_bps_device().clone().unwrap()[0].rate(),
+        1048576,
+        "limits are kept"
+    );
+    let fields: Vec<&str> = lines(&h.report, Rule::RelativeWeights)
+        .iter()
+        .map(|c| c.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "linux.resources.blockIO.weight",
+            "linux.resources.blockIO.leafWeight",
+            "linux.resources.blockIO.weightDevice[8:0].weight",
+        ]
+    );
+    // docker's --blkio-weight 300 is within the default cap.
+    let h = ok(&with_resources(json!({"blockIO": {"weight": 300}})));
+    assert_eq!(
+        resources_of(&h).block_io().clone().unwrap().weight(),
+        Some(300)
+    );
+    assert!(lines(&h.report, Rule::RelativeWeights).is_empty());
+}
+
+/// cgroup v2 weights written through `unified` are judged against the same
+/// caps (refused, as pids.max is: unified is checked, not rewritten).
+#[test]
+fn unified_weights_above_the_caps_are_refused() {
+    for (key, value, policy_key) in [
+        ("cpu.weight", "10000", "resources.cpu_shares_max"),
+        ("cpu.weight", "101", "resources.cpu_shares_max"),
+        ("cpu.weight.nice", "-1", "resources.cpu_shares_max"),
+        ("io.weight", "101", "resources.blkio_weight_max"),
+        ("io.weight", "default 10000", "resources.blkio_weight_max"),
+        ("io.bfq.weight", "8:0 1000", "resources.blkio_weight_max"),
+    ] {
+        let r = refused(&with_unified(json!({ key: value })));
+        assert_refusal(&r, "cgroup-resources", Some(policy_key));
+        assert!(r.detail.contains("above the cap"), "{key}={value}: {r}");
+    }
+    for (key, value) in [
+        ("cpu.weight", "100"),
+        ("cpu.weight.nice", "0"),
+        ("cpu.weight.nice", "19"),
+        ("io.weight", "default 100"),
+        ("io.bfq.weight", "8:0 50"),
+    ] {
+        ok(&with_unified(json!({ key: value })));
+    }
+    // With 4 CPUs the cap is 4096: cpu.weight 400 (4096 * 100 / 1024) and
+    // nice -6 (3906) fit, 401 and nice -7 (4904) do not.
+    let caps = crate::harden::UnifiedCeilings::of(4096, &Policy::default(), Some(4));
+    let unified = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+    let judge = |k: &str, v: &str| crate::harden::refuse_unified(Some(&unified(k, v)), &caps);
+    assert!(judge("cpu.weight", "400").is_ok());
+    assert!(judge("cpu.weight", "401").is_err());
+    assert!(judge("cpu.weight.nice", "-6").is_ok());
+    assert!(judge("cpu.weight.nice", "-7").is_err());
+    assert!(judge("cpu.weight.nice", "-21").is_err());
+}
+
+#[test]
+fn network_class_ids_and_priorities_are_refused_unless_allowed() {
+    for network in [
+        json!({"classID": 1048577}),
+        json!({"priorities": [{"name": "eth0", "priority": 7}]}),
+    ] {
+        let s = with_resources(json!({ "network": network }));
+        let r = refused(&s);
+        assert_refusal(
+            &r,
+            "cgroup-resources",
+            Some("resources.allow_network_classes"),
+        );
+        assert!(r.detail.contains("linux.resources.network"), "{r}");
+        let mut p = Policy::default();
+        p.resources.allow_network_classes = true;
+        ok_with(&s, &p, &facts());
+    }
+    // An empty network section asks for nothing.
+    ok(&with_resources(json!({"network": {"priorities": []}})));
+}
+
+#[test]
+fn policy_weight_caps_are_validated() {
+    assert!(Policy::from_toml("[resources]\ncpu_shares_max = 1\n").is_err());
+    assert!(Policy::from_toml("[resources]\ncpu_shares_max = 262145\n").is_err());
+    assert!(Policy::from_toml("[resources]\nblkio_weight_max = 9\n").is_err());
+    assert!(Policy::from_toml("[resources]\nblkio_weight_max = 1001\n").is_err());
+    let p =
+        Policy::from_toml("[resources]\ncpu_shares_max = 2048\nblkio_weight_max = 1000\n").unwrap();
+    assert_eq!(p.resources.cpu_shares_cap(Some(64)), 2048);
+    let d = Policy::default();
+    assert_eq!(d.resources.cpu_shares_cap(None), 1024);
+    assert_eq!(d.resources.cpu_shares_cap(Some(2)), 2048);
+    assert_eq!(d.resources.cpu_shares_cap(Some(1000)), 262_144);
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSyscall, Spec};
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSyscall, Spec,
+};
 
 use super::normalize;
 use crate::policy::Policy;
@@ -194,6 +196,52 @@ pub(super) fn enforce_seccomp(spec: &mut Spec, report: &mut Report) {
         }
     };
     linux.set_seccomp(Some(hardened));
+    spec.set_linux(Some(linux));
+}
+
+/// Drops `SECCOMP_FILTER_FLAG_SPEC_ALLOW` from the profile's `flags` (red-
+/// team R9, threat T4): installing a filter makes the kernel turn the
+/// speculative store bypass mitigation on for the task (with
+/// `spec_store_bypass_disable=seccomp`: the kernel's default before 5.16,
+/// a boot option since), and this flag keeps it off, so the
+/// workload runs with a hardware side channel open that its filter would
+/// have closed. Dropped with a report line, not refused: the profile is the
+/// tenant's own and stays in force. The other flags are kept: `TSYNC`
+/// applies the filter to every thread (only stricter), `LOG` logs what the
+/// filter denies, `WAIT_KILLABLE_RECV` only changes how a notifying task
+/// waits for its listener.
+pub(super) fn drop_unsafe_filter_flags(spec: &mut Spec, report: &mut Report) {
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let Some(mut profile) = linux.seccomp().clone() else {
+        return;
+    };
+    let Some(flags) = profile.flags().clone() else {
+        return;
+    };
+    let unsafe_flag = |f: &LinuxSeccompFilterFlag| {
+        matches!(f, LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow)
+    };
+    if !flags.iter().any(unsafe_flag) {
+        return;
+    }
+    let name = |f: &LinuxSeccompFilterFlag| f.to_string();
+    let kept: Vec<LinuxSeccompFilterFlag> =
+        flags.iter().filter(|f| !unsafe_flag(f)).cloned().collect();
+    report.change(
+        Rule::Seccomp,
+        "linux.seccomp.flags",
+        flags.iter().map(name).collect::<Vec<_>>().join(","),
+        if kept.is_empty() {
+            "none".to_string()
+        } else {
+            kept.iter().map(name).collect::<Vec<_>>().join(",")
+        },
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW would keep the speculative store bypass mitigation that installing the filter turns on switched off",
+    );
+    profile.set_flags(Some(kept));
+    linux.set_seccomp(Some(profile));
     spec.set_linux(Some(linux));
 }
 

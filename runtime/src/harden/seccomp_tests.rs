@@ -252,3 +252,52 @@ fn seccomp_listener_without_a_surviving_notify_rule_is_refused() {
     assert_refusal(&r, "seccomp-listener", None);
     assert!(r.detail.contains("never receive"), "{r}");
 }
+
+/// R9: a tenant profile's SECCOMP_FILTER_FLAG_SPEC_ALLOW is dropped with a
+/// report line; TSYNC, LOG and WAIT_KILLABLE_RECV stay.
+#[test]
+fn seccomp_spec_allow_flag_is_dropped_and_safe_flags_kept() {
+    use oci_spec::runtime::LinuxSeccompFilterFlag as F;
+    let with_flags = |flags: Value| {
+        docker_with(|v| {
+            v["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "flags": flags,
+                "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}]
+            })
+        })
+    };
+    let h = ok(&with_flags(json!([
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_LOG"
+    ])));
+    let p = seccomp_of(&h.spec);
+    assert_eq!(
+        p.flags().clone().unwrap(),
+        vec![F::SeccompFilterFlagTsync, F::SeccompFilterFlagLog]
+    );
+    let l = line(&h.report, Rule::Seccomp, "linux.seccomp.flags");
+    assert_eq!(
+        l.before,
+        "SECCOMP_FILTER_FLAG_TSYNC,SECCOMP_FILTER_FLAG_SPEC_ALLOW,SECCOMP_FILTER_FLAG_LOG"
+    );
+    assert_eq!(l.after, "SECCOMP_FILTER_FLAG_TSYNC,SECCOMP_FILTER_FLAG_LOG");
+    // Alone: no flag left.
+    let h = ok(&with_flags(json!(["SECCOMP_FILTER_FLAG_SPEC_ALLOW"])));
+    assert_eq!(seccomp_of(&h.spec).flags().clone().unwrap(), vec![]);
+    assert_eq!(
+        line(&h.report, Rule::Seccomp, "linux.seccomp.flags").after,
+        "none"
+    );
+    // Only safe flags: kept, no line.
+    let h = ok(&with_flags(json!([
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
+    ])));
+    assert_eq!(seccomp_of(&h.spec).flags().clone().unwrap().len(), 2);
+    assert!(!h
+        .report
+        .by_rule(Rule::Seccomp)
+        .any(|c| c.field == "linux.seccomp.flags"));
+}
