@@ -16,6 +16,7 @@ pub mod engine_userns;
 pub mod facts;
 pub mod harden;
 pub mod hook_exe;
+pub mod host_file;
 pub mod idpool;
 pub mod install;
 pub mod learn;
