@@ -5,6 +5,7 @@
 //! ([`idpool`], [`rootfs`], [`facts`], [`nsjoin`], [`state`]) are the edges
 //! that touch the host.
 
+pub mod cgroup_join;
 pub mod cgroup_probe;
 pub mod container;
 pub mod container_id;
