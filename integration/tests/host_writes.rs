@@ -234,7 +234,13 @@ fn the_seccomp_cache_stays_bounded() {
         }
     }
     let _sweep = Sweep(planted.clone());
-    // Distinct tenant profiles (red team G2): each compiled and stored.
+    // Distinct tenant profiles (red team G2), new to the cache (an errno
+    // no earlier run used): each compiled and stored.
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_micros()
+        % 3000;
     for i in 0..3 {
         let mut b = env.bundle(&["true"]);
         // moat's own default profile plus one rule that differs per run.
@@ -243,7 +249,7 @@ fn the_seccomp_cache_stays_bounded() {
             serde_json::from_slice(&fs::read(&default).unwrap()).unwrap();
         let rules = seccomp["syscalls"].as_array().cloned().unwrap_or_default();
         let mut all = vec![serde_json::json!({
-            "names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 20 + i
+            "names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1000 + salt + i
         })];
         all.extend(rules);
         seccomp["syscalls"] = serde_json::Value::Array(all);
