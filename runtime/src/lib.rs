@@ -5,6 +5,7 @@
 //! ([`idpool`], [`rootfs`], [`facts`], [`nsjoin`], [`state`]) are the edges
 //! that touch the host.
 
+pub mod cgroup_join;
 pub mod cgroup_probe;
 pub mod container;
 pub mod container_id;
@@ -17,6 +18,7 @@ pub mod engine_userns;
 pub mod facts;
 pub mod harden;
 pub mod hook_exe;
+pub mod host_file;
 pub mod idpool;
 pub mod install;
 pub mod learn;

@@ -23,7 +23,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -663,16 +663,13 @@ pub fn teardown(private_dir: &Path, target: &Path) {
     }
 }
 
-/// Writes `data` to `path` atomically (temp file + rename). No fsync: the
-/// state lives under /run (gone at reboot anyway), a crash mid-create is
-/// swept by `delete --force`, and fsync cost ~16 ms per container on ext4.
+/// Writes `data` to `path` atomically (fresh temp file + rename; a link
+/// at `path` is replaced, never followed: see `crate::host_file`, T35). No
+/// fsync: the state lives under /run (gone at reboot anyway), a crash
+/// mid-create is swept by `delete --force`, and fsync cost ~16 ms per
+/// container on ext4.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-    }
-    fs::rename(tmp, path)
+    crate::host_file::write_replacing(path, data)
 }
 
 #[cfg(test)]

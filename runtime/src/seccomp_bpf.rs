@@ -995,6 +995,9 @@ pub fn cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilter
     let file = cache_dir.join(format!("{}.bpf", cache_key(seccomp)));
     if let Ok(program) = fs::read(&file) {
         if check_program(&program).is_ok() {
+            // Recently used: the last to be evicted.
+            let _ =
+                fs::File::open(&file).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(CompiledFilter {
                 program,
                 flags: filter_flags(seccomp),
@@ -1020,7 +1023,71 @@ pub fn cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilter
         let _ = fs::remove_file(&tmp);
         tracing::warn!(file = %file.display(), error = %e, "cannot store compiled seccomp filter");
     }
+    bound_cache(cache_dir, &file, CACHE_MAX_ENTRIES, CACHE_MAX_BYTES);
     Ok(compiled)
+}
+
+/// At most this many compiled programs are kept ([`bound_cache`]).
+pub const CACHE_MAX_ENTRIES: usize = 64;
+/// And at most this many bytes of them (a program is at most 32 KiB).
+pub const CACHE_MAX_BYTES: u64 = 2 << 20;
+
+/// Whether `name` is an entry of the current cache format (`<sha256>.bpf`).
+fn is_cache_entry_name(name: &str) -> bool {
+    name.strip_suffix(".bpf").is_some_and(|key| {
+        key.len() == 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Keeps the cache bounded (T36): the key covers the whole profile, which a
+/// tenant writes, so every distinct tenant profile adds an entry that no
+/// container owns. Run after each store (a miss already paid a compile):
+/// removes names of older formats and temp files left by a crash (older
+/// than a minute), then the least recently used entries (mtime, bumped on
+/// each hit) until at most `max_entries` and `max_bytes` remain. `keep`,
+/// the entry just stored, stays. An evicted entry is only compiled again.
+pub fn bound_cache(cache_dir: &Path, keep: &Path, max_entries: usize, max_bytes: u64) {
+    let Ok(dir) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut entries = Vec::new();
+    for e in dir.flatten() {
+        let path = e.path();
+        let Ok(md) = e.metadata() else { continue };
+        let mtime = md.modified().unwrap_or(now);
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if md.is_file() && is_cache_entry_name(&name) {
+            if path != keep {
+                entries.push((mtime, md.len(), path));
+            }
+            continue;
+        }
+        let stale = now
+            .duration_since(mtime)
+            .is_ok_and(|age| age > std::time::Duration::from_secs(60));
+        if md.is_file() && (!name.starts_with('.') || stale) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    let keep_len = fs::metadata(keep).map(|m| m.len()).unwrap_or(0);
+    let mut count = entries.len() + 1;
+    let mut bytes = keep_len + entries.iter().map(|e| e.1).sum::<u64>();
+    // Oldest first.
+    entries.sort();
+    for (_, len, path) in entries {
+        if count <= max_entries && bytes <= max_bytes {
+            break;
+        }
+        if fs::remove_file(&path).is_ok() {
+            count -= 1;
+            bytes = bytes.saturating_sub(len);
+        }
+    }
 }
 
 /// Installs the program on the calling thread. The caller must hold
@@ -1107,6 +1174,45 @@ mod tests {
 
     /// R11: the key is a SHA-256 (64 hex digits) of the exact inputs, not
     /// a fast hash a tenant could find a second preimage of.
+    #[test]
+    fn the_cache_is_bounded_oldest_first_and_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let name = |i: u8| dir.join(format!("{}.bpf", format!("{i:02x}").repeat(32)));
+        let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        for i in 0..10u8 {
+            fs::write(name(i), vec![0u8; 100]).unwrap();
+            let f = fs::File::open(name(i)).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(u64::from(i)))
+                .unwrap();
+        }
+        // An older format's name, a fresh and an old temp file.
+        fs::write(dir.join("0123456789abcdef.bpf"), b"old").unwrap();
+        fs::write(dir.join(".77.tmp"), b"busy").unwrap();
+        fs::write(dir.join(".78.tmp"), b"dead").unwrap();
+        fs::File::open(dir.join(".78.tmp"))
+            .unwrap()
+            .set_modified(t0)
+            .unwrap();
+        // Entry 0 was just stored (kept though oldest); 4 entries at most.
+        bound_cache(dir, &name(0), 4, 1 << 20);
+        let mut left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![".77.tmp".to_string()];
+        want.extend([0u8, 7, 8, 9].map(|i| format!("{}.bpf", format!("{i:02x}").repeat(32))));
+        want.sort();
+        assert_eq!(left, want);
+        // The byte bound: 250 bytes keep two of 100.
+        bound_cache(dir, &name(0), 64, 250);
+        assert!(name(0).exists() && name(9).exists());
+        assert!(!name(7).exists() && !name(8).exists());
+        assert!(is_cache_entry_name(&format!("{}.bpf", "ab".repeat(32))));
+        assert!(!is_cache_entry_name(&format!("{}.bpf", "AB".repeat(32))));
+    }
+
     #[test]
     fn cache_key_is_a_sha256_of_the_profile() {
         let p = default_profile();

@@ -519,8 +519,6 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     };
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(executor)
-        .with_pid_file(opts.pid_file)
-        .context("invalid --pid-file")?
         .with_console_socket(opts.console_socket)
         .with_root_path(&root)
         .context("invalid --root")?
@@ -536,6 +534,12 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 
     if let Some(pid) = container.pid() {
         seal_cgroupfs(pid)?;
+        // moat writes it, not libcontainer (whose fs::write follows a link
+        // the bundle's owner planted at that name: T35).
+        if let Some(pid_file) = opts.pid_file {
+            crate::host_file::write_replacing(pid_file, pid.to_string().as_bytes())
+                .with_context(|| format!("cannot write pid file {}", pid_file.display()))?;
+        }
         // Read once the init exists: exec, kill and state act on the pid
         // only while it still names this process (T33).
         moat_state.init_start_time = crate::pidfd::start_time(pid.as_raw());

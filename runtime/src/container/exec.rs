@@ -24,7 +24,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use libcgroups::common::CgroupManager;
 use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::create_syscall;
 use nix::sched::{setns, CloneFlags};
@@ -132,26 +131,31 @@ fn exec_in_container(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
     }
     let userns = File::open(format!("/proc/{init}/ns/user"))
         .with_context(|| format!("cannot open /proc/{init}/ns/user"))?;
+    // The init's cgroups, opened while it is alive (checked next): joined
+    // through these descriptors, never re-created (libcgroups' add_task is
+    // mkdir -p: an exec racing delete left the cgroups behind, T36).
+    let cgroup = crate::cgroup_join::CgroupDirs::of_process(init.as_raw())
+        .with_context(|| format!("cannot open the cgroups of container {id}"))?;
     if !init_fd.is_alive() {
         bail!("container {id} is not running (its init exited)");
     }
-    let config = container.spec().map_err(|e| anyhow!("{e}"))?;
-    let cgroup = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: id.clone(),
-    })
-    .map_err(|e| anyhow!("{e}"))?;
     let console = match (&args.console_socket, process.terminal().unwrap_or(false)) {
-        (Some(socket), true) => Some(
-            libcontainer::tty::setup_console_socket(&private, socket, "exec-console-socket")
-                .map_err(|e| anyhow!("{e}"))
-                .context("cannot connect to the console socket")?,
-        ),
+        (Some(socket), true) => {
+            // libcontainer links the socket under this name and connects to
+            // the name: one name per exec, removed only by this exec, so
+            // concurrent execs never connect to each other's socket (G5).
+            let link = exec_console_link_name();
+            let connected = libcontainer::tty::setup_console_socket(&private, socket, &link);
+            let _ = fs::remove_file(private.join(&link));
+            Some(
+                connected
+                    .map_err(|e| anyhow!("{e}"))
+                    .context("cannot connect to the console socket")?,
+            )
+        }
         (None, true) => bail!("exec with a terminal needs --console-socket"),
         _ => None,
     };
-    let _ = fs::remove_file(private.join("exec-console-socket"));
     // A learning container: the exec'd process's filter reports to the
     // container's recorder, connected from here (the host side).
     let learn_conn = crate::learn::connect_for_exec(&private)?;
@@ -220,7 +224,8 @@ fn exec_in_container(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
             .map_err(|_| anyhow!("unable to start container process: it did not start"))?,
     );
     if let Some(pid_file) = &args.pid_file {
-        crate::rootfs::write_atomic(pid_file, workload.to_string().as_bytes())
+        // Replaced, never followed: the bundle may be the tenant's (T35).
+        crate::host_file::write_replacing(pid_file, workload.to_string().as_bytes())
             .with_context(|| format!("cannot write pid file {}", pid_file.display()))?;
     }
     tracing::info!(id, pid = workload.as_raw(), "exec'd a hardened process");
@@ -326,6 +331,17 @@ fn build_process(
     Ok(process)
 }
 
+/// A name for this exec's console-socket link no other exec uses: pid (one
+/// exec per process at a time) and the time, in case the pid is reused
+/// while a killed exec's link is still there.
+fn exec_console_link_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("exec-console-{}-{nanos:x}", std::process::id())
+}
+
 fn same_ns(a: &str, b: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (fs::metadata(a), fs::metadata(b)) {
@@ -377,7 +393,7 @@ struct Entry<'a> {
 
 /// In the helper: join, fork the workload, report its pid, exit.
 fn helper_main(
-    cgroup: &libcgroups::common::AnyCgroupManager,
+    cgroup: &crate::cgroup_join::CgroupDirs,
     ns_files: &[(&str, CloneFlags, File)],
     userns: &File,
     entry: &Entry,
@@ -391,7 +407,7 @@ fn helper_main(
             .context("cannot set the process's oom_score_adj")?;
     }
     cgroup
-        .add_task(nix::unistd::getpid())
+        .join(nix::unistd::getpid().as_raw())
         .map_err(|e| anyhow!("cannot join the container's cgroup: {e}"))?;
     for (name, flag, f) in ns_files {
         setns(f, *flag).with_context(|| format!("cannot join the {name} namespace"))?;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -184,16 +184,8 @@ impl Recorder {
         let json = profile::to_json(&prof, &meta);
         let mut text = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
         text.push(b'\n');
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.moat-{}", std::process::id()));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-        }
-        fs::rename(&tmp, path)
+        // A fresh temp name, a link at `path` replaced (T35).
+        crate::host_file::write_replacing(path, &text)
     }
 }
 

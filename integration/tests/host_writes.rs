@@ -1,0 +1,271 @@
+//! Paths moat writes as host root outside its own state (T35) and host
+//! state keyed by tenant input (T36), through the real binary: a link the
+//! bundle's owner plants at `--pid-file` or `--log` is never written
+//! through; an exec never re-creates a container's cgroup; the seccomp
+//! cache stays bounded.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use moat_integration::*;
+
+/// The hierarchy whose `cgroup.procs` a planted pid-file link names: the
+/// pids controller's (v1), or the unified one (v2 only).
+fn pids_hierarchy() -> PathBuf {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("pids/cgroup.procs").exists() {
+        base.join("pids")
+    } else {
+        base.to_path_buf()
+    }
+}
+
+fn is_link(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[test]
+fn a_pid_file_link_to_cgroup_procs_is_replaced_and_the_init_stays_in_its_cgroup() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("pidlink");
+    let leak = env.leak_check(&id);
+    let hierarchy = pids_hierarchy();
+    // The tenant owns the bundle and plants the link (red team G3).
+    let pid_file = Path::new(b.path()).join("pid");
+    make_symlink(hierarchy.join("cgroup.procs").to_str().unwrap(), &pid_file);
+    {
+        let _g = env.guard(&id);
+        env.moat(&[
+            "create",
+            "--bundle",
+            b.path(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ])
+        .assert_ok();
+        let init = init_pid(&env, &id);
+        assert!(!is_link(&pid_file), "the planted link is still there");
+        assert_eq!(
+            fs::read_to_string(&pid_file).unwrap().trim(),
+            init.to_string()
+        );
+        let own = hierarchy.join("moat").join(&id).join("cgroup.procs");
+        let members = fs::read_to_string(&own).unwrap_or_default();
+        assert!(
+            members.lines().any(|l| l.trim() == init.to_string()),
+            "the init {init} left {}: {members:?}",
+            own.display()
+        );
+        // No stray temp file next to it.
+        let left: Vec<_> = fs::read_dir(b.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pid"))
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}
+
+#[test]
+fn an_exec_pid_file_link_is_replaced_not_followed() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "execpid");
+    let leak = env.leak_check(&id);
+    let target = env.tmp.path().join("precious");
+    fs::write(&target, "keep\n").unwrap();
+    let pid_file = Path::new(b.path()).join("exec.pid");
+    make_symlink(target.to_str().unwrap(), &pid_file);
+    // The old temp name (`<pid-file>.tmp`) planted as well.
+    let old_tmp = Path::new(b.path()).join("exec.tmp");
+    make_symlink(target.to_str().unwrap(), &old_tmp);
+    env.moat(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "true",
+    ])
+    .assert_ok();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+    assert!(!is_link(&pid_file));
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 0);
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}
+
+#[test]
+fn a_log_link_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let mut b = env.bundle(&["true"]);
+    // A refusal that quotes tenant text (red team G3: a .so path for
+    // /etc/ld.so.preload).
+    b.annotate("moat.dev/resources.pids_limit", " /tmp/evil.so ");
+    let target = env.tmp.path().join("ld.so.preload");
+    fs::write(&target, "").unwrap();
+    let log = Path::new(b.path()).join("log.json");
+    make_symlink(target.to_str().unwrap(), &log);
+    let id = env.id("loglink");
+    let leak = env.leak_check(&id);
+    let out = env.moat_raw(&[
+        "--root",
+        env.root_str(),
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        b.path(),
+        &id,
+    ]);
+    out.assert_fails_with("symbolic link");
+    assert_eq!(
+        fs::read(&target).unwrap(),
+        b"",
+        "moat wrote through the link"
+    );
+    assert!(is_link(&log));
+    leak.verify();
+
+    // A fresh path (what engines pass) is created and appended to.
+    let fresh = Path::new(b.path()).join("fresh.json");
+    for _ in 0..2 {
+        env.moat_raw(&[
+            "--root",
+            env.root_str(),
+            "--log",
+            fresh.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            b.path(),
+            &id,
+        ])
+        .assert_fails_with("pids_limit");
+    }
+    let text = fs::read_to_string(&fresh).unwrap();
+    assert!(
+        text.lines().filter(|l| l.contains("pids_limit")).count() >= 2,
+        "{text}"
+    );
+    leak.verify();
+}
+
+#[test]
+fn exec_never_recreates_a_removed_cgroup() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "execcg");
+    let leak = env.leak_check(&id);
+    let init = init_pid(&env, &id);
+    // Stand-in for delete having removed the cgroups while an exec was on
+    // its way (red team G1): the init is moved to the parent cgroup in
+    // every hierarchy and the container's cgroup directories removed.
+    let dirs: Vec<PathBuf> = cgroup_dirs(&id)
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "container {id} has no cgroup");
+    for d in &dirs {
+        fs::write(d.parent().unwrap().join("cgroup.procs"), init.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {init} out of {}: {e}", d.display()));
+        fs::remove_dir(d).unwrap_or_else(|e| panic!("cannot remove {}: {e}", d.display()));
+    }
+    let _ = env.moat(&["exec", &id, "true"]);
+    let recreated: Vec<_> = cgroup_dirs(&id)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(recreated.is_empty(), "exec re-created {recreated:?}");
+    // Put things back as create left them, so delete finds its cgroups.
+    for d in &dirs {
+        fs::create_dir(d).unwrap();
+        for knob in ["cpuset.cpus", "cpuset.mems"] {
+            if d.join(knob).exists() {
+                let parent = fs::read_to_string(d.parent().unwrap().join(knob)).unwrap();
+                fs::write(d.join(knob), parent.trim()).unwrap();
+            }
+        }
+        fs::write(d.join("cgroup.procs"), init.to_string()).unwrap();
+    }
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}
+
+#[test]
+fn the_seccomp_cache_stays_bounded() {
+    let env = Env::new();
+    let cache = Path::new("/run/moat/seccomp-cache");
+    fs::create_dir_all(cache).unwrap();
+    // Fill the cache to its bound with old entries (names of the current
+    // format, contents never read: they are evicted before any use).
+    let bound = moat::seccomp_bpf::CACHE_MAX_ENTRIES;
+    let tag = format!("{:08x}", std::process::id());
+    let planted: Vec<PathBuf> = (0..bound)
+        .map(|i| cache.join(format!("{tag}{:056x}.bpf", i)))
+        .collect();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for p in &planted {
+        fs::write(p, [0u8; 8]).unwrap();
+        fs::File::open(p).unwrap().set_modified(old).unwrap();
+    }
+    struct Sweep(Vec<PathBuf>);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+    let _sweep = Sweep(planted.clone());
+    // Distinct tenant profiles (red team G2), new to the cache (an errno
+    // no earlier run used): each compiled and stored.
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_micros()
+        % 3000;
+    for i in 0..3 {
+        let mut b = env.bundle(&["true"]);
+        // moat's own default profile plus one rule that differs per run.
+        let default = workspace_dir().join("configs/seccomp/default.json");
+        let mut seccomp: serde_json::Value =
+            serde_json::from_slice(&fs::read(&default).unwrap()).unwrap();
+        let rules = seccomp["syscalls"].as_array().cloned().unwrap_or_default();
+        let mut all = vec![serde_json::json!({
+            "names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1000 + salt + i
+        })];
+        all.extend(rules);
+        seccomp["syscalls"] = serde_json::Value::Array(all);
+        b.config["linux"]["seccomp"] = seccomp;
+        b.write();
+        let id = env.id("cache");
+        let leak = env.leak_check(&id);
+        env.run(&b, &id).assert_ok();
+        leak.verify();
+    }
+    let entries = fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bpf"))
+        .count();
+    assert!(entries <= bound, "{entries} cache entries, bound {bound}");
+    let evicted = planted.iter().filter(|p| !p.exists()).count();
+    assert!(evicted >= 3, "only {evicted} old entries evicted");
+}

@@ -1,0 +1,219 @@
+//! Files moat writes as host root at paths its caller names (T35).
+//!
+//! `--pid-file`, `--log`, `moat learn -o`, `moat spec`: the path comes from
+//! the engine or the operator, but the directory it names is often the
+//! bundle, which the tenant may own. A plain `open(O_CREAT|O_TRUNC)` there
+//! follows whatever symlink the tenant planted at the final name, so host
+//! root writes a pid into `cgroup.procs` (the init leaves its cgroup) or
+//! appends a log line that quotes tenant text to `/etc/ld.so.preload`.
+//!
+//! So the final name is never followed: whole files are written by opening
+//! the parent directory once, creating a fresh temp name in it with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` and renaming it onto the final name (a link
+//! planted there is replaced, never written through); the log, appended to
+//! by every command, is opened `O_NOFOLLOW` and must be a regular file with
+//! one link. The directory part is resolved as given (as runc does): the
+//! caller chose it, and a fixed final name is what a tenant can plant.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+/// The directory `path` is in and its last component; `None` when `path`
+/// names no file (empty, `/`, ending in `..`).
+fn split(path: &Path) -> Option<(&Path, &OsStr)> {
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some((dir, name))
+}
+
+/// A temp name in the same directory no one else picks: a dot file (runc's
+/// shape) with this process's pid and a per-process counter.
+fn temp_name(name: &OsStr) -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mut t = b".".to_vec();
+    // Long names: keep the temp name within NAME_MAX (255).
+    t.extend_from_slice(&name.as_bytes()[..name.len().min(200)]);
+    t.extend_from_slice(format!(".moat-{}-{n}-{nanos:x}", std::process::id()).as_bytes());
+    t
+}
+
+/// Replaces `path` with a file holding `data` (mode 0644), atomically: a
+/// reader sees the old or the new file. A symlink (or anything else) at
+/// `path` is replaced, never followed. No fsync: see `rootfs::write_atomic`.
+pub fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let (dir, name) = split(path).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} does not name a file", path.display()),
+        )
+    })?;
+    let dir: OwnedFd = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?
+        .into();
+    let tmp = temp_name(name);
+    let tmp = OsStr::from_bytes(&tmp);
+    let dirfd = Some(dir.as_raw_fd());
+    let fd = openat(
+        dirfd,
+        tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let written = file
+        .write_all(data)
+        .and_then(|()| renameat(dirfd, tmp, dirfd, name).map_err(Into::into));
+    if written.is_err() {
+        let _ = unlinkat(dirfd, tmp, UnlinkatFlags::NoRemoveDir);
+    }
+    written
+}
+
+/// Opens the log file for appending as host root: created 0644 if absent;
+/// refused when it is a symlink (O_NOFOLLOW), not a regular file, or has
+/// other hard links (a name for some other file).
+pub fn open_log_append(path: &Path) -> std::io::Result<File> {
+    let refused = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing log file {}: {why}", path.display()),
+        )
+    };
+    let file = File::options()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        // O_NONBLOCK: a FIFO planted there must not hang moat (it fails
+        // with ENXIO without a reader, or is refused below).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("it is a symbolic link"),
+            _ => e,
+        })?;
+    let md = file.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(refused("not a regular file"));
+    }
+    if md.nlink() > 1 {
+        return Err(refused("it has other hard links"));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn split_names_the_directory_and_file() {
+        assert_eq!(
+            split(Path::new("/a/b/pid")),
+            Some((Path::new("/a/b"), OsStr::new("pid")))
+        );
+        assert_eq!(
+            split(Path::new("pid")),
+            Some((Path::new("."), OsStr::new("pid")))
+        );
+        assert_eq!(split(Path::new("/")), None);
+        assert_eq!(split(Path::new("/a/..")), None);
+        assert_eq!(split(Path::new("")), None);
+    }
+
+    #[test]
+    fn temp_names_are_dot_files_and_differ() {
+        let a = temp_name(OsStr::new("pid"));
+        let b = temp_name(OsStr::new("pid"));
+        assert!(a.starts_with(b".pid.moat-"));
+        assert_ne!(a, b);
+        assert!(temp_name(OsStr::new(&"x".repeat(255))).len() < 255);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        let link = tmp.path().join("pid");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_replacing(&link, b"42").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(!fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&link).unwrap(), "42");
+        // Nothing else left in the directory.
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_dangling_symlink_does_not_create_its_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("created-through-link");
+        let link = tmp.path().join("pid");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_replacing(&link, b"7").unwrap();
+        assert!(!target.exists());
+        assert_eq!(fs::read_to_string(&link).unwrap(), "7");
+    }
+
+    #[test]
+    fn a_directory_at_the_name_fails_and_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("pid")).unwrap();
+        assert!(write_replacing(&tmp.path().join("pid"), b"1").is_err());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_log_refuses_links_and_appends_to_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        fs::write(&target, "").unwrap();
+        let link = tmp.path().join("log.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open_log_append(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let hard = tmp.path().join("hard");
+        fs::hard_link(&target, &hard).unwrap();
+        let e = open_log_append(&hard).unwrap_err();
+        assert!(e.to_string().contains("hard links"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"");
+
+        let log = tmp.path().join("fresh.json");
+        open_log_append(&log).unwrap().write_all(b"a\n").unwrap();
+        open_log_append(&log).unwrap().write_all(b"b\n").unwrap();
+        assert_eq!(fs::read_to_string(&log).unwrap(), "a\nb\n");
+    }
+
+    #[test]
+    fn the_log_refuses_a_fifo_without_hanging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("log.json");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(open_log_append(&fifo).is_err());
+    }
+}
