@@ -294,6 +294,9 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
+    if !ctx.systemd_cgroup {
+        crate::cgroup_probe::warm_attach_lock();
+    }
     let Prechecked {
         spec,
         bundle,
