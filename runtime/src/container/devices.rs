@@ -134,9 +134,9 @@ fn detached_device_mount(node: &Path) -> Result<OwnedFd> {
 /// Runs in the container's mount namespace (a thread of moat's that
 /// entered it before the container starts): at each device's path,
 /// detaches libcontainer's bind of the host's node and attaches moat's.
-/// A path that does not show the host's node is left alone (libcontainer
-/// did not bind it there). Fails when the host's node is still there
-/// afterwards.
+/// A path that does not show the host's node, or shows it without a mount
+/// of the node itself, is left alone (libcontainer did not bind it there).
+/// Fails when the host's node is still there after a detach.
 pub fn attach_in_container(devices: Vec<OwnDevice>) -> Result<()> {
     let shows_host_node = |d: &OwnDevice| {
         lstat(&d.path)
@@ -146,10 +146,19 @@ pub fn attach_in_container(devices: Vec<OwnDevice>) -> Result<()> {
     for d in devices {
         let mut detached = 0;
         while detached < MAX_STACKED && shows_host_node(&d) {
-            umount2(&d.path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).with_context(
-                || format!("cannot detach the host's node at {}", d.path.display()),
-            )?;
-            detached += 1;
+            match umount2(&d.path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) => detached += 1,
+                // Not a mount point: the host's node is there through a
+                // mount of a whole directory the spec asked for (a policy
+                // that allows binding the host's /dev), not through
+                // libcontainer's bind of the node; left as the spec says.
+                Err(nix::errno::Errno::EINVAL) if detached == 0 => break,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot detach the host's node at {}", d.path.display())
+                    })
+                }
+            }
         }
         if detached == 0 {
             continue;
