@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 
-from . import phases, syscounts
+from . import isolation, phases, syscounts
 from .stats import (col, fmt, isnan, med, noisy_sections, pair_ratios, pct,
                     ratio, section_loads, spread, verdict)
 
@@ -48,11 +48,7 @@ class Report:
         probes = self.iso.get(p)
         if not probes:
             return "not measured"
-        only_p = [x["probe"] for x in probes if x.get("runc") == "blocked" and x.get("moat") != "blocked"]
-        only_m = [x["probe"] for x in probes if x.get("moat") == "blocked" and x.get("runc") != "blocked"]
-        return (f"blocks {sum(x.get('runc') == 'blocked' for x in probes)} of {len(probes)} probes "
-                f"(moat {sum(x.get('moat') == 'blocked' for x in probes)}); blocks {len(only_p)} that moat "
-                f"does not{': ' + ', '.join(only_p) if only_p else ''}; moat blocks {len(only_m)} that it does not")
+        return isolation.one_line(probes)
 
     def w(self, s=""):
         self.lines.append(s)
@@ -580,27 +576,29 @@ class Report:
           "and threats are in docs/threat-model.md. The probes record the outcome of "
           "each attempt; they do not measure how much of the host kernel a runtime "
           "exposes (runsc serves the container's syscalls from its own user-space "
-          "kernel), so equal counts are not equal isolation.")
+          "kernel), so equal counts are not equal isolation. Must-work probes "
+          "(`work_*`: ordinary work the hardening must not break) are not attacks and "
+          "are never counted as blocked; `work_unknown_syscalls_enosys` checks the "
+          "answers of a seccomp filter (ENOSYS for syscall numbers it does not know, "
+          "EPERM for the always-denied ones), so a runtime that loads no filter does "
+          "not pass it.")
         w("")
-        w("| peer | probes | blocked by moat | blocked by the peer | blocked by the peer, not by moat | blocked by moat, not by the peer |")
-        w("|---|---|---|---|---|---|")
+        w("| peer | attack probes | blocked by moat | blocked by the peer | blocked by the peer, not by moat | blocked by moat, not by the peer | must-work probes not passed under the peer |")
+        w("|---|---|---|---|---|---|---|")
         for p in ["runc", "crun", "youki", "runsc"]:
             if p not in rows:
                 if f"isolation-{p}" in self.skips:
-                    w(f"| {p} | skipped: {self.skips[f'isolation-{p}']} | | | | |")
+                    w(f"| {p} | skipped: {self.skips[f'isolation-{p}']} | | | | | |")
                 continue
             try:
                 j = json.load(open(rows[p][0][0]))
             except (OSError, ValueError, IndexError):
-                w(f"| {p} | selftest output unreadable | | | | |")
+                w(f"| {p} | selftest output unreadable | | | | | |")
                 continue
-            probes = j.get("probes", [])
-            bm = [x for x in probes if x.get("moat") == "blocked"]
-            bp = [x for x in probes if x.get("runc") == "blocked"]
-            only_p = [x["probe"] for x in bp if x.get("moat") != "blocked"]
-            only_m = [x["probe"] for x in bm if x.get("runc") != "blocked"]
-            w(f"| {p} | {len(probes)} | {len(bm)} | {len(bp)} | {', '.join(only_p) or 'none'} | "
-              f"{len(only_m)}: {', '.join(only_m[:12])}{' …' if len(only_m) > 12 else ''} |")
+            c = isolation.compare(j.get("probes", []))
+            w(f"| {p} | {c.attacks} | {c.moat_blocks} | {c.peer_blocks} | {', '.join(c.only_peer) or 'none'} | "
+              f"{len(c.only_moat)}: {', '.join(c.only_moat[:12])}{' …' if len(c.only_moat) > 12 else ''} | "
+              f"{', '.join(c.peer_fails_work) or 'none'} |")
         w("")
 
     def resolver_numbers(self):

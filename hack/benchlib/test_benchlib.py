@@ -8,7 +8,7 @@ import os
 import tempfile
 import unittest
 
-from benchlib import phases, stats, syscounts
+from benchlib import isolation, phases, stats, syscounts
 
 
 class PairRatios(unittest.TestCase):
@@ -125,3 +125,32 @@ class Resolver(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Isolation(unittest.TestCase):
+    # What the idle run of 2026-12-06 recorded for runc (abridged): a
+    # must-work probe runc does not pass was rendered as a probe runc blocks.
+    PROBES = [
+        {"probe": "io_uring_setup", "expect": "blocked", "moat": "blocked", "runc": "allowed"},
+        {"probe": "cap_chroot", "expect": "blocked", "moat": "blocked", "runc": "blocked"},
+        {"probe": "cap_sethostname", "expect": "any", "moat": "allowed", "runc": "blocked"},
+        {"probe": "work_threads", "expect": "works", "moat": "allowed", "runc": "allowed"},
+        {"probe": "work_unknown_syscalls_enosys", "expect": "works", "moat": "allowed", "runc": "blocked"},
+    ]
+
+    def test_a_failed_must_work_probe_is_not_a_block(self):
+        c = isolation.compare(self.PROBES)
+        self.assertEqual(c.attacks, 3)
+        self.assertEqual((c.peer_blocks, c.moat_blocks), (2, 2))
+        self.assertEqual(c.only_peer, ["cap_sethostname"])
+        self.assertEqual(c.only_moat, ["io_uring_setup"])
+        self.assertEqual(c.peer_fails_work, ["work_unknown_syscalls_enosys"])
+        self.assertEqual(c.moat_fails_work, [])
+
+    def test_the_line_names_failed_work_apart_from_blocks(self):
+        line = isolation.one_line(self.PROBES)
+        blocks, _, work = line.partition("must-work")
+        self.assertNotIn("work_unknown_syscalls_enosys", blocks)
+        self.assertIn("work_unknown_syscalls_enosys", work)
+        self.assertIn("blocks 2 of 3 attack probes (moat 2)", line)
+        self.assertIn("blocks 1 that moat does not: cap_sethostname", line)

@@ -39,9 +39,13 @@ pub const SELF_CHECK: &str = "self-check";
 /// The init reports ready, libcontainer saves its state and hands the
 /// container back to moat.
 pub const READY: &str = "ready";
-/// The cgroup hierarchies in the container's mount namespace remounted
-/// read-only (libcontainer 0.7 mounts them read-write), from a thread of
-/// moat's that enters that namespace; then `create` returns.
+/// The container's own device nodes made in its private dir (mknod as host
+/// root) and cloned as detached mounts (T34).
+pub const DEVICES: &str = "devices";
+/// From a thread of moat's that enters the container's mount namespace:
+/// the cgroup hierarchies there remounted read-only (libcontainer 0.7
+/// mounts them read-write) and libcontainer's binds of the host's device
+/// nodes replaced by the container's own (T34); then `create` returns.
 pub const SEAL_CGROUPFS: &str = "seal-cgroupfs";
 /// `delete`: libcontainer removes its state and the cgroups.
 pub const LIBCONTAINER_DELETE: &str = "libcontainer-delete";
@@ -63,6 +67,7 @@ pub const CREATE: &[&str] = &[
     SECCOMP_LOAD,
     SELF_CHECK,
     READY,
+    DEVICES,
     SEAL_CGROUPFS,
 ];
 

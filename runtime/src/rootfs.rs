@@ -205,6 +205,25 @@ pub(crate) fn set_mount_attr(
     Ok(())
 }
 
+/// A detached clone of the mount at `path` (open_tree(OPEN_TREE_CLONE),
+/// close-on-exec), not yet attached anywhere: closing it dissolves it.
+pub(crate) fn open_tree_clone(path: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: a plain syscall with a valid NUL-terminated path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 fn cstring(p: &Path) -> Result<CString, RootfsError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| RootfsError::Sys {
         op: format!("path {} contains NUL", p.display()),

@@ -24,10 +24,10 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 
-use crate::rootfs::{set_mount_attr, MountAttr, OPEN_TREE_CLONE};
+use crate::rootfs::{open_tree_clone, set_mount_attr, MountAttr};
 
 const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
@@ -98,20 +98,7 @@ pub fn reexec_from_read_only_mount() -> io::Result<()> {
 /// a container could inherit.
 fn read_only_clone_of_self() -> io::Result<OwnedFd> {
     let path = CString::new("/proc/self/exe").map_err(io::Error::other)?;
-    // SAFETY: a plain syscall with a valid NUL-terminated path.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new descriptor we now own.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = open_tree_clone(&path)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,

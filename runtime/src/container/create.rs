@@ -294,6 +294,9 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
+    if !ctx.systemd_cgroup {
+        crate::cgroup_probe::warm_attach_lock();
+    }
     let Prechecked {
         spec,
         bundle,
@@ -533,7 +536,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     crate::phase::done(crate::phase::READY);
 
     if let Some(pid) = container.pid() {
-        seal_cgroupfs(pid)?;
+        let devices = super::devices::prepare(
+            &super::devices::bound_device_paths(&hardened),
+            &paths.devices,
+            allocation.range,
+        )
+        .context("cannot make the container's own device nodes")?;
+        crate::phase::done(crate::phase::DEVICES);
+        seal_container_mounts(pid, devices)?;
         // moat writes it, not libcontainer (whose fs::write follows a link
         // the bundle's owner planted at that name: T35).
         if let Some(pid_file) = opts.pid_file {
@@ -908,17 +918,22 @@ fn mount_private_sysfs(path: &Path) -> Result<()> {
 
 /// libcontainer 0.7 mounts cgroup v1 hierarchies read-write whatever the
 /// spec says, under a writable tmpfs with no size limit, owned by container
-/// root (found by the isolation probes). Before the container starts, moat
-/// enters its mount namespace and remounts /sys/fs/cgroup and everything
-/// below it read-only, from a thread of its own, so moat's own mount
-/// namespace never changes.
+/// root (found by the isolation probes), and binds the host's device nodes
+/// (T34, see [`super::devices`]). Before the container starts, moat enters
+/// its mount namespace, from a thread of its own so moat's own mount
+/// namespace never changes, remounts /sys/fs/cgroup and everything below
+/// it read-only, and puts the container's own device nodes in place of the
+/// host's.
 ///
 /// The namespace is found through the init's pid, so it is confirmed twice
 /// before anything is remounted: the pid still names the process moat
 /// created (a pidfd opened first outlives a reuse of the pid), and the
 /// namespace is not moat's own — remounting there would make the host's
 /// cgroup hierarchies read-only.
-fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
+fn seal_container_mounts(
+    init: nix::unistd::Pid,
+    devices: Vec<super::devices::OwnDevice>,
+) -> Result<()> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{setns, unshare, CloneFlags};
     use std::os::unix::fs::MetadataExt;
@@ -972,10 +987,10 @@ fn seal_cgroupfs(init: nix::unistd::Pid) -> Result<()> {
             )
             .with_context(|| format!("cannot remount {} read-only", p.display()))?;
         }
-        Ok(())
+        super::devices::attach_in_container(devices)
     });
     remount
         .join()
-        .map_err(|_| anyhow!("the thread making the container's cgroupfs read-only panicked"))?
-        .context("cannot make the container's cgroupfs read-only")
+        .map_err(|_| anyhow!("the thread sealing the container's mounts panicked"))?
+        .context("cannot seal the container's mounts")
 }

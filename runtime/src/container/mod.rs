@@ -13,6 +13,7 @@ use libcontainer::container::Container;
 
 pub mod create;
 pub mod delete;
+pub mod devices;
 pub mod exec;
 pub mod learn;
 pub mod paths;

@@ -40,6 +40,8 @@ pub struct ContainerPaths {
     /// Names the cgroup directory create claimed exclusively (T22), so a
     /// teardown after a killed create removes it.
     pub cgroup_claim: PathBuf,
+    /// The container's own device nodes (T34), mounted in its /dev.
+    pub devices: PathBuf,
 }
 
 /// The hardened config.json's name in the private directory.
@@ -58,6 +60,7 @@ impl ContainerPaths {
             libcontainer_dir: root.join(id),
             config: private_dir.join(CONFIG_FILE),
             cgroup_claim: private_dir.join("cgroup.claim"),
+            devices: private_dir.join("dev"),
             seccomp: private_dir.join(SECCOMP_FILE),
             private_dir,
             rootfs_dir: crate::rootfs::container_dir(root, id),
@@ -71,7 +74,7 @@ impl ContainerPaths {
 
     /// Every path a container leaves on the host while it exists; none of
     /// them may remain after its delete.
-    pub fn all(&self) -> [&Path; 10] {
+    pub fn all(&self) -> [&Path; 11] {
         [
             &self.libcontainer_dir,
             &self.private_dir,
@@ -83,6 +86,7 @@ impl ContainerPaths {
             &self.netns,
             &self.sysfs,
             &self.learn_socket,
+            &self.devices,
         ]
     }
 }
@@ -108,6 +112,7 @@ mod tests {
         }
         assert!(p.config.starts_with(&p.private_dir));
         assert!(p.seccomp.starts_with(&p.private_dir));
+        assert!(p.devices.starts_with(&p.private_dir));
         for under in [&p.mount_point, &p.staging, &p.netns, &p.sysfs] {
             assert!(under.starts_with(&p.rootfs_dir), "{}", under.display());
         }

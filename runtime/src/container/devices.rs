@@ -1,0 +1,273 @@
+//! The container's own device nodes (T34).
+//!
+//! In a user namespace libcontainer cannot make device nodes (a filesystem
+//! mounted there never honours them), so it bind-mounts the host's
+//! `/dev/null`, `/dev/zero`, `/dev/tty`, … into the container: the
+//! container then shares those inodes with every host process. It can
+//! take a flock, lease or OFD lock on them (every close of the host's
+//! `/dev/null` walks the inode's lock list, so one held lock slows every
+//! `close` on the host; dockerd holds one) and inotify-watch them (a side
+//! channel: it sees when a host process opens `/dev/tty` or reads
+//! `/dev/urandom`), and a chown/chmod moat lets through would change the
+//! host's node.
+//!
+//! moat, as host root in the host's user namespace, makes the same nodes
+//! in the container's private directory (0700, under moat's state root:
+//! no container reaches it by name), one inode per container, owned by
+//! the container's root. Before the container starts, a thread of moat's
+//! in the container's mount namespace detaches libcontainer's binds of
+//! the host's nodes and attaches clones of moat's in their place. The
+//! host's nodes are then no longer reachable from the container at all.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{umount2, MntFlags};
+use nix::sys::stat::{lstat, mknod, Mode, SFlag};
+use oci_spec::runtime::Spec;
+
+use crate::harden::IdRange;
+use crate::rootfs::{open_tree_clone, set_mount_attr, MountAttr};
+
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// The most binds of one host node at one path moat detaches (libcontainer
+/// makes one; a few more cost nothing to handle).
+const MAX_STACKED: usize = 4;
+
+/// One device node of the container's own, ready to be attached.
+#[derive(Debug)]
+pub struct OwnDevice {
+    /// Where libcontainer bound the host's node (a path in the container).
+    pub path: PathBuf,
+    /// The host node's (st_dev, st_ino): what libcontainer's bind shows.
+    host_inode: (u64, u64),
+    /// A detached bind mount of moat's node (nosuid, noexec; dev allowed).
+    tree: OwnedFd,
+}
+
+/// The device paths libcontainer bind-mounts from the host: the spec's
+/// devices, then its own defaults the spec does not list.
+pub fn bound_device_paths(spec: &Spec) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.path().clone())
+        .collect();
+    for d in libcontainer::rootfs::utils::default_devices() {
+        if !paths.contains(d.path()) {
+            paths.push(d.path().clone());
+        }
+    }
+    paths
+}
+
+/// Makes the container's own node for each device libcontainer binds from
+/// the host (`paths`), in `dir` (created, 0700), owned by container root,
+/// with the host node's type, numbers and permissions, and clones each as
+/// a detached mount. A path whose host node is not a device is skipped
+/// (libcontainer's bind of it stays as it is).
+pub fn prepare(paths: &[PathBuf], dir: &Path, range: IdRange) -> Result<Vec<OwnDevice>> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut own = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        // The name libcontainer's mount(2) resolves in the host's view
+        // (its init is in a copy of the host's mount table then).
+        let Ok(host) = fs::metadata(path) else {
+            continue;
+        };
+        let kind = if host.file_type().is_char_device() {
+            SFlag::S_IFCHR
+        } else if host.file_type().is_block_device() {
+            SFlag::S_IFBLK
+        } else {
+            continue;
+        };
+        let node = dir.join(i.to_string());
+        let perm = host.mode() & 0o777;
+        mknod(&node, kind, Mode::from_bits_truncate(perm), host.rdev())
+            .with_context(|| format!("cannot make {}'s node {}", path.display(), node.display()))?;
+        // mknod's mode went through the umask; set it exactly.
+        fs::set_permissions(&node, fs::Permissions::from_mode(perm))
+            .with_context(|| format!("cannot chmod {}", node.display()))?;
+        std::os::unix::fs::lchown(&node, Some(range.host_id), Some(range.host_id))
+            .with_context(|| format!("cannot chown {}", node.display()))?;
+        own.push(OwnDevice {
+            path: path.clone(),
+            host_inode: (host.dev(), host.ino()),
+            tree: detached_device_mount(&node)?,
+        });
+    }
+    Ok(own)
+}
+
+/// A detached bind mount of the node at `node`: nosuid and noexec, with
+/// nodev cleared (moat's state root may be on a nodev mount such as /run;
+/// a bind keeps its source mount's flags).
+fn detached_device_mount(node: &Path) -> Result<OwnedFd> {
+    let c = CString::new(node.as_os_str().as_bytes()).context("device node path holds NUL")?;
+    let tree = open_tree_clone(&c).with_context(|| format!("open_tree {}", node.display()))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        attr_clr: MOUNT_ATTR_NODEV,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    set_mount_attr(&tree, &attr, 0).with_context(|| format!("mount_setattr {}", node.display()))?;
+    Ok(tree)
+}
+
+/// Runs in the container's mount namespace (a thread of moat's that
+/// entered it before the container starts): at each device's path,
+/// detaches libcontainer's bind of the host's node and attaches moat's.
+/// A path that does not show the host's node, or shows it without a mount
+/// of the node itself, is left alone (libcontainer did not bind it there).
+/// Fails when the host's node is still there after a detach.
+pub fn attach_in_container(devices: Vec<OwnDevice>) -> Result<()> {
+    let shows_host_node = |d: &OwnDevice| {
+        lstat(&d.path)
+            .map(|st| (st.st_dev, st.st_ino) == d.host_inode)
+            .unwrap_or(false)
+    };
+    for d in devices {
+        let mut detached = 0;
+        while detached < MAX_STACKED && shows_host_node(&d) {
+            match umount2(&d.path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) => detached += 1,
+                // Not a mount point: the host's node is there through a
+                // mount of a whole directory the spec asked for (a policy
+                // that allows binding the host's /dev), not through
+                // libcontainer's bind of the node; left as the spec says.
+                Err(nix::errno::Errno::EINVAL) if detached == 0 => break,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot detach the host's node at {}", d.path.display())
+                    })
+                }
+            }
+        }
+        if detached == 0 {
+            continue;
+        }
+        if shows_host_node(&d) {
+            bail!(
+                "{} still shows the host's device node after {MAX_STACKED} detaches",
+                d.path.display()
+            );
+        }
+        let target =
+            CString::new(d.path.as_os_str().as_bytes()).context("device path holds NUL")?;
+        let empty = CString::default();
+        // SAFETY: a detached mount's descriptor, an empty path with
+        // MOVE_MOUNT_F_EMPTY_PATH and a valid NUL-terminated target.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                d.tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot attach moat's node at {}", d.path.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxDeviceBuilder, LinuxDeviceType, SpecBuilder};
+
+    #[test]
+    fn bound_paths_are_the_specs_devices_then_libcontainers_defaults_once() {
+        let spec = SpecBuilder::default()
+            .linux(
+                LinuxBuilder::default()
+                    .devices(vec![
+                        LinuxDeviceBuilder::default()
+                            .path("/dev/zero")
+                            .typ(LinuxDeviceType::C)
+                            .major(1)
+                            .minor(5)
+                            .build()
+                            .unwrap(),
+                        LinuxDeviceBuilder::default()
+                            .path("/dev/fuse")
+                            .typ(LinuxDeviceType::C)
+                            .major(10)
+                            .minor(229)
+                            .build()
+                            .unwrap(),
+                    ])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let paths = bound_device_paths(&spec);
+        let names: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(&names[..2], ["/dev/zero", "/dev/fuse"]);
+        for default in [
+            "/dev/null",
+            "/dev/full",
+            "/dev/tty",
+            "/dev/urandom",
+            "/dev/random",
+        ] {
+            assert_eq!(
+                names.iter().filter(|n| **n == default).count(),
+                1,
+                "{default} in {names:?}"
+            );
+        }
+        assert_eq!(names.iter().filter(|n| **n == "/dev/zero").count(), 1);
+    }
+
+    #[test]
+    fn own_nodes_copy_the_host_nodes_numbers_and_mode_for_container_root() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dev");
+        let range = IdRange {
+            host_id: 1_234_567,
+            size: 65536,
+        };
+        let paths = [PathBuf::from("/dev/null"), PathBuf::from("/etc/hostname")];
+        let own = prepare(&paths, &dir, range).unwrap();
+        assert_eq!(own.len(), 1, "a non-device path is skipped");
+        let host = fs::metadata("/dev/null").unwrap();
+        let node = fs::metadata(dir.join("0")).unwrap();
+        assert!(node.file_type().is_char_device());
+        assert_eq!(node.rdev(), host.rdev());
+        assert_eq!(node.mode() & 0o777, host.mode() & 0o777);
+        assert_eq!((node.uid(), node.gid()), (range.host_id, range.host_id));
+        assert_ne!((node.dev(), node.ino()), (host.dev(), host.ino()));
+        assert_eq!(own[0].host_inode, (host.dev(), host.ino()));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().mode() & 0o777,
+            0o700,
+            "no one but host root reaches the nodes by name"
+        );
+    }
+}
