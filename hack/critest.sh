@@ -89,6 +89,8 @@ cleanup() {
         umount -l "$m" 2>/dev/null
     done
     ip link del "$bridge" 2>/dev/null
+    # containerd's log, for failures (OUT is set once the version is known).
+    [[ -z ${OUT:-} ]] || cp "$dir/containerd.log" "$OUT/containerd.log" 2>/dev/null
     rm -rf "$dir"
     exit "$rc"
 }
@@ -264,6 +266,10 @@ PATH="$dir/bin:$(dirname "$CONTAINERD"):$PATH" MOAT_POLICY="$dir/moat-policy.tom
     "$CONTAINERD" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
 pids+=($!)
 wait_until 30 "containerd's CRI API" crictl --runtime-endpoint "unix://$sock" version
+
+# What containerd reports per handler (features: user namespaces, recursive
+# read-only mounts), which decides the tests critest runs.
+crictl --runtime-endpoint "unix://$sock" info >"$OUT/runtime-info.json" 2>/dev/null || true
 
 # The shim's default state root (shared with other users of moat's shim on
 # this host): what this run leaves there is told apart by a before/after list.
