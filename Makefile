@@ -99,8 +99,9 @@ test: setup build probe
 
 # critest from PATH (else ../shared/tools/cri-tools beside the repository);
 # its images are built offline from the busybox rootfs. Once against the
-# system's containerd 1.6, once against 2.1 (about 10 minutes for the three
-# handlers on a loaded 2-core machine, so it is part of `make test` too).
+# system's containerd 1.6, once against 2.1 (5 minutes for the three
+# handlers on a shared 2-core machine, 10 under heavy load: part of
+# `make test` too).
 test-cri: setup build
 	bash hack/critest.sh
 	bash hack/containerd2.sh
