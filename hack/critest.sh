@@ -15,11 +15,17 @@
 # ended by PID and everything it made is removed on exit, also on failure.
 #
 # A handler's failure is intended only when hack/critest-expected-failures.txt
-# lists it (test name, reason, threat id). Any other failure, or a leak after
-# the run (pods, shims, mounts, netns, moat state), fails the script.
-# Results: $MOAT_CRITEST_OUT (default target/critest)/<handler>.json and
-# summary.md (the table docs/kubernetes.md shows).
-# Environment: MOAT_CRITEST_FOCUS (a ginkgo focus regexp, for quick runs).
+# lists it for that handler and containerd release (test name, reason, threat
+# id). Any other failure, or a leak after the run (pods, shims, mounts, netns,
+# moat state), fails the script.
+# Results: $MOAT_CRITEST_OUT (default target/critest/containerd-<major.minor>)
+# /<handler>.json and summary.md (the table docs/kubernetes.md shows).
+# Environment: MOAT_CRITEST_FOCUS (a ginkgo focus regexp, for quick runs);
+# MOAT_CRITEST_CONTAINERD (the containerd binary to test against, default
+# PATH's, Debian's 1.6; hack/containerd2.sh fetches 2.1 into
+# /var/cache/moat/containerd-2.1/usr/bin/containerd). containerd 2.x gets a
+# version 3 config (registry mirrors as hosts.toml files under `config_path`)
+# and runs its own containerd-shim-runc-v2, from beside the binary.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,7 +34,6 @@ require_root
 cd "$REPO_ROOT"
 HANDLERS=("$@")
 ((${#HANDLERS[@]})) || HANDLERS=(runc moat moat-shim)
-OUT="${MOAT_CRITEST_OUT:-$REPO_ROOT/target/critest}"
 EXPECTED="$HACK_DIR/critest-expected-failures.txt"
 MOAT="$REPO_ROOT/target/release/moat"
 SHIM="$REPO_ROOT/target/release/containerd-shim-moat-v2"
@@ -42,9 +47,20 @@ if ! command -v critest >/dev/null || ! command -v crictl >/dev/null; then
 fi
 command -v critest >/dev/null || die "critest not on PATH (cri-tools v1.32.0)"
 command -v crictl >/dev/null || die "crictl not on PATH (cri-tools v1.32.0)"
-command -v containerd >/dev/null || die "containerd not on PATH (make setup)"
+CONTAINERD="$(command -v "${MOAT_CRITEST_CONTAINERD:-containerd}")" ||
+    die "containerd not found: ${MOAT_CRITEST_CONTAINERD:-containerd on PATH (make setup)}"
 [[ -x $MOAT && -x $SHIM ]] || die "build first: cargo build --release"
+# "containerd <url> v2.1.9 <commit>" or Debian's "containerd <url> 1.6.20~ds1 <commit>".
+cd_version="$("$CONTAINERD" --version | awk '{print $3}')"
+cd_version="${cd_version#v}"
+cd_major="${cd_version%%.*}"
+cd_minor="${cd_version#*.}"
+cd_minor="${cd_minor%%[!0-9]*}"
+[[ $cd_major =~ ^[0-9]+$ && $cd_minor =~ ^[0-9]+$ ]] || die "cannot read the version of $CONTAINERD"
+CD_RELEASE="$cd_major.$cd_minor"
+OUT="${MOAT_CRITEST_OUT:-$REPO_ROOT/target/critest/containerd-$CD_RELEASE}"
 mkdir -p "$OUT"
+log "containerd $cd_version ($CONTAINERD)"
 BUILD_MOAT="$MOAT" BUILD_SHIM="$SHIM"
 
 dir="$(mktemp -d /tmp/moat-critest.XXXXXX)"
@@ -73,6 +89,8 @@ cleanup() {
         umount -l "$m" 2>/dev/null
     done
     ip link del "$bridge" 2>/dev/null
+    # containerd's log, for failures (OUT is set once the version is known).
+    [[ -z ${OUT:-} ]] || cp "$dir/containerd.log" "$OUT/containerd.log" 2>/dev/null
     rm -rf "$dir"
     exit "$rc"
 }
@@ -137,6 +155,52 @@ cat >"$dir/cni/10-critest.conflist" <<EOF
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet.0/24"}]], "dataDir": "$dir/cni-ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 EOF
+if ((cd_major >= 2)); then
+    # containerd 2.x: config version 3, registry mirrors as hosts.toml files
+    # below one `config_path` directory (2.x pulls for the CRI through its
+    # transfer service, which reads hosts.toml, not 1.x's registry.mirrors).
+    for reg in registry.k8s.io gcr.io; do
+        mkdir -p "$dir/certs.d/$reg"
+        printf '%s\n' "server = \"https://$reg\"" "[host.\"http://127.0.0.1:$port\"]" \
+            '  capabilities = ["pull", "resolve"]' >"$dir/certs.d/$reg/hosts.toml"
+    done
+    cat >"$dir/config.toml" <<EOF
+# A private containerd 2 for critest (hack/critest.sh).
+version = 3
+root = "$dir/root"
+state = "$dir/state"
+
+[grpc]
+  address = "$sock"
+
+[ttrpc]
+  address = "$sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+
+[plugins."io.containerd.cri.v1.images"]
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.k8s.io/pause:3.9"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$dir/certs.d"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+EOF
+else
 cat >"$dir/config.toml" <<EOF
 # A private containerd for critest (hack/critest.sh).
 version = 2
@@ -170,13 +234,14 @@ state = "$dir/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 EOF
+fi
 # The moat handlers as `moat install containerd` writes them.
 "$MOAT" install containerd --config "$dir/config.toml" --handler moat \
     --binary "$MOAT" --root "$dir/moat-root" >/dev/null
 "$MOAT" install containerd --config "$dir/config.toml" --handler moat-shim \
     --runtime-type io.containerd.moat.v2 >/dev/null
 # The shim by absolute path (never the one in /usr/local/bin).
-sed -i "/^ *\[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.moat-shim\]\$/a\\      runtime_path = \"$SHIM\"" "$dir/config.toml"
+sed -i "/^ *\[plugins\.\"io\.containerd\.[a-z0-9.]*\"\.containerd\.runtimes\.moat-shim\]\$/a\\      runtime_path = \"$SHIM\"" "$dir/config.toml"
 grep -qF "runtime_path = \"$SHIM\"" "$dir/config.toml" || die "could not set the moat-shim runtime_path"
 
 # moat joins the CRI plugin's pod netns (under this containerd's state) only
@@ -195,9 +260,16 @@ EOF
 # runtime_path is not honoured by containerd 1.6's CRI for sandboxes: the
 # copy in $dir/bin also comes first on containerd's PATH, where it looks
 # shims up (never /usr/local/bin's).
-PATH="$dir/bin:$PATH" MOAT_POLICY="$dir/moat-policy.toml" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+# containerd 2.x runs its own containerd-shim-runc-v2, from beside it (the
+# runc and moat handlers), never the system 1.6's.
+PATH="$dir/bin:$(dirname "$CONTAINERD"):$PATH" MOAT_POLICY="$dir/moat-policy.toml" \
+    "$CONTAINERD" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
 pids+=($!)
 wait_until 30 "containerd's CRI API" crictl --runtime-endpoint "unix://$sock" version
+
+# What containerd reports per handler (features: user namespaces, recursive
+# read-only mounts), which decides the tests critest runs.
+crictl --runtime-endpoint "unix://$sock" info >"$OUT/runtime-info.json" 2>/dev/null || true
 
 # The shim's default state root (shared with other users of moat's shim on
 # this host): what this run leaves there is told apart by a before/after list.
@@ -223,7 +295,7 @@ for h in "${HANDLERS[@]}"; do
     done
 done
 
-python3 "$HACK_DIR/critest-summary.py" "$EXPECTED" "$OUT" "${HANDLERS[@]}" || failed=1
+python3 "$HACK_DIR/critest-summary.py" "$EXPECTED" "$CD_RELEASE" "$OUT" "${HANDLERS[@]}" || failed=1
 
 # Leaks: pods, containers, shims, moat state, netns, mounts below $dir.
 leaks=()

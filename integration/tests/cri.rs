@@ -383,32 +383,9 @@ fn pod_is_hardened(cd: &Containerd, handler: &Handler) {
 /// each can mount `/proc` in the pod's pid namespace and sees the other's
 /// processes; one range for the whole pod, freed with the sandbox.
 fn shared_pid_pod_works(cd: &Containerd, handler: &Handler) {
-    let mut config = cd.pod_config("sharepid");
-    let shared = cri::NamespaceOption {
-        pid: cri::NamespaceMode::Pod as i32,
-        ..namespace_options()
-    };
-    if let Some(sc) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
-        sc.namespace_options = Some(shared.clone());
-    }
-    let pod = cd
-        .run_pod_config(config, handler.name)
-        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let pod = run_shared_pid_pod(cd, handler, "sharepid");
     let container = |name: &str, args: &[&str]| {
-        let mut spec = ContainerSpec::new(name, BUSYBOX_IMAGE).command(args);
-        if let Some(sc) = spec
-            .config
-            .linux
-            .as_mut()
-            .and_then(|l| l.security_context.as_mut())
-        {
-            sc.namespace_options = Some(shared.clone());
-        }
-        pod.start(&spec)
+        pod.start(&shared_pid_container(name, args))
             .unwrap_or_else(|e| panic!("{name} ({}): {e}\n{}", handler.name, cd.log_tail()))
     };
     let a = container("one", &["sleep", "1001"]);
@@ -451,6 +428,43 @@ fn shared_pid_pod_works(cd: &Containerd, handler: &Handler) {
     }
 }
 
+/// The namespace options of a pod with `shareProcessNamespace: true` and
+/// of each of its containers: pid NamespaceMode POD.
+fn shared_pid_options() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..namespace_options()
+    }
+}
+
+/// RunPodSandbox of a pod `name` that shares its PID namespace.
+fn run_shared_pid_pod<'a>(cd: &'a Containerd, handler: &Handler, name: &str) -> Pod<'a> {
+    let mut config = cd.pod_config(name);
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(shared_pid_options());
+    }
+    cd.run_pod_config(config, handler.name)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()))
+}
+
+/// A busybox container `name` running `args` in the pod's PID namespace.
+fn shared_pid_container(name: &str, args: &[&str]) -> ContainerSpec {
+    let mut spec = ContainerSpec::new(name, BUSYBOX_IMAGE).command(args);
+    if let Some(sc) = spec
+        .config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(shared_pid_options());
+    }
+    spec
+}
+
 #[test]
 fn cri_shared_pid_pod_shares_one_user_namespace() {
     let (cd, handler) = Containerd::with_moat_handler();
@@ -471,42 +485,8 @@ fn cri_shared_pid_pod_through_the_native_shim() {
 /// 2.1 asks for idmapped binds (hosts, resolv.conf, ...) with the pod's
 /// mapping, which moat takes over (docs/kubernetes.md); no volume yet.
 fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) {
-    let mut config = cd.pod_config("hostusers");
-    let userns = cri::NamespaceOption {
-        userns_options: Some(cri::UserNamespace {
-            mode: cri::NamespaceMode::Pod as i32,
-            uids: vec![cri::IdMapping {
-                host_id,
-                container_id: 0,
-                length: 65536,
-            }],
-            gids: vec![cri::IdMapping {
-                host_id,
-                container_id: 0,
-                length: 65536,
-            }],
-        }),
-        ..namespace_options()
-    };
-    if let Some(sc) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
-        sc.namespace_options = Some(userns.clone());
-    }
-    let pod = cd
-        .run_pod_config(config, handler.name)
-        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()));
-    let mut spec = ContainerSpec::new("app", BUSYBOX_IMAGE).command(&["sleep", "1003"]);
-    if let Some(sc) = spec
-        .config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-    {
-        sc.namespace_options = Some(userns.clone());
-    }
+    let pod = run_host_users_false_pod(cd, handler, "hostusers", host_id);
+    let spec = host_users_false_container(host_id, "app", &["sleep", "1003"]);
     let app = pod
         .start(&spec)
         .unwrap_or_else(|e| panic!("app ({}): {e}\n{}", handler.name, cd.log_tail()));
@@ -536,6 +516,62 @@ fn host_users_false_pod_works(cd: &Containerd, handler: &Handler, host_id: u32) 
     );
 }
 
+/// The namespace options of a `hostUsers: false` pod and each of its
+/// containers as the kubelet sends them: user namespace mode POD with the
+/// kubelet's mapping, one range of 65536 from container id 0 at `host_id`.
+fn host_users_false_options(host_id: u32) -> cri::NamespaceOption {
+    let mapping = || {
+        vec![cri::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        }]
+    };
+    cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: mapping(),
+            gids: mapping(),
+        }),
+        ..namespace_options()
+    }
+}
+
+/// RunPodSandbox of a `hostUsers: false` pod `name` (see
+/// [`host_users_false_options`]).
+fn run_host_users_false_pod<'a>(
+    cd: &'a Containerd,
+    handler: &Handler,
+    name: &str,
+    host_id: u32,
+) -> Pod<'a> {
+    let mut config = cd.pod_config(name);
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(host_users_false_options(host_id));
+    }
+    cd.run_pod_config(config, handler.name)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({}): {e}\n{}", handler.name, cd.log_tail()))
+}
+
+/// A busybox container `name` running `command` in a `hostUsers: false`
+/// pod at `host_id`.
+fn host_users_false_container(host_id: u32, name: &str, command: &[&str]) -> ContainerSpec {
+    let mut spec = ContainerSpec::new(name, BUSYBOX_IMAGE).command(command);
+    if let Some(sc) = spec
+        .config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.namespace_options = Some(host_users_false_options(host_id));
+    }
+    spec
+}
+
 /// containerd 2.1 makes the pod's user namespace itself
 /// (`<state>/sandboxes/<id>/pinned-namespaces/user`, with the kubelet's
 /// mapping) and names it in the sandbox's spec: moat reads that
@@ -557,5 +593,211 @@ fn cri_host_users_false_pod_on_containerd_2() {
     cd.shutdown_clean();
     let (cd, handler) = Containerd::with_moat_shim_handler();
     host_users_false_pod_works(&cd, &handler, host_id + 65536);
+    cd.shutdown_clean();
+}
+
+/// `uid:gid` of `path` on the host.
+fn host_owner(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    format!("{}:{}", m.uid(), m.gid())
+}
+
+/// A `hostUsers: false` pod with two real volumes, each of which
+/// containerd 2.1 asks to idmap with the pod's mapping (T3, T5, T19):
+/// - an emptyDir as kubelet lays it out (`<pods>/<pod uid>/volumes/
+///   kubernetes.io~empty-dir/<name>`, volume storage under the policy's
+///   `volumes.idmap_under`), here root-owned 0755: moat idmaps it, so
+///   container root owns it and what container root writes there is 0:0
+///   inside and 0:0 on disk (a later pod with another range reads it as
+///   its own);
+/// - a hostPath (any other directory) the operator gave to the pod's range
+///   (owned by `host_id`, 0755): not idmapped, it keeps its host owners, so
+///   it is 0:0 inside and what container root writes there is 0:0 inside
+///   and the pod's mapped host uid on the host.
+///
+/// And the rootfs is shifted once, not twice (containerd 2.1's runc shim
+/// asks for idmapped layers and moat idmaps the rootfs itself): the
+/// image's root-owned files are 0:0 inside (65534 if shifted twice or not
+/// at all), the image's 0700 /root is readable by container root, and
+/// from the host the container's /bin/busybox is owned by `host_id`.
+fn host_users_false_pod_with_volumes(cd: &Containerd, handler: &Handler, host_id: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let pod = run_host_users_false_pod(cd, handler, "hostusers-vol", host_id);
+    let pod_uid = &pod.config.metadata.as_ref().expect("pod metadata").uid;
+    let empty_dir = cd
+        .layout
+        .pods_dir()
+        .join(pod_uid)
+        .join("volumes/kubernetes.io~empty-dir/data");
+    std::fs::create_dir_all(&empty_dir).expect("create the emptyDir");
+    std::fs::set_permissions(&empty_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host_path = cd.layout.dir.join(format!("hostpath-{}", handler.name));
+    std::fs::create_dir(&host_path).expect("create the hostPath");
+    std::fs::set_permissions(&host_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&host_path, Some(host_id), Some(host_id)).expect("chown the hostPath");
+    let spec = host_users_false_container(host_id, "app", &["sleep", "1004"])
+        .mount(&empty_dir, "/data")
+        .mount(&host_path, "/hostdata");
+    let app = pod
+        .start(&spec)
+        .unwrap_or_else(|e| panic!("app ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let checks: Vec<LeakCheck> = [&pod.id, &app]
+        .iter()
+        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+        .collect();
+    let map = pod.sh(&app, "cat /proc/self/uid_map");
+    assert_eq!(
+        id_map(&map),
+        vec![(0, u64::from(host_id), 65536)],
+        "{}: the kubelet's mapping was not kept: {map}",
+        handler.name
+    );
+    // Inside: both volumes and the image's root-owned files are root's.
+    let owners = pod.sh(
+        &app,
+        "stat -c '%n %u:%g' /data /hostdata /bin/busybox /etc/passwd /root && ls -a /root >/dev/null && echo root-readable",
+    );
+    for path in ["/data", "/hostdata", "/bin/busybox", "/etc/passwd", "/root"] {
+        assert!(
+            owners.contains(&format!("{path} 0:0\n")),
+            "{}: {path} is not 0:0 inside (a rootfs shifted twice or a volume not mapped shows 65534):\n{owners}",
+            handler.name
+        );
+    }
+    assert!(
+        owners.contains("root-readable"),
+        "{}: {owners}",
+        handler.name
+    );
+    // Container root writes to both volumes.
+    let written = pod.sh(
+        &app,
+        "echo empty >/data/by-root && echo host >/hostdata/by-root && stat -c '%n %u:%g' /data/by-root /hostdata/by-root",
+    );
+    for path in ["/data/by-root", "/hostdata/by-root"] {
+        assert!(
+            written.contains(&format!("{path} 0:0\n")),
+            "{}: {path} is not 0:0 inside:\n{written}",
+            handler.name
+        );
+    }
+    // On the host: the idmapped emptyDir keeps the container's ids; the
+    // hostPath holds the pod's mapped host ids.
+    assert_eq!(
+        host_owner(&empty_dir.join("by-root")),
+        "0:0",
+        "{}: the emptyDir is idmapped: the container's ids on disk",
+        handler.name
+    );
+    assert_eq!(
+        host_owner(&host_path.join("by-root")),
+        format!("{host_id}:{host_id}"),
+        "{}: a hostPath is not idmapped (T19): the pod's mapped host ids on disk",
+        handler.name
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_path.join("by-root")).unwrap(),
+        "host\n"
+    );
+    // The rootfs from the host: the image's root is the pod's host root,
+    // shifted once.
+    let pid = pod.container_pid(&app);
+    assert_eq!(
+        host_owner(std::path::Path::new(&format!(
+            "/proc/{pid}/root/bin/busybox"
+        ))),
+        format!("{host_id}:{host_id}"),
+        "{}: the rootfs is shifted exactly once, to the pod's range",
+        handler.name
+    );
+    assert_container_hardened(&pod, &app);
+    pod.remove().expect("RemovePodSandbox");
+    for check in &checks {
+        check.verify();
+    }
+    let held = std::path::Path::new("/run/moat/id-pool").join(format!("engine-{host_id}-65536"));
+    assert!(
+        !held.exists(),
+        "{}: the pod's range is still held",
+        handler.name
+    );
+}
+
+/// [`host_users_false_pod_with_volumes`] through both handlers on
+/// containerd 2 (`MOAT_CONTAINERD_BIN`, hack/test.sh).
+#[test]
+fn cri_host_users_false_pod_with_volumes_on_containerd_2() {
+    if moat_integration::containerd::containerd_major() < 2 {
+        eprintln!("containerd 1.x sends no user namespace: run with MOAT_CONTAINERD_BIN (hack/containerd2.sh)");
+        return;
+    }
+    let host_id = (1u32 << 30) + 4003 * 65536;
+    let (cd, handler) = Containerd::with_moat_handler();
+    host_users_false_pod_with_volumes(&cd, &handler, host_id);
+    cd.shutdown_clean();
+    let (cd, handler) = Containerd::with_moat_shim_handler();
+    host_users_false_pod_with_volumes(&cd, &handler, host_id + 65536);
+    cd.shutdown_clean();
+}
+
+/// A container whose init leaves a child, in a pod that shares its PID
+/// namespace (critest's multi-container and PodPID tests): when its init
+/// is killed the child, reparented to the pod's init, outlives it and
+/// holds the container's stdio. containerd's runc shim then sends `kill
+/// --all`; runc signals what is left in the container's cgroup, and moat
+/// must too, or StopContainer waits for the stdio forever (containerd 2.1:
+/// until the client's deadline). The stop returns, the child is gone and
+/// the pod is removed cleanly.
+fn stopped_container_leaves_no_child(cd: &Containerd, handler: &Handler) {
+    let pod = run_shared_pid_pod(cd, handler, "orphan");
+    let spec = shared_pid_container("parent", &["sh", "-c", "sleep 1006 & echo started; wait"]);
+    let parent = pod
+        .start(&spec)
+        .unwrap_or_else(|e| panic!("parent ({}): {e}\n{}", handler.name, cd.log_tail()));
+    let checks: Vec<LeakCheck> = [&pod.id, &parent]
+        .iter()
+        .map(|id| LeakCheck::snapshot(&handler.state_root, id))
+        .collect();
+    let child = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c == b"sleep\x001006\x00")
+                    && alive(*pid)
+            })
+    };
+    wait_for(Duration::from_secs(30), "the child started", || {
+        child().is_some()
+    });
+    let started = Instant::now();
+    pod.stop_container(&parent, 0)
+        .unwrap_or_else(|e| panic!("StopContainer ({}): {e}\n{}", handler.name, cd.log_tail()));
+    eprintln!(
+        "{}: StopContainer took {} ms",
+        handler.name,
+        started.elapsed().as_millis()
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the init's child killed with the container",
+        || child().is_none(),
+    );
+    pod.remove().expect("RemovePodSandbox");
+    for check in &checks {
+        check.verify();
+    }
+}
+
+#[test]
+fn cri_stopped_container_leaves_no_child_in_a_shared_pid_pod() {
+    let (cd, handler) = Containerd::with_moat_handler();
+    stopped_container_leaves_no_child(&cd, &handler);
+    cd.shutdown_clean();
+    let (cd, handler) = Containerd::with_moat_shim_handler();
+    stopped_container_leaves_no_child(&cd, &handler);
     cd.shutdown_clean();
 }

@@ -104,6 +104,9 @@ fn contract(program: &str, root: &str, bundle: &str, id: &str) -> Vec<Answer> {
         std::thread::sleep(Duration::from_millis(50));
     }
     ask("stopped: kill", &["kill", id]);
+    // What containerd's runc shim sends when an init exits in a pod that
+    // shares its PID namespace: runc signals what is left and succeeds.
+    ask("stopped: kill --all", &["kill", "--all", id, "KILL"]);
     ask("stopped: start", &["start", id]);
     ask("stopped: pause", &["pause", id]);
     ask("stopped: resume", &["resume", id]);
@@ -177,6 +180,9 @@ fn lifecycle_errors_are_worded_and_coded_as_runcs() {
     assert!(ours
         .iter()
         .any(|c| c.0 == "missing: delete" && c.2 == "container does not exist"));
+    assert!(ours
+        .iter()
+        .any(|c| c.0 == "stopped: kill --all" && c.1 == Some(0)));
 }
 
 #[test]

@@ -20,6 +20,16 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
     let moat_state = load_moat_state(&ctx.root()?, &args.container_id)?;
     moat::container::refresh_status(&mut container, moat_state.as_ref());
     if container.status() == ContainerStatus::Stopped {
+        if args.all {
+            // runc signals what is left in the cgroup and succeeds: the
+            // init's children in a pod's shared PID namespace outlive it.
+            let number = signal_number(&args.signal)
+                .ok_or_else(|| anyhow!("invalid signal {:?}", args.signal))?;
+            let signal = nix::sys::signal::Signal::try_from(number)
+                .map_err(|e| anyhow!("invalid signal {:?}: {e}", args.signal))?;
+            moat::container::signal_stopped_container(&container, signal);
+            return Ok(());
+        }
         bail!("container not running");
     }
     if !args.all {

@@ -3,7 +3,8 @@
 //!
 //! `--force` of a container that does not exist succeeds (containerd and
 //! docker rely on that), and also sweeps what a moat killed mid-create left
-//! behind: rootfs mounts, the id range and moat's private state.
+//! behind: rootfs mounts, the id range and moat's private state. Deleting
+//! a pod's owner deletes its members ([`crate::pod`]).
 
 use crate::runc_contract::Op;
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,7 +77,20 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
         }
     }
     crate::phase::done(crate::phase::LIBCONTAINER_DELETE);
+    let members = crate::pod::members(&root, id);
     let torn_down = remove_moat_state_after(&root, id, &policy, lc_deleted);
+    // The pod's members do not outlive its owner: their processes were
+    // killed and their id range freed above. An engine may never delete
+    // them itself (containerd 2.1, when a pod's shim dies, deletes only
+    // the sandbox's task and forgets its containers'), which would leave
+    // their state and rootfs mounts behind; they are deleted here, and an
+    // engine's own later delete finds "container does not exist", which
+    // engines take as done.
+    for member in members {
+        if let Err(e) = delete(ctx, &member, true) {
+            tracing::warn!(id, member, error = %format!("{e:#}"), "cannot delete a member of the pod");
+        }
+    }
     crate::phase::done(crate::phase::TEARDOWN);
     torn_down
 }

@@ -287,20 +287,46 @@ fn cgroup_manager(
     .ok()
 }
 
-/// SIGKILLs every process of a cgroup with the cgroup frozen (v1 freezer,
-/// v2 `cgroup.freeze`), so a process forking in a loop cannot put a new
-/// child beyond the list being killed; thawed after, which delivers the
-/// kills. An empty or missing cgroup is left alone (freezing would create
-/// a missing one).
+/// Sends `signal` to every process left in the cgroup of a stopped
+/// container (`kill --all` after its init exited), as runc does: in a pod
+/// that shares its PID namespace, the init's children outlive it,
+/// reparented to the pod's init, and hold the container's stdio; the
+/// engine's kill of "all" is what ends them (containerd's runc shim sends
+/// it when the init exits, and its CRI then waits for the stdio to close).
+/// A missing or empty cgroup has nothing to signal.
+pub fn signal_stopped_container(container: &Container, signal: nix::sys::signal::Signal) {
+    let Ok(config) = container.spec() else {
+        return;
+    };
+    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: container.id().to_string(),
+    });
+    if let Ok(manager) = manager {
+        signal_frozen(&manager, signal);
+    }
+}
+
+/// SIGKILLs every process of a cgroup (see [`signal_frozen`]).
 fn kill_frozen(manager: &libcgroups::common::AnyCgroupManager) {
+    signal_frozen(manager, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Sends `signal` to every process of a cgroup with the cgroup frozen (v1
+/// freezer, v2 `cgroup.freeze`), so a process forking in a loop cannot put
+/// a new child beyond the list being signalled; thawed after, which
+/// delivers the signals. An empty or missing cgroup is left alone
+/// (freezing would create a missing one).
+fn signal_frozen(manager: &libcgroups::common::AnyCgroupManager, signal: nix::sys::signal::Signal) {
     use libcgroups::common::{CgroupManager, FreezerState};
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::kill;
     if !manager.get_all_pids().is_ok_and(|p| !p.is_empty()) {
         return;
     }
     let frozen = manager.freeze(FreezerState::Frozen).is_ok();
     for pid in manager.get_all_pids().unwrap_or_default() {
-        let _ = kill(pid, Signal::SIGKILL);
+        let _ = kill(pid, signal);
     }
     if frozen {
         let _ = manager.freeze(FreezerState::Thawed);
