@@ -14,6 +14,7 @@ use libcontainer::container::Container;
 pub mod create;
 pub mod delete;
 pub mod exec;
+mod exec_confine;
 pub mod learn;
 pub mod paths;
 
