@@ -52,6 +52,33 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<PathBuf> {
     fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
+/// The most profiles the `moat.dev/learn` annotation (a tenant's choice)
+/// makes moat keep in `learn.dir`: each is a file on the host's disk that
+/// outlives its container (red-team pass 5 G8), and `true` names one per
+/// container id. Adding to an existing profile is always possible.
+pub const MAX_ANNOTATION_PROFILES: usize = 1024;
+
+/// Refuses to start a new profile `path` in `dir` when `dir` already holds
+/// `cap` profiles.
+fn refuse_past_profile_cap(dir: &Path, path: &Path, cap: usize) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let held = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .take(cap)
+        .count();
+    if held >= cap {
+        anyhow::bail!(
+            "the learned-profile directory {} already holds {cap} profiles, the most moat keeps for the moat.dev/learn annotation; the operator may move some away",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Called by `create` after hardening: when this container is to learn,
 /// swaps its seccomp filter for the learning filter and starts the
 /// recorder. Does nothing otherwise.
@@ -70,9 +97,10 @@ pub fn start_for_create(
         }
         (None, Some(name)) => {
             let name = if name == "true" { id } else { name.as_str() };
-            Output::Accumulate(
-                ensure_dir(Path::new(&policy.learn.dir))?.join(format!("{name}.json")),
-            )
+            let dir = ensure_dir(Path::new(&policy.learn.dir))?;
+            let path = dir.join(format!("{name}.json"));
+            refuse_past_profile_cap(&dir, &path, MAX_ANNOTATION_PROFILES)?;
+            Output::Accumulate(path)
         }
         (None, None) => return Ok(()),
     };
@@ -121,6 +149,21 @@ pub fn start_for_create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tenant's annotation cannot fill the host's disk with profiles.
+    #[test]
+    fn annotation_profiles_are_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
+        fs::write(d.join("a.json"), "{}").unwrap();
+        fs::write(d.join("b.json"), "{}").unwrap();
+        fs::write(d.join("notes.txt"), "").unwrap();
+        let e = refuse_past_profile_cap(d, &d.join("c.json"), 2).unwrap_err();
+        assert!(e.to_string().contains("already holds 2 profiles"), "{e}");
+        // Adding to a profile that exists is not a new file.
+        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
+    }
 
     /// Learned profiles name tenants' containers: the directory and the
     /// ones moat creates above it are 0700.
