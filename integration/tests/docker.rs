@@ -1340,3 +1340,29 @@ fn tmpfs_flag_is_capped_and_cgroupns_host_is_made_private() {
     drop(c);
     ctx.finish();
 }
+
+/// T15 (red-team pass 5 G9): `docker exec -w /dev/fd/N` started the
+/// process with its cwd in a directory descriptor moat held (a procfs of
+/// the host's pid namespace). Every N a tenant can try fails before the
+/// command runs; an ordinary `-w` still works.
+#[test]
+fn exec_workdir_through_a_descriptor_is_refused() {
+    let Some(ctx) = Ctx::new("exec_workdir_through_a_descriptor_is_refused") else {
+        return;
+    };
+    let c = ctx.container("c");
+    sleeper(&c);
+    for n in 3..=40 {
+        let w = format!("/dev/fd/{n}");
+        let out = c.exec(&["-w", &w], &["sh", "-c", "echo RAN-IN; ls ."]);
+        assert!(
+            !out.ok() && !out.stdout.contains("RAN-IN"),
+            "docker exec -w {w} ran: {}",
+            out.describe()
+        );
+    }
+    let out = c.exec(&["-w", "/tmp"], &["pwd"]).expect_ok();
+    assert_eq!(out.stdout.trim(), "/tmp");
+    drop(c);
+    ctx.finish();
+}

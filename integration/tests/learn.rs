@@ -628,3 +628,66 @@ fn annotation_profiles_of_other_tenants_are_never_merged_into() {
         assert!(names.contains("mkdir"), "{}: {names:?}", path.display());
     }
 }
+
+/// T39 (red-team pass 5 G8): the recorder answers every allowed syscall of
+/// a learning container; it runs in the container's cpu/cpuacct, memory and
+/// pids cgroups (not the caller's), so that work counts against the
+/// container's quota. Delete still leaves nothing (the cgroups go too).
+#[test]
+fn recorder_runs_in_the_containers_cgroup() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("learned");
+    let mut bundle = env.bundle(&["/bin/sh", "-c", "while :; do : > /dev/null; done"]);
+    bundle.config["linux"]["resources"]["cpu"] =
+        serde_json::json!({"quota": 10000, "period": 100000});
+    bundle.write();
+    let id = env.id("lcg");
+    let leaks = env.leak_check(&id);
+    {
+        let _guard = env.guard(&id);
+        env.moat(&[
+            "--learn-dir",
+            dir.to_str().unwrap(),
+            "create",
+            "--bundle",
+            bundle.path(),
+            &id,
+        ])
+        .assert_ok();
+        env.moat(&["start", &id]).assert_ok();
+        let private = moat::state::private_dir(&moat_integration::canonical_root(&env.root), &id);
+        let record = moat::learn::record(&private).expect("recorder record");
+        let line = |pid: i32, ctrl: &str| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|x| x == ctrl))
+                })
+                .and_then(|l| l.split(':').nth(2).map(str::to_string))
+                .unwrap_or_default()
+        };
+        let state = env.state(&id);
+        let init = state["pid"].as_i64().expect("init pid") as i32;
+        for ctrl in ["cpuacct", "memory", "pids"] {
+            let want = line(init, ctrl);
+            assert!(want.contains(&id), "init's {ctrl} cgroup {want:?}");
+            let start = Instant::now();
+            while line(record.pid, ctrl) != want {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "recorder {} {ctrl} cgroup {:?}, the container's {want:?}",
+                    record.pid,
+                    line(record.pid, ctrl)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Not the devices hierarchy: `kill --all` must not reach it.
+        assert!(!line(record.pid, "devices").contains(&id));
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leaks.verify();
+}

@@ -12,6 +12,7 @@
 //! it must fork a single-threaded process), handing an exec'd process's
 //! notify fd over, and stopping the recorder on delete.
 
+pub mod cgroup_join;
 pub mod names;
 pub mod profile;
 pub mod recorder;

@@ -53,6 +53,12 @@ pub enum RefusalRule {
     SeccompListener,
     /// A spec field moat does not support.
     UnsupportedField,
+    /// An SELinux label (`linux.mountLabel`, `process.selinuxLabel`)
+    /// outside the label grammar: it is spliced into mount data.
+    SelinuxLabel,
+    /// An exec'd process that would run under other LSM confinement than
+    /// the container's init, or under a label the host cannot apply.
+    ExecConfinement,
 }
 
 impl RefusalRule {
@@ -78,6 +84,8 @@ impl RefusalRule {
         RefusalRule::CgroupResources,
         RefusalRule::SeccompListener,
         RefusalRule::UnsupportedField,
+        RefusalRule::SelinuxLabel,
+        RefusalRule::ExecConfinement,
     ];
 
     /// The name the one-line error prints.
@@ -103,6 +111,8 @@ impl RefusalRule {
             RefusalRule::CgroupResources => "cgroup-resources",
             RefusalRule::SeccompListener => "seccomp-listener",
             RefusalRule::UnsupportedField => "unsupported-field",
+            RefusalRule::SelinuxLabel => "selinux-label",
+            RefusalRule::ExecConfinement => "exec-confinement",
         }
     }
 
@@ -125,7 +135,8 @@ impl RefusalRule {
             RefusalRule::CgroupResources => "T24",
             RefusalRule::SeccompListener => "T25",
             RefusalRule::NamespacePath | RefusalRule::HostPathChanged => "T29",
-            RefusalRule::MountOptions => "T32",
+            RefusalRule::MountOptions | RefusalRule::SelinuxLabel => "T32",
+            RefusalRule::ExecConfinement => "T38",
         }
     }
 }

@@ -41,6 +41,9 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
                     crate::runc_contract::check(Op::Delete, id, container.status())
                         .map_err(anyhow::Error::msg)?;
                 }
+                // T39: the recorder sits in the container's cgroups; it
+                // ends (profile written) before libcontainer removes them.
+                crate::learn::stop_recorder(private);
                 let first = container.delete(force);
                 if first.is_err() && force {
                     // A process may have entered the cgroup while it was

@@ -93,25 +93,28 @@ fn exec_in_container(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
         .map_err(|e| anyhow!("{e}"))
         .context("cannot load the container's hardened spec")?;
 
-    for (flag, given) in [
-        ("--cgroup", args.cgroup.is_some()),
-        ("--process-label", args.process_label.is_some()),
-        ("--apparmor", args.apparmor.is_some()),
-    ] {
-        if given {
-            tracing::warn!(
-                id,
-                flag,
-                "ignored: moat runs exec'd processes in the container's own cgroup and labels"
-            );
-        }
+    if args.cgroup.is_some() {
+        tracing::warn!(
+            id,
+            flag = "--cgroup",
+            "ignored: moat runs exec'd processes in the container's own cgroup"
+        );
     }
     let preserve_fds = u32::try_from(args.preserve_fds.max(0)).unwrap_or(0);
-    let process = build_process(
+    let mut process = build_process(
         &args,
         &spec,
         &moat_state.allowed_capabilities,
         crate::facts::own_oom_score_adj(),
+    )?;
+    // T38: the init's AppArmor profile / SELinux label, applied in the workload.
+    let (apparmor, label) = (args.apparmor.as_deref(), args.process_label.as_deref());
+    super::exec_confine::confine_exec_labels(
+        &mut process,
+        &spec,
+        apparmor,
+        label,
+        super::exec_confine::LsmHost::probe(),
     )?;
     let seccomp = exec_seccomp(&spec, &paths.seccomp)?;
     let check = SelfCheck {
@@ -448,15 +451,9 @@ fn workload_setup(entry: &Entry) -> Result<Never> {
         libcontainer::tty::setup_console(syscall.as_ref(), console.as_raw_fd(), false)
             .map_err(|e| anyhow!("cannot set up the terminal: {e}"))?;
     }
-    // cwd is resolved inside the container's mount namespace (setns moved
-    // our root there); a path that escapes it cannot exist here.
-    nix::unistd::chdir(p.cwd()).map_err(|e| {
-        anyhow!(
-            "chdir to cwd ({:?}) set in config.json failed: {}",
-            p.cwd().display().to_string(),
-            crate::runc_contract::errno_text(e)
-        )
-    })?;
+    // T15 (CVE-2024-21626 class): resolved inside the container's root only.
+    super::exec_confine::enter_cwd(p.cwd())?;
+    super::exec_confine::apply_exec_labels(p)?;
     for rl in p.rlimits().clone().unwrap_or_default() {
         let lim = libc::rlimit {
             rlim_cur: rl.soft(),

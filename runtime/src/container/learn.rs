@@ -52,6 +52,48 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<PathBuf> {
     fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
+/// The most profiles the `moat.dev/learn` annotation (a tenant's choice)
+/// makes moat keep in `learn.dir`: each is a file on the host's disk that
+/// outlives its container (red-team pass 5 G8), and `true` names one per
+/// container id. Adding to an existing profile is always possible.
+pub const MAX_ANNOTATION_PROFILES: usize = 1024;
+
+/// Refuses to start a new profile `path` in `dir` when `dir` already holds
+/// `cap` profiles.
+/// `*.json` files in `dir` and its scope directories (at most `cap`; scopes
+/// are at most `<ns>/<pod ns>/` or `raw/<id>/` deep).
+fn count_profiles(dir: &Path, cap: usize, depth: usize) -> std::io::Result<usize> {
+    let mut held = 0;
+    for entry in fs::read_dir(dir)? {
+        if held >= cap {
+            break;
+        }
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() && depth < 3 {
+            held += count_profiles(&entry.path(), cap - held, depth + 1)?;
+        } else if kind.is_file() && entry.path().extension().is_some_and(|x| x == "json") {
+            held += 1;
+        }
+    }
+    Ok(held.min(cap))
+}
+
+fn refuse_past_profile_cap(dir: &Path, path: &Path, cap: usize) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let held =
+        count_profiles(dir, cap, 0).with_context(|| format!("cannot list {}", dir.display()))?;
+    if held >= cap {
+        anyhow::bail!(
+            "the learned-profile directory {} already holds {cap} profiles, the most moat keeps for the moat.dev/learn annotation; the operator may move some away",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Called by `create` after hardening: when this container is to learn,
 /// swaps its seccomp filter for the learning filter and starts the
 /// recorder. Does nothing otherwise.
@@ -74,7 +116,10 @@ pub fn start_for_create(
             let name = if name == "true" { id } else { name.as_str() };
             let file = Path::new(&policy.learn.dir).join(format!("{name}.json"));
             let dir = file.parent().unwrap_or(Path::new(&policy.learn.dir));
-            Output::Accumulate(ensure_dir(dir)?.join(file.file_name().unwrap_or_default()))
+            let path = ensure_dir(dir)?.join(file.file_name().unwrap_or_default());
+            // Counted over every scope: a raw tenant gets a scope per id.
+            refuse_past_profile_cap(Path::new(&policy.learn.dir), &path, MAX_ANNOTATION_PROFILES)?;
+            Output::Accumulate(path)
         }
         (None, None) => return Ok(()),
     };
@@ -123,6 +168,21 @@ pub fn start_for_create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tenant's annotation cannot fill the host's disk with profiles.
+    #[test]
+    fn annotation_profiles_are_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
+        fs::write(d.join("a.json"), "{}").unwrap();
+        fs::write(d.join("b.json"), "{}").unwrap();
+        fs::write(d.join("notes.txt"), "").unwrap();
+        let e = refuse_past_profile_cap(d, &d.join("c.json"), 2).unwrap_err();
+        assert!(e.to_string().contains("already holds 2 profiles"), "{e}");
+        // Adding to a profile that exists is not a new file.
+        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
+    }
 
     /// Learned profiles name tenants' containers: the directory and the
     /// ones moat creates above it are 0700.

@@ -15,6 +15,7 @@ pub mod create;
 pub mod delete;
 pub mod devices;
 pub mod exec;
+mod exec_confine;
 pub mod learn;
 pub mod paths;
 

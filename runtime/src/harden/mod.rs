@@ -29,6 +29,7 @@ mod process;
 mod resources;
 mod root;
 mod seccomp;
+pub mod selinux_label;
 mod userns;
 
 #[cfg(test)]
@@ -187,6 +188,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     mounts::refuse_misplaced_kernel_filesystems(spec)?;
     seccomp::refuse_seccomp_listener(spec, &policy)?;
     resources::refuse_spec_network_classes(spec, &policy)?;
+    selinux_label::refuse_malformed_selinux_labels(spec)?;
 
     let mut out = spec.clone();
     if let Some(process) = out.process().clone() {

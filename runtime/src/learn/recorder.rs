@@ -229,6 +229,8 @@ fn serve(rec: &mut Recorder, fd: BorrowedFd) -> bool {
         // ENOENT: the caller was interrupted or died meanwhile.
         return matches!(err, nix::errno::Errno::ENOENT | nix::errno::Errno::EINTR);
     }
+    // T39: from now on the recorder's work is charged to the container.
+    super::cgroup_join::join_once(req.pid);
     let (verdict, changed) = rec.decide(req.data.arch, req.data.nr, req.data.args[0]);
     if changed {
         // On disk before the syscall goes on: once a workload has run, its
