@@ -36,7 +36,9 @@ fn names_policy(env: &Env, upstream: Ipv4Addr) -> String {
     policy_file(
         env,
         "metrics.toml",
-        &format!("[egress]\nallow = [\"{ALLOWED} tcp 8080\"]\nresolvers = [\"{upstream}:53\"]\n"),
+        // The test upstream answers with its own private address, which the
+        // resolver drops unless private_answers names it (DNS rebinding, T18).
+        &format!("[egress]\nallow = [\"{ALLOWED} tcp 8080\"]\nresolvers = [\"{upstream}:53\"]\nprivate_answers = [\"{ALLOWED} 10.231.0.0/16\"]\n"),
     )
 }
 

@@ -227,7 +227,7 @@ pub fn init(root: &Path) {
         }
     }
     let spawned = std::thread::Builder::new()
-        .name("dns-stats".into())
+        .name("resolver-stats".into())
         .stack_size(128 * 1024)
         .spawn(|| loop {
             std::thread::sleep(FLUSH_EVERY);
