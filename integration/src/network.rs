@@ -616,6 +616,24 @@ pub fn nc_probe(tag: &str, host: impl std::fmt::Display, port: u16) -> String {
     format!("nc -w 3 {host} {port} 2>&1; echo \"{tag}=$?\"")
 }
 
+/// `nslookup [-type=QTYPE] NAME SERVER` in container `id` (busybox; without
+/// a type it asks for A and AAAA); (exit code, output).
+pub fn nslookup(
+    env: &crate::Env,
+    id: &str,
+    name: &str,
+    server: Ipv4Addr,
+    qtype: Option<&str>,
+) -> (String, String) {
+    let qtype = qtype.map(|t| format!("-type={t} ")).unwrap_or_default();
+    let out = crate::exec_sh(
+        env,
+        id,
+        &format!("timeout 10 nslookup {qtype}{name} {server} 2>&1; echo \"NS=$?\""),
+    );
+    (exit_of(&out, "NS"), out.stdout.clone())
+}
+
 pub fn exit_of(out: &Out, tag: &str) -> String {
     kv(&out.stdout)
         .get(tag)

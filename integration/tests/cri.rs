@@ -11,11 +11,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use moat_integration::cmd::wait_for;
 use moat_integration::containerd::{
     assert_container_sandboxed, cri, id_map, namespace_options, ContainerSpec, Containerd,
     GatewayListener, Handler, Pod, BUSYBOX_IMAGE, SLEEPER,
 };
-use moat_integration::{cap_field, status_field, LeakCheck, ALLOWED_CAPS_MASK};
+use moat_integration::{cap_field, process_alive, status_field, LeakCheck, ALLOWED_CAPS_MASK};
 
 /// CAP_KILL (capability 5) alone.
 const CAP_KILL_MASK: u64 = 1 << 5;
@@ -37,25 +38,6 @@ fn cri_pod_through_the_native_shim_is_hardened() {
     cd.shutdown_clean();
 }
 
-/// Polls `f` every 100 ms until it is true; panics with `what` after
-/// `timeout`.
-fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 /// kill -9 of the pod's containerd-shim-runc-v2: containerd notices, has
 /// moat delete the containers (its dead-shim clean-up runs `moat delete
 /// --force`), reports them exited and the sandbox not ready, and nothing
@@ -74,7 +56,7 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
             .map(|id| LeakCheck::snapshot(&handler.state_root, id))
             .collect();
         let ctr_pid = pod.container_pid(&ctr);
-        assert!(alive(ctr_pid));
+        assert!(process_alive(ctr_pid));
         let shims = cd.shim_pids();
         assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
         nix::sys::signal::kill(
@@ -82,12 +64,12 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        wait_for(Duration::from_secs(30), "container reported exited", || {
+        wait_for("container reported exited", Duration::from_secs(30), || {
             pod.container_state(&ctr) == cri::ContainerState::ContainerExited as i32
         });
         wait_for(
-            Duration::from_secs(30),
             "sandbox reported not ready",
+            Duration::from_secs(30),
             || {
                 pod.status()
                     .ok()
@@ -95,8 +77,8 @@ fn cri_killed_shim_is_reported_and_cleaned_up() {
                     .is_some_and(|s| s.state == cri::PodSandboxState::SandboxNotready as i32)
             },
         );
-        wait_for(Duration::from_secs(10), "container process gone", || {
-            !alive(ctr_pid)
+        wait_for("container process gone", Duration::from_secs(10), || {
+            !process_alive(ctr_pid)
         });
         // Before RemovePodSandbox: containerd's clean-up alone removed
         // moat's state, mounts, id ranges and processes.
@@ -139,7 +121,7 @@ fn cri_container_survives_a_containerd_restart() {
         let old_daemon = cd.pid();
         cd.restart();
         assert_ne!(cd.pid(), old_daemon);
-        assert!(alive(ctr_pid), "the container died with containerd");
+        assert!(process_alive(ctr_pid), "the container died with containerd");
         assert_eq!(
             pod.container_state(&ctr),
             cri::ContainerState::ContainerRunning as i32
@@ -767,10 +749,10 @@ fn stopped_container_leaves_no_child(cd: &Containerd, handler: &Handler) {
             .find(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| c == b"sleep\x001006\x00")
-                    && alive(*pid)
+                    && process_alive(*pid)
             })
     };
-    wait_for(Duration::from_secs(30), "the child started", || {
+    wait_for("the child started", Duration::from_secs(30), || {
         child().is_some()
     });
     let started = Instant::now();
@@ -782,8 +764,8 @@ fn stopped_container_leaves_no_child(cd: &Containerd, handler: &Handler) {
         started.elapsed().as_millis()
     );
     wait_for(
-        Duration::from_secs(30),
         "the init's child killed with the container",
+        Duration::from_secs(30),
         || child().is_none(),
     );
     pod.remove().expect("RemovePodSandbox");

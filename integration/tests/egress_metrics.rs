@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use moat::metrics::{parse_exposition, Sample};
+use moat_integration::cmd::wait_for;
 use moat_integration::network::*;
 use moat_integration::*;
 use serde_json::Value;
@@ -62,25 +63,6 @@ fn of(samples: &[Sample], id: &str) -> BTreeMap<String, f64> {
             (key, s.value)
         })
         .collect()
-}
-
-/// One `nslookup -type=a` (a single A query) in the container.
-fn lookup(env: &Env, id: &str, name: &str, server: Ipv4Addr) -> (String, String) {
-    let out = exec_sh(
-        env,
-        id,
-        &format!("timeout 10 nslookup -type=a {name} {server} 2>&1; echo \"NS=$?\""),
-    );
-    (exit_of(&out, "NS"), out.stdout.clone())
-}
-
-/// Polls `f` (every 100 ms) until it holds; fails the test after `within`.
-#[track_caller]
-fn wait_for(what: &str, within: Duration, f: impl FnMut() -> bool) {
-    assert!(
-        moat_integration::cmd::wait_until(within, f),
-        "timed out waiting for {what}"
-    );
 }
 
 /// `moat events --interval 1 ID`, its stdout going to a file of the env;
@@ -172,10 +154,10 @@ fn metrics_and_events_show_what_was_refused_per_container() {
         assert_tcp_egress_refused_and_counted(&env, &ida, &net, srv, 8080);
 
         let events = Events::follow(&env, &ida);
-        let (code, text) = lookup(&env, &ida, ALLOWED, up);
+        let (code, text) = nslookup(&env, &ida, ALLOWED, up, Some("a"));
         assert_eq!(code, "0", "{text}");
         assert!(text.contains(&format!("Address: {up}")), "{text}");
-        let (_, text) = lookup(&env, &ida, REFUSED, up);
+        let (_, text) = nslookup(&env, &ida, REFUSED, up, Some("a"));
         assert!(text.contains("REFUSED"), "{text}");
         assert!(!text.contains(&format!("Address: {up}")), "{text}");
 
@@ -257,9 +239,9 @@ fn metrics_and_events_show_what_was_refused_per_container() {
         });
         // Lookups made while nothing listens are not answered (nor counted).
         wait_for("lookups to work again", Duration::from_secs(60), || {
-            lookup(&env, &ida, ALLOWED, up).0 == "0"
+            nslookup(&env, &ida, ALLOWED, up, Some("a")).0 == "0"
         });
-        let (_, text) = lookup(&env, &ida, REFUSED, up);
+        let (_, text) = nslookup(&env, &ida, REFUSED, up, Some("a"));
         assert!(text.contains("REFUSED"), "{text}");
         wait_for(
             "the counts after the restart",
@@ -308,7 +290,7 @@ fn an_unanswered_upstream_is_counted_as_a_resolver_error() {
         let _g = start_with(&env, &["--policy", &policy], &b, &id);
         let net = Net::with(addrs, init_pid(&env, &id), false);
         let up = net.outside;
-        let (code, text) = lookup(&env, &id, ALLOWED, up);
+        let (code, text) = nslookup(&env, &id, ALLOWED, up, Some("a"));
         assert_ne!(code, "0", "{text}");
         assert!(!text.contains(&format!("Address: {up}")), "{text}");
         let mut c = BTreeMap::new();

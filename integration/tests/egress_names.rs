@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use moat_integration::cmd::wait_for;
 use moat_integration::network::*;
 use moat_integration::*;
 
@@ -187,16 +188,6 @@ fn names_policy(env: &Env, upstream: Ipv4Addr) -> String {
     )
 }
 
-/// `nslookup NAME SERVER` in the container; (exit code, output).
-fn lookup(env: &Env, id: &str, name: &str, server: Ipv4Addr) -> (String, String) {
-    let out = exec_sh(
-        env,
-        id,
-        &format!("timeout 10 nslookup {name} {server} 2>&1; echo \"NS=$?\""),
-    );
-    (exit_of(&out, "NS"), out.stdout.clone())
-}
-
 /// Does busybox nslookup's output carry `addr` as an answer (not just as
 /// the server's address, which it prints as `Address:\tADDR:53`)?
 fn answered(text: &str, addr: Ipv4Addr) -> bool {
@@ -211,24 +202,6 @@ fn resolver_dir(env: &Env) -> PathBuf {
 
 fn read_pid(path: &Path) -> Option<i32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Is process `pid` alive (not gone, not a zombie)?
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The elements of set `set` of moat's table in namespace `ns`.
@@ -262,7 +235,7 @@ fn names_resolve_through_moat_and_only_their_answers_connect() {
         let dir = resolver_dir(&env);
         supervisor = read_pid(&dir.join("supervisor.pid")).expect("no resolver supervisor pid");
         worker = read_pid(&dir.join("worker.pid")).expect("no resolver worker pid");
-        assert!(alive(supervisor) && alive(worker));
+        assert!(process_alive(supervisor) && process_alive(worker));
         let mut net = Net::with(addrs, init_pid(&env, &id), false);
         let up = net.outside;
         let srv = net.tcp_server(false, 8080, "hello-by-name\n");
@@ -287,14 +260,14 @@ fn names_resolve_through_moat_and_only_their_answers_connect() {
         assert_eq!(exit_of(&out, "NC"), "0", "{out}");
         assert!(out.stdout.contains("hello-by-name"), "{out}");
         assert!(set_text(&pin, "name1_v4").contains(&up.to_string()));
-        wait_until("the answer to expire", Duration::from_secs(30), || {
+        wait_for("the answer to expire", Duration::from_secs(30), || {
             !set_text(&pin, "name1_v4").contains(&up.to_string())
         });
         assert_tcp_egress_refused_and_counted(&env, &id, &net, srv, 8080);
 
         // The exact name and a deeper subdomain resolve.
         for name in ["svc.moat.test", "a.b.wild.moat.test"] {
-            let (code, text) = lookup(&env, &id, name, up);
+            let (code, text) = nslookup(&env, &id, name, up, None);
             assert_eq!(code, "0", "{name}: {text}");
             assert!(answered(&text, up), "{name}: {text}");
         }
@@ -313,7 +286,7 @@ fn names_resolve_through_moat_and_only_their_answers_connect() {
         ] {
             // (busybox's exit code is not asserted here: what matters is
             // that moat said REFUSED and no address came back.)
-            let (_, text) = lookup(&env, &id, name, up);
+            let (_, text) = nslookup(&env, &id, name, up, None);
             assert!(!answered(&text, up), "{name} resolved: {text}");
             assert!(text.contains("REFUSED"), "{name}: {text}");
         }
@@ -347,8 +320,8 @@ fn names_resolve_through_moat_and_only_their_answers_connect() {
         close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
-    wait_until("the resolver to stop", Duration::from_secs(10), || {
-        !alive(supervisor) && !alive(worker)
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        !process_alive(supervisor) && !process_alive(worker)
     });
     assert!(
         !resolver_dir(&env).exists(),
@@ -385,7 +358,7 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
             up,
             HashMap::new(),
         );
-        let (code, text) = lookup(&env, &id1, "svc.moat.test", up);
+        let (code, text) = nslookup(&env, &id1, "svc.moat.test", up, None);
         assert_eq!(code, "0", "{text}");
         assert!(answered(&text, up), "{text}");
 
@@ -395,11 +368,11 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
         for pid in [supervisor, worker] {
             must("kill", &["-KILL", &pid.to_string()]);
         }
-        wait_until("the resolver to die", Duration::from_secs(10), || {
-            !alive(supervisor) && !alive(worker)
+        wait_for("the resolver to die", Duration::from_secs(10), || {
+            !process_alive(supervisor) && !process_alive(worker)
         });
         let before = upstream.asked().len();
-        let (code, text) = lookup(&env, &id1, "a.wild.moat.test", up);
+        let (code, text) = nslookup(&env, &id1, "a.wild.moat.test", up, None);
         assert_ne!(code, "0", "resolved with the resolver dead: {text}");
         assert!(!answered(&text, up), "{text}");
         std::thread::sleep(Duration::from_millis(300));
@@ -411,7 +384,7 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
 
         // The next create brings it back, and it serves the first one too.
         let _g2 = start_with(&env, &["--policy", &policy], &b2, &id2);
-        let (code, text) = lookup(&env, &id1, "a.wild.moat.test", up);
+        let (code, text) = nslookup(&env, &id1, "a.wild.moat.test", up, None);
         assert_eq!(code, "0", "not re-attached: {text}");
 
         // A killed worker alone is restarted by the supervisor.
@@ -419,12 +392,12 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
         let worker = read_pid(&dir.join("worker.pid")).unwrap();
         pids.extend([supervisor, worker]);
         must("kill", &["-KILL", &worker.to_string()]);
-        wait_until("a new worker", Duration::from_secs(20), || {
-            read_pid(&dir.join("worker.pid")).is_some_and(|p| p != worker && alive(p))
+        wait_for("a new worker", Duration::from_secs(20), || {
+            read_pid(&dir.join("worker.pid")).is_some_and(|p| p != worker && process_alive(p))
         });
         pids.push(read_pid(&dir.join("worker.pid")).unwrap());
-        wait_until("lookups to work again", Duration::from_secs(30), || {
-            lookup(&env, &id1, "b.wild.moat.test", up).0 == "0"
+        wait_for("lookups to work again", Duration::from_secs(30), || {
+            nslookup(&env, &id1, "b.wild.moat.test", up, None).0 == "0"
         });
 
         drop(upstream);
@@ -433,8 +406,8 @@ fn a_killed_resolver_fails_closed_and_comes_back() {
     }
     verify_gone(&leak1);
     verify_gone(&leak2);
-    wait_until("the resolver to stop", Duration::from_secs(10), || {
-        pids.iter().all(|p| !alive(*p))
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        pids.iter().all(|p| !process_alive(*p))
     });
     assert!(!dir.exists(), "the resolver's directory is left");
 }
@@ -575,7 +548,7 @@ fn dns_over_tcp_is_served_with_the_same_rules() {
             "not asked over TCP upstream"
         );
         // Over UDP: an empty truncated answer, no address.
-        let (_, text) = lookup(env, id, "big.wild.moat.test", up);
+        let (_, text) = nslookup(env, id, "big.wild.moat.test", up, None);
         assert!(!answered(&text, up), "{text}");
 
         std::thread::sleep(Duration::from_millis(300));
@@ -643,7 +616,7 @@ fn private_answers_for_other_names_are_dropped() {
     with_named_container("eg-names-rebind", |env, id, net, upstream, pin| {
         let up = net.outside;
         let srv = net.tcp_server(false, 8080, "hello\n");
-        let (_, text) = lookup(env, id, "inside.rebind.moat.test", up);
+        let (_, text) = nslookup(env, id, "inside.rebind.moat.test", up, None);
         assert!(
             !answered(&text, up),
             "the private answer got through: {text}"
@@ -660,7 +633,7 @@ fn private_answers_for_other_names_are_dropped() {
         let log = fs::read_to_string(resolver_dir(env).join("log")).unwrap_or_default();
         assert!(log.contains("not globally reachable"), "{log}");
 
-        let (code, text) = lookup(env, id, "svc.moat.test", up);
+        let (code, text) = nslookup(env, id, "svc.moat.test", up, None);
         assert_eq!(code, "0", "{text}");
         assert!(answered(&text, up), "{text}");
         let out = exec_sh(env, id, &nc_probe("NC", up, 8080));
@@ -768,7 +741,7 @@ fn name_entries_are_served_once_in_a_shared_namespace() {
         };
         assert_eq!(threads(), 1, "the namespace is served more than once");
         assert_tcp_egress_refused_and_counted(&env, &joiner, &net, srv, 8080);
-        let (code, text) = lookup(&env, &joiner, "svc.moat.test", up);
+        let (code, text) = nslookup(&env, &joiner, "svc.moat.test", up, None);
         assert_eq!(code, "0", "{text}");
         assert!(answered(&text, up), "{text}");
         let out = exec_sh(&env, &joiner, &nc_probe("NC", up, 8080));
@@ -778,12 +751,15 @@ fn name_entries_are_served_once_in_a_shared_namespace() {
         // members with it); the owner is still served.
         env.moat(&["delete", "--force", &joiner]).assert_ok();
         verify_gone_but_resolver(&leak_joiner, &[supervisor, worker]);
-        assert!(alive(worker), "the resolver stopped with the joiner");
+        assert!(
+            process_alive(worker),
+            "the resolver stopped with the joiner"
+        );
         assert_eq!(threads(), 1, "the namespace's serving stopped");
-        let (code, text) = lookup(&env, &owner, "a.wild.moat.test", up);
+        let (code, text) = nslookup(&env, &owner, "a.wild.moat.test", up, None);
         assert_eq!(code, "0", "the owner lost its resolver: {text}");
         assert!(answered(&text, up), "{text}");
-        let (_, text) = lookup(&env, &owner, "c2VjcmV0.attacker.test", up);
+        let (_, text) = nslookup(&env, &owner, "c2VjcmV0.attacker.test", up, None);
         assert!(text.contains("REFUSED"), "{text}");
         std::thread::sleep(Duration::from_millis(300));
         assert!(
@@ -796,8 +772,8 @@ fn name_entries_are_served_once_in_a_shared_namespace() {
         close_and_delete(&env, net, &owner);
     }
     verify_gone(&leak_owner);
-    wait_until("the resolver to stop", Duration::from_secs(10), || {
-        !alive(supervisor) && !alive(worker)
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        !process_alive(supervisor) && !process_alive(worker)
     });
     assert!(!dir.exists(), "the resolver's directory is left");
 }
