@@ -101,9 +101,12 @@ fn device_nodes_are_the_containers_own_inodes() {
             (host.dev(), host.ino()),
             "{dev}: the container shares the host's inode"
         );
+        // The host node's owner, not container root: the container may do
+        // with its node what the host's bind let it (a root-only node stays
+        // out of its reach).
         assert_eq!(
             (inside.uid(), inside.gid()),
-            (container_root, container_root),
+            (host.uid(), host.gid()),
             "{dev}: owner"
         );
     }
@@ -165,6 +168,54 @@ fn spec_listed_devices_get_their_own_inodes() {
             "{dev}: the container shares the host's inode"
         );
     }
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}
+
+/// A root-only host node the spec lists (`/dev/console`, 0600 root:root
+/// here) keeps its host owner on the container's own node: container root
+/// (an unprivileged host uid) cannot open it, as it could not open the
+/// host's bind. Review finding: the own node was chowned to container root,
+/// which let a raw tenant write the host's console.
+#[test]
+fn a_root_only_node_stays_out_of_container_roots_reach() {
+    require_root();
+    let host = match fs::metadata("/dev/console") {
+        Ok(m) if m.file_type().is_char_device() && m.mode() & 0o077 == 0 => m,
+        _ => {
+            eprintln!("SKIPPED: no root-only /dev/console on this host");
+            return;
+        }
+    };
+    let env = Env::new();
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.config["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/console", "type": "c", "major": 5, "minor": 1}
+    ]);
+    b.write();
+    let id = env.id("console");
+    let leak = env.leak_check(&id);
+    let created = env.moat(&["create", "--bundle", b.path(), &id]);
+    if !created.success() {
+        // The policy may refuse the device outright: equally out of reach.
+        created.assert_fails_with("refused by moat rule");
+        leak.verify();
+        return;
+    }
+    let guard = env.guard(&id);
+    env.moat(&["start", &id]).assert_ok();
+    let pid = init_pid(&env, &id);
+    let inside = fs::metadata(format!("/proc/{pid}/root/dev/console")).unwrap();
+    assert_eq!((inside.uid(), inside.gid()), (host.uid(), host.gid()));
+    assert_eq!(inside.mode() & 0o777, host.mode() & 0o777);
+    let out = exec_sh(
+        &env,
+        &id,
+        "if echo x 2>/dev/null > /dev/console; then echo OPENED; else echo DENIED; fi",
+    );
+    out.assert_ok();
+    assert!(out.stdout.contains("DENIED"), "container root opened the host's console:\n{out}");
     env.moat(&["delete", "--force", &id]).assert_ok();
     drop(guard);
     leak.verify();

@@ -80,8 +80,11 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
         }
     }
     crate::phase::done(crate::phase::LIBCONTAINER_DELETE);
-    let members = crate::pod::members(&root, id);
     let torn_down = remove_moat_state_after(&root, id, &policy, lc_deleted);
+    // Listed after the teardown, which took the range lock: a member whose
+    // create recorded this owner meanwhile is listed too (its pod-owner
+    // file is its own, not removed with the owner's state).
+    let members = crate::pod::members(&root, id);
     // The pod's members do not outlive its owner: their processes were
     // killed and their id range freed above. An engine may never delete
     // them itself (containerd 2.1, when a pod's shim dies, deletes only

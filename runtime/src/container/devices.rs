@@ -13,11 +13,20 @@
 //!
 //! moat, as host root in the host's user namespace, makes the same nodes
 //! in the container's private directory (0700, under moat's state root:
-//! no container reaches it by name), one inode per container, owned by
-//! the container's root. Before the container starts, a thread of moat's
-//! in the container's mount namespace detaches libcontainer's binds of
-//! the host's nodes and attaches clones of moat's in their place. The
-//! host's nodes are then no longer reachable from the container at all.
+//! no container reaches it by name), one inode per container, with the
+//! host node's numbers, mode and owner (so the container may do with its
+//! node exactly what the bind let it do: a root-only 0600 node such as
+//! `/dev/console` stays out of its reach). A node is made only when the
+//! host's path is itself a device node (not a link) whose numbers are the
+//! ones libcontainer was asked to bind. Before the container starts, a
+//! thread of moat's in the container's mount namespace detaches
+//! libcontainer's binds of the host's nodes at the device paths and
+//! attaches clones of moat's in their place.
+//!
+//! Not covered: libcontainer masks a file in `maskedPaths` by binding the
+//! container's `/dev/null` over it, before moat's nodes exist, so a masked
+//! file (`/proc/kcore`, …) still shows the host's `/dev/null` inode (T34's
+//! residual).
 
 use std::ffi::CString;
 use std::fs;
@@ -31,7 +40,6 @@ use nix::mount::{umount2, MntFlags};
 use nix::sys::stat::{lstat, mknod, Mode, SFlag};
 use oci_spec::runtime::Spec;
 
-use crate::harden::IdRange;
 use crate::rootfs::{open_tree_clone, set_mount_attr, MountAttr};
 
 const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
@@ -54,42 +62,60 @@ pub struct OwnDevice {
     tree: OwnedFd,
 }
 
-/// The device paths libcontainer bind-mounts from the host: the spec's
+/// A device libcontainer bind-mounts from the host: its path and the
+/// device number (`makedev(major, minor)`) it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundDevice {
+    pub path: PathBuf,
+    pub rdev: u64,
+}
+
+/// The devices libcontainer bind-mounts from the host: the spec's
 /// devices, then its own defaults the spec does not list.
-pub fn bound_device_paths(spec: &Spec) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = spec
+pub fn bound_device_paths(spec: &Spec) -> Vec<BoundDevice> {
+    let bound = |d: &oci_spec::runtime::LinuxDevice| BoundDevice {
+        path: d.path().clone(),
+        rdev: nix::sys::stat::makedev(d.major() as u64, d.minor() as u64),
+    };
+    let mut devices: Vec<BoundDevice> = spec
         .linux()
         .as_ref()
         .and_then(|l| l.devices().clone())
         .unwrap_or_default()
         .iter()
-        .map(|d| d.path().clone())
+        .map(bound)
         .collect();
     for d in libcontainer::rootfs::utils::default_devices() {
-        if !paths.contains(d.path()) {
-            paths.push(d.path().clone());
+        if !devices.iter().any(|b| b.path == *d.path()) {
+            devices.push(bound(&d));
         }
     }
-    paths
+    devices
 }
 
 /// Makes the container's own node for each device libcontainer binds from
-/// the host (`paths`), in `dir` (created, 0700), owned by container root,
-/// with the host node's type, numbers and permissions, and clones each as
-/// a detached mount. A path whose host node is not a device is skipped
-/// (libcontainer's bind of it stays as it is).
-pub fn prepare(paths: &[PathBuf], dir: &Path, range: IdRange) -> Result<Vec<OwnDevice>> {
+/// the host (`devices`), in `dir` (created, 0700), with the host node's
+/// type, numbers, permissions and owner, and clones each as a detached
+/// mount. A path whose host entry is not a device node (a link, a file)
+/// or has other numbers than the spec asked for is skipped
+/// (libcontainer's bind of it stays as it is, owned as on the host).
+pub fn prepare(devices: &[BoundDevice], dir: &Path) -> Result<Vec<OwnDevice>> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut own = Vec::with_capacity(paths.len());
-    for (i, path) in paths.iter().enumerate() {
+    let mut own = Vec::with_capacity(devices.len());
+    for (i, BoundDevice { path, rdev }) in devices.iter().enumerate() {
         // The name libcontainer's mount(2) resolves in the host's view
-        // (its init is in a copy of the host's mount table then).
-        let Ok(host) = fs::metadata(path) else {
+        // (its init is in a copy of the host's mount table then). Not
+        // followed: a link (`/dev/stdin` -> moat's own stdin, a pty) would
+        // give the container a node of whatever it names.
+        let Ok(host) = fs::symlink_metadata(path) else {
             continue;
         };
+        if host.rdev() != *rdev {
+            continue;
+        }
         let kind = if host.file_type().is_char_device() {
             SFlag::S_IFCHR
         } else if host.file_type().is_block_device() {
@@ -104,7 +130,7 @@ pub fn prepare(paths: &[PathBuf], dir: &Path, range: IdRange) -> Result<Vec<OwnD
         // mknod's mode went through the umask; set it exactly.
         fs::set_permissions(&node, fs::Permissions::from_mode(perm))
             .with_context(|| format!("cannot chmod {}", node.display()))?;
-        std::os::unix::fs::lchown(&node, Some(range.host_id), Some(range.host_id))
+        std::os::unix::fs::lchown(&node, Some(host.uid()), Some(host.gid()))
             .with_context(|| format!("cannot chown {}", node.display()))?;
         own.push(OwnDevice {
             path: path.clone(),
@@ -224,7 +250,7 @@ mod tests {
             .build()
             .unwrap();
         let paths = bound_device_paths(&spec);
-        let names: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+        let names: Vec<&str> = paths.iter().map(|d| d.path.to_str().unwrap()).collect();
         assert_eq!(&names[..2], ["/dev/zero", "/dev/fuse"]);
         for default in [
             "/dev/null",
@@ -243,25 +269,36 @@ mod tests {
     }
 
     #[test]
-    fn own_nodes_copy_the_host_nodes_numbers_and_mode_for_container_root() {
+    fn own_nodes_copy_the_host_nodes_numbers_mode_and_owner() {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dev");
-        let range = IdRange {
-            host_id: 1_234_567,
-            size: 65536,
+        let null = fs::metadata("/dev/null").unwrap().rdev();
+        let bound = |p: &str, rdev: u64| BoundDevice {
+            path: PathBuf::from(p),
+            rdev,
         };
-        let paths = [PathBuf::from("/dev/null"), PathBuf::from("/etc/hostname")];
-        let own = prepare(&paths, &dir, range).unwrap();
-        assert_eq!(own.len(), 1, "a non-device path is skipped");
+        // A link whose target has the asked numbers is not followed either.
+        let link = tmp.path().join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let paths = [
+            bound("/dev/null", null),
+            bound("/etc/hostname", 0),
+            // Numbers other than the spec asked for: libcontainer's bind
+            // of the host's node stays.
+            bound("/dev/zero", null),
+            bound(link.to_str().unwrap(), null),
+        ];
+        let own = prepare(&paths, &dir).unwrap();
+        assert_eq!(own.len(), 1, "only the device node with the asked numbers");
         let host = fs::metadata("/dev/null").unwrap();
         let node = fs::metadata(dir.join("0")).unwrap();
         assert!(node.file_type().is_char_device());
         assert_eq!(node.rdev(), host.rdev());
         assert_eq!(node.mode() & 0o777, host.mode() & 0o777);
-        assert_eq!((node.uid(), node.gid()), (range.host_id, range.host_id));
+        assert_eq!((node.uid(), node.gid()), (host.uid(), host.gid()), "the host's owner");
         assert_ne!((node.dev(), node.ino()), (host.dev(), host.ino()));
         assert_eq!(own[0].host_inode, (host.dev(), host.ino()));
         assert_eq!(
