@@ -33,7 +33,7 @@ use serde_json::Value;
 const ALLOWED: &str = "svc.metrics.moat.test";
 const REFUSED: &str = "c2VjcmV0.attacker.test";
 
-fn names_policy(env: &Env, upstream: Ipv4Addr) -> String {
+fn metrics_policy(env: &Env, upstream: Ipv4Addr) -> String {
     policy_file(
         env,
         "metrics.toml",
@@ -124,7 +124,7 @@ impl Drop for Events {
 fn metrics_and_events_show_what_was_refused_per_container() {
     let env = Env::new();
     let addrs = Addrs::next();
-    let policy = names_policy(&env, addrs.outside());
+    let policy = metrics_policy(&env, addrs.outside());
     let mut ba = env.bundle(&["sleep", "300"]);
     ba.annotate("io.kubernetes.cri.sandbox-namespace", "metrics-ns");
     ba.annotate("io.kubernetes.cri.sandbox-name", "metrics-pod");
@@ -282,7 +282,7 @@ fn metrics_and_events_show_what_was_refused_per_container() {
 fn an_unanswered_upstream_is_counted_as_a_resolver_error() {
     let env = Env::new();
     let addrs = Addrs::next();
-    let policy = names_policy(&env, addrs.outside());
+    let policy = metrics_policy(&env, addrs.outside());
     let b = env.bundle(&["sleep", "300"]);
     let id = env.id("eg-metrics-err");
     let leak = env.leak_check(&id);
