@@ -215,7 +215,10 @@ fn a_root_only_node_stays_out_of_container_roots_reach() {
         "if echo x 2>/dev/null > /dev/console; then echo OPENED; else echo DENIED; fi",
     );
     out.assert_ok();
-    assert!(out.stdout.contains("DENIED"), "container root opened the host's console:\n{out}");
+    assert!(
+        out.stdout.contains("DENIED"),
+        "container root opened the host's console:\n{out}"
+    );
     env.moat(&["delete", "--force", &id]).assert_ok();
     drop(guard);
     leak.verify();

@@ -298,7 +298,11 @@ mod tests {
         assert!(node.file_type().is_char_device());
         assert_eq!(node.rdev(), host.rdev());
         assert_eq!(node.mode() & 0o777, host.mode() & 0o777);
-        assert_eq!((node.uid(), node.gid()), (host.uid(), host.gid()), "the host's owner");
+        assert_eq!(
+            (node.uid(), node.gid()),
+            (host.uid(), host.gid()),
+            "the host's owner"
+        );
         assert_ne!((node.dev(), node.ino()), (host.dev(), host.ino()));
         assert_eq!(own[0].host_inode, (host.dev(), host.ino()));
         assert_eq!(
