@@ -223,3 +223,59 @@ fn a_root_only_node_stays_out_of_container_roots_reach() {
     drop(guard);
     leak.verify();
 }
+
+/// T34's class, not only the device paths: no mount in the container shows
+/// a node of the host's `/dev` (libcontainer masks `maskedPaths` files such
+/// as `/proc/keys` and `/proc/timer_list` by binding the container's
+/// `/dev/null` over them, which was the host's). Each masked file is the
+/// container's own `/dev/null` inode, and reads as empty.
+#[test]
+fn masked_files_are_the_containers_own_dev_null() {
+    require_root();
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "masked");
+    let leak = env.leak_check(&id);
+    let pid = init_pid(&env, &id);
+    let host_dev = fs::metadata("/dev/null").unwrap().dev();
+    let own_null = fs::metadata(format!("/proc/{pid}/root/dev/null")).unwrap();
+    let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mut masked_seen = 0;
+    for line in mountinfo.lines() {
+        let point = line.split(' ').nth(4).unwrap();
+        let fs_type = line.split(" - ").nth(1).unwrap().split(' ').next().unwrap();
+        let Ok(shown) = fs::symlink_metadata(format!("/proc/{pid}/root{point}")) else {
+            continue;
+        };
+        let kind = shown.file_type();
+        if !(kind.is_char_device() || kind.is_block_device()) || fs_type == "devpts" {
+            continue;
+        }
+        assert_ne!(
+            shown.dev(),
+            host_dev,
+            "{point}: the mount shows a node of the host's /dev ({line})"
+        );
+        if point.starts_with("/proc/") {
+            assert_eq!(
+                (shown.dev(), shown.ino()),
+                (own_null.dev(), own_null.ino()),
+                "{point}: a masked file is the container's own /dev/null"
+            );
+            masked_seen += 1;
+        }
+    }
+    // /proc/keys and /proc/timer_list exist on every kernel moat supports
+    // (CONFIG_KEYS, timers) and are in moat's masked paths.
+    assert!(
+        masked_seen >= 2,
+        "no masked /proc file found in the mount table:\n{mountinfo}"
+    );
+    let out = exec_sh(&env, &id, "wc -c < /proc/keys; wc -c < /proc/timer_list");
+    out.assert_ok();
+    let counts: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(counts, ["0", "0"], "{out}");
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}

@@ -539,6 +539,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         let devices = super::devices::prepare(
             &super::devices::bound_device_paths(&hardened),
             &paths.devices,
+            pid,
         )
         .context("cannot make the container's own device nodes")?;
         crate::phase::done(crate::phase::DEVICES);

@@ -23,10 +23,15 @@
 //! libcontainer's binds of the host's nodes at the device paths and
 //! attaches clones of moat's in their place.
 //!
-//! Not covered: libcontainer masks a file in `maskedPaths` by binding the
-//! container's `/dev/null` over it, before moat's nodes exist, so a masked
-//! file (`/proc/kcore`, …) still shows the host's `/dev/null` inode (T34's
-//! residual).
+//! The class is every mount in the container whose root is a host device
+//! node, not only the device paths: libcontainer masks a file in
+//! `maskedPaths` (`/proc/kcore`, `/proc/keys`, …) by binding the
+//! container's `/dev/null` over it before moat's nodes exist, and a spec's
+//! bind mount may name a host node. moat reads the container's mount table
+//! and gives each such mount a clone of the container's own node for that
+//! host node (one inode per host node and container: a masked file is the
+//! container's own `/dev/null`). The pty libcontainer binds on
+//! `/dev/console` lives on the container's own devpts and stays.
 
 use std::ffi::CString;
 use std::fs;
@@ -99,12 +104,26 @@ pub fn bound_device_paths(spec: &Spec) -> Vec<BoundDevice> {
 /// mount. A path whose host entry is not a device node (a link, a file)
 /// or has other numbers than the spec asked for is skipped
 /// (libcontainer's bind of it stays as it is, owned as on the host).
-pub fn prepare(devices: &[BoundDevice], dir: &Path) -> Result<Vec<OwnDevice>> {
+///
+/// Then every other mount in the container (`init`'s mount namespace)
+/// whose root is a device node of the host (a masked file, a spec's bind
+/// of a node, a device path whose host entry was skipped above) gets a
+/// clone of the container's own node for that host node, made with what
+/// the mount shows (type, numbers, mode, owner: no more than the bind
+/// gave), so no mount leaves the container a host device inode.
+pub fn prepare(
+    devices: &[BoundDevice],
+    dir: &Path,
+    init: nix::unistd::Pid,
+) -> Result<Vec<OwnDevice>> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut own = Vec::with_capacity(devices.len());
+    // The container's node made for each host node, by the host node's
+    // (st_dev, st_ino).
+    let mut nodes: Vec<((u64, u64), PathBuf)> = Vec::new();
     for (i, BoundDevice { path, rdev }) in devices.iter().enumerate() {
         // The name libcontainer's mount(2) resolves in the host's view
         // (its init is in a copy of the host's mount table then). Not
@@ -124,21 +143,110 @@ pub fn prepare(devices: &[BoundDevice], dir: &Path) -> Result<Vec<OwnDevice>> {
             continue;
         };
         let node = dir.join(i.to_string());
-        let perm = host.mode() & 0o777;
-        mknod(&node, kind, Mode::from_bits_truncate(perm), host.rdev())
-            .with_context(|| format!("cannot make {}'s node {}", path.display(), node.display()))?;
-        // mknod's mode went through the umask; set it exactly.
-        fs::set_permissions(&node, fs::Permissions::from_mode(perm))
-            .with_context(|| format!("cannot chmod {}", node.display()))?;
-        std::os::unix::fs::lchown(&node, Some(host.uid()), Some(host.gid()))
-            .with_context(|| format!("cannot chown {}", node.display()))?;
+        make_node_like(&node, kind, &host)
+            .with_context(|| format!("cannot make {}'s node", path.display()))?;
+        nodes.push(((host.dev(), host.ino()), node.clone()));
         own.push(OwnDevice {
             path: path.clone(),
             host_inode: (host.dev(), host.ino()),
             tree: detached_device_mount(&node)?,
         });
     }
+    for (path, shown) in host_device_mounts(init)? {
+        if own.iter().any(|d| d.path == path) {
+            continue;
+        }
+        let host_inode = (shown.dev(), shown.ino());
+        let node = match nodes.iter().find(|(inode, _)| *inode == host_inode) {
+            Some((_, node)) => node.clone(),
+            None => {
+                let node = dir.join(format!("m{}", nodes.len()));
+                let kind = if shown.file_type().is_char_device() {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                make_node_like(&node, kind, &shown)
+                    .with_context(|| format!("cannot make {}'s node", path.display()))?;
+                nodes.push((host_inode, node.clone()));
+                node
+            }
+        };
+        own.push(OwnDevice {
+            path,
+            host_inode,
+            tree: detached_device_mount(&node)?,
+        });
+    }
     Ok(own)
+}
+
+/// Makes a device node at `node` with `like`'s numbers, permissions and
+/// owner.
+fn make_node_like(node: &Path, kind: SFlag, like: &fs::Metadata) -> Result<()> {
+    let perm = like.mode() & 0o777;
+    mknod(node, kind, Mode::from_bits_truncate(perm), like.rdev())
+        .with_context(|| format!("cannot make {}", node.display()))?;
+    // mknod's mode went through the umask; set it exactly.
+    fs::set_permissions(node, fs::Permissions::from_mode(perm))
+        .with_context(|| format!("cannot chmod {}", node.display()))?;
+    std::os::unix::fs::lchown(node, Some(like.uid()), Some(like.gid()))
+        .with_context(|| format!("cannot chown {}", node.display()))
+}
+
+/// The mount points in `init`'s mount namespace whose mount shows a device
+/// node, with what it shows, once each (a mount point stacked twice is
+/// listed once; [`attach_in_container`] detaches every layer showing the
+/// host's node). A node on a devpts is left out: that is the container's
+/// own pty instance (libcontainer binds the console's pty on
+/// `/dev/console`), and a pty node works only on its devpts.
+///
+/// Each mount point is opened through the init's root without following
+/// any link (`RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`), the mount table's
+/// names being the real paths; the container has not started, so nothing
+/// of the tenant's runs in it yet. A name that no longer resolves that way
+/// is not reachable by it either and is skipped.
+fn host_device_mounts(init: nix::unistd::Pid) -> Result<Vec<(PathBuf, fs::Metadata)>> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd;
+    let text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
+        .context("cannot read the container's mount table")?;
+    let root =
+        fs::File::open(format!("/proc/{init}/root")).context("cannot open the container's root")?;
+    let mut found: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    for m in crate::rootfs::parse_mountinfo(&text) {
+        if m.fs_type == "devpts" || found.iter().any(|(p, _)| *p == m.mount_point) {
+            continue;
+        }
+        let Ok(rel) = m.mount_point.strip_prefix("/") else {
+            continue;
+        };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_IN_ROOT
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let Ok(fd) = openat2(root.as_raw_fd(), rel, how) else {
+            continue;
+        };
+        // SAFETY: openat2 returned a new descriptor we now own.
+        let file = unsafe { fs::File::from_raw_fd(fd) };
+        let shown = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", m.mount_point.display()))?;
+        let kind = shown.file_type();
+        if kind.is_char_device() || kind.is_block_device() {
+            found.push((m.mount_point, shown));
+        }
+    }
+    Ok(found)
 }
 
 /// A detached bind mount of the node at `node`: nosuid and noexec, with
@@ -291,7 +399,7 @@ mod tests {
             bound("/dev/zero", null),
             bound(link.to_str().unwrap(), null),
         ];
-        let own = prepare(&paths, &dir).unwrap();
+        let own = prepare(&paths, &dir, nix::unistd::getpid()).unwrap();
         assert_eq!(own.len(), 1, "only the device node with the asked numbers");
         let host = fs::metadata("/dev/null").unwrap();
         let node = fs::metadata(dir.join("0")).unwrap();
