@@ -181,11 +181,7 @@ fn exec_never_recreates_a_removed_cgroup() {
         .filter(|d| d.is_dir())
         .collect();
     assert!(!dirs.is_empty(), "container {id} has no cgroup");
-    for d in &dirs {
-        fs::write(d.parent().unwrap().join("cgroup.procs"), init.to_string())
-            .unwrap_or_else(|e| panic!("cannot move {init} out of {}: {e}", d.display()));
-        fs::remove_dir(d).unwrap_or_else(|e| panic!("cannot remove {}: {e}", d.display()));
-    }
+    remove_cgroups_under(init, &dirs);
     let _ = env.moat(&["exec", &id, "true"]);
     let recreated: Vec<_> = cgroup_dirs(&id)
         .into_iter()
@@ -193,16 +189,7 @@ fn exec_never_recreates_a_removed_cgroup() {
         .collect();
     assert!(recreated.is_empty(), "exec re-created {recreated:?}");
     // Put things back as create left them, so delete finds its cgroups.
-    for d in &dirs {
-        fs::create_dir(d).unwrap();
-        for knob in ["cpuset.cpus", "cpuset.mems"] {
-            if d.join(knob).exists() {
-                let parent = fs::read_to_string(d.parent().unwrap().join(knob)).unwrap();
-                fs::write(d.join(knob), parent.trim()).unwrap();
-            }
-        }
-        fs::write(d.join("cgroup.procs"), init.to_string()).unwrap();
-    }
+    restore_cgroups(init, &dirs);
     env.moat(&["delete", "--force", &id]).assert_ok();
     drop(guard);
     leak.verify();
@@ -268,4 +255,93 @@ fn the_seccomp_cache_stays_bounded() {
     assert!(entries <= bound, "{entries} cache entries, bound {bound}");
     let evicted = planted.iter().filter(|p| !p.exists()).count();
     assert!(evicted >= 3, "only {evicted} old entries evicted");
+}
+
+/// Moves `init` out of the container's cgroup directories `dirs` (to their
+/// parents) and removes them: what delete leaves for a command that looked
+/// the container up a moment before.
+fn remove_cgroups_under(init: i32, dirs: &[PathBuf]) {
+    for d in dirs {
+        fs::write(d.parent().unwrap().join("cgroup.procs"), init.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {init} out of {}: {e}", d.display()));
+        fs::remove_dir(d).unwrap_or_else(|e| panic!("cannot remove {}: {e}", d.display()));
+    }
+}
+
+/// Puts back the cgroup directories [`remove_cgroups_under`] removed, with
+/// `init` in them, so delete finds its cgroups.
+fn restore_cgroups(init: i32, dirs: &[PathBuf]) {
+    for d in dirs {
+        fs::create_dir(d).unwrap();
+        for knob in ["cpuset.cpus", "cpuset.mems"] {
+            if d.join(knob).exists() {
+                let parent = fs::read_to_string(d.parent().unwrap().join(knob)).unwrap();
+                fs::write(d.join(knob), parent.trim()).unwrap();
+            }
+        }
+        fs::write(d.join("cgroup.procs"), init.to_string()).unwrap();
+    }
+}
+
+/// The rest of red team G1 (T36): `pause`, `resume` and `update` of a
+/// container whose cgroup was removed after it was looked up (the init
+/// moved out, the directories removed) fail with one line naming the gone
+/// cgroup and create no directory; libcgroups' v1 freezer re-created it.
+/// With the cgroups in place the same commands work (pause freezes,
+/// resume thaws, update writes pids.max).
+#[test]
+fn pause_resume_and_update_never_recreate_a_removed_cgroup() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "pausecg");
+    let leak = env.leak_check(&id);
+    let init = init_pid(&env, &id);
+    let dirs: Vec<PathBuf> = cgroup_dirs(&id)
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "container {id} has no cgroup");
+    let left = |what: &str| {
+        let recreated: Vec<_> = cgroup_dirs(&id)
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
+        assert!(recreated.is_empty(), "{what} re-created {recreated:?}");
+    };
+
+    // Running, then its cgroup removed: pause and update fail.
+    remove_cgroups_under(init, &dirs);
+    env.moat(&["pause", &id])
+        .assert_fails_with("is gone (deleted?)");
+    left("pause");
+    env.moat(&["update", "--pids-limit", "50", &id])
+        .assert_fails_with("is gone (deleted?)");
+    left("update");
+    restore_cgroups(init, &dirs);
+
+    // In place, they work.
+    env.moat(&["update", "--pids-limit", "50", &id]).assert_ok();
+    assert_eq!(pids_max(&id), "50");
+    env.moat(&["pause", &id]).assert_ok();
+    let freezer = dirs
+        .iter()
+        .map(|d| d.join("freezer.state"))
+        .find(|f| f.exists());
+    if let Some(state) = &freezer {
+        assert_eq!(fs::read_to_string(state).unwrap().trim(), "FROZEN");
+    }
+    // Paused, then its cgroup removed: resume fails.
+    remove_cgroups_under(init, &dirs);
+    env.moat(&["resume", &id])
+        .assert_fails_with("is gone (deleted?)");
+    left("resume");
+    restore_cgroups(init, &dirs);
+    env.moat(&["resume", &id]).assert_ok();
+    if let Some(state) = &freezer {
+        assert_eq!(fs::read_to_string(state).unwrap().trim(), "THAWED");
+    }
+    exec_sh(&env, &id, "true").assert_ok();
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
 }

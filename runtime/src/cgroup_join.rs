@@ -125,26 +125,8 @@ impl CgroupDirs {
     /// Moves `pid` into every one of the cgroups, through the directories
     /// opened before: one removed meanwhile fails (ENOENT), none is created.
     pub fn join(&self, pid: i32) -> std::io::Result<()> {
-        let procs = CString::new("cgroup.procs").map_err(std::io::Error::other)?;
         for (dir, fd) in &self.0 {
-            // SAFETY: openat on a directory descriptor we own with a
-            // constant relative name; no O_CREAT, so nothing is created.
-            let raw = unsafe {
-                libc::openat(
-                    fd.as_raw_fd(),
-                    procs.as_ptr(),
-                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                )
-            };
-            let annotate = |e: std::io::Error| {
-                std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
-            };
-            if raw < 0 {
-                return Err(annotate(std::io::Error::last_os_error()));
-            }
-            // SAFETY: a fresh descriptor nothing else owns.
-            let mut f = unsafe { File::from_raw_fd(raw) };
-            f.write_all(pid.to_string().as_bytes()).map_err(annotate)?;
+            write_at(fd, dir, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
     }
@@ -152,6 +134,207 @@ impl CgroupDirs {
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.0.iter().map(|(p, _)| p.as_path())
     }
+}
+
+/// Opens `name` in the directory `fd` (shown as `dir` in errors) with
+/// `flags`, never creating it: in a removed cgroup's directory this fails
+/// (ENOENT) and nothing appears.
+fn open_at(fd: &OwnedFd, dir: &Path, name: &str, flags: libc::c_int) -> std::io::Result<File> {
+    let annotate =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display()));
+    let c = CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: openat on a directory descriptor we own with a NUL-terminated
+    // relative name; no O_CREAT, so nothing is created.
+    let raw = unsafe {
+        libc::openat(
+            fd.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(annotate(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { File::from_raw_fd(raw) })
+}
+
+/// Writes `value` to the file `name` of the directory `fd` in one write.
+fn write_at(fd: &OwnedFd, dir: &Path, name: &str, value: &str) -> std::io::Result<()> {
+    open_at(fd, dir, name, libc::O_WRONLY)?
+        .write_all(value.as_bytes())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display())))
+}
+
+/// One directory of a container's cgroup (the cgroup named by its
+/// `cgroupsPath`), opened as it exists: never created. Acting through it
+/// (pause, resume, update) on a cgroup that was removed fails and leaves
+/// nothing behind, where libcgroups' v1 freezer would `mkdir -p` it (T36).
+pub struct CgroupDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// Which hierarchy a [`CgroupDir`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hierarchy<'a> {
+    /// The v1 hierarchy carrying this controller.
+    V1(&'a str),
+    /// The unified (v2) hierarchy.
+    Unified,
+}
+
+impl CgroupDir {
+    /// Opens the directory of cgroup `cgroup_path` (absolute in the
+    /// hierarchy, as libcontainer places it) in `hierarchy` as mounted in
+    /// this mount namespace. Fails when that hierarchy is not mounted here
+    /// or the directory does not exist.
+    pub fn open(cgroup_path: &Path, hierarchy: Hierarchy) -> std::io::Result<Self> {
+        let mounts = parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo")?);
+        Self::open_in(&mounts, cgroup_path, hierarchy)
+    }
+
+    fn open_in(
+        mounts: &[CgroupMount],
+        cgroup_path: &Path,
+        hierarchy: Hierarchy,
+    ) -> std::io::Result<Self> {
+        let membership = Membership {
+            controllers: match hierarchy {
+                Hierarchy::V1(c) => c.to_string(),
+                Hierarchy::Unified => String::new(),
+            },
+            path: Path::new("/").join(cgroup_path),
+        };
+        let path = directory_of(&membership, mounts).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {hierarchy:?} cgroup hierarchy is mounted here"),
+            )
+        })?;
+        let fd: OwnedFd = File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+            .into();
+        Ok(Self { path, fd })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A name that resolves to this directory through its descriptor
+    /// (`/proc/self/fd/N`): for code that takes a path, such as
+    /// libcgroups' v2 manager; what it names never changes, and a file
+    /// under it is looked up in this directory, removed or not.
+    pub fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    pub fn write(&self, name: &str, value: &str) -> std::io::Result<()> {
+        write_at(&self.fd, &self.path, name, value)
+    }
+
+    pub fn read(&self, name: &str) -> std::io::Result<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut open_at(&self.fd, &self.path, name, libc::O_RDONLY)?,
+            &mut text,
+        )?;
+        Ok(text)
+    }
+}
+
+/// Whether a v1 hierarchy carries `controller` in this mount namespace (a
+/// legacy or hybrid host, where libcontainer uses the v1 manager).
+pub fn v1_controller_mounted(controller: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| {
+        parse_cgroup_mounts(&text)
+            .iter()
+            .any(|m| !m.v2 && m.options.iter().any(|o| o == controller))
+    })
+}
+
+/// Freezes (`frozen`) or thaws the container cgroup `cgroup_path` through
+/// its existing directory: the v1 freezer where one is mounted (as
+/// libcontainer's manager on a legacy or hybrid host), else the unified
+/// hierarchy's `cgroup.freeze`. A freeze is confirmed (the kernel reports
+/// FROZEN) or undone.
+pub fn set_frozen(cgroup_path: &Path, frozen: bool) -> std::io::Result<()> {
+    if v1_controller_mounted("freezer") {
+        let dir = CgroupDir::open(cgroup_path, Hierarchy::V1("freezer"))?;
+        freeze_v1(&dir, frozen)
+    } else {
+        let dir = CgroupDir::open(cgroup_path, Hierarchy::Unified)?;
+        freeze_unified(&dir, frozen)
+    }
+}
+
+/// How long a freeze may take to settle before it is undone and reported.
+const FREEZE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn freeze_v1(dir: &CgroupDir, frozen: bool) -> std::io::Result<()> {
+    const STATE: &str = "freezer.state";
+    if !frozen {
+        return dir.write(STATE, "THAWED");
+    }
+    let start = std::time::Instant::now();
+    let mut round = 0u32;
+    let result = loop {
+        // A task stuck in FREEZING may need the write repeated (the kernel
+        // walks the tasks again on each write).
+        if let Err(e) = dir.write(STATE, "FROZEN") {
+            break Err(e);
+        }
+        match dir.read(STATE).map(|s| s.trim().to_string()) {
+            Ok(s) if s == "FROZEN" => break Ok(()),
+            Ok(s) if s == "FREEZING" && start.elapsed() < FREEZE_DEADLINE => {}
+            Ok(s) => {
+                break Err(std::io::Error::other(format!(
+                    "{}: freezer state {s} after {:?}",
+                    dir.path.display(),
+                    start.elapsed()
+                )))
+            }
+            Err(e) => break Err(e),
+        }
+        round += 1;
+        if round.is_multiple_of(25) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    if result.is_err() {
+        // Never leave a cgroup half frozen.
+        let _ = dir.write(STATE, "THAWED");
+    }
+    result
+}
+
+fn freeze_unified(dir: &CgroupDir, frozen: bool) -> std::io::Result<()> {
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    let result = dir
+        .write("cgroup.freeze", if frozen { "1" } else { "0" })
+        .and_then(|()| {
+            let start = std::time::Instant::now();
+            loop {
+                if dir.read("cgroup.events")?.lines().any(|l| l.trim() == want) {
+                    return Ok(());
+                }
+                if start.elapsed() > FREEZE_DEADLINE {
+                    return Err(std::io::Error::other(format!(
+                        "{}: cgroup.events never showed {want}",
+                        dir.path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+    if frozen && result.is_err() {
+        let _ = dir.write("cgroup.freeze", "0");
+    }
+    result
 }
 
 #[cfg(test)]
@@ -226,6 +409,39 @@ mod tests {
             Some(PathBuf::from("/mnt/pids moat/c"))
         );
         assert_eq!(directory_of(&m("/other"), &mounts), None);
+    }
+
+    #[test]
+    fn a_container_cgroup_opens_in_its_hierarchy_and_a_missing_one_is_not_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let freezer = tmp.path().join("freezer");
+        std::fs::create_dir_all(freezer.join("moat/c")).unwrap();
+        std::fs::write(freezer.join("moat/c/freezer.state"), "THAWED").unwrap();
+        let mounts = vec![CgroupMount {
+            root: "/".into(),
+            mount_point: freezer.clone(),
+            v2: false,
+            options: vec!["rw".into(), "freezer".into()],
+        }];
+        let dir =
+            CgroupDir::open_in(&mounts, Path::new("moat/c"), Hierarchy::V1("freezer")).unwrap();
+        assert_eq!(dir.path(), freezer.join("moat/c"));
+        assert_eq!(dir.read("freezer.state").unwrap(), "THAWED");
+        // A hierarchy not mounted, a cgroup that does not exist: errors,
+        // and nothing is created.
+        assert!(
+            CgroupDir::open_in(&mounts, Path::new("/moat/c"), Hierarchy::V1("memory")).is_err()
+        );
+        let gone = CgroupDir::open_in(&mounts, Path::new("/moat/gone"), Hierarchy::V1("freezer"));
+        assert_eq!(
+            gone.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert!(!freezer.join("moat/gone").exists());
+        // Removed after it was opened: writes fail, nothing is re-created.
+        std::fs::remove_dir_all(freezer.join("moat/c")).unwrap();
+        assert!(dir.write("freezer.state", "FROZEN").is_err());
+        assert!(!freezer.join("moat/c").exists());
     }
 
     #[test]

@@ -292,6 +292,12 @@ pub fn record(private: &Path) -> Option<RecorderRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The pid of the container's recorder while it still runs (its recorded
+/// start time matches: never a later process that reused the pid).
+pub fn live_recorder_pid(private: &Path) -> Option<i32> {
+    record(private).filter(is_running).map(|rec| rec.pid)
+}
+
 /// Stops a container's recorder and removes its socket. The recorder
 /// normally ends by itself once the container's processes are gone; it is
 /// given a moment, then SIGTERM (it writes the profile and exits), then

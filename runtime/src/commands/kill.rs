@@ -27,7 +27,12 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("invalid signal {:?}", args.signal))?;
             let signal = nix::sys::signal::Signal::try_from(number)
                 .map_err(|e| anyhow!("invalid signal {:?}: {e}", args.signal))?;
-            moat::container::signal_stopped_container(&container, signal);
+            // The learn recorder (T39) is spared: it ends by itself once
+            // the container's processes are gone, profile written.
+            let private =
+                moat::container::ContainerPaths::new(&ctx.root()?, &args.container_id).private_dir;
+            let recorder = moat::learn::live_recorder_pid(&private);
+            moat::container::signal_stopped_container(&container, signal, recorder);
             return Ok(());
         }
         bail!("container not running");

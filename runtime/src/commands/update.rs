@@ -6,7 +6,6 @@ use std::fs;
 use std::io;
 
 use anyhow::{anyhow, Context, Result};
-use libcgroups::common::{CgroupManager, ControllerOpt};
 use oci_spec::runtime::{LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder};
 
 use super::{load_container, Ctx};
@@ -74,21 +73,7 @@ pub fn update(ctx: &Ctx, args: liboci_cli::Update) -> Result<()> {
     // Device rules are fixed at create: update must not widen them.
     resources.set_devices(None);
 
-    let config = container.spec().map_err(|e| anyhow!("{e}"))?;
-    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: id.clone(),
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    manager
-        .apply(&ControllerOpt {
-            resources: &resources,
-            disable_oom_killer: false,
-            oom_score_adj: None,
-            freezer_state: None,
-        })
-        .map_err(|e| anyhow!("{e}"))
+    moat::container::cgroup_ops::update(&container, &resources)
         .with_context(|| format!("cannot update container {id}"))
 }
 

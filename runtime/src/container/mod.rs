@@ -11,6 +11,7 @@ use crate::state::MoatState;
 use anyhow::{bail, Context, Result};
 use libcontainer::container::Container;
 
+pub mod cgroup_ops;
 pub mod create;
 pub mod delete;
 pub mod devices;
@@ -259,7 +260,7 @@ pub fn sweep_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool
         return;
     };
     use libcgroups::common::CgroupManager;
-    kill_frozen(&manager);
+    kill_frozen(&manager, cgroups_path, id, systemd);
     if let Err(e) = manager.remove() {
         tracing::warn!(id, error = %e, "cannot remove the container's cgroup");
     }
@@ -270,7 +271,7 @@ pub fn sweep_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool
 /// delete removes it). For the members of a pod whose owner is deleted.
 pub fn kill_cgroup_path(cgroups_path: &Option<PathBuf>, id: &str, systemd: bool) {
     if let Some(manager) = cgroup_manager(cgroups_path, id, systemd) {
-        kill_frozen(&manager);
+        kill_frozen(&manager, cgroups_path, id, systemd);
     }
 }
 
@@ -294,43 +295,78 @@ fn cgroup_manager(
 /// reparented to the pod's init, and hold the container's stdio; the
 /// engine's kill of "all" is what ends them (containerd's runc shim sends
 /// it when the init exits, and its CRI then waits for the stdio to close).
-/// A missing or empty cgroup has nothing to signal.
-pub fn signal_stopped_container(container: &Container, signal: nix::sys::signal::Signal) {
+/// A missing or empty cgroup has nothing to signal. `spare` is the
+/// container's `moat.dev/learn` recorder, if one runs (T39): it sits in the
+/// container's resource cgroups, ends by itself once the container's
+/// processes are gone, and must write its profile first.
+pub fn signal_stopped_container(
+    container: &Container,
+    signal: nix::sys::signal::Signal,
+    spare: Option<i32>,
+) {
     let Ok(config) = container.spec() else {
         return;
     };
+    let systemd = container.systemd();
     let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
+        cgroup_path: config.cgroup_path.clone(),
+        systemd_cgroup: systemd,
         container_name: container.id().to_string(),
     });
     if let Ok(manager) = manager {
-        signal_frozen(&manager, signal);
+        let by_fd = (!systemd).then_some(config.cgroup_path.as_path());
+        signal_frozen(&manager, by_fd, signal, spare);
     }
 }
 
 /// SIGKILLs every process of a cgroup (see [`signal_frozen`]).
-fn kill_frozen(manager: &libcgroups::common::AnyCgroupManager) {
-    signal_frozen(manager, nix::sys::signal::Signal::SIGKILL);
+fn kill_frozen(
+    manager: &libcgroups::common::AnyCgroupManager,
+    cgroups_path: &Option<PathBuf>,
+    id: &str,
+    systemd: bool,
+) {
+    let path = libcontainer::utils::get_cgroup_path(cgroups_path, id);
+    let by_fd = (!systemd).then_some(path.as_path());
+    signal_frozen(manager, by_fd, nix::sys::signal::Signal::SIGKILL, None);
 }
 
-/// Sends `signal` to every process of a cgroup with the cgroup frozen (v1
-/// freezer, v2 `cgroup.freeze`), so a process forking in a loop cannot put
-/// a new child beyond the list being signalled; thawed after, which
-/// delivers the signals. An empty or missing cgroup is left alone
-/// (freezing would create a missing one).
-fn signal_frozen(manager: &libcgroups::common::AnyCgroupManager, signal: nix::sys::signal::Signal) {
+/// Sends `signal` to every process of a cgroup but `spare` with the cgroup
+/// frozen (v1 freezer, v2 `cgroup.freeze`), so a process forking in a loop
+/// cannot put a new child beyond the list being signalled; thawed after,
+/// which delivers the signals. An empty or missing cgroup is left alone.
+/// With `by_fd` (the cgroupfs driver's cgroup path) the freezer is written
+/// through the cgroup's existing directory, so a cgroup removed meanwhile
+/// is never made again (libcgroups' v1 freezer is `mkdir -p`, T36).
+fn signal_frozen(
+    manager: &libcgroups::common::AnyCgroupManager,
+    by_fd: Option<&Path>,
+    signal: nix::sys::signal::Signal,
+    spare: Option<i32>,
+) {
     use libcgroups::common::{CgroupManager, FreezerState};
     use nix::sys::signal::kill;
     if !manager.get_all_pids().is_ok_and(|p| !p.is_empty()) {
         return;
     }
-    let frozen = manager.freeze(FreezerState::Frozen).is_ok();
+    let freeze = |frozen: bool| match by_fd {
+        Some(path) => crate::cgroup_join::set_frozen(path, frozen).is_ok(),
+        None => manager
+            .freeze(if frozen {
+                FreezerState::Frozen
+            } else {
+                FreezerState::Thawed
+            })
+            .is_ok(),
+    };
+    let frozen = freeze(true);
     for pid in manager.get_all_pids().unwrap_or_default() {
-        let _ = kill(pid, signal);
+        if Some(pid.as_raw()) != spare {
+            let _ = kill(pid, signal);
+        }
     }
     if frozen {
-        let _ = manager.freeze(FreezerState::Thawed);
+        freeze(false);
     }
 }
 
