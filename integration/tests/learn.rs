@@ -691,3 +691,92 @@ fn recorder_runs_in_the_containers_cgroup() {
     }
     leaks.verify();
 }
+
+/// T39: the recorder sits in the container's resource cgroups, yet
+/// `kill --all` never reaches it, neither while the container runs
+/// (libcontainer lists the devices hierarchy, which the recorder does not
+/// join) nor once it has stopped (moat signals what is left in the cgroup,
+/// sparing the recorder by its recorded pid and start time): the recorder
+/// ends by itself when the container's processes are gone and its profile
+/// says so (`complete`, `finished`; a SIGTERM leaves it incomplete, a
+/// SIGKILL unfinished). Delete leaves nothing.
+#[test]
+fn kill_all_leaves_the_recorder_to_finish_its_profile() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("learned");
+    let bundle = env.bundle(&["/bin/sh", "-c", "mkdir /tmp/before-kill; sleep 300"]);
+    let id = env.id("lkill");
+    let leaks = env.leak_check(&id);
+    {
+        let _guard = env.guard(&id);
+        env.moat(&[
+            "--learn-dir",
+            dir.to_str().unwrap(),
+            "create",
+            "--bundle",
+            bundle.path(),
+            &id,
+        ])
+        .assert_ok();
+        env.moat(&["start", &id]).assert_ok();
+        let private = moat::state::private_dir(&moat_integration::canonical_root(&env.root), &id);
+        let record = moat::learn::record(&private).expect("recorder record");
+        // The recorder has joined the container's pids cgroup (its first
+        // notification) before the kill.
+        let in_container = || {
+            fs::read_to_string(format!("/proc/{}/cgroup", record.pid))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split(':').nth(1) == Some("pids") && l.contains(&id))
+        };
+        let start = Instant::now();
+        while !in_container() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the recorder never joined the container's pids cgroup"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The workload has run its mkdir (recorded) before the kill.
+        let init = env.state(&id)["pid"].as_i64().expect("init pid");
+        let made = format!("/proc/{init}/root/tmp/before-kill");
+        let start = Instant::now();
+        while !Path::new(&made).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the workload never ran"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        env.moat(&["kill", "--all", &id, "KILL"]).assert_ok();
+        let start = Instant::now();
+        while env.state(&id)["status"] != "stopped" {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "container {id} never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The engine's kill of "all" after the init exited (containerd 2.x).
+        env.moat(&["kill", "--all", &id, "KILL"]).assert_ok();
+        let start = Instant::now();
+        while moat::learn::live_recorder_pid(&private).is_some() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "recorder {} still running after the container stopped",
+                record.pid
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let profile = read_json(&dir.join(format!("{id}.json")));
+        let run = &profile["moatLearned"]["runs"][0];
+        assert_eq!(run["complete"], true, "the recorder did not finish: {run}");
+        assert!(run["finished"].is_string(), "{run}");
+        assert!(
+            allowed(&profile).contains("mkdir") || allowed(&profile).contains("mkdirat"),
+            "{profile}"
+        );
+        env.moat(&["delete", &id]).assert_ok();
+    }
+    leaks.verify();
+}
