@@ -31,6 +31,11 @@ RUNTIME_ARGS="${MOAT_RUNTIME_ARGS:-}"
 # Copy to a temp file in the same directory, then rename over the old one: a
 # running /usr/local/bin/moat keeps its (now unlinked) inode, nothing is
 # rewritten in place ("text file busy").
+# The installed binary is made immutable (chattr +i, FS_IMMUTABLE_FL): no one,
+# host root included, can then open it for writing until host root clears the
+# flag, so moat skips its CVE-2019-5736 re-exec (T14, runtime/src/self_exe.rs).
+# An immutable file cannot be renamed over: the flag is cleared first. Where
+# the filesystem has no such flag, moat keeps re-executing itself.
 if cmp -s "$src" "$DEST"; then
     log "$DEST is up to date"
 else
@@ -39,10 +44,12 @@ else
     trap 'rm -f "$tmp"' EXIT
     cp "$src" "$tmp"
     chmod 0755 "$tmp"
+    if [[ -e $DEST ]]; then chattr -i "$DEST" 2>/dev/null || true; fi
     mv -f "$tmp" "$DEST"
     trap - EXIT
     log "installed $src -> $DEST"
 fi
+chattr +i "$DEST" 2>/dev/null || log "cannot make $DEST immutable: moat re-executes itself from a read-only mount instead"
 
 # --- 2. make sure dockerd is running ----------------------------------------
 if ! docker_ok; then

@@ -915,3 +915,122 @@ fn image_name_service_module_never_runs_in_the_runtime() {
     assert!(out.stdout.contains("Seccomp:\t2"), "{out}");
     leak.verify();
 }
+
+/// Clears `FS_IMMUTABLE_FL` on drop, so the temporary directory holding the
+/// file can be removed also when the test fails.
+struct ImmutableFile(std::path::PathBuf);
+
+impl ImmutableFile {
+    fn set(path: &Path, on: bool) -> nix::Result<()> {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(path)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let mut flags: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one int through a pointer to a
+        // live c_int; the descriptor is open for the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        if on {
+            flags |= moat::self_exe::FS_IMMUTABLE_FL;
+        } else {
+            flags &= !moat::self_exe::FS_IMMUTABLE_FL;
+        }
+        // SAFETY: FS_IOC_SETFLAGS reads one int through a pointer to a
+        // live c_int; the descriptor is open for the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ImmutableFile {
+    fn drop(&mut self) {
+        let _ = Self::set(&self.0, false);
+    }
+}
+
+/// T14 without the re-exec: a moat binary whose inode is immutable (as
+/// hack/docker-register.sh installs it) runs the container's init from its
+/// own path, and neither then nor after the init is gone can anyone, host
+/// root included, reopen `/proc/<pid>/exe` for writing (EPERM). The
+/// mutable binary's mode is
+/// `runtime_binary_cannot_be_reopened_for_writing_through_proc_exe`.
+#[test]
+fn immutable_runtime_binary_skips_the_reexec_and_cannot_be_reopened_for_writing() {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let b = env.sh_bundle("exit 0");
+    let id = env.id("immexe");
+    let leak = env.leak_check(&id);
+    let bin = env.tmp.path().join("moat-immutable");
+    fs::copy(moat_bin(), &bin).expect("copy the moat binary");
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let on_disk = fs::read(&bin).expect("read the copy");
+    let _immutable = ImmutableFile(bin.clone());
+    ImmutableFile::set(&bin, true).expect("set FS_IMMUTABLE_FL on the copy (chattr +i)");
+    let write_open = |path: &str| {
+        open(
+            path,
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let held = {
+        let _g = env.guard(&id);
+        let status = std::process::Command::new(&bin)
+            .args(env.argv(&["create", "--bundle", b.path(), &id]))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the immutable moat");
+        assert!(
+            status.success(),
+            "create with the immutable binary: {status}"
+        );
+        let pid = init_pid(&env, &id);
+        let exe = format!("/proc/{pid}/exe");
+        assert_eq!(
+            fs::read_link(&exe).expect("readlink exe"),
+            bin,
+            "an immutable moat still re-executed itself"
+        );
+        match write_open(exe.as_str()) {
+            Ok(fd) => {
+                let _ = nix::unistd::close(fd);
+                panic!("host root opened the running init's binary for writing");
+            }
+            Err(e) => assert_eq!(
+                e,
+                nix::errno::Errno::EPERM,
+                "open the init's exe for writing"
+            ),
+        }
+        let fd = open(
+            exe.as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open exe O_PATH");
+        // SAFETY: open returned a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        env.moat(&["delete", "--force", &id]).assert_ok();
+        fd
+    };
+    leak.verify();
+    // The CVE-2019-5736 step: reopen the held exe after moat is gone.
+    match write_open(&format!("/proc/self/fd/{}", held.as_raw_fd())) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            panic!("host root reopened moat's binary for writing through the init's /proc/PID/exe");
+        }
+        Err(e) => assert_eq!(e, nix::errno::Errno::EPERM, "reopen for writing"),
+    }
+    assert_eq!(fs::read(&bin).expect("reread"), on_disk);
+}

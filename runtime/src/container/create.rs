@@ -297,6 +297,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     if !ctx.systemd_cgroup {
         crate::cgroup_probe::warm_attach_lock();
     }
+    // The id range allocation's /proc scan (T31) runs while precheck loads
+    // the bundle and the policy; see `idpool::prescan_ids_in_use`.
+    crate::idpool::prescan_ids_in_use();
     let Prechecked {
         spec,
         bundle,
