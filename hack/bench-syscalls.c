@@ -9,7 +9,8 @@
  * syscalls. Timed with clock_gettime(CLOCK_MONOTONIC) (vDSO, not a syscall).
  * Prints one line of key=value pairs, ns per iteration for the mix and ns
  * per call for each syscall on its own (ITERATIONS calls each), and last
- * open+close of /dev/zero instead of /dev/null (a control: see hack/bench):
+ * open+close of /dev/zero instead of /dev/null (a control: see hack/bench);
+ * each figure is the median of 20 interleaved blocks (see main):
  *   mix_ns=... getppid_ns=... read_ns=... openclose_ns=... futex_ns=...
  *   zeroopenclose_ns=...
  * Raw syscall(2) is used so libc caching can't skip the kernel.
@@ -64,50 +65,69 @@ static inline void do_futex(void)
         die("futex");
 }
 
+/* The timed work is cut into BLOCKS blocks per kind, run round-robin
+ * (mix, getppid, read, open+close /dev/null, futex, open+close /dev/zero,
+ * then the next block of each), and each figure is the median over its
+ * blocks of ns per iteration. On a quiet machine that is the mean; on a
+ * busy one a block the scheduler preempted lands in the tail instead of
+ * in the figure, and a slow spell hits every kind alike. */
+#define KINDS 6
+#define BLOCKS 20
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void run_block(int kind, long n, int zero)
+{
+    for (long i = 0; i < n; i++) {
+        switch (kind) {
+        case 0:
+            do_getppid();
+            do_read(zero);
+            do_openclose();
+            do_futex();
+            break;
+        case 1: do_getppid(); break;
+        case 2: do_read(zero); break;
+        case 3: do_openclose(); break;
+        case 4: do_futex(); break;
+        default: do_openclose_path("/dev/zero"); break;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
     if (n <= 0)
         n = 100000;
+    long per_block = n / BLOCKS > 0 ? n / BLOCKS : 1;
     int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
     if (zero < 0)
         die("open /dev/zero");
 
     /* Warm-up: page in code, dentries, the seccomp cache. */
-    for (long i = 0; i < n / 10 + 1; i++) {
-        do_getppid();
-        do_read(zero);
-        do_openclose();
-        do_futex();
-    }
+    run_block(0, n / 10 + 1, zero);
 
-    uint64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        do_getppid();
-        do_read(zero);
-        do_openclose();
-        do_futex();
+    static double ns[KINDS][BLOCKS];
+    for (int b = 0; b < BLOCKS; b++) {
+        for (int k = 0; k < KINDS; k++) {
+            uint64_t t0 = now_ns();
+            run_block(k, per_block, zero);
+            ns[k][b] = (double)(now_ns() - t0) / per_block;
+        }
     }
-    uint64_t t1 = now_ns();
-    for (long i = 0; i < n; i++)
-        do_getppid();
-    uint64_t t2 = now_ns();
-    for (long i = 0; i < n; i++)
-        do_read(zero);
-    uint64_t t3 = now_ns();
-    for (long i = 0; i < n; i++)
-        do_openclose();
-    uint64_t t4 = now_ns();
-    for (long i = 0; i < n; i++)
-        do_futex();
-    uint64_t t5 = now_ns();
-    for (long i = 0; i < n; i++)
-        do_openclose_path("/dev/zero");
-    uint64_t t6 = now_ns();
+    double med[KINDS];
+    for (int k = 0; k < KINDS; k++) {
+        qsort(ns[k], BLOCKS, sizeof ns[k][0], cmp_double);
+        med[k] = (ns[k][BLOCKS / 2 - 1] + ns[k][BLOCKS / 2]) / 2;
+    }
 
     printf("mix_ns=%.1f getppid_ns=%.1f read_ns=%.1f openclose_ns=%.1f futex_ns=%.1f "
            "zeroopenclose_ns=%.1f\n",
-           (double)(t1 - t0) / n, (double)(t2 - t1) / n, (double)(t3 - t2) / n,
-           (double)(t4 - t3) / n, (double)(t5 - t4) / n, (double)(t6 - t5) / n);
+           med[0], med[1], med[2], med[3], med[4], med[5]);
     return 0;
 }
