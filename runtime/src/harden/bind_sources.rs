@@ -73,7 +73,11 @@ pub const NETWORK_FILESYSTEMS: &[&str] = &[
 
 /// Why a bind source's filesystem may not be mounted into a container, or
 /// `None` when it may.
-fn judge(fs: &MountedFs, writable: bool, policy: &Policy) -> Option<(String, Option<&'static str>)> {
+fn judge(
+    fs: &MountedFs,
+    writable: bool,
+    policy: &Policy,
+) -> Option<(String, Option<&'static str>)> {
     let t = fs.fs_type.as_str();
     if KERNEL_FILESYSTEMS.contains(&t) {
         return Some((
