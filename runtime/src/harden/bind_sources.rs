@@ -7,6 +7,8 @@
 //! the fd moat mounts (`fstatfs`) and its mount's line in mountinfo
 //! ([`HostFacts::source_filesystems`]); the rule only decides.
 
+use std::path::PathBuf;
+
 use oci_spec::runtime::{Mount, Spec};
 
 use super::mounts::TMPFS_BYTES_PER_INODE;
@@ -163,48 +165,84 @@ fn is_recursive(m: &Mount) -> bool {
     m.options().iter().flatten().any(|o| o == "rbind")
 }
 
+/// The host paths a mount shows the container, each with whether the
+/// container writes through it and whether mounts below it come along: a
+/// bind's source, and each layer of an overlay (its upper and work
+/// directories written, its lower layers read).
+fn host_sources(m: &Mount) -> Vec<(&'static str, PathBuf, bool, bool)> {
+    if is_bind(m) {
+        return m
+            .source()
+            .iter()
+            .map(|s| ("bind mount", s.clone(), is_writable(m), is_recursive(m)))
+            .collect();
+    }
+    if m.typ().as_deref() != Some("overlay") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for opt in m.options().iter().flatten() {
+        for key in crate::path_syntax::OVERLAY_PATH_KEYS {
+            let Some(value) = opt.strip_prefix(key) else {
+                continue;
+            };
+            let written = matches!(*key, "upperdir=" | "workdir=");
+            out.extend(
+                value
+                    .split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| ("overlay layer", PathBuf::from(p), written, false)),
+            );
+        }
+    }
+    out
+}
+
 /// Refuses a bind whose source is (or, for a recursive bind, has mounted
 /// below it) a filesystem no container volume may be: a kernel filesystem,
 /// ramfs, an overlay, a network, FUSE or unknown filesystem the policy does
 /// not list, or a writable tmpfs above the policy's tmpfs caps (T40, T5).
-/// A source without facts (`explain` could not open it) is not judged
-/// here; `create` has facts for every source it pinned.
+/// An overlay mount's layers are judged the same way (its upper directory
+/// on a host tmpfs would be written past the caps). A source without facts
+/// (`explain` could not open it) is not judged here; `create` has facts for
+/// every source it pinned.
 pub(super) fn refuse_bind_source_filesystems(
     spec: &Spec,
     policy: &Policy,
     facts: &HostFacts,
 ) -> Result<(), Refusal> {
-    for m in spec.mounts().iter().flatten().filter(|m| is_bind(m)) {
-        let Some(source) = m.source() else { continue };
-        let Some(filesystems) = facts.source_filesystems.get(source) else {
-            continue;
-        };
-        let shown = if is_recursive(m) {
-            filesystems.len()
-        } else {
-            filesystems.len().min(1)
-        };
-        for (i, fs) in filesystems[..shown].iter().enumerate() {
-            let Some((why, key)) = judge(fs, is_writable(m), policy) else {
+    for m in spec.mounts().iter().flatten() {
+        for (what, source, writable, recursive) in host_sources(m) {
+            let Some(filesystems) = facts.source_filesystems.get(&source) else {
                 continue;
             };
-            let which = if i == 0 {
-                String::new()
+            let shown = if recursive {
+                filesystems.len()
             } else {
-                format!(
-                    " has {} mounted below it, and that",
-                    fs.mount_point.display()
-                )
+                filesystems.len().min(1)
             };
-            return Err(Refusal::new(
-                RefusalRule::BindSourceFilesystem,
-                format!(
-                    "bind mount of {} at {}: its source{which} is {why}",
-                    source.display(),
-                    m.destination().display()
-                ),
-                key,
-            ));
+            for (i, fs) in filesystems[..shown].iter().enumerate() {
+                let Some((why, key)) = judge(fs, writable, policy) else {
+                    continue;
+                };
+                let which = if i == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " has {} mounted below it, and that",
+                        fs.mount_point.display()
+                    )
+                };
+                return Err(Refusal::new(
+                    RefusalRule::BindSourceFilesystem,
+                    format!(
+                        "{what} of {} at {}: its source{which} is {why}",
+                        source.display(),
+                        m.destination().display()
+                    ),
+                    key,
+                ));
+            }
         }
     }
     Ok(())

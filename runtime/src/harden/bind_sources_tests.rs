@@ -225,3 +225,45 @@ fn a_source_without_facts_is_left_to_the_other_rules() {
     let spec = docker_with(|v| add_mount(v, bind("/srv/data", "/data")));
     ok_with(&spec, &Policy::default(), &facts());
 }
+
+#[test]
+fn overlay_layers_are_judged_too_upper_and_work_as_written() {
+    let (lower, upper, work) = ("/srv/lower", "/srv/up", "/srv/work");
+    let overlay = |lowers: &str| {
+        docker_with(|v| {
+            add_mount(
+                v,
+                json!({"destination": "/ov", "type": "overlay", "source": "overlay",
+                       "options": [format!("lowerdir={lowers}"), format!("upperdir={upper}"), format!("workdir={work}")]}),
+            )
+        })
+    };
+    let big_tmpfs = |p: &str| vec![fs(p, "tmpfs", Some(8 << 30), None)];
+    let mut facts = facts();
+    facts
+        .source_filesystems
+        .insert(lower.into(), big_tmpfs(lower));
+    facts
+        .source_filesystems
+        .insert(work.into(), vec![fs(work, "ext4", None, None)]);
+    facts
+        .source_filesystems
+        .insert(upper.into(), big_tmpfs(upper));
+    let r = refused_with(&overlay(lower), &Policy::default(), &facts);
+    assert_eq!(r.rule, "bind-source-filesystem", "{r}");
+    assert!(
+        r.detail.starts_with("overlay layer of /srv/up at /ov"),
+        "{r}"
+    );
+    // A big tmpfs as a lower layer only is read: accepted.
+    facts
+        .source_filesystems
+        .insert(upper.into(), vec![fs(upper, "ext4", None, None)]);
+    ok_with(&overlay(lower), &Policy::default(), &facts);
+    // A lower layer that is the host's procfs is not.
+    facts
+        .source_filesystems
+        .insert("/p".into(), vec![fs("/p", "proc", None, None)]);
+    let r = refused_with(&overlay("/srv/lower:/p"), &Policy::default(), &facts);
+    assert!(r.detail.contains("kernel filesystem (proc)"), "{r}");
+}
