@@ -1366,3 +1366,152 @@ fn exec_workdir_through_a_descriptor_is_refused() {
     drop(c);
     ctx.finish();
 }
+
+// ---------------------------------------------------------------------------
+// T40 / T5 (red-team R6-8, R6-3): bind sources judged by their filesystem.
+// ---------------------------------------------------------------------------
+
+/// A docker `local` volume with driver options: dockerd (host root, host
+/// namespaces) mounts `type`/`device`/`o` at the volume's `_data` when a
+/// container first uses it, and hands the runtime a plain bind of that.
+#[track_caller]
+fn driver_volume(ctx: &Ctx, suffix: &str, opts: &[&str]) -> Volume {
+    let volume = Volume::new(ctx, suffix);
+    let mut args = vec!["volume", "create", "--driver", "local"];
+    for o in opts {
+        args.extend(["--opt", o]);
+    }
+    args.push(&volume.name);
+    docker(&args).expect_ok();
+    volume
+}
+
+/// `out` is moat's one-line refusal by the bind-source rule, saying `why`.
+#[track_caller]
+fn assert_bind_source_refused(out: &Out, what: &str, why: &str) {
+    let text = out.combined();
+    assert!(!out.ok(), "{what} was accepted: {}", out.describe());
+    assert!(
+        text.contains("refused by moat rule bind-source-filesystem") && text.contains(why),
+        "{what}: not refused by bind-source-filesystem with {why:?}: {}",
+        out.describe()
+    );
+}
+
+/// No mount of the volume's directory is left on the host.
+#[track_caller]
+fn assert_not_mounted(volume: &Volume) {
+    let dir = volume.host_path().display().to_string();
+    let left: Vec<String> = host_mounts()
+        .into_iter()
+        .filter(|(mp, _)| mp.starts_with(&dir))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(left.is_empty(), "{dir} still mounted: {left:?}");
+}
+
+/// R6-8: a docker volume that dockerd mounts as an overlay of the host's
+/// /etc, as the host's procfs or as a ramfs is refused, whatever path it is
+/// bound from; a tmpfs volume above the policy's 64m cap too (R6-3), with
+/// the numbers. A plain named volume and a small tmpfs volume with an inode
+/// limit still work, and write.
+#[test]
+fn driver_mounted_volumes_are_judged_by_their_filesystem() {
+    let Some(ctx) = Ctx::new("driver_mounted_volumes_are_judged_by_their_filesystem") else {
+        return;
+    };
+    let refused: &[(&str, &[&str], &str)] = &[
+        (
+            "overlay",
+            &["type=overlay", "device=overlay", "o=lowerdir=/etc:/usr/share"],
+            "its source is an overlay",
+        ),
+        (
+            "proc",
+            &["type=proc", "device=proc"],
+            "its source is a kernel filesystem (proc)",
+        ),
+        (
+            "ramfs",
+            &["type=ramfs", "device=ramfs", "o=mode=1777"],
+            "its source is a ramfs",
+        ),
+        (
+            "bigtmpfs",
+            &["type=tmpfs", "device=tmpfs", "o=size=100g"],
+            "a writable tmpfs of 107374182400 bytes, above the policy's filesystem.tmpfs_size of 67108864 bytes",
+        ),
+    ];
+    for (suffix, opts, why) in refused {
+        let volume = driver_volume(&ctx, suffix, opts);
+        let c = ctx.container(suffix);
+        let mount = format!("{}:/v", volume.name);
+        let out = c.run(&["-v", &mount], &["sh", "-c", "echo RAN; ls /v | head -3"]);
+        assert_bind_source_refused(&out, suffix, why);
+        assert!(!out.stdout.contains("RAN"), "{suffix}: {}", out.describe());
+        drop(c);
+        assert_not_mounted(&volume);
+    }
+
+    let small = driver_volume(
+        &ctx,
+        "smalltmpfs",
+        &["type=tmpfs", "device=tmpfs", "o=size=1m,nr_inodes=256"],
+    );
+    let plain = ctx.volume("plain");
+    let c = ctx.container("ok");
+    let (s, p) = (format!("{}:/s", small.name), format!("{}:/p", plain.name));
+    let out = c
+        .run(
+            &["--rm", "-v", &s, "-v", &p],
+            &[
+                "sh",
+                "-c",
+                "echo x > /s/f && echo y > /p/f && cat /s/f /p/f",
+            ],
+        )
+        .expect_ok();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["x", "y"]
+    );
+    drop(c);
+    ctx.finish();
+}
+
+/// R6-3: `--ipc shareable` makes /dev/shm a tmpfs dockerd mounts with
+/// `--shm-size` and binds in: above the policy's tmpfs cap it is refused,
+/// and the message says to lower --shm-size; docker's default 64m works.
+#[test]
+fn shareable_ipc_shm_is_held_to_the_tmpfs_cap() {
+    let Some(ctx) = Ctx::new("shareable_ipc_shm_is_held_to_the_tmpfs_cap") else {
+        return;
+    };
+    let c = ctx.container("big");
+    let out = c.run(
+        &["--rm", "--ipc", "shareable", "--shm-size", "8g"],
+        &["echo", "RAN"],
+    );
+    assert_bind_source_refused(
+        &out,
+        "--shm-size 8g",
+        "a writable tmpfs of 8589934592 bytes",
+    );
+    assert!(out.combined().contains("--shm-size"), "{}", out.describe());
+    drop(c);
+    let c = ctx.container("small");
+    let out = c
+        .run(
+            &["--rm", "--ipc", "shareable"],
+            &[
+                "sh",
+                "-c",
+                "echo z > /dev/shm/f && cat /dev/shm/f && grep ' /dev/shm ' /proc/mounts",
+            ],
+        )
+        .expect_ok();
+    assert!(out.stdout.starts_with("z\n"), "{}", out.describe());
+    assert!(out.stdout.contains("size=65536k"), "{}", out.describe());
+    drop(c);
+    ctx.finish();
+}

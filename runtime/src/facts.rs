@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::harden::{is_bind, HostFacts, IdRange};
+use crate::harden::{is_bind, HostFacts, IdRange, MountedFs};
 use crate::refusal::{Refusal, RefusalRule};
 
 /// The host's own namespace file for a type (PID 1's).
@@ -82,7 +82,133 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         }
     }
     facts.resolved_sources = resolved;
+    let mounts = read_mounts();
+    facts.source_filesystems = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| is_bind(m))
+        .filter_map(|m| m.source().clone())
+        .filter_map(|src| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&src)
+                .ok()?;
+            let real = fs::canonicalize(&src).ok()?;
+            let found = filesystems_of(std::os::fd::AsFd::as_fd(&file), &real, &mounts);
+            Some((src, found))
+        })
+        .collect();
     facts
+}
+
+/// One line of `/proc/self/mountinfo`, the parts [`filesystems_of`] needs.
+struct MountLine {
+    id: u64,
+    mount_point: PathBuf,
+    fs_type: String,
+    super_options: String,
+}
+
+/// moat's mount table (the host's: moat runs in its mount namespace).
+/// Unreadable: empty, and every source's type is then unknown (refused).
+fn read_mounts() -> Vec<MountLine> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let mut f = head.split(' ');
+            let id = f.next()?.parse().ok()?;
+            let mount_point = PathBuf::from(crate::rootfs::unescape_mountinfo(f.nth(3)?));
+            let mut t = tail.split(' ');
+            let fs_type = crate::rootfs::unescape_mountinfo(t.next()?);
+            let _source = t.next()?;
+            let super_options = t.next().unwrap_or_default().to_string();
+            Some(MountLine {
+                id,
+                mount_point,
+                fs_type,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+/// The mount id of an open fd (`mnt_id:` of `/proc/self/fdinfo/N`).
+fn mount_id_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A super option's value (`size=65536k` → 64 MiB) from mountinfo.
+fn super_option(options: &str, key: &str) -> Option<u64> {
+    options
+        .split(',')
+        .filter_map(|o| o.strip_prefix(key))
+        .filter_map(crate::policy::parse_size)
+        .next_back()
+        .filter(|n| *n > 0)
+}
+
+/// What a bind source is (T40): the filesystem of the fd's own mount, as
+/// `fstatfs` and the mount's mountinfo line say, then every mount below
+/// `real` (a recursive bind carries them), from mountinfo.
+fn filesystems_of(
+    fd: std::os::fd::BorrowedFd<'_>,
+    real: &Path,
+    mounts: &[MountLine],
+) -> Vec<MountedFs> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statfs is plain data; fstatfs only writes into it, and `fd`
+    // is an open descriptor (O_PATH descriptors are accepted).
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; `st` outlives the call.
+    let statted = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0;
+    let own = mount_id_of(fd).and_then(|id| mounts.iter().find(|m| m.id == id));
+    let fs_type = match own {
+        Some(m) if statted => m.fs_type.clone(),
+        _ if statted => format!("unknown (f_type {:#x})", st.f_type),
+        _ => "unknown (fstatfs failed)".to_string(),
+    };
+    let bsize = u64::try_from(st.f_bsize).unwrap_or(0);
+    #[allow(clippy::unnecessary_cast, reason = "the field types differ per target")]
+    let (blocks, files) = (st.f_blocks as u64, st.f_files as u64);
+    let mut out = vec![MountedFs {
+        mount_point: own.map_or_else(|| real.to_path_buf(), |m| m.mount_point.clone()),
+        fs_type,
+        size_bytes: (blocks > 0).then(|| blocks.saturating_mul(bsize)),
+        inodes: (files > 0).then_some(files),
+    }];
+    out.extend(
+        mounts
+            .iter()
+            .filter(|m| m.mount_point != real && m.mount_point.starts_with(real))
+            .map(|m| MountedFs {
+                mount_point: m.mount_point.clone(),
+                fs_type: m.fs_type.clone(),
+                size_bytes: super_option(&m.super_options, "size="),
+                inodes: super_option(&m.super_options, "nr_inodes="),
+            }),
+    );
+    out
+}
+
+/// The filesystems every pinned bind source shows ([`filesystems_of`] on
+/// the fd moat mounts), for [`HostFacts::source_filesystems`].
+pub fn pinned_source_filesystems(
+    pinned: &crate::pinned::PinnedPaths,
+) -> HashMap<PathBuf, Vec<MountedFs>> {
+    let mounts = read_mounts();
+    pinned
+        .sources
+        .iter()
+        .map(|(written, p)| (written.clone(), filesystems_of(p.fd(), &p.real, &mounts)))
+        .collect()
 }
 
 /// The facts of a spec whose host paths `pinned` opened (what `create`
@@ -102,6 +228,7 @@ pub fn from_pinned(
         host_namespace_paths: pinned.host_namespace_types(),
         resolved_sources: pinned.resolved_sources(),
         source_aliases: pinned.source_aliases(),
+        source_filesystems: pinned_source_filesystems(pinned),
         container_id: None,
         pod_owner: None,
         hook_executables: crate::hook_exe::gather(spec),

@@ -172,6 +172,14 @@ pub struct VolumePolicy {
     /// rule. Every other source is mounted unshifted: host root's files
     /// appear as nobody.
     pub idmap_under: Vec<String>,
+    /// Filesystem types (the kernel's names, as in /proc/self/mountinfo:
+    /// `nfs4`, `cifs`, `fuse.lxcfs`, `overlay`) a bind source may be besides
+    /// local disk filesystems and size-capped tmpfs (T40). A network
+    /// filesystem is mounted by the host, so the container's traffic to its
+    /// server bypasses the egress rules; an overlay's layers are host
+    /// directories moat cannot judge. Kernel and pseudo filesystems (proc,
+    /// sysfs, cgroup, ...) and ramfs are refused whatever this lists.
+    pub allow_fs_types: Vec<String>,
 }
 
 /// Engine-provisioned volume storage and per-container files.
@@ -196,6 +204,7 @@ impl Default for VolumePolicy {
     fn default() -> Self {
         Self {
             idmap_under: DEFAULT_IDMAP_UNDER.iter().map(|s| s.to_string()).collect(),
+            allow_fs_types: Vec::new(),
         }
     }
 }

@@ -59,6 +59,10 @@ pub enum RefusalRule {
     /// An exec'd process that would run under other LSM confinement than
     /// the container's init, or under a label the host cannot apply.
     ExecConfinement,
+    /// A bind source whose filesystem is a kernel or pseudo filesystem, an
+    /// overlay, a network or unknown filesystem, ramfs, or a writable tmpfs
+    /// above the policy's tmpfs caps.
+    BindSourceFilesystem,
 }
 
 impl RefusalRule {
@@ -86,6 +90,7 @@ impl RefusalRule {
         RefusalRule::UnsupportedField,
         RefusalRule::SelinuxLabel,
         RefusalRule::ExecConfinement,
+        RefusalRule::BindSourceFilesystem,
     ];
 
     /// The name the one-line error prints.
@@ -113,6 +118,7 @@ impl RefusalRule {
             RefusalRule::UnsupportedField => "unsupported-field",
             RefusalRule::SelinuxLabel => "selinux-label",
             RefusalRule::ExecConfinement => "exec-confinement",
+            RefusalRule::BindSourceFilesystem => "bind-source-filesystem",
         }
     }
 
@@ -137,6 +143,7 @@ impl RefusalRule {
             RefusalRule::NamespacePath | RefusalRule::HostPathChanged => "T29",
             RefusalRule::MountOptions | RefusalRule::SelinuxLabel => "T32",
             RefusalRule::ExecConfinement => "T38",
+            RefusalRule::BindSourceFilesystem => "T40",
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::report::{Report, Rule};
 
+mod bind_sources;
 pub mod cgroups_path;
 mod default_path;
 mod devices;
@@ -37,6 +38,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
+pub use bind_sources::{LOCAL_DISK_FILESYSTEMS, NETWORK_FILESYSTEMS};
 pub use default_path::DEFAULT_PATH;
 pub use devices::{device_rule_string, DEFAULT_DEVICE_NODES, DEFAULT_DEVICE_RULES};
 pub use host_paths::{
@@ -60,6 +62,22 @@ pub struct IdRange {
     pub size: u32,
 }
 
+/// One mounted filesystem a bind source shows: what the kernel says it is,
+/// not what the spec or the engine calls it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountedFs {
+    /// Where it is mounted on the host.
+    pub mount_point: PathBuf,
+    /// The kernel's name of its type (mountinfo: `ext4`, `tmpfs`,
+    /// `fuse.sshfs`), or `unknown (f_type 0x…)` when its mount could not be
+    /// found (judged as an unknown filesystem: refused).
+    pub fs_type: String,
+    /// The most it may hold, in bytes (`None`: no limit).
+    pub size_bytes: Option<u64>,
+    /// The most inodes it may hold (`None`: no limit).
+    pub inodes: Option<u64>,
+}
+
 /// What the caller learned about the host for this spec.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
@@ -74,6 +92,11 @@ pub struct HostFacts {
     /// (source → aliases; see `moat::pinned::mount_aliases`): judged like
     /// the source itself.
     pub source_aliases: HashMap<PathBuf, Vec<PathBuf>>,
+    /// The filesystem each bind source really is (source as written → its
+    /// own mount first, read from the fd moat mounts, then every mount
+    /// below it, which a recursive bind carries along): judged by
+    /// `bind_sources`, whatever the engine called the mount (R6-8, R6-3).
+    pub source_filesystems: HashMap<PathBuf, Vec<MountedFs>>,
     /// The id of the container being created (`None` in `explain`): an
     /// engine's hook must name this container and no other.
     pub container_id: Option<String>,
@@ -174,6 +197,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
     host_paths::refuse_other_containers_files(spec, &policy, facts)?;
     host_paths::refuse_other_engines_storage(spec, facts)?;
+    bind_sources::refuse_bind_source_filesystems(spec, &policy, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
     root::refuse_rootfs_in_use(spec, facts)?;
     devices::refuse_devices(spec, &policy)?;

@@ -1,0 +1,159 @@
+//! T40 / T5 (red-team R6-8, R6-3) through the real `moat` binary on raw
+//! bundles: a bind source is judged by the filesystem the kernel says it is
+//! (on the fd moat mounts, and the mounts below it for `rbind`), whatever
+//! path it sits at. The test mounts each filesystem itself, in its own
+//! temporary directory, and unmounts it on drop. Every case ends with the
+//! leak check.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use moat_integration::*;
+use serde_json::json;
+
+/// Unmounts (lazily) on drop.
+struct TestMount(PathBuf);
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mounts a `fstype` filesystem with `data` at a new directory `name` in
+/// the test's temporary directory.
+fn mount_fs(env: &Env, name: &str, fstype: &str, data: &str) -> TestMount {
+    let dir = env.tmp.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    mount_at(&dir, fstype, data)
+}
+
+/// Mounts a `fstype` filesystem with `data` at `dir`.
+fn mount_at(dir: &Path, fstype: &str, data: &str) -> TestMount {
+    nix::mount::mount(
+        Some(fstype),
+        dir,
+        Some(fstype),
+        nix::mount::MsFlags::empty(),
+        Some(data),
+    )
+    .unwrap_or_else(|e| panic!("mount {fstype} at {}: {e}", dir.display()));
+    TestMount(dir.to_path_buf())
+}
+
+/// A bundle running `script` with `mount` added.
+fn bundle_with(env: &Env, script: &str, mount: serde_json::Value) -> Bundle {
+    let mut b = env.sh_bundle(script);
+    b.add_mount(mount);
+    b.write();
+    b
+}
+
+/// `create` is refused by bind-source-filesystem saying `detail`, and
+/// leaves nothing behind.
+fn assert_refused(env: &Env, b: &Bundle, detail: &str) {
+    let id = env.id("bindfs");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&["create", "--bundle", b.path(), &id]);
+        out.assert_fails_with("refused by moat rule bind-source-filesystem");
+        out.assert_fails_with(detail);
+    }
+    leak.verify();
+}
+
+/// The container runs, prints what `script` prints, and leaves nothing.
+fn runs(env: &Env, b: &Bundle) -> String {
+    let id = env.id("bindfs-ok");
+    let leak = env.leak_check(&id);
+    let out = {
+        let _g = env.guard(&id);
+        env.run(b, &id)
+    };
+    out.assert_ok();
+    leak.verify();
+    out.stdout.clone()
+}
+
+fn source(m: &TestMount) -> &Path {
+    &m.0
+}
+
+#[test]
+fn kernel_filesystems_and_ramfs_are_refused_as_bind_sources() {
+    let env = Env::new();
+    let proc_ = mount_fs(&env, "p", "proc", "");
+    let b = bundle_with(&env, "ls /v", bind(source(&proc_), "/v", false));
+    assert_refused(&env, &b, "a kernel filesystem (proc)");
+    let ram = mount_fs(&env, "r", "ramfs", "mode=755");
+    let b = bundle_with(&env, "ls /v", bind(source(&ram), "/v", false));
+    assert_refused(&env, &b, "a ramfs");
+}
+
+#[test]
+fn an_overlay_source_needs_the_policy() {
+    let env = Env::new();
+    let base = env.tmp.path().join("ov");
+    for d in ["lower", "upper", "work", "merged"] {
+        fs::create_dir_all(base.join(d)).unwrap();
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.join("lower").display(),
+        base.join("upper").display(),
+        base.join("work").display()
+    );
+    let merged = base.join("merged");
+    let _m = mount_at(&merged, "overlay", &data);
+    let b = bundle_with(&env, "ls /v", bind(&merged, "/v", false));
+    assert_refused(&env, &b, "volumes.allow_fs_types");
+}
+
+#[test]
+fn writable_tmpfs_sources_are_held_to_the_caps() {
+    let env = Env::new();
+    let big = mount_fs(&env, "big", "tmpfs", "size=1g,nr_inodes=1000");
+    let b = bundle_with(&env, "true", bind(source(&big), "/v", true));
+    assert_refused(
+        &env,
+        &b,
+        "a writable tmpfs of 1073741824 bytes, above the policy's filesystem.tmpfs_size",
+    );
+    // Read-only, the container cannot fill it.
+    let b = bundle_with(&env, "echo RO-OK", bind(source(&big), "/v", false));
+    assert!(runs(&env, &b).contains("RO-OK"));
+
+    let inodes = mount_fs(&env, "inodes", "tmpfs", "size=1m");
+    let b = bundle_with(&env, "true", bind(source(&inodes), "/v", true));
+    assert_refused(&env, &b, "above the 256 its size allows");
+
+    let small = mount_fs(&env, "small", "tmpfs", "size=1m,nr_inodes=256,mode=777");
+    let b = bundle_with(
+        &env,
+        "echo hi > /v/f && cat /v/f",
+        bind(source(&small), "/v", true),
+    );
+    assert!(runs(&env, &b).contains("hi"));
+}
+
+/// A recursive bind carries the mounts below its source: a proc mounted
+/// inside a plain directory is judged too; a plain bind does not carry it.
+#[test]
+fn mounts_below_a_recursive_bind_source_are_judged() {
+    let env = Env::new();
+    let dir = env.tmp.path().join("tree");
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("file"), "plain\n").unwrap();
+    let sub = dir.join("sub");
+    let _m = mount_at(&sub, "proc", "");
+    let b = bundle_with(&env, "cat /v/file", bind(&dir, "/v", false));
+    assert_refused(&env, &b, &format!("has {} mounted below it", sub.display()));
+    let b = bundle_with(
+        &env,
+        "cat /v/file; ls /v/sub | wc -l",
+        json!({"destination": "/v", "type": "bind", "source": dir, "options": ["bind", "ro"]}),
+    );
+    let out = runs(&env, &b);
+    assert!(out.starts_with("plain\n0\n"), "{out}");
+}

@@ -1,0 +1,269 @@
+//! Unit tests of [`super`] (bind sources judged by their filesystem).
+
+use serde_json::json;
+
+use crate::harden::fixtures::*;
+use crate::harden::{HostFacts, MountedFs};
+use crate::policy::Policy;
+
+const VOLUME: &str = "/var/lib/docker/volumes/v/_data";
+const SHM: &str = "/var/lib/docker/containers/abc/mounts/shm";
+const MIB: u64 = 1 << 20;
+
+fn fs(mount_point: &str, fs_type: &str, size: Option<u64>, inodes: Option<u64>) -> MountedFs {
+    MountedFs {
+        mount_point: mount_point.into(),
+        fs_type: fs_type.into(),
+        size_bytes: size,
+        inodes,
+    }
+}
+
+/// docker's spec with a bind of `source` (options as given), and facts
+/// saying `source` shows `shown`.
+fn case(
+    source: &str,
+    options: &[&str],
+    shown: Vec<MountedFs>,
+) -> (oci_spec::runtime::Spec, HostFacts) {
+    let spec = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": source, "options": options}),
+        )
+    });
+    let mut facts = facts();
+    facts.source_filesystems.insert(source.into(), shown);
+    (spec, facts)
+}
+
+fn refusal_of(source: &str, options: &[&str], shown: Vec<MountedFs>, policy: &Policy) -> String {
+    let (spec, facts) = case(source, options, shown);
+    let r = refused_with(&spec, policy, &facts);
+    assert_eq!(r.rule, "bind-source-filesystem", "{r}");
+    assert!(r.to_string().contains("/data"), "{r}");
+    r.to_string()
+}
+
+fn accepted(source: &str, options: &[&str], shown: Vec<MountedFs>, policy: &Policy) {
+    let (spec, facts) = case(source, options, shown);
+    ok_with(&spec, policy, &facts);
+}
+
+#[test]
+fn kernel_filesystems_are_refused_read_only_or_not_and_whatever_the_policy_lists() {
+    let mut policy = Policy::default();
+    policy.volumes.allow_fs_types = vec!["proc".into(), "sysfs".into(), "ramfs".into()];
+    for t in [
+        "proc",
+        "sysfs",
+        "cgroup2",
+        "debugfs",
+        "bpf",
+        "devpts",
+        "hugetlbfs",
+        "mqueue",
+    ] {
+        for opts in [&["rbind", "ro"][..], &["rbind", "rw"][..]] {
+            let r = refusal_of(VOLUME, opts, vec![fs(VOLUME, t, None, None)], &policy);
+            assert!(r.contains(&format!("a kernel filesystem ({t})")), "{r}");
+        }
+    }
+}
+
+#[test]
+fn ramfs_is_refused_even_read_only() {
+    let r = refusal_of(
+        VOLUME,
+        &["rbind", "ro"],
+        vec![fs(VOLUME, "ramfs", None, None)],
+        &Policy::default(),
+    );
+    assert!(r.contains("ramfs"), "{r}");
+}
+
+#[test]
+fn overlay_network_fuse_and_unknown_filesystems_need_the_policy() {
+    for t in [
+        "overlay",
+        "nfs4",
+        "cifs",
+        "9p",
+        "fuse.sshfs",
+        "somefs",
+        "unknown (f_type 0x1234)",
+    ] {
+        let shown = vec![fs(VOLUME, t, None, None)];
+        let r = refusal_of(VOLUME, &["rbind"], shown.clone(), &Policy::default());
+        assert!(r.contains("volumes.allow_fs_types"), "{r}");
+        assert!(r.contains(t), "{r}");
+        let mut policy = Policy::default();
+        policy.volumes.allow_fs_types = vec![t.into()];
+        accepted(VOLUME, &["rbind"], shown, &policy);
+    }
+    let r = refusal_of(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "nfs4", None, None)],
+        &Policy::default(),
+    );
+    assert!(r.contains("egress"), "{r}");
+    let r = refusal_of(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "overlay", None, None)],
+        &Policy::default(),
+    );
+    assert!(r.contains("overlay"), "{r}");
+}
+
+#[test]
+fn local_disks_pass() {
+    for t in ["ext4", "xfs", "btrfs", "zfs"] {
+        accepted(
+            VOLUME,
+            &["rbind", "rw"],
+            vec![fs(VOLUME, t, Some(1 << 40), Some(1 << 30))],
+            &Policy::default(),
+        );
+    }
+}
+
+#[test]
+fn a_writable_tmpfs_above_the_size_cap_is_refused_with_the_numbers() {
+    // The policy's default cap is 64m.
+    let r = refusal_of(
+        VOLUME,
+        &["rbind", "rw"],
+        vec![fs(VOLUME, "tmpfs", Some(100 << 30), Some(4096))],
+        &Policy::default(),
+    );
+    assert!(r.contains(&format!("{} bytes", 100u64 << 30)), "{r}");
+    assert!(r.contains(&format!("{} bytes (64m)", 64 * MIB)), "{r}");
+    assert!(r.contains("--shm-size"), "{r}");
+    assert!(r.contains("filesystem.tmpfs_size"), "{r}");
+    // No size limit at all.
+    let r = refusal_of(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "tmpfs", None, Some(16))],
+        &Policy::default(),
+    );
+    assert!(r.contains("no size limit"), "{r}");
+    // Engine shm too: the cap is the operator's.
+    let r = refusal_of(
+        SHM,
+        &["rbind", "rw"],
+        vec![fs(SHM, "tmpfs", Some(8 << 30), Some(3_000_000))],
+        &Policy::default(),
+    );
+    assert!(r.contains("--shm-size"), "{r}");
+    // Read-only: the container cannot fill it (kubelet's secrets and
+    // projected tokens are such tmpfs, sized by the pod's memory).
+    accepted(
+        VOLUME,
+        &["rbind", "ro"],
+        vec![fs(VOLUME, "tmpfs", Some(8 << 30), None)],
+        &Policy::default(),
+    );
+}
+
+#[test]
+fn a_writable_tmpfs_needs_an_inode_limit_within_its_size() {
+    let r = refusal_of(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        &Policy::default(),
+    );
+    assert!(r.contains("3000000 inodes, above the 16384"), "{r}");
+    let r = refusal_of(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "tmpfs", Some(MIB), None)],
+        &Policy::default(),
+    );
+    assert!(r.contains("unlimited inodes, above the 256"), "{r}");
+    accepted(
+        VOLUME,
+        &["rbind"],
+        vec![fs(VOLUME, "tmpfs", Some(MIB), Some(256))],
+        &Policy::default(),
+    );
+    // The engine's own shm: its size is judged, its inode limit (no engine
+    // flag sets it) is not.
+    accepted(
+        SHM,
+        &["rbind"],
+        vec![fs(SHM, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        &Policy::default(),
+    );
+    let cri = "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm";
+    accepted(
+        cri,
+        &["rbind"],
+        vec![fs(cri, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        &Policy::default(),
+    );
+}
+
+#[test]
+fn mounts_below_a_source_count_for_recursive_binds_only() {
+    let dir = "/srv/data";
+    let shown = vec![
+        fs(dir, "ext4", Some(1 << 40), None),
+        fs("/srv/data/p", "proc", None, None),
+    ];
+    let r = refusal_of(dir, &["rbind", "ro"], shown.clone(), &Policy::default());
+    assert!(r.contains("has /srv/data/p mounted below it"), "{r}");
+    assert!(r.contains("kernel filesystem (proc)"), "{r}");
+    accepted(dir, &["bind", "ro"], shown, &Policy::default());
+}
+
+#[test]
+fn a_source_without_facts_is_left_to_the_other_rules() {
+    let spec = docker_with(|v| add_mount(v, bind("/srv/data", "/data")));
+    ok_with(&spec, &Policy::default(), &facts());
+}
+
+#[test]
+fn overlay_layers_are_judged_too_upper_and_work_as_written() {
+    let (lower, upper, work) = ("/srv/lower", "/srv/up", "/srv/work");
+    let overlay = |lowers: &str| {
+        docker_with(|v| {
+            add_mount(
+                v,
+                json!({"destination": "/ov", "type": "overlay", "source": "overlay",
+                       "options": [format!("lowerdir={lowers}"), format!("upperdir={upper}"), format!("workdir={work}")]}),
+            )
+        })
+    };
+    let big_tmpfs = |p: &str| vec![fs(p, "tmpfs", Some(8 << 30), None)];
+    let mut facts = facts();
+    facts
+        .source_filesystems
+        .insert(lower.into(), big_tmpfs(lower));
+    facts
+        .source_filesystems
+        .insert(work.into(), vec![fs(work, "ext4", None, None)]);
+    facts
+        .source_filesystems
+        .insert(upper.into(), big_tmpfs(upper));
+    let r = refused_with(&overlay(lower), &Policy::default(), &facts);
+    assert_eq!(r.rule, "bind-source-filesystem", "{r}");
+    assert!(
+        r.detail.starts_with("overlay layer of /srv/up at /ov"),
+        "{r}"
+    );
+    // A big tmpfs as a lower layer only is read: accepted.
+    facts
+        .source_filesystems
+        .insert(upper.into(), vec![fs(upper, "ext4", None, None)]);
+    ok_with(&overlay(lower), &Policy::default(), &facts);
+    // A lower layer that is the host's procfs is not.
+    facts
+        .source_filesystems
+        .insert("/p".into(), vec![fs("/p", "proc", None, None)]);
+    let r = refused_with(&overlay("/srv/lower:/p"), &Policy::default(), &facts);
+    assert!(r.detail.contains("kernel filesystem (proc)"), "{r}");
+}
