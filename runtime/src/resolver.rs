@@ -1,6 +1,13 @@
 //! moat's resolver (issue 18, T18): makes the allowlist's name entries
-//! (`pypi.org tcp 443`, `*.github.com tcp 443`) work. One per node, for
-//! every container with name entries: no process per container.
+//! (`pypi.org tcp 443`, `*.github.com tcp 443`) work, and logs every
+//! container's refused connections. One per node, for every container
+//! with egress rules: no process per container.
+//!
+//! - Refused connections: each served namespace gets a thread holding an
+//!   NFLOG socket made in that namespace (`crate::nflog`); each message
+//!   the table's log rules send (rate-limited in the kernel) becomes an
+//!   `egress-connect` event (`crate::resolver_stats`). A namespace without
+//!   name entries gets only this thread (no DNS sockets).
 //!
 //! - For each network namespace with name entries it holds UDP and TCP
 //!   sockets on `127.0.0.1:53` (and `[::1]:53`) made inside that
