@@ -958,7 +958,27 @@ impl LeakCheck {
             }
         }
         let private_root = moat::state::private_root(&root);
+        // moat's resolver is the root's, shared by every container with
+        // egress rules: its directory and processes are this container's
+        // leak only once no other container is registered with it; this
+        // container's registration is.
+        let registered = moat::resolver::dir(&root).join("containers");
+        if per_id && fs::symlink_metadata(registered.join(id)).is_ok() {
+            leaks.push(format!(
+                "resolver registration {} left",
+                registered.join(id).display()
+            ));
+        }
+        let resolver_shared = list_dir(&registered)
+            .iter()
+            .any(|n| !n.starts_with('.') && n != id);
+        let resolver_name = moat::resolver::dir(&root)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         for name in list_dir(&private_root).difference(&self.private_entries) {
+            if resolver_shared && Some(name) == resolver_name.as_ref() {
+                continue;
+            }
             if !(per_id && name == id) {
                 leaks.push(format!(
                     "new entry {name:?} in moat's private root {}",
@@ -1040,6 +1060,10 @@ impl LeakCheck {
             }
         }
         for (pid, cmd) in processes_using_root(&self.root) {
+            let resolver = cmd.ends_with(" resolver") || cmd.ends_with(" resolver --worker");
+            if resolver_shared && resolver {
+                continue;
+            }
             leaks.push(format!("process {pid} still working on this root: {cmd}"));
         }
         leaks

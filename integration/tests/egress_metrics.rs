@@ -96,11 +96,16 @@ impl Events {
 
     /// The one-line JSON objects of type `egress-dns`.
     fn egress(&self) -> Vec<Value> {
+        self.of_type("egress-dns")
+    }
+
+    /// The one-line JSON objects of type `kind`.
+    fn of_type(&self, kind: &str) -> Vec<Value> {
         BufReader::new(self.text().as_bytes())
             .lines()
             .map_while(Result::ok)
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .filter(|v| v["type"] == "egress-dns")
+            .filter(|v| v["type"] == kind)
             .collect()
     }
 }
@@ -309,4 +314,176 @@ fn an_unanswered_upstream_is_counted_as_a_resolver_error() {
         close_and_delete(&env, net, &id);
     }
     verify_gone(&leak);
+}
+
+/// The resolver worker's threads named `nflog-…` (one per namespace whose
+/// refused connections it logs).
+fn nflog_threads(dir: &Path) -> usize {
+    let pid = fs::read_to_string(dir.join("worker.pid")).unwrap_or_default();
+    let tasks = Path::new("/proc").join(pid.trim()).join("task");
+    fs::read_dir(tasks)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| {
+            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("nflog-"))
+        })
+        .count()
+}
+
+/// T18 refused connections as events, for a container with address
+/// entries only: a TCP connect to the test's own address on a port the
+/// allowlist lacks is refused AND is one `egress-connect` event in `moat
+/// events` (destination, port, protocol, container id, the engine's
+/// names) and a JSON line of the resolver's log; a flood of connects is
+/// refused and counted one by one (`moat_egress_blocked_packets_total`
+/// grows by at least the attempts) while the events stay within the
+/// table's rate limit; with the resolver's worker killed connections are
+/// still refused, and events resume once it is back; deleting one of two
+/// containers ends its listener only; nothing is left after delete.
+#[test]
+fn refused_connections_are_rate_limited_events() {
+    use moat::egress::{REFUSED_LOG_BURST, REFUSED_LOG_RATE};
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let out = addrs.outside();
+    // Only UDP 9 of the test's own address: TCP 8080 there is refused.
+    let policy = policy_file(
+        &env,
+        "events.toml",
+        &format!("[egress]\nallow = [\"{out}/32 udp 9\"]\n"),
+    );
+    let mut ba = env.bundle(&["sleep", "300"]);
+    ba.annotate("io.kubernetes.cri.sandbox-namespace", "events-ns");
+    ba.annotate("io.kubernetes.cri.sandbox-name", "events-pod");
+    ba.annotate("io.kubernetes.cri.container-name", "events-ctr");
+    let bb = env.bundle(&["sleep", "300"]);
+    let ida = env.id("eg-events-a");
+    let idb = env.id("eg-events-b");
+    let leak_a = env.leak_check(&ida);
+    let leak_b = env.leak_check(&idb);
+    let dir = moat::resolver::dir(&canonical_root(Path::new(env.root_str())));
+    {
+        let _ga = start_with(&env, &["--policy", &policy], &ba, &ida);
+        let _gb = start_with(&env, &["--policy", &policy], &bb, &idb);
+        // Both are served (no name entries: only their refused connections).
+        wait_for("two listeners", Duration::from_secs(30), || {
+            nflog_threads(&dir) == 2
+        });
+        let mut net = Net::with(addrs, init_pid(&env, &ida), false);
+        let srv = net.tcp_server(false, 8080, "hello-events\n");
+        let connect_events = |ev: &Events| ev.of_type("egress-connect");
+
+        // One refused connect: one event with what was refused.
+        let events = Events::follow(&env, &ida);
+        let before = assert_tcp_egress_refused_and_counted(&env, &ida, &net, srv, 8080);
+        wait_for("the connect event", Duration::from_secs(30), || {
+            !connect_events(&events).is_empty()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let ev = connect_events(&events);
+        assert_eq!(ev.len(), 1, "{}", events.text());
+        assert_eq!(ev[0]["id"], ida.as_str());
+        let data = &ev[0]["data"];
+        assert_eq!(data["daddr"], out.to_string(), "{data}");
+        assert_eq!(data["dport"], 8080, "{data}");
+        assert_eq!(data["proto"], "tcp", "{data}");
+        assert_eq!(data["verdict"], "refused", "{data}");
+        assert_eq!(data["id"], ida.as_str(), "{data}");
+        assert_eq!(data["pod"], "events-pod", "{data}");
+        assert_eq!(data["namespace"], "events-ns", "{data}");
+        assert_eq!(data["container"], "events-ctr", "{data}");
+        let log = fs::read_to_string(dir.join("log")).unwrap_or_default();
+        assert!(
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|v| v["event"] == "egress-connect"
+                    && v["id"] == ida.as_str()
+                    && v["dport"] == 8080),
+            "{log}"
+        );
+
+        // A flood: every attempt refused and counted, the events bounded
+        // by the limit (a burst, then RATE a second).
+        const N: u64 = 300;
+        let started = std::time::Instant::now();
+        let flood = exec_sh(
+            &env,
+            &ida,
+            &format!("i=0; while [ $i -lt {N} ]; do nc -w 1 {out} 8080 </dev/null >/dev/null 2>&1; i=$((i+1)); done; echo FLOOD=done"),
+        );
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(flood.stdout.contains("FLOOD=done"), "{flood}");
+        assert_eq!(net.hits(srv), 0, "the outside server was reached");
+        let after = blocked(&env, &ida).0;
+        assert!(
+            after >= before + N,
+            "blocked {before} -> {after} for {N} attempts"
+        );
+        let samples = of(&metrics(&env), &ida);
+        assert!(
+            samples
+                .get("moat_egress_blocked_packets_total")
+                .is_some_and(|v| *v >= after as f64),
+            "{samples:?}"
+        );
+        // Let the listener catch up, then count.
+        let mut seen = 0;
+        wait_for(
+            "the flood's events to settle",
+            Duration::from_secs(30),
+            || {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = connect_events(&events).len();
+                let settled = now == seen && now > 1;
+                seen = now;
+                settled
+            },
+        );
+        let flood_events = (seen - 1) as f64;
+        let bound = f64::from(REFUSED_LOG_BURST) + REFUSED_LOG_RATE as f64 * (elapsed + 1.0);
+        eprintln!(
+            "flood: {N} attempts in {elapsed:.2} s, {flood_events} events (bound {bound:.0})"
+        );
+        assert!(flood_events >= 1.0, "{}", events.text());
+        assert!(
+            flood_events <= bound,
+            "{flood_events} events for {N} attempts in {elapsed:.2} s"
+        );
+        assert!(flood_events < N as f64);
+
+        // The worker killed: still refused (the rules do not need it);
+        // its successor logs again.
+        let worker_pid = || fs::read_to_string(dir.join("worker.pid")).unwrap_or_default();
+        let worker = worker_pid();
+        must("kill", &["-KILL", worker.trim()]);
+        assert_tcp_egress_refused_and_counted(&env, &ida, &net, srv, 8080);
+        wait_for("a new worker", Duration::from_secs(30), || {
+            let now = worker_pid();
+            !now.is_empty() && now != worker && nflog_threads(&dir) == 2
+        });
+        // The limit's bucket refills at RATE a second.
+        std::thread::sleep(Duration::from_secs(3));
+        let had = connect_events(&events).len();
+        assert_tcp_egress_refused_and_counted(&env, &ida, &net, srv, 8080);
+        wait_for("events after the restart", Duration::from_secs(30), || {
+            connect_events(&events).len() > had
+        });
+        drop(events);
+
+        // Deleting A ends A's listener only.
+        close_and_delete(&env, net, &ida);
+        wait_for("A's listener to end", Duration::from_secs(30), || {
+            nflog_threads(&dir) == 1
+        });
+        assert!(
+            !moat::resolver_stats::events_dir(&canonical_root(Path::new(env.root_str())))
+                .join(&ida)
+                .exists()
+        );
+        env.moat(&["delete", "--force", &idb]).assert_ok();
+    }
+    verify_gone(&leak_a);
+    verify_gone(&leak_b);
+    assert!(!dir.exists(), "the resolver's directory is left");
 }

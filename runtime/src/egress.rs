@@ -31,8 +31,26 @@ pub const TABLE: &str = "moat";
 /// the address the workload asked for, not the one an engine rewrote it
 /// to (docker DNATs `127.0.0.11:53` to its resolver's real port).
 pub const CHAIN_PRIORITY: i32 = -150;
-/// Name of the counter of blocked connection attempts.
+/// Name of the counter of blocked connection attempts: packets that
+/// reached a refusing rule. Replies are accepted before any refusal, so
+/// each is a new connection attempt: a TCP SYN (answered with a reset, so
+/// one per `connect`), a UDP datagram or another protocol's packet (each
+/// datagram to a refused address counts, as nothing is established).
 pub const BLOCKED_COUNTER: &str = "blocked";
+/// Name of the table's limit object that bounds the refused connections
+/// sent to [`REFUSED_LOG_GROUP`]: one per table, so per network
+/// namespace (a pod's containers share it).
+pub const REFUSED_LOG_LIMIT: &str = "refused_log";
+/// Refused connections logged per second, after a burst of
+/// [`REFUSED_LOG_BURST`]: the kernel drops the rest before they cost the
+/// listener anything (they are still refused and counted).
+pub const REFUSED_LOG_RATE: u64 = 10;
+pub const REFUSED_LOG_BURST: u32 = 20;
+/// The NFLOG group refused connections are logged to. NFLOG groups are
+/// per network namespace, so one number serves every container; moat's
+/// resolver listens on it in each namespace it serves
+/// (`crate::nflog`).
+pub const REFUSED_LOG_GROUP: u16 = 7707;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -684,6 +702,12 @@ pub enum Action {
     /// Redirect to the namespace's own loopback, same port (DNS to moat's
     /// resolver).
     Redirect,
+    /// Send the packet's headers to [`REFUSED_LOG_GROUP`] within the
+    /// table's [`REFUSED_LOG_LIMIT`], and go on (no verdict): each
+    /// refusing rule is preceded by one of these with its matches. A
+    /// limit in the refusing rule itself would end that rule for packets
+    /// over the limit, which would then not be refused there.
+    LogRefused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -704,6 +728,7 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         matches: vec![m],
         action: Action::Accept,
     };
+    // A refusal: its log rule, then the refusing rule.
     let refuse = |mut matches: Vec<Match>, proto: u8| {
         let action = if proto == IPPROTO_TCP {
             Action::CountAndResetTcp
@@ -713,7 +738,13 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         if proto == IPPROTO_TCP && !matches.iter().any(|m| matches!(m, Match::Dport { .. })) {
             matches.push(Match::L4Proto(IPPROTO_TCP));
         }
-        Rule { matches, action }
+        [
+            Rule {
+                matches: matches.clone(),
+                action: Action::LogRefused,
+            },
+            Rule { matches, action },
+        ]
     };
     let names = !egress.names.is_empty();
     let mut out = vec![accept(Match::CtEstablishedRelated)];
@@ -745,8 +776,8 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
     for m in &egress.metadata {
         let prefix = if m.is_ipv4() { 32 } else { 128 };
         let daddr = Match::Daddr { addr: *m, prefix };
-        out.push(refuse(vec![daddr.clone()], IPPROTO_TCP));
-        out.push(refuse(vec![daddr], 0));
+        out.extend(refuse(vec![daddr.clone()], IPPROTO_TCP));
+        out.extend(refuse(vec![daddr], 0));
     }
     for port in DNS_PORTS.into_iter().filter(|p| !names || *p != 53) {
         for proto in [IPPROTO_UDP, IPPROTO_TCP] {
@@ -755,7 +786,7 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
                 from: port,
                 to: port,
             };
-            out.push(refuse(vec![dport], proto));
+            out.extend(refuse(vec![dport], proto));
         }
     }
     out.push(accept(Match::OifLoopback));
@@ -765,8 +796,8 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
     for (i, n) in egress.names.iter().enumerate() {
         out.extend(n.accepting_rules(i));
     }
-    out.push(refuse(Vec::new(), IPPROTO_TCP));
-    out.push(refuse(Vec::new(), 0));
+    out.extend(refuse(Vec::new(), IPPROTO_TCP));
+    out.extend(refuse(Vec::new(), 0));
     out
 }
 
@@ -825,6 +856,10 @@ impl fmt::Display for Rule {
             ),
             Action::Return => write!(f, "return"),
             Action::Redirect => write!(f, "redirect"),
+            Action::LogRefused => write!(
+                f,
+                "limit name \"{REFUSED_LOG_LIMIT}\" log group {REFUSED_LOG_GROUP}"
+            ),
         }
     }
 }
@@ -840,6 +875,9 @@ pub fn ruleset(egress: &Egress) -> String {
     out.push_str(&format!("table inet {TABLE} {{\n"));
     out.push_str(&format!("\tcounter {} {{}}\n", t.fingerprint));
     out.push_str(&format!("\tcounter {BLOCKED_COUNTER} {{}}\n"));
+    out.push_str(&format!(
+        "\tlimit {REFUSED_LOG_LIMIT} {{ rate {REFUSED_LOG_RATE}/second burst {REFUSED_LOG_BURST} packets }}\n"
+    ));
     for set in &t.sets {
         let ty = if set.v6 { "ipv6_addr" } else { "ipv4_addr" };
         out.push_str(&format!(
@@ -1012,14 +1050,52 @@ mod tests {
         let icmp6 = [daddr("2001:db8::1", 128), Match::L4Proto(IPPROTO_ICMPV6)];
         assert_eq!(position(&r, &icmp6, Action::Accept), Some(p8000 + 1));
         let last = r.len() - 1;
-        assert_eq!(r[last - 1].action, Action::CountAndResetTcp);
-        assert_eq!(r[last - 1].matches, vec![Match::L4Proto(IPPROTO_TCP)]);
+        assert_eq!(r[last - 2].action, Action::CountAndResetTcp);
+        assert_eq!(r[last - 2].matches, vec![Match::L4Proto(IPPROTO_TCP)]);
         assert_eq!(r[last].action, Action::CountAndRejectProhibited);
         assert!(
             r[last].matches.is_empty(),
             "the last rule catches everything"
         );
-        assert_eq!(last, p8000 + 3);
+        // Each refusal is preceded by its log rule, with the same matches.
+        for i in [last - 2, last] {
+            assert_eq!(r[i - 1].action, Action::LogRefused);
+            assert_eq!(r[i - 1].matches, r[i].matches);
+        }
+        assert_eq!(last, p8000 + 5);
+    }
+
+    /// T18 events: every refusing rule (metadata, DNS, the catch-all) is
+    /// preceded by a log rule with the same matches, and log rules appear
+    /// nowhere else.
+    #[test]
+    fn every_refusal_is_logged_first() {
+        for e in [egress(&["10.0.0.0/8 tcp 80"]), egress(&["0.0.0.0/0"])] {
+            let r = rules(&e);
+            let refusing = |a: Action| {
+                matches!(
+                    a,
+                    Action::CountAndResetTcp | Action::CountAndRejectProhibited
+                )
+            };
+            assert!(r.iter().filter(|x| refusing(x.action)).count() >= 6);
+            for (i, x) in r.iter().enumerate() {
+                if refusing(x.action) {
+                    assert_eq!(r[i - 1].action, Action::LogRefused, "rule {i}: {x}");
+                    assert_eq!(r[i - 1].matches, x.matches);
+                }
+                if x.action == Action::LogRefused {
+                    assert!(refusing(r[i + 1].action), "rule {i}");
+                }
+            }
+        }
+        let text = ruleset(&egress(&[]));
+        assert!(text.contains(&format!(
+            "limit {REFUSED_LOG_LIMIT} {{ rate {REFUSED_LOG_RATE}/second burst {REFUSED_LOG_BURST} packets }}"
+        )));
+        assert!(text.contains(&format!(
+            "limit name \"{REFUSED_LOG_LIMIT}\" log group {REFUSED_LOG_GROUP}"
+        )));
     }
 
     /// T18 metadata: every built-in endpoint is refused (TCP reset, other

@@ -25,6 +25,7 @@ pub mod learn;
 pub mod logging;
 pub mod metrics;
 pub mod netns;
+pub mod nflog;
 pub mod nft;
 pub mod nsjoin;
 pub mod path_syntax;

@@ -77,7 +77,7 @@ const SERIES: &[Series] = &[
     Series {
         name: "moat_egress_blocked_packets_total",
         label: None,
-        help: "Outbound packets refused by moat's egress rules (connections, DNS, metadata endpoints).",
+        help: "Outbound connection attempts refused by moat's egress rules, one per TCP SYN or datagram (connections, DNS, metadata endpoints).",
         value: |c| c.blocked.map(|b| b.0),
     },
     Series {

@@ -21,7 +21,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::egress::{
     Action, Match, Table, BLOCKED_COUNTER, CHAIN_PRIORITY, DNS_CHAIN, DNS_CHAIN_PRIORITY,
-    IPPROTO_ICMPV6, TABLE,
+    IPPROTO_ICMPV6, REFUSED_LOG_BURST, REFUSED_LOG_GROUP, REFUSED_LOG_LIMIT, REFUSED_LOG_RATE,
+    TABLE,
 };
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
@@ -88,6 +89,13 @@ const NFTA_OBJ_DATA: u16 = 4;
 const NFT_OBJECT_COUNTER: u32 = 1;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFT_OBJECT_LIMIT: u32 = 4;
+const NFTA_LIMIT_RATE: u16 = 1;
+const NFTA_LIMIT_UNIT: u16 = 2;
+const NFTA_LIMIT_BURST: u16 = 3;
+const NFTA_LIMIT_TYPE: u16 = 4;
+const NFT_LIMIT_PKTS: u32 = 0;
+const NFTA_LOG_GROUP: u16 = 1;
 
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
@@ -221,9 +229,14 @@ impl Attrs<'_> {
     }
 
     fn counter_ref(&mut self) {
+        self.objref(NFT_OBJECT_COUNTER, BLOCKED_COUNTER);
+    }
+
+    /// A reference to the table's stateful object `name` of type `ty`.
+    fn objref(&mut self, ty: u32, name: &str) {
         self.expr("objref", |a| {
-            a.be32(NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
-            a.str(NFTA_OBJREF_IMM_NAME, BLOCKED_COUNTER);
+            a.be32(NFTA_OBJREF_IMM_TYPE, ty);
+            a.str(NFTA_OBJREF_IMM_NAME, name);
         });
     }
 }
@@ -345,6 +358,12 @@ fn encode_action(a: &mut Attrs, action: Action) {
             a.counter_ref();
             a.expr("reject", |a| a.be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST));
         }
+        Action::LogRefused => {
+            a.objref(NFT_OBJECT_LIMIT, REFUSED_LOG_LIMIT);
+            a.expr("log", |a| {
+                a.put(NFTA_LOG_GROUP, &REFUSED_LOG_GROUP.to_be_bytes())
+            });
+        }
         Action::CountAndRejectProhibited => {
             a.counter_ref();
             a.expr("reject", |a| {
@@ -380,7 +399,8 @@ fn message(
 }
 
 /// The nf_tables batch that creates moat's table in an empty namespace:
-/// table, the fingerprint and `blocked` counters, the name sets, the
+/// table, the fingerprint and `blocked` counters, the refused-log limit,
+/// the name sets, the
 /// output chain and its rules, the DNS redirect chain and its rules (if
 /// any). Every message but the batch markers asks for an ACK; returns the
 /// bytes and the number of ACKs to expect (sequence numbers 1..=n).
@@ -398,6 +418,17 @@ pub fn batch(table: &Table) -> (Vec<u8>, u32) {
             });
         });
     }
+    b.change(NFT_MSG_NEWOBJ, 0, &|a| {
+        a.str(NFTA_OBJ_TABLE, TABLE);
+        a.str(NFTA_OBJ_NAME, REFUSED_LOG_LIMIT);
+        a.be32(NFTA_OBJ_TYPE, NFT_OBJECT_LIMIT);
+        a.nest(NFTA_OBJ_DATA, |a| {
+            a.be64(NFTA_LIMIT_RATE, REFUSED_LOG_RATE);
+            a.be64(NFTA_LIMIT_UNIT, 1); // per second
+            a.be32(NFTA_LIMIT_BURST, REFUSED_LOG_BURST);
+            a.be32(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS);
+        });
+    });
     for (i, set) in table.sets.iter().enumerate() {
         b.change(NFT_MSG_NEWSET, 0, &|a| {
             a.str(NFTA_SET_TABLE, TABLE);
@@ -650,8 +681,8 @@ mod tests {
         let rules = t.output.clone();
         let (buf, acks) = batch(&t);
         let msgs = messages(&buf);
-        // begin, table, 2 counters, chain, rules, end
-        assert_eq!(msgs.len(), 1 + 1 + 2 + 1 + rules.len() + 1);
+        // begin, table, 2 counters, the log limit, chain, rules, end
+        assert_eq!(msgs.len(), 1 + 1 + 3 + 1 + rules.len() + 1);
         assert_eq!(acks as usize, msgs.len() - 2);
         assert_eq!(msgs[0].0, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(msgs.last().unwrap().0, NFNL_MSG_BATCH_END);
@@ -663,15 +694,16 @@ mod tests {
         }
         let kinds: Vec<u16> = msgs.iter().map(|m| m.0 & 0xff).collect();
         assert_eq!(
-            &kinds[1..5],
+            &kinds[1..6],
             &[
                 NFT_MSG_NEWTABLE,
+                NFT_MSG_NEWOBJ,
                 NFT_MSG_NEWOBJ,
                 NFT_MSG_NEWOBJ,
                 NFT_MSG_NEWCHAIN
             ]
         );
-        assert!(kinds[5..kinds.len() - 1]
+        assert!(kinds[6..kinds.len() - 1]
             .iter()
             .all(|k| *k == NFT_MSG_NEWRULE));
     }

@@ -1,6 +1,13 @@
 //! moat's resolver (issue 18, T18): makes the allowlist's name entries
-//! (`pypi.org tcp 443`, `*.github.com tcp 443`) work. One per node, for
-//! every container with name entries: no process per container.
+//! (`pypi.org tcp 443`, `*.github.com tcp 443`) work, and logs every
+//! container's refused connections. One per node, for every container
+//! with egress rules: no process per container.
+//!
+//! - Refused connections: each served namespace gets a thread holding an
+//!   NFLOG socket made in that namespace (`crate::nflog`); each message
+//!   the table's log rules send (rate-limited in the kernel) becomes an
+//!   `egress-connect` event (`crate::resolver_stats`). A namespace without
+//!   name entries gets only this thread (no DNS sockets).
 //!
 //! - For each network namespace with name entries it holds UDP and TCP
 //!   sockets on `127.0.0.1:53` (and `[::1]:53`) made inside that
@@ -142,8 +149,11 @@ pub fn log_file(root: &Path) -> PathBuf {
 /// Registers container `id` with the node's resolver, starting the
 /// resolver if it is not running, and returns once the resolver serves
 /// the container's network namespace (`netns`, opened from `path`; a
-/// namespace already served for other containers is shared). Nothing to
-/// do without name entries.
+/// namespace already served for other containers is shared). Every
+/// container with egress rules is registered: the resolver logs its
+/// refused connections (`crate::nflog`). Without name entries that is all
+/// it does there, and failing to do it fails nothing but the events (the
+/// table refuses what it refuses without the resolver): a warning.
 pub fn attach(
     root: &Path,
     id: &str,
@@ -152,9 +162,24 @@ pub fn attach(
     netns: &File,
     docker_made: bool,
 ) -> Result<()> {
-    if egress.names.is_empty() {
-        return Ok(());
+    let result = attach_registered(root, id, egress, path, netns, docker_made);
+    match result {
+        Err(e) if egress.names.is_empty() => {
+            tracing::warn!(id, error = %format!("{e:#}"), "moat's resolver does not log this container's refused connections (they are still refused and counted)");
+            Ok(())
+        }
+        other => other,
     }
+}
+
+fn attach_registered(
+    root: &Path,
+    id: &str,
+    egress: &Egress,
+    path: &Path,
+    netns: &File,
+    docker_made: bool,
+) -> Result<()> {
     let reg = Registration {
         netns: path.to_path_buf(),
         netns_key: Some(crate::netns::ns_key(netns).context("cannot stat the network namespace")?),
@@ -167,7 +192,7 @@ pub fn attach(
             .iter()
             .map(|p| p.to_string())
             .collect(),
-        docker_container: docker_made.then(|| id.to_string()),
+        docker_container: (docker_made && !egress.names.is_empty()).then(|| id.to_string()),
     };
     let regs = registrations(root);
     crate::state::create_private_dir_all(&regs)
@@ -334,7 +359,11 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
 /// that are attached.
 struct Served {
     stop: Arc<AtomicBool>,
+    /// The DNS thread, or (without name entries) the refused-connection
+    /// listener: the serving is restarted when it has ended.
     thread: std::thread::JoinHandle<()>,
+    /// The refused-connection listener beside a DNS thread.
+    nflog: Option<std::thread::JoinHandle<()>>,
     /// The registration the thread was started from.
     reg: Registration,
     members: BTreeSet<String>,
@@ -379,14 +408,19 @@ impl Serving {
             .namespaces
             .remove(&key)
             .map(|old| {
+                old.stop.store(true, Ordering::SeqCst);
                 let _ = old.thread.join();
+                if let Some(t) = old.nflog {
+                    let _ = t.join();
+                }
                 old.members
             })
             .unwrap_or_default();
-        let (stop, thread) = start_serving(id, &reg, netns)?;
+        let (stop, thread, nflog) = start_serving(id, &reg, netns)?;
         let mut served = Served {
             stop,
             thread,
+            nflog,
             reg,
             members,
         };
@@ -410,6 +444,9 @@ impl Serving {
             if let Some(served) = self.namespaces.remove(&key) {
                 served.stop.store(true, Ordering::SeqCst);
                 let _ = served.thread.join();
+                if let Some(t) = served.nflog {
+                    let _ = t.join();
+                }
             }
         }
     }
@@ -497,6 +534,32 @@ struct Namespace {
     log_limit: LogLimit,
     /// The docker network's container names (docker's containers only).
     docker: Option<crate::engine_names::DockerNames>,
+    /// Which name answered which address, for the refused-connection
+    /// events.
+    answered: AnsweredNames,
+}
+
+/// The name each address was last answered for in one namespace (shared
+/// by its DNS thread and its refused-connection listener). Bounded: when
+/// full it starts again empty (an event then lacks the name).
+#[derive(Clone, Default)]
+struct AnsweredNames(Arc<std::sync::Mutex<HashMap<IpAddr, String>>>);
+
+impl AnsweredNames {
+    const MAX: usize = 4096;
+
+    fn insert(&self, addr: IpAddr, name: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX && !m.contains_key(&addr) {
+            m.clear();
+        }
+        m.insert(addr, name.to_string());
+    }
+
+    fn get(&self, addr: &IpAddr) -> Option<String> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(addr).cloned()
+    }
 }
 
 /// Refused names are logged at most [`LogLimit::PER_WINDOW`] times per
@@ -604,16 +667,135 @@ where
         .collect()
 }
 
-/// Starts the thread serving namespace `netns` for the containers of
-/// `reg` (`id` the first); returns once its sockets are open.
-fn start_serving(
+/// The threads serving one namespace: the DNS thread (name entries
+/// only), and the refused-connection listener.
+type ServingThreads = (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+/// Starts the threads serving namespace `netns` for the containers of
+/// `reg` (`id` the first): the DNS thread if there are name entries, and
+/// the refused-connection listener; returns once their sockets are open.
+/// Without name entries the listener's socket is required (it is all
+/// there is to serve); beside a DNS thread a listener that cannot start is
+/// logged and left out.
+fn start_serving(id: &str, reg: &Registration, netns: File) -> Result<ServingThreads> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = AnsweredNames::default();
+    if reg.names.is_empty() {
+        let listener = start_nflog(id, &netns, &stop, &answered)?;
+        return Ok((stop, listener, None));
+    }
+    let nflog = match start_nflog(id, &netns, &stop, &answered) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(container = %id, error = %format!("{e:#}"), "moat resolver: refused connections of this namespace are not logged");
+            None
+        }
+    };
+    match start_dns(id, reg, netns, &stop, answered) {
+        Ok(dns) => Ok((stop, dns, nflog)),
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            if let Some(t) = nflog {
+                let _ = t.join();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Starts the thread that turns namespace `netns`'s NFLOG messages into
+/// refused-connection events of container `id`, until `stop`.
+fn start_nflog(
+    id: &str,
+    netns: &File,
+    stop: &Arc<AtomicBool>,
+    answered: &AnsweredNames,
+) -> Result<std::thread::JoinHandle<()>> {
+    let netns = netns.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+    let stop = stop.clone();
+    let answered = answered.clone();
+    let id2 = id.to_string();
+    let thread = std::thread::Builder::new()
+        .name(format!("nflog-{id}"))
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let opened = nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
+                .context("cannot enter the container's network namespace")
+                .and_then(|()| {
+                    crate::nflog::socket_in_current_netns()
+                        .context("cannot listen to the namespace's refused-connection log")
+                });
+            let sock = match opened {
+                Ok(s) => {
+                    let _ = tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            drop(netns);
+            listen_refused(&sock, &id2, &stop, &answered);
+        })?;
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => bail!("the refused-connection listener for {id} did not start"),
+    }
+}
+
+/// The listener's loop: each refused packet the kernel logged is an event
+/// of container `id`. A receive error (the socket's buffer overran, when
+/// the kernel logged faster than this thread read) loses those messages
+/// and goes on.
+fn listen_refused(sock: &OwnedFd, id: &str, stop: &AtomicBool, answered: &AnsweredNames) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [pollfd(sock.as_raw_fd(), libc::POLLIN)];
+        // SAFETY: a valid array of one pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 250) };
+        if n <= 0 || fds[0].revents & libc::POLLIN == 0 {
+            continue;
+        }
+        // SAFETY: buf is a valid writable buffer of its length.
+        let len = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let Ok(len) = usize::try_from(len) else {
+            continue;
+        };
+        for refused in crate::nflog::parse(&buf[..len.min(buf.len())]) {
+            let name = answered.get(&refused.daddr);
+            crate::resolver_stats::refused_connection_event(id, &refused, name.as_deref());
+        }
+    }
+}
+
+/// Starts the DNS thread of namespace `netns`; returns once its sockets
+/// are open.
+fn start_dns(
     id: &str,
     reg: &Registration,
     netns: File,
-) -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    stop: &Arc<AtomicBool>,
+    answered: AnsweredNames,
+) -> Result<std::thread::JoinHandle<()>> {
     let rules: Vec<NameRule> = parse_registered(id, &reg.names)?;
     let private: Vec<PrivateAnswer> = parse_registered(id, &reg.private_answers)?;
-    let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
     let stop2 = stop.clone();
     let id2 = id.to_string();
@@ -647,6 +829,7 @@ fn start_serving(
                 refused: AtomicU64::new(0),
                 log_limit: LogLimit::new(),
                 docker,
+                answered,
             };
             let limits = TcpLimits {
                 connections: MAX_TCP_CONNECTIONS,
@@ -657,7 +840,7 @@ fn start_serving(
             });
         })?;
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok((stop, thread)),
+        Ok(Ok(())) => Ok(thread),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -943,6 +1126,9 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
                 return servfail();
             }
         }
+    }
+    for (a, _) in &kept {
+        s.answered.insert(*a, &q.name);
     }
     tracing::debug!(container = %s.id, name = %q.name, addresses = ?kept, "moat resolver: allowed");
     crate::resolver_stats::count(&s.id, Outcome::Allowed);

@@ -339,34 +339,94 @@ pub fn refused_event_data(id: &str, labels: &Labels, name: &str, qtype: u16) -> 
 /// entry allows: one JSON line in the resolver's log (its stderr) and one
 /// in the container's events file. The caller rate-limits.
 pub fn refused_event(id: &str, name: &str, qtype: u16, refused_total: u64) {
-    let labels = with_entry(id, |root, e| {
+    let labels = labels_of(id);
+    let data = refused_event_data(id, &labels, name, qtype);
+    let mut extra = Map::new();
+    extra.insert("refused_total".into(), Value::from(refused_total));
+    write_event(
+        id,
+        "egress-dns",
+        "moat resolver: name refused (not in the egress allowlist)",
+        data,
+        extra,
+    );
+}
+
+/// The event of one refused connection attempt: the `data` of a `moat
+/// events` line and the fields of a resolver log line. `name` is the name
+/// this namespace last looked up that answered `daddr`, if any.
+pub fn refused_connection_data(
+    id: &str,
+    labels: &Labels,
+    refused: &crate::nflog::Refused,
+    name: Option<&str>,
+) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("id".into(), Value::from(id));
+    for (k, v) in labels.pairs() {
+        data.insert(k.into(), Value::from(v));
+    }
+    data.insert("daddr".into(), Value::from(refused.daddr.to_string()));
+    if let Some(port) = refused.dport {
+        data.insert("dport".into(), Value::from(port));
+    }
+    data.insert("proto".into(), Value::from(refused.proto_name()));
+    if let Some(name) = name {
+        data.insert("name".into(), Value::from(name));
+    }
+    data.insert("verdict".into(), Value::from("refused"));
+    data
+}
+
+/// Records a connection attempt of container `id` that moat's table
+/// refused (logged by the kernel within the table's rate limit): one JSON
+/// line in the resolver's log and one in the container's events file.
+pub fn refused_connection_event(id: &str, refused: &crate::nflog::Refused, name: Option<&str>) {
+    let labels = labels_of(id);
+    let data = refused_connection_data(id, &labels, refused, name);
+    write_event(
+        id,
+        "egress-connect",
+        "moat: connection refused (not in the egress allowlist)",
+        data,
+        Map::new(),
+    );
+}
+
+/// Container `id`'s labels, read once from its config.json.
+fn labels_of(id: &str) -> Labels {
+    with_entry(id, |root, e| {
         if e.labels.is_none() {
             e.labels = Labels::of(root, id);
         }
         e.labels.clone().unwrap_or_default()
     })
-    .unwrap_or_default();
-    let data = refused_event_data(id, &labels, name, qtype);
-    let time = crate::logging::rfc3339_now();
+    .unwrap_or_default()
+}
 
-    // The log: runc's JSON log keys, then the event's fields.
+/// Writes one event of container `id`: a line in the resolver's log
+/// (runc's JSON log keys, the event's fields, `extra`) and a line of `moat
+/// events`'s shape in the container's events file.
+fn write_event(
+    id: &str,
+    kind: &str,
+    msg: &str,
+    data: Map<String, Value>,
+    extra: Map<String, Value>,
+) {
+    let time = crate::logging::rfc3339_now();
     let mut line = Map::new();
     line.insert("level".into(), Value::from("warning"));
-    line.insert(
-        "msg".into(),
-        Value::from("moat resolver: name refused (not in the egress allowlist)"),
-    );
+    line.insert("msg".into(), Value::from(msg));
     line.insert("time".into(), Value::from(time.clone()));
-    line.insert("event".into(), Value::from("egress-dns"));
-    for (k, v) in data.iter() {
+    line.insert("event".into(), Value::from(kind));
+    for (k, v) in data.iter().chain(extra.iter()) {
         line.insert(k.clone(), v.clone());
     }
-    line.insert("refused_total".into(), Value::from(refused_total));
     let _ = std::io::stderr().write_all(format!("{}\n", Value::Object(line)).as_bytes());
 
-    // The container's events, in `moat events`'s shape.
     let Some(stats) = STATS.get() else { return };
-    let event = json!({"type": "egress-dns", "id": id, "time": time, "data": data});
+    let event = json!({"type": kind, "id": id, "time": time, "data": data});
     if let Err(e) = append_event(&events_dir(&stats.root), id, &event.to_string()) {
         tracing::error!(container = %id, error = %e, "moat resolver: cannot write the event");
     }

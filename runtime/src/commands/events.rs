@@ -1,8 +1,9 @@
 //! `moat events`: container events and resource statistics (docker stats).
-//! Without `--stats`, the stream also carries what moat's resolver refused
-//! for the container (`moat::resolver_stats`): one JSON object per line,
-//! `{"type":"egress-dns","id":…,"time":…,"data":{…}}`, between the
-//! statistics objects.
+//! Without `--stats`, the stream also carries what moat refused for the
+//! container (`moat::resolver_stats`): one JSON object per line, between
+//! the statistics objects: `{"type":"egress-dns","id":…,"time":…,"data":{…}}`
+//! for a name its resolver refused, `{"type":"egress-connect",…}` for a
+//! connection attempt its rules refused (rate-limited in the kernel).
 
 use std::time::Duration;
 
