@@ -772,15 +772,46 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     v
 }
 
-/// The cgroup directories of container `id` (cgroupsPath `/moat/<id>`).
+/// Is cgroup name `leaf` (below `/moat`) container `id`'s: `<id>` (an
+/// engine's container, moat's default for it) or `<state root tag>@<id>`
+/// (a raw bundle's, `moat::harden::cgroups_path::raw_cgroups_path`).
+fn is_leaf_of(leaf: &str, id: &str) -> bool {
+    leaf == id || leaf.split_once('@').is_some_and(|(_, rest)| rest == id)
+}
+
+/// The cgroup directories of container `id` below `/moat` (`/moat/<id>`,
+/// or `/moat/<root tag>@<id>` for a raw bundle): the existing ones, or
+/// `/moat/<id>` in each hierarchy when none exists.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     cgroup_hierarchies()
         .into_iter()
-        .map(|h| h.join("moat").join(id))
+        .flat_map(|h| {
+            let parent = h.join("moat");
+            let mut found: Vec<PathBuf> = fs::read_dir(&parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| is_leaf_of(&e.file_name().to_string_lossy(), id))
+                .map(|e| e.path())
+                .collect();
+            if found.is_empty() {
+                found.push(parent.join(id));
+            }
+            found
+        })
         .collect()
 }
 
-/// The container's `pids.max` (cgroupsPath `/moat/<id>`), trimmed.
+/// Container `id`'s cgroup directory below `/moat` in `hierarchy` (see
+/// [`cgroup_dirs`]; `<hierarchy>/moat/<id>` when none exists).
+pub fn cgroup_dir(hierarchy: &Path, id: &str) -> PathBuf {
+    cgroup_dirs(id)
+        .into_iter()
+        .find(|d| d.parent() == Some(hierarchy.join("moat").as_path()))
+        .unwrap_or_else(|| hierarchy.join("moat").join(id))
+}
+
+/// The container's `pids.max` (its cgroup below `/moat`), trimmed.
 pub fn pids_max(id: &str) -> String {
     let file = cgroup_dirs(id)
         .into_iter()
@@ -793,9 +824,9 @@ pub fn pids_max(id: &str) -> String {
         .to_string()
 }
 
-/// Pids of processes in cgroup `/moat/<id>` (or below) of any hierarchy.
+/// Pids of processes in container `id`'s cgroup below `/moat` (or below
+/// it) of any hierarchy.
 pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
-    let want = format!("/moat/{id}");
     let mut found = Vec::new();
     for pid in all_pids() {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
@@ -803,7 +834,9 @@ pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
         };
         let hit = text.lines().any(|l| {
             let path = l.splitn(3, ':').nth(2).unwrap_or("");
-            path == want || path.starts_with(&format!("{want}/"))
+            path.strip_prefix("/moat/")
+                .map(|rest| rest.split('/').next().unwrap_or(""))
+                .is_some_and(|leaf| is_leaf_of(leaf, id))
         });
         if hit {
             found.push((pid, proc_cmdline(pid)));
@@ -889,7 +922,8 @@ pub fn process_alive(pid: i32) -> bool {
 ///   ([`LeakCheck::touching_netns`]);
 /// - id-pool files owned by (`root`, `id`) (and any new one owned by
 ///   `root`);
-/// - cgroup directories `/sys/fs/cgroup/<hierarchy>/moat/<id>`;
+/// - cgroup directories `/sys/fs/cgroup/<hierarchy>/moat/<id>` (or
+///   `<root tag>@<id>`);
 /// - processes in that cgroup, and processes with `root` in their argv.
 pub struct LeakCheck {
     pub root: PathBuf,

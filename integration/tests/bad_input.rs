@@ -429,11 +429,8 @@ fn devices_beyond_the_default_set_are_refused() {
 /// The processes of cgroup /moat/<id> (pids hierarchy) with their state
 /// and parent, for failure messages.
 fn describe_cgroup(id: &str) -> String {
-    let procs = read_or_empty(
-        &Path::new("/sys/fs/cgroup/pids/moat")
-            .join(id)
-            .join("cgroup.procs"),
-    );
+    let procs =
+        read_or_empty(&cgroup_dir(Path::new("/sys/fs/cgroup/pids"), id).join("cgroup.procs"));
     let list: Vec<String> = procs
         .split_whitespace()
         .map(|p| {

@@ -616,9 +616,7 @@ fn kill_ps_pause_resume_list() {
 
     env.moat(&["pause", &id]).assert_ok();
     assert_eq!(env.status(&id), "paused");
-    let freezer = Path::new("/sys/fs/cgroup/freezer/moat")
-        .join(&id)
-        .join("freezer.state");
+    let freezer = cgroup_dir(Path::new("/sys/fs/cgroup/freezer"), &id).join("freezer.state");
     if freezer.exists() {
         assert_eq!(read_or_empty(&freezer).trim(), "FROZEN");
     }

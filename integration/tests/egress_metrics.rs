@@ -130,13 +130,14 @@ fn metrics_and_events_show_what_was_refused_per_container() {
     let env = Env::new();
     let addrs = Addrs::next();
     let policy = metrics_policy(&env, addrs.outside());
-    let mut ba = env.bundle(&["sleep", "300"]);
+    let ida = env.id("eg-metrics-a");
+    let idb = env.id("eg-metrics-b");
+    // Pod names label only a bundle the CRI made (R6-5).
+    let mut ba = env.engine_bundle("k8s.io", &ida, &["sleep", "300"]);
     ba.annotate("io.kubernetes.cri.sandbox-namespace", "metrics-ns");
     ba.annotate("io.kubernetes.cri.sandbox-name", "metrics-pod");
     ba.annotate("io.kubernetes.cri.container-name", "metrics-ctr");
     let bb = env.bundle(&["sleep", "300"]);
-    let ida = env.id("eg-metrics-a");
-    let idb = env.id("eg-metrics-b");
     let leak_a = env.leak_check(&ida);
     let leak_b = env.leak_check(&idb);
     let dir = moat::resolver::dir(&canonical_root(Path::new(env.root_str())));

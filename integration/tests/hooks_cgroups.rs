@@ -459,6 +459,8 @@ fn a_container_process_posing_as_dockerd_is_refused() {
 /// A cgroupsPath of several new levels (red-team finding: every level above
 /// the leaf was left in every hierarchy, after a delete and after a failed
 /// create): the levels this create made are removed again (T22, T17).
+/// Only the CRI's bundles choose levels (kubelet's pod levels); a raw
+/// bundle's cgroup is named by moat (R6-1).
 #[test]
 fn new_cgroup_levels_above_the_leaf_are_removed() {
     let env = Env::new();
@@ -466,7 +468,7 @@ fn new_cgroup_levels_above_the_leaf_are_removed() {
     for (what, argv) in [("ran", vec!["true"]), ("failed", vec!["/nonexistent"])] {
         let id = env.id(&format!("cg-levels-{what}"));
         let rel = format!("/{top}/a/b/{id}");
-        let mut b = env.bundle(&argv);
+        let mut b = env.engine_bundle("k8s.io", &id, &argv);
         b.config["linux"]["cgroupsPath"] = json!(rel);
         b.write();
         let leak = env.leak_check(&id);

@@ -52,7 +52,7 @@ fn a_pid_file_link_to_cgroup_procs_is_replaced_and_the_init_stays_in_its_cgroup(
             fs::read_to_string(&pid_file).unwrap().trim(),
             init.to_string()
         );
-        let own = hierarchy.join("moat").join(&id).join("cgroup.procs");
+        let own = cgroup_dir(&hierarchy, &id).join("cgroup.procs");
         let members = fs::read_to_string(&own).unwrap_or_default();
         assert!(
             members.lines().any(|l| l.trim() == init.to_string()),

@@ -570,7 +570,8 @@ fn docker_learn_then_enforce_round_trip() {
 }
 
 /// R8: a tenant's `moat.dev/learn: web` never merges into another
-/// tenant's `web`: a raw bundle learns under `raw/<its id>/`, another
+/// tenant's `web`: a raw bundle learns under `raw/<its state root's
+/// tag>/<its id>/` (R6-6), another
 /// containerd namespace under its own name, so the profile learned for the
 /// `default` namespace is left exactly as it was.
 #[test]
@@ -621,7 +622,12 @@ fn annotation_profiles_of_other_tenants_are_never_merged_into() {
         "another tenant's run merged into the victim's profile"
     );
     for path in [
-        dir.join("raw").join(&raw).join("web.json"),
+        dir.join("raw")
+            .join(moat::engine_bundle::state_root_tag(
+                &moat_integration::canonical_root(&env.root),
+            ))
+            .join(&raw)
+            .join("web.json"),
         dir.join("tenant-b").join("web.json"),
     ] {
         let names = allowed(&read_json(&path));

@@ -341,32 +341,43 @@ fn socket_families_outside_the_allowlist_are_refused() {
 /// other is refused, and the two never share a cgroup (its limits, and the
 /// delete that kills everything in it). Several rounds, each with the leak
 /// check for both.
+///
+/// A raw bundle's cgroup is named after its state root and id (R6-1), so
+/// only engine bundles of one id in two state roots can name one path:
+/// two containerds' bundles (namespace `default`) name `/moat/<id>` here.
 #[test]
 fn concurrent_creates_of_one_cgroups_path_get_it_once() {
-    let env = Env::new();
-    let mut b = env.bundle(&["sleep", "300"]);
+    let envs = [Env::new(), Env::new()];
     let rounds = 10;
     for round in 0..rounds {
-        // moat's own parent: raw bundles may not use an engine's (T22).
-        let rel = format!("/moat/it-cg-race-{}-{round}", std::process::id());
-        b.config["linux"]["cgroupsPath"] = serde_json::json!(rel);
-        b.write();
-        let ids = [env.id("cg-race-a"), env.id("cg-race-b")];
-        let leaks: Vec<_> = ids.iter().map(|id| env.leak_check(id)).collect();
+        let id = envs[0].id("cg-race");
+        let rel = format!("/moat/{id}");
+        let bundles: Vec<_> = envs
+            .iter()
+            .map(|env| {
+                let mut b = env.engine_bundle("default", &id, &["sleep", "300"]);
+                b.config["linux"]["cgroupsPath"] = serde_json::json!(rel);
+                b.write();
+                b
+            })
+            .collect();
+        let ids = [id.clone(), id.clone()];
+        let leaks: Vec<_> = envs.iter().map(|env| env.leak_check(&id)).collect();
         {
-            let _guards: Vec<_> = ids.iter().map(|id| env.guard(id)).collect();
+            let _guards: Vec<_> = envs.iter().map(|env| env.guard(&id)).collect();
             // stderr to files, not pipes: the winner's init inherits them
             // and keeps them open until it is deleted.
-            let errs: Vec<PathBuf> = ids
+            let errs: Vec<PathBuf> = envs
                 .iter()
-                .map(|id| env.tmp.path().join(format!("{id}.stderr")))
+                .map(|env| env.tmp.path().join(format!("{id}-{round}.stderr")))
                 .collect();
-            let children: Vec<Child> = ids
+            let children: Vec<Child> = envs
                 .iter()
+                .zip(&bundles)
                 .zip(&errs)
-                .map(|(id, err)| {
+                .map(|((env, b), err)| {
                     Command::new(moat_bin())
-                        .args(env.argv(&["create", "--bundle", b.path(), id]))
+                        .args(env.argv(&["create", "--bundle", b.path(), &id]))
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .stderr(fs::File::create(err).unwrap())
@@ -395,7 +406,10 @@ fn concurrent_creates_of_one_cgroups_path_get_it_once() {
                 err.contains("refused by moat rule cgroups-path"),
                 "round {round}: the second create failed otherwise: {err}"
             );
-            let pid = env.state(&ids[ok[0]])["pid"].as_i64().unwrap().to_string();
+            let pid = envs[ok[0]].state(&ids[ok[0]])["pid"]
+                .as_i64()
+                .unwrap()
+                .to_string();
             let procs = fs::read_to_string(
                 Path::new("/sys/fs/cgroup/pids")
                     .join(rel.trim_start_matches('/'))
@@ -407,7 +421,9 @@ fn concurrent_creates_of_one_cgroups_path_get_it_once() {
                 [pid.as_str()],
                 "round {round}: {rel} holds more than the winner's init"
             );
-            env.moat(&["delete", "--force", &ids[ok[0]]]).assert_ok();
+            envs[ok[0]]
+                .moat(&["delete", "--force", &ids[ok[0]]])
+                .assert_ok();
         }
         for leak in &leaks {
             leak.verify();

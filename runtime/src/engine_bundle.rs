@@ -272,6 +272,69 @@ pub fn resolve_through_root_links(
     Some(cur)
 }
 
+/// moat's name for the state root `root` (its canonical path, as
+/// `Ctx::root` gives it) in node-wide namespaces: the first 16 hex digits
+/// of its SHA-256. A raw tenant has no identity moat can check but the
+/// state root it creates under (ids are unique only there, and whoever
+/// may use a state root may already delete its containers), so a raw
+/// container's cgroup and learned-profile scope are derived from this tag
+/// and its id, never from a name the tenant writes (red-team pass 6 R6-1,
+/// R6-6). 64 bits: no tenant finds another root path of the same tag.
+pub fn state_root_tag(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The annotation moat writes into every hardened config.json with the
+/// bundle's origin ([`record_origin`]): `raw`, or `engine/<namespace>`. A
+/// tenant cannot write it: an unknown `moat.dev/` key is refused, and moat
+/// overwrites it anyway.
+pub const ORIGIN_ANNOTATION: &str = "moat.dev/origin";
+
+/// Records `origin` in the hardened spec, for what later reads only the
+/// hardened config (metrics and event labels, [`label_annotations`]).
+/// `explain` (origin unknown) records nothing.
+pub fn record_origin(spec: &mut oci_spec::runtime::Spec, origin: Origin<'_>) {
+    let value = match origin {
+        Origin::Unknown => return,
+        Origin::Raw => "raw".to_string(),
+        Origin::Engine(b) => format!("engine/{}", b.namespace),
+    };
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(ORIGIN_ANNOTATION.to_string(), value);
+    spec.set_annotations(Some(annotations));
+}
+
+/// The annotations Kubernetes' names are taken from for metrics and event
+/// labels (`moat::resolver_stats::Labels::from_annotations`), given a
+/// hardened config's annotations (red-team pass 6 R6-5): only a bundle the
+/// CRI made (`engine/k8s.io`, recorded by [`record_origin`]) has pod names
+/// its engine wrote; any other bundle's `io.kubernetes.*` annotations are
+/// the tenant's own text (a raw tenant reporting as `kube-system/coredns`),
+/// so they are dropped and the namespace label says what made the bundle
+/// (`raw`, `moby`, another containerd namespace; `unknown` for a config
+/// hardened before moat recorded origins).
+pub fn label_annotations(
+    annotations: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    let origin = annotations.get(ORIGIN_ANNOTATION).map(String::as_str);
+    if origin == Some(&format!("engine/{CRI_NAMESPACE}")[..]) {
+        return annotations.clone();
+    }
+    let namespace = match origin {
+        Some("raw") => "raw",
+        Some(o) => o.strip_prefix("engine/").unwrap_or("unknown"),
+        None => "unknown",
+    };
+    let mut labels = std::collections::HashMap::new();
+    labels.insert(
+        "io.kubernetes.cri.sandbox-namespace".to_string(),
+        namespace.to_string(),
+    );
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,5 +582,73 @@ mod tests {
         assert_eq!(Origin::of(Some("abc"), Some(&b)), Origin::Engine(&b));
         assert!(!Origin::Raw.engine_or_unknown());
         assert!(Origin::Unknown.engine_or_unknown());
+    }
+
+    #[test]
+    fn state_root_tags_are_stable_and_distinct() {
+        let a = state_root_tag(Path::new("/run/moat"));
+        assert_eq!(a, state_root_tag(Path::new("/run/moat")));
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, state_root_tag(Path::new("/tmp/tenant-a/root")));
+    }
+
+    /// R6-5: Kubernetes names label a container only when the CRI made
+    /// its bundle; otherwise the namespace label names the origin.
+    #[test]
+    fn labels_come_from_the_cri_only() {
+        use std::collections::HashMap;
+        let forged: HashMap<String, String> = [
+            ("io.kubernetes.cri.sandbox-namespace", "kube-system"),
+            ("io.kubernetes.cri.sandbox-name", "coredns-1"),
+            ("io.kubernetes.cri.container-name", "coredns"),
+            ("io.kubernetes.pod.namespace", "kube-system"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let with_origin = |origin: Origin<'_>| {
+            let mut spec = oci_spec::runtime::Spec::default();
+            spec.set_annotations(Some(forged.clone()));
+            record_origin(&mut spec, origin);
+            label_annotations(&spec.annotations().clone().unwrap())
+        };
+        let engine = |ns: &str| EngineBundle {
+            namespace: ns.into(),
+            id: "c".into(),
+        };
+        let (cri, moby, ci) = (
+            engine(CRI_NAMESPACE),
+            engine(DOCKER_NAMESPACE),
+            engine("ci"),
+        );
+        let cri_labels = with_origin(Origin::Engine(&cri));
+        assert_eq!(cri_labels["io.kubernetes.cri.sandbox-name"], "coredns-1");
+        assert_eq!(
+            cri_labels["io.kubernetes.cri.sandbox-namespace"],
+            "kube-system"
+        );
+        for (origin, namespace) in [
+            (Origin::Raw, "raw"),
+            (Origin::Engine(&moby), "moby"),
+            (Origin::Engine(&ci), "ci"),
+        ] {
+            let labels = with_origin(origin);
+            assert_eq!(labels.len(), 1, "{origin:?}: {labels:?}");
+            assert_eq!(labels["io.kubernetes.cri.sandbox-namespace"], namespace);
+        }
+        // A tenant's own "moat.dev/origin" is overwritten.
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut ann = forged.clone();
+        ann.insert(ORIGIN_ANNOTATION.into(), "engine/k8s.io".into());
+        spec.set_annotations(Some(ann));
+        record_origin(&mut spec, Origin::Raw);
+        let labels = label_annotations(&spec.annotations().clone().unwrap());
+        assert_eq!(labels["io.kubernetes.cri.sandbox-namespace"], "raw");
+        // No recorded origin (a config hardened before): no pod names.
+        assert_eq!(
+            label_annotations(&forged)["io.kubernetes.cri.sandbox-namespace"],
+            "unknown"
+        );
     }
 }

@@ -241,6 +241,8 @@ pub fn from_pinned(
         // Asked by create, which knows the bundle's real path and the id.
         engine_bundle: None,
         online_cpus: online_cpus(),
+        // Asked by create, which knows the state root.
+        state_root_tag: None,
     }
 }
 

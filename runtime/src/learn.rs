@@ -56,16 +56,28 @@ pub const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 /// - a bundle containerd made (`Origin::Engine`): its namespace (`moby` for
 ///   docker, `k8s.io` for the CRI, where the pod's Kubernetes namespace,
 ///   written by the CRI, is a second level: `k8s.io/<pod namespace>`);
-/// - a raw bundle: `raw/<container id>`: a raw tenant has no identity moat
-///   can check but the id it runs under, so its runs accumulate only under
-///   that id.
+/// - a raw bundle: `raw/<state root tag>/<container id>`: a raw tenant has
+///   no identity moat can check but the state root it creates under and
+///   the id it runs under there (red-team pass 6 R6-6: `raw/<id>` alone was
+///   shared by every tenant, in any state root, that used the same id, so
+///   one merged its syscalls into the profile another's operator deploys).
+///   The state root, not the bundle owner's uid: moat's callers are host
+///   root, so a bundle's owner is whatever the caller chowned it to, while
+///   the state root is where moat's own records of the tenant's containers
+///   live (whoever may use it may already delete them); the same tag names
+///   the tenant's cgroups (`crate::engine_bundle::state_root_tag`). Runs
+///   under another state root land in another directory, so they never
+///   merge into this one's profile.
 ///
 /// `requested` is the annotation's value ("true": the container id).
-/// `explain` (no id, `Origin::Unknown`) gets `requested` back unchanged.
+/// `root_tag`: the state root's tag (`None` only in unit fixtures: then
+/// `raw/<id>`). `explain` (no id, `Origin::Unknown`) gets `requested` back
+/// unchanged.
 pub fn scoped_profile_name(
     requested: &str,
     origin: crate::engine_bundle::Origin<'_>,
     id: Option<&str>,
+    root_tag: Option<&str>,
     annotations: &std::collections::HashMap<String, String>,
 ) -> Result<String, crate::refusal::Refusal> {
     use crate::engine_bundle::Origin;
@@ -83,7 +95,11 @@ pub fn scoped_profile_name(
         Origin::Unknown => return Ok(requested.to_string()),
         Origin::Raw => {
             crate::container_id::validate(id).map_err(|_| refuse("container id", id))?;
-            format!("raw/{id}")
+            match root_tag {
+                Some(tag) if valid_profile_name(tag) => format!("raw/{tag}/{id}"),
+                Some(tag) => return Err(refuse("state root tag", tag)),
+                None => format!("raw/{id}"),
+            }
         }
         Origin::Engine(b) => {
             if !valid_profile_name(&b.namespace) {
@@ -411,7 +427,7 @@ mod tests {
             id: "c1".into(),
         };
         let scoped = |name: &str, origin: Origin<'_>, ann: &HashMap<String, String>| {
-            scoped_profile_name(name, origin, Some("c1"), ann)
+            scoped_profile_name(name, origin, Some("c1"), None, ann)
         };
         let (moby, cri, other) = (engine("moby"), engine("k8s.io"), engine("ci"));
         assert_eq!(
@@ -447,8 +463,25 @@ mod tests {
         assert_eq!(scoped("true", Origin::Raw, &none).unwrap(), "raw/c1/c1");
         // explain: unchanged.
         assert_eq!(
-            scoped_profile_name("web", Origin::Unknown, None, &none).unwrap(),
+            scoped_profile_name("web", Origin::Unknown, None, None, &none).unwrap(),
             "web"
+        );
+        // R6-6: a raw profile is scoped by the state root's tag too, so the
+        // same id under two state roots names two profiles.
+        let in_root = |tag: &str| {
+            scoped_profile_name("true", Origin::Raw, Some("c1"), Some(tag), &none).unwrap()
+        };
+        let (a, b) = (
+            crate::engine_bundle::state_root_tag(std::path::Path::new("/run/moat")),
+            crate::engine_bundle::state_root_tag(std::path::Path::new("/tmp/other")),
+        );
+        assert_eq!(in_root(&a), format!("raw/{a}/c1/c1"));
+        assert_ne!(in_root(&a), in_root(&b));
+        assert!(scoped_profile_name("web", Origin::Raw, Some("c1"), Some("../x"), &none).is_err());
+        // Engines' scopes do not depend on the state root.
+        assert_eq!(
+            scoped_profile_name("web", Origin::Engine(&moby), Some("c1"), Some(&a), &none).unwrap(),
+            "moby/web"
         );
         // Never a path out of the scope.
         for bad in [pod("../x"), pod("a/b"), pod("")] {

@@ -16,6 +16,7 @@ pub mod engine_bundle;
 pub mod engine_names;
 pub mod engine_userns;
 pub mod facts;
+pub mod fd_limit;
 pub mod harden;
 pub mod hook_exe;
 pub mod host_file;

@@ -151,6 +151,11 @@ fn seal_self() -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
+    // Enough descriptors, or one line now rather than an abort mid-create.
+    if let Err(e) = moat::fd_limit::prepare() {
+        eprintln!("moat: {e}");
+        return ExitCode::FAILURE;
+    }
     // CVE-2019-5736: a container process could reopen /proc/<moat>/exe and
     // overwrite the runtime binary. Re-exec from a read-only mount first,
     // for the commands whose processes a container can reach. The others

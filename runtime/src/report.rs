@@ -29,6 +29,7 @@ pub enum Rule {
     JoinedUts,
     RelativeWeights,
     HookEnv,
+    CgroupsPath,
 }
 
 impl Rule {
@@ -53,6 +54,7 @@ impl Rule {
             Rule::JoinedUts => "joined-uts",
             Rule::RelativeWeights => "relative-weights",
             Rule::HookEnv => "hook-env",
+            Rule::CgroupsPath => "cgroups-path",
         }
     }
 
@@ -70,6 +72,7 @@ impl Rule {
             Rule::PidsLimit | Rule::OomScoreAdj | Rule::OomKiller | Rule::RelativeWeights => "T8",
             Rule::HookEnv => "T21",
             Rule::HomeEnv => "T20",
+            Rule::CgroupsPath => "T22",
             Rule::JoinedUts => "T10",
             // A compatibility default, not a mitigation (docs/threat-model.md).
             Rule::DefaultPath => "-",

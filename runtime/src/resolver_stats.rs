@@ -132,7 +132,7 @@ impl Labels {
         }
         let spec: Annotated = serde_json::from_slice(&text).ok()?;
         Some(Labels::from_annotations(
-            &spec.annotations.unwrap_or_default(),
+            &crate::engine_bundle::label_annotations(&spec.annotations.unwrap_or_default()),
         ))
     }
 

@@ -220,6 +220,7 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
     };
     let mut facts = crate::facts::from_pinned(&spec, &pinned, &rootfs.real, None);
     facts.container_id = Some(opts.id.to_string());
+    facts.state_root_tag = Some(crate::engine_bundle::state_root_tag(&root));
     facts.engine_bundle = engine_bundle;
     facts.pod_user_namespace = pod
         .as_ref()

@@ -181,9 +181,19 @@ pub fn check_cgroups_path(
         )
     })?;
     let below_raw = policy.raw_parents.iter().any(|p| parsed.is_below(p));
-    let engine_parent = policy.parents.iter().find(|p| parsed.is_below(p));
+    // An engine's container below a raw parent is named after its own id
+    // like below its own parents (R6-1: a leaf of its choosing could be
+    // the name moat gives a raw container, `<tag>@<id>`).
+    let engine_parent = match origin {
+        Origin::Engine(_) => policy
+            .parents
+            .iter()
+            .chain(&policy.raw_parents)
+            .find(|p| parsed.is_below(p)),
+        _ => policy.parents.iter().find(|p| parsed.is_below(p)),
+    };
     match (origin, engine_parent) {
-        _ if below_raw => {}
+        (Origin::Raw | Origin::Unknown, _) if below_raw => {}
         (Origin::Unknown, Some(_)) => {}
         (Origin::Engine(b), Some(parent)) if !parent_belongs_to(parent, &b.namespace) => {
             return Err(Refusal::new(
@@ -265,6 +275,75 @@ pub fn check_cgroups_path(
     Ok(())
 }
 
+/// Separates the state root's tag from the id in a raw container's cgroup
+/// name. No container id contains it (`crate::container_id`), so no
+/// engine container's cgroup (named after its id) is ever a raw one's.
+pub const RAW_LEAF_SEPARATOR: char = '@';
+
+/// The cgroup moat gives a raw bundle's container `id` created under the
+/// state root tagged `root_tag` (`crate::engine_bundle::state_root_tag`):
+/// `<raw parent>/<root_tag>@<id>`, one level below the raw parent the
+/// spec's path is below (`spec_path`), else below the first raw parent.
+/// Ids are unique per state root and tags per state root, so two raw
+/// containers never get one name, and a raw tenant never chooses a name
+/// (red-team pass 6 R6-1: a raw bundle naming `/moat/<id>` of another
+/// tenant's future container made that tenant's create fail; nesting below
+/// an operator's level shared its limits). Without a tag (unit fixtures)
+/// the leaf is the id.
+pub fn raw_cgroups_path(
+    spec_path: Option<&str>,
+    policy: &CgroupsPolicy,
+    root_tag: Option<&str>,
+    id: &str,
+) -> String {
+    let parsed = spec_path.and_then(|p| CgroupsPath::parse(p).ok());
+    let parent = parsed
+        .and_then(|parsed| policy.raw_parents.iter().find(|p| parsed.is_below(p)))
+        .or(policy.raw_parents.first())
+        .map(String::as_str)
+        .unwrap_or(crate::policy::DEFAULT_RAW_CGROUP_PARENTS[0]);
+    let leaf = match root_tag {
+        Some(tag) => format!("{tag}{RAW_LEAF_SEPARATOR}{id}"),
+        None => id.to_string(),
+    };
+    if parent.starts_with('/') {
+        format!("{parent}/{leaf}")
+    } else {
+        format!("{parent}:{leaf}")
+    }
+}
+
+/// Gives a raw bundle's container the cgroup [`raw_cgroups_path`] names,
+/// whatever its spec said (after [`check_cgroups_path`] accepted it), with
+/// a report line when the spec named another. Engine bundles and `explain`
+/// keep their path.
+pub fn place_raw_cgroup(
+    spec: &mut Spec,
+    policy: &CgroupsPolicy,
+    origin: Origin,
+    root_tag: Option<&str>,
+    id: Option<&str>,
+    report: &mut crate::report::Report,
+) {
+    let (Origin::Raw, Some(id)) = (origin, id) else {
+        return;
+    };
+    let before = spec_cgroups_path(spec);
+    let path = raw_cgroups_path(before.as_deref(), policy, root_tag, id);
+    if let Some(before) = before.filter(|b| *b != path) {
+        report.change(
+            crate::report::Rule::CgroupsPath,
+            "linux.cgroupsPath",
+            before,
+            path.clone(),
+            "a raw bundle's cgroup is named by moat after its state root and id (a name the tenant chose could be another tenant's)",
+        );
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(PathBuf::from(path)));
+    spec.set_linux(Some(linux));
+}
+
 /// Does the policy parent `parent` belong to containerd namespace `ns`
 /// (red-team pass 4 F4: a `ctr`/nerdctl client of any namespace used
 /// docker's parent to squat a docker container's cgroup)? docker's parents
@@ -291,6 +370,7 @@ fn parent_belongs_to(parent: &str, ns: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Rule;
     use oci_spec::runtime::Linux;
 
     fn spec(path: &str) -> Spec {
@@ -387,7 +467,7 @@ mod tests {
             "/docker/abc",
             "/moby/abc",
             "system.slice:docker:abc",
-            "/moat/x",
+            "/moat/abc",
         ] {
             check(ok, Origin::Engine(&docker)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -474,6 +554,80 @@ mod tests {
         let mut p = CgroupsPolicy::default();
         p.raw_parents.push("/tenants".into());
         check_cgroups_path(&spec("/tenants/t1"), &p, Origin::Raw, None).unwrap();
+    }
+
+    /// R6-1: a raw container's cgroup is `<raw parent>/<root tag>@<id>`,
+    /// whatever its spec names below the raw parents; engines' stay theirs.
+    #[test]
+    fn raw_bundles_get_the_cgroup_moat_names() {
+        let policy = CgroupsPolicy::default();
+        let placed = |path: Option<&str>, origin, tag: Option<&str>| {
+            let mut s = spec("/x");
+            s.linux_mut()
+                .as_mut()
+                .unwrap()
+                .set_cgroups_path(path.map(PathBuf::from));
+            let mut report = crate::report::Report::default();
+            place_raw_cgroup(&mut s, &policy, origin, tag, Some("job-42"), &mut report);
+            (spec_cgroups_path(&s), report)
+        };
+        // The red team's squat: another tenant's future /moat/<id>, or a
+        // level below it or below an operator's level.
+        for squat in [
+            "/moat/job-42",
+            "/moat/victim",
+            "/moat/teamA/evil",
+            "/moat/a/b/c",
+        ] {
+            check_cgroups_path(&spec(squat), &policy, Origin::Raw, None).unwrap();
+            let (path, report) = placed(Some(squat), Origin::Raw, Some("0123456789abcdef"));
+            assert_eq!(path.as_deref(), Some("/moat/0123456789abcdef@job-42"));
+            let line = report
+                .by_rule(crate::report::Rule::CgroupsPath)
+                .next()
+                .unwrap();
+            assert_eq!(line.before, squat);
+            assert_eq!(Rule::CgroupsPath.threat(), "T22");
+        }
+        // No path: the same name, no report line.
+        let (path, report) = placed(None, Origin::Raw, Some("0123456789abcdef"));
+        assert_eq!(path.as_deref(), Some("/moat/0123456789abcdef@job-42"));
+        assert!(report.changes.is_empty());
+        // Two state roots, one id: two names.
+        assert_ne!(
+            placed(None, Origin::Raw, Some("aaaa")).0,
+            placed(None, Origin::Raw, Some("bbbb")).0
+        );
+        // An operator's raw parent the spec chose is kept.
+        let mut p = CgroupsPolicy::default();
+        p.raw_parents.push("/tenants".into());
+        assert_eq!(
+            raw_cgroups_path(Some("/tenants/x/y"), &p, Some("t"), "c"),
+            "/tenants/t@c"
+        );
+        assert_eq!(raw_cgroups_path(None, &p, Some("t"), "c"), "/moat/t@c");
+        // Engines and explain keep theirs.
+        let docker = crate::engine_bundle::EngineBundle {
+            namespace: "moby".into(),
+            id: "job-42".into(),
+        };
+        for origin in [Origin::Engine(&docker), Origin::Unknown] {
+            let (path, report) = placed(Some("/docker/job-42"), origin, Some("t"));
+            assert_eq!(path.as_deref(), Some("/docker/job-42"));
+            assert!(report.changes.is_empty());
+        }
+        // An engine's container below a raw parent is named after its id,
+        // one level down (outside the CRI): never a raw container's name.
+        for bad in ["/moat/t@job-42", "/moat/x", "/moat/t/job-42"] {
+            check_cgroups_path(&spec(bad), &policy, Origin::Engine(&docker), None).unwrap_err();
+        }
+        check_cgroups_path(
+            &spec("/moat/job-42"),
+            &policy,
+            Origin::Engine(&docker),
+            None,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -140,6 +140,11 @@ pub struct HostFacts {
     /// `resources.cpu_shares_max = 0` a container's CPU weight is capped at
     /// 1024 per CPU.
     pub online_cpus: Option<u32>,
+    /// The tag of the state root the container is created under
+    /// (`moat::engine_bundle::state_root_tag`; `None` in `explain`): with
+    /// the id, moat's own name for a raw tenant's container (its cgroup,
+    /// its learned profiles' scope), never a name the tenant chose (R6-1).
+    pub state_root_tag: Option<String>,
 }
 
 impl HostFacts {
@@ -168,6 +173,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
             requested,
             facts.origin(),
             facts.container_id.as_deref(),
+            facts.state_root_tag.as_deref(),
             &annotations,
         )?);
     }
@@ -222,6 +228,15 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     userns::take_mount_id_mappings(&mut out, &policy, facts, &mut report)?;
     userns::add_user_namespace(&mut out, &policy, facts, &mut report);
     namespaces::add_cgroup_namespace(&mut out, &policy, &mut report);
+    cgroups_path::place_raw_cgroup(
+        &mut out,
+        &policy.cgroups,
+        facts.origin(),
+        facts.state_root_tag.as_deref(),
+        facts.container_id.as_deref(),
+        &mut report,
+    );
+    crate::engine_bundle::record_origin(&mut out, facts.origin());
     namespaces::keep_joined_uts_names(&mut out, &mut report);
     userns::let_bind_service_open_low_ports(&mut out, facts, &mut report);
     seccomp::enforce_seccomp(&mut out, &mut report);
