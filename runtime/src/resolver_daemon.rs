@@ -129,7 +129,26 @@ fn reset_rlimits() -> Vec<String> {
             rlim_max: hard,
         };
         // SAFETY: plain setrlimit with a valid struct.
-        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+        if unsafe { libc::setrlimit(resource, &lim) } == 0 {
+            continue;
+        }
+        // Without CAP_SYS_RESOURCE no hard limit can be raised: take the
+        // hard limit the starter had as the soft one too (a caller's
+        // `ulimit -Sn 12` is still undone).
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain getrlimit into a valid struct.
+        let fallback = unsafe { libc::getrlimit(resource, &mut cur) } == 0 && {
+            let lim = libc::rlimit {
+                rlim_cur: soft.min(cur.rlim_max),
+                rlim_max: hard.min(cur.rlim_max),
+            };
+            // SAFETY: plain setrlimit with a valid struct.
+            unsafe { libc::setrlimit(resource, &lim) == 0 }
+        };
+        if !fallback {
             errors.push(format!(
                 "resource {resource}: {}",
                 std::io::Error::last_os_error()
