@@ -813,6 +813,22 @@ fn the_resolver_owes_nothing_to_the_create_that_started_it() {
         .map(|h| h.join(&job))
         .collect();
     assert!(!jobs.is_empty(), "no v1 pids/memory hierarchy");
+    /// Removes the job cgroups also when the test fails.
+    struct JobCgroups(Vec<PathBuf>);
+    impl Drop for JobCgroups {
+        fn drop(&mut self) {
+            for j in &self.0 {
+                for p in fs::read_to_string(j.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    let _ = run_cmd("kill", &["-KILL", p]);
+                }
+                let _ = fs::remove_dir(j);
+            }
+        }
+    }
+    let _job_guard = JobCgroups(jobs.clone());
     for j in &jobs {
         fs::create_dir(j).unwrap();
     }
