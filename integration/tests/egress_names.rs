@@ -777,3 +777,295 @@ fn name_entries_are_served_once_in_a_shared_namespace() {
     });
     assert!(!dir.exists(), "the resolver's directory is left");
 }
+
+/// The resolver's supervisor and worker pids (None while it is down).
+fn resolver_pids(env: &Env) -> Option<(i32, i32)> {
+    let dir = resolver_dir(env);
+    Some((
+        read_pid(&dir.join("supervisor.pid"))?,
+        read_pid(&dir.join("worker.pid"))?,
+    ))
+}
+
+/// T40 (R6-7): the node-wide resolver owes nothing to the create that
+/// started it. A first create runs in a throwaway job cgroup (pids,
+/// memory) with a soft `ulimit -n 64`: the resolver's processes are in moat's
+/// own `moat-system/resolver` cgroup of every hierarchy, with their own
+/// limits, environment and directory. Killing the job's cgroup then
+/// leaves the job cgroup removable (nothing of moat's in it), and another
+/// container's create and its allowed lookup work.
+#[test]
+fn the_resolver_owes_nothing_to_the_create_that_started_it() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let a = env.bundle(&["sleep", "300"]);
+    let b = env.bundle(&["sleep", "300"]);
+    let a_id = env.id("rs-starter");
+    let b_id = env.id("rs-other");
+    let leak_a = env.leak_check(&a_id);
+    let leak_b = env.leak_check(&b_id);
+    let job = format!("moat-test-job-{}", std::process::id());
+    let jobs: Vec<PathBuf> = ["pids", "memory"]
+        .iter()
+        .map(|h| Path::new("/sys/fs/cgroup").join(h))
+        .filter(|h| h.join("cgroup.procs").exists())
+        .map(|h| h.join(&job))
+        .collect();
+    assert!(!jobs.is_empty(), "no v1 pids/memory hierarchy");
+    /// Removes the job cgroups also when the test fails.
+    struct JobCgroups(Vec<PathBuf>);
+    impl Drop for JobCgroups {
+        fn drop(&mut self) {
+            for j in &self.0 {
+                for p in fs::read_to_string(j.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    let _ = run_cmd("kill", &["-KILL", p]);
+                }
+                let _ = fs::remove_dir(j);
+            }
+        }
+    }
+    let _job_guard = JobCgroups(jobs.clone());
+    for j in &jobs {
+        fs::create_dir(j).unwrap();
+    }
+    let remove_jobs = |jobs: &[PathBuf]| {
+        for j in jobs {
+            for p in fs::read_to_string(j.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = run_cmd("kill", &["-KILL", p]);
+            }
+        }
+        wait_for("the job cgroups to empty", Duration::from_secs(20), || {
+            jobs.iter().all(|j| {
+                fs::read_to_string(j.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
+            })
+        });
+        for j in jobs {
+            fs::remove_dir(j).unwrap_or_else(|e| panic!("{}: {e}", j.display()));
+        }
+    };
+    let mut resolver = Vec::new();
+    {
+        let _ga = env.guard(&a_id);
+        let join: String = jobs
+            .iter()
+            .map(|j| format!("echo $$ > {}/cgroup.procs; ", j.display()))
+            .collect();
+        let script = format!(
+            "{join}ulimit -Sn 64; cd /tmp; umask 002; exec env MOAT_TEST_STARTER=1 {} --root {} --policy {policy} create --bundle {} {a_id}",
+            moat_bin().display(),
+            env.root_str(),
+            a.path()
+        );
+        let err_file = std::env::temp_dir().join(format!("{a_id}.stderr"));
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_file).unwrap())
+            .status()
+            .unwrap();
+        let err = fs::read_to_string(&err_file).unwrap_or_default();
+        let _ = fs::remove_file(&err_file);
+        assert!(status.success(), "the starter's create failed: {err}");
+        env.moat(&["start", &a_id]).assert_ok();
+        let (supervisor, worker) = resolver_pids(&env).expect("the resolver runs");
+        resolver.extend([supervisor, worker]);
+        for pid in [supervisor, worker] {
+            let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            for line in cgroups.lines() {
+                assert!(
+                    line.ends_with("/moat-system/resolver"),
+                    "resolver process {pid} in a cgroup not moat's own: {line}\n{cgroups}"
+                );
+            }
+            let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+            let files = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .unwrap();
+            // 65536 where moat has CAP_SYS_RESOURCE; else the starter's hard
+            // limit, never its soft one.
+            let files: Vec<&str> = files.split_whitespace().collect();
+            assert_eq!(files[3], files[4], "{limits}");
+            assert_ne!(files[3], "64", "{limits}");
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&environ).contains("MOAT_TEST_STARTER"),
+                "the starter's environment is kept"
+            );
+            assert_eq!(
+                fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+                Path::new("/")
+            );
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            assert!(status.contains("Umask:\t0022"), "{status}");
+            // Lowering it needs CAP_SYS_RESOURCE (not every test machine
+            // gives root that).
+            let own = fs::read_to_string("/proc/self/status").unwrap();
+            let cap_eff = own
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0);
+            if cap_eff & (1 << 24) != 0 {
+                assert_eq!(
+                    fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                        .unwrap()
+                        .trim(),
+                    "-500"
+                );
+            }
+        }
+        // The job ends: its cgroups' processes are killed and the cgroups
+        // removed (nothing of the resolver is in them).
+        remove_jobs(&jobs);
+        assert!(
+            resolver.iter().all(|p| process_alive(*p)),
+            "the resolver died with the job"
+        );
+
+        // Another tenant's create, and its allowed lookup.
+        let _gb = start_with(&env, &["--policy", &policy], &b, &b_id);
+        let net = Net::with(addrs, init_pid(&env, &b_id), false);
+        let up = net.outside;
+        let upstream = Upstream::start(
+            &net.ns_path(),
+            SocketAddr::new(up.into(), 53),
+            up,
+            HashMap::new(),
+        );
+        let (code, text) = nslookup(&env, &b_id, "svc.moat.test", up, None);
+        assert_eq!(code, "0", "{text}");
+        assert!(answered(&text, up), "{text}");
+        drop(upstream);
+        close_and_delete(&env, net, &b_id);
+        env.moat(&["delete", "--force", &a_id]).assert_ok();
+    }
+    for j in &jobs {
+        let _ = fs::remove_dir(j);
+    }
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        resolver.iter().all(|p| !process_alive(*p))
+    });
+    verify_gone(&leak_a);
+    verify_gone(&leak_b);
+}
+
+/// T18 (R6-2): one tenant's pipelined DNS-over-TCP queries, with an
+/// upstream that never answers, do not hold the node's resolver: the
+/// tenant's delete returns without waiting for its queries, and another
+/// tenant's create (while a third container keeps the resolver running)
+/// succeeds. On the unfixed resolver the delete waited for every
+/// buffered query (2 s each) and the other create failed after 20 s.
+#[test]
+fn pipelined_tcp_queries_do_not_hold_the_node_resolver() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let up = addrs.outside();
+    let policy = policy_file(
+        &env,
+        "slow.toml",
+        &format!("[egress]\nallow = [\"*.slow.moat.test tcp 80\"]\nresolvers = [\"{up}:53\"]\n"),
+    );
+    let a = env.bundle(&["sleep", "300"]);
+    let b = env.bundle(&["sleep", "300"]);
+    let c = env.bundle(&["sleep", "300"]);
+    let mut payload = Vec::new();
+    for i in 0..30u16 {
+        payload.extend(tcp_query(&format!("q{i}.slow.moat.test"), i, None));
+    }
+    fs::write(a.rootfs().join("q.bin"), &payload).unwrap();
+    let a_id = env.id("rs-pipeline");
+    let b_id = env.id("rs-next");
+    let c_id = env.id("rs-bystander");
+    let leaks: Vec<LeakCheck> = [&a_id, &b_id, &c_id]
+        .iter()
+        .map(|i| env.leak_check(i))
+        .collect();
+    let mut resolver = Vec::new();
+    {
+        let _gc = start_with(&env, &["--policy", &policy], &c, &c_id);
+        let _ga = start_with(&env, &["--policy", &policy], &a, &a_id);
+        let (supervisor, worker) = resolver_pids(&env).expect("the resolver runs");
+        resolver.extend([supervisor, worker]);
+        let net = Net::with(addrs, init_pid(&env, &a_id), false);
+        // The upstream: the test's own address; it never answers.
+        let _silent = Server::udp(&net.ns_path(), SocketAddr::new(up.into(), 53));
+        let out = exec_sh(
+            &env,
+            &a_id,
+            &format!("(nc -w 200 {up} 53 < /q.bin > /dev/null 2>&1 &) ; sleep 2; echo SENT"),
+        );
+        assert!(out.stdout.contains("SENT"), "{out}");
+        let started = std::time::Instant::now();
+        net.close();
+        env.moat(&["delete", "--force", &a_id]).assert_ok();
+        let deleted = started.elapsed();
+        let _gb = start_with(&env, &["--policy", &policy], &b, &b_id);
+        let created = started.elapsed();
+        assert!(
+            deleted < Duration::from_secs(15) && created < Duration::from_secs(25),
+            "the tenant's queries held the resolver: delete {deleted:?}, next create at {created:?}"
+        );
+        assert!(process_alive(worker), "the resolver's worker was restarted");
+        env.moat(&["delete", "--force", &b_id]).assert_ok();
+        env.moat(&["delete", "--force", &c_id]).assert_ok();
+    }
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        resolver.iter().all(|p| !process_alive(*p))
+    });
+    for l in &leaks {
+        verify_gone(l);
+    }
+}
+
+/// T18 (R6-4): the resolver's log on /run is rotated past its bound to
+/// `log.1`, one old file kept.
+#[test]
+fn the_resolver_log_is_bounded() {
+    let env = Env::new();
+    let addrs = Addrs::next();
+    let policy = names_policy(&env, addrs.outside());
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("rs-log");
+    let leak = env.leak_check(&id);
+    let dir = resolver_dir(&env);
+    let mut resolver = Vec::new();
+    {
+        let _g = start_with(&env, &["--policy", &policy], &b, &id);
+        let (supervisor, worker) = resolver_pids(&env).expect("the resolver runs");
+        resolver.extend([supervisor, worker]);
+        let max = moat::resolver_log::LOG_MAX_BYTES as usize;
+        for round in 0..2 {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("log"))
+                .unwrap();
+            f.write_all(&vec![b'x'; max + 4096 + round]).unwrap();
+            wait_for("the log to rotate", Duration::from_secs(20), || {
+                fs::metadata(dir.join("log")).is_ok_and(|m| (m.len() as usize) < max)
+                    && fs::metadata(dir.join("log.1")).is_ok_and(|m| m.len() as usize > max + round)
+            });
+        }
+        let files: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("log"))
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        env.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    wait_for("the resolver to stop", Duration::from_secs(10), || {
+        resolver.iter().all(|p| !process_alive(*p))
+    });
+    verify_gone(&leak);
+    assert!(!dir.exists(), "the resolver's directory is left");
+}

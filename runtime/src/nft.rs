@@ -48,6 +48,12 @@ const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_DESC: u16 = 9;
+const NFTA_SET_DESC_SIZE: u16 = 1;
+/// At most this many addresses in one name set (kernel memory a tenant's
+/// wildcard answers would otherwise grow without bound). A full set takes
+/// no new address: the resolver answers SERVFAIL (fails closed).
+pub const NAME_SET_SIZE: u32 = 4096;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 /// nft's data types (src/datatype.h): ipv4_addr, ipv6_addr.
 const TYPE_IPADDR: u32 = 7;
@@ -442,6 +448,7 @@ pub fn batch(table: &Table) -> (Vec<u8>, u32) {
             a.be32(NFTA_SET_KEY_TYPE, ty);
             a.be32(NFTA_SET_KEY_LEN, len);
             a.be32(NFTA_SET_ID, i as u32 + 1);
+            a.nest(NFTA_SET_DESC, |a| a.be32(NFTA_SET_DESC_SIZE, NAME_SET_SIZE));
         });
     }
     for (chain, kind, priority, rules) in [

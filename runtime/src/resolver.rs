@@ -60,7 +60,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -205,6 +204,12 @@ fn attach_registered(
     loop {
         match request(root, &format!("attach {id}")) {
             Ok(answer) if answer == "ok" => return Ok(()),
+            // The namespace's previous serving thread has not ended yet
+            // (it ends after the query it is answering): the control loop
+            // never waits for it, this create does.
+            Ok(answer) if answer == BUSY && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             Ok(answer) => bail!("moat's resolver cannot serve the container: {answer}"),
             Err(e) => {
                 if Instant::now() > deadline {
@@ -283,32 +288,14 @@ fn request(root: &Path, line: &str) -> std::io::Result<String> {
     Ok(answer.trim().to_string())
 }
 
-/// Starts `moat resolver` detached: its own session, stdio on its log,
-/// no descriptor of the caller (a shim waits for EOF on the pipes it gave
-/// `moat create`).
+/// Starts `moat resolver` detached from the caller, stderr on its log
+/// (`crate::resolver_daemon`: nothing of the caller's is kept).
 fn spawn_supervisor(root: &Path) -> Result<()> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file(root))
-        .context("cannot open the resolver's log")?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("--root")
-        .arg(root)
-        .arg("resolver")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: setsid and close_range are async-signal-safe; this runs in
-    // the forked child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().context("cannot start moat's resolver")?;
+    let log =
+        crate::resolver_log::open(&log_file(root)).context("cannot open the resolver's log")?;
+    let child = crate::resolver_daemon::command(root, log)
+        .spawn()
+        .context("cannot start moat's resolver")?;
     // Not waited for: it outlives this command (reaped by whoever
     // inherits it).
     drop(child);
@@ -319,6 +306,9 @@ fn spawn_supervisor(root: &Path) -> Result<()> {
 /// runs the worker and restarts it when it dies, until it exits cleanly
 /// (no container left).
 pub fn run_supervisor(root: &Path) -> Result<()> {
+    // First: out of the starter's cgroups and limits (R6-7); the worker
+    // inherits this.
+    crate::resolver_daemon::leave_caller();
     crate::state::create_private_dir_all(&dir(root))?;
     let lock = OpenOptions::new()
         .create(true)
@@ -332,6 +322,12 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
     };
     fs::write(supervisor_pid_file(root), std::process::id().to_string())?;
     loop {
+        // A worker dying in a loop writes a line each time.
+        let _ = crate::resolver_log::rotate_if_larger(
+            libc::STDERR_FILENO,
+            &log_file(root),
+            crate::resolver_log::LOG_MAX_BYTES,
+        );
         let status = Command::new("/proc/self/exe")
             .arg("--root")
             .arg(root)
@@ -375,12 +371,35 @@ struct Served {
 struct Serving {
     namespaces: HashMap<String, Served>,
     member_of: HashMap<String, String>,
+    /// Threads told to stop and not yet ended, by namespace key: the
+    /// control loop never joins a running one (R6-2: a tenant's slow
+    /// queries would hold every tenant's attach); each ends by itself
+    /// after the query it is answering ([`serve`] checks its flag between
+    /// queries) and is reaped here.
+    stopping: Vec<(String, std::thread::JoinHandle<()>)>,
 }
+
+/// The control answer for an attach whose namespace's previous thread is
+/// still ending: ask again.
+const BUSY: &str = "busy";
+
+/// An attach that must be asked again (see [`BUSY`]).
+#[derive(Debug)]
+struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(BUSY)
+    }
+}
+
+impl std::error::Error for Busy {}
 
 impl Serving {
     /// Attaches registered container `id`: joins the serving of its
     /// namespace if that is served (for the same names), else starts it.
     fn attach(&mut self, root: &Path, id: &str) -> Result<()> {
+        self.reap();
         if let Some(key) = self.member_of.get(id) {
             if self
                 .namespaces
@@ -401,6 +420,10 @@ impl Serving {
                 self.member_of.insert(id.to_string(), key);
                 return Ok(());
             }
+        }
+        // Its sockets are still held by a thread that is ending.
+        if self.stopping.iter().any(|(k, _)| *k == key) {
+            return Err(Busy.into());
         }
         // Not served, or its thread ended: (re)start it for every
         // container attached to it.
@@ -443,11 +466,23 @@ impl Serving {
         if served.members.is_empty() {
             if let Some(served) = self.namespaces.remove(&key) {
                 served.stop.store(true, Ordering::SeqCst);
-                let _ = served.thread.join();
                 if let Some(t) = served.nflog {
-                    let _ = t.join();
+                    self.stopping.push((key.clone(), t));
                 }
+                self.stopping.push((key, served.thread));
             }
+        }
+        self.reap();
+    }
+
+    /// Joins the stopped threads that have ended (never waits).
+    fn reap(&mut self) {
+        let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .partition(|(_, t)| t.is_finished());
+        self.stopping = running;
+        for (_, t) in ended {
+            let _ = t.join();
         }
     }
 }
@@ -456,6 +491,7 @@ impl Serving {
 /// last one is detached.
 pub fn run_worker(root: &Path) -> Result<()> {
     fs::write(worker_pid_file(root), std::process::id().to_string())?;
+    crate::resolver_log::keep_bounded(log_file(root));
     crate::resolver_stats::init(root);
     let sock = control_socket(root);
     let _ = fs::remove_file(&sock);
@@ -487,6 +523,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
             (Some("attach"), Some(id)) if crate::container::validate_id(id).is_ok() => {
                 match serving.attach(root, id) {
                     Ok(()) => "ok".to_string(),
+                    Err(e) if e.is::<Busy>() => BUSY.to_string(),
                     Err(e) => format!("error: {e:#}"),
                 }
             }
@@ -532,6 +569,9 @@ struct Namespace {
     nft: Option<OwnedFd>,
     refused: AtomicU64,
     log_limit: LogLimit,
+    /// The other per-query lines (upstream failures, dropped answers):
+    /// rate-limited the same way (R6-4).
+    warn_limit: LogLimit,
     /// The docker network's container names (docker's containers only).
     docker: Option<crate::engine_names::DockerNames>,
     /// Which name answered which address, for the refused-connection
@@ -587,7 +627,7 @@ impl LogLimit {
     fn allow(&mut self, id: &str) -> bool {
         if self.window.elapsed() >= Duration::from_secs(10) {
             if self.suppressed > 0 {
-                tracing::warn!(container = %id, suppressed = self.suppressed, "moat resolver: more names refused than logged");
+                tracing::warn!(container = %id, suppressed = self.suppressed, "moat resolver: more lines for this container than logged (names refused, upstream failures)");
             }
             *self = LogLimit::new();
         }
@@ -828,6 +868,7 @@ fn start_dns(
                 nft: Some(nft),
                 refused: AtomicU64::new(0),
                 log_limit: LogLimit::new(),
+                warn_limit: LogLimit::new(),
                 docker,
                 answered,
             };
@@ -909,12 +950,24 @@ impl TcpClient {
             || (self.eof && self.output.is_empty() && next_message(&self.input).is_none())
     }
 
-    /// Reads what is there (up to one maximal message beyond what is
-    /// buffered).
+    /// Reads the client's next query, and no more: pipelined queries
+    /// beyond it wait in the kernel's socket buffer (R6-2: one connection
+    /// buffered ~1900 queries in moat, each a forward to answer before its
+    /// thread looked at its stop flag).
     fn read_available(&mut self) {
         let mut chunk = [0u8; 4096];
-        while !self.eof && self.input.len() < 2 + usize::from(u16::MAX) {
-            match self.stream.read(&mut chunk) {
+        while !self.eof {
+            let want = match self.input.len() {
+                n @ 0..=1 => 2 - n,
+                n => {
+                    let len = usize::from(u16::from_be_bytes([self.input[0], self.input[1]]));
+                    2 + len - n
+                }
+            };
+            if want == 0 {
+                break;
+            }
+            match self.stream.read(&mut chunk[..want.min(4096)]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
@@ -991,7 +1044,7 @@ fn serve(
             .collect();
         for c in &clients {
             let mut events = 0;
-            if !c.eof && c.output.len() < MAX_TCP_QUEUED {
+            if !c.eof && c.output.len() < MAX_TCP_QUEUED && next_message(&c.input).is_none() {
                 events |= libc::POLLIN;
             }
             if !c.output.is_empty() {
@@ -1004,7 +1057,7 @@ fn serve(
         if n > 0 {
             let ready = |i: usize| fds[i].revents;
             for (i, sock) in udp.iter().enumerate() {
-                if ready(i) & libc::POLLIN == 0 {
+                if ready(i) & libc::POLLIN == 0 || stop.load(Ordering::SeqCst) {
                     continue;
                 }
                 let Ok((len, peer)) = sock.recv_from(&mut buf) else {
@@ -1037,18 +1090,23 @@ fn serve(
                 }
             }
         }
-        // Answer complete queries (also those left while the client's
-        // answers queued up), then write.
+        // Answer each client's query (one per client per round, so one
+        // client's pipeline does not starve the others; also one left
+        // while its answers queued up), then write. The stop flag is
+        // looked at between queries: a stopped thread ends after the
+        // query it is answering.
         for c in clients.iter_mut().filter(|c| !c.failed) {
-            while c.output.len() < MAX_TCP_QUEUED {
-                let Some(len) = next_message(&c.input) else {
-                    break;
-                };
-                let query: Vec<u8> = c.input.drain(..2 + len).skip(2).collect();
-                if let Some(reply) = answer(&query, Transport::Tcp) {
-                    if let Ok(rlen) = u16::try_from(reply.len()) {
-                        c.output.extend_from_slice(&rlen.to_be_bytes());
-                        c.output.extend_from_slice(&reply);
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if c.output.len() < MAX_TCP_QUEUED {
+                if let Some(len) = next_message(&c.input) {
+                    let query: Vec<u8> = c.input.drain(..2 + len).skip(2).collect();
+                    if let Some(reply) = answer(&query, Transport::Tcp) {
+                        if let Ok(rlen) = u16::try_from(reply.len()) {
+                            c.output.extend_from_slice(&rlen.to_be_bytes());
+                            c.output.extend_from_slice(&reply);
+                        }
                     }
                 }
             }
@@ -1085,7 +1143,9 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
     let id = random_query_id();
     let upstream_query = message::upstream_query(&q, id);
     let Some(mut response) = forward(&s.reg.resolvers, &upstream_query, id, Transport::Udp) else {
-        tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered");
+        if s.warn_limit.allow(&s.id) {
+            tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered");
+        }
         crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
         return servfail();
     };
@@ -1096,7 +1156,9 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
             return Some(message::truncated_reply(query, &q));
         }
         let Some(full) = forward(&s.reg.resolvers, &upstream_query, id, Transport::Tcp) else {
-            tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered over TCP");
+            if s.warn_limit.allow(&s.id) {
+                tracing::warn!(container = %s.id, name = %q.name, "moat resolver: no upstream answered over TCP");
+            }
             crate::resolver_stats::count(&s.id, Outcome::UpstreamError);
             return servfail();
         };
@@ -1109,7 +1171,7 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
     let (kept, dropped): (Vec<Answered>, Vec<Answered>) = addrs
         .into_iter()
         .partition(|(a, _)| answers::allowed(*a, &q.name, &s.private));
-    if !dropped.is_empty() {
+    if !dropped.is_empty() && s.warn_limit.allow(&s.id) {
         tracing::warn!(container = %s.id, name = %q.name, dropped = ?dropped, "moat resolver: answered addresses that are not globally reachable dropped (DNS rebinding; egress.private_answers does not name them for this name)");
     }
     for family_v6 in [false, true] {
@@ -1121,7 +1183,9 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
         for &entry in &entries {
             let set = name_set(entry, family_v6).name;
             if let Err(e) = add_to_set(s, &set, &batch) {
-                tracing::error!(container = %s.id, name = %q.name, set, error = %e, "moat resolver: cannot add the answer to the set; answering SERVFAIL");
+                if s.warn_limit.allow(&s.id) {
+                    tracing::error!(container = %s.id, name = %q.name, set, error = %e, "moat resolver: cannot add the answer to the set (full at crate::nft::NAME_SET_SIZE, or refused); answering SERVFAIL");
+                }
                 crate::resolver_stats::count(&s.id, Outcome::SetError);
                 return servfail();
             }
@@ -1420,6 +1484,48 @@ mod tests {
             }
             stop.store(true, Ordering::SeqCst);
             server.join().unwrap();
+        });
+    }
+
+    /// R6-2: a client's pipelined queries are read one at a time (the
+    /// rest wait in the kernel), and a stopped serving loop ends after the
+    /// query it is answering, not after everything the client sent.
+    #[test]
+    fn a_stopped_loop_ends_after_the_query_it_answers() {
+        in_new_netns(|| {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let answered = Arc::new(AtomicU64::new(0));
+            let limits = TcpLimits {
+                connections: 2,
+                idle: Duration::from_secs(30),
+            };
+            let (stop2, answered2) = (stop.clone(), answered.clone());
+            let server = std::thread::spawn(move || {
+                serve(&[], &[listener], limits, &stop2, |q, _| {
+                    // A slow upstream.
+                    std::thread::sleep(Duration::from_millis(300));
+                    answered2.fetch_add(1, Ordering::SeqCst);
+                    Some(q.to_vec())
+                })
+            });
+            let mut c = TcpStream::connect(addr).unwrap();
+            let pipelined: Vec<u8> = (0..100u8).flat_map(|i| framed(&[i; 12])).collect();
+            c.write_all(&pipelined).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            assert_eq!(read_framed(&mut c).unwrap(), [0u8; 12]);
+            let started = Instant::now();
+            stop.store(true, Ordering::SeqCst);
+            server.join().unwrap();
+            // 100 × 300 ms if it answered what it had buffered.
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+            assert!(answered.load(Ordering::SeqCst) < 10);
         });
     }
 
