@@ -646,3 +646,80 @@ fn binary_name_must_be_the_installed_moat() {
     assert!(out.stdout.contains("Seccomp:\t2"), "{out}");
     leaks.verify(&containerd);
 }
+
+/// Issue 18: a task's metrics carry moat's egress counts. containerd's
+/// clients decode task metrics only as cgroup `Metrics`, so they ride in its
+/// `network` list as the pseudo-interface `moat-egress-blocked` (shim's
+/// stats.rs). The container's own namespace gets a test-made veth pair
+/// (both ends inside it, 10.231.254.1/24) so its packets reach moat's
+/// rules; nothing leaves the namespace.
+#[test]
+fn task_metrics_carry_the_egress_counts() {
+    let Some(containerd) = shim_containerd("task_metrics_carry_the_egress_counts") else {
+        return;
+    };
+    let id = "shim-egress-metrics";
+    let leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let tasks = containerd.ctr(&["task", "ls"]);
+    let pid: i32 = tasks
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for {id}:\n{tasks}"));
+    let pid = pid.to_string();
+    for ip in [
+        &[
+            "link",
+            "add",
+            "moat-t18",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "moat-t18p",
+        ][..],
+        &["addr", "add", "10.231.254.1/24", "dev", "moat-t18"],
+        &["link", "set", "moat-t18p", "up"],
+        &["link", "set", "moat-t18", "up"],
+    ] {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid, "-n", "ip"]).args(ip);
+        run_within(cmd, DEFAULT_TIMEOUT).assert_ok();
+    }
+    // Refused by moat's egress rules (the default allowlist is empty).
+    let probe = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "probe",
+        id,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do nc -w 1 10.231.254.2 8080 </dev/null; done; true",
+    ]);
+    probe.assert_ok();
+    let metrics = containerd.ctr(&["task", "metrics", "--format", "json", id]);
+    metrics.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&metrics.stdout)
+        .unwrap_or_else(|e| panic!("ctr task metrics is not JSON: {e}\n{metrics}"));
+    let blocked = v["network"]
+        .as_array()
+        .and_then(|n| n.iter().find(|i| i["name"] == "moat-egress-blocked"))
+        .unwrap_or_else(|| panic!("no moat-egress-blocked entry:\n{metrics}"));
+    let dropped = blocked["tx_dropped"].as_u64().unwrap_or(0);
+    assert!(
+        dropped >= 3,
+        "three refused connects at least:\n{metrics}\n{probe}"
+    );
+    assert!(blocked["tx_bytes"].as_u64().unwrap_or(0) > 0, "{metrics}");
+    // The cgroup numbers are still there.
+    assert!(
+        v["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{metrics}"
+    );
+    containerd.remove_task(id);
+    leaks.verify(&containerd);
+}
