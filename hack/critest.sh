@@ -164,20 +164,8 @@ if ((cd_major >= 2)); then
         printf '%s\n' "server = \"https://$reg\"" "[host.\"http://127.0.0.1:$port\"]" \
             '  capabilities = ["pull", "resolve"]' >"$dir/certs.d/$reg/hosts.toml"
     done
-    cat >"$dir/config.toml" <<EOF
-# A private containerd 2 for critest (hack/critest.sh).
-version = 3
-root = "$dir/root"
-state = "$dir/state"
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$dir/opt"
+    private_containerd_config "$dir" "$sock" --version 3 >"$dir/config.toml"
+    cat >>"$dir/config.toml" <<EOF
 
 [plugins."io.containerd.cri.v1.images"]
   [plugins."io.containerd.cri.v1.images".pinned_images]
@@ -201,20 +189,8 @@ state = "$dir/state"
       runtime_type = "io.containerd.runc.v2"
 EOF
 else
-cat >"$dir/config.toml" <<EOF
-# A private containerd for critest (hack/critest.sh).
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$dir/opt"
+    private_containerd_config "$dir" "$sock" >"$dir/config.toml"
+    cat >>"$dir/config.toml" <<EOF
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.9"

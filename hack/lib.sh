@@ -42,17 +42,28 @@ require_root() { [[ $EUID -eq 0 ]] || die "must run as root"; }
 
 docker_ok() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
 
-# private_containerd_config DIR SOCK [--no-cri]: the start of the config.toml
-# (version 2, containerd 1.x) of a containerd a script runs for itself: root,
-# state, plugin directory and sockets under DIR, never the host's. The
-# caller appends its CRI tables, or passes --no-cri to turn the CRI plugin
-# off. (The integration tests render theirs, for 1.x and 2.x, in
+# private_containerd_config DIR SOCK [--no-cri] [--version 3]: the start of
+# the config.toml of a containerd a script runs for itself: root, state,
+# plugin directory and sockets under DIR, never the host's. Version 2 (the
+# default) is containerd 1.x's format, version 3 containerd 2.x's; the
+# tables written here are spelled the same in both. The caller appends its
+# CRI tables, or passes --no-cri (1.x) to turn the CRI plugin off. (The
+# integration tests render theirs, for 1.x and 2.x, in
 # integration/src/containerd/config.rs.)
 private_containerd_config() {
-    local dir="$1" sock="$2"
-    printf '# A private containerd (%s).\nversion = 2\nroot = "%s/root"\nstate = "%s/state"\n' \
-        "$(basename "$0")" "$dir" "$dir"
-    if [[ ${3:-} == --no-cri ]]; then
+    local dir="$1" sock="$2" no_cri="" version=2
+    shift 2
+    while (($#)); do
+        case "$1" in
+            --no-cri) no_cri=1; shift ;;
+            --version) version="$2"; shift 2 ;;
+            *) die "private_containerd_config: unknown argument $1" ;;
+        esac
+    done
+    [[ $version == 2 || $version == 3 ]] || die "private_containerd_config: no config version $version"
+    printf '# A private containerd (%s).\nversion = %s\nroot = "%s/root"\nstate = "%s/state"\n' \
+        "$(basename "$0")" "$version" "$dir" "$dir"
+    if [[ -n $no_cri ]]; then
         printf 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
     fi
     printf '\n[grpc]\n  address = "%s"\n\n[ttrpc]\n  address = "%s.ttrpc"\n' "$sock" "$sock"

@@ -345,3 +345,47 @@ fn pause_resume_and_update_never_recreate_a_removed_cgroup() {
     drop(guard);
     leak.verify();
 }
+
+/// T35, the directory part: a directory of `--pid-file`'s path that the
+/// tenant can write holds a planted link to `/etc`; host root must not
+/// follow it (the pid file would land in `/etc`). The create fails with one
+/// line and leaves nothing, in `/etc` or elsewhere.
+#[test]
+fn a_pid_file_directory_link_to_etc_is_refused() {
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let id = env.id("piddirlink");
+    let leak = env.leak_check(&id);
+    // A directory the tenant owns, with the link planted in it.
+    let tenant = Path::new(b.path()).join("tenant");
+    fs::create_dir(&tenant).unwrap();
+    std::os::unix::fs::chown(&tenant, Some(1000), Some(1000)).unwrap();
+    make_symlink("/etc", &tenant.join("run"));
+    let name = format!("moat-t35-{id}");
+    let pid_file = tenant.join("run").join(&name);
+    let out = env.moat(&[
+        "create",
+        "--bundle",
+        b.path(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    let leaked = Path::new("/etc").join(&name);
+    let in_etc: Vec<_> = fs::read_dir("/etc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&name))
+        .collect();
+    let _ = fs::remove_file(&leaked);
+    assert!(in_etc.is_empty(), "written into /etc: {in_etc:?}\n{out}");
+    assert!(!out.success(), "create must fail:\n{out}");
+    assert!(
+        out.stderr
+            .contains("run is a symbolic link in a directory others than root can write"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1, "one line:\n{out}");
+    leak.verify();
+}

@@ -22,7 +22,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,12 @@ const MAX_SHIM_RSS_KB: u64 = 10 * 1024;
 /// with moat-busybox imported into [`NAMESPACE`]; None when the test must
 /// be skipped (no containerd, no image).
 fn shim_containerd(test: &str) -> Option<Containerd> {
+    shim_containerd_with(test, &[])
+}
+
+/// [`shim_containerd`] with `first` ahead of target/release on
+/// containerd's PATH.
+fn shim_containerd_with(test: &str, first: &[PathBuf]) -> Option<Containerd> {
     let release = workspace_dir().join("target/release");
     for bin in [SHIM, "moat"] {
         assert!(
@@ -64,7 +70,8 @@ fn shim_containerd(test: &str) -> Option<Containerd> {
         skip_unless_ci(test, "containerd is not installed");
         return None;
     }
-    let containerd = Containerd::start_for_ctr(NAMESPACE, &[release]);
+    let dirs: Vec<PathBuf> = first.iter().cloned().chain([release]).collect();
+    let containerd = Containerd::start_for_ctr(NAMESPACE, &dirs);
     if !containerd.import_docker_image(docker::IMAGE) {
         skip_unless_ci(
             test,
@@ -580,5 +587,139 @@ fn refused_container_reports_moat_error_and_leaves_nothing() {
     );
     eprintln!("refusal as ctr shows it:\n{}", out.stderr.trim());
     let _ = containerd.ctr(&["containers", "delete", id]);
+    leaks.verify(&containerd);
+}
+
+/// T37: a containerd client's `BinaryName` runs only when it is the
+/// installed moat. ctr passes `--runc-binary` only to a runtime named
+/// `io.containerd.runc.v2`, so a directory first on containerd's PATH names
+/// moat's shim so: the client's options then reach moat's shim as they
+/// reach runc's.
+#[test]
+fn binary_name_must_be_the_installed_moat() {
+    let test = "binary_name_must_be_the_installed_moat";
+    // Root-owned and writable by no one else: the copy below passed the
+    // old check (any root-controlled executable).
+    let alias = tempfile::Builder::new()
+        .prefix("moat-shim-t37.")
+        .tempdir_in("/run")
+        .expect("a directory under /run");
+    let release = workspace_dir().join("target/release");
+    std::os::unix::fs::symlink(
+        release.join(SHIM),
+        alias.path().join("containerd-shim-runc-v2"),
+    )
+    .expect("symlink");
+    let copy = alias.path().join("moat");
+    fs::copy("/bin/true", &copy).expect("copy /bin/true");
+    let Some(containerd) = shim_containerd_with(test, &[alias.path().to_path_buf()]) else {
+        return;
+    };
+    let id = "shim-binary-name";
+    let leaks = task_leak_check(id);
+    let copy_arg = copy.display().to_string();
+    let out = containerd.ctr_run(
+        "io.containerd.runc.v2",
+        CTR_IMAGE,
+        &["--rm", "--runc-binary", &copy_arg],
+        id,
+        &["true"],
+    );
+    assert!(!out.success(), "another program as BinaryName ran:\n{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "runtime option BinaryName {copy_arg}: neither the installed moat"
+        )),
+        "the create must fail with the shim's reason:\n{out}"
+    );
+    let _ = containerd.ctr(&["containers", "delete", id]);
+    // The installed moat (beside the shim), named by path, runs hardened.
+    let installed = release.join("moat").display().to_string();
+    let out = containerd.ctr_run(
+        "io.containerd.runc.v2",
+        CTR_IMAGE,
+        &["--rm", "--runc-binary", &installed],
+        id,
+        &["grep", "^Seccomp:", "/proc/self/status"],
+    );
+    out.assert_ok();
+    assert!(out.stdout.contains("Seccomp:\t2"), "{out}");
+    leaks.verify(&containerd);
+}
+
+/// Issue 18: a task's metrics carry moat's egress counts. containerd's
+/// clients decode task metrics only as cgroup `Metrics`, so they ride in its
+/// `network` list as the pseudo-interface `moat-egress-blocked` (shim's
+/// stats.rs). The container's own namespace gets a test-made veth pair
+/// (both ends inside it, 10.231.254.1/24) so its packets reach moat's
+/// rules; nothing leaves the namespace.
+#[test]
+fn task_metrics_carry_the_egress_counts() {
+    let Some(containerd) = shim_containerd("task_metrics_carry_the_egress_counts") else {
+        return;
+    };
+    let id = "shim-egress-metrics";
+    let leaks = task_leak_check(id);
+    moat_run(&containerd, &["-d"], id, &["sleep", "1000"]).assert_ok();
+    let tasks = containerd.ctr(&["task", "ls"]);
+    let pid: i32 = tasks
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for {id}:\n{tasks}"));
+    let pid = pid.to_string();
+    for ip in [
+        &[
+            "link",
+            "add",
+            "moat-t18",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "moat-t18p",
+        ][..],
+        &["addr", "add", "10.231.254.1/24", "dev", "moat-t18"],
+        &["link", "set", "moat-t18p", "up"],
+        &["link", "set", "moat-t18", "up"],
+    ] {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid, "-n", "ip"]).args(ip);
+        run_within(cmd, DEFAULT_TIMEOUT).assert_ok();
+    }
+    // Refused by moat's egress rules (the default allowlist is empty).
+    let probe = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "probe",
+        id,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do nc -w 1 10.231.254.2 8080 </dev/null; done; true",
+    ]);
+    probe.assert_ok();
+    let metrics = containerd.ctr(&["task", "metrics", "--format", "json", id]);
+    metrics.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&metrics.stdout)
+        .unwrap_or_else(|e| panic!("ctr task metrics is not JSON: {e}\n{metrics}"));
+    let blocked = v["network"]
+        .as_array()
+        .and_then(|n| n.iter().find(|i| i["name"] == "moat-egress-blocked"))
+        .unwrap_or_else(|| panic!("no moat-egress-blocked entry:\n{metrics}"));
+    let dropped = blocked["tx_dropped"].as_u64().unwrap_or(0);
+    assert!(
+        dropped >= 3,
+        "three refused connects at least:\n{metrics}\n{probe}"
+    );
+    assert!(blocked["tx_bytes"].as_u64().unwrap_or(0) > 0, "{metrics}");
+    // The cgroup numbers are still there.
+    assert!(
+        v["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{metrics}"
+    );
+    containerd.remove_task(id);
     leaks.verify(&containerd);
 }

@@ -12,15 +12,22 @@
 //! `O_CREAT|O_EXCL|O_NOFOLLOW` and renaming it onto the final name (a link
 //! planted there is replaced, never written through); the log, appended to
 //! by every command, is opened `O_NOFOLLOW` and must be a regular file with
-//! one link. The directory part is resolved as given (as runc does): the
-//! caller chose it, and a fixed final name is what a tenant can plant.
+//! one link.
+//!
+//! The directory part is walked one component at a time on descriptors
+//! ([`open_directory`]), and a symbolic link on the way is followed only
+//! where nothing but host root could have made it: in a directory owned by
+//! root and writable by no one else, the link itself root's. A tenant who
+//! owns the bundle could otherwise make `--pid-file <bundle>/run/pid` land
+//! in `/etc` by making `run` a link; system links (`/var/run -> /run`)
+//! still work.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::fcntl::{openat, renameat, OFlag};
@@ -55,6 +62,98 @@ fn temp_name(name: &OsStr) -> Vec<u8> {
     t
 }
 
+/// Symbolic links [`open_directory`] follows before giving up (the
+/// kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Opens directory `path` (`O_PATH`) walking it component by component
+/// from `/` (or the working directory), never through a symbolic link
+/// someone other than host root could have made: a link is followed only
+/// when the directory holding it is root's and writable by no one else,
+/// and the link is root's (T35). Anything else on the way is refused.
+pub fn open_directory(path: &Path) -> std::io::Result<OwnedFd> {
+    let mut links = 0;
+    let start = if path.is_absolute() { "/" } else { "." };
+    let start = open_path_dir(None, OsStr::new(start))?;
+    walk(start, path, path, &mut links)
+}
+
+/// `name` below `dir` as an `O_PATH` directory descriptor, not following
+/// a link at `name`.
+fn open_path_dir(dir: Option<&OwnedFd>, name: &OsStr) -> nix::Result<OwnedFd> {
+    let fd = openat(
+        dir.map(AsRawFd::as_raw_fd),
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Walks `rest` from `dir`; `whole` is the caller's path, for errors.
+fn walk(
+    mut dir: OwnedFd,
+    rest: &Path,
+    whole: &Path,
+    links: &mut usize,
+) -> std::io::Result<OwnedFd> {
+    use nix::sys::stat::{fstat, fstatat};
+    use std::path::Component;
+    let refused = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing {}: {why}", whole.display()),
+        )
+    };
+    for component in rest.components() {
+        let name = match component {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+            Component::ParentDir => OsStr::new(".."),
+            Component::Normal(name) => name,
+        };
+        match open_path_dir(Some(&dir), name) {
+            Ok(next) => {
+                dir = next;
+                continue;
+            }
+            Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let link = fstatat(
+            Some(dir.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        if link.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            return Err(refused(format!(
+                "{} is not a directory",
+                name.to_string_lossy()
+            )));
+        }
+        let holder = fstat(dir.as_raw_fd())?;
+        if holder.st_uid != 0 || holder.st_mode & 0o022 != 0 || link.st_uid != 0 {
+            return Err(refused(format!(
+                "{} is a symbolic link in a directory others than root can write",
+                name.to_string_lossy()
+            )));
+        }
+        *links += 1;
+        if *links > MAX_LINKS {
+            return Err(refused("too many symbolic links".into()));
+        }
+        let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name)?;
+        let target = Path::new(&target);
+        let from = if target.is_absolute() {
+            open_path_dir(None, OsStr::new("/"))?
+        } else {
+            dir
+        };
+        dir = walk(from, target, whole, links)?;
+    }
+    Ok(dir)
+}
+
 /// Replaces `path` with a file holding `data` (mode 0644), atomically: a
 /// reader sees the old or the new file. A symlink (or anything else) at
 /// `path` is replaced, never followed. No fsync: see `rootfs::write_atomic`.
@@ -65,11 +164,7 @@ pub fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
             format!("{} does not name a file", path.display()),
         )
     })?;
-    let dir: OwnedFd = File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)?
-        .into();
+    let dir = open_directory(dir)?;
     let tmp = temp_name(name);
     let tmp = OsStr::from_bytes(&tmp);
     let dirfd = Some(dir.as_raw_fd());
@@ -100,18 +195,28 @@ pub fn open_log_append(path: &Path) -> std::io::Result<File> {
             format!("refusing log file {}: {why}", path.display()),
         )
     };
-    let file = File::options()
-        .append(true)
-        .create(true)
-        .mode(0o644)
+    let (dir, name) = split(path).ok_or_else(|| refused("it names no file"))?;
+    let dir = open_directory(dir)?;
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
         // O_NONBLOCK: a FIFO planted there must not hang moat (it fails
         // with ENXIO without a reader, or is refused below).
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refused("it is a symbolic link"),
-            _ => e,
-        })?;
+        OFlag::O_WRONLY
+            | OFlag::O_APPEND
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => refused("it is a symbolic link"),
+        e => e.into(),
+    })?;
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
     let md = file.metadata()?;
     if !md.file_type().is_file() {
         return Err(refused("not a regular file"));
@@ -215,5 +320,58 @@ mod tests {
         let fifo = tmp.path().join("log.json");
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
         assert!(open_log_append(&fifo).is_err());
+    }
+
+    #[test]
+    fn a_link_in_a_directory_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The bundle's owner (any user but root) may write the directory.
+        fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let away = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(away.path(), tmp.path().join("run")).unwrap();
+        let e = write_replacing(&tmp.path().join("run/pid"), b"1").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("run is a symbolic link in a directory others"),
+            "{e}"
+        );
+        let e = open_log_append(&tmp.path().join("run/log.json")).unwrap_err();
+        assert!(
+            e.to_string().contains("symbolic link in a directory"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(away.path()).unwrap().count(), 0);
+        // A real directory there is fine, also reached through `..`.
+        fs::create_dir(tmp.path().join("real")).unwrap();
+        write_replacing(&tmp.path().join("real/../real/pid"), b"2").unwrap();
+        assert_eq!(fs::read(tmp.path().join("real/pid")).unwrap(), b"2");
+    }
+
+    #[test]
+    fn root_s_own_links_are_followed() {
+        // Under a root-owned 0755 directory (not /tmp): made by root.
+        let dir = tempfile::Builder::new()
+            .prefix("moat-host-file-test.")
+            .tempdir_in("/run")
+            .unwrap();
+        fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("rel")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("abs")).unwrap();
+        write_replacing(&dir.path().join("rel/a"), b"a").unwrap();
+        write_replacing(&dir.path().join("abs/b"), b"b").unwrap();
+        assert_eq!(fs::read(dir.path().join("real/a")).unwrap(), b"a");
+        assert_eq!(fs::read(dir.path().join("real/b")).unwrap(), b"b");
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
+        assert!(write_replacing(&dir.path().join("loop/x"), b"x").is_err());
     }
 }

@@ -71,8 +71,8 @@ enum Cmd {
     Report(commands::report::ReportArgs),
     /// Print the count of blocked outbound connection attempts.
     Egress(commands::egress::EgressArgs),
-    /// Print egress counters of every container as Prometheus text.
-    Metrics,
+    /// Print egress counters of every container (or one) as Prometheus text.
+    Metrics(commands::metrics::MetricsArgs),
     /// Run the escape and abuse probes under moat (and runc) and print a verdict.
     Selftest(commands::selftest::SelftestArgs),
     /// Learn a seccomp profile from a bundle's behaviour, or merge learned profiles.
@@ -212,7 +212,7 @@ fn main() -> ExitCode {
         Cmd::Explain(a) => commands::explain::explain(&ctx, a),
         Cmd::Report(a) => commands::report::report(&ctx, a).map(|_| 0),
         Cmd::Egress(a) => commands::egress::egress(&ctx, a).map(|_| 0),
-        Cmd::Metrics => commands::metrics::metrics(&ctx).map(|_| 0),
+        Cmd::Metrics(a) => commands::metrics::metrics(&ctx, a).map(|_| 0),
         Cmd::Selftest(a) => commands::selftest::selftest(&ctx, a),
         Cmd::Learn(a) => commands::learn::learn(&ctx, a),
         Cmd::Install(a) => commands::install::install(a),

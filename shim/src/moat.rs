@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{LazyLock, Mutex};
@@ -23,6 +25,15 @@ use containerd_shim::protos::shim::oci::Options;
 pub const DEFAULT_ROOT: &str = "/run/containerd/moat";
 /// Default binary, looked up next to the shim, then in PATH.
 pub const DEFAULT_BINARY: &str = "moat";
+/// The shim's own configuration, the operator's: the other moat binaries and
+/// state roots a `CreateTask`'s runtime options may name (T37). One entry a
+/// line, `binary /abs/path` or `root /abs/path`; `#` starts a comment. It
+/// must be a regular file only host root could have written
+/// ([`root_controlled`]); a missing file lists nothing.
+pub const SHIM_CONFIG: &str = "/etc/moat/shim.conf";
+/// Names another file instead of [`SHIM_CONFIG`] (the shim's environment is
+/// containerd's, the operator's; the tests use it).
+const SHIM_CONFIG_ENV: &str = "MOAT_SHIM_CONFIG";
 /// Where the shim records which moat and root a container uses, so that
 /// `containerd-shim-moat-v2 delete` (run when the shim died) finds them.
 const RUNTIME_FILE: &str = "moat-runtime.json";
@@ -80,24 +91,48 @@ impl Moat {
     ///
     /// The options come with each `CreateTask` request, from whichever
     /// containerd client made it (`ctr run --runc-binary`, the Go API), not
-    /// only from the operator's handler configuration. A binary or state
-    /// root named there is used only when nothing but host root could have
-    /// put it there ([`root_controlled`], threat T37): otherwise the shim,
-    /// host root in the host's namespaces, would run a client's own file, or
-    /// drive moat with a state directory the client forged.
+    /// only from the operator's handler configuration (threat T37). So a
+    /// binary named there must be the installed moat (the file the default
+    /// lookup finds, compared by inode) or one the operator listed in the
+    /// shim's own configuration ([`SHIM_CONFIG`]): any other root-owned
+    /// executable (`/usr/bin/runc`) would give the client an unhardened
+    /// runtime behind moat's shim. A state root must be [`DEFAULT_ROOT`] or
+    /// listed there too: moat keeps its state at `<Root>/<namespace>`, both
+    /// named by the client, so `Root = /run` in namespace `moat` would point
+    /// this task's `kill`, `exec` and `delete --force` at docker's moat
+    /// containers (`/run/moat`), which containerd's API never reaches.
+    /// Both must also be where nothing but host root could have made them
+    /// what they are ([`root_controlled`]).
     pub fn from_options(options: Option<&Options>, namespace: &str) -> Result<Moat, String> {
+        Moat::from_options_listed(options, namespace, || Listed::load(&shim_config_path()))
+    }
+
+    /// [`Moat::from_options`] with the operator's list from `listed`
+    /// (read only when an option names a path).
+    fn from_options_listed(
+        options: Option<&Options>,
+        namespace: &str,
+        listed: impl FnOnce() -> Result<Listed, String>,
+    ) -> Result<Moat, String> {
         let binary_name = options
             .map(|o| o.binary_name.as_str())
             .filter(|n| !n.is_empty());
         let root = options.map(|o| o.root.as_str()).filter(|r| !r.is_empty());
         let binary = find_binary(binary_name.unwrap_or(DEFAULT_BINARY));
-        if binary_name.is_some() {
-            root_controlled(&binary, Leaf::Executable)
-                .map_err(|why| format!("runtime option BinaryName {}: {why}", binary.display()))?;
-        }
-        if let Some(root) = root {
-            root_controlled(Path::new(root), Leaf::DirectoryOrMissing)
-                .map_err(|why| format!("runtime option Root {root}: {why}"))?;
+        if binary_name.is_some() || root.is_some() {
+            let listed = listed()?;
+            if binary_name.is_some() {
+                root_controlled(&binary, Leaf::Executable)
+                    .and_then(|()| open_allowed_binary(&binary, &listed).map(drop))
+                    .map_err(|why| {
+                        format!("runtime option BinaryName {}: {why}", binary.display())
+                    })?;
+            }
+            if let Some(root) = root {
+                root_controlled(Path::new(root), Leaf::DirectoryOrMissing)
+                    .and_then(|()| listed.allows_root(Path::new(root)))
+                    .map_err(|why| format!("runtime option Root {root}: {why}"))?;
+            }
         }
         Ok(Moat {
             binary,
@@ -152,8 +187,18 @@ impl Moat {
         let command = args.first().copied().unwrap_or_default().to_string();
         let log = bundle.join(LOG_FILE);
         let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root")
+        // Run the file that was checked, by its descriptor: a path swapped
+        // after the check is never run (T37). The descriptor is
+        // close-on-exec; the kernel opens it before closing it.
+        let exe = Listed::load(&shim_config_path())
+            .and_then(|listed| open_allowed_binary(&self.binary, &listed))
+            .map_err(|why| MoatError {
+                command: command.clone(),
+                message: format!("{}: {why}", self.binary.display()),
+            })?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        cmd.arg0(&self.binary)
+            .arg("--root")
             .arg(&self.root)
             .arg("--log")
             .arg(&log)
@@ -182,6 +227,7 @@ impl Moat {
         let pid = child.id() as i32;
         helpers.insert(pid);
         drop(helpers);
+        drop(exe);
         Ok(Running {
             pid,
             command,
@@ -300,6 +346,8 @@ pub enum Leaf {
     Executable,
     /// A directory, or nothing yet (`Root`: moat creates it).
     DirectoryOrMissing,
+    /// A regular file ([`SHIM_CONFIG`]).
+    File,
 }
 
 /// Whether only host root could have made `path` what it is: absolute, no
@@ -371,7 +419,10 @@ fn root_controlled_at(path: &Path, leaf: Leaf, links: usize) -> Result<(), Strin
         if want_dir && !kind.is_dir() {
             return Err(format!("{} is not a directory", prefix.display()));
         }
-        if !want_dir && (!kind.is_file() || meta.permissions().mode() & 0o111 == 0) {
+        if !want_dir && !kind.is_file() {
+            return Err(format!("{} is not a regular file", prefix.display()));
+        }
+        if !want_dir && leaf == Leaf::Executable && meta.permissions().mode() & 0o111 == 0 {
             return Err(format!("{} is not an executable file", prefix.display()));
         }
     }
@@ -394,6 +445,115 @@ fn normalize(path: &Path) -> Result<PathBuf, String> {
         }
     }
     Ok(out)
+}
+
+/// [`SHIM_CONFIG`], or the file [`SHIM_CONFIG_ENV`] names.
+fn shim_config_path() -> PathBuf {
+    std::env::var_os(SHIM_CONFIG_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(SHIM_CONFIG), PathBuf::from)
+}
+
+/// What the operator listed in the shim's configuration ([`SHIM_CONFIG`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub binaries: Vec<PathBuf>,
+    pub roots: Vec<PathBuf>,
+}
+
+/// Bytes of [`SHIM_CONFIG`] read at most.
+const SHIM_CONFIG_MAX: u64 = 64 * 1024;
+
+impl Listed {
+    /// The entries of `path`; nothing when it does not exist. A file that
+    /// someone other than root could have written, or a line that is not
+    /// an entry, is an error (so every option naming a path is refused).
+    pub fn load(path: &Path) -> Result<Listed, String> {
+        if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Ok(Listed::default());
+        }
+        let bad = |why: String| format!("shim configuration {}: {why}", path.display());
+        root_controlled(path, Leaf::File).map_err(bad)?;
+        let mut text = String::new();
+        File::open(path)
+            .and_then(|f| f.take(SHIM_CONFIG_MAX).read_to_string(&mut text))
+            .map_err(|e| bad(e.to_string()))?;
+        Listed::parse(&text).map_err(bad)
+    }
+
+    fn parse(text: &str) -> Result<Listed, String> {
+        let mut listed = Listed::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line
+                .split_once(char::is_whitespace)
+                .map(|(k, v)| (k, v.trim()))
+                .unwrap_or((line, ""));
+            let path = PathBuf::from(value);
+            if !path.is_absolute() {
+                return Err(format!("line {}: not an absolute path: {value:?}", n + 1));
+            }
+            match key {
+                "binary" => listed.binaries.push(path),
+                "root" => listed.roots.push(normalize(&path)?),
+                _ => return Err(format!("line {}: unknown entry {key:?}", n + 1)),
+            }
+        }
+        Ok(listed)
+    }
+
+    /// `root` is the default state root or a listed one.
+    fn allows_root(&self, root: &Path) -> Result<(), String> {
+        let root = normalize(root)?;
+        if root == Path::new(DEFAULT_ROOT) || self.roots.contains(&root) {
+            return Ok(());
+        }
+        Err(format!(
+            "neither {DEFAULT_ROOT} nor a root listed in the shim's configuration ({})",
+            shim_config_path().display()
+        ))
+    }
+}
+
+/// `binary` opened (`O_PATH`, close-on-exec) when it is the installed moat
+/// (the file `find_binary(DEFAULT_BINARY)` finds) or a binary `listed`
+/// names: the same file, compared by device and inode on the descriptor
+/// that is then run, so neither a copy of another program nor a path
+/// swapped after the check is run.
+fn open_allowed_binary(binary: &Path, listed: &Listed) -> Result<OwnedFd, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::{fstat, Mode};
+    let identity = |path: &Path| -> Result<(OwnedFd, (u64, u64)), String> {
+        let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("cannot open: {e}"))?;
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let st = fstat(fd.as_raw_fd()).map_err(|e| format!("cannot stat: {e}"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err("not a regular file".into());
+        }
+        Ok((fd, (st.st_dev, st.st_ino)))
+    };
+    let (fd, id) = identity(binary)?;
+    let installed = find_binary(DEFAULT_BINARY);
+    let same = |path: &Path| identity(path).is_ok_and(|(_, other)| other == id);
+    if same(&installed)
+        || listed
+            .binaries
+            .iter()
+            .any(|b| root_controlled(b, Leaf::Executable).is_ok() && same(b))
+    {
+        return Ok(fd);
+    }
+    Err(format!(
+        "neither the installed moat ({}) nor a binary listed in the shim's configuration ({})",
+        installed.display(),
+        shim_config_path().display()
+    ))
 }
 
 /// `name` with a slash is a path; otherwise next to this shim, then PATH.
@@ -488,21 +648,85 @@ mod tests {
         let exe = dir.join("moat");
         std::fs::write(&exe, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let nothing = || Ok(Listed::default());
         let mut o = Options::new();
         o.binary_name = exe.display().to_string();
-        let err = Moat::from_options(Some(&o), "k8s.io").expect_err("client binary");
+        let err =
+            Moat::from_options_listed(Some(&o), "k8s.io", nothing).expect_err("client binary");
         assert!(err.starts_with("runtime option BinaryName"), "{err}");
         let mut o = Options::new();
         o.root = dir.join("root").display().to_string();
-        let err = Moat::from_options(Some(&o), "k8s.io").expect_err("client root");
+        let err = Moat::from_options_listed(Some(&o), "k8s.io", nothing).expect_err("client root");
         assert!(err.starts_with("runtime option Root"), "{err}");
         let mut o = Options::new();
-        o.binary_name = "/bin/sh".into();
         o.root = "/run/containerd/moat".into();
-        let m = Moat::from_options(Some(&o), "default").expect("root's paths");
+        let m = Moat::from_options_listed(Some(&o), "default", nothing).expect("default root");
         assert_eq!(m.root, Path::new("/run/containerd/moat/default"));
-        let m = Moat::from_options(None, "default").expect("defaults");
+        let m =
+            Moat::from_options_listed(None, "default", || Err("unread".into())).expect("defaults");
         assert_eq!(m.root, Path::new(DEFAULT_ROOT).join("default"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_the_installed_or_listed_binary_and_root_pass() {
+        // A root-owned executable in a root-owned directory, but neither
+        // the installed moat nor listed: refused (the T37 residual).
+        let mut o = Options::new();
+        o.binary_name = "/bin/sh".into();
+        let err = Moat::from_options_listed(Some(&o), "ns", || Ok(Listed::default()))
+            .expect_err("another program");
+        assert!(err.contains("neither the installed moat"), "{err}");
+        // Listed by the operator (through a link: the same file).
+        let listed = Listed {
+            binaries: vec![PathBuf::from("/bin/sh")],
+            roots: vec![PathBuf::from("/run/moat-listed-root")],
+        };
+        let l = listed.clone();
+        let m = Moat::from_options_listed(Some(&o), "ns", || Ok(l)).expect("listed");
+        assert_eq!(m.binary, Path::new("/bin/sh"));
+        let fd = open_allowed_binary(Path::new("/bin/sh"), &listed).expect("listed");
+        drop(fd);
+        // A root-owned directory that is not listed: refused.
+        let mut o = Options::new();
+        o.root = "/run".into();
+        let l = listed.clone();
+        let err = Moat::from_options_listed(Some(&o), "moat", || Ok(l)).expect_err("/run");
+        assert!(
+            err.starts_with("runtime option Root /run: neither"),
+            "{err}"
+        );
+        o.root = "/run/moat-listed-root/".into();
+        let l = listed.clone();
+        let m = Moat::from_options_listed(Some(&o), "ns", || Ok(l)).expect("listed root");
+        assert_eq!(m.root, Path::new("/run/moat-listed-root/ns"));
+        // A broken configuration refuses every option naming a path.
+        let err = Moat::from_options_listed(Some(&o), "ns", || Err("bad".into()))
+            .expect_err("broken configuration");
+        assert_eq!(err, "bad");
+    }
+
+    #[test]
+    fn shim_configuration_is_parsed_and_must_be_roots() {
+        let listed = Listed::parse(
+            "# operator's list\nbinary /opt/moat/bin/moat\n\nroot /run/moat-k8s/../k8s # comment\n",
+        )
+        .expect("parse");
+        assert_eq!(listed.binaries, vec![PathBuf::from("/opt/moat/bin/moat")]);
+        assert_eq!(listed.roots, vec![PathBuf::from("/run/k8s")]);
+        assert!(Listed::parse("binary moat\n").is_err());
+        assert!(Listed::parse("runtime /x\n").is_err());
+        assert!(Listed::parse("binary\n").is_err());
+        assert_eq!(
+            Listed::load(Path::new("/etc/moat-no-such-shim.conf")),
+            Ok(Listed::default())
+        );
+        // Under /tmp: anyone could have made it; never trusted.
+        let dir = scratch("config");
+        let conf = dir.join("shim.conf");
+        std::fs::write(&conf, "binary /bin/sh\n").expect("write");
+        let err = Listed::load(&conf).expect_err("under /tmp");
+        assert!(err.contains("writable by others than root"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1084,8 +1084,14 @@ impl containerd_shim::Task for Service {
                 true,
             )
             .map_err(internal)?;
-        let metrics = stats::metrics_from_moat(&out)
+        let mut metrics = stats::metrics_from_moat(&out)
             .map_err(|e| internal(format!("moat events output: {e}")))?;
+        // The egress counts (T18) ride along; their absence (egress off, or
+        // moat failing to read them) leaves the cgroup statistics intact.
+        match moat.run(&bundle, &["metrics", &req.id], ChildStdio::default(), true) {
+            Ok(text) => metrics.network = stats::egress_from_moat(&text),
+            Err(e) => containerd_shim::warn!("no egress counts for {}: {e}", req.id),
+        }
         Ok(StatsResponse {
             stats: Some(convert_to_any(Box::new(metrics)).map_err(internal)?).into(),
             ..Default::default()

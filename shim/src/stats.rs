@@ -1,8 +1,20 @@
 //! `Stats`: moat's `events --stats` JSON (libcgroups' statistics, read by
-//! moat from the container's cgroup) as containerd's cgroup v1 `Metrics`.
+//! moat from the container's cgroup) as containerd's cgroup v1 `Metrics`,
+//! with moat's egress counts (`moat metrics ID`, issue 18) in its
+//! `network` list.
+//!
+//! Why there: containerd's clients decode a task's metrics only as cgroup
+//! v1 or v2 `Metrics` (or Windows statistics); `ctr task metrics` refuses any
+//! other type and the CRI plugin's container stats would fail, so a type of
+//! moat's own would cost every consumer its CPU and memory numbers. v1
+//! `Metrics` has no field for refused traffic, but `network` is a list of
+//! named interface counters no consumer of a container's task metrics
+//! computes anything from (kubelet reads a pod's network from its
+//! namespace), so moat reports two named pseudo-interfaces there:
+//! [`EGRESS_INTERFACE`] and [`DNS_INTERFACE`].
 
 use containerd_shim::protos::cgroups::metrics::{
-    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, NetworkStat, PidsStat, Throttle,
 };
 use serde_json::Value;
 
@@ -87,6 +99,55 @@ pub fn metrics_from_moat(json: &[u8]) -> Result<Metrics, serde_json::Error> {
     })
 }
 
+/// Outbound packets moat's egress rules refused: `tx_dropped` (packets) and
+/// `tx_bytes` (their bytes; nothing of them left the container).
+pub const EGRESS_INTERFACE: &str = "moat-egress-blocked";
+/// Lookups through moat's resolver: `tx_packets` names allowed and
+/// forwarded, `tx_dropped` names refused (never forwarded), `tx_errors`
+/// lookups answered SERVFAIL (no upstream answer, or the nftables sets
+/// could not take the addresses).
+pub const DNS_INTERFACE: &str = "moat-dns";
+
+/// The samples of `moat metrics ID` (Prometheus text, one container) as
+/// [`EGRESS_INTERFACE`] and [`DNS_INTERFACE`] entries; a family that is
+/// absent (egress off, no name entries) gives no entry.
+pub fn egress_from_moat(text: &[u8]) -> Vec<NetworkStat> {
+    let text = String::from_utf8_lossy(text);
+    let mut samples: Vec<(&str, u64)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse().ok()) {
+            samples.push((name, value));
+        }
+    }
+    let sum = |name: &str| {
+        let mut found = samples.iter().filter(|s| s.0 == name).peekable();
+        found
+            .peek()
+            .is_some()
+            .then(|| found.map(|s| s.1).sum::<u64>())
+    };
+    let mut out = Vec::new();
+    if let Some(packets) = sum("moat_egress_blocked_packets_total") {
+        out.push(NetworkStat {
+            name: EGRESS_INTERFACE.into(),
+            tx_dropped: packets,
+            tx_bytes: sum("moat_egress_blocked_bytes_total").unwrap_or(0),
+            ..Default::default()
+        });
+    }
+    if let Some(refused) = sum("moat_egress_dns_refused_total") {
+        out.push(NetworkStat {
+            name: DNS_INTERFACE.into(),
+            tx_dropped: refused,
+            tx_packets: sum("moat_egress_dns_allowed_total").unwrap_or(0),
+            tx_errors: sum("moat_egress_dns_errors_total").unwrap_or(0),
+            ..Default::default()
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +176,29 @@ mod tests {
         let m = metrics_from_moat(b"{}").unwrap();
         assert_eq!(m.cpu.usage.total, 0);
         assert!(metrics_from_moat(b"not json").is_err());
+    }
+
+    #[test]
+    fn egress_counts_become_named_network_entries() {
+        let text = b"# HELP moat_egress_blocked_packets_total x\n\
+# TYPE moat_egress_blocked_packets_total counter\n\
+moat_egress_blocked_packets_total{id=\"c\",pod=\"a b\"} 5\n\
+moat_egress_blocked_bytes_total{id=\"c\"} 300\n\
+moat_egress_dns_refused_total{id=\"c\"} 2\n\
+moat_egress_dns_allowed_total{id=\"c\"} 7\n\
+moat_egress_dns_errors_total{id=\"c\",kind=\"upstream\"} 1\n\
+moat_egress_dns_errors_total{id=\"c\",kind=\"set\"} 3\n";
+        let n = egress_from_moat(text);
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].name, EGRESS_INTERFACE);
+        assert_eq!((n[0].tx_dropped, n[0].tx_bytes), (5, 300));
+        assert_eq!(n[1].name, DNS_INTERFACE);
+        assert_eq!(
+            (n[1].tx_dropped, n[1].tx_packets, n[1].tx_errors),
+            (2, 7, 4)
+        );
+        // Only the HELP/TYPE lines (no counters): no entries.
+        assert!(egress_from_moat(b"# TYPE moat_egress_dns_refused_total counter\n").is_empty());
+        assert!(egress_from_moat(b"garbage {\n").is_empty());
     }
 }
