@@ -352,7 +352,7 @@ fn refused_connections_are_rate_limited_events() {
     let policy = policy_file(
         &env,
         "events.toml",
-        &format!("[egress]\nallow = [\"{out}/32 udp 9\"]\n"),
+        &format!("[egress]\nallow = [\"{out}/32 udp 9\"]\nconnection_events = true\n"),
     );
     let mut ba = env.bundle(&["sleep", "300"]);
     ba.annotate("io.kubernetes.cri.sandbox-namespace", "events-ns");

@@ -359,6 +359,10 @@ pub struct Egress {
     /// answered with (policy `egress.private_answers`; see
     /// `crate::dns::answers`).
     pub private_answers: Vec<crate::dns::answers::PrivateAnswer>,
+    /// Refused connections of a container without name entries are
+    /// events too (policy `egress.connection_events`): it is registered
+    /// with moat's resolver, which holds the NFLOG listener.
+    pub connection_events: bool,
 }
 
 impl Egress {
@@ -393,6 +397,7 @@ impl Egress {
             .collect::<Result<_, _>>()?;
         egress.ttl_min = policy.name_ttl_min;
         egress.ttl_max = policy.name_ttl_max;
+        egress.connection_events = policy.connection_events;
         for m in &policy.metadata {
             let addr: IpAddr = m.trim().parse().map_err(|_| ParseError {
                 entry: m.clone(),
@@ -461,6 +466,7 @@ impl From<Vec<AllowRule>> for Egress {
             ttl_min: DEFAULT_TTL_MIN,
             ttl_max: DEFAULT_TTL_MAX,
             private_answers: Vec::new(),
+            connection_events: false,
         }
     }
 }

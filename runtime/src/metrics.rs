@@ -36,24 +36,30 @@ pub fn gather(root: &Path) -> std::io::Result<Vec<ContainerMetrics>> {
         if id == crate::state::PRIVATE_DIR || !entry.path().join("state.json").exists() {
             continue;
         }
-        // Through the init's pinned, proven /proc entry: never another
-        // process's namespace after pid reuse.
-        let blocked = crate::pod::init_network_namespace(root, &id).and_then(|ns| {
-            let netns = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
-            crate::netns::blocked(&netns).ok()
-        });
-        let dns = crate::resolver_stats::read(root, &id);
-        if blocked.is_none() && dns.is_none() {
-            continue;
-        }
-        out.push(ContainerMetrics {
-            labels: Labels::of(root, &id).unwrap_or_default(),
-            id,
-            blocked,
-            dns,
-        });
+        out.extend(collect(root, &id));
     }
     Ok(out)
+}
+
+/// The counters of container `id` under `root`, if it has any (what
+/// `gather` reads for each container; `moat metrics ID` and the shim's
+/// task metrics read one). Through the init's pinned, proven /proc entry:
+/// never another process's namespace after pid reuse.
+pub fn collect(root: &Path, id: &str) -> Option<ContainerMetrics> {
+    let blocked = crate::pod::init_network_namespace(root, id).and_then(|ns| {
+        let netns = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
+        crate::netns::blocked(&netns).ok()
+    });
+    let dns = crate::resolver_stats::read(root, id);
+    if blocked.is_none() && dns.is_none() {
+        return None;
+    }
+    Some(ContainerMetrics {
+        labels: Labels::of(root, id).unwrap_or_default(),
+        id: id.to_string(),
+        blocked,
+        dns,
+    })
 }
 
 /// A label value in the exposition format's escaping.

@@ -326,6 +326,14 @@ pub struct EgressPolicy {
     /// loopback, link-local…); every other such answer is dropped (DNS
     /// rebinding, `moat::dns::answers`).
     pub private_answers: Vec<String>,
+    /// Log every refused connection as an event (`moat events`), also for
+    /// containers without name entries. A container with name entries is
+    /// served by moat's resolver anyway and always gets them; one without
+    /// would start the resolver (a process per state root) at its create
+    /// and wait for it to stop at its delete: tens of milliseconds per
+    /// lone container, so off by default. Refused connections are counted
+    /// (`moat metrics`) either way.
+    pub connection_events: bool,
 }
 
 impl Default for EgressPolicy {
@@ -338,6 +346,7 @@ impl Default for EgressPolicy {
             name_ttl_min: crate::egress::DEFAULT_TTL_MIN,
             name_ttl_max: crate::egress::DEFAULT_TTL_MAX,
             private_answers: Vec::new(),
+            connection_events: false,
         }
     }
 }

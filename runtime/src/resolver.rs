@@ -149,10 +149,12 @@ pub fn log_file(root: &Path) -> PathBuf {
 /// resolver if it is not running, and returns once the resolver serves
 /// the container's network namespace (`netns`, opened from `path`; a
 /// namespace already served for other containers is shared). Every
-/// container with egress rules is registered: the resolver logs its
-/// refused connections (`crate::nflog`). Without name entries that is all
-/// it does there, and failing to do it fails nothing but the events (the
-/// table refuses what it refuses without the resolver): a warning.
+/// container with name entries is registered, and so is every other one
+/// when the policy asks for events of refused connections
+/// (`egress.connection_events`): the resolver logs its refused
+/// connections (`crate::nflog`). Without name entries that is all it does
+/// there, and failing to do it fails nothing but the events (the table
+/// refuses what it refuses without the resolver): a warning.
 pub fn attach(
     root: &Path,
     id: &str,
@@ -161,6 +163,9 @@ pub fn attach(
     netns: &File,
     docker_made: bool,
 ) -> Result<()> {
+    if egress.names.is_empty() && !egress.connection_events {
+        return Ok(());
+    }
     let result = attach_registered(root, id, egress, path, netns, docker_made);
     match result {
         Err(e) if egress.names.is_empty() => {

@@ -3,11 +3,9 @@
 //! collector. The work is in `moat::metrics`.
 //!
 //! `moat metrics ID` prints one container's (what moat's shim reads for
-//! containerd's task metrics): the same samples `gather` gives for it,
-//! without entering every other container's network namespace.
-
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+//! containerd's task metrics): `moat::metrics::collect`, the same samples
+//! `gather` gives for it, without entering every other container's
+//! network namespace.
 
 use anyhow::Result;
 use clap::Args;
@@ -26,26 +24,7 @@ pub fn metrics(ctx: &Ctx, args: MetricsArgs) -> Result<()> {
         None => moat::metrics::gather(&root)?,
         Some(id) => {
             load_container(ctx, &id)?;
-            // As `moat::metrics::gather` reads each container: the init's
-            // pinned, proven /proc entry, never another process's
-            // namespace after pid reuse.
-            let blocked = moat::pod::init_network_namespace(&root, &id).and_then(|ns| {
-                let netns = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
-                moat::netns::blocked(&netns).ok()
-            });
-            let dns = moat::resolver_stats::read(&root, &id);
-            match (blocked, dns) {
-                (None, None) => Vec::new(),
-                // Fields `gather` may add later stay at their defaults.
-                #[allow(clippy::needless_update)]
-                (blocked, dns) => vec![moat::metrics::ContainerMetrics {
-                    labels: moat::resolver_stats::Labels::of(&root, &id).unwrap_or_default(),
-                    id,
-                    blocked,
-                    dns,
-                    ..Default::default()
-                }],
-            }
+            moat::metrics::collect(&root, &id).into_iter().collect()
         }
     };
     print!("{}", moat::metrics::prometheus_text(&containers));
