@@ -1344,9 +1344,11 @@ fn metrics_print_blocked_counts_as_prometheus_text() {
                 .contains("# TYPE moat_egress_blocked_packets_total counter"),
             "{out}"
         );
-        let line = format!("moat_egress_blocked_packets_total{{id=\"{id}\"}} {packets}");
+        let line =
+            format!("moat_egress_blocked_packets_total{{id=\"{id}\",namespace=\"raw\"}} {packets}");
         assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
-        let line = format!("moat_egress_blocked_bytes_total{{id=\"{id}\"}} {bytes}");
+        let line =
+            format!("moat_egress_blocked_bytes_total{{id=\"{id}\",namespace=\"raw\"}} {bytes}");
         assert!(out.stdout.lines().any(|l| l == line), "no `{line}`:\n{out}");
         net.close();
         env.moat(&["delete", "--force", &id]).assert_ok();
