@@ -279,3 +279,46 @@ fn masked_files_are_the_containers_own_dev_null() {
     drop(guard);
     leak.verify();
 }
+
+/// The container's own nodes are on a tmpfs of their own, not on the
+/// filesystem of moat's `--root` (issue 17): the kernel runs its fsnotify
+/// path on every read and open of a file whose filesystem anyone watches
+/// (containerd watches a file on the state root's), which made the
+/// container's `/dev/zero` reads and `/dev/null` opens cost more than
+/// runc's; and no host path reaches the nodes. Fails with the previous
+/// binary: `/dev/null: on the --root's filesystem`.
+#[test]
+fn device_nodes_are_on_a_tmpfs_of_their_own() {
+    require_root();
+    let env = Env::new();
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "own-tmpfs");
+    let leak = env.leak_check(&id);
+    let pid = init_pid(&env, &id);
+    let state_dev = fs::metadata(&env.root).unwrap().dev();
+    let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    for dev in ["/dev/null", "/dev/zero"] {
+        // The last mount at the path is the one the container sees.
+        let line = mountinfo
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(dev))
+            .unwrap_or_else(|| panic!("{dev} is not a mount point:\n{mountinfo}"));
+        let fs_type = line.split(" - ").nth(1).unwrap().split(' ').next().unwrap();
+        assert_eq!(fs_type, "tmpfs", "{dev}: {line}");
+        let inside = fs::metadata(format!("/proc/{pid}/root{dev}")).unwrap();
+        assert!(inside.file_type().is_char_device(), "{dev}: {inside:?}");
+        assert_ne!(
+            inside.dev(),
+            state_dev,
+            "{dev}: on the --root's filesystem ({line})"
+        );
+        assert_ne!(
+            inside.dev(),
+            fs::metadata(dev).unwrap().dev(),
+            "{dev}: on the host's /dev"
+        );
+    }
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}

@@ -12,9 +12,9 @@
 //! host's node.
 //!
 //! moat, as host root in the host's user namespace, makes the same nodes
-//! in the container's private directory (0700, under moat's state root:
-//! no container reaches it by name), one inode per container, with the
-//! host node's numbers, mode and owner (so the container may do with its
+//! on a tmpfs of the container's own that no host path reaches (see
+//! [`prepare`] for why not on moat's state root), one inode per container,
+//! with the host node's numbers, mode and owner (so the container may do with its
 //! node exactly what the bind let it do: a root-only 0600 node such as
 //! `/dev/console` stays out of its reach). A node is made only when the
 //! host's path is itself a device node (not a link) whose numbers are the
@@ -35,22 +35,28 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::AtFlags;
 use nix::mount::{umount2, MntFlags};
-use nix::sys::stat::{lstat, mknod, Mode, SFlag};
+use nix::sys::stat::{fchmodat, lstat, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::unistd::fchownat;
 use oci_spec::runtime::Spec;
 
-use crate::rootfs::{open_tree_clone, set_mount_attr, MountAttr};
+use crate::rootfs::open_tree_clone;
 
-const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
-const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
-const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x0000_0002;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x0000_0008;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 
 /// The most binds of one host node at one path moat detaches (libcontainer
 /// makes one; a few more cost nothing to handle).
@@ -99,11 +105,11 @@ pub fn bound_device_paths(spec: &Spec) -> Vec<BoundDevice> {
 }
 
 /// Makes the container's own node for each device libcontainer binds from
-/// the host (`devices`), in `dir` (created, 0700), with the host node's
-/// type, numbers, permissions and owner, and clones each as a detached
-/// mount. A path whose host entry is not a device node (a link, a file)
-/// or has other numbers than the spec asked for is skipped
-/// (libcontainer's bind of it stays as it is, owned as on the host).
+/// the host (`devices`), with the host node's type, numbers, permissions
+/// and owner, and clones each as a detached mount. A path whose host entry
+/// is not a device node (a link, a file) or has other numbers than the
+/// spec asked for is skipped (libcontainer's bind of it stays as it is,
+/// owned as on the host).
 ///
 /// Then every other mount in the container (`init`'s mount namespace)
 /// whose root is a device node of the host (a masked file, a spec's bind
@@ -111,6 +117,16 @@ pub fn bound_device_paths(spec: &Spec) -> Vec<BoundDevice> {
 /// clone of the container's own node for that host node, made with what
 /// the mount shows (type, numbers, mode, owner: no more than the bind
 /// gave), so no mount leaves the container a host device inode.
+///
+/// The nodes live on a tmpfs of their own that moat mounts for this
+/// container and never attaches to a host path, not on the filesystem of
+/// moat's state root: the kernel runs its fsnotify path on every read and
+/// open of a file whose filesystem anyone watches with inotify or fanotify
+/// (a watch on any other file of it is enough; containerd watches one on
+/// the state root's), which cost 23 ns per read of `/dev/zero` and about
+/// 60 ns per open+close of `/dev/null` (issue 17). Nobody on the host can
+/// watch, or open, a filesystem no host path reaches. `dir` (created,
+/// 0700) is used only where the kernel cannot clone from a detached mount.
 pub fn prepare(
     devices: &[BoundDevice],
     dir: &Path,
@@ -120,10 +136,15 @@ pub fn prepare(
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut own = Vec::with_capacity(devices.len());
+    let mounts = host_device_mounts(init)?;
+    // One inode per node at most, and the root's.
+    let nodes = private_tmpfs(devices.len() + mounts.len() + 1)
+        .context("cannot make the device nodes' tmpfs")?;
+    // (path in the container, host node's (st_dev, st_ino), node's name).
+    let mut wanted: Vec<(PathBuf, (u64, u64), String)> = Vec::new();
     // The container's node made for each host node, by the host node's
     // (st_dev, st_ino).
-    let mut nodes: Vec<((u64, u64), PathBuf)> = Vec::new();
+    let mut made: Vec<((u64, u64), String)> = Vec::new();
     for (i, BoundDevice { path, rdev }) in devices.iter().enumerate() {
         // The name libcontainer's mount(2) resolves in the host's view
         // (its init is in a copy of the host's mount table then). Not
@@ -142,56 +163,65 @@ pub fn prepare(
         } else {
             continue;
         };
-        let node = dir.join(i.to_string());
-        make_node_like(&node, kind, &host)
+        let name = i.to_string();
+        make_node_like(&nodes, &name, kind, &host)
             .with_context(|| format!("cannot make {}'s node", path.display()))?;
-        nodes.push(((host.dev(), host.ino()), node.clone()));
-        own.push(OwnDevice {
-            path: path.clone(),
-            host_inode: (host.dev(), host.ino()),
-            tree: detached_device_mount(&node)?,
-        });
+        let host_inode = (host.dev(), host.ino());
+        made.push((host_inode, name.clone()));
+        wanted.push((path.clone(), host_inode, name));
     }
-    for (path, shown) in host_device_mounts(init)? {
-        if own.iter().any(|d| d.path == path) {
+    for (path, shown) in mounts {
+        if wanted.iter().any(|(p, _, _)| *p == path) {
             continue;
         }
         let host_inode = (shown.dev(), shown.ino());
-        let node = match nodes.iter().find(|(inode, _)| *inode == host_inode) {
-            Some((_, node)) => node.clone(),
+        let name = match made.iter().find(|(inode, _)| *inode == host_inode) {
+            Some((_, name)) => name.clone(),
             None => {
-                let node = dir.join(format!("m{}", nodes.len()));
+                let name = format!("m{}", made.len());
                 let kind = if shown.file_type().is_char_device() {
                     SFlag::S_IFCHR
                 } else {
                     SFlag::S_IFBLK
                 };
-                make_node_like(&node, kind, &shown)
+                make_node_like(&nodes, &name, kind, &shown)
                     .with_context(|| format!("cannot make {}'s node", path.display()))?;
-                nodes.push((host_inode, node.clone()));
-                node
+                made.push((host_inode, name.clone()));
+                name
             }
         };
-        own.push(OwnDevice {
+        wanted.push((path, host_inode, name));
+    }
+    let names: Vec<&str> = wanted.iter().map(|(_, _, name)| name.as_str()).collect();
+    let trees = clone_nodes(&nodes, &names, dir)?;
+    Ok(wanted
+        .into_iter()
+        .zip(trees)
+        .map(|((path, host_inode, _), tree)| OwnDevice {
             path,
             host_inode,
-            tree: detached_device_mount(&node)?,
-        });
-    }
-    Ok(own)
+            tree,
+        })
+        .collect())
 }
 
-/// Makes a device node at `node` with `like`'s numbers, permissions and
-/// owner.
-fn make_node_like(node: &Path, kind: SFlag, like: &fs::Metadata) -> Result<()> {
-    let perm = like.mode() & 0o777;
-    mknod(node, kind, Mode::from_bits_truncate(perm), like.rdev())
-        .with_context(|| format!("cannot make {}", node.display()))?;
+/// Makes a device node `name` in the directory `at` with `like`'s numbers,
+/// permissions and owner.
+fn make_node_like(at: &OwnedFd, name: &str, kind: SFlag, like: &fs::Metadata) -> Result<()> {
+    let perm = Mode::from_bits_truncate(like.mode() & 0o777);
+    let at = Some(at.as_raw_fd());
+    mknodat(at, name, kind, perm, like.rdev()).with_context(|| format!("cannot make {name}"))?;
     // mknod's mode went through the umask; set it exactly.
-    fs::set_permissions(node, fs::Permissions::from_mode(perm))
-        .with_context(|| format!("cannot chmod {}", node.display()))?;
-    std::os::unix::fs::lchown(node, Some(like.uid()), Some(like.gid()))
-        .with_context(|| format!("cannot chown {}", node.display()))
+    fchmodat(at, name, perm, FchmodatFlags::FollowSymlink)
+        .with_context(|| format!("cannot chmod {name}"))?;
+    fchownat(
+        at,
+        name,
+        Some(like.uid().into()),
+        Some(like.gid().into()),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("cannot chown {name}"))
 }
 
 /// The mount points in `init`'s mount namespace whose mount shows a device
@@ -208,7 +238,6 @@ fn make_node_like(node: &Path, kind: SFlag, like: &fs::Metadata) -> Result<()> {
 /// is not reachable by it either and is skipped.
 fn host_device_mounts(init: nix::unistd::Pid) -> Result<Vec<(PathBuf, fs::Metadata)>> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    use std::os::fd::FromRawFd;
     let text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .context("cannot read the container's mount table")?;
     let root =
@@ -254,20 +283,131 @@ fn host_device_mounts(init: nix::unistd::Pid) -> Result<Vec<(PathBuf, fs::Metada
     Ok(found)
 }
 
-/// A detached bind mount of the node at `node`: nosuid and noexec, with
-/// nodev cleared (moat's state root may be on a nodev mount such as /run;
-/// a bind keeps its source mount's flags).
-fn detached_device_mount(node: &Path) -> Result<OwnedFd> {
-    let c = CString::new(node.as_os_str().as_bytes()).context("device node path holds NUL")?;
-    let tree = open_tree_clone(&c).with_context(|| format!("open_tree {}", node.display()))?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-        attr_clr: MOUNT_ATTR_NODEV,
-        propagation: 0,
-        userns_fd: 0,
+/// A descriptor a syscall returned (`rc`), or the error it set.
+fn owned_fd(rc: libc::c_long) -> std::io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// A new tmpfs (root 0700, room for `inodes` inodes and no blocks to speak
+/// of), mounted nosuid and noexec with devices allowed, attached nowhere:
+/// the returned descriptor is its root.
+fn private_tmpfs(inodes: usize) -> std::io::Result<OwnedFd> {
+    let cstr = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let tmpfs = cstr("tmpfs")?;
+    // SAFETY: a valid NUL-terminated filesystem name.
+    let fs = owned_fd(unsafe { libc::syscall(libc::SYS_fsopen, tmpfs.as_ptr(), FSOPEN_CLOEXEC) })?;
+    let inodes = inodes.to_string();
+    for (key, value) in [("mode", "0700"), ("nr_inodes", &inodes), ("size", "4k")] {
+        let (key, value) = (cstr(key)?, cstr(value)?);
+        // SAFETY: fsopen's descriptor and valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let none: *const libc::c_char = std::ptr::null();
+    // SAFETY: fsopen's descriptor; CMD_CREATE takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            none,
+            none,
+            0,
+        )
     };
-    set_mount_attr(&tree, &attr, 0).with_context(|| format!("mount_setattr {}", node.display()))?;
-    Ok(tree)
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a created filesystem context's descriptor.
+    owned_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        )
+    })
+}
+
+/// A detached bind mount of each of `names` in the tmpfs `nodes` (its
+/// flags: nosuid, noexec, devices allowed). Kernels before 6.15 refuse to
+/// clone from a mount attached nowhere (EINVAL): there [`clone_attached`].
+fn clone_nodes(nodes: &OwnedFd, names: &[&str], dir: &Path) -> Result<Vec<OwnedFd>> {
+    let detached: std::io::Result<Vec<OwnedFd>> = names
+        .iter()
+        .map(|name| {
+            let name = CString::new(*name).map_err(std::io::Error::other)?;
+            // SAFETY: a valid descriptor and NUL-terminated name.
+            owned_fd(unsafe {
+                libc::syscall(
+                    libc::SYS_open_tree,
+                    nodes.as_raw_fd(),
+                    name.as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                )
+            })
+        })
+        .collect();
+    match detached {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => clone_attached(nodes, names, dir),
+        other => other.context("cannot clone the container's device nodes"),
+    }
+}
+
+/// [`clone_nodes`] where the kernel clones only from an attached mount:
+/// attaches the tmpfs at `dir` (moat's private 0700 directory: nobody else
+/// reaches it by name) while the clones are made, then detaches it.
+fn clone_attached(nodes: &OwnedFd, names: &[&str], dir: &Path) -> Result<Vec<OwnedFd>> {
+    move_mount_to(nodes, dir)
+        .with_context(|| format!("cannot attach the device nodes' tmpfs at {}", dir.display()))?;
+    let clones: std::io::Result<Vec<OwnedFd>> = names
+        .iter()
+        .map(|name| {
+            let path = CString::new(dir.join(name).as_os_str().as_bytes())
+                .map_err(std::io::Error::other)?;
+            open_tree_clone(&path)
+        })
+        .collect();
+    umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+        .with_context(|| format!("cannot detach the device nodes' tmpfs at {}", dir.display()))?;
+    clones.context("cannot clone the container's device nodes")
+}
+
+/// Attaches the detached mount `tree` at `target` (move_mount(2)).
+fn move_mount_to(tree: &OwnedFd, target: &Path) -> std::io::Result<()> {
+    let target = CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let empty = CString::default();
+    // SAFETY: a detached mount's descriptor, an empty path with
+    // MOVE_MOUNT_F_EMPTY_PATH and a valid NUL-terminated target.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Runs in the container's mount namespace (a thread of moat's that
@@ -308,25 +448,8 @@ pub fn attach_in_container(devices: Vec<OwnDevice>) -> Result<()> {
                 d.path.display()
             );
         }
-        let target =
-            CString::new(d.path.as_os_str().as_bytes()).context("device path holds NUL")?;
-        let empty = CString::default();
-        // SAFETY: a detached mount's descriptor, an empty path with
-        // MOVE_MOUNT_F_EMPTY_PATH and a valid NUL-terminated target.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                d.tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot attach moat's node at {}", d.path.display()));
-        }
+        move_mount_to(&d.tree, &d.path)
+            .with_context(|| format!("cannot attach moat's node at {}", d.path.display()))?;
     }
     Ok(())
 }
@@ -418,21 +541,62 @@ mod tests {
             "only the device node with the asked numbers"
         );
         let host = fs::metadata("/dev/null").unwrap();
-        let node = fs::metadata(dir.join("0")).unwrap();
-        assert!(node.file_type().is_char_device());
-        assert_eq!(node.rdev(), host.rdev());
-        assert_eq!(node.mode() & 0o777, host.mode() & 0o777);
+        // The node is reached only through its clone's descriptor.
+        let node = nix::sys::stat::fstat(own[0].tree.as_raw_fd()).unwrap();
         assert_eq!(
-            (node.uid(), node.gid()),
+            SFlag::from_bits_truncate(node.st_mode) & SFlag::S_IFMT,
+            SFlag::S_IFCHR
+        );
+        assert_eq!(node.st_rdev, host.rdev());
+        assert_eq!(node.st_mode & 0o777, host.mode() & 0o777);
+        assert_eq!(
+            (node.st_uid, node.st_gid),
             (host.uid(), host.gid()),
             "the host's owner"
         );
-        assert_ne!((node.dev(), node.ino()), (host.dev(), host.ino()));
+        assert_ne!((node.st_dev, node.st_ino), (host.dev(), host.ino()));
         assert_eq!(own[0].host_inode, (host.dev(), host.ino()));
-        assert_eq!(
-            fs::metadata(&dir).unwrap().mode() & 0o777,
-            0o700,
-            "no one but host root reaches the nodes by name"
+        let state = fs::metadata(&dir).unwrap();
+        assert_ne!(
+            node.st_dev,
+            state.dev(),
+            "the node is on a filesystem of its own, not the state root's"
         );
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "no node in the private directory"
+        );
+        assert_eq!(state.mode() & 0o777, 0o700);
+    }
+
+    /// The way kernels before 6.15 take (they cannot clone from a mount
+    /// attached nowhere): the clones show the tmpfs's nodes, and the tmpfs
+    /// is no longer attached at `dir` afterwards.
+    #[test]
+    fn nodes_clone_through_the_private_directory_where_the_kernel_needs_it() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dev");
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let nodes = private_tmpfs(4).unwrap();
+        let host = fs::metadata("/dev/zero").unwrap();
+        make_node_like(&nodes, "0", SFlag::S_IFCHR, &host).unwrap();
+        let clones = clone_attached(&nodes, &["0", "0"], &dir).unwrap();
+        assert_eq!(clones.len(), 2);
+        for clone in &clones {
+            let node = nix::sys::stat::fstat(clone.as_raw_fd()).unwrap();
+            assert_eq!(node.st_rdev, host.rdev());
+            assert_ne!(node.st_dev, host.dev());
+        }
+        let parent = fs::metadata(tmp.path()).unwrap().dev();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().dev(),
+            parent,
+            "the tmpfs is still attached at the private directory"
+        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     }
 }
