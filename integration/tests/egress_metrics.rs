@@ -354,12 +354,13 @@ fn refused_connections_are_rate_limited_events() {
         "events.toml",
         &format!("[egress]\nallow = [\"{out}/32 udp 9\"]\nconnection_events = true\n"),
     );
-    let mut ba = env.bundle(&["sleep", "300"]);
+    let ida = env.id("eg-events-a");
+    // Pod names label only a bundle the CRI made (R6-5).
+    let mut ba = env.engine_bundle("k8s.io", &ida, &["sleep", "300"]);
     ba.annotate("io.kubernetes.cri.sandbox-namespace", "events-ns");
     ba.annotate("io.kubernetes.cri.sandbox-name", "events-pod");
     ba.annotate("io.kubernetes.cri.container-name", "events-ctr");
     let bb = env.bundle(&["sleep", "300"]);
-    let ida = env.id("eg-events-a");
     let idb = env.id("eg-events-b");
     let leak_a = env.leak_check(&ida);
     let leak_b = env.leak_check(&idb);
