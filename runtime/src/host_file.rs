@@ -109,7 +109,18 @@ fn walk(
     for component in rest.components() {
         let name = match component {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
-            Component::ParentDir => OsStr::new(".."),
+            Component::ParentDir => {
+                // `..` is where the directory is now: one others than root
+                // can write, others can move (to another parent) between
+                // two steps of this walk.
+                let here = fstat(dir.as_raw_fd())?;
+                if here.st_uid != 0 || here.st_mode & 0o022 != 0 {
+                    return Err(refused(
+                        "`..` after a directory others than root can write".into(),
+                    ));
+                }
+                OsStr::new("..")
+            }
             Component::Normal(name) => name,
         };
         match open_path_dir(Some(&dir), name) {
@@ -349,6 +360,16 @@ mod tests {
         fs::create_dir(tmp.path().join("real")).unwrap();
         write_replacing(&tmp.path().join("real/../real/pid"), b"2").unwrap();
         assert_eq!(fs::read(tmp.path().join("real/pid")).unwrap(), b"2");
+        // `..` out of a directory others can write (and so move) is not.
+        fs::create_dir(tmp.path().join("open")).unwrap();
+        fs::set_permissions(
+            tmp.path().join("open"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let e = write_replacing(&tmp.path().join("open/../real/pid3"), b"3").unwrap_err();
+        assert!(e.to_string().contains("`..` after a directory"), "{e}");
+        assert!(!tmp.path().join("real/pid3").exists());
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Moat {
             let listed = listed()?;
             if binary_name.is_some() {
                 root_controlled(&binary, Leaf::Executable)
-                    .and_then(|()| open_allowed_binary(&binary, &listed).map(drop))
+                    .and_then(|()| open_allowed_binary(&binary, || Ok(listed.clone())).map(drop))
                     .map_err(|why| {
                         format!("runtime option BinaryName {}: {why}", binary.display())
                     })?;
@@ -190,12 +190,15 @@ impl Moat {
         // Run the file that was checked, by its descriptor: a path swapped
         // after the check is never run (T37). The descriptor is
         // close-on-exec; the kernel opens it before closing it.
-        let exe = Listed::load(&shim_config_path())
-            .and_then(|listed| open_allowed_binary(&self.binary, &listed))
-            .map_err(|why| MoatError {
+        // The operator's list is read only for a binary that is not the
+        // installed moat: a bad line there must not stop the default
+        // binary (deleting running containers included).
+        let exe = open_allowed_binary(&self.binary, || Listed::load(&shim_config_path())).map_err(
+            |why| MoatError {
                 command: command.clone(),
                 message: format!("{}: {why}", self.binary.display()),
-            })?;
+            },
+        )?;
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.arg0(&self.binary)
             .arg("--root")
@@ -524,7 +527,10 @@ impl Listed {
 /// names: the same file, compared by device and inode on the descriptor
 /// that is then run, so neither a copy of another program nor a path
 /// swapped after the check is run.
-fn open_allowed_binary(binary: &Path, listed: &Listed) -> Result<OwnedFd, String> {
+fn open_allowed_binary(
+    binary: &Path,
+    listed: impl FnOnce() -> Result<Listed, String>,
+) -> Result<OwnedFd, String> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::{fstat, Mode};
     let identity = |path: &Path| -> Result<(OwnedFd, (u64, u64)), String> {
@@ -541,11 +547,13 @@ fn open_allowed_binary(binary: &Path, listed: &Listed) -> Result<OwnedFd, String
     let (fd, id) = identity(binary)?;
     let installed = find_binary(DEFAULT_BINARY);
     let same = |path: &Path| identity(path).is_ok_and(|(_, other)| other == id);
-    if same(&installed)
-        || listed
-            .binaries
-            .iter()
-            .any(|b| root_controlled(b, Leaf::Executable).is_ok() && same(b))
+    if same(&installed) {
+        return Ok(fd);
+    }
+    if listed()?
+        .binaries
+        .iter()
+        .any(|b| root_controlled(b, Leaf::Executable).is_ok() && same(b))
     {
         return Ok(fd);
     }
@@ -685,7 +693,7 @@ mod tests {
         let l = listed.clone();
         let m = Moat::from_options_listed(Some(&o), "ns", || Ok(l)).expect("listed");
         assert_eq!(m.binary, Path::new("/bin/sh"));
-        let fd = open_allowed_binary(Path::new("/bin/sh"), &listed).expect("listed");
+        let fd = open_allowed_binary(Path::new("/bin/sh"), || Ok(listed.clone())).expect("listed");
         drop(fd);
         // A root-owned directory that is not listed: refused.
         let mut o = Options::new();

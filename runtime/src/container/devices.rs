@@ -51,6 +51,7 @@ use crate::rootfs::open_tree_clone;
 
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x0000_0002;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x0000_0008;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
@@ -140,8 +141,9 @@ pub fn prepare(
     // One inode per node at most, and the root's.
     let nodes = private_tmpfs(devices.len() + mounts.len() + 1)
         .context("cannot make the device nodes' tmpfs")?;
-    // (path in the container, host node's (st_dev, st_ino), node's name).
-    let mut wanted: Vec<(PathBuf, (u64, u64), String)> = Vec::new();
+    // (path in the container, host node's (st_dev, st_ino), node's name,
+    // whether the clone is nodev).
+    let mut wanted: Vec<(PathBuf, (u64, u64), String, bool)> = Vec::new();
     // The container's node made for each host node, by the host node's
     // (st_dev, st_ino).
     let mut made: Vec<((u64, u64), String)> = Vec::new();
@@ -168,10 +170,10 @@ pub fn prepare(
             .with_context(|| format!("cannot make {}'s node", path.display()))?;
         let host_inode = (host.dev(), host.ino());
         made.push((host_inode, name.clone()));
-        wanted.push((path.clone(), host_inode, name));
+        wanted.push((path.clone(), host_inode, name, false));
     }
     for (path, shown) in mounts {
-        if wanted.iter().any(|(p, _, _)| *p == path) {
+        if wanted.iter().any(|(p, _, _, _)| *p == path) {
             continue;
         }
         let host_inode = (shown.dev(), shown.ino());
@@ -190,19 +192,37 @@ pub fn prepare(
                 name
             }
         };
-        wanted.push((path, host_inode, name));
+        // A mount found in the table is a spec's bind of a node (which
+        // the hardening made nodev: unusable as a device) or a masked
+        // file (libcontainer's bind of `/dev/null`, read as empty). Only
+        // the null device keeps working: every other clone is nodev, so
+        // the swap never makes a node usable that was not.
+        let nodev = shown.rdev() != libc::makedev(1, 3);
+        wanted.push((path, host_inode, name, nodev));
     }
-    let names: Vec<&str> = wanted.iter().map(|(_, _, name)| name.as_str()).collect();
+    let names: Vec<&str> = wanted.iter().map(|(_, _, name, _)| name.as_str()).collect();
     let trees = clone_nodes(&nodes, &names, dir)?;
-    Ok(wanted
+    wanted
         .into_iter()
         .zip(trees)
-        .map(|((path, host_inode, _), tree)| OwnDevice {
-            path,
-            host_inode,
-            tree,
+        .map(|((path, host_inode, _, nodev), tree)| {
+            if nodev {
+                let attr = crate::rootfs::MountAttr {
+                    attr_set: MOUNT_ATTR_NODEV,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                crate::rootfs::set_mount_attr(&tree, &attr, 0)
+                    .with_context(|| format!("cannot make {}'s node nodev", path.display()))?;
+            }
+            Ok(OwnDevice {
+                path,
+                host_inode,
+                tree,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Makes a device node `name` in the directory `at` with `like`'s numbers,

@@ -157,24 +157,60 @@ const ENGINE_SHM_SOURCES: &[&str] = &[
     "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/*/shm",
 ];
 
+/// Whether the container writes through the mount itself: libcontainer
+/// applies the options in order, so the last of `ro`/`rw`/`rro`/`rrw`
+/// decides (`["rbind", "ro", "rw"]` is mounted read-write).
 fn is_writable(m: &Mount) -> bool {
-    !m.options().iter().flatten().any(|o| o == "ro")
+    last_of(m, &["ro", "rw", "rro", "rrw"]).is_none_or(|o| o == "rw" || o == "rrw")
+}
+
+/// Whether the container writes through the mounts a recursive bind
+/// carries below its source: `ro` is applied to the top mount only
+/// (`mount_setattr` without `AT_RECURSIVE`); only `rro` reaches them.
+fn is_writable_below(m: &Mount) -> bool {
+    last_of(m, &["rro", "rrw"]).is_none_or(|o| o == "rrw")
+}
+
+fn last_of<'a>(m: &'a Mount, options: &[&str]) -> Option<&'a str> {
+    m.options()
+        .iter()
+        .flatten()
+        .rev()
+        .find(|o| options.contains(&o.as_str()))
+        .map(String::as_str)
 }
 
 fn is_recursive(m: &Mount) -> bool {
     m.options().iter().flatten().any(|o| o == "rbind")
 }
 
-/// The host paths a mount shows the container, each with whether the
-/// container writes through it and whether mounts below it come along: a
-/// bind's source, and each layer of an overlay (its upper and work
-/// directories written, its lower layers read).
-fn host_sources(m: &Mount) -> Vec<(&'static str, PathBuf, bool, bool)> {
+/// A host path a mount shows the container.
+struct HostSource {
+    what: &'static str,
+    path: PathBuf,
+    /// The container writes through the mount of the path itself.
+    writable: bool,
+    /// Mounts below the path come along (a recursive bind) ...
+    recursive: bool,
+    /// ... and the container writes through them.
+    writable_below: bool,
+}
+
+/// The host paths a mount shows the container: a bind's source, and each
+/// layer of an overlay (its upper and work directories written, its lower
+/// layers read).
+fn host_sources(m: &Mount) -> Vec<HostSource> {
     if is_bind(m) {
         return m
             .source()
             .iter()
-            .map(|s| ("bind mount", s.clone(), is_writable(m), is_recursive(m)))
+            .map(|s| HostSource {
+                what: "bind mount",
+                path: s.clone(),
+                writable: is_writable(m),
+                recursive: is_recursive(m),
+                writable_below: is_writable_below(m),
+            })
             .collect();
     }
     if m.typ().as_deref() != Some("overlay") {
@@ -191,7 +227,13 @@ fn host_sources(m: &Mount) -> Vec<(&'static str, PathBuf, bool, bool)> {
                 value
                     .split(':')
                     .filter(|p| !p.is_empty())
-                    .map(|p| ("overlay layer", PathBuf::from(p), written, false)),
+                    .map(|p| HostSource {
+                        what: "overlay layer",
+                        path: PathBuf::from(p),
+                        writable: written,
+                        recursive: false,
+                        writable_below: false,
+                    }),
             );
         }
     }
@@ -212,7 +254,14 @@ pub(super) fn refuse_bind_source_filesystems(
     facts: &HostFacts,
 ) -> Result<(), Refusal> {
     for m in spec.mounts().iter().flatten() {
-        for (what, source, writable, recursive) in host_sources(m) {
+        for HostSource {
+            what,
+            path: source,
+            writable,
+            recursive,
+            writable_below,
+        } in host_sources(m)
+        {
             let Some(filesystems) = facts.source_filesystems.get(&source) else {
                 continue;
             };
@@ -222,7 +271,8 @@ pub(super) fn refuse_bind_source_filesystems(
                 filesystems.len().min(1)
             };
             for (i, fs) in filesystems[..shown].iter().enumerate() {
-                let Some((why, key)) = judge(fs, writable, policy) else {
+                let written = if i == 0 { writable } else { writable_below };
+                let Some((why, key)) = judge(fs, written, policy) else {
                     continue;
                 };
                 let which = if i == 0 {

@@ -221,6 +221,32 @@ fn mounts_below_a_source_count_for_recursive_binds_only() {
 }
 
 #[test]
+fn the_last_of_ro_and_rw_decides_as_libcontainer_applies_them() {
+    // libcontainer applies options in order: "ro" then "rw" is writable.
+    let big = || vec![fs(VOLUME, "tmpfs", Some(100 << 30), Some(4096))];
+    let r = refusal_of(VOLUME, &["rbind", "ro", "rw"], big(), &Policy::default());
+    assert!(r.contains("--shm-size"), "{r}");
+    refusal_of(VOLUME, &["rbind", "rro", "rrw"], big(), &Policy::default());
+    accepted(VOLUME, &["rbind", "rw", "ro"], big(), &Policy::default());
+    accepted(VOLUME, &["rbind", "rro"], big(), &Policy::default());
+}
+
+#[test]
+fn a_read_only_rbind_still_writes_the_mounts_below_it() {
+    // "ro" reaches the top mount only (no AT_RECURSIVE); "rro" all of them.
+    let dir = "/srv/data";
+    let shown = || {
+        vec![
+            fs(dir, "ext4", Some(1 << 40), None),
+            fs("/srv/data/t", "tmpfs", Some(8 << 30), Some(4096)),
+        ]
+    };
+    let r = refusal_of(dir, &["rbind", "ro"], shown(), &Policy::default());
+    assert!(r.contains("has /srv/data/t mounted below it"), "{r}");
+    accepted(dir, &["rbind", "rro"], shown(), &Policy::default());
+}
+
+#[test]
 fn a_source_without_facts_is_left_to_the_other_rules() {
     let spec = docker_with(|v| add_mount(v, bind("/srv/data", "/data")));
     ok_with(&spec, &Policy::default(), &facts());
