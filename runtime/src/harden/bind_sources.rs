@@ -7,7 +7,7 @@
 //! the fd moat mounts (`fstatfs`) and its mount's line in mountinfo
 //! ([`HostFacts::source_filesystems`]); the rule only decides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, Spec};
 
@@ -129,10 +129,7 @@ fn tmpfs_over_cap(fs: &MountedFs, policy: &Policy) -> Option<(String, Option<&'s
     }
     let size = fs.size_bytes.unwrap_or(cap);
     let inodes_cap = (size / TMPFS_BYTES_PER_INODE).max(1);
-    if ENGINE_SHM_SOURCES
-        .iter()
-        .any(|p| crate::policy::path_matches(p, &fs.mount_point))
-    {
+    if is_engine_shm(&fs.mount_point) {
         // No engine flag sets the inode limit of the /dev/shm it makes for
         // `--ipc shareable` or a pod sandbox: its size is judged, its
         // kernel-default inode limit is a documented residual (T5).
@@ -150,12 +147,31 @@ fn tmpfs_over_cap(fs: &MountedFs, policy: &Policy) -> Option<(String, Option<&'s
     }
 }
 
-/// The per-container /dev/shm engines mount themselves (docker's for
-/// `--ipc shareable`, containerd's for a pod sandbox).
-const ENGINE_SHM_SOURCES: &[&str] = &[
-    "/var/lib/docker/containers/*/mounts/shm",
-    "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/*/shm",
-];
+/// The per-container /dev/shm engines mount themselves: docker's for
+/// `--ipc shareable` (`<data-root>/containers/<id>/mounts/shm`) and
+/// containerd's for a pod sandbox
+/// (`<state>/io.containerd.grpc.v1.cri/sandboxes/<id>/shm`), wherever the
+/// engine's data root or state directory is. Judged by the path's last
+/// components: a tenant naming its own tmpfs so escapes only the inode
+/// rule, never the size cap.
+fn is_engine_shm(path: &Path) -> bool {
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let tail = |pattern: &[&str]| {
+        names.len() >= pattern.len()
+            && names[names.len() - pattern.len()..]
+                .iter()
+                .zip(pattern)
+                .all(|(n, p)| *p == "*" || *n == std::ffi::OsStr::new(p))
+    };
+    tail(&["containers", "*", "mounts", "shm"])
+        || tail(&["io.containerd.grpc.v1.cri", "sandboxes", "*", "shm"])
+}
 
 /// Whether the container writes through the mount itself: libcontainer
 /// applies the options in order, so the last of `ro`/`rw`/`rro`/`rrw`

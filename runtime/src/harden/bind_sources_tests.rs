@@ -205,6 +205,34 @@ fn a_writable_tmpfs_needs_an_inode_limit_within_its_size() {
         vec![fs(cri, "tmpfs", Some(64 * MIB), Some(3_000_000))],
         &Policy::default(),
     );
+    // Wherever the engine keeps its state (a test's private containerd,
+    // docker's data-root elsewhere): the same shapes, the size still capped.
+    for shm in [
+        "/tmp/moat-cri.x/state/io.containerd.grpc.v1.cri/sandboxes/abc/shm",
+        "/data/docker/containers/abc/mounts/shm",
+    ] {
+        accepted(
+            shm,
+            &["rbind"],
+            vec![fs(shm, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+            &Policy::default(),
+        );
+        let r = refusal_of(
+            shm,
+            &["rbind"],
+            vec![fs(shm, "tmpfs", Some(8 << 30), Some(3_000_000))],
+            &Policy::default(),
+        );
+        assert!(r.contains("--shm-size"), "{r}");
+    }
+    // Not the shape: the inode rule applies.
+    let other = "/srv/sandboxes/abc/shm";
+    refusal_of(
+        other,
+        &["rbind"],
+        vec![fs(other, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        &Policy::default(),
+    );
 }
 
 #[test]
