@@ -242,50 +242,98 @@ mod tests {
     }
 }
 
-/// Starts, in a background thread, a cgroup migration of moat's own
-/// process into the cgroup it is already in (a no-op move), so that the
-/// kernel's grace period for the cgroup attach lock passes while create
-/// does its own work, instead of in libcontainer's first `cgroup.procs`
-/// write, which then finds the lock's fast path already switched over.
+/// Keeps the kernel's cgroup attach lock on its fast path from the start
+/// of `create` until libcontainer has joined the container's cgroups: a
+/// background thread moves moat's own process into the cgroup it is
+/// already in (a no-op migration) every [`WARM_PERIOD`], until the
+/// returned guard is dropped (or [`WARM_LIMIT`] has passed).
 ///
-/// Measured on this kind of host (cgroup v1, 2 vCPUs): the first write of
-/// a pid to any `cgroup.procs` after a quiet spell takes 10–19 ms (an RCU
-/// grace period taken by `cgroup_threadgroup_rwsem`'s writer, whatever
-/// the cgroup); writes right after it take 0.02–0.14 ms. In idle-machine
-/// `create` logs the step of libcontainer that forks its intermediate
-/// process and joins the cgroups took 12.4 ms (median of 11).
+/// Why: any write of a pid to a `cgroup.procs` takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing; a writer that finds the lock's
+/// `rcu_sync` idle waits for a whole RCU grace period, and the state goes
+/// idle again one grace period after the last writer left. A single
+/// warm-up at the top of create (the previous version) had expired by the
+/// time libcontainer's intermediate process wrote its first
+/// `cgroup.procs`, about 15 ms later. Measured on this host (2026-12-06,
+/// load 3–5, 12 moves of a `sleep` between two cgroups 50 ms apart, each
+/// run twice): 5.9 ms median per move cold (4.7–21.9), 0.06–0.08 ms with
+/// a no-op migration every 1 ms, 0.07 every 3 ms, 0.10 every 5 ms.
 ///
-/// Nothing changes if anything is unexpected: the thread only writes when
-/// moat's pid is listed in that cgroup's `cgroup.procs` (so the write
-/// cannot move moat anywhere), and any error is ignored.
-pub fn warm_attach_lock() {
-    let _ = std::thread::Builder::new()
+/// What it changes: nothing moves (moat's pid is written only to the
+/// `cgroup.procs` that lists it, re-checked against `/proc/self/cgroup`
+/// before every write, stopping at the first difference); each write
+/// holds the lock for writing a few microseconds, as any container's
+/// attach does. Errors stop the thread silently.
+pub fn warm_attach_lock() -> AttachLockWarmer {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("cgroup-warm".into())
         .stack_size(64 * 1024)
-        .spawn(|| {
-            let Some(procs) = own_cgroup_procs_file() else {
+        .spawn(move || {
+            let Some((cgroup, procs)) = own_cgroup() else {
                 return;
             };
             let me = std::process::id().to_string();
             let listed = fs::read_to_string(&procs)
                 .map(|t| t.lines().any(|l| l.trim() == me))
                 .unwrap_or(false);
-            if listed {
-                let _ = fs::write(&procs, &me);
+            if !listed {
+                return;
             }
-        });
+            let deadline = std::time::Instant::now() + WARM_LIMIT;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                // Still where it was: the write cannot move moat anywhere.
+                if fs::read_to_string("/proc/self/cgroup").ok().as_deref() != Some(&cgroup) {
+                    return;
+                }
+                if fs::write(&procs, &me).is_err() {
+                    return;
+                }
+                std::thread::park_timeout(WARM_PERIOD);
+            }
+        })
+        .ok();
+    AttachLockWarmer { stop, thread }
+}
+
+/// How often the warmer re-enters the attach lock: well inside one grace
+/// period (about 4–6 ms here at HZ=250, longer under load).
+pub const WARM_PERIOD: std::time::Duration = std::time::Duration::from_millis(2);
+/// The warmer stops by itself after this, whatever happens to create.
+pub const WARM_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stops the warmer thread of [`warm_attach_lock`] when dropped (and waits
+/// for it, so no write of it outlives the guard).
+pub struct AttachLockWarmer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AttachLockWarmer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// moat's `/proc/self/cgroup` and the `cgroup.procs` of its cgroup.
+fn own_cgroup() -> Option<(String, PathBuf)> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let procs = own_cgroup_procs_file_in(
+        &text,
+        Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+    )?;
+    Some((text, procs))
 }
 
 /// `cgroup.procs` of the cgroup moat is in: in the v1 `pids` hierarchy,
 /// or on a unified (v2 only) host in `/sys/fs/cgroup`.
-fn own_cgroup_procs_file() -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
-    own_cgroup_procs_file_in(
-        &text,
-        Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-    )
-}
-
 fn own_cgroup_procs_file_in(proc_self_cgroup: &str, unified_only: bool) -> Option<PathBuf> {
     proc_self_cgroup.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');

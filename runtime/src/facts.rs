@@ -203,6 +203,11 @@ fn filesystems_of(
 pub fn pinned_source_filesystems(
     pinned: &crate::pinned::PinnedPaths,
 ) -> HashMap<PathBuf, Vec<MountedFs>> {
+    // No bind source, nothing to judge: the mount table (whose read costs
+    // grow with the host's mount count) is not read.
+    if pinned.sources.is_empty() {
+        return HashMap::new();
+    }
     let mounts = read_mounts();
     pinned
         .sources

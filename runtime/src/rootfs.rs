@@ -433,6 +433,12 @@ pub fn mount_at(path: &Path) -> Option<MountInfo> {
 /// A name swapped after the fd was opened cannot make moat take another
 /// mount's layers (T29).
 pub fn mount_of_fd(fd: BorrowedFd) -> Option<MountInfo> {
+    // The kernel says whether the fd is the root of its mount: when it is
+    // not, no mount has it as its top and the mount table (one read per
+    // create, its cost growing with the host's mount count) is not read.
+    if is_mount_root(fd) == Some(false) {
+        return None;
+    }
     let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
     let id: u64 = info
         .lines()
@@ -446,6 +452,26 @@ pub fn mount_of_fd(fd: BorrowedFd) -> Option<MountInfo> {
         .into_iter()
         .find(|m| m.id == id)
         .filter(|m| m.mount_point == real)
+}
+
+/// Whether an open fd is the root of its mount (`STATX_ATTR_MOUNT_ROOT`),
+/// or `None` when the kernel does not report that attribute (before 5.8).
+fn is_mount_root(fd: BorrowedFd) -> Option<bool> {
+    // SAFETY: statx is plain data that the call only writes into.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the call, the empty path is NUL-terminated,
+    // and `stx` outlives it.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    (rc == 0 && stx.stx_attributes_mask & flag != 0).then_some(stx.stx_attributes & flag != 0)
 }
 
 /// Detaches the mounts stacked at `path`, at most `max` of them, and
@@ -723,5 +749,28 @@ mod tests {
     fn mountinfo_unescapes_spaces() {
         let text = "36 25 0:32 / /a\\040b rw - tmpfs tmpfs rw\n";
         assert_eq!(parse_mountinfo(text)[0].mount_point, PathBuf::from("/a b"));
+    }
+
+    #[test]
+    fn a_plain_directory_is_no_mount_root_and_has_no_mount_of_its_own() {
+        use std::os::fd::AsFd;
+        let dir = std::env::temp_dir().join(format!("moat-mount-root-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let plain = fs::File::open(&dir).unwrap();
+        let proc_root = fs::File::open("/proc").unwrap();
+        let (plain_root, proc_is_root) = (
+            is_mount_root(plain.as_fd()),
+            is_mount_root(proc_root.as_fd()),
+        );
+        let plain_mount = mount_of_fd(plain.as_fd());
+        let proc_mount = mount_of_fd(proc_root.as_fd());
+        fs::remove_dir(&dir).unwrap();
+        // A kernel without the attribute (before 5.8) answers None for both.
+        assert!(matches!(
+            (plain_root, proc_is_root),
+            (Some(false), Some(true)) | (None, None)
+        ));
+        assert!(plain_mount.is_none());
+        assert_eq!(proc_mount.map(|m| m.fs_type), Some("proc".to_string()));
     }
 }

@@ -295,9 +295,8 @@ impl Drop for CreateGuard<'_> {
 }
 
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
-    if !ctx.systemd_cgroup {
-        crate::cgroup_probe::warm_attach_lock();
-    }
+    // Until libcontainer has joined the cgroups (dropped after its build).
+    let attach_warmer = (!ctx.systemd_cgroup).then(crate::cgroup_probe::warm_attach_lock);
     // The id range allocation's /proc scan (T31) runs while precheck loads
     // the bundle and the policy; see `idpool::prescan_ids_in_use`.
     crate::idpool::prescan_ids_in_use();
@@ -537,6 +536,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .build()
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("libcontainer could not create container {id}"))?;
+    drop(attach_warmer);
     crate::phase::done(crate::phase::READY);
 
     if let Some(pid) = container.pid() {
