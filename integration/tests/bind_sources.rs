@@ -157,3 +157,137 @@ fn mounts_below_a_recursive_bind_source_are_judged() {
     let out = runs(&env, &b);
     assert!(out.starts_with("plain\n0\n"), "{out}");
 }
+
+/// A bind of `source` at `dest` with `options` after `rbind`.
+fn rbind_with(source: &Path, dest: &str, options: &[&str]) -> serde_json::Value {
+    let mut all = vec!["rbind"];
+    all.extend_from_slice(options);
+    json!({"destination": dest, "type": "bind", "source": source, "options": all})
+}
+
+/// Red-team R7-1: libcontainer applies `rro`/`rrw` after `ro`/`rw`,
+/// whatever their order, so `["rbind", "rrw", "ro"]` was judged read-only
+/// (the last wins) and mounted read-write: a 1 GiB host tmpfs past the
+/// 64m cap. Now any read-only option wins: each contradicting order is
+/// mounted read-only (a write fails inside, nothing reaches the host), and
+/// a read-write one is refused.
+#[test]
+fn contradicting_read_only_options_mount_read_only_or_are_refused() {
+    let env = Env::new();
+    let big = mount_fs(&env, "big", "tmpfs", "size=1g,nr_inodes=1000,mode=1777");
+    for options in [
+        &["rrw", "ro"][..],
+        &["ro", "rrw"],
+        &["ro", "rw"],
+        &["rrw", "rro"],
+        &["rro", "rrw"],
+        &["rw", "rrw", "ro"],
+    ] {
+        let b = bundle_with(
+            &env,
+            "grep ' /v ' /proc/self/mountinfo | cut -d' ' -f6; echo x > /v/f && echo WROTE; true",
+            rbind_with(source(&big), "/v", options),
+        );
+        let out = runs(&env, &b);
+        assert!(out.starts_with("ro,"), "{options:?}: {out}");
+        assert!(!out.contains("WROTE"), "{options:?}: {out}");
+        assert!(!source(&big).join("f").exists(), "{options:?}");
+    }
+    for options in [&["rrw"][..], &["ro", "rw", "rrw"]] {
+        let b = bundle_with(&env, "true", rbind_with(source(&big), "/v", options));
+        // ["ro", "rw", "rrw"]: ro given, so read-only: runs.
+        if options.contains(&"ro") {
+            runs(&env, &b);
+        } else {
+            assert_refused(&env, &b, "a writable tmpfs of 1073741824 bytes");
+        }
+    }
+}
+
+/// Every order of up to three of ro/rw/rro/rrw, mounted by the real
+/// libcontainer and kernel in one container (a small tmpfs with another
+/// mounted below it): what the container can write is what the hardening's
+/// rule says, read-only on top with any `ro`/`rro`, below with `rro`.
+#[test]
+fn what_a_container_writes_through_a_bind_is_what_moat_judged() {
+    let env = Env::new();
+    let top = mount_fs(&env, "top", "tmpfs", "size=1m,nr_inodes=256,mode=1777");
+    let sub = source(&top).join("sub");
+    fs::create_dir(&sub).unwrap();
+    let _below = mount_at(&sub, "tmpfs", "size=1m,nr_inodes=256,mode=1777");
+    let words = ["ro", "rw", "rro", "rrw"];
+    let mut lists: Vec<Vec<&str>> = vec![vec![]];
+    for len in 1..=3u32 {
+        for n in 0..4usize.pow(len) {
+            lists.push((0..len).map(|i| words[n / 4usize.pow(i) % 4]).collect());
+        }
+    }
+    assert_eq!(lists.len(), 85);
+    let mut b = env.sh_bundle(
+        "i=0; while [ -d /m/$i ]; do \
+           t=ro; echo > /m/$i/f$i 2>/dev/null && t=rw; \
+           s=ro; echo > /m/$i/sub/f$i 2>/dev/null && s=rw; \
+           echo \"$i $t $s\"; i=$((i+1)); done",
+    );
+    for (i, options) in lists.iter().enumerate() {
+        b.add_mount(rbind_with(source(&top), &format!("/m/{i}"), options));
+    }
+    let out = runs(&env, &b);
+    for (i, options) in lists.iter().enumerate() {
+        let has = |o: &str| options.contains(&o);
+        let rw = |w: bool| if w { "rw" } else { "ro" };
+        let want = format!("{i} {} {}", rw(!has("ro") && !has("rro")), rw(!has("rro")));
+        assert!(
+            out.lines().any(|l| l == want),
+            "{options:?}: want {want:?}:\n{out}"
+        );
+    }
+}
+
+/// Red-team R7-4: tmpfs binds were capped one by one, never summed: five
+/// host tmpfs of 60m each (within the 64m cap) on top of the bundle's own
+/// 256m (/dev, /dev/shm, /tmp, /run) pass the 512m total. Now they count:
+/// refused with the sum; two fit, and read-only ones do not count.
+#[test]
+fn writable_tmpfs_bind_sources_count_in_the_tmpfs_total() {
+    let env = Env::new();
+    let volumes: Vec<TestMount> = (0..5)
+        .map(|i| {
+            mount_fs(
+                &env,
+                &format!("vol{i}"),
+                "tmpfs",
+                "size=60m,nr_inodes=15360,mode=1777",
+            )
+        })
+        .collect();
+    let bundle = |writable: usize, read_only: usize| {
+        let mut b = env.sh_bundle("for d in /tt*; do echo x > $d/f && echo W; done; true");
+        for (i, v) in volumes.iter().enumerate().take(writable + read_only) {
+            b.add_mount(bind(source(v), &format!("/tt{i}"), i < writable));
+        }
+        b
+    };
+    let id = env.id("tmpfs-total");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&["create", "--bundle", bundle(5, 0).path(), &id]);
+        out.assert_fails_with("refused by moat rule tmpfs-total");
+        out.assert_fails_with("and 5 writable tmpfs bind sources of 300 MiB");
+        out.assert_fails_with("above filesystem.tmpfs_total (512m)");
+        // One line names the rule, both sums and the total.
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("tmpfs-total"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("300 MiB") && line.contains("MiB in all") && line.contains("512m"),
+            "{line}"
+        );
+    }
+    leak.verify();
+    let out = runs(&env, &bundle(2, 3));
+    assert_eq!(out.matches('W').count(), 2, "{out}");
+}

@@ -1515,3 +1515,72 @@ fn shareable_ipc_shm_is_held_to_the_tmpfs_cap() {
     drop(c);
     ctx.finish();
 }
+
+/// R7-4: docker tmpfs volumes were judged one by one against the 64m cap,
+/// never summed: five of 64m each over docker's own 256m (/dev, /dev/shm,
+/// /tmp, /run) are refused by `tmpfs-total` with the sum, and left
+/// unmounted; four fit exactly (512m) and write, with `--ipc shareable`
+/// too (the engine's 64m shm counts instead of the spec's /dev/shm).
+#[test]
+fn tmpfs_volumes_count_in_the_tmpfs_total() {
+    let Some(ctx) = Ctx::new("tmpfs_volumes_count_in_the_tmpfs_total") else {
+        return;
+    };
+    let volumes: Vec<Volume> = (0..5)
+        .map(|i| {
+            driver_volume(
+                &ctx,
+                &format!("t{i}"),
+                &["type=tmpfs", "device=tmpfs", "o=size=64m,nr_inodes=16384"],
+            )
+        })
+        .collect();
+    let args = |n: usize| -> Vec<String> {
+        volumes[..n]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| ["-v".to_string(), format!("{}:/tt{i}", v.name)])
+            .collect()
+    };
+    let c = ctx.container("five");
+    let five = args(5);
+    let five: Vec<&str> = five.iter().map(String::as_str).collect();
+    let out = c.run(&five, &["echo", "RAN"]);
+    let text = out.combined();
+    assert!(
+        !out.ok(),
+        "five 64m tmpfs volumes accepted: {}",
+        out.describe()
+    );
+    assert!(
+        text.contains("refused by moat rule tmpfs-total")
+            && text.contains("and 5 writable tmpfs bind sources of 320 MiB")
+            && text.contains("576 MiB in all"),
+        "{}",
+        out.describe()
+    );
+    drop(c);
+    for v in &volumes {
+        assert_not_mounted(v);
+    }
+    for (name, extra) in [("four", &[][..]), ("shareable", &["--ipc", "shareable"])] {
+        let c = ctx.container(name);
+        let mut all: Vec<String> = vec!["--rm".into()];
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all.extend(args(4));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = c
+            .run(
+                &all,
+                &[
+                    "sh",
+                    "-c",
+                    "for d in /tt*; do echo x > $d/f && echo W; done",
+                ],
+            )
+            .expect_ok();
+        assert_eq!(out.stdout.matches('W').count(), 4, "{}", out.describe());
+        drop(c);
+    }
+    ctx.finish();
+}

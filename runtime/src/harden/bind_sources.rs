@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, Spec};
 
-use super::mounts::TMPFS_BYTES_PER_INODE;
+use super::mounts::{writability, TMPFS_BYTES_PER_INODE};
 use super::{is_bind, HostFacts, MountedFs};
 use crate::policy::{parse_size, Policy};
 use crate::refusal::{Refusal, RefusalRule};
@@ -173,27 +173,19 @@ fn is_engine_shm(path: &Path) -> bool {
         || tail(&["io.containerd.grpc.v1.cri", "sandboxes", "*", "shm"])
 }
 
-/// Whether the container writes through the mount itself: libcontainer
-/// applies the options in order, so the last of `ro`/`rw`/`rro`/`rrw`
-/// decides (`["rbind", "ro", "rw"]` is mounted read-write).
+/// Whether the container writes through the mount itself, as
+/// [`writability`] says: the one rule of what libcontainer mounts writable
+/// (`["rbind", "rrw", "ro"]` is read-write there: red-team R7-1), after
+/// the hardening's read-only-wins rewrite.
 fn is_writable(m: &Mount) -> bool {
-    last_of(m, &["ro", "rw", "rro", "rrw"]).is_none_or(|o| o == "rw" || o == "rrw")
+    writability(m).top
 }
 
 /// Whether the container writes through the mounts a recursive bind
-/// carries below its source: `ro` is applied to the top mount only
-/// (`mount_setattr` without `AT_RECURSIVE`); only `rro` reaches them.
+/// carries below its source: `ro` reaches the top mount only (no
+/// `AT_RECURSIVE`); only `rro` reaches them ([`writability`]).
 fn is_writable_below(m: &Mount) -> bool {
-    last_of(m, &["rro", "rrw"]).is_none_or(|o| o == "rrw")
-}
-
-fn last_of<'a>(m: &'a Mount, options: &[&str]) -> Option<&'a str> {
-    m.options()
-        .iter()
-        .flatten()
-        .rev()
-        .find(|o| options.contains(&o.as_str()))
-        .map(String::as_str)
+    writability(m).below
 }
 
 fn is_recursive(m: &Mount) -> bool {
@@ -256,6 +248,65 @@ fn host_sources(m: &Mount) -> Vec<HostSource> {
     out
 }
 
+/// The filesystems `m` shows the container, each with whether the
+/// container writes through it: a bind's source (and, for a recursive bind,
+/// every mount below it), an overlay's layers. Sources without facts are
+/// left out.
+fn shown_filesystems<'a>(
+    m: &Mount,
+    facts: &'a HostFacts,
+) -> Vec<(HostSource, Vec<(&'a MountedFs, bool)>)> {
+    host_sources(m)
+        .into_iter()
+        .filter_map(|source| {
+            let filesystems = facts.source_filesystems.get(&source.path)?;
+            let shown = if source.recursive {
+                filesystems.len()
+            } else {
+                filesystems.len().min(1)
+            };
+            let judged = filesystems[..shown]
+                .iter()
+                .enumerate()
+                .map(|(i, fs)| {
+                    (
+                        fs,
+                        if i == 0 {
+                            source.writable
+                        } else {
+                            source.writable_below
+                        },
+                    )
+                })
+                .collect();
+            Some((source, judged))
+        })
+        .collect()
+}
+
+/// Every writable tmpfs the spec's binds and overlay layers show the
+/// container, once each (by mount point), with the most it holds
+/// (`u64::MAX`: no limit): memory a tenant fills like a spec tmpfs, so it
+/// counts in `filesystem.tmpfs_total` (red-team R7-4). An engine's own
+/// /dev/shm counts too (it is real memory); a pod's shared one is counted
+/// in each of its containers.
+pub(super) fn writable_tmpfs_sources(spec: &Spec, facts: &HostFacts) -> Vec<(PathBuf, u64)> {
+    let mut out: Vec<(PathBuf, u64)> = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        for (_, filesystems) in shown_filesystems(m, facts) {
+            for (fs, writable) in filesystems {
+                if writable
+                    && fs.fs_type == "tmpfs"
+                    && !out.iter().any(|(p, _)| *p == fs.mount_point)
+                {
+                    out.push((fs.mount_point.clone(), fs.size_bytes.unwrap_or(u64::MAX)));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Refuses a bind whose source is (or, for a recursive bind, has mounted
 /// below it) a filesystem no container volume may be: a kernel filesystem,
 /// ramfs, an overlay, a network, FUSE or unknown filesystem the policy does
@@ -270,24 +321,8 @@ pub(super) fn refuse_bind_source_filesystems(
     facts: &HostFacts,
 ) -> Result<(), Refusal> {
     for m in spec.mounts().iter().flatten() {
-        for HostSource {
-            what,
-            path: source,
-            writable,
-            recursive,
-            writable_below,
-        } in host_sources(m)
-        {
-            let Some(filesystems) = facts.source_filesystems.get(&source) else {
-                continue;
-            };
-            let shown = if recursive {
-                filesystems.len()
-            } else {
-                filesystems.len().min(1)
-            };
-            for (i, fs) in filesystems[..shown].iter().enumerate() {
-                let written = if i == 0 { writable } else { writable_below };
+        for (source, filesystems) in shown_filesystems(m, facts) {
+            for (i, (fs, written)) in filesystems.into_iter().enumerate() {
                 let Some((why, key)) = judge(fs, written, policy) else {
                     continue;
                 };
@@ -302,8 +337,9 @@ pub(super) fn refuse_bind_source_filesystems(
                 return Err(Refusal::new(
                     RefusalRule::BindSourceFilesystem,
                     format!(
-                        "{what} of {} at {}: its source{which} is {why}",
-                        source.display(),
+                        "{} of {} at {}: its source{which} is {why}",
+                        source.what,
+                        source.path.display(),
                         m.destination().display()
                     ),
                     key,

@@ -249,14 +249,48 @@ fn mounts_below_a_source_count_for_recursive_binds_only() {
 }
 
 #[test]
-fn the_last_of_ro_and_rw_decides_as_libcontainer_applies_them() {
-    // libcontainer applies options in order: "ro" then "rw" is writable.
+fn writability_is_what_libcontainer_mounts_once_read_only_wins() {
     let big = || vec![fs(VOLUME, "tmpfs", Some(100 << 30), Some(4096))];
-    let r = refusal_of(VOLUME, &["rbind", "ro", "rw"], big(), &Policy::default());
-    assert!(r.contains("--shm-size"), "{r}");
-    refusal_of(VOLUME, &["rbind", "rro", "rrw"], big(), &Policy::default());
-    accepted(VOLUME, &["rbind", "rw", "ro"], big(), &Policy::default());
-    accepted(VOLUME, &["rbind", "rro"], big(), &Policy::default());
+    for options in [&["rbind", "rw"][..], &["rbind", "rrw"], &["rbind"]] {
+        let r = refusal_of(VOLUME, options, big(), &Policy::default());
+        assert!(r.contains("--shm-size"), "{r}");
+    }
+    // Any read-only option wins: the hardening drops the read-write ones
+    // (libcontainer would mount ["rrw", "ro"] read-write: R7-1).
+    for options in [
+        &["rbind", "ro", "rw"][..],
+        &["rbind", "rrw", "ro"],
+        &["rbind", "ro", "rrw"],
+        &["rbind", "rro", "rrw"],
+        &["rbind", "rrw", "rro"],
+        &["rbind", "rw", "ro"],
+        &["rbind", "rro"],
+    ] {
+        accepted(VOLUME, options, big(), &Policy::default());
+    }
+}
+
+#[test]
+fn a_read_only_bind_at_dev_is_still_written() {
+    // libcontainer drops `ro` for a mount at /dev; only `rro` holds there.
+    let judged = |options: &[&str]| {
+        let spec = docker_with(|v| {
+            let mounts = v["mounts"].as_array_mut().unwrap();
+            mounts.retain(|m| m["destination"] != "/dev");
+            mounts.push(
+                json!({"destination": "/dev", "type": "bind", "source": VOLUME, "options": options}),
+            );
+        });
+        let mut facts = facts();
+        facts.source_filesystems.insert(
+            VOLUME.into(),
+            vec![fs(VOLUME, "tmpfs", Some(100 << 30), Some(4096))],
+        );
+        crate::harden::harden(&spec, &Policy::default(), &facts).map(|_| ())
+    };
+    let r = judged(&["rbind", "ro"]).unwrap_err();
+    assert_eq!(r.rule, "bind-source-filesystem", "{r}");
+    judged(&["rbind", "rro"]).unwrap();
 }
 
 #[test]
@@ -320,4 +354,115 @@ fn overlay_layers_are_judged_too_upper_and_work_as_written() {
         .insert("/p".into(), vec![fs("/p", "proc", None, None)]);
     let r = refused_with(&overlay("/srv/lower:/p"), &Policy::default(), &facts);
     assert!(r.detail.contains("kernel filesystem (proc)"), "{r}");
+}
+
+/// docker's spec (four capped tmpfs: /dev, /dev/shm, /tmp, /run: 256m)
+/// with `n` binds of tmpfs volumes of `size` each, `options` as given.
+fn with_tmpfs_volumes(
+    n: usize,
+    size: u64,
+    options: &[&str],
+) -> (oci_spec::runtime::Spec, HostFacts) {
+    let mut facts = facts();
+    let spec = docker_with(|v| {
+        for i in 0..n {
+            let source = format!("/var/lib/docker/volumes/t{i}/_data");
+            add_mount(
+                v,
+                json!({"destination": format!("/t{i}"), "type": "bind", "source": source, "options": options}),
+            );
+            facts.source_filesystems.insert(
+                source.clone().into(),
+                vec![fs(&source, "tmpfs", Some(size), Some(size / 4096))],
+            );
+        }
+    });
+    (spec, facts)
+}
+
+#[test]
+fn writable_tmpfs_bind_sources_count_in_the_tmpfs_total() {
+    // Red-team R7-4: ten 64m tmpfs volumes, each within the 64m cap, 640m
+    // past the 512m total with docker's own 256m.
+    let (spec, facts) = with_tmpfs_volumes(10, 64 * MIB, &["rbind"]);
+    let r = refused_with(&spec, &Policy::default(), &facts);
+    assert_refusal(&r, "tmpfs-total", Some("filesystem.tmpfs_total"));
+    assert!(
+        r.detail
+            .contains("and 10 writable tmpfs bind sources of 640 MiB"),
+        "{r}"
+    );
+    assert!(r.detail.contains("896 MiB in all"), "{r}");
+    assert!(r.detail.contains("/var/lib/docker/volumes/t9/_data"), "{r}");
+    // Four fit: 256m + 256m.
+    let (spec, facts) = with_tmpfs_volumes(4, 64 * MIB, &["rbind"]);
+    ok_with(&spec, &Policy::default(), &facts);
+    // Read-only ones cannot be filled; contradicting options are read-only.
+    for options in [
+        &["rbind", "ro"][..],
+        &["rbind", "rrw", "ro"],
+        &["rbind", "rro"],
+    ] {
+        let (spec, facts) = with_tmpfs_volumes(10, 64 * MIB, options);
+        ok_with(&spec, &Policy::default(), &facts);
+    }
+    // The same tmpfs bound twice is counted once.
+    let (mut spec, facts) = with_tmpfs_volumes(4, 64 * MIB, &["rbind"]);
+    let mut mounts = spec.mounts().clone().unwrap();
+    let mut again = mounts.last().unwrap().clone();
+    again.set_destination("/again".into());
+    mounts.push(again);
+    spec.set_mounts(Some(mounts));
+    ok_with(&spec, &Policy::default(), &facts);
+}
+
+#[test]
+fn an_engine_shm_counts_in_the_total_and_the_defaults_still_fit() {
+    // docker --ipc shareable: the spec's /dev/shm tmpfs becomes a bind of
+    // the engine's 64m shm; with /dev, /tmp, /run: 256m of 512m.
+    let mut facts = facts();
+    let spec = docker_with(|v| {
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/dev/shm");
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": SHM, "options": ["rbind", "nosuid", "nodev", "noexec"]}));
+    });
+    facts.source_filesystems.insert(
+        SHM.into(),
+        vec![fs(SHM, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+    );
+    ok_with(&spec, &Policy::default(), &facts);
+    // Counted: with a 256m total it no longer fits.
+    let mut policy = Policy::default();
+    policy.filesystem.tmpfs_total = "256m".into();
+    ok_with(&docker_spec(), &policy, &crate::harden::fixtures::facts());
+    policy.filesystem.tmpfs_total = "255m".into();
+    let r = refused_with(&spec, &policy, &facts);
+    assert_refusal(&r, "tmpfs-total", Some("filesystem.tmpfs_total"));
+    assert!(r.detail.contains(SHM), "{r}");
+    // A tmpfs below a recursive bind counts when it is written.
+    policy.filesystem.tmpfs_total = "256m".into();
+    let dir = "/srv/data";
+    let mut facts = crate::harden::fixtures::facts();
+    facts.source_filesystems.insert(
+        dir.into(),
+        vec![
+            fs(dir, "ext4", Some(1 << 40), None),
+            fs("/srv/data/t", "tmpfs", Some(64 * MIB), Some(16384)),
+        ],
+    );
+    let spec = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/d", "type": "bind", "source": dir, "options": ["rbind", "ro"]}),
+        )
+    });
+    let r = refused_with(&spec, &policy, &facts);
+    assert!(r.detail.contains("/srv/data/t"), "{r}");
+    let spec = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/d", "type": "bind", "source": dir, "options": ["rbind", "rro"]}),
+        )
+    });
+    ok_with(&spec, &policy, &facts);
 }

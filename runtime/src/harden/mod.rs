@@ -245,7 +245,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     seccomp::refuse_orphan_listener(&out)?;
     mounts::make_root_readonly(&mut out, &mut report);
     mounts::harden_mounts(&mut out, &policy, &mut report);
-    mounts::refuse_tmpfs_total(&out, &policy)?;
+    mounts::refuse_tmpfs_total(&out, &policy, facts)?;
     mounts::mask_paths(&mut out, &mut report);
     resources::limit_pids(&mut out, &policy, &mut report);
     resources::keep_oom_killer(&mut out, &mut report);

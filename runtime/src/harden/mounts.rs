@@ -67,6 +67,92 @@ fn ensure_options(m: &mut Mount, add: &[&str], remove: &[&str]) -> bool {
     changed
 }
 
+/// What a container may write through a mount, as libcontainer 0.7 mounts
+/// it (`rootfs/mount.rs` `mount_into_container`, `rootfs/utils.rs`
+/// `parse_mount`), never guessed from the options' order (red-team R7-1):
+/// - `ro`/`rw` set and clear one `MS_RDONLY` flag, the last one wins; it is
+///   applied first, to the top mount only (`mount_setattr` without
+///   `AT_RECURSIVE`, which only sets attributes), and dropped for a mount
+///   at `/dev`;
+/// - `rro`/`rrw` go into one `mount_setattr(AT_RECURSIVE)` made after it,
+///   whatever their place in the list, over the whole tree: `rro` sets
+///   RDONLY, `rrw` clears it, and the kernel clears before it sets, so any
+///   `rro` wins over any `rrw`.
+///
+/// Writable means "may be": `rw` never clears the read-only flag of a
+/// source that already has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writability {
+    /// The container may write through the mount itself.
+    pub top: bool,
+    /// ... and through the mounts a recursive bind carries below its source.
+    pub below: bool,
+}
+
+/// [`Writability`] of a mount with `options` at `destination`, exactly as
+/// libcontainer applies them.
+pub fn libcontainer_writability(options: &[String], destination: &Path) -> Writability {
+    let has = |name: &str| options.iter().any(|o| o == name);
+    let recursive_rw = if has("rro") {
+        Some(false)
+    } else if has("rrw") {
+        Some(true)
+    } else {
+        None
+    };
+    // Component-wise, as libcontainer compares, and lexically normalised:
+    // either way, a /dev it may see loses its `ro`.
+    let at_dev = destination == Path::new("/dev") || normalize(destination) == Path::new("/dev");
+    let flag_ro = !at_dev
+        && options
+            .iter()
+            .rev()
+            .find(|o| *o == "ro" || *o == "rw")
+            .is_some_and(|o| o == "ro");
+    Writability {
+        top: recursive_rw.unwrap_or(!flag_ro),
+        below: recursive_rw.unwrap_or(true),
+    }
+}
+
+/// The mount's read-only options once no read-write option contradicts
+/// them: with any of `ro`/`rro` present, `rw` and `rrw` are dropped, so the
+/// container gets the read-only result whatever their order (the
+/// hardening's rewrite, [`harden_mounts`]; a reader of the options sees one
+/// meaning).
+pub fn read_only_wins(options: &[String]) -> Vec<String> {
+    let read_only = options.iter().any(|o| o == "ro" || o == "rro");
+    options
+        .iter()
+        .filter(|o| !(read_only && (*o == "rw" || *o == "rrw")))
+        .cloned()
+        .collect()
+}
+
+/// What a container may write through `m` once hardened: the one rule every
+/// judgement of a mount's writability uses (bind sources' filesystems and
+/// their tmpfs caps, the tmpfs total).
+pub fn writability(m: &Mount) -> Writability {
+    let options = read_only_wins(m.options().as_deref().unwrap_or_default());
+    libcontainer_writability(&options, m.destination())
+}
+
+/// Drops the read-write options a read-only one contradicts
+/// ([`read_only_wins`]) and returns them.
+fn drop_contradicted_read_write(m: &mut Mount) -> Vec<String> {
+    let Some(options) = m.options().clone() else {
+        return Vec::new();
+    };
+    let kept = read_only_wins(&options);
+    let dropped: Vec<String> = options
+        .iter()
+        .filter(|o| (*o == "rw" || *o == "rrw") && !kept.contains(o))
+        .cloned()
+        .collect();
+    m.set_options(Some(kept));
+    dropped
+}
+
 pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Report) {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for m in mounts.iter_mut() {
@@ -83,6 +169,7 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         } else {
             Vec::new()
         };
+        let dropped_read_write = drop_contradicted_read_write(m);
         let changed = if typ == "tmpfs" {
             // Every tmpfs (moat's scratch dirs, the spec's own, /dev,
             // /dev/shm, `docker run --tmpfs`) lives in memory: each gets a
@@ -93,7 +180,8 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         } else if is_bind(m) || scratch {
             ensure_options(m, &["nosuid", "nodev"], &["suid", "dev"])
         } else if typ == "sysfs" || typ == "cgroup" || typ == "cgroup2" {
-            ensure_options(m, &["ro", "nosuid", "nodev", "noexec"], &["rw"])
+            // `rrw` too: libcontainer applies it after `ro`, over the tree.
+            ensure_options(m, &["ro", "nosuid", "nodev", "noexec"], &["rw", "rrw"])
         } else {
             false
         };
@@ -108,6 +196,15 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
                 } else {
                     "workload mounts must not carry setuid binaries or device nodes"
                 },
+            );
+        }
+        if !dropped_read_write.is_empty() {
+            report.change(
+                Rule::MountFlags,
+                format!("mounts[{dest}].options"),
+                dropped_read_write.join(","),
+                "dropped: a read-only option is given too",
+                "with ro or rro given, the mount is read-only whatever the order (libcontainer applies rro/rrw after ro/rw, over the whole tree: red-team R7-1)",
             );
         }
         if !dropped_atime.is_empty() {
@@ -293,8 +390,15 @@ fn tmpfs_size(m: &Mount) -> u64 {
 
 /// Refuses a container whose tmpfs caps add up to more than the policy's
 /// `filesystem.tmpfs_total` (threat T5: memory, not disk, is what a tmpfs
-/// fills). Judged on the hardened spec, where every tmpfs has a cap.
-pub(super) fn refuse_tmpfs_total(spec: &Spec, policy: &Policy) -> Result<(), Refusal> {
+/// fills). Judged on the hardened spec, where every tmpfs has a cap, plus
+/// every writable tmpfs its binds show (docker tmpfs volumes, an engine's
+/// /dev/shm, an emptyDir `medium: Memory`: red-team R7-4), by the size the
+/// kernel reports for it.
+pub(super) fn refuse_tmpfs_total(
+    spec: &Spec,
+    policy: &Policy,
+    facts: &super::HostFacts,
+) -> Result<(), Refusal> {
     let limit = parse_size(&policy.filesystem.tmpfs_total).unwrap_or(0);
     let tmpfs: Vec<&Mount> = spec
         .mounts()
@@ -302,15 +406,35 @@ pub(super) fn refuse_tmpfs_total(spec: &Spec, policy: &Policy) -> Result<(), Ref
         .flatten()
         .filter(|m| m.typ().as_deref() == Some("tmpfs"))
         .collect();
-    let total = tmpfs
+    let mounted = tmpfs
         .iter()
         .fold(0u64, |sum, m| sum.saturating_add(tmpfs_size(m)));
+    let bound = super::bind_sources::writable_tmpfs_sources(spec, facts);
+    let bound_total = bound
+        .iter()
+        .fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
+    let total = mounted.saturating_add(bound_total);
     if total > limit {
+        let binds = if bound.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and {} writable tmpfs bind sources of {} MiB ({})",
+                bound.len(),
+                bound_total >> 20,
+                bound
+                    .iter()
+                    .map(|(p, _)| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         return Err(Refusal::new(
             RefusalRule::TmpfsTotal,
             format!(
-                "{} tmpfs mounts of {} MiB in all, above filesystem.tmpfs_total ({})",
+                "{} tmpfs mounts of {} MiB{binds}, {} MiB in all, above filesystem.tmpfs_total ({})",
                 tmpfs.len(),
+                mounted >> 20,
                 total >> 20,
                 policy.filesystem.tmpfs_total
             ),

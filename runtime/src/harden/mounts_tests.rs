@@ -676,3 +676,208 @@ fn tmpfs_inodes_are_capped_by_its_size() {
     let again = ok(&h.spec);
     assert_eq!(opts(mount_at(&again.spec, "/unlimited")), at("/unlimited"));
 }
+
+/// What libcontainer 0.7 mounts for every ordered list of up to three of
+/// `ro`, `rw`, `rro`, `rrw` (options, top mount, mounts below a recursive
+/// bind), worked out from its code (`parse_mount`: `ro`/`rw` one flag, the
+/// last wins, `rro`/`rrw` one attr_set/attr_clr pair; `mount_into_container`:
+/// the flags set on the top mount first, then one `mount_setattr` with
+/// `AT_RECURSIVE`, in which the kernel clears before it sets) for a source
+/// mounted read-write.
+const LIBCONTAINER_WRITABILITY: &[(&str, &str, &str)] = &[
+    ("", "rw", "rw"),
+    ("ro", "ro", "rw"),
+    ("rw", "rw", "rw"),
+    ("rro", "ro", "ro"),
+    ("rrw", "rw", "rw"),
+    ("ro,ro", "ro", "rw"),
+    ("ro,rw", "rw", "rw"),
+    ("ro,rro", "ro", "ro"),
+    ("ro,rrw", "rw", "rw"),
+    ("rw,ro", "ro", "rw"),
+    ("rw,rw", "rw", "rw"),
+    ("rw,rro", "ro", "ro"),
+    ("rw,rrw", "rw", "rw"),
+    ("rro,ro", "ro", "ro"),
+    ("rro,rw", "ro", "ro"),
+    ("rro,rro", "ro", "ro"),
+    ("rro,rrw", "ro", "ro"),
+    ("rrw,ro", "rw", "rw"),
+    ("rrw,rw", "rw", "rw"),
+    ("rrw,rro", "ro", "ro"),
+    ("rrw,rrw", "rw", "rw"),
+    ("ro,ro,ro", "ro", "rw"),
+    ("ro,ro,rw", "rw", "rw"),
+    ("ro,ro,rro", "ro", "ro"),
+    ("ro,ro,rrw", "rw", "rw"),
+    ("ro,rw,ro", "ro", "rw"),
+    ("ro,rw,rw", "rw", "rw"),
+    ("ro,rw,rro", "ro", "ro"),
+    ("ro,rw,rrw", "rw", "rw"),
+    ("ro,rro,ro", "ro", "ro"),
+    ("ro,rro,rw", "ro", "ro"),
+    ("ro,rro,rro", "ro", "ro"),
+    ("ro,rro,rrw", "ro", "ro"),
+    ("ro,rrw,ro", "rw", "rw"),
+    ("ro,rrw,rw", "rw", "rw"),
+    ("ro,rrw,rro", "ro", "ro"),
+    ("ro,rrw,rrw", "rw", "rw"),
+    ("rw,ro,ro", "ro", "rw"),
+    ("rw,ro,rw", "rw", "rw"),
+    ("rw,ro,rro", "ro", "ro"),
+    ("rw,ro,rrw", "rw", "rw"),
+    ("rw,rw,ro", "ro", "rw"),
+    ("rw,rw,rw", "rw", "rw"),
+    ("rw,rw,rro", "ro", "ro"),
+    ("rw,rw,rrw", "rw", "rw"),
+    ("rw,rro,ro", "ro", "ro"),
+    ("rw,rro,rw", "ro", "ro"),
+    ("rw,rro,rro", "ro", "ro"),
+    ("rw,rro,rrw", "ro", "ro"),
+    ("rw,rrw,ro", "rw", "rw"),
+    ("rw,rrw,rw", "rw", "rw"),
+    ("rw,rrw,rro", "ro", "ro"),
+    ("rw,rrw,rrw", "rw", "rw"),
+    ("rro,ro,ro", "ro", "ro"),
+    ("rro,ro,rw", "ro", "ro"),
+    ("rro,ro,rro", "ro", "ro"),
+    ("rro,ro,rrw", "ro", "ro"),
+    ("rro,rw,ro", "ro", "ro"),
+    ("rro,rw,rw", "ro", "ro"),
+    ("rro,rw,rro", "ro", "ro"),
+    ("rro,rw,rrw", "ro", "ro"),
+    ("rro,rro,ro", "ro", "ro"),
+    ("rro,rro,rw", "ro", "ro"),
+    ("rro,rro,rro", "ro", "ro"),
+    ("rro,rro,rrw", "ro", "ro"),
+    ("rro,rrw,ro", "ro", "ro"),
+    ("rro,rrw,rw", "ro", "ro"),
+    ("rro,rrw,rro", "ro", "ro"),
+    ("rro,rrw,rrw", "ro", "ro"),
+    ("rrw,ro,ro", "rw", "rw"),
+    ("rrw,ro,rw", "rw", "rw"),
+    ("rrw,ro,rro", "ro", "ro"),
+    ("rrw,ro,rrw", "rw", "rw"),
+    ("rrw,rw,ro", "rw", "rw"),
+    ("rrw,rw,rw", "rw", "rw"),
+    ("rrw,rw,rro", "ro", "ro"),
+    ("rrw,rw,rrw", "rw", "rw"),
+    ("rrw,rro,ro", "ro", "ro"),
+    ("rrw,rro,rw", "ro", "ro"),
+    ("rrw,rro,rro", "ro", "ro"),
+    ("rrw,rro,rrw", "ro", "ro"),
+    ("rrw,rrw,ro", "rw", "rw"),
+    ("rrw,rrw,rw", "rw", "rw"),
+    ("rrw,rrw,rro", "ro", "ro"),
+    ("rrw,rrw,rrw", "rw", "rw"),
+];
+
+fn options_of(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|o| !o.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn rw(writable: bool) -> &'static str {
+    if writable {
+        "rw"
+    } else {
+        "ro"
+    }
+}
+
+#[test]
+fn writability_is_what_libcontainer_mounts_for_every_order_of_ro_rw_rro_rrw() {
+    use super::{libcontainer_writability, Writability};
+    assert_eq!(LIBCONTAINER_WRITABILITY.len(), 1 + 4 + 16 + 64);
+    for (list, top, below) in LIBCONTAINER_WRITABILITY {
+        let mut options = vec!["rbind".to_string()];
+        options.extend(options_of(list));
+        let w = libcontainer_writability(&options, Path::new("/data"));
+        assert_eq!((rw(w.top), rw(w.below)), (*top, *below), "{list}");
+        // At /dev libcontainer drops the `ro` flag: only `rro` makes it
+        // read-only.
+        let w = libcontainer_writability(&options, Path::new("/dev/"));
+        let rro = options.iter().any(|o| o == "rro");
+        assert_eq!(
+            w,
+            Writability {
+                top: !rro,
+                below: *below == "rw"
+            },
+            "{list} at /dev"
+        );
+    }
+    // The red-team's case (R7-1): judged read-only by "the last wins",
+    // mounted read-write.
+    let w = libcontainer_writability(&options_of("rbind,rrw,ro"), Path::new("/big"));
+    assert!(w.top && w.below);
+}
+
+#[test]
+fn the_hardened_mount_is_read_only_if_any_read_only_option_is_given() {
+    use super::{libcontainer_writability, read_only_wins, writability};
+    for (list, _, _) in LIBCONTAINER_WRITABILITY {
+        let options = options_of(list);
+        let m: Mount = serde_json::from_value(json!({
+            "destination": "/data", "type": "bind", "source": "/srv", "options": options
+        }))
+        .unwrap();
+        let hardened = writability(&m);
+        let raw = libcontainer_writability(&options, Path::new("/data"));
+        let has = |o: &str| options.iter().any(|x| x == o);
+        // One meaning: read-only on top with any ro/rro, below with rro.
+        assert_eq!(hardened.top, !has("ro") && !has("rro"), "{list}");
+        assert_eq!(hardened.below, !has("rro"), "{list}");
+        // Never more writable than what libcontainer would have made of
+        // the options as given.
+        assert!(raw.top || !hardened.top, "{list}");
+        assert!(raw.below || !hardened.below, "{list}");
+        // And the rewrite is what libcontainer then mounts.
+        assert_eq!(
+            libcontainer_writability(&read_only_wins(&options), Path::new("/data")),
+            hardened,
+            "{list}"
+        );
+    }
+}
+
+#[test]
+fn read_write_options_a_read_only_one_contradicts_are_dropped() {
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/big", "type": "bind", "source": "/srv/big", "options": ["rbind", "rrw", "ro"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/w", "type": "bind", "source": "/srv/w", "options": ["rbind", "rw"]}),
+        );
+    });
+    let h = ok(&s);
+    let big = opts(mount_at(&h.spec, "/big"));
+    assert!(big.contains(&"ro".to_string()), "{big:?}");
+    assert!(!big.iter().any(|o| o == "rrw" || o == "rw"), "{big:?}");
+    assert!(lines(&h.report, Rule::MountFlags)
+        .iter()
+        .any(|l| l.field == "mounts[/big].options" && l.before == "rrw"));
+    // Nothing to contradict: kept.
+    assert!(has_opt(mount_at(&h.spec, "/w"), "rw"));
+    // sysfs and cgroupfs: an `rrw` would clear the `ro` moat adds, over the
+    // whole tree, after it.
+    let s = docker_with(|v| {
+        for m in v["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/sys" {
+                m["options"] = json!(["nosuid", "rrw"]);
+            }
+        }
+    });
+    let sys = mount_at(&ok(&s).spec, "/sys").clone();
+    assert!(
+        has_opt(&sys, "ro") && !has_opt(&sys, "rrw"),
+        "{:?}",
+        opts(&sys)
+    );
+    assert!(!super::writability(&sys).top);
+}
