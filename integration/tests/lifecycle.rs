@@ -493,3 +493,37 @@ fn a_process_reusing_the_inits_pid_is_not_the_container() {
     env.moat(&["delete", "--force", &id]).assert_ok();
     leak.verify();
 }
+
+/// moat removes a stopped container's empty cgroups itself; one that still
+/// holds a process (in a pod sharing a PID namespace the init's children
+/// outlive it) is left to libcontainer's delete, which kills what is there
+/// and removes the cgroup, as before moat did the empty ones.
+#[test]
+fn delete_of_a_stopped_container_kills_what_is_left_in_its_cgroup() {
+    require_root();
+    let env = Env::new();
+    let id = env.id("cgleft");
+    let leak = env.leak_check(&id);
+    let _guard = env.guard(&id);
+    let b = env.bundle(&["/bin/true"]);
+    env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+    env.moat(&["start", &id]).assert_ok();
+    env.wait_status(&id, "stopped", Duration::from_secs(60));
+    let pids_dir = cgroup_dirs(&id)
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids") && d.is_dir())
+        .expect("the stopped container's pids cgroup");
+    let mut left = KillOnDrop(Command::new("sleep").arg("300").spawn().expect("sleep"));
+    let pid = left.0.id() as i32;
+    fs::write(pids_dir.join("cgroup.procs"), pid.to_string()).expect("move into the cgroup");
+    env.moat(&["delete", &id]).assert_ok();
+    let status = wait_timeout(
+        &mut left.0,
+        Duration::from_secs(60),
+        "the process left in the cgroup",
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert!(!pids_dir.exists(), "{} still exists", pids_dir.display());
+    leak.verify();
+}

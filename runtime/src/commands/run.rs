@@ -39,9 +39,7 @@ pub fn run(ctx: &Ctx, args: liboci_cli::Run) -> Result<i32> {
         .ok_or_else(|| anyhow!("container {} has no init pid", args.container_id))?;
     let code = wait_forwarding(pid, &signals);
     if !args.keep {
-        container
-            .delete(true)
-            .map_err(|e| anyhow!("{e}"))
+        moat::container::delete::delete_libcontainer_part(&mut container, true)
             .with_context(|| format!("cannot delete container {}", args.container_id))?;
         super::remove_moat_state_after(&root, &args.container_id, &policy, true)?;
     }
