@@ -186,11 +186,29 @@ impl<'a> IdPool<'a> {
     /// carrying the tag, which [`IdPool::free_owned_by`] finds and removes.
     /// A range in which a process runs (left by a container whose slot was
     /// freed by an older moat, or a host user inside moat's ids) is skipped.
+    ///
+    /// Leases whose owner is provably gone ([`IdPool::reclaim_dead_leases`])
+    /// are reclaimed when the pool is exhausted (then the search runs once
+    /// more) and otherwise at most once per [`RECLAIM_INTERVAL`].
     pub fn allocate(&self, root: &Path, id: &str) -> Result<Allocation, PoolError> {
         self.open_dir()?;
         self.sweep_dead_claims();
+        if self.reclaim_due() {
+            self.reclaim_dead_leases();
+        }
         let claim = self.write_claim(&owner_tag(root, id))?;
         let busy = ids_in_use_for_allocation();
+        let mut result = self.take_free_slot(&claim, &busy);
+        if matches!(result, Err(PoolError::Exhausted(_))) && self.reclaim_dead_leases() > 0 {
+            result = self.take_free_slot(&claim, &ids_in_use());
+        }
+        let _ = fs::remove_file(&claim);
+        result
+    }
+
+    /// Links `claim` to the first slot that is free and in whose range no
+    /// process of `busy` runs.
+    fn take_free_slot(&self, claim: &Path, busy: &BTreeSet<u32>) -> Result<Allocation, PoolError> {
         let mut result = Err(PoolError::Exhausted(self.dir.clone()));
         for slot in 0..self.policy.ranges {
             let range = self.range_of(slot);
@@ -209,7 +227,7 @@ impl<'a> IdPool<'a> {
                 }
                 continue;
             }
-            match fs::hard_link(&claim, &slot_file) {
+            match fs::hard_link(claim, &slot_file) {
                 Ok(()) => {
                     // Published first, then checked: an engine range claimed
                     // at the same time sees this slot, or this sees it.
@@ -235,8 +253,88 @@ impl<'a> IdPool<'a> {
                 }
             }
         }
-        let _ = fs::remove_file(&claim);
         result
+    }
+
+    /// Whether the last reclaim (the mtime of the pool's stamp file) is
+    /// older than [`RECLAIM_INTERVAL`]; if so the stamp is renewed, so of
+    /// several allocations at once mostly one sweeps. One `stat` otherwise.
+    fn reclaim_due(&self) -> bool {
+        let stamp = self.dir.join(RECLAIM_STAMP);
+        let recent = fs::symlink_metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RECLAIM_INTERVAL));
+        if recent {
+            return false;
+        }
+        let _ = fs::remove_file(&stamp);
+        let _ = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&stamp);
+        true
+    }
+
+    /// Frees every lease (slot or engine range) whose owner is provably
+    /// gone: its state (libcontainer's `<root>/<id>` and moat's private
+    /// directory) no longer exists, no container of its root names it as
+    /// its pod, and — scanned after the state was seen gone — no process
+    /// on the host runs with an id of its range (the T31 scan,
+    /// [`ids_in_use`]). A lease of a live container, of a container whose
+    /// state exists, or whose owner cannot be read, is kept. Returns how
+    /// many were freed.
+    ///
+    /// Why the order makes it safe: a container's private directory exists
+    /// before its lease is taken and goes only after its delete freed it,
+    /// so a create or delete in progress shows its state; a process that
+    /// holds an id of the range after the scan got it from one alive at
+    /// the scan (see [`prescan_ids_in_use`]).
+    pub fn reclaim_dead_leases(&self) -> usize {
+        let mut stateless = Vec::new();
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let Some(lease) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| self.range_of_name(n))
+            else {
+                continue;
+            };
+            let Ok(content) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Some((root, id)) = parse_owner(&content) else {
+                continue;
+            };
+            if !owner_state_present(&root, &id) && crate::pod::members(&root, &id).is_empty() {
+                stateless.push((entry.path(), lease.range, content));
+            }
+        }
+        if stateless.is_empty() {
+            return 0;
+        }
+        let busy = ids_in_use();
+        let mut freed = 0;
+        for (file, range, content) in stateless {
+            let facts = LeaseFacts {
+                state_present: false,
+                referenced: false,
+                process_in_range: busy
+                    .range(range.host_id..=range.host_id.saturating_add(range.size - 1))
+                    .next()
+                    .is_some(),
+            };
+            if lease_is_dead(facts) && remove_if_unchanged(&file, &content) {
+                tracing::warn!(
+                    lease = %file.display(),
+                    host_id = range.host_id,
+                    owner = content.lines().next().unwrap_or_default(),
+                    "reclaimed the id range of a container whose state is gone and whose processes are gone"
+                );
+                freed += 1;
+            }
+        }
+        freed
     }
 
     /// The range a pool file name stands for: a slot, or an engine range.
@@ -460,6 +558,82 @@ impl<'a> IdPool<'a> {
     }
 }
 
+/// At most how often an allocation that is not short of ranges looks for
+/// dead leases ([`IdPool::reclaim_dead_leases`]).
+pub const RECLAIM_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The pool file whose mtime is the last reclaim.
+const RECLAIM_STAMP: &str = ".reclaimed";
+
+/// What the host shows of a lease's owner, gathered by
+/// [`IdPool::reclaim_dead_leases`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseFacts {
+    /// Its state (`<root>/<id>` or `<root>/@moat/<id>`) exists, or could
+    /// not be looked at.
+    pub state_present: bool,
+    /// A container of its root records it as its pod's owner.
+    pub referenced: bool,
+    /// A process on the host runs with an id of the range.
+    pub process_in_range: bool,
+}
+
+/// A lease may be reclaimed only when its owner is provably gone: no
+/// state, no pod member naming it, no process in its range.
+pub fn lease_is_dead(facts: LeaseFacts) -> bool {
+    !facts.state_present && !facts.referenced && !facts.process_in_range
+}
+
+/// The owner (`root`, `id`) a pool file's first line names, when `root`
+/// is absolute and `id` one plain path component (anything else is kept).
+fn parse_owner(content: &str) -> Option<(PathBuf, String)> {
+    let line = content.split_inclusive('\n').next()?.strip_suffix('\n')?;
+    let (root, id) = line.rsplit_once('\t')?;
+    let root = PathBuf::from(root);
+    let plain = {
+        let mut parts = Path::new(id).components();
+        matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        )
+    };
+    (root.is_absolute() && plain).then(|| (root, id.to_string()))
+}
+
+/// Whether the state of container `id` of `root` exists: libcontainer's
+/// directory or moat's private one. Anything but "not found" counts as
+/// present.
+fn owner_state_present(root: &Path, id: &str) -> bool {
+    [root.join(id), crate::state::private_dir(root, id)]
+        .iter()
+        .any(|dir| !matches!(fs::symlink_metadata(dir), Err(e) if e.kind() == ErrorKind::NotFound))
+}
+
+/// Removes pool file `file` if it still is the very file that held
+/// `content`: opened and locked (exclusively, without waiting: a pod
+/// member's create or a delete holds it otherwise), the same inode as the
+/// name, the same text.
+fn remove_if_unchanged(file: &Path, content: &str) -> bool {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let Ok(mut f) = fs::File::open(file) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor this function owns; no memory passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    let same_inode = match (f.metadata(), fs::symlink_metadata(file)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    let mut now = String::new();
+    if !same_inode || f.read_to_string(&mut now).is_err() || now != content {
+        return false;
+    }
+    fs::remove_file(file).is_ok()
+}
+
 /// Does the slot file of `slot` in the pool directory `dir` name
 /// (`root`, `id`) as its owner? A pod's members check that their sandbox
 /// still holds the range they are about to run with.
@@ -681,12 +855,32 @@ mod tests {
         }
     }
 
+    /// A host process (`sleep 30`) running with an id of `pool`'s first range.
+    fn sleep_in_first_range(pool: &IdPool) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("30")
+            .uid(pool.range_of(0).host_id + 7)
+            .spawn()
+            .unwrap()
+    }
+
+    /// A state root under `tmp` in which containers `ids` have state, so
+    /// their leases are never reclaimed.
+    fn live_root(tmp: &Path, ids: &[&str]) -> PathBuf {
+        let root = tmp.join("state");
+        for id in ids {
+            fs::create_dir_all(root.join(id)).unwrap();
+        }
+        root
+    }
+
     #[test]
     fn engine_ranges_are_claimed_checked_and_freed() {
         let tmp = tempfile::tempdir().unwrap();
         let p = policy(&tmp.path().join("pool"), 4);
         let pool = IdPool::new(&p);
-        let root = Path::new("/run/x");
+        let root = &live_root(tmp.path(), &["a", "b", "c", "e"]);
         let a = pool.allocate(root, "a").unwrap();
         // The engine gives slot 1's range (plus a bit): claimed, not a slot.
         let given = IdRange {
@@ -758,6 +952,7 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != RECLAIM_STAMP)
             .collect();
         // No claim file is left, and no slot file is empty.
         assert_eq!(names.len(), 3, "{names:?}");
@@ -772,11 +967,12 @@ mod tests {
     #[test]
     fn exhaustion_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let p = policy(tmp.path(), 1);
+        let p = policy(&tmp.path().join("pool"), 1);
         let pool = IdPool::new(&p);
-        pool.allocate(Path::new("/r"), "a").unwrap();
+        let r = live_root(tmp.path(), &["a"]);
+        pool.allocate(&r, "a").unwrap();
         assert!(matches!(
-            pool.allocate(Path::new("/r"), "b"),
+            pool.allocate(&r, "b"),
             Err(PoolError::Exhausted(_))
         ));
     }
@@ -821,18 +1017,148 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         // A slot file an older moat wrote world-readable.
-        fs::write(dir.join("3"), owner_tag(Path::new("/r"), "old")).unwrap();
+        let r = live_root(tmp.path(), &["old"]);
+        fs::write(dir.join("3"), owner_tag(&r, "old")).unwrap();
         fs::set_permissions(dir.join("3"), fs::Permissions::from_mode(0o644)).unwrap();
         let p = policy(&dir, 4);
         let pool = IdPool::new(&p);
-        let a = pool.allocate(Path::new("/r"), "a").unwrap();
+        let a = pool.allocate(&r, "a").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(a.slot.to_string())), 0o600);
         assert_eq!(mode(&dir.join("3")), 0o600);
-        pool.record(&a, Path::new("/r"), "a", &ClaimRecord::default())
-            .unwrap();
+        pool.record(&a, &r, "a", &ClaimRecord::default()).unwrap();
         assert_eq!(mode(&dir.join(a.slot.to_string())), 0o600);
+        assert_eq!(mode(&dir.join(RECLAIM_STAMP)), 0o600);
+    }
+
+    #[test]
+    fn a_lease_is_dead_only_when_state_members_and_processes_are_gone() {
+        for bits in 0..8u8 {
+            let facts = LeaseFacts {
+                state_present: bits & 1 != 0,
+                referenced: bits & 2 != 0,
+                process_in_range: bits & 4 != 0,
+            };
+            assert_eq!(lease_is_dead(facts), bits == 0, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_absolute_root_and_a_plain_id_name_a_reclaimable_owner() {
+        assert_eq!(
+            parse_owner("/run/moat\tabc\n{}\n"),
+            Some((PathBuf::from("/run/moat"), "abc".into()))
+        );
+        // A root holding a tab: the id is after the last one.
+        assert_eq!(
+            parse_owner("/a\tb\tc\n"),
+            Some((PathBuf::from("/a\tb"), "c".into()))
+        );
+        for kept in [
+            "run/moat\tabc\n",
+            "/run/moat\t..\n",
+            "/run/moat\ta/b\n",
+            "/run/moat\t\n",
+            "/run/moat\tabc",
+            "/run/moat abc\n",
+            "",
+        ] {
+            assert_eq!(parse_owner(kept), None, "{kept:?}");
+        }
+    }
+
+    /// An exhausted pool reclaims the leases whose owner's state is gone
+    /// (and only those): not one whose state exists, nor a pod owner a
+    /// member still names, nor one whose owner cannot be read.
+    #[test]
+    fn an_exhausted_pool_reclaims_only_leases_whose_owner_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(&tmp.path().join("pool"), 4);
+        let pool = IdPool::new(&p);
+        let r = live_root(
+            tmp.path(),
+            &["live", "gone", "pod", "member", "odd", "next", "more"],
+        );
+        let live = pool.allocate(&r, "live").unwrap();
+        let gone = pool.allocate(&r, "gone").unwrap();
+        let owner = pool.allocate(&r, "pod").unwrap();
+        let odd = pool.allocate(Path::new("relative"), "odd").unwrap();
+        // The pod member names its owner (pod.rs's OWNER_FILE).
+        let member = crate::state::private_dir(&r, "member");
+        fs::create_dir_all(&member).unwrap();
+        fs::write(member.join("pod-owner"), "pod").unwrap();
+        for id in ["gone", "pod"] {
+            fs::remove_dir(r.join(id)).unwrap();
+        }
+        // Not due yet: the first allocation stamped the pool.
+        assert!(!pool.reclaim_due());
+        let next = pool.allocate(&r, "next").unwrap();
+        assert_eq!(next.slot, gone.slot, "the dead lease is reused");
+        assert!(pool.owned(&r, "gone").is_empty());
+        assert_eq!(pool.owned_by(&r, "live"), vec![live.slot]);
+        assert_eq!(pool.owned_by(&r, "pod"), vec![owner.slot]);
+        assert_eq!(pool.owned_by(Path::new("relative"), "odd"), vec![odd.slot]);
+        assert!(matches!(
+            pool.allocate(&r, "more"),
+            Err(PoolError::Exhausted(_))
+        ));
+        // Once the member is gone too, the pod's lease is dead.
+        fs::remove_dir_all(crate::state::private_root(&r)).unwrap();
+        assert_eq!(pool.allocate(&r, "more").unwrap().slot, owner.slot);
+    }
+
+    /// Without exhaustion, the sweep runs at most once per interval.
+    #[test]
+    fn the_periodic_reclaim_is_stamped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(&tmp.path().join("pool"), 4);
+        let pool = IdPool::new(&p);
+        let r = live_root(tmp.path(), &["a"]);
+        pool.allocate(&r, "a").unwrap();
+        assert!(!pool.reclaim_due(), "stamped by the first allocation");
+        let stamp = pool.dir().join(RECLAIM_STAMP);
+        let old = std::time::SystemTime::now() - RECLAIM_INTERVAL - Duration::from_secs(1);
+        fs::File::options()
+            .write(true)
+            .open(&stamp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::remove_dir(r.join("a")).unwrap();
+        // Due again: the next allocation (not short of ranges) frees "a".
+        assert_eq!(pool.allocate(&r, "b").unwrap().slot, 0);
+        assert!(pool.owned(&r, "a").is_empty());
+        assert!(!pool.reclaim_due());
+    }
+
+    /// A lease whose state is gone but in whose range a process still runs
+    /// (of any user namespace) is kept; once the process is gone it is
+    /// reclaimed.
+    #[test]
+    fn a_lease_with_a_live_process_is_not_reclaimed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = UserNamespacePolicy {
+            host_id_base: 3_300_000_000,
+            ..policy(&tmp.path().join("pool"), 1)
+        };
+        let pool = IdPool::new(&p);
+        let r = live_root(tmp.path(), &["a"]);
+        pool.allocate(&r, "a").unwrap();
+        fs::remove_dir(r.join("a")).unwrap();
+        let mut child = sleep_in_first_range(&pool);
+        let kept = pool.reclaim_dead_leases();
+        let owned = pool.owned_by(&r, "a");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(kept, 0);
+        assert_eq!(owned, vec![0]);
+        assert_eq!(pool.reclaim_dead_leases(), 1);
+        assert!(pool.owned_by(&r, "a").is_empty());
     }
 
     #[test]
@@ -858,7 +1184,6 @@ mod tests {
     /// host process (host user namespace) is not the container's to kill.
     #[test]
     fn a_range_with_a_live_process_is_skipped() {
-        use std::os::unix::process::CommandExt;
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;
@@ -870,11 +1195,7 @@ mod tests {
             ..policy(tmp.path(), 3)
         };
         let pool = IdPool::new(&p);
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .uid(pool.range_of(0).host_id + 7)
-            .spawn()
-            .unwrap();
+        let mut child = sleep_in_first_range(&pool);
         let a = pool.allocate(Path::new("/r"), "a");
         let left = container_processes_in(pool.range_of(0));
         let _ = child.kill();
@@ -890,7 +1211,6 @@ mod tests {
     /// scans afresh.
     #[test]
     fn allocate_takes_the_prescan_once() {
-        use std::os::unix::process::CommandExt;
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;
@@ -901,11 +1221,7 @@ mod tests {
             ..policy(tmp.path(), 3)
         };
         let pool = IdPool::new(&p);
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .uid(pool.range_of(0).host_id + 7)
-            .spawn()
-            .unwrap();
+        let mut child = sleep_in_first_range(&pool);
         prescan_ids_in_use();
         // Let the scan finish before the process goes.
         let scanned = PRESCAN

@@ -58,79 +58,253 @@ fn set_frozen(container: &Container, frozen: bool) -> Result<()> {
     })
 }
 
-/// The v1 controllers whose files an update of `resources` writes (as
-/// libcgroups' v1 manager picks them).
-fn v1_controllers_written(resources: &LinuxResources) -> Vec<&'static str> {
-    let mut touched = Vec::new();
+/// One write of an update to a v1 controller's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct V1Write {
+    controller: &'static str,
+    file: String,
+    value: String,
+}
+
+fn v1(controller: &'static str, file: &str, value: impl ToString) -> V1Write {
+    V1Write {
+        controller,
+        file: file.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// Whether `size` names a huge page size as the kernel's hugetlb files do
+/// (`2MB`, `1GB`, `64KB`): a power-of-two number and a unit, so it can
+/// only name a file of the container's own directory.
+fn hugepage_size_is_plain(size: &str) -> bool {
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &size[digits.len()..];
+    matches!(unit, "KB" | "MB" | "GB" | "TB" | "PB")
+        && digits.parse::<u64>().is_ok_and(u64::is_power_of_two)
+}
+
+/// The v1 files an update of `resources` writes, in order, as runc's and
+/// libcgroups' v1 managers write them (0 means "leave as is" for the
+/// fields runc treats so). `memory_limit_now` is the container's
+/// `memory.limit_in_bytes`, read only when a memory limit and a swap limit
+/// are both set: the kernel keeps the memory limit at or below the
+/// memory+swap limit, so when the new swap limit is at or above the
+/// current memory limit it goes first, else last.
+fn v1_writes(
+    resources: &LinuxResources,
+    memory_limit_now: impl FnOnce() -> Result<i64>,
+) -> Result<Vec<V1Write>> {
+    let mut w = Vec::new();
     if let Some(cpu) = resources.cpu() {
-        if cpu.shares().is_some()
-            || cpu.quota().is_some()
-            || cpu.period().is_some()
-            || cpu.realtime_period().is_some()
-            || cpu.realtime_runtime().is_some()
-            || cpu.idle().is_some()
-            || cpu.burst().is_some()
-        {
-            touched.push("cpu");
+        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
+            w.push(v1("cpu", "cpu.shares", shares));
         }
-        if cpu.cpus().is_some() || cpu.mems().is_some() {
-            touched.push("cpuset");
+        if let Some(period) = cpu.period().filter(|p| *p != 0) {
+            w.push(v1("cpu", "cpu.cfs_period_us", period));
+        }
+        if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
+            w.push(v1("cpu", "cpu.cfs_quota_us", quota));
+        }
+        if let Some(burst) = cpu.burst() {
+            w.push(v1("cpu", "cpu.cfs_burst_us", burst));
+        }
+        // The runtime must fit in the period: a new period first.
+        if let Some(period) = cpu.realtime_period().filter(|p| *p != 0) {
+            w.push(v1("cpu", "cpu.rt_period_us", period));
+        }
+        if let Some(runtime) = cpu.realtime_runtime().filter(|r| *r != 0) {
+            w.push(v1("cpu", "cpu.rt_runtime_us", runtime));
+        }
+        if let Some(idle) = cpu.idle() {
+            w.push(v1("cpu", "cpu.idle", idle));
+        }
+        if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+            w.push(v1("cpuset", "cpuset.cpus", cpus));
+        }
+        if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+            w.push(v1("cpuset", "cpuset.mems", mems));
         }
     }
-    if resources.memory().is_some() {
-        touched.push("memory");
+    if let Some(memory) = resources.memory() {
+        const LIMIT: &str = "memory.limit_in_bytes";
+        const SWAP: &str = "memory.memsw.limit_in_bytes";
+        let limit = memory.limit().filter(|l| *l != 0);
+        let swap = memory.swap().filter(|s| *s != 0);
+        match (limit, swap) {
+            (Some(l), Some(s)) => {
+                if s == -1 || s >= memory_limit_now()? {
+                    w.push(v1("memory", SWAP, s));
+                    w.push(v1("memory", LIMIT, l));
+                } else {
+                    w.push(v1("memory", LIMIT, l));
+                    w.push(v1("memory", SWAP, s));
+                }
+            }
+            // No memory limit above an older memory+swap limit.
+            (Some(-1), None) => {
+                w.push(v1("memory", SWAP, -1));
+                w.push(v1("memory", LIMIT, -1));
+            }
+            (Some(l), None) => w.push(v1("memory", LIMIT, l)),
+            (None, Some(s)) => w.push(v1("memory", SWAP, s)),
+            (None, None) => {}
+        }
+        if let Some(r) = memory.reservation().filter(|r| *r != 0) {
+            w.push(v1("memory", "memory.soft_limit_in_bytes", r));
+        }
+        if let Some(swappiness) = memory.swappiness() {
+            if swappiness > 100 {
+                return Err(anyhow!(
+                    "invalid memory swappiness {swappiness}: it must be between 0 and 100"
+                ));
+            }
+            w.push(v1("memory", "memory.swappiness", swappiness));
+        }
     }
-    if resources.pids().is_some() {
-        touched.push("pids");
+    if let Some(pids) = resources.pids() {
+        let limit = pids.limit();
+        w.push(if limit > 0 {
+            v1("pids", "pids.max", limit)
+        } else {
+            v1("pids", "pids.max", "max")
+        });
     }
-    if resources.block_io().is_some() {
-        touched.push("blkio");
+    if let Some(blkio) = resources.block_io() {
+        if let Some(weight) = blkio.weight().filter(|w| *w != 0) {
+            // `blkio.weight` is CFQ's; without it, BFQ's (as runc).
+            w.push(v1("blkio", "blkio.weight", weight));
+        }
+        if let Some(weight) = blkio.leaf_weight().filter(|w| *w != 0) {
+            w.push(v1("blkio", "blkio.leaf_weight", weight));
+        }
+        for d in blkio.weight_device().iter().flatten() {
+            if let Some(weight) = d.weight() {
+                let line = format!("{}:{} {weight}", d.major(), d.minor());
+                w.push(v1("blkio", "blkio.weight_device", line));
+            }
+        }
+        for (file, devices) in [
+            (
+                "blkio.throttle.read_bps_device",
+                blkio.throttle_read_bps_device(),
+            ),
+            (
+                "blkio.throttle.write_bps_device",
+                blkio.throttle_write_bps_device(),
+            ),
+            (
+                "blkio.throttle.read_iops_device",
+                blkio.throttle_read_iops_device(),
+            ),
+            (
+                "blkio.throttle.write_iops_device",
+                blkio.throttle_write_iops_device(),
+            ),
+        ] {
+            for d in devices.iter().flatten() {
+                let line = format!("{}:{} {}", d.major(), d.minor(), d.rate());
+                w.push(v1("blkio", file, line));
+            }
+        }
     }
-    if resources
-        .hugepage_limits()
-        .as_ref()
-        .is_some_and(|l| !l.is_empty())
-    {
-        touched.push("hugetlb");
+    for limit in resources.hugepage_limits().iter().flatten() {
+        let size = limit.page_size();
+        if !hugepage_size_is_plain(size) {
+            return Err(anyhow!("invalid huge page size {size:?}"));
+        }
+        let file = format!("hugetlb.{size}.limit_in_bytes");
+        w.push(v1("hugetlb", &file, limit.limit()));
     }
-    touched
+    Ok(w)
+}
+
+/// Writes `writes` through the container's v1 cgroup directories, each
+/// opened once as it exists (never created) before the first write: a
+/// removed cgroup fails with one line and nothing is written; every file
+/// is opened relative to its directory's descriptor, `O_NOFOLLOW`, so a
+/// directory renamed or swapped for a link after the open is not followed.
+fn apply_v1(
+    path: &std::path::Path,
+    writes: &[V1Write],
+    gone: impl Fn(std::io::Error) -> anyhow::Error,
+) -> Result<()> {
+    let mut dirs: Vec<(&str, CgroupDir)> = Vec::new();
+    for write in writes {
+        if !dirs.iter().any(|(c, _)| *c == write.controller) {
+            let dir = CgroupDir::open(path, Hierarchy::V1(write.controller)).map_err(&gone)?;
+            dirs.push((write.controller, dir));
+        }
+    }
+    for write in writes {
+        let Some((_, dir)) = dirs.iter().find(|(c, _)| *c == write.controller) else {
+            continue;
+        };
+        let mut file = write.file.as_str();
+        if file == "blkio.weight" && dir.read(file).is_err() {
+            file = "blkio.bfq.weight";
+        }
+        dir.write(file, &write.value).map_err(|e| {
+            if file == "memory.limit_in_bytes" && e.raw_os_error() == Some(libc::EBUSY) {
+                let usage = |f: &str| {
+                    dir.read(f)
+                        .map(|t| t.trim().to_string())
+                        .unwrap_or_default()
+                };
+                anyhow!(
+                    "unable to set memory limit to {} (current usage: {}, peak usage: {})",
+                    write.value,
+                    usage("memory.usage_in_bytes"),
+                    usage("memory.max_usage_in_bytes")
+                )
+            } else {
+                anyhow!("failed to write {:?}: {e}", write.value)
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Applies `resources` (already held to the policy) to the container's
-/// existing cgroup. On the unified hierarchy (cgroupfs driver) libcgroups'
-/// v2 manager writes through the cgroup directory's descriptor; on a v1 or
-/// hybrid host every hierarchy the update writes is opened first, so a
-/// removed cgroup fails with one line, and libcgroups' v1 `apply` (which
-/// creates no directory for an update: only its freezer and `add_task`
-/// do) writes by path.
+/// existing cgroup, through descriptors of its directories, never by a
+/// path looked up again (T36). On the unified hierarchy (cgroupfs driver)
+/// libcgroups' v2 manager writes through the directory's descriptor; on a
+/// v1 or hybrid host moat writes each v1 file itself, relative to the
+/// controller directory it opened ([`apply_v1`]): libcgroups' v1
+/// controllers are private and take paths.
 pub fn update(container: &Container, resources: &LinuxResources) -> Result<()> {
     let path = cgroup_path(container)?;
     let id = container.id();
     let gone = |e: std::io::Error| anyhow!("the cgroup of container {id} is gone (deleted?): {e}");
+    let unified = matches!(
+        libcgroups::common::get_cgroup_setup().map_err(|e| anyhow!("{e}"))?,
+        CgroupSetup::Unified
+    );
+    if !unified {
+        let writes = v1_writes(resources, || {
+            let dir = CgroupDir::open(&path, Hierarchy::V1("memory")).map_err(gone)?;
+            let text = dir.read("memory.limit_in_bytes")?;
+            text.trim()
+                .parse()
+                .with_context(|| format!("malformed memory.limit_in_bytes {text:?}"))
+        })?;
+        return apply_v1(&path, &writes, gone);
+    }
     let opt = ControllerOpt {
         resources,
         disable_oom_killer: false,
         oom_score_adj: None,
         freezer_state: None,
     };
-    let unified = matches!(
-        libcgroups::common::get_cgroup_setup().map_err(|e| anyhow!("{e}"))?,
-        CgroupSetup::Unified
-    );
-    if unified && !container.systemd() {
+    if !container.systemd() {
         let dir = CgroupDir::open(&path, Hierarchy::Unified).map_err(gone)?;
         let manager = libcgroups::v2::manager::Manager::new(dir.fd_path(), PathBuf::new())
             .map_err(|e| anyhow!("{e}"))?;
         return manager.apply(&opt).map_err(|e| anyhow!("{e}"));
     }
-    if !unified {
-        for controller in v1_controllers_written(resources) {
-            CgroupDir::open(&path, Hierarchy::V1(controller)).map_err(gone)?;
-        }
-    }
     let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: path,
-        systemd_cgroup: container.systemd(),
+        systemd_cgroup: true,
         container_name: id.to_string(),
     })
     .map_err(|e| anyhow!("{e}"))?;
@@ -140,22 +314,118 @@ pub fn update(container: &Container, resources: &LinuxResources) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
+        LinuxResourcesBuilder,
+    };
+
+    fn files(writes: &[V1Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| format!("{}/{}={}", w.controller, w.file, w.value))
+            .collect()
+    }
+
+    fn never() -> Result<i64> {
+        panic!("the current memory limit is read only for limit and swap together")
+    }
 
     #[test]
-    fn an_update_opens_the_hierarchies_it_writes() {
+    fn an_update_writes_each_field_to_its_v1_file() {
         let r = LinuxResourcesBuilder::default()
-            .cpu(LinuxCpuBuilder::default().shares(512u64).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .cpus("0")
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(10).build().unwrap())
             .build()
             .unwrap();
-        assert_eq!(v1_controllers_written(&r), ["cpu", "pids"]);
-        let r = LinuxResourcesBuilder::default()
-            .cpu(LinuxCpuBuilder::default().cpus("0").build().unwrap())
+        assert_eq!(
+            files(&v1_writes(&r, never).unwrap()),
+            [
+                "cpu/cpu.shares=512",
+                "cpu/cpu.cfs_period_us=100000",
+                "cpu/cpu.cfs_quota_us=50000",
+                "cpuset/cpuset.cpus=0",
+                "pids/pids.max=10"
+            ]
+        );
+        let none = LinuxResourcesBuilder::default().build().unwrap();
+        assert!(v1_writes(&none, never).unwrap().is_empty());
+    }
+
+    /// The memory limit never goes above the memory+swap limit in between.
+    #[test]
+    fn memory_and_swap_are_written_in_the_order_the_kernel_accepts() {
+        let mem = |limit: i64, swap: Option<i64>| {
+            let mut m = LinuxMemoryBuilder::default().limit(limit);
+            if let Some(s) = swap {
+                m = m.swap(s);
+            }
+            LinuxResourcesBuilder::default()
+                .memory(m.build().unwrap())
+                .build()
+                .unwrap()
+        };
+        let raised = v1_writes(&mem(200, Some(400)), || Ok(100)).unwrap();
+        assert_eq!(
+            files(&raised),
+            [
+                "memory/memory.memsw.limit_in_bytes=400",
+                "memory/memory.limit_in_bytes=200"
+            ]
+        );
+        let lowered = v1_writes(&mem(50, Some(60)), || Ok(100)).unwrap();
+        assert_eq!(
+            files(&lowered),
+            [
+                "memory/memory.limit_in_bytes=50",
+                "memory/memory.memsw.limit_in_bytes=60"
+            ]
+        );
+        let unlimited = v1_writes(&mem(-1, None), never).unwrap();
+        assert_eq!(
+            files(&unlimited),
+            [
+                "memory/memory.memsw.limit_in_bytes=-1",
+                "memory/memory.limit_in_bytes=-1"
+            ]
+        );
+        let swappy = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .swappiness(101u64)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
-        assert_eq!(v1_controllers_written(&r), ["cpuset"]);
-        let none = LinuxResourcesBuilder::default().build().unwrap();
-        assert!(v1_controllers_written(&none).is_empty());
+        let err = v1_writes(&swappy, never).unwrap_err().to_string();
+        assert!(err.contains("swappiness 101"), "{err}");
+    }
+
+    /// A huge page size names a file of the container's directory only.
+    #[test]
+    fn a_hugepage_size_is_a_plain_power_of_two() {
+        for ok in ["2MB", "1GB", "64KB"] {
+            assert!(hugepage_size_is_plain(ok), "{ok}");
+        }
+        for bad in ["3MB", "../x", "2MB/../../x", "MB", "", "2mb", "2 MB"] {
+            assert!(!hugepage_size_is_plain(bad), "{bad}");
+            let r = LinuxResourcesBuilder::default()
+                .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+                    .page_size(bad)
+                    .limit(1i64)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap();
+            assert!(v1_writes(&r, never).is_err(), "{bad}");
+        }
     }
 }
