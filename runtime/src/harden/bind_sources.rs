@@ -366,7 +366,7 @@ pub(super) fn refuse_driver_mounted_volumes(
             return Err(Refusal::new(
                 RefusalRule::BindSourceFilesystem,
                 format!(
-                    "{what} of {} at {}: its source is a driver-mounted volume, a {fs_type} filesystem the host shows only at volume storage ({}), mounted there for the volume alone (a docker local volume with volume-opt=type=…,device=…), so no host path shows what it holds for the path rules to judge (a block device may be another tenant's disk or the host's own); driver-mounted volumes may be: {}",
+                    "{what} of {} at {}: its source is a driver-mounted volume ({fs_type}): the host shows that filesystem only at volume storage ({}), where it was mounted for the volume alone (a docker local volume with volume-opt=type=…,device=…), so no host path shows what it holds for the path rules to judge (a block device may be another tenant's disk or the host's own); driver-mounted volumes may be: {}",
                     source.display(),
                     m.destination().display(),
                     places.join(", "),

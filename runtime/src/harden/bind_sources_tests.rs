@@ -365,7 +365,7 @@ fn driver_mounted_volumes_need_the_policy() {
         );
         let line = r.to_string();
         assert!(
-            line.contains("a driver-mounted volume, a ext4 filesystem")
+            line.contains("a driver-mounted volume (ext4)")
                 && line.contains(mounted_at[0])
                 && line.contains("may be: tmpfs")
                 && !line.contains('\n'),
