@@ -83,24 +83,34 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
     }
     facts.resolved_sources = resolved;
     let mounts = read_mounts();
-    facts.source_filesystems = spec
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for src in spec
         .mounts()
         .iter()
         .flatten()
         .filter(|m| is_bind(m))
         .filter_map(|m| m.source().clone())
-        .filter_map(|src| {
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-                .open(&src)
-                .ok()?;
-            let real = fs::canonicalize(&src).ok()?;
-            let found = filesystems_of(std::os::fd::AsFd::as_fd(&file), &real, &mounts);
-            Some((src, found))
-        })
-        .collect();
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(&src)
+        else {
+            continue;
+        };
+        let Ok(real) = fs::canonicalize(&src) else {
+            continue;
+        };
+        let fd = std::os::fd::AsFd::as_fd(&file);
+        // Where else the host shows it, as create learns from the pinned fd.
+        if let Ok(view) = crate::pinned::mount_view(fd, &real, &mountinfo) {
+            facts.source_aliases.insert(src.clone(), view.aliases);
+            facts.source_mounted_at.insert(src.clone(), view.mounted_at);
+        }
+        let found = filesystems_of(fd, &real, &mounts);
+        facts.source_filesystems.insert(src, found);
+    }
     facts
 }
 
@@ -233,6 +243,7 @@ pub fn from_pinned(
         host_namespace_paths: pinned.host_namespace_types(),
         resolved_sources: pinned.resolved_sources(),
         source_aliases: pinned.source_aliases(),
+        source_mounted_at: pinned.source_mounted_at(),
         source_filesystems: pinned_source_filesystems(pinned),
         container_id: None,
         pod_owner: None,

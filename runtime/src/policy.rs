@@ -180,7 +180,23 @@ pub struct VolumePolicy {
     /// directories moat cannot judge. Kernel and pseudo filesystems (proc,
     /// sysfs, cgroup, ...) and ramfs are refused whatever this lists.
     pub allow_fs_types: Vec<String>,
+    /// Filesystem types a driver-mounted volume may be: a bind source
+    /// whose filesystem (or the part of it holding the source) the host
+    /// shows only at volume storage paths (`idmap_under`), because an
+    /// engine or volume driver mounted it there for the volume alone (a
+    /// docker `local` volume with `volume-opt=type=…,device=…`, a kubelet
+    /// Secret's tmpfs). No host path shows what such a mount holds, so the
+    /// path rules cannot judge it: a block device mounted so may be another
+    /// tenant's disk, an unmounted host partition or the top level of a
+    /// btrfs host's root (red-team R7-3). The types listed must also pass
+    /// the filesystem rule (`allow_fs_types` for network and FUSE types);
+    /// a tmpfs is also held to T5's caps.
+    pub driver_mounted_fs_types: Vec<String>,
 }
+
+/// The filesystems a driver-mounted volume may be by default: a tmpfs (its
+/// size and inodes are capped, T5) holds only what was written to it.
+pub const DEFAULT_DRIVER_MOUNTED_FS_TYPES: &[&str] = &["tmpfs"];
 
 /// Engine-provisioned volume storage and per-container files.
 pub const DEFAULT_IDMAP_UNDER: &[&str] = &[
@@ -205,6 +221,10 @@ impl Default for VolumePolicy {
         Self {
             idmap_under: DEFAULT_IDMAP_UNDER.iter().map(|s| s.to_string()).collect(),
             allow_fs_types: Vec::new(),
+            driver_mounted_fs_types: DEFAULT_DRIVER_MOUNTED_FS_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

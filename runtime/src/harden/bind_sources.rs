@@ -17,7 +17,11 @@ use crate::policy::{parse_size, Policy};
 use crate::refusal::{Refusal, RefusalRule};
 
 /// Filesystems that keep files on a local disk: a bind of one shows host
-/// files, which the path rules (T11, T19) judge.
+/// files, which the path rules (T11, T19) judge at every host path that
+/// shows them (the source and its mount aliases). A local disk the host
+/// shows nowhere but at volume storage (a docker `local` volume of
+/// `type=ext4,device=<disk>`) has no such path: it is a driver-mounted
+/// volume, judged by [`refuse_driver_mounted_volumes`] (red-team R7-3).
 pub const LOCAL_DISK_FILESYSTEMS: &[&str] = &[
     "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "jfs", "reiserfs", "nilfs2",
     "vfat", "msdos", "exfat", "ntfs", "ntfs3", "hfs", "hfsplus", "udf", "iso9660", "squashfs",
@@ -345,6 +349,71 @@ pub(super) fn refuse_bind_source_filesystems(
                     key,
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a driver-mounted volume whose filesystem type the policy does
+/// not list in `volumes.driver_mounted_fs_types` (default: tmpfs only,
+/// which T5's caps judge). A source is driver-mounted when every host mount
+/// showing its file ([`HostFacts::source_mounted_at`]) is mounted at a
+/// volume storage path (`volumes.idmap_under`): an engine or volume driver
+/// mounted that filesystem, or the part of it holding the source, there
+/// for the volume alone (dockerd, as host root, for a `local` volume with
+/// `volume-opt=type=…,device=…`). The path rules judge host paths; no host
+/// path shows such a mount, and the one it has says "volume storage",
+/// which is idmapped: a block device mounted nowhere (another tenant's
+/// persistent volume, an unmounted partition) or mounted only by a
+/// subdirectory (a btrfs host's top level, holding its `/` as `@`) was
+/// read and written as host root (red-team R7-3). A plain volume, a
+/// directory of a filesystem the host mounts elsewhere (`/` shows it), and
+/// a host directory on a disk of its own are not driver-mounted.
+pub(super) fn refuse_driver_mounted_volumes(
+    spec: &Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+) -> Result<(), Refusal> {
+    let allowed = &policy.volumes.driver_mounted_fs_types;
+    for m in spec.mounts().iter().flatten() {
+        for HostSource {
+            what, path: source, ..
+        } in host_sources(m)
+        {
+            let Some(mounted_at) = facts.source_mounted_at.get(&source) else {
+                continue;
+            };
+            let driver_mounted = !mounted_at.is_empty()
+                && mounted_at
+                    .iter()
+                    .all(|p| policy.volumes.is_volume_storage(p));
+            if !driver_mounted {
+                continue;
+            }
+            let fs_type = facts
+                .source_filesystems
+                .get(&source)
+                .and_then(|f| f.first())
+                .map_or("unknown (no facts)", |f| f.fs_type.as_str());
+            if allowed.iter().any(|a| a == fs_type) {
+                continue;
+            }
+            let places: Vec<String> = mounted_at.iter().map(|p| p.display().to_string()).collect();
+            return Err(Refusal::new(
+                RefusalRule::BindSourceFilesystem,
+                format!(
+                    "{what} of {} at {}: its source is a driver-mounted volume ({fs_type}): the host shows that filesystem only at volume storage ({}), where it was mounted for the volume alone (a docker local volume with volume-opt=type=…,device=…), so no host path shows what it holds for the path rules to judge (a block device may be another tenant's disk or the host's own); driver-mounted volumes may be: {}",
+                    source.display(),
+                    m.destination().display(),
+                    places.join(", "),
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ),
+                Some("volumes.driver_mounted_fs_types"),
+            ));
         }
     }
     Ok(())

@@ -466,3 +466,92 @@ fn an_engine_shm_counts_in_the_total_and_the_defaults_still_fit() {
     });
     ok_with(&spec, &policy, &facts);
 }
+
+/// A bind of `source` whose filesystem is `fs_type`, shown by host mounts
+/// at `mounted_at` (its own first).
+fn driver_case(
+    source: &str,
+    fs_type: &str,
+    mounted_at: &[&str],
+) -> (oci_spec::runtime::Spec, HostFacts) {
+    let (spec, mut facts) = case(
+        source,
+        &["rbind"],
+        vec![fs(mounted_at[0], fs_type, Some(MIB), Some(256))],
+    );
+    facts.source_mounted_at.insert(
+        source.into(),
+        mounted_at.iter().map(std::path::PathBuf::from).collect(),
+    );
+    (spec, facts)
+}
+
+/// Red-team R7-3: a local-disk filesystem the host shows only at volume
+/// storage — a docker `local` volume of `type=ext4,device=<disk>` mounted
+/// nowhere else, or only by a subdirectory elsewhere (the btrfs `subvol=@`
+/// layout), or at two volumes — is a driver-mounted volume: refused unless
+/// the policy lists its type; a tmpfs (capped by T5) passes by default.
+/// A plain volume directory (`/` shows it), a host directory on a disk of
+/// its own, and a disk the host mounts elsewhere too are not driver-mounted.
+#[test]
+fn driver_mounted_volumes_need_the_policy() {
+    let p = Policy::default();
+    for mounted_at in [
+        &[VOLUME][..],
+        &[VOLUME, "/var/lib/docker/volumes/other/_data"][..],
+        &["/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/pv/mount"][..],
+    ] {
+        let (spec, facts) = driver_case(VOLUME, "ext4", mounted_at);
+        let r = refused_with(&spec, &p, &facts);
+        assert_refusal(
+            &r,
+            "bind-source-filesystem",
+            Some("volumes.driver_mounted_fs_types"),
+        );
+        let line = r.to_string();
+        assert!(
+            line.contains("a driver-mounted volume (ext4)")
+                && line.contains(mounted_at[0])
+                && line.contains("may be: tmpfs")
+                && !line.contains('\n'),
+            "{line}"
+        );
+    }
+    // tmpfs volumes (docker's tmpfs volumes, its shareable shm, a
+    // kubelet Secret) pass; their caps are T5's.
+    for (source, at) in [(VOLUME, VOLUME), (SHM, SHM)] {
+        let (spec, facts) = driver_case(source, "tmpfs", &[at]);
+        ok_with(&spec, &p, &facts);
+    }
+    // Not driver-mounted: a plain volume (shown by / and by the mount of
+    // /var/lib/docker), a host directory on its own disk, a disk the host
+    // mounts at a host path too (whose alias the path rules judge).
+    for mounted_at in [
+        &["/var/lib/docker", "/"][..],
+        &["/srv/data"][..],
+        &[VOLUME, "/srv/data"][..],
+    ] {
+        let source = if mounted_at[0] == "/srv/data" {
+            "/srv/data/x"
+        } else {
+            VOLUME
+        };
+        let (spec, facts) = driver_case(source, "ext4", mounted_at);
+        ok_with(&spec, &p, &facts);
+    }
+    // The operator may list more types.
+    let mut listed = Policy::default();
+    listed.volumes.driver_mounted_fs_types = vec!["tmpfs".into(), "xfs".into()];
+    let (spec, facts) = driver_case(VOLUME, "xfs", &[VOLUME]);
+    ok_with(&spec, &listed, &facts);
+    // An empty list refuses tmpfs volumes too.
+    listed.volumes.driver_mounted_fs_types.clear();
+    let (spec, facts) = driver_case(VOLUME, "tmpfs", &[VOLUME]);
+    assert!(refused_with(&spec, &listed, &facts)
+        .to_string()
+        .contains("may be: none"));
+    // explain without the facts judges nothing here.
+    let (spec, mut facts) = driver_case(VOLUME, "ext4", &[VOLUME]);
+    facts.source_mounted_at.clear();
+    ok_with(&spec, &p, &facts);
+}

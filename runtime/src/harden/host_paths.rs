@@ -115,15 +115,61 @@ fn pod_uid_in(path: &Path, policy: &Policy) -> Option<String> {
     wildcard_after(path, policy, &["pods"], None)
 }
 
+/// How a host path a mount names was found: as the spec wrote it, as it
+/// resolves (the real path of the fd moat opened), or as another place the
+/// host shows the same files (a mount alias, [`HostFacts::source_aliases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    Written,
+    Resolved,
+    Alias,
+}
+
+/// One host path every host-path rule judges for a mount.
+pub(super) struct Candidate<'a> {
+    pub mount: &'a oci_spec::runtime::Mount,
+    /// The path as the spec wrote it (bind source or overlay layer).
+    pub source: PathBuf,
+    /// The path judged (normalized).
+    pub path: PathBuf,
+    pub seen: Seen,
+}
+
+impl Candidate<'_> {
+    /// The judged path for a message: an alias says that it is one.
+    fn shown(&self) -> String {
+        match self.seen {
+            Seen::Alias => format!(
+                "{} (where the host mounts the same files)",
+                self.path.display()
+            ),
+            _ => self.path.display().to_string(),
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        if is_bind(self.mount) {
+            "bind"
+        } else {
+            "overlay"
+        }
+    }
+}
+
 /// Every host path a mount names — a bind's source and each overlay layer
-/// (lower, upper, work) — as written and as resolved (normalized), with
-/// the mount: what the engine-scoped rules below judge. Overlay layers are
+/// (lower, upper, work) — as written, as resolved (normalized), and at
+/// every other place the host shows the same files (its mount aliases):
+/// the one candidate set EVERY host-path rule judges. Overlay layers are
 /// mounted by host root, so a layer reaches what a bind would (red-team
-/// pass 4 F6: a kubelet Secret or a docker volume as a `lowerdir`).
-fn host_path_candidates<'a>(
+/// pass 4 F6: a kubelet Secret or a docker volume as a `lowerdir`); an
+/// alias is what the bind really shows (red-team R7-2: a docker `local`
+/// volume `o=bind,device=<another container's shm or another pod's
+/// volume>` is a bind of `/var/lib/docker/volumes/<v>/_data` whose files
+/// are the other tenant's): a rule that judged only the name passed it.
+pub(super) fn host_path_candidates<'a>(
     spec: &'a Spec,
     facts: &'a HostFacts,
-) -> impl Iterator<Item = (&'a oci_spec::runtime::Mount, PathBuf, PathBuf)> + 'a {
+) -> impl Iterator<Item = Candidate<'a>> + 'a {
     spec.mounts()
         .as_ref()
         .into_iter()
@@ -139,10 +185,25 @@ fn host_path_candidates<'a>(
             paths.into_iter().map(move |p| (m, p))
         })
         .flat_map(move |(m, source)| {
-            let resolved = facts.resolved_sources.get(&source).map(|p| normalize(p));
-            std::iter::once(normalize(&source))
+            let resolved = facts
+                .resolved_sources
+                .get(&source)
+                .map(|p| (normalize(p), Seen::Resolved));
+            let aliases = facts
+                .source_aliases
+                .get(&source)
+                .into_iter()
+                .flatten()
+                .map(|p| (normalize(p), Seen::Alias));
+            std::iter::once((normalize(&source), Seen::Written))
                 .chain(resolved)
-                .map(move |candidate| (m, source.clone(), candidate))
+                .chain(aliases)
+                .map(move |(path, seen)| Candidate {
+                    mount: m,
+                    source: source.clone(),
+                    path,
+                    seen,
+                })
         })
 }
 
@@ -154,9 +215,12 @@ fn host_path_candidates<'a>(
 /// service-account tokens). The pod uid is taken from the spec's
 /// annotations (all of them agreeing) only because the CRI wrote them: a
 /// raw-config tenant writes annotations too, and gets no kubelet volume
-/// (red-team R13). Judged on the source as written and as resolved, not on
-/// its mount aliases: a persistent volume is mounted under every pod that
-/// uses it.
+/// (red-team R13). Judged on every candidate ([`host_path_candidates`]):
+/// as written, as resolved and at every mount alias (red-team R7-2: a
+/// docker volume binding a pod's volume is that pod's volume). So a
+/// volume the host also mounts in another pod's directory (a persistent
+/// volume two pods on the node use through separate mounts) is refused
+/// for both: another pod's storage is never this one's.
 pub(super) fn refuse_other_pods_volumes(
     spec: &Spec,
     policy: &Policy,
@@ -168,8 +232,8 @@ pub(super) fn refuse_other_pods_volumes(
         .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
         .collect();
     let origin = facts.origin();
-    for (m, source, candidate) in host_path_candidates(spec, facts) {
-        let Some(uid) = pod_uid_in(&candidate, policy) else {
+    for c in host_path_candidates(spec, facts) {
+        let Some(uid) = pod_uid_in(&c.path, policy) else {
             continue;
         };
         let why = match origin {
@@ -189,10 +253,11 @@ pub(super) fn refuse_other_pods_volumes(
         return Err(Refusal::new(
             RefusalRule::SensitiveHostMount,
             format!(
-                "bind mount of {} at {}: {} is a volume of pod {uid}, and {why}",
-                source.display(),
-                m.destination().display(),
-                candidate.display()
+                "{} mount of {} at {}: {} is a volume of pod {uid}, and {why}",
+                c.what(),
+                c.source.display(),
+                c.mount.destination().display(),
+                c.shown()
             ),
             None,
         ));
@@ -242,18 +307,17 @@ fn storage_engine(path: &Path) -> Option<bool> {
 /// owns there) and exempt from the engine-tree rule; a raw-config tenant is
 /// none of the engine's users and gets none of it (docker volume names,
 /// like `<project>_<name>`, are guessable). Other `volumes.idmap_under`
-/// entries an operator lists are for every bundle. Judged on the source as
-/// written and as resolved (staging idmaps a source only when every
-/// place it is mounted is volume storage, so its aliases add nothing here).
+/// entries an operator lists are for every bundle. Judged on every
+/// candidate: as written, as resolved and at every mount alias (a docker
+/// volume binding the CRI's storage is the CRI's storage, red-team R7-2).
 pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Result<(), Refusal> {
     let origin = facts.origin();
     if origin == Origin::Unknown {
         return Ok(());
     }
-    for (m, source, candidate) in host_path_candidates(spec, facts) {
+    for c in host_path_candidates(spec, facts) {
         {
-            let path = candidate;
-            let Some(docker) = storage_engine(&path) else {
+            let Some(docker) = storage_engine(&c.path) else {
                 continue;
             };
             let mine = match origin {
@@ -271,10 +335,11 @@ pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Re
             return Err(Refusal::new(
                 RefusalRule::SensitiveHostMount,
                 format!(
-                    "bind mount of {} at {}: {} is {engine}'s storage, only for bundles {engine} made (containerd namespace {ns}), and this is {}",
-                    source.display(),
-                    m.destination().display(),
-                    path.display(),
+                    "{} mount of {} at {}: {} is {engine}'s storage, only for bundles {engine} made (containerd namespace {ns}), and this is {}",
+                    c.what(),
+                    c.source.display(),
+                    c.mount.destination().display(),
+                    c.shown(),
                     origin.describe()
                 ),
                 None,
@@ -293,8 +358,9 @@ pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Re
 /// tenant naming itself after docker container V got V's resolv.conf,
 /// red-team R3) or its pod owner's (found from the namespaces it joins:
 /// docker's `--ipc container:X` hands the joiner X's shm, a CRI container
-/// gets its sandbox's hosts and resolv.conf). Judged on the source as
-/// written and as resolved.
+/// gets its sandbox's hosts and resolv.conf). Judged on every candidate:
+/// as written, as resolved and at every mount alias (red-team R7-2: a
+/// docker volume binding another container's `/dev/shm` is that shm).
 pub(super) fn refuse_other_containers_files(
     spec: &Spec,
     policy: &Policy,
@@ -307,8 +373,8 @@ pub(super) fn refuse_other_containers_files(
             .collect(),
         _ => Vec::new(),
     };
-    for (m, source, candidate) in host_path_candidates(spec, facts) {
-        let Some(owner) = engine_owner_in(&candidate, policy) else {
+    for c in host_path_candidates(spec, facts) {
+        let Some(owner) = engine_owner_in(&c.path, policy) else {
             continue;
         };
         // explain (no container id) judges the spec alone.
@@ -322,10 +388,11 @@ pub(super) fn refuse_other_containers_files(
         return Err(Refusal::new(
             RefusalRule::SensitiveHostMount,
             format!(
-                "bind mount of {} at {}: {} belongs to container {owner}, {whose}",
-                source.display(),
-                m.destination().display(),
-                candidate.display()
+                "{} mount of {} at {}: {} belongs to container {owner}, {whose}",
+                c.what(),
+                c.source.display(),
+                c.mount.destination().display(),
+                c.shown()
             ),
             None,
         ));
@@ -368,6 +435,12 @@ fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
     None
 }
 
+/// Refuses a bind or overlay layer that is, contains or lies inside a
+/// sensitive host path (T11), judged on every candidate: as written (an
+/// allowance for /srv/ok does not extend to wherever a symlink there
+/// points), as resolved, and wherever the host shows the same files (a
+/// docker volume that binds /etc, T29). An operator allowing the docker
+/// socket lists both /var/run/docker.sock and /run/docker.sock.
 pub(super) fn refuse_sensitive_mounts(
     spec: &Spec,
     policy: &Policy,
@@ -379,50 +452,21 @@ pub(super) fn refuse_sensitive_mounts(
         .iter()
         .map(|a| normalize(Path::new(a)))
         .collect();
-    for m in spec.mounts().as_ref().into_iter().flatten() {
-        // Bind sources are host paths; so are an overlay's layer options.
-        let host_paths: Vec<PathBuf> = if is_bind(m) {
-            m.source().iter().cloned().collect()
-        } else if m.typ().as_deref() == Some("overlay") {
-            crate::path_syntax::overlay_option_paths(&m.options().clone().unwrap_or_default())
-        } else {
+    for c in host_path_candidates(spec, facts) {
+        if allowed_entries.contains(&c.path) {
             continue;
-        };
-        for source in &host_paths {
-            let lexical = normalize(source);
-            let resolved = facts
-                .resolved_sources
-                .get(source)
-                .map(|p| normalize(p))
-                .unwrap_or_else(|| lexical.clone());
-            // Both the path as written and the path it resolves to are
-            // judged: an allowance for /srv/ok does not extend to wherever a
-            // symlink there points. An operator allowing the docker socket
-            // lists both /var/run/docker.sock and /run/docker.sock.
-            // Where the file is mounted too (a docker volume that binds
-            // /etc) is judged the same way (T29).
-            let aliases = facts
-                .source_aliases
-                .get(source)
-                .cloned()
-                .unwrap_or_default();
-            for candidate in [lexical.clone(), resolved].iter().chain(&aliases) {
-                if allowed_entries.contains(candidate) {
-                    continue;
-                }
-                if let Some(reason) = sensitive_reason(candidate, policy) {
-                    return Err(Refusal::new(
-                        RefusalRule::SensitiveHostMount,
-                        format!(
-                            "{} mount of {} at {}: {reason}",
-                            if is_bind(m) { "bind" } else { "overlay" },
-                            source.display(),
-                            m.destination().display()
-                        ),
-                        Some("refusals.allow_host_mounts"),
-                    ));
-                }
-            }
+        }
+        if let Some(reason) = sensitive_reason(&c.path, policy) {
+            return Err(Refusal::new(
+                RefusalRule::SensitiveHostMount,
+                format!(
+                    "{} mount of {} at {}: {reason}",
+                    c.what(),
+                    c.source.display(),
+                    c.mount.destination().display()
+                ),
+                Some("refusals.allow_host_mounts"),
+            ));
         }
     }
     Ok(())

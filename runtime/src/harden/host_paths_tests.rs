@@ -573,3 +573,125 @@ fn engine_storage_as_an_overlay_layer_is_judged_like_a_bind() {
     };
     ok_with(&overlay(secret), &p, &cri);
 }
+
+/// Red-team R7-2: every host-path rule judges the same candidates — the
+/// source as written, as resolved, and every mount alias (another place
+/// the host shows the same files: a docker `local` volume with
+/// `o=bind,device=<P>` is a bind of `/var/lib/docker/volumes/<v>/_data`
+/// whose alias is P). Each rule × {written, resolved, alias}.
+#[test]
+fn every_host_path_rule_judges_the_source_as_written_resolved_and_aliased() {
+    let cri_pod = json!({"io.kubernetes.cri.sandbox-uid": "mine"});
+    let rules: [(&str, &str, &str, Value); 4] = [
+        (
+            "sensitive",
+            "/etc",
+            "/etc is a sensitive host path",
+            json!({}),
+        ),
+        (
+            "k8s.io",
+            "/var/lib/kubelet/pods/other/volumes/kubernetes.io~empty-dir/data",
+            "is a volume of pod other",
+            cri_pod.clone(),
+        ),
+        (
+            "moby",
+            "/var/lib/docker/containers/other/mounts/shm",
+            "belongs to container other",
+            json!({}),
+        ),
+        (
+            "moby",
+            "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm",
+            "the CRI (kubelet)'s storage",
+            json!({}),
+        ),
+    ];
+    for (ns, target, why, annotations) in rules {
+        let base = HostFacts {
+            container_id: Some("abc".into()),
+            engine_bundle: Some(engine(if ns == "sensitive" { "moby" } else { ns }, "abc")),
+            ..facts()
+        };
+        let spec = |src: &str| {
+            let annotations = annotations.clone();
+            plain_with(|v| {
+                add_mount(v, bind(src, "/x"));
+                v["annotations"] = annotations;
+            })
+        };
+        // As written.
+        let r = refused_with(&spec(target), &Policy::default(), &base);
+        assert!(
+            r.to_string()
+                .contains("refused by moat rule sensitive-host-mount"),
+            "{ns}: {r}"
+        );
+        assert!(r.detail.contains(why), "{ns} written: {r}");
+        // As resolved (a symlink from a harmless path).
+        let mut resolved = base.clone();
+        resolved
+            .resolved_sources
+            .insert(PathBuf::from("/srv/link"), PathBuf::from(target));
+        let r = refused_with(&spec("/srv/link"), &Policy::default(), &resolved);
+        assert!(r.detail.contains(why), "{ns} resolved: {r}");
+        // As an alias: the source is a plain directory, the host shows the
+        // same files at the target.
+        let mut aliased = base.clone();
+        aliased
+            .source_aliases
+            .insert(PathBuf::from("/srv/data"), vec![PathBuf::from(target)]);
+        let r = refused_with(&spec("/srv/data"), &Policy::default(), &aliased);
+        assert!(r.detail.contains(why), "{ns} alias: {r}");
+        assert!(
+            r.to_string().contains("/srv/data") && !r.to_string().contains('\n'),
+            "{ns} alias: {r}"
+        );
+        // Without the alias the plain directory passes.
+        ok_with(&spec("/srv/data"), &Policy::default(), &base);
+    }
+}
+
+/// Red-team R7-2 as docker hands it: a named volume whose mount is a bind
+/// of another container's /dev/shm, or of a kubelet pod's volume, is that
+/// container's or that pod's (refused, so never idmapped); a volume whose
+/// alias is this container's own shm or a host directory passes.
+#[test]
+fn a_docker_volume_is_judged_by_what_its_mount_shows() {
+    let vol = "/var/lib/docker/volumes/v/_data";
+    let spec = plain_with(|v| add_mount(v, bind(vol, "/s")));
+    let docker = HostFacts {
+        container_id: Some("abc".into()),
+        engine_bundle: Some(engine("moby", "abc")),
+        ..facts()
+    };
+    let aliased = |alias: &str| {
+        let mut f = docker.clone();
+        f.source_aliases
+            .insert(PathBuf::from(vol), vec![PathBuf::from(alias)]);
+        f
+    };
+    let r = refused_with(
+        &spec,
+        &Policy::default(),
+        &aliased("/var/lib/docker/containers/victim/mounts/shm"),
+    );
+    assert!(r.detail.contains("belongs to container victim"), "{r}");
+    assert!(
+        r.detail.contains("where the host mounts the same files"),
+        "{r}"
+    );
+    let r = refused_with(
+        &spec,
+        &Policy::default(),
+        &aliased("/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/data"),
+    );
+    assert!(r.detail.contains("is a volume of pod u"), "{r}");
+    ok_with(
+        &spec,
+        &Policy::default(),
+        &aliased("/var/lib/docker/containers/abc/mounts/shm"),
+    );
+    ok_with(&spec, &Policy::default(), &aliased("/srv/data"));
+}

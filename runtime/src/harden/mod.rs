@@ -92,6 +92,11 @@ pub struct HostFacts {
     /// (source → aliases; see `moat::pinned::mount_aliases`): judged like
     /// the source itself.
     pub source_aliases: HashMap<PathBuf, Vec<PathBuf>>,
+    /// The mount point of every host mount that shows each bind source's
+    /// file (source → mount points, its own mount's first; see
+    /// `moat::pinned::MountView`): a source shown only at volume storage
+    /// paths is a driver-mounted volume (red-team R7-3).
+    pub source_mounted_at: HashMap<PathBuf, Vec<PathBuf>>,
     /// The filesystem each bind source really is (source as written → its
     /// own mount first, read from the fd moat mounts, then every mount
     /// below it, which a recursive bind carries along): judged by
@@ -204,6 +209,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     host_paths::refuse_other_containers_files(spec, &policy, facts)?;
     host_paths::refuse_other_engines_storage(spec, facts)?;
     bind_sources::refuse_bind_source_filesystems(spec, &policy, facts)?;
+    bind_sources::refuse_driver_mounted_volumes(spec, &policy, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
     root::refuse_rootfs_in_use(spec, facts)?;
     devices::refuse_devices(spec, &policy)?;
