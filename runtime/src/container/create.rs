@@ -760,7 +760,8 @@ fn install_egress(
             .push("egress: NOT blocked: the container shares the host's network namespace".into());
         return Ok(());
     }
-    let allow = crate::egress::Egress::from_policy(&policy.egress).map_err(|e| anyhow!(e))?;
+    let mut allow = crate::egress::Egress::from_policy(&policy.egress).map_err(|e| anyhow!(e))?;
+    allow.engine_dns = docker_made && crate::engine_names::uses_embedded_resolver(spec, pinned);
     let ruleset = crate::egress::ruleset(&allow);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
