@@ -231,6 +231,11 @@ joinable_netns = ["/run/netns/cni-*", "/run/docker/netns/*", "$dir/state/io.cont
 
 [cgroups]
 parents = ["/docker", "system.slice:docker", "/default", "/k8s.io", "/moby", "/kubepods", "kubepods.slice:cri-containerd", "/moat", "test.slice:cri-containerd"]
+
+# This containerd's root and state (private_containerd_config): its state
+# roots, where moat recognises its sandboxes' /dev/shm (R7-5).
+[engines]
+containerd_roots = ["$dir/root", "$dir/state"]
 EOF
 
 # runtime_path is not honoured by containerd 1.6's CRI for sandboxes: the

@@ -239,6 +239,8 @@ pub fn cni_conflist(layout: &Layout) -> String {
 ///   the policy lists them (namespaces.joinable_netns, T10);
 /// - its pods directory, where the pod volumes are laid out as kubelet's
 ///   are: volume storage (volumes.idmap_under, T19);
+/// - its root and state directories, containerd's state roots
+///   (engines.containerd_roots, R7-5);
 /// - driven with `ctr`, the namespace's cgroup parent (cgroups.parents,
 ///   T22).
 fn moat_policy(layout: &Layout, api: &Api) -> String {
@@ -261,6 +263,15 @@ fn moat_policy(layout: &Layout, api: &Api) -> String {
             format!("{}/*/volumes/*/*", layout.pods_dir().display())
         ),
     );
+    // Its root and state are containerd's state roots (engines, R7-5):
+    // its sandboxes' /dev/shm is recognised there, as at the defaults.
+    policy.push_str(&format!(
+        "\n[engines]\ncontainerd_roots = {}\n",
+        crate::toml_list(&[
+            format!("{}/root", layout.dir.display()),
+            format!("{}/state", layout.dir.display()),
+        ])
+    ));
     if let Api::Ctr(_) = api {
         policy.push_str(&format!(
             "\n[cgroups]\nparents = {}\n",

@@ -53,6 +53,7 @@ pub struct Policy {
     pub volumes: VolumePolicy,
     pub namespaces: NamespacePolicy,
     pub seccomp: SeccompPolicy,
+    pub engines: EnginePolicy,
 }
 
 /// OCI hooks (threat T21): refused unless their executable, resolved
@@ -371,6 +372,130 @@ impl Default for EgressPolicy {
     }
 }
 
+/// `filesystem.max_mounts` by default: docker's and Kubernetes' specs carry
+/// tens of mounts (defaults, volumes, a pod's projected files).
+pub const DEFAULT_MAX_MOUNTS: u32 = 256;
+
+/// The engines' state roots where they are by default: docker's data-root
+/// and exec-root, containerd's root and state, kubelet's root-dir.
+pub const DEFAULT_DOCKER_ROOTS: &[&str] = &["/var/lib/docker", "/run/docker"];
+pub const DEFAULT_CONTAINERD_ROOTS: &[&str] = &["/var/lib/containerd", "/run/containerd"];
+pub const DEFAULT_KUBELET_ROOTS: &[&str] = &["/var/lib/kubelet"];
+
+/// A container engine whose state moat protects and whose objects it
+/// recognises (T11, T19, T5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Containerd,
+    Kubelet,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Docker, Engine::Containerd, Engine::Kubelet];
+
+    fn defaults(self) -> &'static [&'static str] {
+        match self {
+            Engine::Docker => DEFAULT_DOCKER_ROOTS,
+            Engine::Containerd => DEFAULT_CONTAINERD_ROOTS,
+            Engine::Kubelet => DEFAULT_KUBELET_ROOTS,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker_roots",
+            Engine::Containerd => "containerd_roots",
+            Engine::Kubelet => "kubelet_roots",
+        }
+    }
+}
+
+/// Where the engines keep their state besides their default places
+/// (red-team R7-5): a host with docker's `data-root` on another disk
+/// (`/data/docker`), containerd's `root`/`state` or kubelet's `--root-dir`
+/// moved. The one source of truth for every engine-storage rule: each root
+/// listed here (and each default) is an engine state tree no raw bind may
+/// reach, its storage is only for the engine's own bundles, the
+/// `volumes.idmap_under` patterns under a default root hold under it too,
+/// and an engine's own objects (its per-container /dev/shm) are recognised
+/// only below one of its roots. Entries add to the defaults, never replace
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnginePolicy {
+    /// dockerd's `data-root` (and `exec-root`) beyond /var/lib/docker and
+    /// /run/docker.
+    pub docker_roots: Vec<String>,
+    /// containerd's `root` and `state` beyond /var/lib/containerd and
+    /// /run/containerd.
+    pub containerd_roots: Vec<String>,
+    /// kubelet's `--root-dir` beyond /var/lib/kubelet.
+    pub kubelet_roots: Vec<String>,
+}
+
+impl EnginePolicy {
+    fn extra(&self, engine: Engine) -> &[String] {
+        match engine {
+            Engine::Docker => &self.docker_roots,
+            Engine::Containerd => &self.containerd_roots,
+            Engine::Kubelet => &self.kubelet_roots,
+        }
+    }
+
+    /// Every state root of `engine`: its defaults, then what the policy adds.
+    pub fn roots(&self, engine: Engine) -> Vec<std::path::PathBuf> {
+        engine
+            .defaults()
+            .iter()
+            .map(std::path::PathBuf::from)
+            .chain(self.extra(engine).iter().map(std::path::PathBuf::from))
+            .collect()
+    }
+
+    /// Every engine's state roots.
+    pub fn all_roots(&self) -> Vec<std::path::PathBuf> {
+        Engine::ALL.iter().flat_map(|e| self.roots(*e)).collect()
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        for engine in Engine::ALL {
+            for root in self.extra(engine) {
+                if !is_clean_absolute_path(root) {
+                    return Err(PolicyError::EngineRoot(engine.key(), root.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `patterns` plus each pattern that lies under a default root of an
+    /// engine, re-rooted under every root the policy adds for that engine
+    /// (`/var/lib/docker/volumes/*/_data` → `/data/docker/volumes/*/_data`).
+    pub fn rerooted(&self, patterns: &[String]) -> Vec<String> {
+        let mut out = patterns.to_vec();
+        for engine in Engine::ALL {
+            for pattern in patterns {
+                for default in engine.defaults() {
+                    let Some(rest) = pattern
+                        .strip_prefix(default)
+                        .filter(|r| r.is_empty() || r.starts_with('/'))
+                    else {
+                        continue;
+                    };
+                    for root in self.extra(engine) {
+                        let moved = format!("{}{rest}", root.trim_end_matches('/'));
+                        if !out.contains(&moved) {
+                            out.push(moved);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CapabilityPolicy {
@@ -389,6 +514,11 @@ pub struct FilesystemPolicy {
     pub tmpfs_size: String,
     /// The most all of a container's tmpfs mounts may hold together.
     pub tmpfs_total: String,
+    /// The most mounts a container's spec may have, each overlay layer
+    /// counted as one more (threat T36, red-team R7-6): every bind is a
+    /// mount in the host's mount namespace for the container's life, and
+    /// the kernel allows 100 000 there (`fs.mount-max`) for the whole node.
+    pub max_mounts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +597,7 @@ impl Default for FilesystemPolicy {
             tmpfs: vec!["/tmp".into(), "/run".into()],
             tmpfs_size: "64m".into(),
             tmpfs_total: "512m".into(),
+            max_mounts: DEFAULT_MAX_MOUNTS,
         }
     }
 }
@@ -509,6 +640,10 @@ pub enum PolicyError {
     TmpfsSize(String),
     #[error("policy key filesystem.tmpfs_total: {0:?} is not a size like 512m")]
     TmpfsTotal(String),
+    #[error("policy key filesystem.max_mounts must be positive")]
+    MaxMounts,
+    #[error("policy key engines.{0}: {1:?} is not an absolute path other than / without . or .. components")]
+    EngineRoot(&'static str, String),
     #[error("policy key seccomp.listener_paths: {0:?} is not an absolute path")]
     ListenerPath(String),
     #[error("policy key resources.pids_limit must be positive, got {0}")]
@@ -535,6 +670,7 @@ pub enum PolicyError {
 pub const ANNOTATION_KEYS: &[&str] = &[
     "capabilities.allow",
     "filesystem.tmpfs_size",
+    "filesystem.max_mounts",
     "resources.pids_limit",
     "refusals.allow_privileged",
     "refusals.allow_host_namespaces",
@@ -549,8 +685,11 @@ const NAMESPACE_TYPES: &[&str] = &["network", "pid", "ipc", "uts", "mount", "cgr
 impl Policy {
     /// Parses and validates a policy file's text.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = toml::from_str(text)?;
+        let mut policy: Policy = toml::from_str(text)?;
         policy.validate()?;
+        // Engine storage at a moved root is volume storage as at the default
+        // (one source of truth: engines.*_roots).
+        policy.volumes.idmap_under = policy.engines.rerooted(&policy.volumes.idmap_under);
         Ok(policy)
     }
 
@@ -591,6 +730,10 @@ impl Policy {
             .ok_or_else(|| PolicyError::TmpfsSize(self.filesystem.tmpfs_size.clone()))?;
         parse_size(&self.filesystem.tmpfs_total)
             .ok_or_else(|| PolicyError::TmpfsTotal(self.filesystem.tmpfs_total.clone()))?;
+        if self.filesystem.max_mounts == 0 {
+            return Err(PolicyError::MaxMounts);
+        }
+        self.engines.validate()?;
         for path in &self.seccomp.listener_paths {
             if !path.starts_with('/') {
                 return Err(PolicyError::ListenerPath(path.clone()));
@@ -713,19 +856,16 @@ impl Policy {
                     effective.filesystem.tmpfs_size = value.trim().to_string();
                     wanted > current
                 }
+                "filesystem.max_mounts" => {
+                    let wanted =
+                        u32::try_from(positive_annotation(name, value)?).map_err(|_| {
+                            Refusal::annotation(name, format!("{value:?} is too large"))
+                        })?;
+                    effective.filesystem.max_mounts = wanted;
+                    wanted > self.filesystem.max_mounts
+                }
                 "resources.pids_limit" => {
-                    let wanted: i64 =
-                        value
-                            .trim()
-                            .parse()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| {
-                                Refusal::annotation(
-                                    name,
-                                    format!("{value:?} is not a positive number"),
-                                )
-                            })?;
+                    let wanted = positive_annotation(name, value)?;
                     effective.resources.pids_limit = wanted;
                     wanted > self.resources.pids_limit
                 }
@@ -809,6 +949,16 @@ impl Policy {
         })?;
         Ok((effective, applied))
     }
+}
+
+/// The positive whole number an annotation's value is.
+fn positive_annotation(name: &str, value: &str) -> Result<i64, Refusal> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Refusal::annotation(name, format!("{value:?} is not a positive number")))
 }
 
 /// The policy key a `moat.dev/<key>` annotation names, or `None` for
@@ -1229,5 +1379,56 @@ mod learn_annotation_tests {
         assert!(e.contains("learn.dir is empty"), "{e}");
         assert!(Policy::from_toml("[learn]\ndir = \"rel\"\n").is_err());
         assert_eq!(Policy::embedded().learn.dir, "/var/lib/moat/learned");
+    }
+
+    #[test]
+    fn max_mounts_annotation_may_only_tighten() {
+        let p = Policy::embedded();
+        assert_eq!(p.filesystem.max_mounts, DEFAULT_MAX_MOUNTS);
+        let ann = |v: &str| {
+            let mut a = HashMap::new();
+            a.insert("moat.dev/filesystem.max_mounts".to_string(), v.to_string());
+            p.with_annotations(&a)
+        };
+        assert_eq!(ann("32").unwrap().0.filesystem.max_mounts, 32);
+        let e = ann("100000").unwrap_err();
+        assert_eq!(e.rule, RefusalRule::AnnotationLoosensPolicy, "{e}");
+        for bad in ["0", "-1", "many"] {
+            assert!(ann(bad).is_err(), "{bad:?}");
+        }
+        assert!(Policy::from_toml("[filesystem]\nmax_mounts = 0\n").is_err());
+    }
+
+    #[test]
+    fn engine_roots_add_to_the_defaults_and_reroot_volume_storage() {
+        let p = Policy::from_toml(
+            "[engines]\ndocker_roots = [\"/data/docker\"]\nkubelet_roots = [\"/k\"]\n",
+        )
+        .unwrap();
+        let roots = p.engines.all_roots();
+        for r in ["/var/lib/docker", "/run/containerd", "/data/docker", "/k"] {
+            assert!(roots.contains(&std::path::PathBuf::from(r)), "{r}");
+        }
+        let storage = |path: &str| p.volumes.is_volume_storage(std::path::Path::new(path));
+        assert!(storage("/data/docker/volumes/v/_data"));
+        assert!(storage("/data/docker/containers/c/resolv.conf"));
+        assert!(storage("/k/pods/u/volumes/kubernetes.io~secret/s"));
+        assert!(!storage("/data/docker/overlay2/l/diff"));
+        // Not a prefix by characters: /var/lib/dockerx is no docker root.
+        let q = EnginePolicy {
+            docker_roots: vec!["/d".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            q.rerooted(&["/var/lib/dockerx/volumes/*".to_string()]),
+            vec!["/var/lib/dockerx/volumes/*".to_string()]
+        );
+        // Loading twice (a saved, expanded policy) adds nothing.
+        let again = p.engines.rerooted(&p.volumes.idmap_under);
+        assert_eq!(again, p.volumes.idmap_under);
+        for bad in ["rel", "/", "/a/../b", "/a/"] {
+            let text = format!("[engines]\ncontainerd_roots = [{bad:?}]\n");
+            assert!(Policy::from_toml(&text).is_err(), "{bad:?}");
+        }
     }
 }

@@ -63,6 +63,8 @@ pub enum RefusalRule {
     /// overlay, a network or unknown filesystem, ramfs, or a writable tmpfs
     /// above the policy's tmpfs caps.
     BindSourceFilesystem,
+    /// More mounts (overlay layers counted) than `filesystem.max_mounts`.
+    MountCount,
 }
 
 impl RefusalRule {
@@ -91,6 +93,7 @@ impl RefusalRule {
         RefusalRule::SelinuxLabel,
         RefusalRule::ExecConfinement,
         RefusalRule::BindSourceFilesystem,
+        RefusalRule::MountCount,
     ];
 
     /// The name the one-line error prints.
@@ -119,6 +122,7 @@ impl RefusalRule {
             RefusalRule::SelinuxLabel => "selinux-label",
             RefusalRule::ExecConfinement => "exec-confinement",
             RefusalRule::BindSourceFilesystem => "bind-source-filesystem",
+            RefusalRule::MountCount => "mount-count",
         }
     }
 
@@ -144,6 +148,7 @@ impl RefusalRule {
             RefusalRule::MountOptions | RefusalRule::SelinuxLabel => "T32",
             RefusalRule::ExecConfinement => "T38",
             RefusalRule::BindSourceFilesystem => "T40",
+            RefusalRule::MountCount => "T36",
         }
     }
 }

@@ -191,6 +191,8 @@ fn precheck(ctx: &Ctx, opts: &CreateOpts) -> Result<Prechecked> {
         )));
     }
     let policy = ctx.policy()?;
+    crate::harden::mount_count::refuse_too_many_mounts_early(&spec, &policy)
+        .map_err(|r| anyhow!(r))?;
     // Whether an engine made the bundle for this id, from the real path of
     // the bundle fd (never the tenant-written id or annotations alone);
     // gathered once, for the join rule and for the hardening.

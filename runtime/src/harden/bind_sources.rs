@@ -13,7 +13,7 @@ use oci_spec::runtime::{Mount, Spec};
 
 use super::mounts::{writability, TMPFS_BYTES_PER_INODE};
 use super::{is_bind, HostFacts, MountedFs};
-use crate::policy::{parse_size, Policy};
+use crate::policy::{parse_size, Engine, Policy};
 use crate::refusal::{Refusal, RefusalRule};
 
 /// Filesystems that keep files on a local disk: a bind of one shows host
@@ -133,7 +133,7 @@ fn tmpfs_over_cap(fs: &MountedFs, policy: &Policy) -> Option<(String, Option<&'s
     }
     let size = fs.size_bytes.unwrap_or(cap);
     let inodes_cap = (size / TMPFS_BYTES_PER_INODE).max(1);
-    if is_engine_shm(&fs.mount_point) {
+    if is_engine_shm(&fs.mount_point, policy) {
         // No engine flag sets the inode limit of the /dev/shm it makes for
         // `--ipc shareable` or a pod sandbox: its size is judged, its
         // kernel-default inode limit is a documented residual (T5).
@@ -154,27 +154,31 @@ fn tmpfs_over_cap(fs: &MountedFs, policy: &Policy) -> Option<(String, Option<&'s
 /// The per-container /dev/shm engines mount themselves: docker's for
 /// `--ipc shareable` (`<data-root>/containers/<id>/mounts/shm`) and
 /// containerd's for a pod sandbox
-/// (`<state>/io.containerd.grpc.v1.cri/sandboxes/<id>/shm`), wherever the
-/// engine's data root or state directory is. Judged by the path's last
-/// components: a tenant naming its own tmpfs so escapes only the inode
-/// rule, never the size cap.
-fn is_engine_shm(path: &Path) -> bool {
-    let names: Vec<&std::ffi::OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n),
-            _ => None,
+/// (`<root or state>/io.containerd.grpc.v1.cri/sandboxes/<id>/shm`), only
+/// below a root of that engine (`engines.*_roots`, its defaults included):
+/// the exemption is never broader than the engine-storage rules, which
+/// judge the same roots (red-team R7-5: a tenant's own tmpfs named that way
+/// elsewhere escaped the inode rule, and another container's shm below a
+/// moved data-root escaped the storage rules).
+fn is_engine_shm(path: &Path, policy: &Policy) -> bool {
+    let below = |engine: Engine, pattern: &[&str]| {
+        policy.engines.roots(engine).iter().any(|root| {
+            let Ok(rest) = path.strip_prefix(root) else {
+                return false;
+            };
+            let names: Vec<&std::ffi::OsStr> = rest.iter().collect();
+            names.len() == pattern.len()
+                && names
+                    .iter()
+                    .zip(pattern)
+                    .all(|(n, p)| *p == "*" || *n == std::ffi::OsStr::new(p))
         })
-        .collect();
-    let tail = |pattern: &[&str]| {
-        names.len() >= pattern.len()
-            && names[names.len() - pattern.len()..]
-                .iter()
-                .zip(pattern)
-                .all(|(n, p)| *p == "*" || *n == std::ffi::OsStr::new(p))
     };
-    tail(&["containers", "*", "mounts", "shm"])
-        || tail(&["io.containerd.grpc.v1.cri", "sandboxes", "*", "shm"])
+    below(Engine::Docker, &["containers", "*", "mounts", "shm"])
+        || below(
+            Engine::Containerd,
+            &["io.containerd.grpc.v1.cri", "sandboxes", "*", "shm"],
+        )
 }
 
 /// Whether the container writes through the mount itself, as

@@ -205,25 +205,64 @@ fn a_writable_tmpfs_needs_an_inode_limit_within_its_size() {
         vec![fs(cri, "tmpfs", Some(64 * MIB), Some(3_000_000))],
         &Policy::default(),
     );
-    // Wherever the engine keeps its state (a test's private containerd,
-    // docker's data-root elsewhere): the same shapes, the size still capped.
+    // Below a moved engine root (a test's private containerd, docker's
+    // data-root elsewhere) only when the policy lists that root
+    // (engines.*_roots, R7-5): the same shapes, the size still capped;
+    // elsewhere the name alone exempts nothing.
+    let mut moved = Policy::default();
+    moved.engines.containerd_roots = vec!["/tmp/moat-cri.x/state".into()];
+    moved.engines.docker_roots = vec!["/data/docker".into()];
+    // As Policy::from_toml does: volume storage at the moved roots.
+    moved.volumes.idmap_under = moved.engines.rerooted(&moved.volumes.idmap_under);
     for shm in [
         "/tmp/moat-cri.x/state/io.containerd.grpc.v1.cri/sandboxes/abc/shm",
         "/data/docker/containers/abc/mounts/shm",
     ] {
-        accepted(
+        let r = refusal_of(
             shm,
             &["rbind"],
             vec![fs(shm, "tmpfs", Some(64 * MIB), Some(3_000_000))],
             &Policy::default(),
         );
+        assert!(r.contains("allowing 3000000 inodes"), "{r}");
+        accepted(
+            shm,
+            &["rbind"],
+            vec![fs(shm, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+            &moved,
+        );
         let r = refusal_of(
             shm,
             &["rbind"],
             vec![fs(shm, "tmpfs", Some(8 << 30), Some(3_000_000))],
-            &Policy::default(),
+            &moved,
         );
         assert!(r.contains("--shm-size"), "{r}");
+    }
+    // The shape elsewhere is not the engine's: the inode rule applies; one
+    // level off a root, or docker's shape under containerd's root, is
+    // engine state that is not volume storage (refused before).
+    let elsewhere = "/srv/x/containers/abc/mounts/shm";
+    refusal_of(
+        elsewhere,
+        &["rbind"],
+        vec![fs(elsewhere, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        &moved,
+    );
+    for shm in [
+        "/data/docker/x/containers/abc/mounts/shm",
+        "/tmp/moat-cri.x/state/containers/abc/mounts/shm",
+    ] {
+        let (spec, facts) = case(
+            shm,
+            &["rbind"],
+            vec![fs(shm, "tmpfs", Some(64 * MIB), Some(3_000_000))],
+        );
+        let r = refused_with(&spec, &moved, &facts);
+        assert!(
+            r.to_string().contains("inside the engine state tree"),
+            "{r}"
+        );
     }
     // Not the shape: the inode rule applies.
     let other = "/srv/sandboxes/abc/shm";

@@ -7,7 +7,7 @@ use oci_spec::runtime::Spec;
 
 use super::{is_bind, normalize, HostFacts};
 use crate::engine_bundle::{Origin, CRI_NAMESPACE, DOCKER_NAMESPACE};
-use crate::policy::Policy;
+use crate::policy::{Engine, Policy};
 use crate::refusal::{Refusal, RefusalRule};
 
 /// Host paths a bind mount may neither be nor contain: each hands a
@@ -46,14 +46,16 @@ pub const SENSITIVE_HOST_TREES: &[&str] = &[
     "/run/moat-rootfs",
 ];
 
-/// The engines' state trees. Every image's rootfs comes from inside one
-/// (`/var/lib/docker/overlay2/<layer>/merged`), so a rootfs may be there;
-/// a bind source may not: `/var/lib/docker/containers/<other container>`
-/// holds another container's config.v2.json. The only bind sources allowed
-/// inside are what the policy lists as engine-provisioned volume storage
-/// and per-container files (`volumes.idmap_under`: volumes, hosts,
-/// hostname, resolv.conf), which engines hand containers from there (T11,
-/// T19).
+/// The engines' state trees at their default places. Every image's rootfs
+/// comes from inside one (`/var/lib/docker/overlay2/<layer>/merged`), so a
+/// rootfs may be there; a bind source may not:
+/// `/var/lib/docker/containers/<other container>` holds another container's
+/// config.v2.json. The only bind sources allowed inside are what the policy
+/// lists as engine-provisioned volume storage and per-container files
+/// (`volumes.idmap_under`: volumes, hosts, hostname, resolv.conf), which
+/// engines hand containers from there (T11, T19). The bind rules judge
+/// every root of `engines.*_roots` ([`crate::policy::EnginePolicy`]): these
+/// defaults and the moved roots an operator lists (red-team R7-5).
 pub const ENGINE_STATE_TREES: &[&str] = &[
     "/var/lib/docker",
     "/var/lib/containerd",
@@ -275,28 +277,33 @@ fn engine_owner_in(path: &Path, policy: &Policy) -> Option<String> {
     wildcard_after(path, policy, &["containers", "sandboxes"], Some("pods"))
 }
 
-/// docker's storage: its volumes and per-container files are for bundles
-/// docker made (containerd namespace `moby`).
-const DOCKER_STORAGE: &[&str] = &["/var/lib/docker"];
-
-/// The CRI's and kubelet's storage: pod volumes and sandbox files are for
-/// bundles the CRI made (containerd namespace `k8s.io`).
-const CRI_STORAGE: &[&str] = &[
-    "/var/lib/kubelet",
-    "/var/lib/containerd/io.containerd.grpc.v1.cri",
-    "/run/containerd/io.containerd.grpc.v1.cri",
-];
+/// The CRI plugin's directory under each of containerd's roots.
+const CRI_PLUGIN_DIR: &str = "io.containerd.grpc.v1.cri";
 
 /// Which engine's storage a (normalized) host path is in: `Some(true)`
-/// docker's, `Some(false)` the CRI's, `None` neither.
-fn storage_engine(path: &Path) -> Option<bool> {
-    if DOCKER_STORAGE.iter().any(|d| path.starts_with(d)) {
-        Some(true)
-    } else if CRI_STORAGE.iter().any(|d| path.starts_with(d)) {
-        Some(false)
-    } else {
-        None
+/// docker's (below a docker root: its volumes and per-container files are
+/// for bundles docker made, containerd namespace `moby`), `Some(false)` the
+/// CRI's and kubelet's (below a kubelet root or a containerd root's CRI
+/// plugin directory: pod volumes and sandbox files, namespace `k8s.io`),
+/// `None` neither. Every root of `engines.*_roots` counts.
+fn storage_engine(path: &Path, policy: &Policy) -> Option<bool> {
+    let engines = &policy.engines;
+    if engines
+        .roots(Engine::Docker)
+        .iter()
+        .any(|d| path.starts_with(d))
+    {
+        return Some(true);
     }
+    let cri = engines.roots(Engine::Kubelet).into_iter().chain(
+        engines
+            .roots(Engine::Containerd)
+            .into_iter()
+            .map(|c| c.join(CRI_PLUGIN_DIR)),
+    );
+    cri.into_iter()
+        .any(|d| path.starts_with(d))
+        .then_some(false)
 }
 
 /// Refuses a bind of an engine's storage (its named volumes, pod volumes,
@@ -310,14 +317,18 @@ fn storage_engine(path: &Path) -> Option<bool> {
 /// entries an operator lists are for every bundle. Judged on every
 /// candidate: as written, as resolved and at every mount alias (a docker
 /// volume binding the CRI's storage is the CRI's storage, red-team R7-2).
-pub(super) fn refuse_other_engines_storage(spec: &Spec, facts: &HostFacts) -> Result<(), Refusal> {
+pub(super) fn refuse_other_engines_storage(
+    spec: &Spec,
+    policy: &Policy,
+    facts: &HostFacts,
+) -> Result<(), Refusal> {
     let origin = facts.origin();
     if origin == Origin::Unknown {
         return Ok(());
     }
     for c in host_path_candidates(spec, facts) {
         {
-            let Some(docker) = storage_engine(&c.path) else {
+            let Some(docker) = storage_engine(&c.path, policy) else {
                 continue;
             };
             let mine = match origin {
@@ -417,11 +428,19 @@ fn sensitive_reason(source: &Path, policy: &Policy) -> Option<String> {
     if let Some(t) = SENSITIVE_HOST_TREES.iter().find(|t| source.starts_with(t)) {
         return Some(format!("{} is inside the host's {t}", source.display()));
     }
-    if let Some(t) = ENGINE_STATE_TREES.iter().find(|t| source.starts_with(t)) {
-        if !policy.volumes.is_volume_storage(source) {
+    for root in policy.engines.all_roots() {
+        if source != root && root.starts_with(source) {
             return Some(format!(
-                "{} is inside the engine state tree {t} and not volume storage (volumes.idmap_under)",
-                source.display()
+                "{} contains the engine state tree {}",
+                source.display(),
+                root.display()
+            ));
+        }
+        if source.starts_with(&root) && !policy.volumes.is_volume_storage(source) {
+            return Some(format!(
+                "{} is inside the engine state tree {} and not volume storage (volumes.idmap_under)",
+                source.display(),
+                root.display()
             ));
         }
     }

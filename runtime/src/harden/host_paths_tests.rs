@@ -695,3 +695,69 @@ fn a_docker_volume_is_judged_by_what_its_mount_shows() {
     );
     ok_with(&spec, &Policy::default(), &aliased("/srv/data"));
 }
+
+/// Red-team R7-5: with docker's data-root and containerd's state moved
+/// (policy `engines.*_roots`), every engine-storage protection covers the
+/// moved roots as it does the defaults: a raw bundle reaches neither
+/// another container's files nor a volume there, nor a directory holding
+/// a root; the engine's own bundles keep their storage; with the roots not
+/// listed, nothing there is volume storage (mounted unshifted).
+#[test]
+fn moved_engine_roots_are_protected_like_the_defaults() {
+    let mut p = Policy::from_toml(
+        "[engines]\ndocker_roots = [\"/data/docker\"]\ncontainerd_roots = [\"/srv/ctrd/state\"]\n",
+    )
+    .unwrap();
+    assert!(p
+        .volumes
+        .idmap_under
+        .contains(&"/data/docker/volumes/*/_data".to_string()));
+    let bind = |source: &str| {
+        plain_with(|v| {
+            add_mount(
+                v,
+                json!({"destination": "/x", "type": "bind", "source": source, "options": ["rbind", "rw"]}),
+            )
+        })
+    };
+    let raw = HostFacts {
+        container_id: Some("abc".into()),
+        ..facts()
+    };
+    for (source, why) in [
+        ("/data/docker/volumes/v/_data", "docker's storage"),
+        (
+            "/data/docker/containers/V/mounts/shm",
+            "belongs to container V",
+        ),
+        (
+            "/data/docker/overlay2/l/diff",
+            "inside the engine state tree /data/docker",
+        ),
+        ("/data", "contains the engine state tree /data/docker"),
+        (
+            "/srv/ctrd/state/io.containerd.grpc.v1.cri/sandboxes/S/shm",
+            "belongs to container S",
+        ),
+    ] {
+        let r = refused_with(&bind(source), &p, &raw);
+        assert!(r.detail.contains(why), "{source}: {r}");
+    }
+    let docker = HostFacts {
+        engine_bundle: Some(engine("moby", "abc")),
+        ..raw.clone()
+    };
+    ok_with(&bind("/data/docker/volumes/v/_data"), &p, &docker);
+    ok_with(&bind("/data/docker/containers/abc/mounts/shm"), &p, &docker);
+    let r = refused_with(&bind("/data/docker/containers/V/mounts/shm"), &p, &docker);
+    assert!(r.detail.contains("belongs to container V"), "{r}");
+    // An operator's own list of patterns is re-rooted, not the defaults.
+    p.volumes.idmap_under = vec!["/var/lib/docker/volumes/*/_data".into()];
+    assert_eq!(
+        p.engines.rerooted(&p.volumes.idmap_under),
+        vec![
+            "/var/lib/docker/volumes/*/_data".to_string(),
+            "/data/docker/volumes/*/_data".to_string()
+        ]
+    );
+}

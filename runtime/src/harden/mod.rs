@@ -24,6 +24,7 @@ mod devices;
 pub mod fields;
 pub mod hooks;
 mod host_paths;
+pub mod mount_count;
 mod mounts;
 mod namespaces;
 mod process;
@@ -183,6 +184,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         )?);
     }
     fields::refuse_unsupported_fields(spec)?;
+    mount_count::refuse_too_many_mounts(spec, &policy)?;
     let mut report = Report::default();
     for a in &applied {
         report.change(
@@ -207,7 +209,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
     host_paths::refuse_sensitive_mounts(spec, &policy, facts)?;
     host_paths::refuse_other_pods_volumes(spec, &policy, facts)?;
     host_paths::refuse_other_containers_files(spec, &policy, facts)?;
-    host_paths::refuse_other_engines_storage(spec, facts)?;
+    host_paths::refuse_other_engines_storage(spec, &policy, facts)?;
     bind_sources::refuse_bind_source_filesystems(spec, &policy, facts)?;
     bind_sources::refuse_driver_mounted_volumes(spec, &policy, facts)?;
     root::refuse_sensitive_root(spec, &policy, facts)?;
