@@ -63,6 +63,9 @@ pub enum RefusalRule {
     /// overlay, a network or unknown filesystem, ramfs, or a writable tmpfs
     /// above the policy's tmpfs caps.
     BindSourceFilesystem,
+    /// A workload seccomp profile beyond moat's size bounds, or one whose
+    /// compiled filter does not fit the kernel's program limit.
+    Seccomp,
 }
 
 impl RefusalRule {
@@ -91,6 +94,7 @@ impl RefusalRule {
         RefusalRule::SelinuxLabel,
         RefusalRule::ExecConfinement,
         RefusalRule::BindSourceFilesystem,
+        RefusalRule::Seccomp,
     ];
 
     /// The name the one-line error prints.
@@ -119,6 +123,7 @@ impl RefusalRule {
             RefusalRule::SelinuxLabel => "selinux-label",
             RefusalRule::ExecConfinement => "exec-confinement",
             RefusalRule::BindSourceFilesystem => "bind-source-filesystem",
+            RefusalRule::Seccomp => "seccomp",
         }
     }
 
@@ -144,6 +149,7 @@ impl RefusalRule {
             RefusalRule::MountOptions | RefusalRule::SelinuxLabel => "T32",
             RefusalRule::ExecConfinement => "T38",
             RefusalRule::BindSourceFilesystem => "T40",
+            RefusalRule::Seccomp => "T4",
         }
     }
 }
