@@ -65,6 +65,9 @@ pub enum RefusalRule {
     BindSourceFilesystem,
     /// More mounts (overlay layers counted) than `filesystem.max_mounts`.
     MountCount,
+    /// A workload seccomp profile beyond moat's size bounds, or one whose
+    /// compiled filter does not fit the kernel's program limit.
+    Seccomp,
 }
 
 impl RefusalRule {
@@ -94,6 +97,7 @@ impl RefusalRule {
         RefusalRule::ExecConfinement,
         RefusalRule::BindSourceFilesystem,
         RefusalRule::MountCount,
+        RefusalRule::Seccomp,
     ];
 
     /// The name the one-line error prints.
@@ -123,6 +127,7 @@ impl RefusalRule {
             RefusalRule::ExecConfinement => "exec-confinement",
             RefusalRule::BindSourceFilesystem => "bind-source-filesystem",
             RefusalRule::MountCount => "mount-count",
+            RefusalRule::Seccomp => "seccomp",
         }
     }
 
@@ -149,6 +154,7 @@ impl RefusalRule {
             RefusalRule::ExecConfinement => "T38",
             RefusalRule::BindSourceFilesystem => "T40",
             RefusalRule::MountCount => "T36",
+            RefusalRule::Seccomp => "T4",
         }
     }
 }

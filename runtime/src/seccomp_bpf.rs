@@ -41,6 +41,9 @@ pub const CACHE_DIR: &str = "/run/moat/seccomp-cache";
 /// Size of one `struct sock_filter`.
 const BPF_INSN_LEN: usize = 8;
 
+/// The most instructions the kernel takes in one seccomp program.
+pub const BPF_MAXINSNS: usize = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("libseccomp: {0}")]
@@ -54,6 +57,11 @@ pub enum BpfError {
     },
     #[error("compiled filter is empty or malformed ({0} bytes)")]
     Malformed(usize),
+    /// The program has more instructions than the kernel loads
+    /// ([`BPF_MAXINSNS`]): libcontainer's compile of the same profile would
+    /// not fit either, so it is refused, never compiled again.
+    #[error("the compiled filter has {0} instructions, above the kernel's limit of {BPF_MAXINSNS} (BPF_MAXINSNS)")]
+    TooLarge(usize),
     #[error("loading the seccomp filter failed: {0}")]
     Load(std::io::Error),
 }
@@ -867,12 +875,12 @@ pub fn compile(seccomp: &LinuxSeccomp, scratch_dir: &Path) -> Result<CompiledFil
 }
 
 fn check_program(program: &[u8]) -> Result<(), BpfError> {
-    // BPF_MAXINSNS is 4096.
-    if program.is_empty()
-        || !program.len().is_multiple_of(BPF_INSN_LEN)
-        || program.len() > 4096 * BPF_INSN_LEN
-    {
+    if program.is_empty() || !program.len().is_multiple_of(BPF_INSN_LEN) {
         return Err(BpfError::Malformed(program.len()));
+    }
+    let instructions = program.len() / BPF_INSN_LEN;
+    if instructions > BPF_MAXINSNS {
+        return Err(BpfError::TooLarge(instructions));
     }
     Ok(())
 }
@@ -992,12 +1000,21 @@ pub fn cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilter
         .mode(0o700)
         .create(cache_dir)
         .map_err(io(cache_dir))?;
-    let file = cache_dir.join(format!("{}.bpf", cache_key(seccomp)));
+    let key = cache_key(seccomp);
+    let file = cache_dir.join(format!("{key}.bpf"));
+    let too_large = cache_dir.join(format!("{key}{TOO_LARGE_SUFFIX}"));
+    if let Some(instructions) = fs::read_to_string(&too_large)
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .filter(|n| *n > BPF_MAXINSNS)
+    {
+        // A profile that did not fit is not compiled again (R7-7).
+        touch(&too_large);
+        return Err(BpfError::TooLarge(instructions));
+    }
     if let Ok(program) = fs::read(&file) {
         if check_program(&program).is_ok() {
-            // Recently used: the last to be evicted.
-            let _ =
-                fs::File::open(&file).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            touch(&file);
             return Ok(CompiledFilter {
                 program,
                 flags: filter_flags(seccomp),
@@ -1005,7 +1022,25 @@ pub fn cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilter
         }
         tracing::warn!(file = %file.display(), "malformed seccomp cache entry; rebuilding");
     }
-    let compiled = compile(seccomp, cache_dir)?;
+    let compiled = match compile(seccomp, cache_dir) {
+        Err(BpfError::TooLarge(instructions)) => {
+            store(cache_dir, &too_large, instructions.to_string().as_bytes());
+            return Err(BpfError::TooLarge(instructions));
+        }
+        other => other?,
+    };
+    store(cache_dir, &file, &compiled.program);
+    Ok(compiled)
+}
+
+/// Marks a cache entry recently used: the last to be evicted.
+fn touch(entry: &Path) {
+    let _ = fs::File::open(entry).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// Stores `bytes` as the cache entry `file` (a temp file renamed over it),
+/// then bounds the cache. A cache that cannot be written only costs time.
+fn store(cache_dir: &Path, file: &Path, bytes: &[u8]) {
     let tmp = cache_dir.join(format!(".{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
@@ -1015,16 +1050,14 @@ pub fn cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilter
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&compiled.program)?;
-        fs::rename(&tmp, &file)
+        f.write_all(bytes)?;
+        fs::rename(&tmp, file)
     };
     if let Err(e) = write() {
-        // A cache that cannot be written only costs time.
         let _ = fs::remove_file(&tmp);
-        tracing::warn!(file = %file.display(), error = %e, "cannot store compiled seccomp filter");
+        tracing::warn!(file = %file.display(), error = %e, "cannot store a seccomp cache entry");
     }
-    bound_cache(cache_dir, &file, CACHE_MAX_ENTRIES, CACHE_MAX_BYTES);
-    Ok(compiled)
+    bound_cache(cache_dir, file, CACHE_MAX_ENTRIES, CACHE_MAX_BYTES);
 }
 
 /// At most this many compiled programs are kept ([`bound_cache`]).
@@ -1032,9 +1065,17 @@ pub const CACHE_MAX_ENTRIES: usize = 64;
 /// And at most this many bytes of them (a program is at most 32 KiB).
 pub const CACHE_MAX_BYTES: u64 = 2 << 20;
 
-/// Whether `name` is an entry of the current cache format (`<sha256>.bpf`).
+/// The suffix of a cache entry that remembers a profile whose program did
+/// not fit ([`BpfError::TooLarge`]); it holds the instruction count.
+const TOO_LARGE_SUFFIX: &str = ".toolarge";
+
+/// Whether `name` is an entry of the current cache format (`<sha256>.bpf`,
+/// or `<sha256>.toolarge` for a profile that did not fit).
 fn is_cache_entry_name(name: &str) -> bool {
-    name.strip_suffix(".bpf").is_some_and(|key| {
+    let key = name
+        .strip_suffix(".bpf")
+        .or_else(|| name.strip_suffix(TOO_LARGE_SUFFIX));
+    key.is_some_and(|key| {
         key.len() == 64
             && key
                 .bytes()
@@ -1147,6 +1188,76 @@ mod tests {
             "{} bytes",
             f.program.len()
         );
+    }
+
+    /// A profile whose program exceeds BPF_MAXINSNS: 85 rules of six
+    /// 64-bit conditions on three architectures (beyond the hardening's
+    /// bounds, which keep tenants' profiles far from it).
+    fn too_large_profile() -> LinuxSeccomp {
+        let rules: Vec<serde_json::Value> = (0..85u64)
+            .map(|i| {
+                let args: Vec<serde_json::Value> = (0..6u64)
+                    .map(|j| {
+                        let value = 1000 + i * 7 + j;
+                        if j % 2 == 1 {
+                            serde_json::json!({"index": j, "value": value, "op": "SCMP_CMP_GT"})
+                        } else {
+                            serde_json::json!({"index": j, "value": value, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})
+                        }
+                    })
+                    .collect();
+                serde_json::json!({"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": args})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": rules,
+        }))
+        .unwrap()
+    }
+
+    /// R7-7: a program too large for the kernel is an error of its own
+    /// (create refuses it rather than letting libcontainer compile it
+    /// again), and the cache remembers it: the next lookup does not compile.
+    #[test]
+    fn a_program_too_large_is_refused_and_remembered() {
+        let p = too_large_profile();
+        let dir = tempfile::tempdir().unwrap();
+        let n = match compile(&p, dir.path()) {
+            Err(BpfError::TooLarge(n)) => n,
+            Ok(f) => panic!("fits: {} instructions", f.program.len() / BPF_INSN_LEN),
+            Err(e) => panic!("{e}"),
+        };
+        assert!(n > BPF_MAXINSNS, "{n}");
+        let err = cached(&p, dir.path()).unwrap_err();
+        assert!(matches!(err, BpfError::TooLarge(m) if m == n), "{err}");
+        assert!(err.to_string().contains("above the kernel's limit of 4096"));
+        let marker = dir
+            .path()
+            .join(format!("{}{TOO_LARGE_SUFFIX}", cache_key(&p)));
+        assert_eq!(fs::read_to_string(&marker).unwrap(), n.to_string());
+        assert!(is_cache_entry_name(
+            &marker.file_name().unwrap().to_string_lossy()
+        ));
+        // Remembered: a marker with another count is what the lookup answers.
+        fs::write(&marker, "5000").unwrap();
+        assert!(matches!(
+            cached(&p, dir.path()),
+            Err(BpfError::TooLarge(5000))
+        ));
+        // A marker that says nothing sensible is ignored.
+        fs::write(&marker, "12").unwrap();
+        assert!(matches!(
+            cached(&p, dir.path()),
+            Err(BpfError::TooLarge(m)) if m == n
+        ));
+        // And a program of 4097 instructions is not loadable.
+        assert!(matches!(
+            check_program(&vec![0u8; (BPF_MAXINSNS + 1) * BPF_INSN_LEN]),
+            Err(BpfError::TooLarge(4097))
+        ));
+        check_program(&vec![0u8; BPF_MAXINSNS * BPF_INSN_LEN]).unwrap();
     }
 
     #[test]

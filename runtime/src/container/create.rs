@@ -350,6 +350,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         mut report,
         policy: effective,
     } = harden(&spec, &policy, &facts).map_err(|r| anyhow!(r))?;
+    refuse_unfit_seccomp(&hardened)?;
     crate::phase::done(crate::phase::POLICY);
 
     let prepared = rootfs::prepare(
@@ -407,7 +408,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     crate::phase::done(crate::phase::NETNS);
     super::learn::start_for_create(ctx, &mut hardened, &effective, &paths, &mut report)?;
     // After learning set up its notify filter (which stays with libcontainer).
-    let seccomp_filter = precompile_seccomp(&mut hardened, &paths.seccomp);
+    let seccomp_filter = precompile_seccomp(&mut hardened, &paths.seccomp)?;
     crate::phase::done(crate::phase::SECCOMP_CACHE);
     prepare_for_libcontainer(
         &mut hardened,
@@ -575,24 +576,31 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 /// `crate::seccomp_bpf`) and takes it out of the spec libcontainer reads, so
 /// the container's init loads the ready program instead of compiling it.
 /// The profile itself is kept in [`ContainerPaths::seccomp`] for `moat
-/// exec`. Any failure keeps libcontainer's own loading: slower, never weaker.
+/// exec`. A program too large for the kernel is refused (libcontainer's
+/// compile would be as large: R7-7); any other failure keeps libcontainer's
+/// own loading: slower, never weaker.
 fn precompile_seccomp(
     spec: &mut Spec,
     profile: &Path,
-) -> Option<crate::seccomp_bpf::CompiledFilter> {
-    let mut linux = spec.linux().clone()?;
-    let seccomp = linux.seccomp().clone()?;
+) -> Result<Option<crate::seccomp_bpf::CompiledFilter>> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(None);
+    };
+    let Some(seccomp) = linux.seccomp().clone() else {
+        return Ok(None);
+    };
     if !crate::seccomp_bpf::is_cacheable(&seccomp) {
-        return None;
+        return Ok(None);
     }
     let compiled = match crate::seccomp_bpf::cached(
         &seccomp,
         Path::new(crate::seccomp_bpf::CACHE_DIR),
     ) {
         Ok(c) => c,
+        Err(crate::seccomp_bpf::BpfError::TooLarge(n)) => return Err(unfit_seccomp(n)),
         Err(e) => {
             tracing::warn!(error = %e, "seccomp filter not precompiled; libcontainer will compile it");
-            return None;
+            return Ok(None);
         }
     };
     let saved = serde_json::to_vec(&seccomp)
@@ -600,11 +608,41 @@ fn precompile_seccomp(
         .and_then(|json| rootfs::write_atomic(profile, &json));
     if let Err(e) = saved {
         tracing::warn!(error = %e, "cannot save the seccomp profile; libcontainer will compile it");
-        return None;
+        return Ok(None);
     }
     linux.set_seccomp(None);
     spec.set_linux(Some(linux));
-    Some(compiled)
+    Ok(Some(compiled))
+}
+
+/// Compiles the hardened profile into the seccomp cache before anything of
+/// the container is made, so that a profile whose program does not fit the
+/// kernel is refused at once, in one line (red-team R7-7, T4); the
+/// compile's cost is bounded by the hardening's profile bounds, a refused
+/// profile's failure is remembered by the cache, and [`precompile_seccomp`]
+/// later finds the program there. Other failures are left to it.
+fn refuse_unfit_seccomp(hardened: &Spec) -> Result<()> {
+    let Some(seccomp) = hardened.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    if !crate::seccomp_bpf::is_cacheable(seccomp) {
+        return Ok(());
+    }
+    match crate::seccomp_bpf::cached(seccomp, Path::new(crate::seccomp_bpf::CACHE_DIR)) {
+        Err(crate::seccomp_bpf::BpfError::TooLarge(n)) => Err(unfit_seccomp(n)),
+        _ => Ok(()),
+    }
+}
+
+fn unfit_seccomp(instructions: usize) -> anyhow::Error {
+    anyhow!(Refusal::new(
+        crate::refusal::RefusalRule::Seccomp,
+        format!(
+            "linux.seccomp compiles to {instructions} BPF instructions, above the kernel's limit of {} (BPF_MAXINSNS); fewer rules or argument conditions would fit",
+            crate::seccomp_bpf::BPF_MAXINSNS
+        ),
+        None,
+    ))
 }
 
 /// Turns the hardened (OCI-semantics) spec into what libcontainer 0.7 runs:

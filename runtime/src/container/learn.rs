@@ -53,13 +53,34 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<PathBuf> {
 }
 
 /// The most profiles the `moat.dev/learn` annotation (a tenant's choice)
-/// makes moat keep in `learn.dir`: each is a file on the host's disk that
-/// outlives its container (red-team pass 5 G8), and `true` names one per
-/// container id. Adding to an existing profile is always possible.
+/// makes moat keep for one tenant's scope in `learn.dir` (a containerd
+/// namespace, a pod's namespace, a raw state root: [`tenant_scope`]): each
+/// is a file on the host's disk that outlives its container (red-team pass
+/// 5 G8), and `true` names one per container id. Per scope, so that one
+/// tenant looping learning creates with fresh ids fills only its own
+/// (red-team pass 7 note: the cap was node-wide, and then every tenant's
+/// learning was refused). Adding to an existing profile is always possible.
 pub const MAX_ANNOTATION_PROFILES: usize = 1024;
 
-/// Refuses to start a new profile `path` in `dir` when `dir` already holds
-/// `cap` profiles.
+/// The most such profiles on the whole node, over every scope: the disk
+/// bound (a raw tenant may use many state roots, each its own scope).
+pub const MAX_ANNOTATION_PROFILES_NODE: usize = 16 * MAX_ANNOTATION_PROFILES;
+
+/// The tenant's part of a scoped profile name (`crate::learn::scoped_profile_name`):
+/// `raw/<state root tag>` for a raw bundle (below it, one directory per
+/// container id), else the directory the profile is in (`<namespace>` or
+/// `k8s.io/<pod namespace>`).
+fn tenant_scope(scoped_name: &str) -> PathBuf {
+    let name = Path::new(scoped_name);
+    let mut parts = name.components();
+    match (parts.next(), parts.next()) {
+        (Some(first), Some(tag)) if first.as_os_str() == "raw" => {
+            Path::new(first.as_os_str()).join(tag.as_os_str())
+        }
+        _ => name.parent().map(Path::to_path_buf).unwrap_or_default(),
+    }
+}
+
 /// `*.json` files in `dir` and its scope directories (at most `cap`; scopes
 /// are at most `<ns>/<pod ns>/` or `raw/<id>/` deep).
 fn count_profiles(dir: &Path, cap: usize, depth: usize) -> std::io::Result<usize> {
@@ -79,15 +100,37 @@ fn count_profiles(dir: &Path, cap: usize, depth: usize) -> std::io::Result<usize
     Ok(held.min(cap))
 }
 
-fn refuse_past_profile_cap(dir: &Path, path: &Path, cap: usize) -> Result<()> {
+/// Refuses to start a new profile `path` when its tenant's `scope` (below
+/// `dir`) already holds `scope_cap` profiles, or `dir` as a whole
+/// `node_cap`.
+fn refuse_past_profile_cap(
+    dir: &Path,
+    scope: &Path,
+    path: &Path,
+    scope_cap: usize,
+    node_cap: usize,
+) -> Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let held =
-        count_profiles(dir, cap, 0).with_context(|| format!("cannot list {}", dir.display()))?;
-    if held >= cap {
+    let scope_dir = dir.join(scope);
+    let depth = scope.components().count();
+    let held = match count_profiles(&scope_dir, scope_cap, depth) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", scope_dir.display())),
+    };
+    if held >= scope_cap {
         anyhow::bail!(
-            "the learned-profile directory {} already holds {cap} profiles, the most moat keeps for the moat.dev/learn annotation; the operator may move some away",
+            "the learned-profile directory {} already holds {scope_cap} profiles, the most moat keeps for one scope's moat.dev/learn annotations; the operator may move some away",
+            scope_dir.display()
+        );
+    }
+    let held = count_profiles(dir, node_cap, 0)
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    if held >= node_cap {
+        anyhow::bail!(
+            "the learned-profile directory {} already holds {node_cap} profiles, the most moat keeps for the moat.dev/learn annotation on this node; the operator may move some away",
             dir.display()
         );
     }
@@ -117,8 +160,15 @@ pub fn start_for_create(
             let file = Path::new(&policy.learn.dir).join(format!("{name}.json"));
             let dir = file.parent().unwrap_or(Path::new(&policy.learn.dir));
             let path = ensure_dir(dir)?.join(file.file_name().unwrap_or_default());
-            // Counted over every scope: a raw tenant gets a scope per id.
-            refuse_past_profile_cap(Path::new(&policy.learn.dir), &path, MAX_ANNOTATION_PROFILES)?;
+            // Counted in the tenant's scope (a raw tenant's ids are
+            // directories of its state root's scope), and over the node.
+            refuse_past_profile_cap(
+                Path::new(&policy.learn.dir),
+                &tenant_scope(name),
+                &path,
+                MAX_ANNOTATION_PROFILES,
+                MAX_ANNOTATION_PROFILES_NODE,
+            )?;
             Output::Accumulate(path)
         }
         (None, None) => return Ok(()),
@@ -169,19 +219,61 @@ pub fn start_for_create(
 mod tests {
     use super::*;
 
-    /// A tenant's annotation cannot fill the host's disk with profiles.
+    /// A tenant's annotation cannot fill the host's disk with profiles,
+    /// nor use up other tenants' share: the cap is per scope, with a
+    /// larger one over the node.
     #[test]
-    fn annotation_profiles_are_capped() {
+    fn annotation_profiles_are_capped_per_scope_and_per_node() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
-        fs::write(d.join("a.json"), "{}").unwrap();
-        fs::write(d.join("b.json"), "{}").unwrap();
-        fs::write(d.join("notes.txt"), "").unwrap();
-        let e = refuse_past_profile_cap(d, &d.join("c.json"), 2).unwrap_err();
-        assert!(e.to_string().contains("already holds 2 profiles"), "{e}");
-        // Adding to a profile that exists is not a new file.
-        refuse_past_profile_cap(d, &d.join("a.json"), 2).unwrap();
+        let cap = |scope: &str, file: &str, node: usize| {
+            refuse_past_profile_cap(d, Path::new(scope), &d.join(file), 2, node)
+        };
+        // A scope that does not exist yet holds nothing.
+        cap("raw/t1", "raw/t1/a/a.json", 8).unwrap();
+        for id in ["a", "b"] {
+            fs::create_dir_all(d.join(format!("raw/t1/{id}"))).unwrap();
+            fs::write(d.join(format!("raw/t1/{id}/{id}.json")), "{}").unwrap();
+        }
+        fs::write(d.join("raw/t1/a/notes.txt"), "").unwrap();
+        // One raw tenant (state root t1) with fresh ids: its own scope full…
+        let e = cap("raw/t1", "raw/t1/c/c.json", 8).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already holds 2 profiles, the most moat keeps for one scope's"),
+            "{e}"
+        );
+        // …and adding to a profile that exists is not a new file.
+        cap("raw/t1", "raw/t1/a/a.json", 8).unwrap();
+        // Other tenants still learn: another state root, a namespace.
+        cap("raw/t2", "raw/t2/c/c.json", 8).unwrap();
+        cap("moby", "moby/web.json", 8).unwrap();
+        fs::create_dir_all(d.join("k8s.io/ns1")).unwrap();
+        fs::write(d.join("k8s.io/ns1/x.json"), "{}").unwrap();
+        cap("k8s.io/ns1", "k8s.io/ns1/y.json", 8).unwrap();
+        fs::write(d.join("k8s.io/ns1/y.json"), "{}").unwrap();
+        cap("k8s.io/ns1", "k8s.io/ns1/z.json", 8).unwrap_err();
+        cap("k8s.io/ns2", "k8s.io/ns2/z.json", 8).unwrap();
+        // The node-wide bound over every scope (4 profiles held).
+        let e = cap("moby", "moby/web.json", 4).unwrap_err();
+        assert!(e.to_string().contains("on this node"), "{e}");
+    }
+
+    #[test]
+    fn a_scoped_name_has_its_tenants_scope() {
+        assert_eq!(
+            tenant_scope("raw/0123abcd/web-1/web-1"),
+            Path::new("raw/0123abcd")
+        );
+        assert_eq!(
+            tenant_scope("raw/0123abcd/web-1/other"),
+            Path::new("raw/0123abcd")
+        );
+        assert_eq!(tenant_scope("moby/web"), Path::new("moby"));
+        assert_eq!(
+            tenant_scope("k8s.io/team-a/web"),
+            Path::new("k8s.io/team-a")
+        );
     }
 
     /// Learned profiles name tenants' containers: the directory and the

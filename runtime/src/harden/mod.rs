@@ -224,6 +224,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         facts.cgroup_occupant.as_deref(),
     )?;
     mounts::refuse_misplaced_kernel_filesystems(spec)?;
+    seccomp::refuse_oversized_profile(spec)?;
     seccomp::refuse_seccomp_listener(spec, &policy)?;
     resources::refuse_spec_network_classes(spec, &policy)?;
     selinux_label::refuse_malformed_selinux_labels(spec)?;

@@ -49,6 +49,86 @@ pub(super) fn refuse_seccomp_listener(spec: &Spec, policy: &Policy) -> Result<()
     ))
 }
 
+/// The most syscall entries (names summed over rules, a rule without names
+/// counting as one) a workload profile may hold. docker's default profile
+/// has about 440 before docker drops the entries of capabilities the
+/// container lacks (357 for a default `docker run`), containerd's
+/// RuntimeDefault about as many, moat's own 304; twice docker's leaves room
+/// for hand-written allowlists that name every architecture's calls.
+pub(crate) const MAX_SECCOMP_SYSCALL_ENTRIES: usize = 1024;
+
+/// The most argument conditions one rule may hold: a syscall has six
+/// arguments, and libseccomp takes at most six comparisons per rule.
+pub(crate) const MAX_SECCOMP_RULE_ARGS: usize = 6;
+
+/// The most argument conditions (each rule's conditions times its names,
+/// summed) a workload profile may hold: each becomes comparisons in the
+/// program, and merging them is what makes libseccomp's compile quadratic.
+/// docker's default profile has 8, moat's 5, a learned profile no more
+/// than its base.
+pub(crate) const MAX_SECCOMP_ARG_CONDITIONS: usize = 256;
+
+/// The most architectures a profile may list (libseccomp knows 20).
+pub(crate) const MAX_SECCOMP_ARCHITECTURES: usize = 20;
+
+/// The longest syscall name a profile may hold: the kernel's longest are
+/// under 30 bytes; longer ones only make every comparison of rules slower.
+pub(crate) const MAX_SECCOMP_NAME_BYTES: usize = 64;
+
+/// Refuses a workload seccomp profile above moat's size bounds (red-team
+/// R7-7, threat T4): moat hardens and compiles the profile as host root in
+/// the caller's cgroup (the engine's shim, a raw tenant's pipeline), and
+/// both grow faster than the profile (libseccomp's merge of argument
+/// conditions is quadratic: 2000 rules cost half a minute of a host core,
+/// and then did not fit the kernel's program limit anyway). Counted
+/// before any other work on the profile, in one linear pass.
+pub(super) fn refuse_oversized_profile(spec: &Spec) -> Result<(), Refusal> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    let refuse = |detail: String| Err(Refusal::new(RefusalRule::Seccomp, detail, None));
+    let archs = profile.architectures().as_ref().map_or(0, Vec::len);
+    if archs > MAX_SECCOMP_ARCHITECTURES {
+        return refuse(format!(
+            "linux.seccomp.architectures lists {archs} architectures, above moat's bound of {MAX_SECCOMP_ARCHITECTURES}"
+        ));
+    }
+    let mut entries = 0usize;
+    let mut conditions = 0usize;
+    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
+        let args = rule.args().as_ref().map_or(0, Vec::len);
+        if args > MAX_SECCOMP_RULE_ARGS {
+            return refuse(format!(
+                "linux.seccomp.syscalls[{i}] has {args} argument conditions, above moat's bound of {MAX_SECCOMP_RULE_ARGS} (a syscall has six arguments)"
+            ));
+        }
+        if let Some(name) = rule
+            .names()
+            .iter()
+            .find(|n| n.len() > MAX_SECCOMP_NAME_BYTES)
+        {
+            return refuse(format!(
+                "linux.seccomp.syscalls[{i}] names a syscall of {} bytes, above moat's bound of {MAX_SECCOMP_NAME_BYTES}",
+                name.len()
+            ));
+        }
+        let names = rule.names().len().max(1);
+        entries = entries.saturating_add(names);
+        conditions = conditions.saturating_add(names.saturating_mul(args));
+    }
+    if entries > MAX_SECCOMP_SYSCALL_ENTRIES {
+        return refuse(format!(
+            "linux.seccomp.syscalls holds {entries} syscall entries (names summed over rules), above moat's bound of {MAX_SECCOMP_SYSCALL_ENTRIES}: moat compiles the profile as host root"
+        ));
+    }
+    if conditions > MAX_SECCOMP_ARG_CONDITIONS {
+        return refuse(format!(
+            "linux.seccomp.syscalls holds {conditions} argument conditions (each rule's conditions times its names, summed), above moat's bound of {MAX_SECCOMP_ARG_CONDITIONS}: moat compiles the profile as host root"
+        ));
+    }
+    Ok(())
+}
+
 /// The workload's notify rules, kept on top of moat's default profile when
 /// that replaces an otherwise unconfined profile: a listener the operator
 /// allowed must receive its fd, never be dropped silently. A notify rule

@@ -301,3 +301,117 @@ fn seccomp_spec_allow_flag_is_dropped_and_safe_flags_kept() {
         .by_rule(Rule::Seccomp)
         .any(|c| c.field == "linux.seccomp.flags"));
 }
+
+/// A profile of `rules` rules, each naming `names` syscalls with `args`
+/// argument conditions.
+fn sized_profile(rules: usize, names: usize, args: usize) -> Value {
+    let rule = |i: usize| {
+        json!({
+            "names": (0..names).map(|n| ["read", "write", "openat", "ioctl"][n % 4]).collect::<Vec<_>>(),
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": (0..args).map(|a| json!({"index": a, "value": i * 8 + a, "op": "SCMP_CMP_EQ"})).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": (0..rules).map(rule).collect::<Vec<_>>(),
+    })
+}
+
+/// R7-7: a workload profile is bounded before moat does any work on it.
+#[test]
+fn seccomp_oversized_profiles_are_refused_naming_the_count_and_the_bound() {
+    use super::{
+        MAX_SECCOMP_ARCHITECTURES, MAX_SECCOMP_ARG_CONDITIONS, MAX_SECCOMP_NAME_BYTES,
+        MAX_SECCOMP_RULE_ARGS, MAX_SECCOMP_SYSCALL_ENTRIES,
+    };
+    let with = |p: Value| docker_with(|v| v["linux"]["seccomp"] = p);
+    // At each bound: accepted.
+    ok(&with(sized_profile(MAX_SECCOMP_SYSCALL_ENTRIES / 4, 4, 0)));
+    ok(&with(sized_profile(MAX_SECCOMP_ARG_CONDITIONS / 2, 1, 2)));
+    ok(&with(sized_profile(4, 1, MAX_SECCOMP_RULE_ARGS)));
+    // The repro's shape (2000 rules of 4 names and 2 conditions).
+    let r = refused(&with(sized_profile(2000, 4, 2)));
+    assert_refusal(&r, "seccomp", None);
+    assert!(
+        r.detail.contains("8000 syscall entries")
+            && r.detail
+                .contains(&format!("bound of {MAX_SECCOMP_SYSCALL_ENTRIES}")),
+        "{r}"
+    );
+    // One entry past the bound; rules without names count too.
+    let mut p = sized_profile(MAX_SECCOMP_SYSCALL_ENTRIES / 4, 4, 0);
+    p["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"names": [], "action": "SCMP_ACT_ERRNO"}));
+    let r = refused(&with(p));
+    assert!(
+        r.detail.contains(&format!(
+            "{} syscall entries",
+            MAX_SECCOMP_SYSCALL_ENTRIES + 1
+        )),
+        "{r}"
+    );
+    let r = refused(&with(sized_profile(
+        MAX_SECCOMP_ARG_CONDITIONS / 2 + 1,
+        1,
+        2,
+    )));
+    assert_refusal(&r, "seccomp", None);
+    assert!(
+        r.detail.contains(&format!(
+            "{} argument conditions",
+            MAX_SECCOMP_ARG_CONDITIONS + 2
+        )) && r
+            .detail
+            .contains(&format!("bound of {MAX_SECCOMP_ARG_CONDITIONS}")),
+        "{r}"
+    );
+    let r = refused(&with(sized_profile(1, 1, MAX_SECCOMP_RULE_ARGS + 1)));
+    assert!(
+        r.detail
+            .starts_with("linux.seccomp.syscalls[0] has 7 argument conditions"),
+        "{r}"
+    );
+    let mut p = sized_profile(1, 1, 0);
+    p["syscalls"][0]["names"] = json!(["x".repeat(MAX_SECCOMP_NAME_BYTES + 1)]);
+    let r = refused(&with(p));
+    assert!(r.detail.contains("names a syscall of 65 bytes"), "{r}");
+    let mut p = sized_profile(1, 1, 0);
+    p["architectures"] = json!(vec!["SCMP_ARCH_X86_64"; MAX_SECCOMP_ARCHITECTURES + 1]);
+    let r = refused(&with(p));
+    assert!(r.detail.contains("architectures"), "{r}");
+    // Whatever its default action (an unconfined one too: its notify
+    // rules would be carried).
+    let mut p = sized_profile(2000, 1, 0);
+    p["syscalls"] = json!(vec![
+        json!({"names": ["read"], "action": "SCMP_ACT_ALLOW"});
+        2000
+    ]);
+    assert_refusal(&refused(&with(p)), "seccomp", None);
+}
+
+/// moat's own default profile and docker's default profile (the form
+/// docker hands the runtime) are well inside the bounds.
+#[test]
+fn seccomp_default_profiles_are_inside_the_bounds() {
+    let moat: Value = serde_json::from_str(seccomp::DEFAULT_PROFILE_JSON).unwrap();
+    ok(&docker_with(|v| v["linux"]["seccomp"] = moat));
+    // The hardened default (moat's rules added) is too.
+    let hardened = serde_json::to_value(seccomp::default_profile().unwrap()).unwrap();
+    ok(&docker_with(|v| v["linux"]["seccomp"] = hardened));
+    // docker's full default profile's shape: about 440 names, most in one
+    // rule, and 8 single-condition rules (personality, socket, clone).
+    let mut rules = vec![json!({
+        "names": (0..430).map(|i| format!("call{i}")).collect::<Vec<_>>(),
+        "action": "SCMP_ACT_ALLOW",
+    })];
+    for value in [0u64, 8, 131072, 131080, 4294967295, 40, 2114060288, 7] {
+        rules.push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}]}));
+    }
+    let docker = json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": rules});
+    ok(&docker_with(|v| v["linux"]["seccomp"] = docker));
+}
