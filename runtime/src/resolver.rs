@@ -330,6 +330,15 @@ fn notify(root: &Path, line: &str) -> Result<()> {
 pub fn detach(root: &Path, id: &str) {
     let reg = registrations(root).join(id);
     let Ok(text) = fs::read(&reg) else {
+        // Never registered, or its create was killed while registering
+        // (its temporary file written, not yet renamed), perhaps before
+        // any resolver started: remove what that create left, and the
+        // resolver's directory if no resolver runs and nothing else is
+        // registered, so a delete --force leaves nothing behind.
+        if dir(root).exists() {
+            let _ = fs::remove_file(registrations(root).join(format!(".{id}.tmp")));
+            cleanup_if_unused(root);
+        }
         return;
     };
     let answers_dns = serde_json::from_slice::<Registration>(&text)
