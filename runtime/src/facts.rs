@@ -99,7 +99,12 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         else {
             continue;
         };
-        let Ok(real) = fs::canonicalize(&src) else {
+        // The path of the file just opened, from its fd: a name resolved
+        // again could be another file by now.
+        let Ok(real) = fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        )) else {
             continue;
         };
         let fd = std::os::fd::AsFd::as_fd(&file);
