@@ -37,12 +37,15 @@ data.tsv: one measurement per line, tab-separated, first field the kind:
     fsyncs NAME COUNT              fsync/fdatasync calls in one `moat create`
     dexec NAME COUNT               runtime executions in one `docker run --rm`
     isolation PEER FILE            `moat selftest --json` with PEER as baseline
+    hang youki-plain|youki-blocked HUNG N LOAD1   `youki run`s of /bin/true still
+                                   running after 5 s, plain / with SIGCHLD blocked
     rlat moat|direct US ITERATION  hack/bench-resolver: one lookup through moat's
                                    resolver / straight to the same upstream
     rmem N W_RSS W_PSS S_RSS S_PSS resolver worker and supervisor, KiB, with N
                                    containers with name entries
     rsv KEY VALUE                  hack/bench-resolver's settings, failures, load
-    skip SECTION REASON
+    skip SECTION REASON            why a section or peer was not measured (a
+                                   failed script's first error line)
 meta.tsv: KEY VALUE lines (machine, versions, settings).
 """
 

@@ -17,10 +17,11 @@ LABEL = {
     "moat": "`moat run` (full hardening)",
     "runc": "`runc run`",
     "crun": "`crun run` (through `nsenter` into its mount namespace)",
-    "youki": "`youki run`",
+    "youki": "`youki run` (started with SIGCHLD blocked: see below the table)",
     "runsc": "`runsc --network=none run` (gVisor, ptrace platform)",
     "floor": "floor: `unshare --user --map-root-user --mount --pid --fork --net --uts --ipc ROOTFS/bin/true`",
     "nsenter-floor": "`nsenter` into crun's mount namespace + `/bin/true` (included in the crun row)",
+    "sigchld-floor": "`sigchld-blocked` + `/bin/true` (hack/sigchld-blocked.c; included in the youki row)",
 }
 
 
@@ -179,7 +180,8 @@ class Report:
             w(f"| shim RSS ≤ 0.3× the Go runc shim{self.noisy('shim')} | {fmt(med(nm) / 1024)} vs "
               f"{fmt(med(nr) / 1024)} MiB | {verdict(r, 0.3)} ({fmt(r, 2)}×) |")
         else:
-            w("| shim RSS ≤ 0.3× the Go runc shim | not measured (hack/bench-shim did not run) | not measured |")
+            w(f"| shim RSS ≤ 0.3× the Go runc shim | not measured "
+              f"({self.skips.get('shim', 'hack/bench-shim did not run')}) | not measured |")
         delta, per = self.resolver_numbers()
         if isnan(delta):
             w(f"| lookup through moat's resolver ≤ +1 ms (p50) | not measured "
@@ -204,7 +206,7 @@ class Report:
         w("")
         w("| runtime | median ms (p25–p75) | moat / it, median of pairs per round | isolation against moat (`moat selftest`, section 8) |")
         w("|---|---|---|---|")
-        for n in ["moat", "runc", "crun", "youki", "runsc", "floor", "nsenter-floor"]:
+        for n in ["moat", "runc", "crun", "youki", "runsc", "floor", "nsenter-floor", "sigchld-floor"]:
             peer = n in PEERS
             if n in lat:
                 pr = "" if not peer else self.pair_text("moat", n)
@@ -212,6 +214,7 @@ class Report:
             elif peer:
                 w(f"| {LABEL[n]} | skipped: {self.skips.get('peer-' + n, 'not measured')} | | |")
         w("")
+        self.youki_hangs()
         abl = [
             ("moat-noegress", "`moat run`, policy `egress.enabled = false`", "moat"),
             ("moat-x86arch", "`moat run`, moat's profile with x86 architectures only", "moat"),
@@ -251,6 +254,26 @@ class Report:
                 if n in st:
                     w(f"| {lb} | {spread(st[n])} |")
             w("")
+
+    def youki_hangs(self):
+        """What hack/bench's youki_hangs counted: plain `youki run`s against
+        ones started with SIGCHLD blocked."""
+        w, hang = self.w, self.data["hang"]
+        plain, blocked = hang.get("youki-plain"), hang.get("youki-blocked")
+        if not plain or not blocked or len(plain[-1]) < 3 or len(blocked[-1]) < 2:
+            return
+        (hp, n, load), (hb, nb) = plain[-1][:3], blocked[-1][:2]
+        w(f"**youki**: `youki run` of `/bin/true`, before the rounds (load {load}), "
+          f"alternating: plain {hp} of {n} runs hung (still running after 5 s); started "
+          f"with SIGCHLD blocked (hack/sigchld-blocked.c, the blocked signal stays "
+          f"pending across exec) {hb} of {nb}."
+          + (f" The first hung run: {self.meta['youki_hang']}." if "youki_hang" in self.meta else "")
+          + " youki 0.7.0 blocks its signals and waits for SIGCHLD only after "
+          "libcontainer's start has returned (crates/youki/src/commands/run.rs, "
+          "`handle_foreground`): a SIGCHLD sent before that, unblocked with the default "
+          "disposition, is discarded by the kernel. The youki row is measured with "
+          "SIGCHLD blocked; its container process inherits the blocked signal.")
+        w("")
 
     def breakdown(self):
         w = self.w
@@ -325,9 +348,10 @@ class Report:
                     pass
         if not sc and not pstat:
             return
-        w("## 7. Fixed costs by counting")
+        w(f"## 7. Fixed costs by counting{self.noisy('breakdown')}")
         w("")
-        w("Counts do not depend on the machine's load. `strace -f` of `create`, `start` "
+        w("Counted right after section 6, at its load: the counts of a traced run change "
+          "with the load too, so compare runs made at similar load. `strace -f` of `create`, `start` "
           "and `delete` of the `/bin/true` bundle (create followed into the container's "
           "init until `/bin/true` exits), one container per runtime; a call strace "
           "splits into unfinished/resumed is counted once.")
@@ -491,6 +515,10 @@ class Report:
             for i, lb in [(0, "VmRSS"), (1, "Private_Dirty")]:
                 x, y = col(nm, i), col(nr, i)
                 w(f"| {lb} | {fmt(med(x), 0)} | {fmt(med(y), 0)} | {ratio(med(x), med(y))} |")
+            w("")
+        else:
+            w(f"containerd-shim-moat-v2 vs containerd-shim-runc-v2 (hack/bench-shim): not measured: "
+              f"{self.skips.get('shim', 'hack/bench-shim did not run')}.")
             w("")
 
     def density(self, out_png):
@@ -773,13 +801,14 @@ def render(workdir, data, meta, skips, out_png):
     r = Report(workdir, data, meta, skips)
     r.header()
     r.summary()       # idle-machine ratios first
+    # then the sections in the order of their numbers
     r.lifecycle()
-    r.breakdown()
-    r.counts()
     r.docker()
     r.seccomp()
     r.memory()
     r.density(out_png)
+    r.breakdown()
+    r.counts()
     r.isolation()
     r.resolver()
     r.analysis()

@@ -123,9 +123,6 @@ class Resolver(unittest.TestCase):
         self.assertIn("Not measured: hack/bench-resolver failed.", "\n".join(r.lines))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class Isolation(unittest.TestCase):
     # What the idle run of 2026-12-06 recorded for runc (abridged): a
@@ -154,3 +151,59 @@ class Isolation(unittest.TestCase):
         self.assertIn("work_unknown_syscalls_enosys", work)
         self.assertIn("blocks 2 of 3 attack probes (moat 2)", line)
         self.assertIn("blocks 1 that moat does not: cap_sethostname", line)
+
+
+def empty_data():
+    import collections
+    return collections.defaultdict(lambda: collections.defaultdict(list))
+
+
+class NotMeasured(unittest.TestCase):
+    def test_the_shim_target_and_section_say_why(self):
+        from benchlib import render
+        why = "hack/bench-shim failed (exit 1): [bench-shim] error: cannot import moat-busybox"
+        r = render.Report("/nonexistent", empty_data(), {}, {"shim": why})
+        r.summary()
+        r.memory()
+        text = "\n".join(r.lines)
+        self.assertIn(f"| shim RSS ≤ 0.3× the Go runc shim | not measured ({why}) | not measured |", text)
+        self.assertIn(f"(hack/bench-shim): not measured: {why}.", text)
+
+    def test_a_measured_shim_meets_or_misses(self):
+        from benchlib import render
+        data = empty_data()
+        data["nshim"]["moat"] = [["3900", "900"]]
+        data["nshim"]["runc"] = [["13000", "2500"]]
+        r = render.Report("/nonexistent", data, {}, {})
+        r.summary()
+        self.assertIn("**met** (0.30×)", "\n".join(r.lines))
+
+
+class Youki(unittest.TestCase):
+    def test_hang_counts_and_the_wrapped_row(self):
+        from benchlib import render
+        data = empty_data()
+        data["hang"]["youki-plain"] = [["4", "10", "0.41"]]
+        data["hang"]["youki-blocked"] = [["0", "10", "0.41"]]
+        data["lat"]["youki"] = [["20000", "1", "3"]]
+        data["lat"]["sigchld-floor"] = [["600", "1", "3"]]
+        meta = {"youki_hang": "plain `youki run` still running after 5 s: it waits in do_sigtimedwait"}
+        r = render.Report("/nonexistent", data, meta, {})
+        r.lifecycle()
+        text = "\n".join(r.lines)
+        self.assertIn("| `youki run` (started with SIGCHLD blocked: see below the table) | 20.0 (20.0–20.0) |", text)
+        self.assertIn("| `sigchld-blocked` + `/bin/true`", text)
+        self.assertIn("plain 4 of 10 runs hung", text)
+        self.assertIn("SIGCHLD blocked (hack/sigchld-blocked.c", text)
+        self.assertIn("0 of 10.", text)
+        self.assertIn("it waits in do_sigtimedwait", text)
+
+    def test_no_counts_no_note(self):
+        from benchlib import render
+        r = render.Report("/nonexistent", empty_data(), {}, {})
+        r.youki_hangs()
+        self.assertEqual(r.lines, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
