@@ -8,11 +8,25 @@ it is counted apart, never among the blocks.
 """
 
 import collections
+import json
 
 Comparison = collections.namedtuple(
     "Comparison",
     "attacks peer_blocks moat_blocks only_peer only_moat peer_fails_work moat_fails_work",
 )
+
+
+def load(data):
+    """data['isolation'] rows: PEER FILE (`moat selftest --json`) ->
+    {peer: [probe, ...]}, or None for a file that cannot be read."""
+    out = {}
+    for p, rows in data["isolation"].items():
+        try:
+            with open(rows[0][0]) as f:
+                out[p] = json.load(f).get("probes", [])
+        except (OSError, ValueError, IndexError, AttributeError):
+            out[p] = None
+    return out
 
 
 def compare(probes):

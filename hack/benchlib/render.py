@@ -3,7 +3,6 @@ measured. States measured numbers only: no section here explains a number by
 a cause it did not measure."""
 
 import collections
-import json
 import os
 import shutil
 import subprocess
@@ -37,12 +36,7 @@ class Report:
         self.lat = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["lat"].items()}
         self.st = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["startup"].items()}
         self.dk = {n: col(rows, 0, 1 / 1000.0) for n, rows in data["docker"].items()}
-        self.iso = {}
-        for p, rows in data["isolation"].items():
-            try:
-                self.iso[p] = json.load(open(rows[0][0])).get("probes", [])
-            except (OSError, ValueError, IndexError):
-                pass
+        self.iso = isolation.load(data)
 
     def iso_line(self, p):
         """One line on what peer p blocks against moat (section 8)."""
@@ -336,17 +330,13 @@ class Report:
     def counts(self):
         w = self.w
         sc = syscounts.load(self.data)
-        pstat = collections.defaultdict(lambda: collections.defaultdict(list))
-        for name, rows in self.data["pstat"].items():
-            for r in rows:
-                try:
-                    for line in open(r[0]):
-                        f = line.strip().split(",")
-                        if len(f) >= 3 and f[0].replace(".", "").isdigit():
-                            pstat[name][f[2]].append(float(f[0]))
-                except OSError:
-                    pass
+        pstat = syscounts.load_pstat(self.data)
         if not sc and not pstat:
+            if "strace" in self.skips:
+                w("## 7. Fixed costs by counting")
+                w("")
+                w(f"Not measured: {self.skips['strace']}.")
+                w("")
             return
         w(f"## 7. Fixed costs by counting{self.noisy('breakdown')}")
         w("")
@@ -357,6 +347,9 @@ class Report:
           "splits into unfinished/resumed is counted once.")
         w("")
         cmds = ["create", "start", "delete"]
+        if "strace" in self.skips:
+            w(f"Not measured in full: {self.skips['strace']}.")
+            w("")
         if ("moat", "create") in sc and ("runc", "create") in sc:
             w("| command | moat syscalls | runc syscalls |")
             w("|---|---|---|")
@@ -587,8 +580,7 @@ class Report:
 
     def isolation(self):
         w = self.w
-        rows = self.data["isolation"]
-        if not rows:
+        if not self.iso:
             w("## 8. Isolation: what each runtime blocks")
             w("")
             why = [f"{k.split('-', 1)[1]}: {v}" for k, v in self.skips.items() if k.startswith("isolation-")]
@@ -615,16 +607,14 @@ class Report:
         w("| peer | attack probes | blocked by moat | blocked by the peer | blocked by the peer, not by moat | blocked by moat, not by the peer | must-work probes not passed under the peer |")
         w("|---|---|---|---|---|---|---|")
         for p in ["runc", "crun", "youki", "runsc"]:
-            if p not in rows:
+            if p not in self.iso:
                 if f"isolation-{p}" in self.skips:
                     w(f"| {p} | skipped: {self.skips[f'isolation-{p}']} | | | | | |")
                 continue
-            try:
-                j = json.load(open(rows[p][0][0]))
-            except (OSError, ValueError, IndexError):
+            if self.iso[p] is None:
                 w(f"| {p} | selftest output unreadable | | | | | |")
                 continue
-            c = isolation.compare(j.get("probes", []))
+            c = isolation.compare(self.iso[p])
             w(f"| {p} | {c.attacks} | {c.moat_blocks} | {c.peer_blocks} | {', '.join(c.only_peer) or 'none'} | "
               f"{len(c.only_moat)}: {', '.join(c.only_moat[:12])}{' …' if len(c.only_moat) > 12 else ''} | "
               f"{', '.join(c.peer_fails_work) or 'none'} |")

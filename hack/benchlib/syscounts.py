@@ -1,7 +1,8 @@
 """Syscall counts from `strace -f -ttt -s 400 -o FILE` of one runtime command,
 attributed to moat's phases by the phase events moat itself writes to its
-JSON debug log (the write(2) carrying `"phase":"NAME"` ends phase NAME).
-Counts do not depend on how busy the machine is; durations would."""
+JSON debug log (the write(2) carrying `"phase":"NAME"` ends phase NAME);
+and the counters of `perf stat -x,`. Counts, not durations, but a busy
+machine changes them too."""
 
 import collections
 import re
@@ -54,6 +55,23 @@ def load(data):
         for r in rows:
             if len(r) >= 2:
                 out[(name, r[0])] = parse(r[1])
+    return out
+
+
+def load_pstat(data):
+    """data['pstat'] rows: NAME FILE (`perf stat -x,` output) ->
+    {name: {event: [value per run]}}; unreadable files are left out."""
+    out = collections.defaultdict(lambda: collections.defaultdict(list))
+    for name, rows in data["pstat"].items():
+        for r in rows:
+            try:
+                with open(r[0]) as f:
+                    for line in f:
+                        fld = line.strip().split(",")
+                        if len(fld) >= 3 and fld[0].replace(".", "").isdigit():
+                            out[name][fld[2]].append(float(fld[0]))
+            except (OSError, IndexError):
+                pass
     return out
 
 
