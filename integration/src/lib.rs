@@ -592,6 +592,33 @@ impl Env {
         LeakCheck::snapshot(&self.root, id)
     }
 
+    /// `moat CMD --bundle B ID` (`create` or `run`) of a new container
+    /// `prefix-…` is refused with every one of `phrases` in its error and
+    /// leaves nothing: checked before the guard's `delete --force` could
+    /// hide a leak, and after it. Returns moat's output.
+    #[track_caller]
+    pub fn assert_refused(
+        &self,
+        cmd: &str,
+        bundle: &Bundle,
+        prefix: &str,
+        phrases: &[&str],
+    ) -> Out {
+        let id = self.id(prefix);
+        let leak = self.leak_check(&id);
+        let out = {
+            let _g = self.guard(&id);
+            let out = self.moat(&[cmd, "--bundle", bundle.path(), &id]);
+            for phrase in phrases {
+                out.assert_fails_with(phrase);
+            }
+            leak.verify();
+            out
+        };
+        leak.verify();
+        out
+    }
+
     /// `moat state` JSON of `id`.
     pub fn state(&self, id: &str) -> Value {
         let out = self.moat(&["state", id]);

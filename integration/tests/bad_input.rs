@@ -13,18 +13,7 @@ use serde_json::json;
 /// fail mentioning `phrase`, leaving nothing behind.
 fn assert_refused(env: &Env, bundle: &Bundle, phrase: &str) {
     for cmd in ["create", "run"] {
-        let id = env.id(&format!("bad-{cmd}"));
-        let leak = env.leak_check(&id);
-        let out = {
-            let _g = env.guard(&id);
-            let out = env.moat(&[cmd, "--bundle", bundle.path(), &id]);
-            out.assert_fails_with(phrase);
-            // Before the guard's delete --force could hide a leak.
-            leak.verify();
-            out
-        };
-        drop(out);
-        leak.verify();
+        env.assert_refused(cmd, bundle, &format!("bad-{cmd}"), &[phrase]);
     }
 }
 

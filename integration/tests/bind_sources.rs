@@ -52,15 +52,12 @@ fn bundle_with(env: &Env, script: &str, mount: serde_json::Value) -> Bundle {
 /// `create` is refused by bind-source-filesystem saying `detail`, and
 /// leaves nothing behind.
 fn assert_refused(env: &Env, b: &Bundle, detail: &str) {
-    let id = env.id("bindfs");
-    let leak = env.leak_check(&id);
-    {
-        let _g = env.guard(&id);
-        let out = env.moat(&["create", "--bundle", b.path(), &id]);
-        out.assert_fails_with("refused by moat rule bind-source-filesystem");
-        out.assert_fails_with(detail);
-    }
-    leak.verify();
+    env.assert_refused(
+        "create",
+        b,
+        "bindfs",
+        &["refused by moat rule bind-source-filesystem", detail],
+    );
 }
 
 /// The container runs, prints what `script` prints, and leaves nothing.

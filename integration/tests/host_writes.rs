@@ -176,18 +176,10 @@ fn exec_never_recreates_a_removed_cgroup() {
     // Stand-in for delete having removed the cgroups while an exec was on
     // its way (red team G1): the init is moved to the parent cgroup in
     // every hierarchy and the container's cgroup directories removed.
-    let dirs: Vec<PathBuf> = cgroup_dirs(&id)
-        .into_iter()
-        .filter(|d| d.is_dir())
-        .collect();
-    assert!(!dirs.is_empty(), "container {id} has no cgroup");
+    let dirs = live_cgroup_dirs(&id);
     remove_cgroups_under(init, &dirs);
     let _ = env.moat(&["exec", &id, "true"]);
-    let recreated: Vec<_> = cgroup_dirs(&id)
-        .into_iter()
-        .filter(|d| d.exists())
-        .collect();
-    assert!(recreated.is_empty(), "exec re-created {recreated:?}");
+    assert_no_cgroup_recreated(&id, "exec");
     // Put things back as create left them, so delete finds its cgroups.
     restore_cgroups(init, &dirs);
     env.moat(&["delete", "--force", &id]).assert_ok();
@@ -257,6 +249,22 @@ fn the_seccomp_cache_stays_bounded() {
     assert!(evicted >= 3, "only {evicted} old entries evicted");
 }
 
+/// The cgroup directories of running container `id` (at least one).
+#[track_caller]
+fn live_cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = cgroup_dirs(id).into_iter().filter(|d| d.is_dir()).collect();
+    assert!(!dirs.is_empty(), "container {id} has no cgroup");
+    dirs
+}
+
+/// No cgroup directory of container `id` exists after `what` ran with
+/// them removed.
+#[track_caller]
+fn assert_no_cgroup_recreated(id: &str, what: &str) {
+    let recreated: Vec<_> = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+    assert!(recreated.is_empty(), "{what} re-created {recreated:?}");
+}
+
 /// Moves `init` out of the container's cgroup directories `dirs` (to their
 /// parents) and removes them: what delete leaves for a command that looked
 /// the container up a moment before.
@@ -296,18 +304,8 @@ fn pause_resume_and_update_never_recreate_a_removed_cgroup() {
     let (id, guard) = env.start_sleeper(&b, "pausecg");
     let leak = env.leak_check(&id);
     let init = init_pid(&env, &id);
-    let dirs: Vec<PathBuf> = cgroup_dirs(&id)
-        .into_iter()
-        .filter(|d| d.is_dir())
-        .collect();
-    assert!(!dirs.is_empty(), "container {id} has no cgroup");
-    let left = |what: &str| {
-        let recreated: Vec<_> = cgroup_dirs(&id)
-            .into_iter()
-            .filter(|d| d.exists())
-            .collect();
-        assert!(recreated.is_empty(), "{what} re-created {recreated:?}");
-    };
+    let dirs = live_cgroup_dirs(&id);
+    let left = |what: &str| assert_no_cgroup_recreated(&id, what);
 
     // Running, then its cgroup removed: pause and update fail.
     remove_cgroups_under(init, &dirs);

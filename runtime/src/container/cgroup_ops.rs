@@ -66,11 +66,34 @@ struct V1Write {
     value: String,
 }
 
-fn v1(controller: &'static str, file: &str, value: impl ToString) -> V1Write {
-    V1Write {
-        controller,
-        file: file.to_string(),
-        value: value.to_string(),
+/// The writes of one update, in order.
+#[derive(Default)]
+struct V1Writes(Vec<V1Write>);
+
+impl V1Writes {
+    /// `value` to `controller`'s `file`.
+    fn push(&mut self, controller: &'static str, file: &str, value: impl ToString) {
+        self.0.push(V1Write {
+            controller,
+            file: file.to_string(),
+            value: value.to_string(),
+        });
+    }
+
+    /// `value` to `controller`'s `file` when the spec sets it.
+    fn set(&mut self, controller: &'static str, file: &str, value: Option<impl ToString>) {
+        if let Some(v) = value {
+            self.push(controller, file, v);
+        }
+    }
+
+    /// As [`V1Writes::set`], except a 0 (or an empty list), which runc
+    /// reads as "leave as is" for these fields.
+    fn set_nonzero<T>(&mut self, controller: &'static str, file: &str, value: Option<T>)
+    where
+        T: ToString + PartialEq + Default,
+    {
+        self.set(controller, file, value.filter(|v| *v != T::default()));
     }
 }
 
@@ -95,36 +118,18 @@ fn v1_writes(
     resources: &LinuxResources,
     memory_limit_now: impl FnOnce() -> Result<i64>,
 ) -> Result<Vec<V1Write>> {
-    let mut w = Vec::new();
+    let mut w = V1Writes::default();
     if let Some(cpu) = resources.cpu() {
-        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
-            w.push(v1("cpu", "cpu.shares", shares));
-        }
-        if let Some(period) = cpu.period().filter(|p| *p != 0) {
-            w.push(v1("cpu", "cpu.cfs_period_us", period));
-        }
-        if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
-            w.push(v1("cpu", "cpu.cfs_quota_us", quota));
-        }
-        if let Some(burst) = cpu.burst() {
-            w.push(v1("cpu", "cpu.cfs_burst_us", burst));
-        }
+        w.set_nonzero("cpu", "cpu.shares", cpu.shares());
+        w.set_nonzero("cpu", "cpu.cfs_period_us", cpu.period());
+        w.set_nonzero("cpu", "cpu.cfs_quota_us", cpu.quota());
+        w.set("cpu", "cpu.cfs_burst_us", cpu.burst());
         // The runtime must fit in the period: a new period first.
-        if let Some(period) = cpu.realtime_period().filter(|p| *p != 0) {
-            w.push(v1("cpu", "cpu.rt_period_us", period));
-        }
-        if let Some(runtime) = cpu.realtime_runtime().filter(|r| *r != 0) {
-            w.push(v1("cpu", "cpu.rt_runtime_us", runtime));
-        }
-        if let Some(idle) = cpu.idle() {
-            w.push(v1("cpu", "cpu.idle", idle));
-        }
-        if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-            w.push(v1("cpuset", "cpuset.cpus", cpus));
-        }
-        if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-            w.push(v1("cpuset", "cpuset.mems", mems));
-        }
+        w.set_nonzero("cpu", "cpu.rt_period_us", cpu.realtime_period());
+        w.set_nonzero("cpu", "cpu.rt_runtime_us", cpu.realtime_runtime());
+        w.set("cpu", "cpu.idle", cpu.idle());
+        w.set_nonzero("cpuset", "cpuset.cpus", cpu.cpus().as_deref());
+        w.set_nonzero("cpuset", "cpuset.mems", cpu.mems().as_deref());
     }
     if let Some(memory) = resources.memory() {
         const LIMIT: &str = "memory.limit_in_bytes";
@@ -134,54 +139,50 @@ fn v1_writes(
         match (limit, swap) {
             (Some(l), Some(s)) => {
                 if s == -1 || s >= memory_limit_now()? {
-                    w.push(v1("memory", SWAP, s));
-                    w.push(v1("memory", LIMIT, l));
+                    w.push("memory", SWAP, s);
+                    w.push("memory", LIMIT, l);
                 } else {
-                    w.push(v1("memory", LIMIT, l));
-                    w.push(v1("memory", SWAP, s));
+                    w.push("memory", LIMIT, l);
+                    w.push("memory", SWAP, s);
                 }
             }
             // No memory limit above an older memory+swap limit.
             (Some(-1), None) => {
-                w.push(v1("memory", SWAP, -1));
-                w.push(v1("memory", LIMIT, -1));
+                w.push("memory", SWAP, -1);
+                w.push("memory", LIMIT, -1);
             }
-            (Some(l), None) => w.push(v1("memory", LIMIT, l)),
-            (None, Some(s)) => w.push(v1("memory", SWAP, s)),
-            (None, None) => {}
+            // One of them, or neither.
+            (l, s) => {
+                w.set("memory", LIMIT, l);
+                w.set("memory", SWAP, s);
+            }
         }
-        if let Some(r) = memory.reservation().filter(|r| *r != 0) {
-            w.push(v1("memory", "memory.soft_limit_in_bytes", r));
-        }
+        w.set_nonzero("memory", "memory.soft_limit_in_bytes", memory.reservation());
         if let Some(swappiness) = memory.swappiness() {
             if swappiness > 100 {
                 return Err(anyhow!(
                     "invalid memory swappiness {swappiness}: it must be between 0 and 100"
                 ));
             }
-            w.push(v1("memory", "memory.swappiness", swappiness));
+            w.push("memory", "memory.swappiness", swappiness);
         }
     }
     if let Some(pids) = resources.pids() {
         let limit = pids.limit();
-        w.push(if limit > 0 {
-            v1("pids", "pids.max", limit)
+        if limit > 0 {
+            w.push("pids", "pids.max", limit);
         } else {
-            v1("pids", "pids.max", "max")
-        });
+            w.push("pids", "pids.max", "max");
+        }
     }
     if let Some(blkio) = resources.block_io() {
-        if let Some(weight) = blkio.weight().filter(|w| *w != 0) {
-            // `blkio.weight` is CFQ's; without it, BFQ's (as runc).
-            w.push(v1("blkio", "blkio.weight", weight));
-        }
-        if let Some(weight) = blkio.leaf_weight().filter(|w| *w != 0) {
-            w.push(v1("blkio", "blkio.leaf_weight", weight));
-        }
+        // `blkio.weight` is CFQ's; without it, BFQ's (as runc).
+        w.set_nonzero("blkio", "blkio.weight", blkio.weight());
+        w.set_nonzero("blkio", "blkio.leaf_weight", blkio.leaf_weight());
         for d in blkio.weight_device().iter().flatten() {
             if let Some(weight) = d.weight() {
                 let line = format!("{}:{} {weight}", d.major(), d.minor());
-                w.push(v1("blkio", "blkio.weight_device", line));
+                w.push("blkio", "blkio.weight_device", line);
             }
         }
         for (file, devices) in [
@@ -204,7 +205,7 @@ fn v1_writes(
         ] {
             for d in devices.iter().flatten() {
                 let line = format!("{}:{} {}", d.major(), d.minor(), d.rate());
-                w.push(v1("blkio", file, line));
+                w.push("blkio", file, line);
             }
         }
     }
@@ -214,9 +215,9 @@ fn v1_writes(
             return Err(anyhow!("invalid huge page size {size:?}"));
         }
         let file = format!("hugetlb.{size}.limit_in_bytes");
-        w.push(v1("hugetlb", &file, limit.limit()));
+        w.push("hugetlb", &file, limit.limit());
     }
-    Ok(w)
+    Ok(w.0)
 }
 
 /// Writes `writes` through the container's v1 cgroup directories, each
@@ -357,6 +358,36 @@ mod tests {
         );
         let none = LinuxResourcesBuilder::default().build().unwrap();
         assert!(v1_writes(&none, never).unwrap().is_empty());
+    }
+
+    /// A 0 (or an empty cpu list) leaves the field as is, as in runc;
+    /// burst and idle, where 0 is a value, are written.
+    #[test]
+    fn zero_leaves_a_field_as_is_except_burst_and_idle() {
+        let r = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(0u64)
+                    .quota(0i64)
+                    .burst(0u64)
+                    .idle(0i64)
+                    .cpus("")
+                    .build()
+                    .unwrap(),
+            )
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(0)
+                    .reservation(0)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            files(&v1_writes(&r, never).unwrap()),
+            ["cpu/cpu.cfs_burst_us=0", "cpu/cpu.idle=0"]
+        );
     }
 
     /// The memory limit never goes above the memory+swap limit in between.
