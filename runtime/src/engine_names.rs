@@ -89,7 +89,7 @@ struct Shared {
 }
 
 struct State {
-    names: HashMap<String, Vec<IpAddr>>,
+    names: NameTable,
     /// The user-defined networks the container is on (lowercase).
     networks: Vec<String>,
     /// When the last fetch ended (whether dockerd answered or not).
@@ -278,6 +278,9 @@ fn could_be_docker_name(name: &str, networks: &[String]) -> bool {
     }
 }
 
+/// Neighbours' names (lowercase) and their addresses.
+type NameTable = HashMap<String, Vec<IpAddr>>;
+
 /// Aliases read per endpoint id (an endpoint's aliases are fixed for its
 /// life: `docker network connect --alias` makes a new endpoint).
 type AliasCache = HashMap<String, Vec<String>>;
@@ -333,12 +336,12 @@ fn network_names(
     container: &str,
     get: &(dyn Fn(&str) -> std::io::Result<Value> + Send + Sync),
     aliases: &mut AliasCache,
-) -> std::io::Result<(HashMap<String, Vec<IpAddr>>, Vec<String>)> {
+) -> std::io::Result<(NameTable, Vec<String>)> {
     if !is_id(container) {
         return Err(std::io::Error::other("not a docker container id"));
     }
     let started = Instant::now();
-    let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    let mut out = NameTable::new();
     let mut on: Vec<String> = Vec::new();
     let mut kept = AliasCache::new();
     let me = get(&format!("/containers/{container}/json"))?;
