@@ -263,60 +263,203 @@ mod tests {
 /// `cgroup.procs` that lists it, re-checked against `/proc/self/cgroup`
 /// before every write, stopping at the first difference); each write
 /// holds the lock for writing a few microseconds, as any container's
-/// attach does. Errors stop the thread silently.
+/// attach does. At most `WARM_LIMIT / WARM_PERIOD` writes per create,
+/// whatever the spec (the limit is time, not progress). Errors stop the
+/// writes silently.
+///
+/// Fork safety (L1): libcontainer forks its intermediate process with a
+/// raw `clone3` while this thread runs, and that child allocates before it
+/// execs (it clones its cgroup config and builds a cgroup manager first).
+/// A raw clone runs none of libc's fork handlers, so a malloc lock held by
+/// another thread at that instant stays held in the child for good. So the
+/// thread never allocates or frees while it can overlap a fork: everything
+/// is opened and allocated here, on the caller's thread; this returns only
+/// once the thread is in its loop (std's thread start has run); the loop
+/// is raw syscalls on those descriptors and buffers; and the thread ends
+/// (dropping what it owns) only when the guard is dropped, whose drop
+/// waits for it, never at its deadline or on an error.
 pub fn warm_attach_lock() -> AttachLockWarmer {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("cgroup-warm".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let Some((cgroup, procs)) = own_cgroup() else {
-                return;
-            };
-            let me = std::process::id().to_string();
-            let listed = fs::read_to_string(&procs)
-                .map(|t| t.lines().any(|l| l.trim() == me))
-                .unwrap_or(false);
-            if !listed {
-                return;
-            }
-            let deadline = std::time::Instant::now() + WARM_LIMIT;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed)
-                && std::time::Instant::now() < deadline
-            {
-                // Still where it was: the write cannot move moat anywhere.
-                if fs::read_to_string("/proc/self/cgroup").ok().as_deref() != Some(&cgroup) {
-                    return;
-                }
-                if fs::write(&procs, &me).is_err() {
-                    return;
-                }
-                std::thread::park_timeout(WARM_PERIOD);
-            }
-        })
-        .ok();
-    AttachLockWarmer { stop, thread }
+    let state = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(WARM_STARTING));
+    let thread = WarmFiles::open().and_then(|files| {
+        let shared = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("cgroup-warm".into())
+            .stack_size(64 * 1024)
+            .spawn(move || files.run(&shared))
+            .ok()?;
+        // In its loop before create goes on (towards libcontainer's fork).
+        while state.load(std::sync::atomic::Ordering::Acquire) == WARM_STARTING
+            && !thread.is_finished()
+        {
+            futex_wait(
+                &state,
+                WARM_STARTING,
+                Some(std::time::Duration::from_millis(100)),
+            );
+        }
+        Some(thread)
+    });
+    AttachLockWarmer { state, thread }
 }
 
-/// How often the warmer re-enters the attach lock: well inside one grace
-/// period (about 4–6 ms here at HZ=250, longer under load).
-pub const WARM_PERIOD: std::time::Duration = std::time::Duration::from_millis(2);
-/// The warmer stops by itself after this, whatever happens to create.
-pub const WARM_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the warmer re-enters the attach lock: inside one grace
+/// period (at least about 4 ms here at HZ=250, longer under load; 3 ms
+/// measured as warm as 1 ms).
+pub const WARM_PERIOD: std::time::Duration = std::time::Duration::from_millis(3);
+/// The warmer stops writing after this, whatever happens to create: an
+/// idle host reaches libcontainer's join in about 15–50 ms, a busy one in
+/// hundreds; a create slower than this loses the warm-up (a few ms of a
+/// second), never more.
+pub const WARM_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The warmer's state word: starting, in its loop, told to stop.
+const WARM_STARTING: u32 = 0;
+const WARM_RUNNING: u32 = 1;
+const WARM_STOP: u32 = 2;
+
+/// What the warmer's loop works with, made before it starts.
+struct WarmFiles {
+    /// `/proc/self/cgroup`, read again (at offset 0) before each write.
+    self_cgroup: fs::File,
+    /// Its text when the warmer started.
+    expected: Vec<u8>,
+    /// Room for one more byte than that (a longer text is a change).
+    buf: Vec<u8>,
+    /// `cgroup.procs` of the cgroup moat is in, open for writing.
+    procs: fs::File,
+    /// moat's pid, as written there.
+    me: Vec<u8>,
+}
+
+impl WarmFiles {
+    /// Opens and reads what the loop needs (None: moat is not listed in
+    /// the `cgroup.procs` of its own cgroup, or it cannot be opened).
+    fn open() -> Option<WarmFiles> {
+        let (cgroup, procs) = own_cgroup()?;
+        let me = std::process::id().to_string();
+        let listed = fs::read_to_string(&procs)
+            .map(|t| t.lines().any(|l| l.trim() == me))
+            .unwrap_or(false);
+        if !listed {
+            return None;
+        }
+        let expected = cgroup.into_bytes();
+        Some(WarmFiles {
+            self_cgroup: fs::File::open("/proc/self/cgroup").ok()?,
+            buf: vec![0; expected.len() + 1],
+            expected,
+            procs: fs::OpenOptions::new().write(true).open(&procs).ok()?,
+            me: me.into_bytes(),
+        })
+    }
+
+    /// The loop: no allocation, no free, until told to stop.
+    fn run(mut self, state: &std::sync::atomic::AtomicU32) {
+        use std::sync::atomic::Ordering;
+        let _ = state.compare_exchange(
+            WARM_STARTING,
+            WARM_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        futex_wake(state);
+        let deadline = std::time::Instant::now() + WARM_LIMIT;
+        let mut writing = true;
+        while state.load(Ordering::Acquire) != WARM_STOP {
+            if writing {
+                writing = std::time::Instant::now() < deadline && self.write_once();
+            }
+            // Writing: until the next write (or the guard's wake);
+            // otherwise until the guard's wake only.
+            futex_wait(state, WARM_RUNNING, writing.then_some(WARM_PERIOD));
+        }
+        // `self` is freed as this returns, while the guard's drop waits.
+    }
+
+    /// One no-op migration, if moat is still where it was (false: it is
+    /// not, or the write failed: no more writes).
+    fn write_once(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: buf is a valid writable buffer of its length; the fd is
+        // open for the life of self.
+        let n = unsafe {
+            libc::pread(
+                self.self_cgroup.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
+        // Still where it was: the write cannot move moat anywhere.
+        if usize::try_from(n).ok().and_then(|n| self.buf.get(..n)) != Some(&self.expected[..]) {
+            return false;
+        }
+        // SAFETY: me is a valid buffer of its length; the fd is open.
+        let written = unsafe {
+            libc::write(
+                self.procs.as_raw_fd(),
+                self.me.as_ptr().cast(),
+                self.me.len(),
+            )
+        };
+        usize::try_from(written) == Ok(self.me.len())
+    }
+}
+
+/// Waits while `word` holds `expected` (at most `timeout`): a raw futex
+/// wait, no allocation.
+fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is a valid aligned u32 for the duration of the call;
+    // ts_ptr is null or points to a timespec that outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ts_ptr,
+        );
+    }
+}
+
+/// Wakes every waiter on `word`.
+fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: word is a valid aligned u32 for the duration of the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
 
 /// Stops the warmer thread of [`warm_attach_lock`] when dropped (and waits
-/// for it, so no write of it outlives the guard).
+/// for it, so no write of it outlives the guard, and it frees what it
+/// holds only while the guard waits).
 pub struct AttachLockWarmer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    state: std::sync::Arc<std::sync::atomic::AtomicU32>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for AttachLockWarmer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .store(WARM_STOP, std::sync::atomic::Ordering::Release);
+        futex_wake(&self.state);
         if let Some(t) = self.thread.take() {
-            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -704,6 +704,17 @@ pub fn prescan_ids_in_use() {
     PRESCAN.with(|p| *p.borrow_mut() = Some(handle));
 }
 
+/// Waits for the scan [`prescan_ids_in_use`] started when no allocation
+/// took it (a create without an id range): called before libcontainer
+/// forks with a raw `clone3`, whose child allocates before it execs, so no
+/// thread of moat's allocates across that fork (a malloc lock held then
+/// would stay held in the child; see `cgroup_probe::warm_attach_lock`).
+pub fn finish_prescan() {
+    if let Some(h) = PRESCAN.with(|p| p.borrow_mut().take()) {
+        let _ = h.join();
+    }
+}
+
 /// The scan [`prescan_ids_in_use`] started, taken once; otherwise (or if
 /// that thread failed) a scan now.
 fn ids_in_use_for_allocation() -> BTreeSet<u32> {

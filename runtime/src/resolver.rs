@@ -229,45 +229,49 @@ fn register(
             .collect(),
         docker_container: (docker_made && egress.redirects_dns()).then(|| id.to_string()),
     };
-    let text = serde_json::to_vec(&reg)?;
+    write_registration(root, id, &serde_json::to_vec(&reg)?)
+}
+
+/// Writes registration `text` of container `id` under the registry lock
+/// (shared).
+fn write_registration(root: &Path, id: &str, text: &[u8]) -> Result<()> {
     let regs = registrations(root);
     // A few rounds at most: each one lost only to a resolver that removed
     // its (unused) directory meanwhile.
     for _ in 0..100 {
         crate::state::create_private_dir_all(&regs)
             .context("cannot create the resolver's directory")?;
-        let lock_path = dir(root).join(REGISTRY_LOCK);
-        let Ok(lock) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-        else {
+        let Some(_held) = lock_registry(root, nix::fcntl::FlockArg::LockShared) else {
             continue;
         };
-        let Ok(held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared) else {
-            continue;
-        };
-        // The lock must still be the directory's: a resolver that removed
-        // the directory renamed it away (and the lock with it) first.
-        let current = fs::metadata(&lock_path);
-        let ours = held.metadata();
-        let same = match (current, ours) {
-            (Ok(c), Ok(o)) => {
-                use std::os::unix::fs::MetadataExt;
-                c.dev() == o.dev() && c.ino() == o.ino()
-            }
-            _ => false,
-        };
-        if !same {
-            continue;
-        }
         let tmp = regs.join(format!(".{id}.tmp"));
-        fs::write(&tmp, &text).context("cannot write the resolver registration")?;
+        fs::write(&tmp, text).context("cannot write the resolver registration")?;
         fs::rename(&tmp, regs.join(id)).context("cannot write the resolver registration")?;
         return Ok(());
     }
     bail!("cannot write the resolver registration: its directory kept going away")
+}
+
+/// The registry lock of the resolver's directory, taken (`how`: shared to
+/// write a registration, exclusive to remove the directory), and still
+/// that directory's lock once taken: whoever removes the directory renames
+/// it away (the lock with it) while holding the lock exclusively, so a
+/// lock taken after that is a gone directory's and protects nothing.
+/// None: the directory is gone or was replaced meanwhile (look again), or
+/// the lock cannot be taken.
+fn lock_registry(root: &Path, how: nix::fcntl::FlockArg) -> Option<nix::fcntl::Flock<File>> {
+    use std::os::unix::fs::MetadataExt;
+    let lock_path = dir(root).join(REGISTRY_LOCK);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .ok()?;
+    let held = nix::fcntl::Flock::lock(lock, how).ok()?;
+    let current = fs::metadata(&lock_path).ok()?;
+    let ours = held.metadata().ok()?;
+    (current.dev() == ours.dev() && current.ino() == ours.ino()).then_some(held)
 }
 
 /// Asks the resolver to attach registered container `id` and waits until
@@ -383,36 +387,35 @@ fn registered(root: &Path) -> bool {
 }
 
 /// Removes the resolver's directory if no container is registered, under
-/// the registry lock (held exclusively): the directory is first renamed
-/// away, so a create that writes a registration after this finds a new
-/// directory (and starts a new resolver). Returns false if a container
-/// is registered.
+/// the registry lock (held exclusively, the lock registrations are written
+/// under, created if the directory has none yet): the directory is first
+/// renamed away, so a create that writes a registration after this finds
+/// a new directory (and starts a new resolver). Returns false if a
+/// container is registered.
 fn remove_if_unregistered(root: &Path) -> bool {
     let d = dir(root);
-    let Ok(lock) = OpenOptions::new().write(true).open(d.join(REGISTRY_LOCK)) else {
-        // No lock: no registration was ever written (or the directory is
-        // gone already).
-        if !registered(root) {
-            let _ = fs::remove_dir_all(&d);
+    for _ in 0..100 {
+        if fs::symlink_metadata(&d).is_err() {
+            // Gone already: nothing is registered in it.
             return true;
         }
-        return false;
-    };
-    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive) else {
-        return false;
-    };
-    if registered(root) {
-        return false;
+        let Some(_held) = lock_registry(root, nix::fcntl::FlockArg::LockExclusive) else {
+            continue;
+        };
+        if registered(root) {
+            return false;
+        }
+        let gone = crate::state::private_root(root).join(format!(
+            ".resolver.gone.{}.{}",
+            std::process::id(),
+            random_query_id()
+        ));
+        if fs::rename(&d, &gone).is_ok() {
+            let _ = fs::remove_dir_all(&gone);
+        }
+        return true;
     }
-    let gone = crate::state::private_root(root).join(format!(
-        ".resolver.gone.{}.{}",
-        std::process::id(),
-        random_query_id()
-    ));
-    if fs::rename(&d, &gone).is_ok() {
-        let _ = fs::remove_dir_all(&gone);
-    }
-    true
+    false
 }
 
 /// One request on the control socket; the answer line.
@@ -1031,15 +1034,16 @@ fn start_dns(
     let stop = stop.clone();
     let id2 = id.to_string();
     let reg = reg.clone();
+    // Its fetching thread starts here, in the worker's own namespace.
+    let docker = reg
+        .docker_container
+        .as_deref()
+        .map(crate::engine_names::DockerNames::new);
     spawn_serving(
         format!("dns-{id}"),
         256 * 1024,
         move || open_sockets(&netns).map(|socks| (socks, netns)),
         move |(Sockets { udp, tcp, nft }, netns)| {
-            let docker = reg
-                .docker_container
-                .as_deref()
-                .map(crate::engine_names::DockerNames::new);
             let mut ns = Namespace {
                 id: id2,
                 rules,
@@ -1295,7 +1299,7 @@ fn answer(s: &mut Namespace, query: &[u8], via: Transport) -> Option<Vec<u8>> {
     let q = message::parse_query(query)?;
     // A container on a docker network: its neighbours' names are answered
     // from dockerd's record, never forwarded anywhere.
-    if let Some(addrs) = s.docker.as_mut().and_then(|d| d.lookup(&q.name)) {
+    if let Some(addrs) = s.docker.as_ref().and_then(|d| d.lookup(&q.name)) {
         let records: Vec<(IpAddr, u32)> = addrs.into_iter().map(|a| (a, DOCKER_NAME_TTL)).collect();
         return Some(message::records_reply(query, &q, 0, &records));
     }
@@ -1565,6 +1569,51 @@ mod tests {
         l.window -= Duration::from_secs(11);
         assert!(l.allow("c"));
         assert_eq!(l.suppressed, 0);
+    }
+
+    /// L5: the directory is removed only under the registry lock the
+    /// registrations are written under, re-checked once held: creates
+    /// registering while resolvers remove the (unused) directory never
+    /// lose a registration they were told is written.
+    #[test]
+    fn no_registration_is_lost_to_a_concurrent_removal() {
+        let root = std::env::temp_dir().join(format!("moat-reglock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let stop = AtomicBool::new(false);
+        let (written, lost) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let (root, stop, written, lost) = (&root, &stop, &written, &lost);
+                s.spawn(move || {
+                    let id = format!("c{t}");
+                    while !stop.load(Ordering::Relaxed) {
+                        if write_registration(root, &id, b"{}").is_err() {
+                            continue;
+                        }
+                        written.fetch_add(1, Ordering::Relaxed);
+                        let reg = registrations(root).join(&id);
+                        if fs::symlink_metadata(&reg).is_err() {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = fs::remove_file(&reg);
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let (root, stop) = (&root, &stop);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        remove_if_unregistered(root);
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let _ = fs::remove_dir_all(&root);
+        let (written, lost) = (written.into_inner(), lost.into_inner());
+        assert!(written > 100, "only {written} registrations written");
+        assert_eq!(lost, 0, "{lost} of {written} registrations lost");
     }
 
     /// Runs `f` on a thread in a new network namespace with its loopback

@@ -522,6 +522,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     crate::phase::done(crate::phase::REPORT);
 
     redirect_null_stdio();
+    // No thread but the warmer (allocation-free) runs across libcontainer's
+    // fork.
+    crate::idpool::finish_prescan();
     let executor = SelfCheck {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
         seccomp: seccomp_filter,
