@@ -7,6 +7,11 @@
 //!   engine's state roots; a tmpfs named like one elsewhere is a plain
 //!   tmpfs bind, held to the inode rule.
 //!
+//! - T5 (ptys, red-team R8-2): the container's devpts hands out at most
+//!   `filesystem.pty_max` ptys; every devpts but the host's shares one
+//!   kernel pool (`kernel.pty.max - kernel.pty.reserve`), which one
+//!   container used to drain for all others.
+//!
 //! Every case ends with the leak check.
 
 use std::fs;
@@ -159,4 +164,37 @@ fn an_engine_shm_name_outside_the_engine_roots_is_a_plain_tmpfs() {
         ],
     );
     assert!(!shm.join("planted").exists(), "the container wrote the shm");
+}
+
+/// Red-team R8-2: one container opened 3071 ptys (every pty of the kernel's
+/// pool for non-host devpts instances) and every other container's
+/// `/dev/ptmx` failed with ENOSPC. Now its devpts carries `max=`.
+#[test]
+fn a_container_gets_at_most_pty_max_ptys() {
+    let env = Env::new();
+    // Twelve holders of a pty each; count the ptys the devpts handed out.
+    let script = "i=0; while [ $i -lt 12 ]; do sleep 30 </dev/ptmx 2>/dev/null & i=$((i+1)); done; \
+                  sleep 1; ls /dev/pts | grep -c '^[0-9]'; grep -o 'devpts.*max=[0-9]*' /proc/self/mountinfo | grep -o 'max=[0-9]*'";
+    let b = env.sh_bundle(script);
+    let pf = policy_file(&env, "pty.toml", "[filesystem]\npty_max = 8\n");
+    let id = env.id("pty-max");
+    let leak = env.leak_check(&id);
+    let out = {
+        let _g = env.guard(&id);
+        env.moat(&["--policy", &pf, "run", "--bundle", b.path(), &id])
+    };
+    out.assert_ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, ["8", "max=8"], "{}", out.stdout);
+    leak.verify();
+
+    // The default policy: 256, well below the kernel's shared pool.
+    let b =
+        env.sh_bundle("grep -o 'devpts.*max=[0-9]*' /proc/self/mountinfo | grep -o 'max=[0-9]*'");
+    let id = env.id("pty-default");
+    let leak = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "max=256", "{}", out.stdout);
+    leak.verify();
 }

@@ -390,3 +390,92 @@ fn a_pid_file_directory_link_to_etc_is_refused() {
     assert_eq!(errors, 1, "one line:\n{out}");
     leak.verify();
 }
+
+/// Red-team R8-3 (T35): `--console-socket` was connected to by name as
+/// host root, following a link the bundle's owner planted: a root-only
+/// socket (its directory 0700) received the container's pty master and
+/// typed into the container's shell. Now a link at the final name is
+/// refused for create and exec, before anything is made; a real socket
+/// still gets the terminal.
+#[test]
+fn a_console_socket_link_is_refused_and_never_connected() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    let env = Env::new();
+    let private = env.tmp.path().join("root-only");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = UnixListener::bind(private.join("victim.sock")).unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let not_connected = |what: &str| {
+        assert!(
+            matches!(victim.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{what}: moat connected to the root-only socket through the link"
+        );
+    };
+
+    let mut b = env.bundle(&["sh"]);
+    b.config["process"]["terminal"] = serde_json::json!(true);
+    b.write();
+    let link = Path::new(b.path()).join("console.sock");
+    make_symlink(private.join("victim.sock").to_str().unwrap(), &link);
+    let id = env.id("consolelink");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        let out = env.moat(&[
+            "create",
+            "--console-socket",
+            link.to_str().unwrap(),
+            "--bundle",
+            b.path(),
+            &id,
+        ]);
+        out.assert_fails_with("refusing console socket");
+        out.assert_fails_with("symbolic link");
+        assert!(!out.stderr.trim().contains('\n'), "{}", out.stderr);
+    }
+    not_connected("create");
+    leak.verify();
+
+    // exec -t of a running container: the same.
+    let run = env.bundle(&["sleep", "300"]);
+    let id = env.id("consolelink-exec");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&["run", "--detach", "--bundle", run.path(), &id])
+            .assert_ok();
+        let out = env.moat(&[
+            "exec",
+            "--tty",
+            "--console-socket",
+            link.to_str().unwrap(),
+            &id,
+            "true",
+        ]);
+        out.assert_fails_with("symbolic link");
+        not_connected("exec");
+    }
+    leak.verify();
+
+    // A real socket (what engines pass) still gets the terminal.
+    let real = UnixListener::bind(Path::new(b.path()).join("real.sock")).unwrap();
+    let id = env.id("consolereal");
+    let leak = env.leak_check(&id);
+    {
+        let _g = env.guard(&id);
+        env.moat(&[
+            "create",
+            "--console-socket",
+            Path::new(b.path()).join("real.sock").to_str().unwrap(),
+            "--bundle",
+            b.path(),
+            &id,
+        ])
+        .assert_ok();
+        real.set_nonblocking(true).unwrap();
+        assert!(real.accept().is_ok(), "no connection to the real socket");
+    }
+    leak.verify();
+}

@@ -196,21 +196,70 @@ pub fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// `refusing <what> <path>: <why>`, the one line of a host path moat will
+/// not use.
+fn refusal(what: &str, path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("refusing {what} {}: {why}", path.display()),
+    )
+}
+
+/// Opens the final name of `path` with `flags` (which hold `O_NOFOLLOW`)
+/// in its directory walked by [`open_directory`]; a link there (ELOOP) is
+/// refused as `refusing <what> <path>: it is a symbolic link`.
+fn open_final(path: &Path, what: &str, flags: OFlag, mode: Mode) -> std::io::Result<OwnedFd> {
+    let (dir, name) = split(path).ok_or_else(|| refusal(what, path, "it names no file"))?;
+    let dir = open_directory(dir)?;
+    let fd = openat(Some(dir.as_raw_fd()), name, flags, mode).map_err(|e| match e {
+        nix::errno::Errno::ELOOP => refusal(what, path, "it is a symbolic link"),
+        e => e.into(),
+    })?;
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A console socket named by the caller (`--console-socket` of create, run
+/// and exec), opened `O_PATH` without following a link: its directory part
+/// walked as [`open_directory`] does, its final name not a symbolic link,
+/// and what is there a socket. moat connects as host root and hands the
+/// container's pty master to whatever listens: by name, a link a tenant
+/// planted in a directory it can write made moat connect to a root-only
+/// socket (red-team R8-3, T35). Connect through [`ConsoleSocket::path`],
+/// the descriptor's `/proc/self/fd/N` name, in this process.
+pub struct ConsoleSocket(OwnedFd);
+
+impl ConsoleSocket {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let refused = |why: &str| refusal("console socket", path, why);
+        let fd = open_final(
+            path,
+            "console socket",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFSOCK => Ok(Self(fd)),
+            libc::S_IFLNK => Err(refused("it is a symbolic link")),
+            _ => Err(refused("not a socket")),
+        }
+    }
+
+    /// The name to connect to: this process's descriptor of the socket.
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+}
+
 /// Opens the log file for appending as host root: created 0644 if absent;
 /// refused when it is a symlink (O_NOFOLLOW), not a regular file, or has
 /// other hard links (a name for some other file).
 pub fn open_log_append(path: &Path) -> std::io::Result<File> {
-    let refused = |why: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("refusing log file {}: {why}", path.display()),
-        )
-    };
-    let (dir, name) = split(path).ok_or_else(|| refused("it names no file"))?;
-    let dir = open_directory(dir)?;
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        name,
+    let refused = |why: &str| refusal("log file", path, why);
+    let fd = open_final(
+        path,
+        "log file",
         // O_NONBLOCK: a FIFO planted there must not hang moat (it fails
         // with ENXIO without a reader, or is refused below).
         OFlag::O_WRONLY
@@ -221,13 +270,8 @@ pub fn open_log_append(path: &Path) -> std::io::Result<File> {
             | OFlag::O_NONBLOCK
             | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| match e {
-        nix::errno::Errno::ELOOP => refused("it is a symbolic link"),
-        e => e.into(),
-    })?;
-    // SAFETY: openat returned a fresh descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
+    )?;
+    let file = File::from(fd);
     let md = file.metadata()?;
     if !md.file_type().is_file() {
         return Err(refused("not a regular file"));

@@ -376,6 +376,11 @@ impl Default for EgressPolicy {
 /// tens of mounts (defaults, volumes, a pod's projected files).
 pub const DEFAULT_MAX_MOUNTS: u32 = 256;
 
+/// `filesystem.pty_max` by default: a shell, `docker exec -t` or sshd
+/// sessions take one pty each; twelve containers at the cap still leave
+/// the kernel's shared pool (3072 by default) to nobody but them.
+pub const DEFAULT_PTY_MAX: u32 = 256;
+
 /// The engines' state roots where they are by default: docker's data-root
 /// and exec-root, containerd's root and state, kubelet's root-dir.
 pub const DEFAULT_DOCKER_ROOTS: &[&str] = &["/var/lib/docker", "/run/docker"];
@@ -519,6 +524,11 @@ pub struct FilesystemPolicy {
     /// mount in the host's mount namespace for the container's life, and
     /// the kernel allows 100 000 there (`fs.mount-max`) for the whole node.
     pub max_mounts: u32,
+    /// The most ptys the container's devpts may hand out (its `max=`,
+    /// red-team R8-2): every devpts but the host's draws from one pool of
+    /// `kernel.pty.max - kernel.pty.reserve` (3072 by default), so one
+    /// container holding them all broke every other container's terminals.
+    pub pty_max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -598,6 +608,7 @@ impl Default for FilesystemPolicy {
             tmpfs_size: "64m".into(),
             tmpfs_total: "512m".into(),
             max_mounts: DEFAULT_MAX_MOUNTS,
+            pty_max: DEFAULT_PTY_MAX,
         }
     }
 }
@@ -642,6 +653,8 @@ pub enum PolicyError {
     TmpfsTotal(String),
     #[error("policy key filesystem.max_mounts must be positive")]
     MaxMounts,
+    #[error("policy key filesystem.pty_max must be positive")]
+    PtyMax,
     #[error("policy key engines.{0}: {1:?} is not an absolute path other than / without . or .. components")]
     EngineRoot(&'static str, String),
     #[error("policy key seccomp.listener_paths: {0:?} is not an absolute path")]
@@ -732,6 +745,9 @@ impl Policy {
             .ok_or_else(|| PolicyError::TmpfsTotal(self.filesystem.tmpfs_total.clone()))?;
         if self.filesystem.max_mounts == 0 {
             return Err(PolicyError::MaxMounts);
+        }
+        if self.filesystem.pty_max == 0 {
+            return Err(PolicyError::PtyMax);
         }
         self.engines.validate()?;
         for path in &self.seccomp.listener_paths {

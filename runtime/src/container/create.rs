@@ -313,6 +313,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         // Kept open until libcontainer has joined it (facts name its fd).
         engine_userns: _engine_userns,
     } = precheck(ctx, opts)?;
+    // Before the first side effect: opened without following a tenant's
+    // link; libcontainer connects to it from this process through the
+    // descriptor (T35, red-team R8-3).
+    let console = opts
+        .console_socket
+        .map(crate::host_file::ConsoleSocket::open)
+        .transpose()
+        .context("cannot use the console socket")?;
     let root = ctx.root()?;
     let id = opts.id;
     let paths = ContainerPaths::new(&root, id);
@@ -529,9 +537,10 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         allowed_caps: capability_mask(&moat_state.allowed_capabilities),
         seccomp: seccomp_filter,
     };
+    let console_path = console.as_ref().map(crate::host_file::ConsoleSocket::path);
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(executor)
-        .with_console_socket(opts.console_socket)
+        .with_console_socket(console_path.as_deref())
         .with_root_path(&root)
         .context("invalid --root")?
         .with_preserved_fds(opts.preserve_fds)

@@ -148,7 +148,11 @@ fn exec_in_container(ctx: &Ctx, args: liboci_cli::Exec) -> Result<i32> {
             // the name: one name per exec, removed only by this exec, so
             // concurrent execs never connect to each other's socket (G5).
             let link = exec_console_link_name();
-            let connected = libcontainer::tty::setup_console_socket(&private, socket, &link);
+            // Never through a tenant's link (T35, red-team R8-3).
+            let socket = crate::host_file::ConsoleSocket::open(socket)
+                .context("cannot use the console socket")?;
+            let connected =
+                libcontainer::tty::setup_console_socket(&private, &socket.path(), &link);
             let _ = fs::remove_file(private.join(&link));
             Some(
                 connected

@@ -182,6 +182,8 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
         } else if typ == "sysfs" || typ == "cgroup" || typ == "cgroup2" {
             // `rrw` too: libcontainer applies it after `ro`, over the tree.
             ensure_options(m, &["ro", "nosuid", "nodev", "noexec"], &["rw", "rrw"])
+        } else if typ == "devpts" {
+            cap_devpts(m, policy.filesystem.pty_max)
         } else {
             false
         };
@@ -193,6 +195,8 @@ pub(super) fn harden_mounts(spec: &mut Spec, policy: &Policy, report: &mut Repor
                 m.options().clone().unwrap_or_default().join(","),
                 if typ == "sysfs" || typ.starts_with("cgroup") {
                     "/sys and cgroupfs are read-only"
+                } else if typ == "devpts" {
+                    "every devpts but the host's shares one pool of ptys (kernel.pty.max - kernel.pty.reserve): filesystem.pty_max bounds this container's share (red-team R8-2)"
                 } else {
                     "workload mounts must not carry setuid binaries or device nodes"
                 },
@@ -375,6 +379,28 @@ fn cap_tmpfs(m: &mut Mount, cap_text: &str, dev: bool) -> bool {
     }
     let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
     ensure_options(m, &add, &remove)
+}
+
+/// Gives a devpts mount a `max=` no larger than `cap` (policy
+/// `filesystem.pty_max`): a larger, unparsable or missing `max=` is
+/// replaced. The kernel's pty count is one pool for every devpts instance
+/// but the host's (`kernel.pty.max - kernel.pty.reserve`, 3072 by
+/// default), so without a per-instance bound one container holding every
+/// pty made every other container's `/dev/ptmx` fail with ENOSPC
+/// (red-team R8-2, threat T5).
+fn cap_devpts(m: &mut Mount, cap: u32) -> bool {
+    let opts = m.options().clone().unwrap_or_default();
+    let maxes: Vec<&String> = opts.iter().filter(|o| o.starts_with("max=")).collect();
+    let within = !maxes.is_empty()
+        && maxes
+            .iter()
+            .all(|o| o["max=".len()..].parse::<u32>().is_ok_and(|n| n <= cap));
+    if within {
+        return false;
+    }
+    let remove: Vec<&str> = maxes.iter().map(|o| o.as_str()).collect();
+    let max = format!("max={cap}");
+    ensure_options(m, &[max.as_str()], &remove)
 }
 
 /// The size a hardened tmpfs mount holds at most (its last `size=`).

@@ -881,3 +881,55 @@ fn read_write_options_a_read_only_one_contradicts_are_dropped() {
     );
     assert!(!super::writability(&sys).top);
 }
+
+/// Red-team R8-2: every devpts but the host's draws from one pool of
+/// `kernel.pty.max - kernel.pty.reserve` ptys; one container took all 3072.
+#[test]
+fn devpts_gets_a_pty_max_from_the_policy() {
+    fn devpts_max(v: Option<Value>, policy: &Policy) -> (Vec<String>, bool) {
+        let s = docker_with(|d| {
+            let m = d["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|m| m["type"] == "devpts")
+                .unwrap();
+            if let Some(o) = v {
+                m["options"].as_array_mut().unwrap().push(o);
+            }
+        });
+        let h = ok_with(&s, policy, &facts());
+        let maxes = opts(mount_at(&h.spec, "/dev/pts"))
+            .into_iter()
+            .filter(|o| o.starts_with("max="))
+            .collect();
+        (
+            maxes,
+            has_line(&h.report, Rule::MountFlags, "mounts[/dev/pts].options"),
+        )
+    }
+    let p = Policy::default();
+    assert_eq!(p.filesystem.pty_max, 256);
+    // docker's devpts has no max=: the policy's is added, and reported.
+    assert_eq!(devpts_max(None, &p), (vec!["max=256".to_string()], true));
+    // A smaller one is the spec's own and stays.
+    assert_eq!(
+        devpts_max(Some(json!("max=8")), &p),
+        (vec!["max=8".to_string()], false)
+    );
+    // A larger, unparsable or negative one is replaced.
+    for bad in ["max=100000", "max=", "max=-1", "max=1k"] {
+        assert_eq!(
+            devpts_max(Some(json!(bad)), &p),
+            (vec!["max=256".to_string()], true),
+            "{bad}"
+        );
+    }
+    let mut small = Policy::default();
+    small.filesystem.pty_max = 4;
+    assert_eq!(
+        devpts_max(Some(json!("max=8")), &small),
+        (vec!["max=4".to_string()], true)
+    );
+    assert!(Policy::from_toml("[filesystem]\npty_max = 0\n").is_err());
+}
