@@ -192,6 +192,7 @@ fn main() -> ExitCode {
             .learn_dir
             .clone()
             .map(commands::learn::LearnTarget::Dir),
+        policy_read: Default::default(),
     };
     let result: anyhow::Result<i32> = match opts.cmd {
         Cmd::Create(a) => commands::create::create(&ctx, a).map(|_| 0),

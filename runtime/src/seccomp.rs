@@ -150,11 +150,18 @@ pub fn native_architectures() -> Vec<Arch> {
 
 /// The default profile with moat's always-denied rules applied, built for
 /// this host's architectures.
+/// Built once per process (`harden` runs twice per create); the source is
+/// the embedded file, so nothing outside the binary can change it.
 pub fn default_profile() -> Result<LinuxSeccomp, ProfileError> {
+    static BUILT: std::sync::OnceLock<LinuxSeccomp> = std::sync::OnceLock::new();
+    if let Some(profile) = BUILT.get() {
+        return Ok(profile.clone());
+    }
     let mut base: LinuxSeccomp = serde_json::from_str(DEFAULT_PROFILE_JSON)?;
     base.set_architectures(Some(native_architectures()));
     let mut scratch = Report::default();
-    Ok(enforce_always_denied(base, &mut scratch))
+    let profile = enforce_always_denied(base, &mut scratch);
+    Ok(BUILT.get_or_init(|| profile).clone())
 }
 
 fn allows(action: LinuxSeccompAction) -> bool {

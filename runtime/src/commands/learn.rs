@@ -147,6 +147,7 @@ fn learn_bundle(ctx: &Ctx, args: LearnArgs) -> Result<i32> {
         systemd_cgroup: ctx.systemd_cgroup,
         policy_path: ctx.policy_path.clone(),
         learn: Some(LearnTarget::File(output.clone())),
+        policy_read: ctx.policy_read.clone(),
     };
     let signals = SigSet::all();
     let mut container = create_container(

@@ -37,6 +37,10 @@ pub struct Ctx {
     /// Learn a seccomp profile for containers this invocation creates
     /// (`--learn-dir`, or `moat learn`).
     pub learn: Option<learn::LearnTarget>,
+    /// The policy [`Ctx::policy`] read, kept for the rest of the command:
+    /// `run` needs it again after create (and cleans up with the policy the
+    /// container was created under). Only this process's memory.
+    pub policy_read: std::cell::OnceCell<Policy>,
 }
 
 impl Ctx {
@@ -44,6 +48,14 @@ impl Ctx {
     /// embedded default. A file that exists but is invalid is an error, never
     /// silently replaced by the default.
     pub fn policy(&self) -> Result<Policy> {
+        if let Some(policy) = self.policy_read.get() {
+            return Ok(policy.clone());
+        }
+        let policy = self.read_policy()?;
+        Ok(self.policy_read.get_or_init(|| policy).clone())
+    }
+
+    fn read_policy(&self) -> Result<Policy> {
         let (path, explicit) = match &self.policy_path {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_POLICY_PATH), false),

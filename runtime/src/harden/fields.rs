@@ -99,11 +99,18 @@ pub const FIELDS: &[(&str, FieldClass)] = &[
 pub fn class_of(path: &str) -> Option<FieldClass> {
     FIELDS
         .iter()
-        .filter(|(p, _)| {
-            path == *p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}[]"))
-        })
+        .filter(|(p, _)| path == *p || is_below(path, p))
         .max_by_key(|(p, _)| p.len())
         .map(|(_, c)| *c)
+}
+
+/// Is `path` strictly below `ancestor` (`ancestor.` or `ancestor[]` then
+/// more)? Compared in place: this runs for every leaf of every spec (a
+/// seccomp profile has hundreds), and formatting the two prefixes per
+/// table entry was most of `harden`'s time (issue 17).
+fn is_below(path: &str, ancestor: &str) -> bool {
+    path.strip_prefix(ancestor)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("[]"))
 }
 
 /// Every leaf path of `value` (arrays as `[]`) the table does not classify.
@@ -166,9 +173,7 @@ pub fn refuse_unsupported_fields(spec: &Spec) -> Result<(), Refusal> {
 
 /// True when the table classifies something strictly below `path`.
 fn has_entries_below(path: &str) -> bool {
-    FIELDS
-        .iter()
-        .any(|(p, _)| p.starts_with(&format!("{path}.")) || p.starts_with(&format!("{path}[]")))
+    FIELDS.iter().any(|(p, _)| is_below(p, path))
 }
 
 /// Every path present in `v` down to the table's entries (nulls skipped).
@@ -194,8 +199,9 @@ fn collect(v: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         Value::Array(items) => {
+            let p = format!("{path}[]");
             for item in items {
-                collect(item, &format!("{path}[]"), out);
+                collect(item, &p, out);
             }
         }
         _ => {}
