@@ -46,6 +46,12 @@ const MAX_MISSES: usize = 1024;
 /// serving thread's other queries wait meanwhile); after it, the lookup
 /// answers from what is known.
 pub const LOOKUP_WAIT: Duration = Duration::from_millis(250);
+/// Until the first fetch has ended, a lookup may wait until this long
+/// after the fetching started: a container asks for its neighbours as it
+/// starts (compose's `web` resolving `db`), before anything was read, and
+/// a REFUSED answer then would fail it. Bounded, so a hung dockerd stalls
+/// the serving thread for at most this once per container.
+pub const FIRST_FETCH_WAIT: Duration = Duration::from_secs(3);
 /// The most endpoints read per network.
 const MAX_ENDPOINTS: usize = 256;
 /// A fetch stops reading new endpoints' aliases after this long (names
@@ -86,6 +92,8 @@ struct Shared {
     wake: Condvar,
     /// Signalled when a fetch has ended.
     fetched: Condvar,
+    /// When the first fetch was asked for (this value's creation).
+    started: Instant,
 }
 
 struct State {
@@ -133,6 +141,7 @@ impl DockerNames {
             }),
             wake: Condvar::new(),
             fetched: Condvar::new(),
+            started: Instant::now(),
         });
         let fetcher = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -162,7 +171,11 @@ impl DockerNames {
         if known && fresh {
             return st.names.get(&name).cloned();
         }
+        // Before the first fetch the container's networks are not known
+        // yet, so `LABEL.NETWORK` cannot be told from other names.
+        let first_pending = st.fetched_at.is_none();
         if !known
+            && !first_pending
             && (!could_be_docker_name(&name, &st.networks)
                 || st.misses.get(&name).is_some_and(|t| now - *t < MISS_TTL))
         {
@@ -172,7 +185,10 @@ impl DockerNames {
         sh.wake.notify_all();
         let asked_at = st.generation;
         if st.fetching || st.next_fetch <= now {
-            let deadline = now + LOOKUP_WAIT;
+            let mut deadline = now + LOOKUP_WAIT;
+            if first_pending {
+                deadline = deadline.max(sh.started + FIRST_FETCH_WAIT);
+            }
             while st.generation == asked_at {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                     break;
@@ -711,12 +727,22 @@ mod tests {
         assert!(names.lookup("n50.appnet").is_some());
     }
 
-    /// M1: a dockerd that hangs holds no lookup beyond LOOKUP_WAIT.
+    /// M1: a dockerd that hangs holds lookups at most FIRST_FETCH_WAIT
+    /// after the container's names were first asked for, then no lookup
+    /// beyond LOOKUP_WAIT.
     #[test]
     fn a_hung_dockerd_does_not_hold_lookups() {
-        let dockerd = FakeDockerd::new(3, Duration::from_secs(3));
+        let dockerd = FakeDockerd::new(3, Duration::from_secs(5));
+        let started = Instant::now();
         let names = DockerNames::with_api("aaaa", dockerd.api());
-        for name in ["n1", "n2", "n1", "whatever"] {
+        assert!(names.lookup("n1").is_none());
+        let first = started.elapsed();
+        assert!(
+            first >= FIRST_FETCH_WAIT - Duration::from_millis(200)
+                && first <= FIRST_FETCH_WAIT + Duration::from_millis(200),
+            "the first lookup waited {first:?}"
+        );
+        for name in ["n2", "n1", "whatever"] {
             let t = Instant::now();
             assert!(names.lookup(name).is_none());
             assert!(
@@ -725,6 +751,17 @@ mod tests {
                 t.elapsed()
             );
         }
+    }
+
+    /// A container asking for a neighbour as it starts waits for the
+    /// first fetch (a slow dockerd: 100 ms per call), also for
+    /// `NAME.NETWORK` before its networks are known.
+    #[test]
+    fn the_first_lookup_waits_for_the_first_fetch() {
+        let dockerd = FakeDockerd::new(3, Duration::from_millis(100));
+        let names = DockerNames::with_api("aaaa", dockerd.api());
+        assert!(names.lookup("n2.appnet").is_some());
+        assert!(names.lookup("n1").is_some());
     }
 
     #[test]
