@@ -65,7 +65,7 @@
 //!   meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -131,23 +131,36 @@ pub fn dir(root: &Path) -> PathBuf {
     crate::state::private_root(root).join("resolver")
 }
 
+/// The registrations' directory in the resolver's.
+const REGISTRATIONS: &str = "containers";
+
 pub(crate) fn registrations(root: &Path) -> PathBuf {
-    dir(root).join("containers")
+    dir(root).join(REGISTRATIONS)
 }
 
 fn control_socket(root: &Path) -> PathBuf {
     dir(root).join("control.sock")
 }
 
+const WORKER_PID: &str = "worker.pid";
+const SUPERVISOR_PID: &str = "supervisor.pid";
+
 /// The worker's pid (what serves the sockets; killing it fails closed
 /// until the supervisor restarts it).
 pub fn worker_pid_file(root: &Path) -> PathBuf {
-    dir(root).join("worker.pid")
+    dir(root).join(WORKER_PID)
 }
 
 /// The supervisor's pid.
 pub fn supervisor_pid_file(root: &Path) -> PathBuf {
-    dir(root).join("supervisor.pid")
+    dir(root).join(SUPERVISOR_PID)
+}
+
+/// Writes this process's pid to `name` in the resolver's directory `d`:
+/// the old file removed, a new one made (`O_EXCL`, never through a link).
+fn write_pid_file(d: &crate::resolver_dir::Dir, name: &str) -> std::io::Result<()> {
+    let _ = d.unlink(name);
+    d.create_new(name, std::process::id().to_string().as_bytes())
 }
 
 /// The resolver's log (refused names, errors).
@@ -232,17 +245,15 @@ fn register(
     let text = serde_json::to_vec(&reg)?;
     let regs = registrations(root);
     // A few rounds at most: each one lost only to a resolver that removed
-    // its (unused) directory meanwhile.
+    // its (unused) directory meanwhile. The directory is opened once per
+    // round and every file is made relative to it (`crate::resolver_dir`).
     for _ in 0..100 {
         crate::state::create_private_dir_all(&regs)
             .context("cannot create the resolver's directory")?;
-        let lock_path = dir(root).join(REGISTRY_LOCK);
-        let Ok(lock) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-        else {
+        let Ok(d) = crate::resolver_dir::Dir::open(&dir(root)) else {
+            continue;
+        };
+        let Ok(lock) = d.lock_file(REGISTRY_LOCK) else {
             continue;
         };
         let Ok(held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared) else {
@@ -250,21 +261,26 @@ fn register(
         };
         // The lock must still be the directory's: a resolver that removed
         // the directory renamed it away (and the lock with it) first.
-        let current = fs::metadata(&lock_path);
-        let ours = held.metadata();
-        let same = match (current, ours) {
-            (Ok(c), Ok(o)) => {
-                use std::os::unix::fs::MetadataExt;
-                c.dev() == o.dev() && c.ino() == o.ino()
-            }
+        let same = match (
+            d.stat(REGISTRY_LOCK),
+            nix::sys::stat::fstat(held.as_raw_fd()),
+        ) {
+            (Ok(c), Ok(o)) => c.st_dev == o.st_dev && c.st_ino == o.st_ino,
             _ => false,
         };
         if !same {
             continue;
         }
-        let tmp = regs.join(format!(".{id}.tmp"));
-        fs::write(&tmp, &text).context("cannot write the resolver registration")?;
-        fs::rename(&tmp, regs.join(id)).context("cannot write the resolver registration")?;
+        let Ok(regs) = d.sub(REGISTRATIONS) else {
+            continue;
+        };
+        let tmp = format!(".{id}.tmp");
+        // A create killed after writing it left it: made fresh below.
+        let _ = regs.unlink(&tmp);
+        regs.create_new(&tmp, &text)
+            .context("cannot write the resolver registration")?;
+        regs.rename(&tmp, id)
+            .context("cannot write the resolver registration")?;
         return Ok(());
     }
     bail!("cannot write the resolver registration: its directory kept going away")
@@ -328,15 +344,24 @@ fn notify(root: &Path, line: &str) -> Result<()> {
 /// it stops by itself once nothing has been registered for [`LINGER`].
 /// Never fails: delete goes on.
 pub fn detach(root: &Path, id: &str) {
-    let reg = registrations(root).join(id);
-    let Ok(text) = fs::read(&reg) else {
+    // Opened once; the registration read and removed relative to it.
+    let regs = crate::resolver_dir::Dir::open(&dir(root))
+        .ok()
+        .map(|d| (d.sub(REGISTRATIONS).ok(), d));
+    let Some(text) = regs
+        .as_ref()
+        .and_then(|(r, _)| r.as_ref())
+        .and_then(|r| r.read(id).ok())
+    else {
         // Never registered, or its create was killed while registering
         // (its temporary file written, not yet renamed), perhaps before
         // any resolver started: remove what that create left, and the
         // resolver's directory if no resolver runs and nothing else is
         // registered, so a delete --force leaves nothing behind.
-        if dir(root).exists() {
-            let _ = fs::remove_file(registrations(root).join(format!(".{id}.tmp")));
+        if let Some((r, _)) = &regs {
+            if let Some(r) = r {
+                let _ = r.unlink(&format!(".{id}.tmp"));
+            }
             cleanup_if_unused(root);
         }
         return;
@@ -344,7 +369,9 @@ pub fn detach(root: &Path, id: &str) {
     let answers_dns = serde_json::from_slice::<Registration>(&text)
         .map(|r| !r.names.is_empty() || r.docker_container.is_some())
         .unwrap_or(true);
-    let _ = fs::remove_file(&reg);
+    if let Some((Some(r), _)) = &regs {
+        let _ = r.unlink(id);
+    }
     let line = format!("detach {id}");
     let reached = if answers_dns {
         request(root, &line).map(drop)
@@ -365,7 +392,8 @@ pub fn detach(root: &Path, id: &str) {
 /// Removes the resolver's directory when no container is registered and
 /// no resolver runs (its lock is free).
 fn cleanup_if_unused(root: &Path) {
-    if let Ok(lock) = File::open(dir(root).join("lock")) {
+    let lock = crate::resolver_dir::Dir::open(&dir(root)).and_then(|d| d.reader("lock"));
+    if let Ok(lock) = lock {
         if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
             // A supervisor runs: it removes the directory when it stops.
             return;
@@ -376,10 +404,7 @@ fn cleanup_if_unused(root: &Path) {
 
 /// Is any container registered?
 fn registered(root: &Path) -> bool {
-    fs::read_dir(registrations(root)).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
-    })
+    crate::resolver_dir::Dir::open(&registrations(root)).is_ok_and(|d| d.has_visible_entry())
 }
 
 /// Removes the resolver's directory if no container is registered, under
@@ -389,7 +414,8 @@ fn registered(root: &Path) -> bool {
 /// is registered.
 fn remove_if_unregistered(root: &Path) -> bool {
     let d = dir(root);
-    let Ok(lock) = OpenOptions::new().write(true).open(d.join(REGISTRY_LOCK)) else {
+    let lock = crate::resolver_dir::Dir::open(&d).and_then(|o| o.existing(REGISTRY_LOCK));
+    let Ok(lock) = lock else {
         // No lock: no registration was ever written (or the directory is
         // gone already).
         if !registered(root) {
@@ -451,17 +477,14 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
     // inherits this.
     crate::resolver_daemon::leave_caller();
     crate::state::create_private_dir_all(&dir(root))?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir(root).join("lock"))?;
+    let d = crate::resolver_dir::Dir::open(&dir(root))?;
+    let lock = d.lock_file("lock")?;
     let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         // Another supervisor runs.
         Err(_) => return Ok(()),
     };
-    fs::write(supervisor_pid_file(root), std::process::id().to_string())?;
+    write_pid_file(&d, SUPERVISOR_PID)?;
     loop {
         // A worker dying in a loop writes a line each time.
         let _ = crate::resolver_log::rotate_if_larger(
@@ -648,7 +671,8 @@ impl Serving {
 /// `moat resolver --worker`: serves every registered container until the
 /// last one is detached.
 pub fn run_worker(root: &Path) -> Result<()> {
-    fs::write(worker_pid_file(root), std::process::id().to_string())?;
+    let d = crate::resolver_dir::Dir::open(&dir(root))?;
+    write_pid_file(&d, WORKER_PID)?;
     crate::resolver_log::keep_bounded(log_file(root));
     crate::resolver_stats::init(root);
     let sock = control_socket(root);
@@ -694,7 +718,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
         // looks again under the registry lock.
         if idle_since.get_or_insert_with(Instant::now).elapsed() >= LINGER {
             let _ = fs::remove_file(&sock);
-            let _ = fs::remove_file(worker_pid_file(root));
+            let _ = d.unlink(WORKER_PID);
             return Ok(());
         }
     }
