@@ -778,13 +778,23 @@ fn one_source_bound_at_several_destinations_is_staged_once() {
     let staged =
         moat::staging::staging_dir(&moat::rootfs::mount_point(&canonical_root(&env.root), &id));
     let prefix = format!("{}/", staged.display());
+    // (The mount's root, relative to its filesystem, names the test's
+    // temporary directory wherever /tmp is mounted.)
+    let tmp = env
+        .tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // The staged mounts of the test's sources (moat also stages its own
+    // sysfs there for the container's network namespace).
     let staged_mounts: Vec<&str> = mountinfo
         .lines()
         .filter(|l| {
-            l.split_whitespace()
-                .nth(4)
-                .is_some_and(|mp| mp.starts_with(&prefix))
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4 && f[4].starts_with(&prefix) && f[3].contains(&tmp)
         })
         .collect();
     assert_eq!(
