@@ -799,17 +799,20 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     v
 }
 
-/// Is cgroup name `leaf` (below `/moat`) container `id`'s: `<id>` (an
-/// engine's container, moat's default for it) or `<state root tag>@<id>`
-/// (a raw bundle's, `moat::harden::cgroups_path::raw_cgroups_path`).
+/// Is cgroup name `leaf` (below `/moat`) container `id`'s: `<id>` or
+/// `<state root tag>@<id>` (a raw bundle's,
+/// `moat::harden::cgroups_path::raw_cgroups_path`).
 fn is_leaf_of(leaf: &str, id: &str) -> bool {
     leaf == id || leaf.split_once('@').is_some_and(|(_, rest)| rest == id)
 }
 
-/// The cgroup directories of container `id` below `/moat` (`/moat/<id>`,
-/// or `/moat/<root tag>@<id>` for a raw bundle): the existing ones, or
-/// `/moat/<id>` in each hierarchy when none exists.
+/// The cgroup directories of container `id` moat names: below `/moat`
+/// (`/moat/<root tag>@<id>` for a raw bundle) or, for an engine bundle
+/// whose spec names none, `/moat-engines/<namespace>/<id>`
+/// (`moat::harden::cgroups_path::engine_fallback_cgroups_path`): the
+/// existing ones, or `/moat/<id>` in each hierarchy when none exists.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let engines = moat::harden::cgroups_path::ENGINE_FALLBACK_CGROUP_PARENT.trim_start_matches('/');
     cgroup_hierarchies()
         .into_iter()
         .flat_map(|h| {
@@ -820,6 +823,14 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
                 .flatten()
                 .filter(|e| is_leaf_of(&e.file_name().to_string_lossy(), id))
                 .map(|e| e.path())
+                .chain(
+                    fs::read_dir(h.join(engines))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|ns| ns.path().join(id))
+                        .filter(|d| d.exists()),
+                )
                 .collect();
             if found.is_empty() {
                 found.push(parent.join(id));
@@ -829,12 +840,12 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Container `id`'s cgroup directory below `/moat` in `hierarchy` (see
-/// [`cgroup_dirs`]; `<hierarchy>/moat/<id>` when none exists).
+/// Container `id`'s cgroup directory in `hierarchy` (see [`cgroup_dirs`];
+/// `<hierarchy>/moat/<id>` when none exists).
 pub fn cgroup_dir(hierarchy: &Path, id: &str) -> PathBuf {
     cgroup_dirs(id)
         .into_iter()
-        .find(|d| d.parent() == Some(hierarchy.join("moat").as_path()))
+        .find(|d| d.starts_with(hierarchy) && d.parent() != Some(hierarchy))
         .unwrap_or_else(|| hierarchy.join("moat").join(id))
 }
 

@@ -832,6 +832,88 @@ fn refuses_device() {
     );
 }
 
+/// `docker run OPTS IMAGE true` must fail with moat's one-line refusal of
+/// rule `rule` holding `phrase`, and leave nothing behind (the cgroup
+/// included: none is named after the container in any hierarchy).
+#[track_caller]
+fn assert_docker_run_refused_by(test: &'static str, opts: &[&str], rule: &str, phrase: &str) {
+    let Some(ctx) = Ctx::new(test) else {
+        return;
+    };
+    let c = ctx.container("c");
+    let out = c.run(opts, &["true"]);
+    assert!(!out.ok(), "the container ran: {}", out.describe());
+    let text = out.combined();
+    assert!(
+        text.contains(&format!("refused by moat rule {rule}: ")) && text.contains(phrase),
+        "no refusal of rule {rule} saying {phrase:?}: {}",
+        out.describe()
+    );
+    let id = c.id().expect("cidfile");
+    assert_no_leftovers(&id, &format!("{test}: right after the refusal"));
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|h| ["moat", "docker"].map(|p| h.path().join(p).join(&id)))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    drop(c);
+    ctx.finish();
+}
+
+/// T22, red-team pass 7: `--cgroup-parent /moat` put a docker container at
+/// the level moat keeps for raw (`moat run`) tenants, under their limits.
+/// Refused with one line; below it too.
+#[test]
+fn cgroup_parent_in_moats_raw_tree_is_refused() {
+    for parent in ["/moat", "/moat/team-a"] {
+        assert_docker_run_refused_by(
+            "cgroup_parent_in_moats_raw_tree_is_refused",
+            &["--cgroup-parent", parent],
+            "cgroups-path",
+            "is moat's cgroup parent for raw (moat run) tenants' containers",
+        );
+    }
+}
+
+/// T17 (rlimits), red-team pass 7: `--ulimit nofile=…` above moat's own
+/// hard limit (here above the kernel's `fs.nr_open`, so above any) failed
+/// create with a bare EPERM from the container's init. Refused with one
+/// line naming the limit, before anything is made; a limit within the
+/// ceiling is what the container sees.
+#[test]
+fn ulimit_above_the_hosts_hard_limit_is_refused() {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let too_high = format!("nofile=1024:{}", nr_open + 1);
+    assert_docker_run_refused_by(
+        "ulimit_above_the_hosts_hard_limit_is_refused",
+        &["--ulimit", &too_high],
+        "rlimit",
+        &format!(
+            "RLIMIT_NOFILE: hard limit {} is above the host's",
+            nr_open + 1
+        ),
+    );
+    let Some(ctx) = Ctx::new("ulimit_above_the_hosts_hard_limit_is_refused") else {
+        return;
+    };
+    let c = ctx.container("ok");
+    let out = c.run(
+        &["--rm", "--ulimit", "nofile=512:1024"],
+        &["sh", "-c", "ulimit -n; ulimit -Hn"],
+    );
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(out.stdout.trim(), "512\n1024", "{}", out.describe());
+    drop(c);
+    ctx.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Volumes and bind mounts.
 // ---------------------------------------------------------------------------

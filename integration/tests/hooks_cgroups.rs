@@ -464,7 +464,9 @@ fn a_container_process_posing_as_dockerd_is_refused() {
 #[test]
 fn new_cgroup_levels_above_the_leaf_are_removed() {
     let env = Env::new();
-    let top = format!("moat/lvl-{}", std::process::id());
+    // Below a CRI parent (levels of the engine's choosing are the CRI's
+    // pod levels); an engine bundle may not be below moat's raw `/moat`.
+    let top = format!("k8s.io/lvl-{}", std::process::id());
     for (what, argv) in [("ran", vec!["true"]), ("failed", vec!["/nonexistent"])] {
         let id = env.id(&format!("cg-levels-{what}"));
         let rel = format!("/{top}/a/b/{id}");

@@ -747,3 +747,68 @@ fn a_raw_bundle_may_not_join_an_engine_pin() {
     );
     leak.verify();
 }
+
+/// T36 (mounts), red-team pass 7: each distinct bind source is staged as
+/// one host mount, however many destinations the spec binds it at (the
+/// same directory at three places, two of them `rbind`, one plain `bind`,
+/// and one file twice: three host mounts, not five). Every destination
+/// still shows the source, and the delete leaves nothing.
+#[test]
+fn one_source_bound_at_several_destinations_is_staged_once() {
+    let env = Env::new();
+    let shared = env.tmp.path().join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(shared.join("s"), "one source\n").unwrap();
+    let file = env.tmp.path().join("f");
+    fs::write(&file, "one file\n").unwrap();
+    let mut b = env.bundle(&["sleep", "300"]);
+    b.add_mount(bind(&shared, "/a", false));
+    b.add_mount(bind(&shared, "/b", false));
+    b.add_mount(json!({
+        "destination": "/c", "type": "bind", "source": &shared,
+        "options": ["bind", "ro"]
+    }));
+    b.add_mount(bind(&file, "/f1", false));
+    b.add_mount(bind(&file, "/f2", false));
+    let id = env.id("dedupe");
+    let leak = env.leak_check(&id);
+    let g = env.guard(&id);
+    env.moat(&["create", "--bundle", b.path(), &id]).assert_ok();
+    env.moat(&["start", &id]).assert_ok();
+    let staged =
+        moat::staging::staging_dir(&moat::rootfs::mount_point(&canonical_root(&env.root), &id));
+    let prefix = format!("{}/", staged.display());
+    // (The mount's root, relative to its filesystem, names the test's
+    // temporary directory wherever /tmp is mounted.)
+    let tmp = env
+        .tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // The staged mounts of the test's sources (moat also stages its own
+    // sysfs there for the container's network namespace).
+    let staged_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4 && f[4].starts_with(&prefix) && f[3].contains(&tmp)
+        })
+        .collect();
+    assert_eq!(
+        staged_mounts.len(),
+        3,
+        "one host mount per distinct (source, recursion):\n{}",
+        staged_mounts.join("\n")
+    );
+    let out = env.moat(&["exec", &id, "sh", "-c", "cat /a/s /b/s /c/s /f1 /f2"]);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout, "one source\none source\none source\none file\none file\n",
+        "{out}"
+    );
+    drop(g);
+    leak.verify();
+}

@@ -344,14 +344,15 @@ fn socket_families_outside_the_allowlist_are_refused() {
 ///
 /// A raw bundle's cgroup is named after its state root and id (R6-1), so
 /// only engine bundles of one id in two state roots can name one path:
-/// two containerds' bundles (namespace `default`) name `/moat/<id>` here.
+/// two containerds' bundles (namespace `default`) name `/default/<id>` here
+/// (an engine's container may not be below moat's raw parent `/moat`).
 #[test]
 fn concurrent_creates_of_one_cgroups_path_get_it_once() {
     let envs = [Env::new(), Env::new()];
     let rounds = 10;
     for round in 0..rounds {
         let id = envs[0].id("cg-race");
-        let rel = format!("/moat/{id}");
+        let rel = format!("/default/{id}");
         let bundles: Vec<_> = envs
             .iter()
             .map(|env| {

@@ -84,6 +84,67 @@ fn a_raw_bundle_cannot_take_another_tenants_cgroup() {
     }
 }
 
+/// Red-team pass 7: the state root tag is of the directory, not of how
+/// `--root` spells it. `<root>/`, `<parent>/../<root name>` and a symlink
+/// to the root name one directory, so one tag (moat resolves the root once,
+/// by fd): each create's container is in `/moat/<that tag>@<id>`, and every
+/// verb finds it by any spelling; another root keeps its own tag.
+#[test]
+fn every_spelling_of_one_state_root_gives_one_tag() {
+    let (env, other) = (Env::new(), Env::new());
+    let root = canonical_root(&env.root);
+    let tag = moat::engine_bundle::state_root_tag(&root);
+    let link = env.tmp.path().join("root-link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    let parent = root.parent().unwrap();
+    let spellings = [
+        format!("{}/", root.display()),
+        format!(
+            "{}/../{}/{}",
+            parent.display(),
+            parent.file_name().unwrap().to_string_lossy(),
+            root.file_name().unwrap().to_string_lossy()
+        ),
+        link.display().to_string(),
+        format!("{}/.", root.display()),
+    ];
+    for (i, spelled) in spellings.iter().enumerate() {
+        let id = env.id(&format!("spell{i}"));
+        let leak = env.leak_check(&id);
+        {
+            let _g = env.guard(&id);
+            let b = env.bundle(&["sleep", "300"]);
+            env.moat_raw(&["--root", spelled, "run", "-d", "--bundle", b.path(), &id])
+                .assert_ok();
+            let init = env.state(&id)["pid"].as_i64().unwrap();
+            assert_eq!(
+                pids_cgroup(init),
+                format!("/moat/{tag}@{id}"),
+                "--root {spelled}: another tag than the canonical root's"
+            );
+            env.moat_raw(&["--root", spelled, "delete", "--force", &id])
+                .assert_ok();
+        }
+        leak.verify();
+    }
+    // Tenant scoping by root: another root, another tag, the same id.
+    let id = other.id("spell0");
+    let leak = other.leak_check(&id);
+    {
+        let _g = other.guard(&id);
+        let b = other.bundle(&["sleep", "300"]);
+        other
+            .moat(&["run", "-d", "--bundle", b.path(), &id])
+            .assert_ok();
+        let other_tag = moat::engine_bundle::state_root_tag(&canonical_root(&other.root));
+        assert_ne!(other_tag, tag);
+        let init = other.state(&id)["pid"].as_i64().unwrap();
+        assert_eq!(pids_cgroup(init), format!("/moat/{other_tag}@{id}"));
+        other.moat(&["delete", "--force", &id]).assert_ok();
+    }
+    leak.verify();
+}
+
 /// R6-5: a raw bundle writing the CRI's pod annotations is labelled as a
 /// raw container in `moat metrics`, not as the pod it names.
 #[test]

@@ -614,6 +614,29 @@ fn python_app_through_containerd() {
     // host's permission to write there.
     std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     std::fs::write(app.join("app.py"), PYTHON_APP).expect("write app.py");
+    // ctr names the cgroup /<namespace>/<id>: its namespace's parent is
+    // added to the policy this run uses (moat's /moat is the raw tenants'
+    // level, refused to an engine's container, T22), through a wrapper
+    // that gives moat the policy file.
+    let policy = base.join("policy.toml");
+    let parents: Vec<String> = moat::policy::DEFAULT_CGROUP_PARENTS
+        .iter()
+        .map(|p| p.to_string())
+        .chain([format!("/{CTR_NAMESPACE}")])
+        .collect();
+    // Every other key keeps its default (the embedded policy's).
+    std::fs::write(&policy, format!("[cgroups]\nparents = {parents:?}\n")).expect("write policy");
+    let wrapper = base.join("moat");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} --policy {} \"$@\"\n",
+            moat_bin(),
+            policy.display()
+        ),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let name = ctx.name("ctr");
     let guard = CtrContainer(name.clone());
     drop(CtrContainer(name.clone())); // a leftover of a crashed run
@@ -627,11 +650,7 @@ fn python_app_through_containerd() {
             "--runtime",
             "io.containerd.runc.v2",
             "--runc-binary",
-            &moat_bin(),
-            // ctr names the cgroup /<namespace>/<id>, which is no allowed
-            // parent (cgroups.parents, T22): put it under moat's own.
-            "--cgroup",
-            &format!("/moat/{name}"),
+            &wrapper.display().to_string(),
             "--mount",
             &format!("type=bind,src={},dst=/app,options=rbind:ro", app.display()),
             "--mount",

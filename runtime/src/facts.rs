@@ -54,6 +54,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: rootfs_real_path(rootfs),
         oom_score_adj_floor: own_oom_score_adj(),
+        rlimit_ceilings: own_rlimit_ceilings(),
         online_cpus: online_cpus(),
         ..Default::default()
     };
@@ -257,6 +258,7 @@ pub fn from_pinned(
         rootfs_real: Some(rootfs.to_path_buf()),
         pod_user_namespace: None,
         oom_score_adj_floor: own_oom_score_adj(),
+        rlimit_ceilings: own_rlimit_ceilings(),
         // Asked by create, which knows the bundle and the state root.
         rootfs_in_use: None,
         // Asked by create, which knows the bundle's real path and the id.
@@ -276,6 +278,41 @@ pub fn online_cpus() -> Option<u32> {
 
 /// moat's own `oom_score_adj`: the lowest value its container's init may
 /// ask for (see `harden::process`).
+/// moat's own hard limit of every rlimit type (those `getrlimit` answers),
+/// for [`HostFacts::rlimit_ceilings`]: what the container's processes
+/// inherit, and the most their user namespace lets them set.
+pub fn own_rlimit_ceilings() -> Vec<(oci_spec::runtime::PosixRlimitType, u64)> {
+    use oci_spec::runtime::PosixRlimitType as T;
+    [
+        (T::RlimitCpu, libc::RLIMIT_CPU),
+        (T::RlimitFsize, libc::RLIMIT_FSIZE),
+        (T::RlimitData, libc::RLIMIT_DATA),
+        (T::RlimitStack, libc::RLIMIT_STACK),
+        (T::RlimitCore, libc::RLIMIT_CORE),
+        (T::RlimitRss, libc::RLIMIT_RSS),
+        (T::RlimitNproc, libc::RLIMIT_NPROC),
+        (T::RlimitNofile, libc::RLIMIT_NOFILE),
+        (T::RlimitMemlock, libc::RLIMIT_MEMLOCK),
+        (T::RlimitAs, libc::RLIMIT_AS),
+        (T::RlimitLocks, libc::RLIMIT_LOCKS),
+        (T::RlimitSigpending, libc::RLIMIT_SIGPENDING),
+        (T::RlimitMsgqueue, libc::RLIMIT_MSGQUEUE),
+        (T::RlimitNice, libc::RLIMIT_NICE),
+        (T::RlimitRtprio, libc::RLIMIT_RTPRIO),
+        (T::RlimitRttime, libc::RLIMIT_RTTIME),
+    ]
+    .into_iter()
+    .filter_map(|(t, resource)| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into the struct we own.
+        (unsafe { libc::getrlimit(resource, &mut lim) } == 0).then_some((t, lim.rlim_max))
+    })
+    .collect()
+}
+
 pub fn own_oom_score_adj() -> Option<i32> {
     fs::read_to_string("/proc/self/oom_score_adj")
         .ok()?

@@ -126,7 +126,9 @@ pub struct CgroupsPolicy {
     /// Parents for raw bundles (a tenant's own config.json and container
     /// id): an engine later reuses the names below its own parents
     /// (`/docker/<stopped id>`), so a tenant may not claim them (T22,
-    /// red-team R4). Any leaf; bundles an engine made may use these too.
+    /// red-team R4). Any leaf (moat names it, `<root tag>@<id>`); a bundle
+    /// an engine made is refused below these (`docker run --cgroup-parent
+    /// /moat` would share the raw tenants' level and its limits).
     pub raw_parents: Vec<String>,
 }
 
@@ -134,7 +136,8 @@ pub struct CgroupsPolicy {
 pub const DEFAULT_RAW_CGROUP_PARENTS: &[&str] = &["/moat"];
 
 /// docker (cgroupfs and systemd drivers), containerd's default namespaces
-/// (`/<namespace>/<id>`), kubelet (cgroupfs and systemd), and moat's own.
+/// (`/<namespace>/<id>`), kubelet (cgroupfs and systemd). Not moat's raw
+/// parents: an engine's container is refused there (T22, red-team pass 7).
 pub const DEFAULT_CGROUP_PARENTS: &[&str] = &[
     "/docker",
     "system.slice:docker",
@@ -143,7 +146,6 @@ pub const DEFAULT_CGROUP_PARENTS: &[&str] = &[
     "/moby",
     "/kubepods",
     "kubepods.slice:cri-containerd",
-    "/moat",
 ];
 
 impl Default for CgroupsPolicy {
@@ -458,6 +460,27 @@ impl EnginePolicy {
             .collect()
     }
 
+    /// Adds `root` to `engine`'s roots unless it is one already (a host
+    /// fact, such as dockerd's `data-root`: only ever an addition).
+    /// Returns whether it was added; the caller re-roots volume storage.
+    pub fn add_root(&mut self, engine: Engine, root: &str) -> bool {
+        let root = root.trim_end_matches('/');
+        if !is_clean_absolute_path(root)
+            || self
+                .roots(engine)
+                .iter()
+                .any(|r| r == std::path::Path::new(root))
+        {
+            return false;
+        }
+        match engine {
+            Engine::Docker => self.docker_roots.push(root.into()),
+            Engine::Containerd => self.containerd_roots.push(root.into()),
+            Engine::Kubelet => self.kubelet_roots.push(root.into()),
+        }
+        true
+    }
+
     /// Every engine's state roots.
     pub fn all_roots(&self) -> Vec<std::path::PathBuf> {
         Engine::ALL.iter().flat_map(|e| self.roots(*e)).collect()
@@ -704,6 +727,19 @@ impl Policy {
         // (one source of truth: engines.*_roots).
         policy.volumes.idmap_under = policy.engines.rerooted(&policy.volumes.idmap_under);
         Ok(policy)
+    }
+
+    /// Adds dockerd's `data-root` (from a daemon.json only host root can
+    /// have written, see `crate::docker_config`) to the docker roots, with
+    /// its volume storage, as if the policy listed it.
+    pub fn with_docker_data_root(mut self, root: Option<&std::path::Path>) -> Self {
+        let Some(root) = root.and_then(|r| r.to_str()) else {
+            return self;
+        };
+        if self.engines.add_root(Engine::Docker, root) {
+            self.volumes.idmap_under = self.engines.rerooted(&self.volumes.idmap_under);
+        }
+        self
     }
 
     /// The embedded default policy.

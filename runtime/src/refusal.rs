@@ -68,6 +68,9 @@ pub enum RefusalRule {
     /// A workload seccomp profile beyond moat's size bounds, or one whose
     /// compiled filter does not fit the kernel's program limit.
     Seccomp,
+    /// A `process.rlimits` hard limit above moat's own (a user namespace
+    /// cannot raise it), or a soft limit above its hard one.
+    Rlimit,
 }
 
 impl RefusalRule {
@@ -98,6 +101,7 @@ impl RefusalRule {
         RefusalRule::BindSourceFilesystem,
         RefusalRule::MountCount,
         RefusalRule::Seccomp,
+        RefusalRule::Rlimit,
     ];
 
     /// The name the one-line error prints.
@@ -128,6 +132,7 @@ impl RefusalRule {
             RefusalRule::BindSourceFilesystem => "bind-source-filesystem",
             RefusalRule::MountCount => "mount-count",
             RefusalRule::Seccomp => "seccomp",
+            RefusalRule::Rlimit => "rlimit",
         }
     }
 
@@ -155,6 +160,7 @@ impl RefusalRule {
             RefusalRule::BindSourceFilesystem => "T40",
             RefusalRule::MountCount => "T36",
             RefusalRule::Seccomp => "T4",
+            RefusalRule::Rlimit => "T17",
         }
     }
 }

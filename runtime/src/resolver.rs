@@ -65,7 +65,7 @@
 //!   meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -131,23 +131,36 @@ pub fn dir(root: &Path) -> PathBuf {
     crate::state::private_root(root).join("resolver")
 }
 
+/// The registrations' directory in the resolver's.
+const REGISTRATIONS: &str = "containers";
+
 pub(crate) fn registrations(root: &Path) -> PathBuf {
-    dir(root).join("containers")
+    dir(root).join(REGISTRATIONS)
 }
 
 fn control_socket(root: &Path) -> PathBuf {
     dir(root).join("control.sock")
 }
 
+const WORKER_PID: &str = "worker.pid";
+const SUPERVISOR_PID: &str = "supervisor.pid";
+
 /// The worker's pid (what serves the sockets; killing it fails closed
 /// until the supervisor restarts it).
 pub fn worker_pid_file(root: &Path) -> PathBuf {
-    dir(root).join("worker.pid")
+    dir(root).join(WORKER_PID)
 }
 
 /// The supervisor's pid.
 pub fn supervisor_pid_file(root: &Path) -> PathBuf {
-    dir(root).join("supervisor.pid")
+    dir(root).join(SUPERVISOR_PID)
+}
+
+/// Writes this process's pid to `name` in the resolver's directory `d`:
+/// the old file removed, a new one made (`O_EXCL`, never through a link).
+fn write_pid_file(d: &crate::resolver_dir::Dir, name: &str) -> std::io::Result<()> {
+    let _ = d.unlink(name);
+    d.create_new(name, std::process::id().to_string().as_bytes())
 }
 
 /// The resolver's log (refused names, errors).
@@ -237,16 +250,24 @@ fn register(
 fn write_registration(root: &Path, id: &str, text: &[u8]) -> Result<()> {
     let regs = registrations(root);
     // A few rounds at most: each one lost only to a resolver that removed
-    // its (unused) directory meanwhile.
+    // its (unused) directory meanwhile. The directory is opened once per
+    // round and every file is made relative to it (`crate::resolver_dir`).
     for _ in 0..100 {
         crate::state::create_private_dir_all(&regs)
             .context("cannot create the resolver's directory")?;
         let Some(_held) = lock_registry(root, nix::fcntl::FlockArg::LockShared) else {
             continue;
         };
-        let tmp = regs.join(format!(".{id}.tmp"));
-        fs::write(&tmp, text).context("cannot write the resolver registration")?;
-        fs::rename(&tmp, regs.join(id)).context("cannot write the resolver registration")?;
+        let Ok(regs) = crate::resolver_dir::Dir::open(&regs) else {
+            continue;
+        };
+        let tmp = format!(".{id}.tmp");
+        // A create killed after writing it left it: made fresh below.
+        let _ = regs.unlink(&tmp);
+        regs.create_new(&tmp, text)
+            .context("cannot write the resolver registration")?;
+        regs.rename(&tmp, id)
+            .context("cannot write the resolver registration")?;
         return Ok(());
     }
     bail!("cannot write the resolver registration: its directory kept going away")
@@ -260,18 +281,14 @@ fn write_registration(root: &Path, id: &str, text: &[u8]) -> Result<()> {
 /// None: the directory is gone or was replaced meanwhile (look again), or
 /// the lock cannot be taken.
 fn lock_registry(root: &Path, how: nix::fcntl::FlockArg) -> Option<nix::fcntl::Flock<File>> {
-    use std::os::unix::fs::MetadataExt;
-    let lock_path = dir(root).join(REGISTRY_LOCK);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .ok()?;
+    let d = crate::resolver_dir::Dir::open(&dir(root)).ok()?;
+    let lock = d.lock_file(REGISTRY_LOCK).ok()?;
     let held = nix::fcntl::Flock::lock(lock, how).ok()?;
-    let current = fs::metadata(&lock_path).ok()?;
-    let ours = held.metadata().ok()?;
-    (current.dev() == ours.dev() && current.ino() == ours.ino()).then_some(held)
+    // The lock must still be the directory's: a resolver that removed the
+    // directory renamed it away (and the lock with it) first.
+    let current = d.stat(REGISTRY_LOCK).ok()?;
+    let ours = nix::sys::stat::fstat(held.as_raw_fd()).ok()?;
+    (current.st_dev == ours.st_dev && current.st_ino == ours.st_ino).then_some(held)
 }
 
 /// Asks the resolver to attach registered container `id` and waits until
@@ -332,15 +349,24 @@ fn notify(root: &Path, line: &str) -> Result<()> {
 /// it stops by itself once nothing has been registered for [`LINGER`].
 /// Never fails: delete goes on.
 pub fn detach(root: &Path, id: &str) {
-    let reg = registrations(root).join(id);
-    let Ok(text) = fs::read(&reg) else {
+    // Opened once; the registration read and removed relative to it.
+    let regs = crate::resolver_dir::Dir::open(&dir(root))
+        .ok()
+        .map(|d| (d.sub(REGISTRATIONS).ok(), d));
+    let Some(text) = regs
+        .as_ref()
+        .and_then(|(r, _)| r.as_ref())
+        .and_then(|r| r.read(id).ok())
+    else {
         // Never registered, or its create was killed while registering
         // (its temporary file written, not yet renamed), perhaps before
         // any resolver started: remove what that create left, and the
         // resolver's directory if no resolver runs and nothing else is
         // registered, so a delete --force leaves nothing behind.
-        if dir(root).exists() {
-            let _ = fs::remove_file(registrations(root).join(format!(".{id}.tmp")));
+        if let Some((r, _)) = &regs {
+            if let Some(r) = r {
+                let _ = r.unlink(&format!(".{id}.tmp"));
+            }
             cleanup_if_unused(root);
         }
         return;
@@ -348,7 +374,9 @@ pub fn detach(root: &Path, id: &str) {
     let answers_dns = serde_json::from_slice::<Registration>(&text)
         .map(|r| !r.names.is_empty() || r.docker_container.is_some())
         .unwrap_or(true);
-    let _ = fs::remove_file(&reg);
+    if let Some((Some(r), _)) = &regs {
+        let _ = r.unlink(id);
+    }
     let line = format!("detach {id}");
     let reached = if answers_dns {
         request(root, &line).map(drop)
@@ -369,7 +397,8 @@ pub fn detach(root: &Path, id: &str) {
 /// Removes the resolver's directory when no container is registered and
 /// no resolver runs (its lock is free).
 fn cleanup_if_unused(root: &Path) {
-    if let Ok(lock) = File::open(dir(root).join("lock")) {
+    let lock = crate::resolver_dir::Dir::open(&dir(root)).and_then(|d| d.reader("lock"));
+    if let Ok(lock) = lock {
         if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
             // A supervisor runs: it removes the directory when it stops.
             return;
@@ -380,10 +409,7 @@ fn cleanup_if_unused(root: &Path) {
 
 /// Is any container registered?
 fn registered(root: &Path) -> bool {
-    fs::read_dir(registrations(root)).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
-    })
+    crate::resolver_dir::Dir::open(&registrations(root)).is_ok_and(|d| d.has_visible_entry())
 }
 
 /// Removes the resolver's directory if no container is registered, under
@@ -454,17 +480,14 @@ pub fn run_supervisor(root: &Path) -> Result<()> {
     // inherits this.
     crate::resolver_daemon::leave_caller();
     crate::state::create_private_dir_all(&dir(root))?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir(root).join("lock"))?;
+    let d = crate::resolver_dir::Dir::open(&dir(root))?;
+    let lock = d.lock_file("lock")?;
     let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         // Another supervisor runs.
         Err(_) => return Ok(()),
     };
-    fs::write(supervisor_pid_file(root), std::process::id().to_string())?;
+    write_pid_file(&d, SUPERVISOR_PID)?;
     loop {
         // A worker dying in a loop writes a line each time.
         let _ = crate::resolver_log::rotate_if_larger(
@@ -651,7 +674,8 @@ impl Serving {
 /// `moat resolver --worker`: serves every registered container until the
 /// last one is detached.
 pub fn run_worker(root: &Path) -> Result<()> {
-    fs::write(worker_pid_file(root), std::process::id().to_string())?;
+    let d = crate::resolver_dir::Dir::open(&dir(root))?;
+    write_pid_file(&d, WORKER_PID)?;
     crate::resolver_log::keep_bounded(log_file(root));
     crate::resolver_stats::init(root);
     let sock = control_socket(root);
@@ -697,7 +721,7 @@ pub fn run_worker(root: &Path) -> Result<()> {
         // looks again under the registry lock.
         if idle_since.get_or_insert_with(Instant::now).elapsed() >= LINGER {
             let _ = fs::remove_file(&sock);
-            let _ = fs::remove_file(worker_pid_file(root));
+            let _ = d.unlink(WORKER_PID);
             return Ok(());
         }
     }

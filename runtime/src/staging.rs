@@ -97,6 +97,9 @@ pub enum StagedAs {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Staged {
     pub mounts: Vec<(PathBuf, StagedAs)>,
+    /// Host mounts made: one per distinct source, fewer than `mounts` when
+    /// the spec binds one source at several destinations.
+    pub host_mounts: usize,
 }
 
 impl Staged {
@@ -120,8 +123,9 @@ impl Staged {
             .map(|(d, _)| d.display().to_string())
             .collect();
         let mut notes = vec![format!(
-            "{} bind mount sources staged where the container's unprivileged root can reach them; {} idmapped with the container's mapping (nosuid,nodev){}",
+            "{} bind mount sources staged where the container's unprivileged root can reach them, as {} host mounts (one per distinct source); {} idmapped with the container's mapping (nosuid,nodev){}",
             self.mounts.len(),
+            self.host_mounts,
             idmapped.len(),
             if idmapped.is_empty() {
                 String::new()
@@ -164,6 +168,13 @@ pub fn stage_bind_mounts(
     let mut staged = Staged::default();
     // One mapping user namespace for every mount, made on first use.
     let mut userns: Option<Result<OwnedFd, String>> = None;
+    // Each distinct source is staged once: a spec naming one source at
+    // several destinations gets one host mount (red-team pass 7, T36),
+    // keyed by what the pinned fd is (device, inode, the mount it is on
+    // as its real path shows it) and how it is bound (recursive or not);
+    // how it is staged (idmapped or not) follows from those alone.
+    let mut done: std::collections::HashMap<StageKey, (PathBuf, StagedAs)> =
+        std::collections::HashMap::new();
     let mut out: Vec<Mount> = Vec::with_capacity(mounts.len());
     for (i, mut m) in mounts.into_iter().enumerate() {
         if m.typ().as_deref() == Some("overlay") && !is_bind(&m) {
@@ -194,6 +205,29 @@ pub fn stage_bind_mounts(
                 .ok_or_else(|| err("the source was not opened and checked in precheck".into()))?;
             (p.handle(), p.real.clone(), p.aliases.clone(), p.is_dir)
         };
+        let recursive = m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "rbind"));
+        let key = if internal {
+            None
+        } else {
+            pinned
+                .source(&source)
+                .and_then(|p| nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&p.fd())).ok())
+                .map(|st| StageKey {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    real: real.clone(),
+                    recursive,
+                })
+        };
+        if let Some((target, how)) = key.as_ref().and_then(|k| done.get(k)) {
+            staged.mounts.push((m.destination().clone(), how.clone()));
+            m.set_source(Some(target.clone()));
+            out.push(m);
+            continue;
+        }
         // Volume storage only if every place the file is mounted is: a
         // volume that binds a host directory is that directory (T19).
         let not_storage = std::iter::once(&real)
@@ -210,10 +244,6 @@ pub fn stage_bind_mounts(
                 .open(&target)
                 .map_err(|e| err(e.to_string()))?;
         }
-        let recursive = m
-            .options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|x| x == "rbind"));
         let how = match range {
             _ if internal => StagedAs::Internal,
             None => StagedAs::Unshifted {
@@ -245,12 +275,25 @@ pub fn stage_bind_mounts(
             MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         );
+        if let Some(key) = key {
+            done.insert(key, (target.clone(), how.clone()));
+        }
+        staged.host_mounts += 1;
         staged.mounts.push((m.destination().clone(), how));
         m.set_source(Some(target));
         out.push(m);
     }
     spec.set_mounts(Some(out));
     Ok(staged)
+}
+
+/// What makes two bind mounts one staged source ([`stage_bind_mounts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StageKey {
+    dev: u64,
+    ino: u64,
+    real: PathBuf,
+    recursive: bool,
 }
 
 fn overlay_err(m: &Mount, error: String) -> StageError {
@@ -712,6 +755,7 @@ mod tests {
                     },
                 ),
             ],
+            host_mounts: 2,
         };
         let notes = staged.notes();
         assert_eq!(notes.len(), 2);

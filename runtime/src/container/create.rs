@@ -367,7 +367,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         allocation.range,
         private,
         &paths.mount_point,
-        crate::harden::rootfs_may_be_idmapped(&pinned_rootfs.real, &bundle),
+        crate::harden::rootfs_may_be_idmapped(&pinned_rootfs.real, &bundle, &policy.engines),
     )
     .context("cannot prepare the container's rootfs")?;
     crate::phase::done(crate::phase::ROOTFS);
@@ -675,9 +675,12 @@ fn prepare_for_libcontainer(
     }
     // Bind sources (relative ones too: relative to the bundle) are staged
     // from the fds pinned in precheck; see `crate::staging`.
+    // The hardening named the cgroup of every raw and engine bundle
+    // (`harden::cgroups_path::place_raw_cgroup`); libcontainer's own
+    // default would be a level moat does not judge.
     let mut linux = spec.linux().clone().unwrap_or_default();
     if linux.cgroups_path().is_none() {
-        linux.set_cgroups_path(Some(PathBuf::from(format!("/moat/{id}"))));
+        bail!("the hardened spec of {id} names no cgroup");
     }
     if let Some(mut seccomp) = linux.seccomp().clone() {
         crate::seccomp::to_libcontainer_args(&mut seccomp);

@@ -327,6 +327,13 @@ fn build_process(
         }
     };
     crate::harden::refuse_proc_cwd(process.cwd())?;
+    // As at create: an rlimit above moat's own would fail in the exec'd
+    // process with a bare EPERM.
+    crate::harden::refuse_rlimits_above_ceiling(
+        &process,
+        &crate::facts::own_rlimit_ceilings(),
+        "exec process",
+    )?;
     let mut report = Report::default();
     process = harden_process(&process, &policy, &mut report);
     // As for the container's init (T8): never below moat's own value; the

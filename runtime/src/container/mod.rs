@@ -47,6 +47,9 @@ impl Ctx {
     /// The operator policy: `--policy`, else /etc/moat/policy.toml, else the
     /// embedded default. A file that exists but is invalid is an error, never
     /// silently replaced by the default.
+    ///
+    /// dockerd's `data-root` in /etc/docker/daemon.json, when host root's
+    /// alone, is one more docker root (`Policy::with_docker_data_root`).
     pub fn policy(&self) -> Result<Policy> {
         if let Some(policy) = self.policy_read.get() {
             return Ok(policy.clone());
@@ -56,6 +59,14 @@ impl Ctx {
     }
 
     fn read_policy(&self) -> Result<Policy> {
+        let data_root =
+            crate::docker_config::data_root(Path::new(crate::docker_config::DAEMON_JSON));
+        Ok(self
+            .policy_file()?
+            .with_docker_data_root(data_root.as_deref()))
+    }
+
+    fn policy_file(&self) -> Result<Policy> {
         let (path, explicit) = match &self.policy_path {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_POLICY_PATH), false),
@@ -84,12 +95,19 @@ impl Ctx {
     /// container ids, which no other host user may list (T17). moat's own
     /// default root is tightened when an older moat left it 0755; a root
     /// the caller made (`--root`) keeps the caller's mode.
+    ///
+    /// Canonical: the path of the directory opened once, read from its fd
+    /// (`/proc/self/fd/N`), so `/run/moat/`, `/run/moat`, `/run/x/../moat`
+    /// and a symlink to it are one root, with one tag
+    /// (`crate::engine_bundle::state_root_tag`) in every verb that derives
+    /// it (red-team pass 7: a tag of the spelling gave one directory
+    /// several raw-tenant scopes).
     pub fn root(&self) -> Result<PathBuf> {
         let root_err = || format!("cannot create state root {}", self.root.display());
         crate::state::create_private_dir_all(&self.root).with_context(root_err)?;
-        #[allow(clippy::disallowed_methods, reason = "moat's own state root")]
-        let root = fs::canonicalize(&self.root)
-            .with_context(|| format!("cannot resolve state root {}", self.root.display()))?;
+        let resolve_err = || format!("cannot resolve state root {}", self.root.display());
+        let fd = crate::pinned::open_bundle(&self.root).with_context(resolve_err)?;
+        let root = crate::pinned::real_path(&fd).with_context(resolve_err)?;
         if root == Path::new(DEFAULT_ROOT) {
             crate::idpool::tighten_dir(&root).with_context(root_err)?;
         }

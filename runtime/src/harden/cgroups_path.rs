@@ -153,7 +153,8 @@ impl CgroupsPath {
 /// Refuses a cgroupsPath outside the parents the bundle may use, not
 /// plain, or naming a cgroup in use. `occupant` is the host fact: where a
 /// process was found in that cgroup or below it (`None`: no process, or no
-/// such cgroup). A spec without cgroupsPath gets moat's `/moat/<id>`.
+/// such cgroup). A spec without cgroupsPath gets the cgroup
+/// [`place_raw_cgroup`] names.
 ///
 /// Which parents: engines reuse the names below their own parents (docker
 /// restarts a stopped container into `/docker/<id>`, a pod's container
@@ -180,18 +181,25 @@ pub fn check_cgroups_path(
             None,
         )
     })?;
-    let below_raw = policy.raw_parents.iter().any(|p| parsed.is_below(p));
-    // An engine's container below a raw parent is named after its own id
-    // like below its own parents (R6-1: a leaf of its choosing could be
-    // the name moat gives a raw container, `<tag>@<id>`).
-    let engine_parent = match origin {
-        Origin::Engine(_) => policy
-            .parents
-            .iter()
-            .chain(&policy.raw_parents)
-            .find(|p| parsed.is_below(p)),
-        _ => policy.parents.iter().find(|p| parsed.is_below(p)),
-    };
+    let raw_parent = policy.raw_parents.iter().find(|p| parsed.is_below(p));
+    // The raw parents are moat's level for raw (`moat run`) tenants: an
+    // operator's limits there are theirs, and their containers' names
+    // (`<tag>@<id>`) are moat's. An engine's container placed there
+    // (`docker run --cgroup-parent /moat`) would share those limits and
+    // sit among the raw tenants' cgroups (red-team pass 7), so an engine
+    // bundle below one is refused, whatever `cgroups.parents` also lists.
+    if let (Origin::Engine(_), Some(raw)) = (origin, raw_parent) {
+        return Err(Refusal::new(
+            RefusalRule::CgroupsPath,
+            format!(
+                "linux.cgroupsPath {path:?}: {raw:?} is moat's cgroup parent for raw (moat run) tenants' containers, not for an engine's ({}): give the container another cgroup parent",
+                origin.describe()
+            ),
+            None,
+        ));
+    }
+    let below_raw = raw_parent.is_some();
+    let engine_parent = policy.parents.iter().find(|p| parsed.is_below(p));
     match (origin, engine_parent) {
         (Origin::Raw | Origin::Unknown, _) if below_raw => {}
         (Origin::Unknown, Some(_)) => {}
@@ -313,10 +321,24 @@ pub fn raw_cgroups_path(
     }
 }
 
+/// The parent of the cgroup moat gives an engine's container whose spec
+/// names none (docker, containerd and the CRI always name one; a bundle
+/// made by hand in an engine's task directory may not): kept apart from
+/// the raw parents, which are the raw tenants' level (red-team pass 7).
+pub const ENGINE_FALLBACK_CGROUP_PARENT: &str = "/moat-engines";
+
+/// The cgroup of an engine's container whose spec names none:
+/// `/moat-engines/<namespace>/<id>`, unique like containerd's own
+/// `/<namespace>/<id>`, outside every raw parent.
+pub fn engine_fallback_cgroups_path(b: &crate::engine_bundle::EngineBundle) -> String {
+    format!("{ENGINE_FALLBACK_CGROUP_PARENT}/{}/{}", b.namespace, b.id)
+}
+
 /// Gives a raw bundle's container the cgroup [`raw_cgroups_path`] names,
 /// whatever its spec said (after [`check_cgroups_path`] accepted it), with
-/// a report line when the spec named another. Engine bundles and `explain`
-/// keep their path.
+/// a report line when the spec named another. An engine bundle keeps its
+/// path, or gets [`engine_fallback_cgroups_path`] when it names none;
+/// `explain` keeps its path.
 pub fn place_raw_cgroup(
     spec: &mut Spec,
     policy: &CgroupsPolicy,
@@ -325,11 +347,12 @@ pub fn place_raw_cgroup(
     id: Option<&str>,
     report: &mut crate::report::Report,
 ) {
-    let (Origin::Raw, Some(id)) = (origin, id) else {
-        return;
-    };
     let before = spec_cgroups_path(spec);
-    let path = raw_cgroups_path(before.as_deref(), policy, root_tag, id);
+    let path = match (origin, id) {
+        (Origin::Raw, Some(id)) => raw_cgroups_path(before.as_deref(), policy, root_tag, id),
+        (Origin::Engine(b), _) if before.is_none() => engine_fallback_cgroups_path(b),
+        _ => return,
+    };
     if let Some(before) = before.filter(|b| *b != path) {
         report.change(
             crate::report::Rule::CgroupsPath,
@@ -347,8 +370,7 @@ pub fn place_raw_cgroup(
 /// Does the policy parent `parent` belong to containerd namespace `ns`
 /// (red-team pass 4 F4: a `ctr`/nerdctl client of any namespace used
 /// docker's parent to squat a docker container's cgroup)? docker's parents
-/// are `moby`'s, kubelet's are `k8s.io`'s, moat's own is every bundle's,
-/// another cgroupfs parent `/<name>` is namespace `<name>`'s (containerd
+/// are `moby`'s, kubelet's are `k8s.io`'s, another cgroupfs parent `/<name>` is namespace `<name>`'s (containerd
 /// names a task's cgroup `/<namespace>/<id>`); another systemd parent an
 /// operator lists is every engine's.
 fn parent_belongs_to(parent: &str, ns: &str) -> bool {
@@ -361,7 +383,6 @@ fn parent_belongs_to(parent: &str, ns: &str) -> bool {
         return ns == crate::engine_bundle::CRI_NAMESPACE;
     }
     match parent.strip_prefix('/') {
-        Some("moat") => true,
         Some(name) => name == ns,
         None => true,
     }
@@ -463,12 +484,7 @@ mod tests {
             id: "abc".into(),
         };
         let check = |path: &str, origin| check_cgroups_path(&spec(path), &policy, origin, None);
-        for ok in [
-            "/docker/abc",
-            "/moby/abc",
-            "system.slice:docker:abc",
-            "/moat/abc",
-        ] {
+        for ok in ["/docker/abc", "/moby/abc", "system.slice:docker:abc"] {
             check(ok, Origin::Engine(&docker)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         for raw_ok in ["/moat/abc", "/moat/a/b/c"] {
@@ -616,18 +632,52 @@ mod tests {
             assert_eq!(path.as_deref(), Some("/docker/job-42"));
             assert!(report.changes.is_empty());
         }
-        // An engine's container below a raw parent is named after its id,
-        // one level down (outside the CRI): never a raw container's name.
-        for bad in ["/moat/t@job-42", "/moat/x", "/moat/t/job-42"] {
-            check_cgroups_path(&spec(bad), &policy, Origin::Engine(&docker), None).unwrap_err();
+        // An engine bundle naming no cgroup gets one outside the raw
+        // parents, apart from every raw container's.
+        let (path, report) = placed(None, Origin::Engine(&docker), Some("t"));
+        assert_eq!(path.as_deref(), Some("/moat-engines/moby/job-42"));
+        assert!(report.changes.is_empty());
+    }
+
+    /// Red-team pass 7: `docker run --cgroup-parent /moat` put an engine's
+    /// container at the raw tenants' level (and under their limits). Every
+    /// engine bundle below a raw parent is refused, an operator's raw
+    /// parent too, whatever `cgroups.parents` also lists, and any leaf.
+    #[test]
+    fn engine_bundles_below_a_raw_parent_are_refused() {
+        let engine = |ns: &str| crate::engine_bundle::EngineBundle {
+            namespace: ns.into(),
+            id: "job-42".into(),
+        };
+        let (docker, cri) = (engine("moby"), engine("k8s.io"));
+        let mut policy = CgroupsPolicy::default();
+        policy.raw_parents.push("/tenants".into());
+        policy.parents.push("/moat".into());
+        policy.parents.push("/tenants".into());
+        for (path, b) in [
+            ("/moat/job-42", &docker),
+            ("/moat/t@job-42", &docker),
+            ("/moat/x", &docker),
+            ("/moat/t/job-42", &docker),
+            ("/moat/pod1/job-42", &cri),
+            ("/tenants/job-42", &docker),
+        ] {
+            let err =
+                check_cgroups_path(&spec(path), &policy, Origin::Engine(b), None).expect_err(path);
+            assert_eq!(err.rule, RefusalRule::CgroupsPath);
+            let text = err.to_string();
+            assert!(
+                text.contains("cgroup parent for raw (moat run) tenants' containers"),
+                "{path}: {text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
         }
-        check_cgroups_path(
-            &spec("/moat/job-42"),
-            &policy,
-            Origin::Engine(&docker),
-            None,
-        )
-        .unwrap();
+        // The same paths stay a raw bundle's (moat names the leaf), and
+        // moat's fallback for an engine is outside them.
+        check_cgroups_path(&spec("/moat/job-42"), &policy, Origin::Raw, None).unwrap();
+        let fallback = CgroupsPath::parse(&engine_fallback_cgroups_path(&docker)).unwrap();
+        assert!(!policy.raw_parents.iter().any(|p| fallback.is_below(p)));
+        assert!(!crate::policy::DEFAULT_CGROUP_PARENTS.contains(&"/moat"));
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub use host_paths::{
 };
 pub use mounts::{KERNEL_FILESYSTEMS, MASKED_PATHS, READONLY_PATHS};
 pub use namespaces::{namespace_name, REQUIRED_NAMESPACES};
-pub use process::{clamp_process_oom_score_adj, harden_process, home_from_passwd, refuse_proc_cwd};
+pub use process::{
+    clamp_process_oom_score_adj, harden_process, home_from_passwd, refuse_proc_cwd,
+    refuse_rlimits_above_ceiling,
+};
 pub use resources::{
     cap_relative_weights, clamp_pids_limit, refuse_network_classes, refuse_unified, UnifiedCeilings,
 };
@@ -132,6 +135,10 @@ pub struct HostFacts {
     /// moat's own `oom_score_adj` at create (`None`: unreadable): the
     /// lowest value the container's init can be given (T8).
     pub oom_score_adj_floor: Option<i32>,
+    /// moat's own hard limit of each rlimit at create: the most a
+    /// container's `process.rlimits` may ask (see
+    /// `process::refuse_rlimits_above_ceiling`). Empty: not judged.
+    pub rlimit_ceilings: Vec<(oci_spec::runtime::PosixRlimitType, u64)>,
     /// Who else uses the rootfs (or a directory above it) as its root, when
     /// `root.path` is outside the bundle: a live process outside this
     /// create, or another moat container (see `moat::facts::rootfs_users`).
@@ -202,6 +209,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
 
     if let Some(process) = spec.process() {
         refuse_proc_cwd(process.cwd())?;
+        process::refuse_rlimits_above_ceiling(process, &facts.rlimit_ceilings, "process")?;
     }
     devices::refuse_privileged(spec, &policy)?;
     namespaces::refuse_host_namespaces(spec, &policy, facts)?;

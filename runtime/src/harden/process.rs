@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use oci_spec::runtime::{Capabilities, LinuxCapabilities, Process, Spec};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimitType, Process, Spec};
 
 use super::{normalize, HostFacts};
 use crate::policy::{capability_name, Policy};
@@ -184,6 +184,71 @@ pub fn clamp_process_oom_score_adj(process: &mut Process, floor: Option<i32>, re
         floor.to_string(),
         "raised to moat's own oom_score_adj: a lower value needs CAP_SYS_RESOURCE in the host's user namespace, which the container does not have",
     );
+}
+
+/// The most a container's process may ask of each rlimit: moat's own hard
+/// limit for it, read at create (`HostFacts::rlimit_ceilings`; a type
+/// missing there is not judged). The container's init (and an exec'd
+/// process) sets its rlimits inside its user namespace, where raising a
+/// hard limit above the one it inherited from moat needs CAP_SYS_RESOURCE
+/// in the host's: the write fails with a bare EPERM deep in libcontainer's
+/// init (red-team pass 7). A soft limit above its hard one fails with
+/// EINVAL. Both are refused here with one line, before anything is made.
+/// Refused, not clamped: the workload asked for a limit it would silently
+/// not get (what `ulimit -n` shows), and no policy key grants more than
+/// the host's own ceiling, which only the operator can raise (the engine's
+/// `LimitNOFILE=`, `ulimit -H` of whoever starts moat).
+pub fn refuse_rlimits_above_ceiling(
+    process: &Process,
+    ceilings: &[(PosixRlimitType, u64)],
+    what: &str,
+) -> Result<(), Refusal> {
+    for r in process.rlimits().iter().flatten() {
+        let name = r.typ().to_string();
+        if r.soft() > r.hard() {
+            return Err(Refusal::new(
+                RefusalRule::Rlimit,
+                format!(
+                    "{what}.rlimits {name}: soft limit {} is above its hard limit {}",
+                    r.soft(),
+                    r.hard()
+                ),
+                None,
+            ));
+        }
+        let Some((_, ceiling)) = ceilings.iter().find(|(t, _)| *t == r.typ()) else {
+            continue;
+        };
+        if r.hard() > *ceiling {
+            return Err(Refusal::new(
+                RefusalRule::Rlimit,
+                format!(
+                    "{what}.rlimits {name}: hard limit {} is above the host's {} (moat's own hard limit, which a container's user namespace cannot raise; ask for at most that, e.g. docker run --ulimit {}=<soft>:{})",
+                    show_rlimit(r.hard()),
+                    show_rlimit(*ceiling),
+                    docker_ulimit_name(r.typ()),
+                    show_rlimit(*ceiling)
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn show_rlimit(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// docker's `--ulimit` name of an rlimit (`RLIMIT_NOFILE` is `nofile`).
+fn docker_ulimit_name(t: PosixRlimitType) -> String {
+    t.to_string()
+        .trim_start_matches("RLIMIT_")
+        .to_ascii_lowercase()
 }
 
 /// The home directory of `uid` in a passwd file (`name:pw:uid:gid:gecos:

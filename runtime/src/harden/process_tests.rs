@@ -597,3 +597,68 @@ fn oom_score_adj_below_moats_own_is_raised_to_it() {
     }));
     assert_eq!(h.spec.process().as_ref().unwrap().oom_score_adj(), None);
 }
+
+/// Red-team pass 7: `docker run --ulimit nofile=…` above moat's own hard
+/// limit failed create with a bare EPERM from the container's init. It is
+/// refused with one line naming the limit and the host's; at or below the
+/// ceiling it passes unchanged; a soft limit above its hard one is refused
+/// too (EINVAL otherwise); a type the host did not report is not judged.
+#[test]
+fn rlimits_above_the_hosts_hard_limit_are_refused_with_one_line() {
+    use oci_spec::runtime::PosixRlimitType as T;
+    let with = |typ: &str, soft: u64, hard: u64| {
+        docker_with(|v| {
+            v["process"]["rlimits"] =
+                serde_json::json!([{"type": typ, "soft": soft, "hard": hard}]);
+        })
+    };
+    let mut f = facts();
+    f.rlimit_ceilings = vec![(T::RlimitNofile, 1_048_576), (T::RlimitNproc, u64::MAX)];
+    let policy = crate::policy::Policy::default();
+    let r = refused_with(&with("RLIMIT_NOFILE", 1024, 2_000_000), &policy, &f);
+    assert_refusal(&r, "rlimit", None);
+    let text = r.to_string();
+    assert!(
+        text.contains("RLIMIT_NOFILE: hard limit 2000000 is above the host's 1048576"),
+        "{text}"
+    );
+    assert!(text.contains("--ulimit nofile=<soft>:1048576"), "{text}");
+    assert!(!text.contains('\n'), "{text}");
+    assert_eq!(crate::refusal::RefusalRule::Rlimit.threat(), "T17");
+    // At the ceiling, below it, unlimited where the host is: unchanged.
+    for (typ, soft, hard) in [
+        ("RLIMIT_NOFILE", 1_048_576, 1_048_576),
+        ("RLIMIT_NOFILE", 1024, 4096),
+        ("RLIMIT_NPROC", u64::MAX, u64::MAX),
+        ("RLIMIT_CORE", 0, u64::MAX),
+    ] {
+        let h = ok_with(&with(typ, soft, hard), &policy, &f);
+        let r = &h
+            .spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .rlimits()
+            .clone()
+            .unwrap()[0];
+        assert_eq!((r.soft(), r.hard()), (soft, hard), "{typ}");
+    }
+    let r = refused_with(&with("RLIMIT_NOFILE", 4096, 1024), &policy, &f);
+    assert_refusal(&r, "rlimit", None);
+    assert!(
+        r.to_string()
+            .contains("soft limit 4096 is above its hard limit 1024"),
+        "{r}"
+    );
+    // The exec path judges the same way.
+    let p = with("RLIMIT_NOFILE", 1, 2_000_000)
+        .process()
+        .clone()
+        .unwrap();
+    let r = crate::harden::refuse_rlimits_above_ceiling(&p, &f.rlimit_ceilings, "exec process")
+        .unwrap_err();
+    assert!(
+        r.to_string().contains("exec process.rlimits RLIMIT_NOFILE"),
+        "{r}"
+    );
+}

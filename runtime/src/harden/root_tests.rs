@@ -121,9 +121,64 @@ fn only_the_bundles_or_an_engines_rootfs_is_idmapped() {
         ("/var/lib/docker/overlay2/0a1b/diff", false),
     ] {
         assert_eq!(
-            super::rootfs_may_be_idmapped(Path::new(rootfs), bundle),
+            super::rootfs_may_be_idmapped(Path::new(rootfs), bundle, &Default::default()),
             idmapped,
             "{rootfs}"
+        );
+    }
+}
+
+/// Red-team pass 7: the rootfs rule knew the default engine roots only. A
+/// moved root (`engines.docker_roots`, `containerd_roots`, or dockerd's
+/// `data-root` added from daemon.json) holds the engine's rootfs as the
+/// default does: accepted and idmapped there, and everything else inside
+/// it refused like inside the default.
+#[test]
+fn engine_rootfs_is_recognised_below_every_engine_root() {
+    let mut policy = Policy::default();
+    policy
+        .engines
+        .containerd_roots
+        .push("/data/containerd".into());
+    let policy = policy.with_docker_data_root(Some(Path::new("/data/docker/")));
+    assert!(policy
+        .volumes
+        .idmap_under
+        .iter()
+        .any(|p| p == "/data/docker/volumes/*/_data"));
+    let bundle = Path::new("/srv/job/bundle");
+    for (rootfs, ok) in [
+        ("/data/docker/overlay2/0a1b/merged", true),
+        (
+            "/data/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
+            true,
+        ),
+        ("/var/lib/docker/overlay2/0a1b/merged", true),
+        ("/data/docker/overlay2/0a1b/diff", false),
+        ("/data/docker/containers/abc", false),
+        ("/data/containerd/io.containerd.content.v1.content", false),
+    ] {
+        assert_eq!(
+            super::rootfs_may_be_idmapped(Path::new(rootfs), bundle, &policy.engines),
+            ok,
+            "{rootfs}"
+        );
+        let s = runc_with(|v| v["root"]["path"] = json!(rootfs));
+        match harden(&s, &policy, &facts()) {
+            Ok(_) => assert!(ok, "{rootfs} accepted"),
+            Err(r) => {
+                assert!(!ok, "{rootfs}: {r}");
+                assert!(
+                    r.to_string()
+                        .contains("is inside the engine state tree /data/"),
+                    "{r}"
+                );
+            }
+        }
+        // Without the moved roots, a rootfs there is a plain host path.
+        assert!(
+            !super::rootfs_may_be_idmapped(Path::new(rootfs), bundle, &Default::default())
+                || rootfs.starts_with("/var/lib/docker")
         );
     }
 }
