@@ -393,6 +393,22 @@ impl Volume {
         Volume { name }
     }
 
+    /// A docker `local` volume created now with driver options `opts`
+    /// (`type=…`, `device=…`, `o=…`): dockerd (host root, host namespaces)
+    /// mounts them at the volume's `_data` when a container first uses it
+    /// and hands the runtime a plain bind of that. Removed on drop.
+    #[track_caller]
+    pub fn local(ctx: &Ctx, suffix: &str, opts: &[&str]) -> Volume {
+        let volume = Volume::new(ctx, suffix);
+        let mut args = vec!["volume", "create", "--driver", "local"];
+        for o in opts {
+            args.extend(["--opt", o]);
+        }
+        args.push(&volume.name);
+        docker(&args).expect_ok();
+        volume
+    }
+
     /// The volume's directory on the host.
     #[track_caller]
     pub fn host_path(&self) -> PathBuf {

@@ -1453,21 +1453,6 @@ fn exec_workdir_through_a_descriptor_is_refused() {
 // T40 / T5 (red-team R6-8, R6-3): bind sources judged by their filesystem.
 // ---------------------------------------------------------------------------
 
-/// A docker `local` volume with driver options: dockerd (host root, host
-/// namespaces) mounts `type`/`device`/`o` at the volume's `_data` when a
-/// container first uses it, and hands the runtime a plain bind of that.
-#[track_caller]
-fn driver_volume(ctx: &Ctx, suffix: &str, opts: &[&str]) -> Volume {
-    let volume = Volume::new(ctx, suffix);
-    let mut args = vec!["volume", "create", "--driver", "local"];
-    for o in opts {
-        args.extend(["--opt", o]);
-    }
-    args.push(&volume.name);
-    docker(&args).expect_ok();
-    volume
-}
-
 /// `out` is moat's one-line refusal by the bind-source rule, saying `why`.
 #[track_caller]
 fn assert_bind_source_refused(out: &Out, what: &str, why: &str) {
@@ -1525,7 +1510,7 @@ fn driver_mounted_volumes_are_judged_by_their_filesystem() {
         ),
     ];
     for (suffix, opts, why) in refused {
-        let volume = driver_volume(&ctx, suffix, opts);
+        let volume = Volume::local(&ctx, suffix, opts);
         let c = ctx.container(suffix);
         let mount = format!("{}:/v", volume.name);
         let out = c.run(&["-v", &mount], &["sh", "-c", "echo RAN; ls /v | head -3"]);
@@ -1535,7 +1520,7 @@ fn driver_mounted_volumes_are_judged_by_their_filesystem() {
         assert_not_mounted(&volume);
     }
 
-    let small = driver_volume(
+    let small = Volume::local(
         &ctx,
         "smalltmpfs",
         &["type=tmpfs", "device=tmpfs", "o=size=1m,nr_inodes=256"],
@@ -1610,7 +1595,7 @@ fn tmpfs_volumes_count_in_the_tmpfs_total() {
     };
     let volumes: Vec<Volume> = (0..5)
         .map(|i| {
-            driver_volume(
+            Volume::local(
                 &ctx,
                 &format!("t{i}"),
                 &["type=tmpfs", "device=tmpfs", "o=size=64m,nr_inodes=16384"],

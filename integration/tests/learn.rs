@@ -640,12 +640,33 @@ fn annotation_profiles_of_other_tenants_are_never_merged_into() {
     b.annotate("moat.dev/learn", "web");
     run(&b, &other);
 
+    // Two docker containers (namespace `moby`, shared by every user of
+    // docker's socket) asking for the same name: each its own profile,
+    // in its container's scope (M2).
+    let docker_a = env.id("dock-a");
+    let mut b = env.engine_bundle("moby", &docker_a, &["/bin/sh", "-c", "true"]);
+    b.annotate("moat.dev/learn", "web");
+    run(&b, &docker_a);
+    let docker_as = dir.join("moby").join(&docker_a).join("web.json");
+    let docker_before = fs::read_to_string(&docker_as).unwrap();
+    let docker_b = env.id("dock-b");
+    let mut b = env.engine_bundle("moby", &docker_b, &["/bin/sh", "-c", "mkdir /tmp/d"]);
+    b.annotate("moat.dev/learn", "web");
+    run(&b, &docker_b);
+    assert_eq!(
+        fs::read_to_string(&docker_as).unwrap(),
+        docker_before,
+        "one docker container's run merged into another's profile"
+    );
+    assert!(!dir.join("moby").join("web.json").exists());
+
     assert_eq!(
         fs::read_to_string(&victims).unwrap(),
         before,
         "another tenant's run merged into the victim's profile"
     );
     for path in [
+        dir.join("moby").join(&docker_b).join("web.json"),
         dir.join("raw")
             .join(moat::engine_bundle::state_root_tag(
                 &moat_integration::canonical_root(&env.root),

@@ -105,3 +105,45 @@ fn update_writes_through_the_containers_own_v1_cgroup_files() {
     drop(guard);
     leak.verify();
 }
+
+/// Review L8: an update on v1 drops nothing silently. `memory.kernel` (the
+/// kernel accepts the write and keeps no limit; runc ignores it) is refused
+/// with one line and nothing of that update is written; `memory.kernelTCP`
+/// lands in `memory.kmem.tcp.limit_in_bytes`; network classes the policy
+/// does not allow are refused naming the policy key.
+#[test]
+fn update_v1_kernel_memory_is_refused_and_kernel_tcp_applied() {
+    let env = Env::new();
+    if !PathBuf::from("/sys/fs/cgroup/memory/memory.kmem.tcp.limit_in_bytes").exists() {
+        eprintln!("skipped: no cgroup v1 kernel TCP memory file");
+        return;
+    }
+    let b = env.bundle(&["sleep", "300"]);
+    let (id, guard) = env.start_sleeper(&b, "updkm");
+    let leak = env.leak_check(&id);
+    let resources = env.tmp.path().join("resources.json");
+    let update = |json: &str| {
+        fs::write(&resources, json).unwrap();
+        env.moat(&["update", "--resources", resources.to_str().unwrap(), &id])
+    };
+    let pids_before = read_v1(&id, "pids", "pids.max");
+    let out = update(r#"{"memory": {"kernel": 16777216}, "pids": {"limit": 7}}"#);
+    out.assert_fails_with("memory.kernel");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("memory.kernel") && l.contains("nothing was changed")),
+        "{out}"
+    );
+    assert_eq!(read_v1(&id, "pids", "pids.max"), pids_before);
+    update(r#"{"memory": {"kernelTCP": 11534336}}"#).assert_ok();
+    assert_eq!(
+        read_v1(&id, "memory", "memory.kmem.tcp.limit_in_bytes").as_deref(),
+        Some("11534336")
+    );
+    update(r#"{"network": {"classID": 1048577}}"#)
+        .assert_fails_with("resources.allow_network_classes");
+    env.moat(&["delete", "--force", &id]).assert_ok();
+    drop(guard);
+    leak.verify();
+}

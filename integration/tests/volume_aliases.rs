@@ -25,18 +25,6 @@ use moat_integration::docker::*;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A docker `local` volume with `opts`, removed on drop.
-fn local_volume(ctx: &Ctx, suffix: &str, opts: &[&str]) -> Volume {
-    let volume = Volume::new(ctx, suffix);
-    let mut args = vec!["volume", "create", "--driver", "local"];
-    for o in opts {
-        args.extend(["--opt", o]);
-    }
-    args.push(&volume.name);
-    docker(&args).expect_ok();
-    volume
-}
-
 /// `out` is refused by moat `rule`, one line saying every part of `why`,
 /// and the container's command never ran.
 #[track_caller]
@@ -85,7 +73,7 @@ fn a_volume_binding_another_containers_shm_is_refused() {
         moat_integration::cmd::wait_until(TIMEOUT, || Path::new(&shm).join("s").exists()),
         "the victim never wrote its shm"
     );
-    let volume = local_volume(
+    let volume = Volume::local(
         &ctx,
         "shm",
         &["type=none", "o=bind", &format!("device={shm}")],
@@ -132,7 +120,7 @@ fn a_volume_binding_a_kubelet_pod_volume_is_refused() {
         .join("volumes/kubernetes.io~empty-dir/data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("f"), "other-pod-data\n").unwrap();
-    let volume = local_volume(
+    let volume = Volume::local(
         &ctx,
         "pod",
         &["type=none", "o=bind", &format!("device={}", data.display())],
@@ -154,6 +142,67 @@ fn a_volume_binding_a_kubelet_pod_volume_is_refused() {
     drop(c);
     drop(volume);
     drop(guard);
+    ctx.finish();
+}
+
+/// Review M3: a docker tenant's local volume `o=bind,device=<dir>` is a
+/// narrower mount of the host's disk (its root is `<dir>`). While it is
+/// mounted (its container runs), another tenant's bind of a path below
+/// `<dir>` is seen there only through that narrower mount: no claim of
+/// docker's on those files, so a raw tenant's bind is accepted (main's
+/// binary refused it as docker's storage: the volume's maker could refuse
+/// every other tenant's binds below any directory it named). The R7-2
+/// attack (a volume whose own mount is another pod's volume) is still
+/// refused: `a_volume_binding_a_kubelet_pod_volume_is_refused`.
+#[test]
+fn a_tenants_bind_volume_refuses_no_other_tenants_binds_below_it() {
+    let Some(ctx) = Ctx::new("a_tenants_bind_volume_refuses_no_other_tenants_binds_below_it")
+    else {
+        return;
+    };
+    let shared = tempfile::Builder::new()
+        .prefix("moat-it-m3-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let below = shared.path().join("b");
+    fs::create_dir_all(&below).unwrap();
+    fs::write(below.join("f"), "b-data\n").unwrap();
+    let volume = Volume::local(
+        &ctx,
+        "m3",
+        &[
+            "type=none",
+            "o=bind",
+            &format!("device={}", shared.path().display()),
+        ],
+    );
+    // Tenant A's container keeps its volume mounted.
+    let a = ctx.container("a");
+    a.start_detached(&["-v", &format!("{}:/v", volume.name)], &["sleep", "60"]);
+    let data = volume.host_path();
+    let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounted.contains(&format!(" {} ", data.display())),
+        "the volume is not mounted at {}",
+        data.display()
+    );
+    // Tenant B, a raw bundle, binds its own path below A's directory.
+    let env = moat_integration::Env::new();
+    let mut b = env.sh_bundle("echo RAN; cat /b/f");
+    b.add_mount(serde_json::json!({
+        "destination": "/b", "type": "bind",
+        "source": below.to_str().unwrap(), "options": ["rbind", "ro"]
+    }));
+    let id = env.id("m3b");
+    let leaks = env.leak_check(&id);
+    let out = env.run(&b, &id);
+    assert!(
+        out.success() && out.stdout.contains("RAN") && out.stdout.contains("b-data"),
+        "a tenant's bind below another tenant's volume device was refused: {out}"
+    );
+    leaks.verify();
+    drop(a);
+    drop(volume);
     ctx.finish();
 }
 
@@ -221,7 +270,7 @@ fn a_block_device_volume_mounted_nowhere_else_is_refused() {
         return;
     };
     let disk = LoopDisk::new();
-    let volume = local_volume(&ctx, "blk", &["type=ext4", &format!("device={}", disk.dev)]);
+    let volume = Volume::local(&ctx, "blk", &["type=ext4", &format!("device={}", disk.dev)]);
     let c = ctx.container("reader");
     let out = c.run(
         &["--rm", "-v", &format!("{}:/d", volume.name)],
@@ -273,7 +322,7 @@ fn a_block_device_volume_whose_host_mount_is_a_subdirectory_is_refused() {
     )
     .expect_ok();
     run_cmd("umount", &[whole.to_str().unwrap()], TIMEOUT).expect_ok();
-    let volume = local_volume(&ctx, "sub", &["type=ext4", &format!("device={}", disk.dev)]);
+    let volume = Volume::local(&ctx, "sub", &["type=ext4", &format!("device={}", disk.dev)]);
     let c = ctx.container("reader");
     let out = c.run(
         &["--rm", "-v", &format!("{}:/d", volume.name)],
@@ -290,7 +339,7 @@ fn a_block_device_volume_whose_host_mount_is_a_subdirectory_is_refused() {
     // The whole device mounted at a host path: the volume shows that
     // host directory (its alias), judged and staged like a bind of it.
     run_cmd("mount", &[&disk.dev, whole.to_str().unwrap()], TIMEOUT).expect_ok();
-    let volume = local_volume(
+    let volume = Volume::local(
         &ctx,
         "whole",
         &["type=ext4", &format!("device={}", disk.dev)],

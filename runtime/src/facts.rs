@@ -112,6 +112,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         // Where else the host shows it, as create learns from the pinned fd.
         if let Ok(view) = crate::pinned::mount_view(fd, &real, &mountinfo) {
             facts.source_aliases.insert(src.clone(), view.aliases);
+            facts
+                .source_partial_aliases
+                .insert(src.clone(), view.partial);
+            facts.source_submounts.insert(src.clone(), view.submounts);
             facts.source_mounted_at.insert(src.clone(), view.mounted_at);
         }
         let found = filesystems_of(fd, &real, &mounts);
@@ -249,6 +253,8 @@ pub fn from_pinned(
         host_namespace_paths: pinned.host_namespace_types(),
         resolved_sources: pinned.resolved_sources(),
         source_aliases: pinned.source_aliases(),
+        source_partial_aliases: pinned.source_partial_aliases(),
+        source_submounts: pinned.source_submounts(),
         source_mounted_at: pinned.source_mounted_at(),
         source_filesystems: pinned_source_filesystems(pinned),
         container_id: None,

@@ -341,11 +341,15 @@ impl<'a> IdPool<'a> {
     fn range_of_name(&self, name: &str) -> Option<Allocation> {
         if let Some(rest) = name.strip_prefix(ENGINE_PREFIX) {
             let (host, size) = rest.split_once('-')?;
+            // An engine range of no ids is never claimed (harden refuses a
+            // mapping of size 0): such a name is no lease, and its
+            // `size - 1` would wrap (review L6).
+            let size: u32 = size.parse().ok().filter(|s| *s > 0)?;
             return Some(Allocation {
                 slot: 0,
                 range: IdRange {
                     host_id: host.parse().ok()?,
-                    size: size.parse().ok()?,
+                    size,
                 },
                 engine: true,
             });
@@ -932,6 +936,25 @@ mod tests {
         assert!(pool.owned(root, "e").is_empty());
         assert_eq!(pool.owned_by(root, "a"), vec![0]);
         assert_eq!(pool.allocate(root, "c").unwrap().slot, 1);
+    }
+
+    /// Review L6: a pool file naming an engine range of no ids is no
+    /// lease (its last id, `size - 1`, would wrap in the reclaim's scan).
+    #[test]
+    fn an_engine_range_of_no_ids_is_no_lease() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(&tmp.path().join("pool"), 3);
+        let pool = IdPool::new(&p);
+        assert!(pool.range_of_name("engine-5000-0").is_none());
+        let r = pool.range_of_name("engine-5000-10").unwrap();
+        assert_eq!((r.range.host_id, r.range.size, r.engine), (5000, 10, true));
+        fs::create_dir_all(tmp.path().join("pool")).unwrap();
+        fs::write(
+            tmp.path().join("pool/engine-5000-0"),
+            owner_tag(Path::new("/gone"), "x"),
+        )
+        .unwrap();
+        assert_eq!(pool.reclaim_dead_leases(), 0);
     }
 
     #[test]

@@ -53,9 +53,14 @@ pub const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 /// could name another's profile would add its own syscalls to the profile
 /// the operator later deploys for the other.
 ///
-/// - a bundle containerd made (`Origin::Engine`): its namespace (`moby` for
-///   docker, `k8s.io` for the CRI, where the pod's Kubernetes namespace,
-///   written by the CRI, is a second level: `k8s.io/<pod namespace>`);
+/// - a bundle containerd made (`Origin::Engine`): its namespace (`k8s.io`
+///   for the CRI, where the pod's Kubernetes namespace, written by the CRI,
+///   is a second level: `k8s.io/<pod namespace>`); for docker (`moby`) the
+///   container id dockerd chose is the second level, `moby/<container id>`:
+///   every user of docker's socket shares its one namespace, and docker
+///   knows no user below it, so a docker container's profile (and its
+///   share of the per-scope cap) is its own, accumulating over its
+///   restarts (same id), never another docker container's;
 /// - a raw bundle: `raw/<state root tag>/<container id>`: a raw tenant has
 ///   no identity moat can check but the state root it creates under and
 ///   the id it runs under there (red-team pass 6 R6-6: `raw/<id>` alone was
@@ -111,6 +116,15 @@ pub fn scoped_profile_name(
                         return Err(refuse("pod namespace", pod_ns));
                     }
                     format!("{}/{pod_ns}", b.namespace)
+                }
+                // docker has one containerd namespace for every user of its
+                // socket and no identity of its own below it: the container
+                // (the id dockerd chose, never the tenant) is the scope.
+                _ if b.is_docker() => {
+                    if !valid_profile_name(&b.id) {
+                        return Err(refuse("docker container id", &b.id));
+                    }
+                    format!("{}/{}", b.namespace, b.id)
                 }
                 _ => b.namespace.clone(),
             }
@@ -430,13 +444,23 @@ mod tests {
             scoped_profile_name(name, origin, Some("c1"), None, ann)
         };
         let (moby, cri, other) = (engine("moby"), engine("k8s.io"), engine("ci"));
+        // docker: one namespace for every docker user, so the container
+        // (dockerd's id) is the scope.
         assert_eq!(
             scoped("web", Origin::Engine(&moby), &none).unwrap(),
-            "moby/web"
+            "moby/c1/web"
         );
         assert_eq!(
             scoped("true", Origin::Engine(&moby), &none).unwrap(),
-            "moby/c1"
+            "moby/c1/c1"
+        );
+        let other_docker = EngineBundle {
+            namespace: "moby".into(),
+            id: "c2".into(),
+        };
+        assert_ne!(
+            scoped("web", Origin::Engine(&moby), &none).unwrap(),
+            scoped("web", Origin::Engine(&other_docker), &none).unwrap()
         );
         assert_eq!(
             scoped("web", Origin::Engine(&cri), &pod("team-a")).unwrap(),
@@ -481,13 +505,18 @@ mod tests {
         // Engines' scopes do not depend on the state root.
         assert_eq!(
             scoped_profile_name("web", Origin::Engine(&moby), Some("c1"), Some(&a), &none).unwrap(),
-            "moby/web"
+            "moby/c1/web"
         );
         // Never a path out of the scope.
         for bad in [pod("../x"), pod("a/b"), pod("")] {
             assert!(scoped("web", Origin::Engine(&cri), &bad).is_err());
         }
         assert!(scoped("web", Origin::Engine(&engine("..")), &none).is_err());
+        let odd_docker = EngineBundle {
+            namespace: "moby".into(),
+            id: "..".into(),
+        };
+        assert!(scoped("web", Origin::Engine(&odd_docker), &none).is_err());
         assert!(scoped("../web", Origin::Raw, &none).is_err());
     }
 

@@ -67,10 +67,15 @@ pub struct PinnedPath {
     /// path that is also the host's `/`). See [`mount_aliases`]; filled by
     /// [`pin`] for mount sources, empty for the rootfs.
     pub aliases: Vec<PathBuf>,
+    /// Those of `aliases` only a narrower mount shows
+    /// ([`MountView::partial`]).
+    pub partial_aliases: Vec<PathBuf>,
     /// The mount point of every host mount that shows the file (the fd's
     /// own first; see [`MountView::mounted_at`]). Filled by [`pin`] with
     /// `aliases`.
     pub mounted_at: Vec<PathBuf>,
+    /// Host mounts below `real` ([`MountView::submounts`]).
+    pub submounts: usize,
     pub is_dir: bool,
 }
 
@@ -132,6 +137,24 @@ impl PinnedPaths {
         self.sources
             .iter()
             .map(|(k, v)| (k.clone(), v.aliases.clone()))
+            .collect()
+    }
+
+    /// The aliases of every pinned source only a narrower mount shows
+    /// ([`PinnedPath::partial_aliases`]).
+    pub fn source_partial_aliases(&self) -> HashMap<PathBuf, Vec<PathBuf>> {
+        self.sources
+            .iter()
+            .map(|(k, v)| (k.clone(), v.partial_aliases.clone()))
+            .collect()
+    }
+
+    /// How many host mounts lie below every pinned source
+    /// ([`PinnedPath::submounts`]).
+    pub fn source_submounts(&self) -> HashMap<PathBuf, usize> {
+        self.sources
+            .iter()
+            .map(|(k, v)| (k.clone(), v.submounts))
             .collect()
     }
 
@@ -260,6 +283,8 @@ pub fn pin_path(
         fd,
         real,
         aliases: Vec::new(),
+        partial_aliases: Vec::new(),
+        submounts: 0,
         mounted_at: Vec::new(),
         is_dir,
     })
@@ -316,12 +341,29 @@ pub struct MountView {
     /// T19, T29, red-team R7-2): what is judged is the file, not the name of
     /// the place it is mounted at.
     pub aliases: Vec<PathBuf>,
+    /// The aliases that only a narrower mount shows: one whose root lies
+    /// strictly below the root of the fd's own mount, so it shows a part of
+    /// what the source's mount shows (a docker `local` volume
+    /// `o=bind,device=/srv/a` is such a mount of `/srv/a` for a source
+    /// `/srv/a/x` on the host's `/`). Such a place is where someone
+    /// re-exposed part of the filesystem, not where the files live: a bind
+    /// of the source's parent shows the same files with no alias at all,
+    /// so it is no evidence of whose files they are, and counting it let
+    /// the tenant who made the mount refuse every other tenant's binds
+    /// below `<dir>` (review M3). The ownership rules (another tenant's,
+    /// pod's, container's storage) skip these; the sensitive-path rule
+    /// still judges them (no tenant mounts at a sensitive path).
+    pub partial: Vec<PathBuf>,
     /// The mount point of each such mount, the fd's own first. When every
     /// one is a volume storage path, the filesystem (or the part of it
     /// holding the file) was mounted for a volume alone — a docker `local`
     /// volume of `type=ext4,device=<disk>`, a kubelet Secret's tmpfs — and
     /// no host path shows it for the path rules to judge (red-team R7-3).
     pub mounted_at: Vec<PathBuf>,
+    /// How many host mounts lie below `real` (moat's staging left out): a
+    /// recursive bind of the source carries each, and staging copies each
+    /// into the host's mount namespace (review L4, T36 mounts).
+    pub submounts: usize,
 }
 
 /// [`MountView`] of the file `fd` names (`real`: its real path), from the
@@ -359,15 +401,30 @@ fn view_in(entries: &[MountEntry], id: u64, real: &Path) -> MountView {
         .collect();
     aliases.sort();
     aliases.dedup();
+    // A place only a narrower mount shows (no mount at least as wide as the
+    // fd's own shows it there).
+    let wide = |e: &MountEntry| own.root.starts_with(&e.root);
+    let partial: Vec<PathBuf> = aliases
+        .iter()
+        .filter(|a| !covering.iter().any(|(e, p)| p == *a && wide(e)))
+        .cloned()
+        .collect();
     let mut mounted_at: Vec<PathBuf> = Vec::new();
     for (e, _) in &covering {
         if !mounted_at.contains(&e.mount_point) {
             mounted_at.push(e.mount_point.clone());
         }
     }
+    let submounts = entries
+        .iter()
+        .filter(|e| e.mount_point != real && e.mount_point.starts_with(real))
+        .filter(|e| !staged(&e.mount_point))
+        .count();
     MountView {
         aliases,
+        partial,
         mounted_at,
+        submounts,
     }
 }
 
@@ -393,7 +450,7 @@ pub use crate::path_syntax::{glob_match, overlay_option_paths, OVERLAY_PATH_KEYS
 /// Names under /run that belong to moat (`/run/moat*`).
 const MOAT_NAME_PREFIX: &str = "moat";
 
-/// Which namespaces a container may join by path (T11). Identity-based:
+/// Which namespaces a container may join by path (T10, joins). Identity-based:
 /// the (device, inode) of the pinned namespace file must be one of these.
 #[derive(Debug, Default, Clone)]
 pub struct Joinable {
@@ -702,6 +759,8 @@ pub fn pin(
                     source,
                 })?;
             p.aliases = view.aliases;
+            p.partial_aliases = view.partial;
+            p.submounts = view.submounts;
             p.mounted_at = view.mounted_at;
         }
     }
@@ -806,6 +865,37 @@ mod tests {
         // Another container's shm bound by a volume: its alias names it.
         let shm = view_in(&e, 35, &p("/var/lib/docker/volumes/s/_data"));
         assert_eq!(shm.aliases, [p("/var/lib/docker/containers/v/mounts/shm")]);
+        assert!(shm.partial.is_empty());
+        // The host's /srv/hostview shows only a part of the volume's disk.
+        assert_eq!(sub.partial, [p("/srv/hostview/x")]);
+    }
+
+    /// Review M3: a docker `local` volume `o=bind,device=/srv/a` (a tenant's
+    /// choice) is a narrower mount of the host's disk: for a source below
+    /// `/srv/a` on `/` its place is a partial alias, while for a source
+    /// whose own mount is that volume, `/` (wider) is a full one (R7-2).
+    #[test]
+    fn a_narrower_mount_is_a_partial_alias_only() {
+        let text = "\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+50 22 254:1 /srv/a /var/lib/docker/volumes/va/_data rw - ext4 /dev/vda1 rw
+51 22 254:1 /var/lib/kubelet/pods/u/volumes/d /var/lib/docker/volumes/vb/_data rw - ext4 /dev/vda1 rw
+";
+        let e = mount_entries(text);
+        let p = |s: &str| PathBuf::from(s);
+        let other = view_in(&e, 22, &p("/srv/a/b/x"));
+        assert_eq!(other.aliases, [p("/var/lib/docker/volumes/va/_data/b/x")]);
+        assert_eq!(other.partial, other.aliases);
+        // An unrelated path is no alias at all.
+        assert!(view_in(&e, 22, &p("/srv/c/x")).aliases.is_empty());
+        // The R7-2 attack: the volume's own mount shows the pod's volume,
+        // which `/` shows at its real place (wider: a full alias).
+        let attack = view_in(&e, 51, &p("/var/lib/docker/volumes/vb/_data/f"));
+        assert_eq!(attack.aliases, [p("/var/lib/kubelet/pods/u/volumes/d/f")]);
+        assert!(attack.partial.is_empty());
+        // Review L4: the mounts below a source (an rbind carries them).
+        assert_eq!(view_in(&e, 22, &p("/var/lib/docker")).submounts, 2);
+        assert_eq!(view_in(&e, 22, &p("/srv/a")).submounts, 0);
     }
 
     #[test]

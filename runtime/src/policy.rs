@@ -1221,6 +1221,17 @@ mod tests {
 
     #[test]
     fn id_pool_must_fit_and_not_start_at_root() {
+        // Review L6: an empty pool (no ranges, or ranges of no ids) is
+        // refused with one line naming the key; nothing computes `size - 1`
+        // of a policy range.
+        for zero in ["range_size = 0", "ranges = 0"] {
+            let err = Policy::from_toml(&format!("[user_namespace]\n{zero}\n")).unwrap_err();
+            let line = err.to_string();
+            assert!(
+                line.contains("user_namespace") && line.contains("must be positive"),
+                "{zero}: {line}"
+            );
+        }
         assert!(Policy::from_toml("[user_namespace]\nhost_id_base = 0\n").is_err());
         assert!(
             Policy::from_toml("[user_namespace]\nhost_id_base = 4294000000\nranges = 100\n")

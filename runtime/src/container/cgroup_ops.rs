@@ -158,6 +158,19 @@ fn v1_writes(
             }
         }
         w.set_nonzero("memory", "memory.soft_limit_in_bytes", memory.reservation());
+        // Kernel memory: runc's v1 manager ignores `kernel` (with a
+        // warning) since kernels deprecated it, and this one accepts the
+        // write and keeps no limit (measured on 6.18): refused rather than
+        // dropped, before anything is written (review L8). `kernelTCP` is
+        // still a limit on v1, written as runc and libcgroups write it.
+        if let Some(k) = memory.kernel().filter(|k| *k != 0) {
+            return Err(anyhow!(
+                "linux.resources.memory.kernel ({k}) is not applied: kernel memory limits are deprecated, cgroup v1 kernels ignore them (runc does too); nothing was changed"
+            ));
+        }
+        if let Some(t) = memory.kernel_tcp().filter(|t| *t != 0) {
+            w.push("memory", "memory.kmem.tcp.limit_in_bytes", t);
+        }
         if let Some(swappiness) = memory.swappiness() {
             if swappiness > 100 {
                 return Err(anyhow!(
@@ -207,6 +220,31 @@ fn v1_writes(
                 let line = format!("{}:{} {}", d.major(), d.minor(), d.rate());
                 w.push("blkio", file, line);
             }
+        }
+    }
+    // Network classes (only when the policy allows them: the caller ran
+    // `refuse_network_classes`): net_cls and net_prio, as libcgroups wrote
+    // them at create and runc's v1 manager does; an interface name must be
+    // one (no separator that would make one write set another line).
+    if let Some(network) = resources.network() {
+        if let Some(class) = network.class_id() {
+            w.push("net_cls", "net_cls.classid", class);
+        }
+        for p in network.priorities().iter().flatten() {
+            let name = p.name();
+            if name.is_empty()
+                || name.len() > 15
+                || name.chars().any(|c| c.is_whitespace() || c == '/')
+            {
+                return Err(anyhow!(
+                    "invalid interface name {name:?} in linux.resources.network.priorities"
+                ));
+            }
+            w.push(
+                "net_prio",
+                "net_prio.ifpriomap",
+                format!("{name} {}", p.priority()),
+            );
         }
     }
     for limit in resources.hugepage_limits().iter().flatten() {
@@ -438,6 +476,66 @@ mod tests {
             .unwrap();
         let err = v1_writes(&swappy, never).unwrap_err().to_string();
         assert!(err.contains("swappiness 101"), "{err}");
+    }
+
+    /// Review L8: kernel memory, kernelTCP and network classes are never
+    /// dropped silently on v1: `kernel` (ignored by the kernel and runc) is
+    /// refused before anything is written, the others are written.
+    #[test]
+    fn kernel_memory_and_network_classes_are_applied_or_refused() {
+        use oci_spec::runtime::{LinuxInterfacePriorityBuilder, LinuxNetworkBuilder};
+        let kmem = |kernel: Option<i64>, tcp: Option<i64>| {
+            let mut m = LinuxMemoryBuilder::default();
+            if let Some(k) = kernel {
+                m = m.kernel(k);
+            }
+            if let Some(t) = tcp {
+                m = m.kernel_tcp(t);
+            }
+            LinuxResourcesBuilder::default()
+                .memory(m.build().unwrap())
+                .build()
+                .unwrap()
+        };
+        let err = v1_writes(&kmem(Some(1 << 24), Some(1 << 20)), never)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("memory.kernel")
+                && err.contains("nothing was changed")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        assert_eq!(
+            files(&v1_writes(&kmem(None, Some(1 << 20)), never).unwrap()),
+            ["memory/memory.kmem.tcp.limit_in_bytes=1048576"]
+        );
+        let net = |name: &str| {
+            LinuxResourcesBuilder::default()
+                .network(
+                    LinuxNetworkBuilder::default()
+                        .class_id(0x100001u32)
+                        .priorities(vec![LinuxInterfacePriorityBuilder::default()
+                            .name(name)
+                            .priority(5u32)
+                            .build()
+                            .unwrap()])
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        assert_eq!(
+            files(&v1_writes(&net("eth0"), never).unwrap()),
+            [
+                "net_cls/net_cls.classid=1048577",
+                "net_prio/net_prio.ifpriomap=eth0 5"
+            ]
+        );
+        for bad in ["eth0 1\nlo", "", "a/b", "0123456789abcdef"] {
+            assert!(v1_writes(&net(bad), never).is_err(), "{bad:?}");
+        }
     }
 
     /// A huge page size names a file of the container's directory only.

@@ -54,7 +54,8 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<PathBuf> {
 
 /// The most profiles the `moat.dev/learn` annotation (a tenant's choice)
 /// makes moat keep for one tenant's scope in `learn.dir` (a containerd
-/// namespace, a pod's namespace, a raw state root: [`tenant_scope`]): each
+/// namespace, a pod's namespace, a raw state root, a docker container:
+/// [`tenant_scope`]): each
 /// is a file on the host's disk that outlives its container (red-team pass
 /// 5 G8), and `true` names one per container id. Per scope, so that one
 /// tenant looping learning creates with fresh ids fills only its own
@@ -68,8 +69,8 @@ pub const MAX_ANNOTATION_PROFILES_NODE: usize = 16 * MAX_ANNOTATION_PROFILES;
 
 /// The tenant's part of a scoped profile name (`crate::learn::scoped_profile_name`):
 /// `raw/<state root tag>` for a raw bundle (below it, one directory per
-/// container id), else the directory the profile is in (`<namespace>` or
-/// `k8s.io/<pod namespace>`).
+/// container id), else the directory the profile is in (`<namespace>`,
+/// `k8s.io/<pod namespace>` or docker's `moby/<container id>`).
 fn tenant_scope(scoped_name: &str) -> PathBuf {
     let name = Path::new(scoped_name);
     let mut parts = name.components();
@@ -269,7 +270,8 @@ mod tests {
             tenant_scope("raw/0123abcd/web-1/other"),
             Path::new("raw/0123abcd")
         );
-        assert_eq!(tenant_scope("moby/web"), Path::new("moby"));
+        // A docker container's profiles are its own scope (its cap too).
+        assert_eq!(tenant_scope("moby/0a1b2c/web"), Path::new("moby/0a1b2c"));
         assert_eq!(
             tenant_scope("k8s.io/team-a/web"),
             Path::new("k8s.io/team-a")

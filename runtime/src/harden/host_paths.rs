@@ -125,6 +125,19 @@ pub(super) enum Seen {
     Written,
     Resolved,
     Alias,
+    /// An alias only a narrower mount shows
+    /// ([`HostFacts::source_partial_aliases`]): judged by the
+    /// sensitive-path rule, never as evidence of whose storage it is.
+    PartialAlias,
+}
+
+impl Seen {
+    /// Whether a candidate says whose storage the files are: not a place
+    /// where only a narrower mount (a tenant's bind volume of a directory
+    /// above the source) re-exposes them (review M3).
+    fn shows_owner(self) -> bool {
+        self != Seen::PartialAlias
+    }
 }
 
 /// One host path every host-path rule judges for a mount.
@@ -141,7 +154,7 @@ impl Candidate<'_> {
     /// The judged path for a message: an alias says that it is one.
     fn shown(&self) -> String {
         match self.seen {
-            Seen::Alias => format!(
+            Seen::Alias | Seen::PartialAlias => format!(
                 "{} (where the host mounts the same files)",
                 self.path.display()
             ),
@@ -168,6 +181,9 @@ impl Candidate<'_> {
 /// volume `o=bind,device=<another container's shm or another pod's
 /// volume>` is a bind of `/var/lib/docker/volumes/<v>/_data` whose files
 /// are the other tenant's): a rule that judged only the name passed it.
+/// An alias only a narrower mount shows is [`Seen::PartialAlias`]: the
+/// ownership rules skip it (review M3: a tenant's `o=bind,device=/srv`
+/// volume is no claim on every other tenant's bind below `/srv`).
 pub(super) fn host_path_candidates<'a>(
     spec: &'a Spec,
     facts: &'a HostFacts,
@@ -191,12 +207,20 @@ pub(super) fn host_path_candidates<'a>(
                 .resolved_sources
                 .get(&source)
                 .map(|p| (normalize(p), Seen::Resolved));
+            let partial = facts.source_partial_aliases.get(&source);
             let aliases = facts
                 .source_aliases
                 .get(&source)
                 .into_iter()
                 .flatten()
-                .map(|p| (normalize(p), Seen::Alias));
+                .map(move |p| {
+                    let seen = if partial.is_some_and(|v| v.contains(p)) {
+                        Seen::PartialAlias
+                    } else {
+                        Seen::Alias
+                    };
+                    (normalize(p), seen)
+                });
             std::iter::once((normalize(&source), Seen::Written))
                 .chain(resolved)
                 .chain(aliases)
@@ -234,7 +258,7 @@ pub(super) fn refuse_other_pods_volumes(
         .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
         .collect();
     let origin = facts.origin();
-    for c in host_path_candidates(spec, facts) {
+    for c in host_path_candidates(spec, facts).filter(|c| c.seen.shows_owner()) {
         let Some(uid) = pod_uid_in(&c.path, policy) else {
             continue;
         };
@@ -326,7 +350,7 @@ pub(super) fn refuse_other_engines_storage(
     if origin == Origin::Unknown {
         return Ok(());
     }
-    for c in host_path_candidates(spec, facts) {
+    for c in host_path_candidates(spec, facts).filter(|c| c.seen.shows_owner()) {
         {
             let Some(docker) = storage_engine(&c.path, policy) else {
                 continue;
@@ -384,7 +408,7 @@ pub(super) fn refuse_other_containers_files(
             .collect(),
         _ => Vec::new(),
     };
-    for c in host_path_candidates(spec, facts) {
+    for c in host_path_candidates(spec, facts).filter(|c| c.seen.shows_owner()) {
         let Some(owner) = engine_owner_in(&c.path, policy) else {
             continue;
         };

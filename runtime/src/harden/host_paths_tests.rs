@@ -699,6 +699,43 @@ fn a_docker_volume_is_judged_by_what_its_mount_shows() {
     ok_with(&spec, &Policy::default(), &aliased("/srv/data"));
 }
 
+/// Review M3: a tenant's docker `local` volume `o=bind,device=/srv` is a
+/// narrower mount of the host's disk; a raw or CRI tenant's bind of
+/// `/srv/b/x` (on `/`) shows up there only as a partial alias, which is no
+/// claim of docker's or a pod's on those files: not refused. The same
+/// place as a full alias (a source whose own mount is that volume, R7-2)
+/// still is, and a partial alias at a sensitive path is still judged.
+#[test]
+fn a_narrower_mount_elsewhere_claims_no_tenants_files() {
+    let src = "/srv/b/x";
+    let spec = plain_with(|v| add_mount(v, bind(src, "/x")));
+    let raw = || HostFacts {
+        container_id: Some("b".into()),
+        ..facts()
+    };
+    for alias in [
+        "/var/lib/docker/volumes/a_vol/_data/b/x",
+        "/var/lib/docker/containers/victim/mounts/shm/b/x",
+        "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/d/b/x",
+    ] {
+        let mut f = raw();
+        f.source_aliases
+            .insert(PathBuf::from(src), vec![PathBuf::from(alias)]);
+        // Before M3 every alias counted: refused (as a full alias still is).
+        refused_with(&spec, &Policy::default(), &f);
+        f.source_partial_aliases
+            .insert(PathBuf::from(src), vec![PathBuf::from(alias)]);
+        ok_with(&spec, &Policy::default(), &f);
+    }
+    let mut f = raw();
+    f.source_aliases
+        .insert(PathBuf::from(src), vec![PathBuf::from("/etc/ssl")]);
+    f.source_partial_aliases
+        .insert(PathBuf::from(src), vec![PathBuf::from("/etc/ssl")]);
+    let r = refused_with(&spec, &Policy::default(), &f);
+    assert!(r.detail.contains("/etc"), "{r}");
+}
+
 /// Red-team R7-5: with docker's data-root and containerd's state moved
 /// (policy `engines.*_roots`), every engine-storage protection covers the
 /// moved roots as it does the defaults: a raw bundle reaches neither

@@ -96,6 +96,15 @@ pub struct HostFacts {
     /// (source → aliases; see `moat::pinned::mount_aliases`): judged like
     /// the source itself.
     pub source_aliases: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Those of `source_aliases` only a narrower mount shows (a mount whose
+    /// root is strictly below the root of the source's own mount; see
+    /// `moat::pinned::MountView::partial`): no evidence of whose files
+    /// they are, so the ownership rules skip them (review M3).
+    pub source_partial_aliases: HashMap<PathBuf, Vec<PathBuf>>,
+    /// How many host mounts lie below each bind source (source → count;
+    /// `moat::pinned::MountView::submounts`): an `rbind` carries them all,
+    /// each one more host mount (filesystem.max_mounts, review L4).
+    pub source_submounts: HashMap<PathBuf, usize>,
     /// The mount point of every host mount that shows each bind source's
     /// file (source → mount points, its own mount's first; see
     /// `moat::pinned::MountView`): a source shown only at volume storage
@@ -191,7 +200,7 @@ pub fn harden(spec: &Spec, operator: &Policy, facts: &HostFacts) -> Result<Harde
         )?);
     }
     fields::refuse_unsupported_fields(spec)?;
-    mount_count::refuse_too_many_mounts(spec, &policy)?;
+    mount_count::refuse_too_many_mounts(spec, &policy, &facts.source_submounts)?;
     let mut report = Report::default();
     for a in &applied {
         report.change(

@@ -53,10 +53,30 @@ pub(super) fn make_root_readonly(spec: &mut Spec, report: &mut Report) {
     }
 }
 
+/// The options that undo a restricting one in libcontainer 0.7: the plain
+/// inverse (the flags of `ro`/`rw`, `nosuid`/`suid`, … are set and cleared
+/// in order, the last wins) and the recursive one (`rrw`, `rsuid`, `rdev`,
+/// `rexec` go into one `mount_setattr(AT_RECURSIVE)` made after the plain
+/// flags, whatever their place: `nosuid,rsuid` mounts suid, review L3).
+fn undoing(option: &str) -> &'static [&'static str] {
+    match option {
+        "ro" => &["rw", "rrw"],
+        "nosuid" => &["suid", "rsuid"],
+        "nodev" => &["dev", "rdev"],
+        "noexec" => &["exec", "rexec"],
+        _ => &[],
+    }
+}
+
+/// Adds the options of `add` the mount lacks and removes those of `remove`
+/// and every option that would undo one of `add` ([`undoing`]), so the
+/// mount is what moat believes it is whatever the spec's order.
 fn ensure_options(m: &mut Mount, add: &[&str], remove: &[&str]) -> bool {
     let mut opts = m.options().clone().unwrap_or_default();
     let before = opts.clone();
-    opts.retain(|o| !remove.contains(&o.as_str()));
+    opts.retain(|o| {
+        !remove.contains(&o.as_str()) && !add.iter().any(|a| undoing(a).contains(&o.as_str()))
+    });
     for a in add {
         if !opts.iter().any(|o| o == a) {
             opts.push(a.to_string());

@@ -933,3 +933,55 @@ fn devpts_gets_a_pty_max_from_the_policy() {
     );
     assert!(Policy::from_toml("[filesystem]\npty_max = 0\n").is_err());
 }
+
+/// Review L3: libcontainer 0.7 applies `rsuid`/`rdev`/`rexec` (like `rrw`)
+/// in one recursive `mount_setattr` after the plain flags, whatever their
+/// place, so `nosuid,rsuid` mounts suid. Every option that would undo a
+/// flag moat adds is dropped: a bind, a tmpfs and sysfs end nosuid, nodev
+/// (and sysfs noexec) as libcontainer mounts them.
+#[test]
+fn recursive_options_never_undo_nosuid_nodev_noexec() {
+    let undo = ["rsuid", "rdev", "rexec", "suid", "dev", "exec"];
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data",
+                   "options": ["rbind", "nosuid", "rsuid", "nodev", "rdev"]}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["rsuid", "rdev", "size=1m"]}),
+        );
+        // The spec's own /sys (sysfs is refused anywhere else).
+        for m in v["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/sys" {
+                m["options"] = json!(["noexec", "exec", "rexec", "rsuid", "rdev"]);
+            }
+        }
+    });
+    let h = ok(&s);
+    for dest in ["/data", "/scratch", "/sys"] {
+        let o = opts(mount_at(&h.spec, dest));
+        assert!(
+            !o.iter().any(|x| undo.contains(&x.as_str())),
+            "{dest}: {o:?}"
+        );
+        assert!(o.iter().any(|x| x == "nosuid") && o.iter().any(|x| x == "nodev"));
+    }
+    assert!(opts(mount_at(&h.spec, "/sys"))
+        .iter()
+        .any(|x| x == "noexec"));
+    // The more restrictive recursive options stay.
+    let s = docker_with(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data",
+                   "options": ["rbind", "rnosuid", "rnodev", "rnoexec"]}),
+        );
+    });
+    let o = opts(mount_at(&ok(&s).spec, "/data"));
+    for x in ["rnosuid", "rnodev", "rnoexec"] {
+        assert!(o.iter().any(|y| y == x), "{o:?}");
+    }
+}
