@@ -59,7 +59,7 @@ fn cri_native_shim_reports_features_on_containerd_2() {
         .runtime_handlers
         .iter()
         .find(|h| h.name == handler.name)
-        .and_then(|h| h.features.clone())
+        .and_then(|h| h.features)
         .unwrap_or_else(|| panic!("no features for {}: {status:?}", handler.name));
     assert!(features.user_namespaces, "{status:?}");
     // containerd reports rro only where the kernel has mount_setattr (5.12+).
