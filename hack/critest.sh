@@ -5,9 +5,11 @@
 # RuntimeClass would run it:
 #   runc       containerd's runc shim + runc (the control)
 #   moat       containerd's runc shim with BinaryName = this build's moat
-#   moat-shim  moat's own shim (io.containerd.moat.v2), this build's
+#   moat-shim  moat's own shim, this build's
 #              target/release/containerd-shim-moat-v2 by absolute path
-#              (runtime_path), which runs the moat beside it
+#              (runtime_path), which runs the moat beside it; type
+#              io.containerd.moat.v2 on containerd 1.x, io.containerd.runc.v2
+#              on 2.x (moat install containerd --shim)
 # The containerd has its own root, state, socket, CNI bridge and subnet and
 # moat state roots, all under one temporary directory; the images critest
 # pulls are built offline and served on 127.0.0.1 (hack/critest-registry.py,
@@ -214,10 +216,18 @@ fi
 # The moat handlers as `moat install containerd` writes them.
 "$MOAT" install containerd --config "$dir/config.toml" --handler moat \
     --binary "$MOAT" --root "$dir/moat-root" >/dev/null
-"$MOAT" install containerd --config "$dir/config.toml" --handler moat-shim \
-    --runtime-type io.containerd.moat.v2 >/dev/null
-# The shim by absolute path (never the one in /usr/local/bin).
-sed -i "/^ *\[plugins\.\"io\.containerd\.[a-z0-9.]*\"\.containerd\.runtimes\.moat-shim\]\$/a\\      runtime_path = \"$SHIM\"" "$dir/config.toml"
+# moat's shim by absolute path (never the one in /usr/local/bin). On
+# containerd 2.x as `moat install --shim` writes it: type
+# io.containerd.runc.v2 with runtime_path, the only form whose features
+# (user namespaces, recursive read-only mounts) containerd 2's CRI reports.
+if ((cd_major >= 2)); then
+    "$MOAT" install containerd --config "$dir/config.toml" --handler moat-shim \
+        --shim "$SHIM" >/dev/null
+else
+    "$MOAT" install containerd --config "$dir/config.toml" --handler moat-shim \
+        --runtime-type io.containerd.moat.v2 >/dev/null
+    sed -i "/^ *\[plugins\.\"io\.containerd\.[a-z0-9.]*\"\.containerd\.runtimes\.moat-shim\]\$/a\\      runtime_path = \"$SHIM\"" "$dir/config.toml"
+fi
 grep -qF "runtime_path = \"$SHIM\"" "$dir/config.toml" || die "could not set the moat-shim runtime_path"
 
 # moat joins the CRI plugin's pod netns (under this containerd's state) only

@@ -459,23 +459,33 @@ impl Containerd {
         (cd, handler)
     }
 
-    /// A containerd with handler `moat-shim`: moat's native shim,
+    /// A containerd with handler `moat-shim`: moat's native shim, as
+    /// `moat install containerd` registers it: on containerd 1.x
     /// `runtime_type = "io.containerd.moat.v2"`, which containerd finds as
-    /// `containerd-shim-moat-v2` first on its PATH (target/release); the
-    /// shim runs the `moat` beside it with its default state root. The
-    /// test images are imported.
+    /// `containerd-shim-moat-v2` first on its PATH (target/release); on
+    /// containerd 2.x (`--shim`) `runtime_type = "io.containerd.runc.v2"`
+    /// with `runtime_path` naming target/release's shim, so that
+    /// containerd reports its features. The shim runs the `moat` beside it
+    /// with its default state root. The test images are imported.
     pub fn with_moat_shim_handler() -> (Containerd, Handler) {
         let release = workspace_dir().join("target/release");
+        let shim = release.join("containerd-shim-moat-v2");
         assert!(
-            release.join("containerd-shim-moat-v2").is_file(),
+            shim.is_file(),
             "containerd-shim-moat-v2 missing: run `cargo build --release` first"
         );
+        let by_path = config_version() >= 3;
         let cd = Containerd::start_with_path(&[release], |_| {
-            vec![ContainerdRuntime {
-                handler: "moat-shim".to_string(),
-                runtime_type: "io.containerd.moat.v2".to_string(),
-                options: Vec::new(),
-                annotations: vec!["moat.dev/*".to_string()],
+            vec![if by_path {
+                ContainerdRuntime::native_shim("moat-shim", &shim.display().to_string())
+            } else {
+                ContainerdRuntime {
+                    handler: "moat-shim".to_string(),
+                    runtime_type: "io.containerd.moat.v2".to_string(),
+                    options: Vec::new(),
+                    annotations: vec!["moat.dev/*".to_string()],
+                    runtime_path: None,
+                }
             }]
         });
         cd.import_test_images();

@@ -38,6 +38,51 @@ fn cri_pod_through_the_native_shim_is_hardened() {
     cd.shutdown_clean();
 }
 
+/// containerd 2.1's CRI reports a handler's features (what the kubelet
+/// may send it: `hostUsers: false` pods, recursive read-only mounts) only
+/// for handlers of type `io.containerd.runc.v2`, from the shim's `-info`
+/// (`moat features`). Registered as `moat install containerd --shim`
+/// writes it (that type, `runtime_path` = moat's shim), moat's native shim
+/// reports what the `moat` handler does; as `io.containerd.moat.v2` it
+/// reported nothing, and critest skipped 10 specs under it.
+#[test]
+fn cri_native_shim_reports_features_on_containerd_2() {
+    if moat_integration::containerd::containerd_major() < 2 {
+        eprintln!("containerd 1.x reports no runtime handler features: run with MOAT_CONTAINERD_BIN (hack/containerd2.sh)");
+        return;
+    }
+    let (cd, handler) = Containerd::with_moat_shim_handler();
+    let status = cd
+        .cri(|mut c| async move { c.status(cri::StatusRequest { verbose: false }).await })
+        .expect("Status");
+    let features = status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name == handler.name)
+        .and_then(|h| h.features)
+        .unwrap_or_else(|| panic!("no features for {}: {status:?}", handler.name));
+    assert!(features.user_namespaces, "{status:?}");
+    // containerd reports rro only where the kernel has mount_setattr (5.12+).
+    assert!(features.recursive_read_only_mounts, "{status:?}");
+    // And the handler serves pods (the sandbox too runs through moat's shim).
+    {
+        let pod = cd.run_pod("features", handler.name).expect("RunPodSandbox");
+        let ctr = pod.start_container("c", SLEEPER).expect("container");
+        assert_container_hardened(&pod, &ctr);
+        let shims = cd.shim_pids();
+        assert!(!shims.is_empty(), "no shim serves the pod");
+        for pid in shims {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            assert!(
+                exe.ends_with("containerd-shim-moat-v2"),
+                "shim {pid} is {}, not moat's",
+                exe.display()
+            );
+        }
+    }
+    cd.shutdown_clean();
+}
+
 /// kill -9 of the pod's containerd-shim-runc-v2: containerd notices, has
 /// moat delete the containers (its dead-shim clean-up runs `moat delete
 /// --force`), reports them exited and the sandbox not ready, and nothing

@@ -116,6 +116,61 @@ fn install_containerd_is_idempotent_and_keeps_the_rest() {
     .assert_fails_with("options of the runc shim");
 }
 
+/// `--shim PATH` (containerd 2.x): moat's shim under the runc shim's type
+/// with `runtime_path`, the form containerd 2's CRI asks for its features
+/// (`cri_native_shim_reports_features_on_containerd_2` shows containerd
+/// loading it); refused, file untouched, where containerd 1.x would read
+/// it (it would start the pod's sandbox with runc), and with runc options.
+#[test]
+fn install_containerd_shim_by_path_only_for_containerd_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = dir.path().join("v3.toml");
+    fs::write(&v3, "version = 3\n").unwrap();
+    let shim = "/usr/local/bin/containerd-shim-moat-v2";
+    let args = |c: &Path| {
+        vec![
+            "containerd".to_string(),
+            "--config".to_string(),
+            c.display().to_string(),
+            "--handler".to_string(),
+            "moat-shim".to_string(),
+            "--shim".to_string(),
+            shim.to_string(),
+        ]
+    };
+    let run = |c: &Path| {
+        let a = args(c);
+        moat_install(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(&v3).assert_ok();
+    let written = fs::read_to_string(&v3).unwrap();
+    let doc: toml::Value = toml::from_str(&written).unwrap();
+    let h = &doc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["moat-shim"];
+    assert_eq!(h["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+    assert_eq!(h["runtime_path"].as_str(), Some(shim));
+    assert!(h.get("options").is_none(), "{written}");
+    let again = run(&v3);
+    again.assert_ok();
+    assert!(again.stdout.contains("nothing changed"), "{again}");
+
+    let v2 = dir.path().join("v2.toml");
+    fs::write(&v2, CONTAINERD_CONFIG).unwrap();
+    let out = run(&v2);
+    out.assert_fails_with("needs containerd 2's config version 3");
+    out.assert_fails_with("not touching it");
+    assert_eq!(fs::read_to_string(&v2).unwrap(), CONTAINERD_CONFIG);
+    assert_eq!(
+        entries(dir.path()),
+        ["v2.toml", "v3.toml", "v3.toml.moat-bak"]
+    );
+
+    let mut with_binary = args(&v3);
+    with_binary.extend(["--binary".to_string(), "/x".to_string()]);
+    let out = moat_install(&with_binary.iter().map(String::as_str).collect::<Vec<_>>());
+    out.assert_fails_with("cannot be used with");
+    assert_eq!(fs::read_to_string(&v3).unwrap(), written);
+}
+
 #[test]
 fn install_refuses_malformed_configs_and_leaves_them_alone() {
     let dir = tempfile::tempdir().unwrap();

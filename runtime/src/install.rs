@@ -83,6 +83,10 @@ pub struct ContainerdRuntime {
     /// default it passes none, and moat's `moat.dev/<key>` annotations
     /// would never reach moat.
     pub annotations: Vec<String>,
+    /// The shim binary by absolute path (`runtime_path`), instead of the
+    /// one containerd derives from the runtime type; config version 3 only
+    /// (see [`ContainerdRuntime::native_shim`]).
+    pub runtime_path: Option<String>,
 }
 
 impl ContainerdRuntime {
@@ -97,6 +101,29 @@ impl ContainerdRuntime {
                 ("Root".to_string(), root.to_string()),
             ],
             annotations: vec![ANNOTATION_PATTERN.to_string()],
+            runtime_path: None,
+        }
+    }
+
+    /// Handler `handler` served by moat's own shim at `shim`, for
+    /// containerd 2.x: registered as `runtime_type = "io.containerd.runc.v2"`
+    /// with `runtime_path = shim`, because containerd 2's CRI plugin asks a
+    /// handler for its features (the shim's `-info`: user namespaces,
+    /// recursive read-only mounts, which decide what the kubelet sends it)
+    /// only when its type is the runc shim's; the path makes containerd run
+    /// moat's shim, which takes the runc shim's options (`BinaryName`,
+    /// `Root`, checked against the operator's list). containerd 1.x's CRI
+    /// starts a pod's sandbox with the type's own shim whatever the path
+    /// says (the pause container would run under runc): [`merge_containerd`]
+    /// writes this form only into a version 3 config, which only
+    /// containerd 2.x reads.
+    pub fn native_shim(handler: &str, shim: &str) -> Self {
+        ContainerdRuntime {
+            handler: handler.to_string(),
+            runtime_type: RUNC_SHIM_TYPE.to_string(),
+            options: Vec::new(),
+            annotations: vec![ANNOTATION_PATTERN.to_string()],
+            runtime_path: Some(shim.to_string()),
         }
     }
 }
@@ -285,12 +312,30 @@ pub fn merge_containerd(
             version: version.to_string(),
         });
     };
+    if let Some(shim) = &rt.runtime_path {
+        validate_absolute("shim path", shim)?;
+        if version < 3 {
+            return Err(InstallError::Shape {
+                path: file.to_string(),
+                what: format!(
+                    "a shim by path (runtime_path) needs containerd 2's config version 3, this is version {version}: containerd 1.x would start a pod's sandbox with the runc shim and runc; register moat's shim with --runtime-type io.containerd.moat.v2 there"
+                ),
+            });
+        }
+    }
     let runtimes = subtable(doc.as_table_mut(), path, file)?;
     let entry = subtable(runtimes, &[rt.handler.as_str()], file)?;
     let mut changed = false;
     if entry.get("runtime_type").and_then(|i| i.as_str()) != Some(rt.runtime_type.as_str()) {
         entry.insert("runtime_type", toml_edit::value(rt.runtime_type.clone()));
         changed = true;
+    }
+    // A handler without a path keeps the user's (the user's own shim).
+    if let Some(shim) = &rt.runtime_path {
+        if entry.get("runtime_path").and_then(|i| i.as_str()) != Some(shim.as_str()) {
+            entry.insert("runtime_path", toml_edit::value(shim.clone()));
+            changed = true;
+        }
     }
     for key in ["pod_annotations", "container_annotations"] {
         changed |= ensure_in_array(entry, key, &rt.annotations, file)?;
@@ -677,11 +722,53 @@ root = "/var/lib/containerd"   # keep this comment
             runtime_type: "io.containerd.moat.v2".into(),
             options: vec![],
             annotations: vec![],
+            runtime_path: None,
         };
         let out = changed(merge_containerd("version = 2\n", &rt, "f").unwrap());
         assert!(!out.contains("options"), "{out}");
         assert!(out.contains("runtimes.moat-shim]"), "{out}");
         assert_eq!(merge_containerd(&out, &rt, "f").unwrap(), Merge::Unchanged);
+    }
+
+    /// containerd 2's CRI plugin reports a handler's features only for the
+    /// runc shim's type: moat's shim goes in as that type with its path,
+    /// and only into a version 3 config (containerd 1.x would start the
+    /// pod's sandbox with runc).
+    #[test]
+    fn containerd_native_shim_by_path_only_in_version_3() {
+        let rt =
+            ContainerdRuntime::native_shim("moat-shim", "/usr/local/bin/containerd-shim-moat-v2");
+        let out = changed(merge_containerd("version = 3\n", &rt, "f").unwrap());
+        let doc: toml::Value = toml::from_str(&out).unwrap();
+        let h =
+            &doc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["moat-shim"];
+        assert_eq!(h["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+        assert_eq!(
+            h["runtime_path"].as_str(),
+            Some("/usr/local/bin/containerd-shim-moat-v2")
+        );
+        assert!(h.get("options").is_none(), "{out}");
+        assert_eq!(merge_containerd(&out, &rt, "f").unwrap(), Merge::Unchanged);
+        // A moved shim is updated.
+        let moved =
+            ContainerdRuntime::native_shim("moat-shim", "/opt/moat/containerd-shim-moat-v2");
+        let out = changed(merge_containerd(&out, &moved, "f").unwrap());
+        assert!(
+            out.contains("runtime_path = \"/opt/moat/containerd-shim-moat-v2\""),
+            "{out}"
+        );
+        for text in ["version = 2\n", "", "oom_score = 0\n"] {
+            let err = merge_containerd(text, &rt, "f").unwrap_err().to_string();
+            assert!(
+                err.contains("needs containerd 2's config version 3"),
+                "{text:?}: {err}"
+            );
+        }
+        let relative = ContainerdRuntime::native_shim("moat-shim", "containerd-shim-moat-v2");
+        let err = merge_containerd("version = 3\n", &relative, "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct ContainerdArgs {
     /// without runc options.
     #[arg(long, default_value = install::RUNC_SHIM_TYPE)]
     pub runtime_type: String,
+    /// moat's own shim by absolute path, for containerd 2.x (a version 3
+    /// config): registered as type io.containerd.runc.v2 with this
+    /// runtime_path, the only form containerd 2 asks for its features
+    /// (user namespaces, recursive read-only mounts).
+    #[arg(long, conflicts_with_all = ["binary", "root", "runtime_type"])]
+    pub shim: Option<String>,
     /// Print the resulting file instead of writing it.
     #[arg(long)]
     pub dry_run: bool,
@@ -99,7 +105,10 @@ fn check_paths(binary: &str, root: Option<&str>) -> Result<()> {
 }
 
 fn containerd(a: ContainerdArgs) -> Result<i32> {
-    let rt = if a.runtime_type == install::RUNC_SHIM_TYPE {
+    let rt = if let Some(shim) = &a.shim {
+        check_paths(shim, None)?;
+        ContainerdRuntime::native_shim(&a.handler, shim)
+    } else if a.runtime_type == install::RUNC_SHIM_TYPE {
         let binary = a.binary.as_deref().unwrap_or(install::DEFAULT_BINARY);
         let root = a
             .root
@@ -118,6 +127,7 @@ fn containerd(a: ContainerdArgs) -> Result<i32> {
             runtime_type: a.runtime_type.clone(),
             options: Vec::new(),
             annotations: vec![install::ANNOTATION_PATTERN.to_string()],
+            runtime_path: None,
         }
     };
     let (applied, text) = install::apply_to_file(&a.config, a.dry_run, |t, f| {
