@@ -240,7 +240,7 @@ cat >"$dir/moat-policy.toml" <<EOF
 joinable_netns = ["/run/netns/cni-*", "/run/docker/netns/*", "$dir/state/io.containerd.grpc.v1.cri/netns/cni-*"]
 
 [cgroups]
-parents = ["/docker", "system.slice:docker", "/default", "/k8s.io", "/moby", "/kubepods", "kubepods.slice:cri-containerd", "/moat", "test.slice:cri-containerd"]
+parents = ["/docker", "system.slice:docker", "/default", "/k8s.io", "/moby", "/kubepods", "kubepods.slice:cri-containerd", "test.slice:cri-containerd"]
 
 # This containerd's root and state (private_containerd_config): its state
 # roots, where moat recognises its sandboxes' /dev/shm (R7-5).

@@ -862,9 +862,15 @@ pub fn pids_max(id: &str) -> String {
         .to_string()
 }
 
-/// Pids of processes in container `id`'s cgroup below `/moat` (or below
-/// it) of any hierarchy.
+/// Pids of processes in container `id`'s cgroup (or below it) of any
+/// hierarchy: `/moat/<leaf>` (raw bundles) or
+/// `/moat-engines/<namespace>/<id>` (an engine's container that named no
+/// cgroup).
 pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
+    let engines = format!(
+        "{}/",
+        moat::harden::cgroups_path::ENGINE_FALLBACK_CGROUP_PARENT
+    );
     let mut found = Vec::new();
     for pid in all_pids() {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
@@ -872,9 +878,14 @@ pub fn processes_in_cgroup(id: &str) -> Vec<(i32, String)> {
         };
         let hit = text.lines().any(|l| {
             let path = l.splitn(3, ':').nth(2).unwrap_or("");
-            path.strip_prefix("/moat/")
-                .map(|rest| rest.split('/').next().unwrap_or(""))
-                .is_some_and(|leaf| is_leaf_of(leaf, id))
+            let leaf = match path.strip_prefix(engines.as_str()) {
+                // skip the namespace level
+                Some(rest) => rest.split('/').nth(1),
+                None => path
+                    .strip_prefix("/moat/")
+                    .and_then(|r| r.split('/').next()),
+            };
+            leaf.is_some_and(|leaf| is_leaf_of(leaf, id))
         });
         if hit {
             found.push((pid, proc_cmdline(pid)));
@@ -1128,7 +1139,9 @@ impl LeakCheck {
                 }
             }
             for (pid, cmd) in processes_in_cgroup(id) {
-                leaks.push(format!("process {pid} ({cmd}) still in cgroup /moat/{id}"));
+                leaks.push(format!(
+                    "process {pid} ({cmd}) still in container {id}'s cgroup"
+                ));
             }
         }
         for (pid, cmd) in processes_using_root(&self.root) {

@@ -40,6 +40,8 @@ const FRESH: Duration = Duration::from_secs(5);
 const REFETCH_AFTER: Duration = Duration::from_secs(1);
 /// A name a fetch did not find is not fetched for again for this long.
 const MISS_TTL: Duration = Duration::from_secs(2);
+/// Names dockerd gave are forgotten when it has not answered for this long.
+const STALE_AFTER: Duration = Duration::from_secs(30);
 /// The most names remembered as missing (then forgotten at once).
 const MAX_MISSES: usize = 1024;
 /// The longest a lookup waits for a fetch that runs or starts now (the
@@ -102,6 +104,8 @@ struct State {
     networks: Vec<String>,
     /// When the last fetch ended (whether dockerd answered or not).
     fetched_at: Option<Instant>,
+    /// When the last fetch dockerd answered started.
+    answered_at: Option<Instant>,
     /// Fetches ended so far.
     generation: u64,
     fetching: bool,
@@ -131,6 +135,7 @@ impl DockerNames {
                 names: HashMap::new(),
                 networks: Vec::new(),
                 fetched_at: None,
+                answered_at: None,
                 generation: 0,
                 fetching: false,
                 wanted: true,
@@ -253,6 +258,7 @@ impl Shared {
             let started = Instant::now();
             drop(st);
             let result = network_names(&self.container, &*self.api, &mut aliases);
+            let result_ok = result.is_ok();
             let mut st = self.lock();
             st.fetching = false;
             let changed = match result {
@@ -264,9 +270,18 @@ impl Shared {
                 }
                 Err(e) => {
                     tracing::debug!(container = %self.container, error = %e, "docker's network names not read");
+                    // While dockerd fails, what it said last is served for
+                    // a while only: a neighbour removed meanwhile may have
+                    // left its address to another container.
+                    if st.answered_at.is_some_and(|t| started - t > STALE_AFTER) {
+                        st.names.clear();
+                    }
                     false
                 }
             };
+            if result_ok {
+                st.answered_at = Some(started);
+            }
             if changed {
                 // A name missed before may be a new neighbour's.
                 st.misses.clear();

@@ -255,40 +255,58 @@ fn write_registration(root: &Path, id: &str, text: &[u8]) -> Result<()> {
     for _ in 0..100 {
         crate::state::create_private_dir_all(&regs)
             .context("cannot create the resolver's directory")?;
-        let Some(_held) = lock_registry(root, nix::fcntl::FlockArg::LockShared) else {
+        let Some((d, _held)) = lock_registry(root, nix::fcntl::FlockArg::LockShared) else {
             continue;
         };
-        let Ok(regs) = crate::resolver_dir::Dir::open(&regs) else {
+        // The very directory whose lock is held, never looked up again.
+        let Ok(regs) = d.sub(REGISTRATIONS) else {
             continue;
         };
         let tmp = format!(".{id}.tmp");
         // A create killed after writing it left it: made fresh below.
         let _ = regs.unlink(&tmp);
-        regs.create_new(&tmp, text)
-            .context("cannot write the resolver registration")?;
-        regs.rename(&tmp, id)
-            .context("cannot write the resolver registration")?;
-        return Ok(());
+        match regs
+            .create_new(&tmp, text)
+            .and_then(|()| regs.rename(&tmp, id))
+        {
+            Ok(()) => return Ok(()),
+            // Removed meanwhile (a resolver's clean-up): another round.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).context("cannot write the resolver registration"),
+        }
     }
     bail!("cannot write the resolver registration: its directory kept going away")
 }
 
 /// The registry lock of the resolver's directory, taken (`how`: shared to
-/// write a registration, exclusive to remove the directory), and still
-/// that directory's lock once taken: whoever removes the directory renames
-/// it away (the lock with it) while holding the lock exclusively, so a
-/// lock taken after that is a gone directory's and protects nothing.
-/// None: the directory is gone or was replaced meanwhile (look again), or
-/// the lock cannot be taken.
-fn lock_registry(root: &Path, how: nix::fcntl::FlockArg) -> Option<nix::fcntl::Flock<File>> {
+/// write a registration, exclusive to remove the directory), with that
+/// directory opened once: the lock must still be the CURRENT directory's
+/// lock (looked up by name once held), because whoever removes the
+/// directory renames it away (the lock with it) while holding the lock
+/// exclusively, so a lock taken after that is a gone directory's and
+/// protects nothing. None: the directory is gone or was replaced meanwhile
+/// (look again), or the lock cannot be taken.
+fn lock_registry(
+    root: &Path,
+    how: nix::fcntl::FlockArg,
+) -> Option<(crate::resolver_dir::Dir, nix::fcntl::Flock<File>)> {
+    use std::os::unix::fs::MetadataExt;
     let d = crate::resolver_dir::Dir::open(&dir(root)).ok()?;
     let lock = d.lock_file(REGISTRY_LOCK).ok()?;
     let held = nix::fcntl::Flock::lock(lock, how).ok()?;
-    // The lock must still be the directory's: a resolver that removed the
-    // directory renamed it away (and the lock with it) first.
-    let current = d.stat(REGISTRY_LOCK).ok()?;
     let ours = nix::sys::stat::fstat(held.as_raw_fd()).ok()?;
-    (current.st_dev == ours.st_dev && current.st_ino == ours.st_ino).then_some(held)
+    let current = fs::symlink_metadata(dir(root).join(REGISTRY_LOCK));
+    if current.is_ok_and(|c| c.dev() == ours.st_dev && c.ino() == ours.st_ino) {
+        return Some((d, held));
+    }
+    // `d` was renamed away: a lock this call made in it would keep the
+    // remover's last rmdir from succeeding (a `.resolver.gone.*` left).
+    if d.stat(REGISTRY_LOCK)
+        .is_ok_and(|s| s.st_dev == ours.st_dev && s.st_ino == ours.st_ino)
+    {
+        let _ = d.unlink(REGISTRY_LOCK);
+    }
+    None
 }
 
 /// Asks the resolver to attach registered container `id` and waits until
@@ -425,7 +443,7 @@ fn remove_if_unregistered(root: &Path) -> bool {
             // Gone already: nothing is registered in it.
             return true;
         }
-        let Some(_held) = lock_registry(root, nix::fcntl::FlockArg::LockExclusive) else {
+        let Some((_, _held)) = lock_registry(root, nix::fcntl::FlockArg::LockExclusive) else {
             continue;
         };
         if registered(root) {

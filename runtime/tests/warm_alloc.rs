@@ -94,9 +94,10 @@ fn the_warmer_neither_allocates_nor_frees_while_it_runs() {
         thread_named("cgroup-warm").is_none(),
         "the warmer outlived its guard"
     );
-    // It did work: one no-op migration per period (3 ms), not one per
-    // millisecond.
-    assert!((20..=150).contains(&writes), "{writes} writes in 300 ms");
+    // It did work (at least one write: a loaded machine wakes the thread
+    // late, so no lower rate is promised), and at most one no-op
+    // migration per period (3 ms), not one per millisecond.
+    assert!((1..=150).contains(&writes), "{writes} writes in 300 ms");
     assert_eq!(
         allocations, 0,
         "the warmer allocated or freed {allocations} times"

@@ -114,18 +114,17 @@ fn refuse_past_profile_cap(
     if path.exists() {
         return Ok(());
     }
-    let scope_dir = dir.join(scope);
-    let depth = scope.components().count();
-    let held = match count_profiles(&scope_dir, scope_cap, depth) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", scope_dir.display())),
-    };
-    if held >= scope_cap {
-        anyhow::bail!(
-            "the learned-profile directory {} already holds {scope_cap} profiles, the most moat keeps for one scope's moat.dev/learn annotations; the operator may move some away",
-            scope_dir.display()
-        );
+    refuse_past_scope_cap(dir, scope, scope_cap)?;
+    // docker has one containerd namespace for every user of its socket:
+    // each docker container is a scope of its own (`moby/<id>`), and docker
+    // as a whole is held to one scope's cap too, so a docker user looping
+    // new learning containers fills docker's part, never the node's cap
+    // every other tenant needs (review of pass 8, M2).
+    let mut parts = scope.components();
+    if let (Some(first), Some(_)) = (parts.next(), parts.next()) {
+        if first.as_os_str() == crate::engine_bundle::DOCKER_NAMESPACE {
+            refuse_past_scope_cap(dir, Path::new(first.as_os_str()), scope_cap)?;
+        }
     }
     let held = count_profiles(dir, node_cap, 0)
         .with_context(|| format!("cannot list {}", dir.display()))?;
@@ -133,6 +132,24 @@ fn refuse_past_profile_cap(
         anyhow::bail!(
             "the learned-profile directory {} already holds {node_cap} profiles, the most moat keeps for the moat.dev/learn annotation on this node; the operator may move some away",
             dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses when `scope` (below `dir`) already holds `cap` profiles.
+fn refuse_past_scope_cap(dir: &Path, scope: &Path, cap: usize) -> Result<()> {
+    let scope_dir = dir.join(scope);
+    let depth = scope.components().count();
+    let held = match count_profiles(&scope_dir, cap, depth) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", scope_dir.display())),
+    };
+    if held >= cap {
+        anyhow::bail!(
+            "the learned-profile directory {} already holds {cap} profiles, the most moat keeps for one scope's moat.dev/learn annotations; the operator may move some away",
+            scope_dir.display()
         );
     }
     Ok(())
@@ -258,6 +275,29 @@ mod tests {
         // The node-wide bound over every scope (4 profiles held).
         let e = cap("moby", "moby/web.json", 4).unwrap_err();
         assert!(e.to_string().contains("on this node"), "{e}");
+    }
+
+    /// Each docker container is a scope of its own, and docker as a whole
+    /// is held to one scope's cap: a docker user looping new containers
+    /// fills docker's part, never the node's (review of pass 8, M2).
+    #[test]
+    fn docker_containers_share_one_scopes_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let cap = |scope: &str, file: &str| {
+            refuse_past_profile_cap(d, Path::new(scope), &d.join(file), 2, 100)
+        };
+        for id in ["c1", "c2"] {
+            cap(&format!("moby/{id}"), &format!("moby/{id}/p.json")).unwrap();
+            fs::create_dir_all(d.join(format!("moby/{id}"))).unwrap();
+            fs::write(d.join(format!("moby/{id}/p.json")), "{}").unwrap();
+        }
+        // A third container's scope is empty, docker's is full.
+        let e = cap("moby/c3", "moby/c3/p.json").unwrap_err();
+        assert!(e.to_string().contains("/moby already holds 2"), "{e}");
+        // Other tenants are not held by docker's part.
+        cap("k8s.io/ns1", "k8s.io/ns1/p.json").unwrap();
+        cap("raw/t1", "raw/t1/a/a.json").unwrap();
     }
 
     #[test]
