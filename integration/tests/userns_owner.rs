@@ -61,8 +61,12 @@ struct Holder {
 }
 
 impl Drop for Holder {
+    /// Releases by a byte, not by closing: a holder forked later inherited
+    /// this one's write end, so closing ours would never end its read.
     fn drop(&mut self) {
-        drop(self.release.take());
+        if let Some(w) = self.release.take() {
+            let _ = nix::unistd::write(&w, &[1]);
+        }
         let _ = nix::sys::wait::waitpid(self.child, None);
     }
 }
