@@ -263,6 +263,7 @@ pub fn from_pinned(
         cgroup_occupant: crate::cgroup_probe::occupant(spec),
         rootfs_real: Some(rootfs.to_path_buf()),
         pod_user_namespace: None,
+        own_user_namespace: None,
         oom_score_adj_floor: own_oom_score_adj(),
         rlimit_ceilings: own_rlimit_ceilings(),
         // Asked by create, which knows the bundle and the state root.

@@ -29,7 +29,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
@@ -234,15 +233,115 @@ fn cstring(p: &Path) -> Result<CString, RootfsError> {
 /// A user namespace whose only purpose is to describe the id mapping for
 /// MOUNT_ATTR_IDMAP. A short-lived child unshares it; we keep its fd.
 pub fn mapping_userns(range: IdRange) -> Result<OwnedFd, RootfsError> {
+    userns_of(range, Owner::HostRoot)
+}
+
+/// The container's own user namespace (T8, kernel counters): made by a
+/// short-lived child that first becomes the range's base host uid and gid,
+/// so the namespace is **owned by that uid**. The kernel charges every
+/// per-user counter of the processes in a user namespace (inotify
+/// instances and watches, fanotify groups, POSIX mqueue bytes, pending
+/// signals, …) also to the namespace's owner in the parent namespace:
+/// owned by host root, as a namespace libcontainer unshares would be, every
+/// container would share host root's limits (`fs.inotify.max_user_*`,
+/// RLIMIT_MSGQUEUE) with the host's daemons and with each other. Owned by
+/// the range's base, each container range has limits of its own.
+///
+/// Owning a namespace gives every capability in it to any process of the
+/// PARENT namespace with that euid. No such process exists outside this
+/// helper: the range is reserved for moat (the id pool hands it to one
+/// container, T31), and the container's processes run inside the new
+/// namespace, where they are not its owner.
+///
+/// The mapping is written by host root (this process), one extent from
+/// container id 0, without `setgroups deny`: container root keeps
+/// setgroups(2), as in a namespace libcontainer maps. The container joins
+/// the namespace by the returned fd (`/proc/self/fd/N`).
+pub fn container_userns(range: IdRange) -> Result<OwnedFd, RootfsError> {
+    userns_of(range, Owner::RangeBase)
+}
+
+/// Who makes (and so owns) a user namespace made by [`userns_of`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// moat as it runs (host root): for an idmapping only, no process ever
+    /// runs in it; its setgroups is denied.
+    HostRoot,
+    /// The range's base host uid and gid (see [`container_userns`]).
+    RangeBase,
+}
+
+/// The child's side of [`userns_of`]: becomes the owner, unshares. Only
+/// raw syscalls: the child of a fork of a possibly multi-threaded process
+/// may call async-signal-safe functions only (glibc's set*id wrappers
+/// would signal threads that do not exist in the child).
+fn become_owner_and_unshare(range: IdRange, owner: Owner) -> bool {
+    if owner == Owner::RangeBase {
+        let base = libc::c_long::from(range.host_id);
+        // A namespace's parent-level RLIMIT_NPROC bound is its creator's
+        // RLIMIT_NPROC when the creator is not host root: raised first (to
+        // unlimited, or without CAP_SYS_RESOURCE to its hard limit) so the
+        // container's process count stays bounded by its pids cgroup (T8),
+        // not by a low soft limit moat was started with. Best effort.
+        let unlimited = libc::rlimit64 {
+            rlim_cur: libc::RLIM64_INFINITY,
+            rlim_max: libc::RLIM64_INFINITY,
+        };
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: raw prlimit64 calls on this process with live rlimit64s.
+        unsafe {
+            let set = |new: *const libc::rlimit64| {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    libc::RLIMIT_NPROC,
+                    new,
+                    std::ptr::null_mut::<libc::rlimit64>(),
+                ) == 0
+            };
+            if !set(&unlimited)
+                && libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    libc::RLIMIT_NPROC,
+                    std::ptr::null::<libc::rlimit64>(),
+                    &mut old as *mut libc::rlimit64,
+                ) == 0
+            {
+                old.rlim_cur = old.rlim_max;
+                let _ = set(&old);
+            }
+        }
+        // SAFETY: raw syscalls with valid arguments (a NULL group list of
+        // length 0, plain ids); no memory is allocated.
+        let ok = unsafe {
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, base, base, base) == 0
+                && libc::syscall(libc::SYS_setresuid, base, base, base) == 0
+        };
+        if !ok {
+            return false;
+        }
+    }
+    // SAFETY: a raw syscall with a constant flag.
+    unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) == 0 }
+}
+
+/// A new user namespace with `range` mapped from container id 0, made by a
+/// short-lived child as `owner`; the fd is kept, the child ends.
+fn userns_of(range: IdRange, owner: Owner) -> Result<OwnedFd, RootfsError> {
     let (ready_r, ready_w) = nix::unistd::pipe().map_err(nix_sys("pipe"))?;
     let (done_r, done_w) = nix::unistd::pipe().map_err(nix_sys("pipe"))?;
-    // SAFETY: moat is single-threaded here; the child only calls
-    // async-signal-safe functions (unshare, write, read, _exit).
+    // SAFETY: the child only makes raw syscalls (become_owner_and_unshare,
+    // write, read, _exit), all async-signal-safe.
     match unsafe { fork() }.map_err(nix_sys("fork"))? {
         ForkResult::Child => {
             drop(ready_r);
             drop(done_w);
-            let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let ok = become_owner_and_unshare(range, owner);
             let _ = nix::unistd::write(&ready_w, &[u8::from(ok)]);
             let mut b = [0u8; 1];
             let _ = nix::unistd::read(done_r.as_raw_fd(), &mut b);
@@ -258,11 +357,16 @@ pub fn mapping_userns(range: IdRange) -> Result<OwnedFd, RootfsError> {
                 f.read_exact(&mut b).map_err(sys("wait for userns child"))?;
                 if b[0] != 1 {
                     return Err(RootfsError::Sys {
-                        op: "unshare(CLONE_NEWUSER)".into(),
+                        op: match owner {
+                            Owner::HostRoot => "unshare(CLONE_NEWUSER)".into(),
+                            Owner::RangeBase => {
+                                format!("unshare(CLONE_NEWUSER) as host uid {}", range.host_id)
+                            }
+                        },
                         source: std::io::Error::from_raw_os_error(libc::EPERM),
                     });
                 }
-                write_maps(child, range)?;
+                write_maps(child, range, owner == Owner::HostRoot)?;
                 let f = File::open(format!("/proc/{child}/ns/user"))
                     .map_err(sys("open userns of mapping child"))?;
                 Ok(OwnedFd::from(f))
@@ -274,10 +378,12 @@ pub fn mapping_userns(range: IdRange) -> Result<OwnedFd, RootfsError> {
     }
 }
 
-fn write_maps(child: Pid, range: IdRange) -> Result<(), RootfsError> {
+fn write_maps(child: Pid, range: IdRange, deny_setgroups: bool) -> Result<(), RootfsError> {
     let line = format!("0 {} {}\n", range.host_id, range.size);
     fs::write(format!("/proc/{child}/uid_map"), &line).map_err(sys("write uid_map"))?;
-    fs::write(format!("/proc/{child}/setgroups"), "deny").map_err(sys("write setgroups"))?;
+    if deny_setgroups {
+        fs::write(format!("/proc/{child}/setgroups"), "deny").map_err(sys("write setgroups"))?;
+    }
     fs::write(format!("/proc/{child}/gid_map"), &line).map_err(sys("write gid_map"))?;
     Ok(())
 }

@@ -311,7 +311,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         pinned,
         pod,
         // Kept open until libcontainer has joined it (facts name its fd).
-        engine_userns: _engine_userns,
+        engine_userns,
     } = precheck(ctx, opts)?;
     // Before the first side effect: opened without following a tenant's
     // link; libcontainer connects to it from this process through the
@@ -353,6 +353,21 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     crate::pod::record_membership(private, pod.as_ref()).context("cannot record the pod")?;
     // The facts precheck gathered, now with the range this container got.
     facts.id_range = Some(allocation.range);
+    // A container of its own runs in a user namespace moat makes, owned by
+    // its range's base host uid, so its kernel counters are charged to that
+    // uid and not to host root (T8); a pod member joins its pod's, and an
+    // engine's namespace is kept. Open until libcontainer has joined it.
+    let own_userns = if pod.is_none() && engine_userns.is_none() {
+        Some(
+            rootfs::container_userns(allocation.range)
+                .context("cannot make the container's user namespace")?,
+        )
+    } else {
+        None
+    };
+    facts.own_user_namespace = own_userns
+        .as_ref()
+        .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
     let Hardened {
         spec: mut hardened,
         mut report,

@@ -141,6 +141,13 @@ pub struct HostFacts {
     /// and judged): the container joins it and runs with its range
     /// (`id_range`). `None`: a user namespace of its own.
     pub pod_user_namespace: Option<PathBuf>,
+    /// The user namespace moat made for this container (not a pod member,
+    /// not an engine's), owned by its range's base host uid and mapped to
+    /// `id_range` (`moat::rootfs::container_userns`, T8): the container
+    /// joins it by this handle (`/proc/self/fd/N`) instead of libcontainer
+    /// unsharing one as host root. `None`: libcontainer makes it (`explain`,
+    /// the precheck before the range is chosen).
+    pub own_user_namespace: Option<PathBuf>,
     /// moat's own `oom_score_adj` at create (`None`: unreadable): the
     /// lowest value the container's init can be given (T8).
     pub oom_score_adj_floor: Option<i32>,

@@ -251,6 +251,30 @@ pub(super) fn add_user_namespace(
             "the pod's user namespace",
             "containers of a pod share its user namespace and id range, which own its pid, ipc and uts namespaces",
         );
+    } else if let Some(own) = &facts.own_user_namespace {
+        // moat made the container's user namespace itself, owned by the
+        // range's base host uid, so the kernel charges the container's
+        // per-user counters to that uid, not to host root (T8).
+        let before = if namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User)
+        {
+            "new user namespace"
+        } else {
+            "no user namespace"
+        };
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(Some(own.clone()));
+        namespaces.push(ns);
+        report.change(
+            Rule::UserNamespace,
+            "linux.namespaces",
+            before,
+            "a new user namespace owned by the range's host uid",
+            "container root must not be host root, and the container's kernel counters (inotify, mqueue, signals) are charged to its own host uid, not host root's",
+        );
     } else if !namespaces
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User)

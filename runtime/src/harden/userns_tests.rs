@@ -299,6 +299,48 @@ fn low_ports_are_decided_by_the_first_container_of_a_netns() {
     assert_eq!(sysctl_of(&ok(&joining(&[])).spec, PORT_START), None);
 }
 
+/// A container of its own joins the user namespace moat made for it (owned
+/// by the range's host uid, T8) instead of a new one libcontainer would
+/// unshare as host root; its mapping is still the range.
+#[test]
+fn own_user_namespace_is_joined_by_its_handle() {
+    let s = docker_with(|_| {});
+    let f = HostFacts {
+        own_user_namespace: Some(std::path::PathBuf::from("/proc/self/fd/9")),
+        id_range: Some(IdRange {
+            host_id: 300_000,
+            size: 65536,
+        }),
+        ..facts()
+    };
+    let h = ok_with(&s, &Policy::default(), &f);
+    let users = namespaces_of(&h.spec, LinuxNamespaceType::User);
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].path().as_deref(),
+        Some(std::path::Path::new("/proc/self/fd/9"))
+    );
+    let linux = h.spec.linux().as_ref().unwrap();
+    for m in [linux.uid_mappings(), linux.gid_mappings()] {
+        let m = m.clone().unwrap();
+        assert_eq!(
+            (m[0].container_id(), m[0].host_id(), m[0].size()),
+            (0, 300_000, 65536)
+        );
+    }
+    // Without the fact (explain, precheck) libcontainer makes it.
+    let h = ok_with(
+        &s,
+        &Policy::default(),
+        &HostFacts {
+            own_user_namespace: None,
+            ..f
+        },
+    );
+    let users = namespaces_of(&h.spec, LinuxNamespaceType::User);
+    assert_eq!((users.len(), users[0].path().clone()), (1, None));
+}
+
 /// A pod member joins the user namespace moat pinned (the facts' handle),
 /// whatever user namespace path the spec named, with the pod's range.
 #[test]

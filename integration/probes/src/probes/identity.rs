@@ -59,6 +59,46 @@ pub fn gid_map_host_root(_: &Ctx) -> Outcome {
     id_map("/proc/self/gid_map", "gid")
 }
 
+/// `ioctl(2)` request of nsfs (linux/nsfs.h): the owner's uid.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// T8 (red-team R8-1): the kernel charges the container's inotify
+/// instances and watches, mqueue bytes, queued signals, ... also to its
+/// user namespace's owner. Owned by a uid of the container's own range the
+/// owner shows as a mapped uid here; owned by host root (or any uid outside
+/// the range) it shows as the overflow uid, and every container shares
+/// that user's limits with it.
+pub fn userns_owner(_: &Ctx) -> Outcome {
+    let ns = match std::fs::File::open("/proc/self/ns/user") {
+        Ok(f) => f,
+        Err(e) => return Outcome::Error(format!("open /proc/self/ns/user: {e}")),
+    };
+    let mut uid: libc::uid_t = libc::uid_t::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&ns),
+            NS_GET_OWNER_UID as _,
+            &mut uid,
+        )
+    };
+    if rc != 0 {
+        return Outcome::Error(format!("NS_GET_OWNER_UID: {}", errno_name(errno())));
+    }
+    // moat's owner is the range's base host uid, container uid 0 here; an
+    // owner outside the range reads as the overflow uid (65534), which a
+    // 65536-id range also maps, so only 0 is proof.
+    let map = parse_id_map(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default());
+    match (uid, map_id(&map, 0)) {
+        (0, Some(host)) if host != 0 => Outcome::Blocked(format!(
+            "the user namespace is owned by container uid 0 (host uid {host}): its kernel counters are charged to the container's own range"
+        )),
+        _ => Outcome::Allowed(format!(
+            "the user namespace's owner reads as uid {uid} here, not the range's own root (an unmapped owner, host root?, reads as the overflow uid): the container shares that user's inotify, mqueue and signal limits"
+        )),
+    }
+}
+
 enum Exec {
     Euid(u32),
     /// exec failed with this errno (e.g. EACCES on a noexec mount).

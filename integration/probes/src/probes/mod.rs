@@ -136,6 +136,8 @@ pub fn all() -> Vec<Probe> {
         // T3: user namespace and identity.
         p("uid_map_maps_host_root", "T3", identity::uid_map_host_root),
         p("gid_map_maps_host_root", "T3", identity::gid_map_host_root),
+        // T8 (kernel counters): whose per-user limits the container uses.
+        p("userns_owned_by_host_root", "T8", identity::userns_owner),
         // T4: seccomp.
         p("io_uring_setup", "T4", syscalls::io_uring_setup),
         p("userfaultfd", "T4", syscalls::userfaultfd),
