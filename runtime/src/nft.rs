@@ -21,8 +21,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::egress::{
     Action, Match, Table, BLOCKED_COUNTER, CHAIN_PRIORITY, DNS_CHAIN, DNS_CHAIN_PRIORITY,
-    IPPROTO_ICMPV6, REFUSED_LOG_BURST, REFUSED_LOG_GROUP, REFUSED_LOG_LIMIT, REFUSED_LOG_RATE,
-    TABLE,
+    IPPROTO_ICMPV6, NOTRACK_IN_CHAIN, NOTRACK_OUT_CHAIN, NOTRACK_PRIORITY, REFUSED_LOG_BURST,
+    REFUSED_LOG_GROUP, REFUSED_LOG_LIMIT, REFUSED_LOG_RATE, TABLE,
 };
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
@@ -72,6 +72,14 @@ const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NFT_META_IIF: u32 = 4;
+/// NF_CT_STATE_BIT(IP_CT_NEW).
+const CT_STATE_NEW: u32 = 0x8;
+const NFTA_CONNLIMIT_COUNT: u16 = 1;
+const NFTA_CONNLIMIT_FLAGS: u16 = 2;
+/// `over`: the rule matches when the count exceeds the limit.
+const NFT_CONNLIMIT_F_INV: u32 = 1;
 const NF_ACCEPT: u32 = 1;
 
 const NFTA_TABLE_NAME: u16 = 1;
@@ -262,14 +270,23 @@ fn encode_match(a: &mut Attrs, m: &Match) {
             // Interface indexes are host-endian; lo is 1 in every namespace.
             a.cmp(NFT_CMP_EQ, &1u32.to_ne_bytes());
         }
-        Match::CtEstablishedRelated => {
-            a.expr("ct", |a| {
-                a.be32(NFTA_CT_DREG, NFT_REG_1);
-                a.be32(NFTA_CT_KEY, NFT_CT_STATE);
-            });
-            a.bitwise(&CT_STATE_ESTABLISHED_RELATED.to_ne_bytes());
-            a.cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes());
+        Match::IifLoopback => {
+            a.meta(NFT_META_IIF);
+            a.cmp(NFT_CMP_EQ, &1u32.to_ne_bytes());
         }
+        Match::CtEstablishedRelated => ct_state(a, CT_STATE_ESTABLISHED_RELATED),
+        Match::CtNew => ct_state(a, CT_STATE_NEW),
+        Match::CtCountOver(n) => a.expr("connlimit", |a| {
+            a.be32(NFTA_CONNLIMIT_COUNT, *n);
+            a.be32(NFTA_CONNLIMIT_FLAGS, NFT_CONNLIMIT_F_INV);
+        }),
+        Match::Sport { proto, port } => {
+            a.meta(NFT_META_L4PROTO);
+            a.cmp(NFT_CMP_EQ, &[*proto]);
+            a.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2);
+            a.cmp(NFT_CMP_EQ, &port.to_be_bytes());
+        }
+        Match::Saddr { addr, prefix } => addr_match(a, *addr, *prefix, 12, 8),
         Match::Icmpv6Type(t) => {
             a.meta(NFT_META_NFPROTO);
             a.cmp(NFT_CMP_EQ, &[NFPROTO_IPV6]);
@@ -278,35 +295,7 @@ fn encode_match(a: &mut Attrs, m: &Match) {
             a.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1);
             a.cmp(NFT_CMP_EQ, &[*t]);
         }
-        Match::Daddr { addr, prefix } => {
-            let (family, offset, bytes) = match addr {
-                IpAddr::V4(v4) => (NFPROTO_IPV4, 16, v4.octets().to_vec()),
-                IpAddr::V6(v6) => (NFPROTO_IPV6, 24, v6.octets().to_vec()),
-            };
-            a.meta(NFT_META_NFPROTO);
-            a.cmp(NFT_CMP_EQ, &[family]);
-            let prefix = usize::from(*prefix);
-            if prefix > 0 && prefix.is_multiple_of(8) {
-                // Whole bytes: compare just those.
-                a.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, (prefix / 8) as u32);
-                a.cmp(NFT_CMP_EQ, &bytes[..prefix / 8]);
-            } else {
-                let mask: Vec<u8> = (0..bytes.len())
-                    .map(|i| {
-                        let bits = prefix.saturating_sub(i * 8).min(8);
-                        if bits == 0 {
-                            0
-                        } else {
-                            0xffu8 << (8 - bits)
-                        }
-                    })
-                    .collect();
-                let net: Vec<u8> = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
-                a.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes.len() as u32);
-                a.bitwise(&mask);
-                a.cmp(NFT_CMP_EQ, &net);
-            }
-        }
+        Match::Daddr { addr, prefix } => addr_match(a, *addr, *prefix, 16, 24),
         Match::L4Proto(p) => {
             a.meta(NFT_META_L4PROTO);
             a.cmp(NFT_CMP_EQ, &[*p]);
@@ -346,6 +335,48 @@ fn encode_match(a: &mut Attrs, m: &Match) {
     }
 }
 
+/// `ct state` with any of `bits`.
+fn ct_state(a: &mut Attrs, bits: u32) {
+    a.expr("ct", |a| {
+        a.be32(NFTA_CT_DREG, NFT_REG_1);
+        a.be32(NFTA_CT_KEY, NFT_CT_STATE);
+    });
+    a.bitwise(&bits.to_ne_bytes());
+    a.cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes());
+}
+
+/// An address within `addr/prefix` at the network header's `v4_offset`
+/// or `v6_offset` (destination 16/24, source 12/8).
+fn addr_match(a: &mut Attrs, addr: IpAddr, prefix: u8, v4_offset: u32, v6_offset: u32) {
+    let (family, offset, bytes) = match addr {
+        IpAddr::V4(v4) => (NFPROTO_IPV4, v4_offset, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (NFPROTO_IPV6, v6_offset, v6.octets().to_vec()),
+    };
+    a.meta(NFT_META_NFPROTO);
+    a.cmp(NFT_CMP_EQ, &[family]);
+    let prefix = usize::from(prefix);
+    if prefix > 0 && prefix.is_multiple_of(8) {
+        // Whole bytes: compare just those.
+        a.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, (prefix / 8) as u32);
+        a.cmp(NFT_CMP_EQ, &bytes[..prefix / 8]);
+    } else {
+        let mask: Vec<u8> = (0..bytes.len())
+            .map(|i| {
+                let bits = prefix.saturating_sub(i * 8).min(8);
+                if bits == 0 {
+                    0
+                } else {
+                    0xffu8 << (8 - bits)
+                }
+            })
+            .collect();
+        let net: Vec<u8> = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
+        a.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes.len() as u32);
+        a.bitwise(&mask);
+        a.cmp(NFT_CMP_EQ, &net);
+    }
+}
+
 fn verdict(a: &mut Attrs, code: u32) {
     a.expr("immediate", |a| {
         a.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
@@ -360,6 +391,7 @@ fn encode_action(a: &mut Attrs, action: Action) {
         Action::Accept => verdict(a, NF_ACCEPT),
         Action::Return => verdict(a, NFT_RETURN as u32),
         Action::Redirect => a.expr("redir", |_| {}),
+        Action::Notrack => a.expr("notrack", |_| {}),
         Action::CountAndResetTcp => {
             a.counter_ref();
             a.expr("reject", |a| a.be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST));
@@ -451,9 +483,35 @@ pub fn batch(table: &Table) -> (Vec<u8>, u32) {
             a.nest(NFTA_SET_DESC, |a| a.be32(NFTA_SET_DESC_SIZE, NAME_SET_SIZE));
         });
     }
-    for (chain, kind, priority, rules) in [
-        (CHAIN, "filter", CHAIN_PRIORITY, &table.output),
-        (DNS_CHAIN, "nat", DNS_CHAIN_PRIORITY, &table.dns),
+    for (chain, kind, hook, priority, rules) in [
+        (
+            NOTRACK_OUT_CHAIN,
+            "filter",
+            NF_INET_LOCAL_OUT,
+            NOTRACK_PRIORITY,
+            &table.notrack_out,
+        ),
+        (
+            NOTRACK_IN_CHAIN,
+            "filter",
+            NF_INET_PRE_ROUTING,
+            NOTRACK_PRIORITY,
+            &table.notrack_in,
+        ),
+        (
+            CHAIN,
+            "filter",
+            NF_INET_LOCAL_OUT,
+            CHAIN_PRIORITY,
+            &table.output,
+        ),
+        (
+            DNS_CHAIN,
+            "nat",
+            NF_INET_LOCAL_OUT,
+            DNS_CHAIN_PRIORITY,
+            &table.dns,
+        ),
     ] {
         if rules.is_empty() {
             continue;
@@ -462,7 +520,7 @@ pub fn batch(table: &Table) -> (Vec<u8>, u32) {
             a.str(NFTA_CHAIN_TABLE, TABLE);
             a.str(NFTA_CHAIN_NAME, chain);
             a.nest(NFTA_CHAIN_HOOK, |a| {
-                a.be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
+                a.be32(NFTA_HOOK_HOOKNUM, hook);
                 // Signed, big endian: -150 is nft's "priority mangle".
                 a.be32(NFTA_HOOK_PRIORITY, priority as u32);
             });
@@ -688,8 +746,10 @@ mod tests {
         let rules = t.output.clone();
         let (buf, acks) = batch(&t);
         let msgs = messages(&buf);
-        // begin, table, 2 counters, the log limit, chain, rules, end
-        assert_eq!(msgs.len(), 1 + 1 + 3 + 1 + rules.len() + 1);
+        // begin, table, 2 counters, the log limit, the two notrack chains
+        // and their rules, chain, rules, end
+        let notrack = 2 + t.notrack_out.len() + t.notrack_in.len();
+        assert_eq!(msgs.len(), 1 + 1 + 3 + notrack + 1 + rules.len() + 1);
         assert_eq!(acks as usize, msgs.len() - 2);
         assert_eq!(msgs[0].0, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(msgs.last().unwrap().0, NFNL_MSG_BATCH_END);
@@ -710,9 +770,12 @@ mod tests {
                 NFT_MSG_NEWCHAIN
             ]
         );
-        assert!(kinds[6..kinds.len() - 1]
-            .iter()
-            .all(|k| *k == NFT_MSG_NEWRULE));
+        // Three chains, each followed by its rules.
+        let chains: Vec<usize> = (6..kinds.len() - 1)
+            .filter(|i| kinds[*i] != NFT_MSG_NEWRULE)
+            .collect();
+        assert!(chains.iter().all(|i| kinds[*i] == NFT_MSG_NEWCHAIN));
+        assert_eq!(chains.len(), 2, "{kinds:?}");
     }
 
     #[test]

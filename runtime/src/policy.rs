@@ -357,6 +357,12 @@ pub struct EgressPolicy {
     /// lone `moat run`, 30 interleaved pairs), so on by default. Refused
     /// connections are counted (`moat metrics`) either way.
     pub connection_events: bool,
+    /// At most this many conntrack entries for new flows a container's
+    /// network namespace may hold (flows past it are refused, counted in
+    /// `blocked`): conntrack entries are kernel memory no memory cgroup is
+    /// charged for (T18, red-team R8-4). Loopback is not tracked at all
+    /// (except DNS, which the redirects need).
+    pub max_tracked_connections: u32,
 }
 
 impl Default for EgressPolicy {
@@ -370,6 +376,7 @@ impl Default for EgressPolicy {
             name_ttl_max: crate::egress::DEFAULT_TTL_MAX,
             private_answers: Vec::new(),
             connection_events: true,
+            max_tracked_connections: crate::egress::DEFAULT_MAX_TRACKED,
         }
     }
 }
@@ -714,6 +721,7 @@ pub const ANNOTATION_KEYS: &[&str] = &[
     "refusals.allow_devices",
     "egress.enabled",
     "egress.allow",
+    "egress.max_tracked_connections",
 ];
 
 const NAMESPACE_TYPES: &[&str] = &["network", "pid", "ipc", "uts", "mount", "cgroup", "time"];
@@ -909,12 +917,14 @@ impl Policy {
                     wanted > current
                 }
                 "filesystem.max_mounts" => {
-                    let wanted =
-                        u32::try_from(positive_annotation(name, value)?).map_err(|_| {
-                            Refusal::annotation(name, format!("{value:?} is too large"))
-                        })?;
+                    let wanted = positive_u32_annotation(name, value)?;
                     effective.filesystem.max_mounts = wanted;
                     wanted > self.filesystem.max_mounts
+                }
+                "egress.max_tracked_connections" => {
+                    let wanted = positive_u32_annotation(name, value)?;
+                    effective.egress.max_tracked_connections = wanted;
+                    wanted > self.egress.max_tracked_connections
                 }
                 "resources.pids_limit" => {
                     let wanted = positive_annotation(name, value)?;
@@ -1001,6 +1011,12 @@ impl Policy {
         })?;
         Ok((effective, applied))
     }
+}
+
+/// The positive whole number below 2^32 an annotation's value is.
+fn positive_u32_annotation(name: &str, value: &str) -> Result<u32, Refusal> {
+    u32::try_from(positive_annotation(name, value)?)
+        .map_err(|_| Refusal::annotation(name, format!("{value:?} is too large")))
 }
 
 /// The positive whole number an annotation's value is.
@@ -1460,6 +1476,30 @@ mod learn_annotation_tests {
             assert!(ann(bad).is_err(), "{bad:?}");
         }
         assert!(Policy::from_toml("[filesystem]\nmax_mounts = 0\n").is_err());
+    }
+
+    #[test]
+    fn max_tracked_connections_annotation_may_only_tighten() {
+        let p = Policy::embedded();
+        assert_eq!(
+            p.egress.max_tracked_connections,
+            crate::egress::DEFAULT_MAX_TRACKED
+        );
+        let ann = |v: &str| {
+            let mut a = HashMap::new();
+            a.insert(
+                "moat.dev/egress.max_tracked_connections".to_string(),
+                v.to_string(),
+            );
+            p.with_annotations(&a)
+        };
+        assert_eq!(ann("16").unwrap().0.egress.max_tracked_connections, 16);
+        let e = ann("100000").unwrap_err();
+        assert_eq!(e.rule, RefusalRule::AnnotationLoosensPolicy, "{e}");
+        for bad in ["0", "-1", "many", "99999999999"] {
+            assert!(ann(bad).is_err(), "{bad:?}");
+        }
+        assert!(Policy::from_toml("[egress]\nmax_tracked_connections = 0\n").is_err());
     }
 
     #[test]
