@@ -281,7 +281,9 @@ fn sysfs_and_cgroup_mounts_are_read_only() {
 #[test]
 fn already_hardened_system_mounts_are_not_reported() {
     let h = ok(&docker_spec());
-    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/pts", "/dev/mqueue"] {
+    // /dev/pts gets the policy's pty bound (docker's has no `max=`: T5
+    // (ptys), `devpts_gets_a_pty_max_from_the_policy`), and nothing else.
+    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/mqueue"] {
         assert!(
             !has_line(
                 &h.report,
@@ -294,9 +296,12 @@ fn already_hardened_system_mounts_are_not_reported() {
     // The docker spec's own mounts are unchanged apart from the binds, and
     // its tmpfs (/dev, /dev/shm) apart from their inode cap (T5, inodes).
     let before = docker_spec();
-    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/pts", "/dev/mqueue"] {
+    for dest in ["/sys", "/sys/fs/cgroup", "/proc", "/dev/mqueue"] {
         assert_eq!(mount_at(&h.spec, dest), mount_at(&before, dest), "{dest}");
     }
+    let mut pts = opts(mount_at(&before, "/dev/pts"));
+    pts.push("max=256".to_string());
+    assert_eq!(opts(mount_at(&h.spec, "/dev/pts")), pts);
     for (dest, inodes) in [("/dev", "nr_inodes=16384"), ("/dev/shm", "nr_inodes=16384")] {
         let mut want = opts(mount_at(&before, dest));
         want.push(inodes.to_string());
