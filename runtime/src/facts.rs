@@ -100,12 +100,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id_range: Option<IdRange>) -> HostFact
         else {
             continue;
         };
+        let file = std::os::fd::OwnedFd::from(file);
         // The path of the file just opened, from its fd: a name resolved
         // again could be another file by now.
-        let Ok(real) = fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&file)
-        )) else {
+        let Ok(real) = crate::pinned::real_path(&file) else {
             continue;
         };
         let fd = std::os::fd::AsFd::as_fd(&file);
@@ -435,11 +433,9 @@ pub fn rootfs_real_path(rootfs: &Path) -> Option<PathBuf> {
     let fd = openat2(nix::libc::AT_FDCWD, rootfs, how).ok()?;
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let real = fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ));
-    real.ok().filter(|p| p.is_absolute())
+    crate::pinned::real_path(&fd)
+        .ok()
+        .filter(|p| p.is_absolute())
 }
 
 /// The largest `/etc/passwd` moat reads from an image.
