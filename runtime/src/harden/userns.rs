@@ -231,19 +231,7 @@ pub(super) fn add_user_namespace(
         // A member of a pod joins the pod's user namespace (which owns the
         // pod's pid, ipc and uts namespaces, so it can mount /proc there)
         // through the descriptor moat pinned, never a path the spec names.
-        let before = namespaces
-            .iter()
-            .find(|n| n.typ() == LinuxNamespaceType::User)
-            .map(|n| match n.path() {
-                Some(p) => p.display().to_string(),
-                None => "new user namespace".into(),
-            })
-            .unwrap_or_else(|| "no user namespace".into());
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
-        let mut ns = LinuxNamespace::default();
-        ns.set_typ(LinuxNamespaceType::User);
-        ns.set_path(Some(pod.clone()));
-        namespaces.push(ns);
+        let before = join_user_namespace(&mut namespaces, pod);
         report.change(
             Rule::UserNamespace,
             "linux.namespaces",
@@ -255,19 +243,7 @@ pub(super) fn add_user_namespace(
         // moat made the container's user namespace itself, owned by the
         // range's base host uid, so the kernel charges the container's
         // per-user counters to that uid, not to host root (T8).
-        let before = if namespaces
-            .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User)
-        {
-            "new user namespace"
-        } else {
-            "no user namespace"
-        };
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
-        let mut ns = LinuxNamespace::default();
-        ns.set_typ(LinuxNamespaceType::User);
-        ns.set_path(Some(own.clone()));
-        namespaces.push(ns);
+        let before = join_user_namespace(&mut namespaces, own);
         report.change(
             Rule::UserNamespace,
             "linux.namespaces",
@@ -419,6 +395,26 @@ pub fn clamp_ping_group_range(value: &str, mapped: u32) -> String {
         }
         _ => "1 0".to_string(), // unparseable: the kernel's "nobody may" value
     }
+}
+
+/// Replaces the spec's user namespace entry (if any) by one joining the
+/// namespace at `handle` (a descriptor moat holds); what the spec had, in
+/// words, for the report.
+fn join_user_namespace(namespaces: &mut Vec<LinuxNamespace>, handle: &std::path::Path) -> String {
+    let before = namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .map(|n| match n.path() {
+            Some(p) => p.display().to_string(),
+            None => "new user namespace".into(),
+        })
+        .unwrap_or_else(|| "no user namespace".into());
+    namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(LinuxNamespaceType::User);
+    ns.set_path(Some(handle.to_path_buf()));
+    namespaces.push(ns);
+    before
 }
 
 #[cfg(test)]
